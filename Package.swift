@@ -1,0 +1,76 @@
+// swift-tools-version:6.0
+// tcpsplice: a Linux TCP splicing middlebox.
+//
+// Module map (one job each):
+//   SpliceWire            packet library: IPv4/IPv6/TCP views, options, SeqNumber, checksums. No I/O.
+//   SpliceEngine          flow table and verdict logic. No I/O.
+//   SpliceControlProtocol control-socket message types and framing. No I/O.
+//   SpliceKernel          the kernel edge: NFQUEUE reader, raw-socket injector, Unix control sockets.
+//   spliced / splicectl / splice-proxy   the executables.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "tcpsplice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "spliced", targets: ["spliced"]),
+        .executable(name: "splicectl", targets: ["splicectl"]),
+        .executable(name: "splice-proxy", targets: ["splice-proxy"]),
+        .library(name: "SpliceWire", targets: ["SpliceWire"]),
+        .library(name: "SpliceEngine", targets: ["SpliceEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CNetfilterQueue",
+            pkgConfig: "libnetfilter_queue",
+            providers: [.apt(["libnetfilter-queue-dev", "libmnl-dev"])]
+        ),
+        .target(name: "SpliceWire", swiftSettings: strict),
+        .target(name: "SpliceEngine", dependencies: ["SpliceWire"], swiftSettings: strict),
+        .target(name: "SpliceControlProtocol", swiftSettings: strict),
+        .target(
+            name: "SpliceKernel",
+            dependencies: [
+                "CNetfilterQueue", "SpliceWire", "SpliceEngine", "SpliceControlProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "spliced",
+            dependencies: [
+                "SpliceWire", "SpliceEngine", "SpliceKernel", "SpliceControlProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "splicectl",
+            dependencies: [
+                "SpliceKernel", "SpliceControlProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "splice-proxy",
+            dependencies: [
+                "SpliceKernel", "SpliceControlProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
+        .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire"], swiftSettings: strict),
+    ]
+)
