@@ -1,0 +1,342 @@
+import SpliceWire
+
+/// What the kernel told us about a queued packet, beyond its bytes.
+public struct PacketInfo: Sendable {
+    /// Netfilter hook (0 PREROUTING, 1 INPUT, 2 FORWARD, 3 OUTPUT, 4 POSTROUTING).
+    public var hook: UInt8
+    public var mark: UInt32
+    /// `NFQA_SKB_CSUMNOTREADY`: the TCP checksum field holds only the pseudo-header sum.
+    public var checksumPartial: Bool
+    /// `NFQA_SKB_GSO`: a large packet the kernel will segment on the way out.
+    public var gso: Bool
+    public var inInterface: UInt32
+    public var outInterface: UInt32
+
+    public init(hook: UInt8 = 0, mark: UInt32 = 0, checksumPartial: Bool = false, gso: Bool = false,
+                inInterface: UInt32 = 0, outInterface: UInt32 = 0) {
+        self.hook = hook
+        self.mark = mark
+        self.checksumPartial = checksumPartial
+        self.gso = gso
+        self.inInterface = inInterface
+        self.outInterface = outInterface
+    }
+}
+
+/// The engine's decision for one packet.
+public enum Verdict: Sendable, Equatable {
+    /// Let the packet go on unchanged.
+    case accept
+    /// Let the packet go on with the bytes the engine rewrote (and their new length).
+    case acceptModified(length: Int)
+    /// Drop the packet.
+    case drop
+}
+
+/// Running counts the engine keeps; read by `splicectl status`.
+public struct EngineCounters: Sendable, Equatable {
+    public var packets: UInt64 = 0
+    public var bytes: UInt64 = 0
+    public var tcpPackets: UInt64 = 0
+    public var notTCP: UInt64 = 0
+    public var fragments: UInt64 = 0
+    public var malformed: UInt64 = 0
+    public var verdictAccept: UInt64 = 0
+    public var verdictAcceptModified: UInt64 = 0
+    public var verdictDrop: UInt64 = 0
+    public var flowsCreated: UInt64 = 0
+    public var flowsPickedUp: UInt64 = 0
+    public var flowsExpired: UInt64 = 0
+    public var flowsReopened: UInt64 = 0
+    /// New flows that found the table full and were let through untracked.
+    public var tableFull: UInt64 = 0
+    /// Flows that could not get a connection block and went on with their entry alone.
+    public var blocksExhausted: UInt64 = 0
+    /// Packets of no known flow let through untracked (e.g. a stray RST).
+    public var untracked: UInt64 = 0
+    public init() {}
+}
+
+/// The verdict engine: no I/O. The daemon feeds it the packets it reads from the queue and
+/// returns its verdicts to the kernel; tests feed it crafted packets. Not thread-safe: the
+/// daemon serializes calls.
+public final class Engine {
+    public let table: FlowTable
+    public private(set) var counters = EngineCounters()
+    public let started: Timestamp
+
+    public init(table: FlowTable, now: Timestamp = Timestamp(deciseconds: 0)) {
+        self.table = table
+        self.started = now
+    }
+
+    /// Decides what happens to one queued packet. `buffer` may be rewritten in place when the
+    /// verdict is `.acceptModified`. Never traps on malformed input: what cannot be parsed gets
+    /// the kernel's default verdict (accept).
+    public func process(_ buffer: UnsafeMutableRawBufferPointer, info: PacketInfo, now: Timestamp) -> Verdict {
+        counters.packets &+= 1
+        counters.bytes &+= UInt64(buffer.count)
+        let verdict: Verdict
+        switch TCPPacket.parse(buffer) {
+        case .tcp(let packet):
+            counters.tcpPackets &+= 1
+            verdict = track(packet, now: now)
+        case .notTCP:
+            counters.notTCP &+= 1
+            verdict = .accept
+        case .fragment:
+            counters.fragments &+= 1
+            verdict = .accept
+        case .malformed:
+            counters.malformed &+= 1
+            verdict = .accept
+        }
+        switch verdict {
+        case .accept: counters.verdictAccept &+= 1
+        case .acceptModified: counters.verdictAcceptModified &+= 1
+        case .drop: counters.verdictDrop &+= 1
+        }
+        return verdict
+    }
+
+    /// Periodic work: expires idle flows, `budget` slots at a time.
+    public func tick(now: Timestamp, budget: Int = 4096) {
+        counters.flowsExpired &+= UInt64(table.expire(now: now, budget: budget))
+    }
+
+    // MARK: Tracking (conntrack-style, all modes)
+
+    func track(_ p: TCPPacket, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        let src = p.source, dst = p.destination
+        let sport = tcp.sourcePort, dport = tcp.destinationPort
+
+        guard let (e, dir) = table.lookup(source: src, sourcePort: sport, destination: dst, destinationPort: dport) else {
+            return trackNew(p, now: now)
+        }
+        var state = table[e].state
+
+        // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT).
+        if state.isClosed && dir == .original && flags.contains(.syn) && !flags.contains(.ack) {
+            table.remove(e)
+            counters.flowsReopened &+= 1
+            return trackNew(p, now: now)
+        }
+
+        table[e].lastSeen = now.deciseconds
+        table[e].count(bytes: tcp.payloadLength, from: dir)
+        let block = table.block(e)
+        if let b = block { record(tcp, dir: dir, in: b) }
+
+        if flags.contains(.rst) {
+            table[e].state = .close
+            table.releaseBlock(e)
+            return .accept
+        }
+
+        if flags.contains(.syn) {
+            if dir == .reply && flags.contains(.ack) && (state == .synSent || state == .synReceived) {
+                table[e].state = .synReceived
+                if let b = block {
+                    b.pointee.isnB = tcp.sequenceNumber
+                    b.pointee.isnKnownB = true
+                    b.pointee.optionsB = EndOptions(tcp.options.summary)
+                }
+            } else if dir == .original && !flags.contains(.ack) && state == .synSent, let b = block {
+                // Retransmitted SYN: the options may differ (e.g. a SYN retried without them).
+                b.pointee.isnA = tcp.sequenceNumber
+                b.pointee.optionsA = EndOptions(tcp.options.summary)
+            }
+            return .accept
+        }
+
+        if state == .synReceived && dir == .original && flags.contains(.ack) {
+            if let b = block, b.pointee.isnKnownB {
+                if tcp.acknowledgmentNumber == b.pointee.isnB + 1 { state = .established }
+            } else {
+                state = .established
+            }
+            table[e].state = state
+        }
+
+        if flags.contains(.fin) {
+            let seqEnd = tcp.sequenceNumber + UInt32(tcp.payloadLength)
+            if dir == .original {
+                table[e].flags.insert(.finA)
+                block?.pointee.finSeqA = seqEnd
+            } else {
+                table[e].flags.insert(.finB)
+                block?.pointee.finSeqB = seqEnd
+            }
+        }
+        if flags.contains(.ack) {
+            // An ACK from one side may acknowledge the other side's FIN.
+            let fl = table[e].flags
+            let ack = tcp.acknowledgmentNumber
+            if dir == .original && fl.contains(.finB) && !fl.contains(.finAckedB) {
+                if let b = block { if ack >= b.pointee.finSeqB + 1 { table[e].flags.insert(.finAckedB) } }
+                else { table[e].flags.insert(.finAckedB) }
+            } else if dir == .reply && fl.contains(.finA) && !fl.contains(.finAckedA) {
+                if let b = block { if ack >= b.pointee.finSeqA + 1 { table[e].flags.insert(.finAckedA) } }
+                else { table[e].flags.insert(.finAckedA) }
+            }
+        }
+        let fl = table[e].flags
+        if fl.contains(.finA) || fl.contains(.finB) {
+            let bothFin = fl.contains(.finA) && fl.contains(.finB)
+            let bothAcked = fl.contains(.finAckedA) && fl.contains(.finAckedB)
+            let next: FlowState
+            if bothFin && bothAcked { next = .timeWait }
+            else if bothFin { next = .lastAck }
+            else if fl.contains(.finAckedA) || fl.contains(.finAckedB) { next = .closeWait }
+            else { next = .finWait }
+            if next != table[e].state {
+                table[e].state = next
+                if next == .timeWait { table.releaseBlock(e) }   // seed 004: the block goes at TIME_WAIT
+            }
+        }
+        return .accept
+    }
+
+    /// The first packet of a flow the table does not know.
+    func trackNew(_ p: TCPPacket, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        if flags.contains(.rst) {
+            counters.untracked &+= 1
+            return .accept
+        }
+        let src = p.source, dst = p.destination
+        let sport = tcp.sourcePort, dport = tcp.destinationPort
+        let initiatorIsSource: Bool
+        let state: FlowState
+        var pickedUp = false
+        if flags.contains(.syn) && !flags.contains(.ack) {
+            initiatorIsSource = true
+            state = .synSent
+        } else if flags.contains(.syn) {
+            // A SYN-ACK of a handshake whose SYN we did not see: the destination initiated.
+            initiatorIsSource = false
+            state = .synReceived
+            pickedUp = true
+        } else {
+            // Mid-stream (e.g. after an engine restart): the lower port is taken as the server's.
+            initiatorIsSource = sport > dport || (sport == dport && src.low > dst.low)
+            state = .established
+            pickedUp = true
+        }
+        let inserted = initiatorIsSource
+            ? table.insert(initiator: src, port: sport, responder: dst, port: dport, now: now)
+            : table.insert(initiator: dst, port: dport, responder: src, port: sport, now: now)
+        guard let e = inserted else {
+            counters.tableFull &+= 1
+            return .accept
+        }
+        counters.flowsCreated &+= 1
+        table[e].state = state
+        let dir: FlowDirection = initiatorIsSource ? .original : .reply
+        table[e].count(bytes: tcp.payloadLength, from: dir)
+        if pickedUp {
+            table[e].flags.insert(.pickedUp)
+            table[e].reason = .pickedUpMidStream
+            counters.flowsPickedUp &+= 1
+        }
+        if flags.contains(.fin) {
+            table[e].flags.insert(dir == .original ? .finA : .finB)
+            table[e].state = .finWait
+        }
+        guard table.attachBlock(e), let b = table.block(e) else {
+            counters.blocksExhausted &+= 1
+            return .accept
+        }
+        record(tcp, dir: dir, in: b)
+        if flags.contains(.syn) {
+            let options = EndOptions(tcp.options.summary)
+            if dir == .original {
+                b.pointee.isnA = tcp.sequenceNumber; b.pointee.isnKnownA = true; b.pointee.optionsA = options
+            } else {
+                b.pointee.isnB = tcp.sequenceNumber; b.pointee.isnKnownB = true; b.pointee.optionsB = options
+            }
+        }
+        if flags.contains(.fin) {
+            let seqEnd = tcp.sequenceNumber + UInt32(tcp.payloadLength)
+            if dir == .original { b.pointee.finSeqA = seqEnd } else { b.pointee.finSeqB = seqEnd }
+        }
+        return .accept
+    }
+
+    /// Updates what the connection block knows from one packet: highest sequence and
+    /// acknowledgement numbers, the latest timestamp, packet counts.
+    @inline(__always)
+    func record(_ tcp: TCPHeader, dir: FlowDirection, in b: UnsafeMutablePointer<ConnectionBlock>) {
+        let end = tcp.sequenceNumber + tcp.sequenceLength
+        let hasAck = tcp.flags.contains(.ack)
+        let ack = tcp.acknowledgmentNumber
+        if dir == .original {
+            b.pointee.packetsA &+= 1
+            if b.pointee.packetsA == 1 || end > b.pointee.nextSeqA { b.pointee.nextSeqA = end }
+            if hasAck && (!b.pointee.ackSeenA || ack > b.pointee.ackA) { b.pointee.ackA = ack; b.pointee.ackSeenA = true }
+        } else {
+            b.pointee.packetsB &+= 1
+            if b.pointee.packetsB == 1 || end > b.pointee.nextSeqB { b.pointee.nextSeqB = end }
+            if hasAck && (!b.pointee.ackSeenB || ack > b.pointee.ackB) { b.pointee.ackB = ack; b.pointee.ackSeenB = true }
+        }
+        if tcp.headerLength > TCPHeader.Field.minimumLength,
+           let ts = tcp.options.first(kind: TCPOptionKind.timestamps),
+           case .timestamps(let value, _) = tcp.options.value(of: ts) {
+            if dir == .original { b.pointee.tsRecentA = value } else { b.pointee.tsRecentB = value }
+        }
+    }
+}
+
+// MARK: Snapshots for the control socket
+
+/// One flow as `splicectl flows` shows it.
+public struct FlowSnapshot: Sendable, Equatable {
+    public var initiator: IPAddress
+    public var initiatorPort: UInt16
+    public var responder: IPAddress
+    public var responderPort: UInt16
+    public var state: FlowState
+    public var mode: FlowMode
+    public var reason: ModeReason
+    public var ageSeconds: Double
+    public var idleSeconds: Double
+    public var bytesFromInitiator: UInt64
+    public var bytesFromResponder: UInt64
+    public var hasBlock: Bool
+    public var pickedUp: Bool
+    public var initiatorOptions: EndOptions?
+    public var responderOptions: EndOptions?
+}
+
+extension Engine {
+    /// Every flow, for `splicectl flows`.
+    public func flows(now: Timestamp) -> [FlowSnapshot] {
+        var out: [FlowSnapshot] = []
+        out.reserveCapacity(table.count)
+        table.forEach { _, e, b in
+            out.append(FlowSnapshot(
+                initiator: e.addressA, initiatorPort: e.portA, responder: e.addressB, responderPort: e.portB,
+                state: e.state, mode: e.mode, reason: e.reason,
+                ageSeconds: now.seconds(since: Timestamp(deciseconds: e.created)),
+                idleSeconds: now.seconds(since: Timestamp(deciseconds: e.lastSeen)),
+                bytesFromInitiator: e.bytesFromA, bytesFromResponder: e.bytesFromB,
+                hasBlock: b != nil, pickedUp: e.flags.contains(.pickedUp),
+                initiatorOptions: (b?.isnKnownA ?? false) ? b?.optionsA : nil,
+                responderOptions: (b?.isnKnownB ?? false) ? b?.optionsB : nil))
+        }
+        return out
+    }
+
+    /// Flows per state and per mode.
+    public func flowCounts() -> (byState: [FlowState: Int], byMode: [FlowMode: Int]) {
+        var s: [FlowState: Int] = [:], m: [FlowMode: Int] = [:]
+        table.forEach { _, e, _ in
+            s[e.state, default: 0] += 1
+            m[e.mode, default: 0] += 1
+        }
+        return (s, m)
+    }
+}

@@ -1,0 +1,145 @@
+import SpliceWire
+
+/// The small, fixed part of a flow (seed 004): what is kept for every flow, from its first
+/// packet through TIME_WAIT. Exactly 64 bytes (one cache line); `FlowEntryLayoutTests` holds it
+/// to that. Fields are ordered by size so that Swift packs them without padding.
+public struct FlowEntry: Sendable {
+    // 32 bytes: the initiator's (A) and responder's (B) addresses, IPv4 mapped into IPv6.
+    public var addressA: IPAddress
+    public var addressB: IPAddress
+    // 20 bytes
+    public var created: UInt32
+    public var lastSeen: UInt32
+    /// Index of the connection block + 1, or 0 when the flow has none.
+    public var blockRef: UInt32
+    public var bytesLowA: UInt32
+    public var bytesLowB: UInt32
+    // 8 bytes
+    public var portA: UInt16
+    public var portB: UInt16
+    public var bytesHighA: UInt16
+    public var bytesHighB: UInt16
+    // 4 bytes
+    public var stateRaw: UInt8
+    public var modeRaw: UInt8
+    public var reasonRaw: UInt8
+    public var flags: Flags
+
+    public struct Flags: OptionSet, Sendable {
+        public let rawValue: UInt8
+        @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// A FIN was seen from the initiator / responder.
+        public static let finA = Flags(rawValue: 1 << 0)
+        public static let finB = Flags(rawValue: 1 << 1)
+        /// That FIN was acknowledged by the other side.
+        public static let finAckedA = Flags(rawValue: 1 << 2)
+        public static let finAckedB = Flags(rawValue: 1 << 3)
+        /// First seen mid-stream: ISNs and options unknown.
+        public static let pickedUp = Flags(rawValue: 1 << 4)
+    }
+
+    @inlinable
+    public init(a: IPAddress, portA: UInt16, b: IPAddress, portB: UInt16, now: Timestamp) {
+        addressA = a; addressB = b
+        created = now.deciseconds; lastSeen = now.deciseconds
+        blockRef = 0; bytesLowA = 0; bytesLowB = 0
+        self.portA = portA; self.portB = portB
+        bytesHighA = 0; bytesHighB = 0
+        stateRaw = FlowState.free.rawValue
+        modeRaw = FlowMode.bypass.rawValue
+        reasonRaw = ModeReason.noPolicy.rawValue
+        flags = []
+    }
+
+    @inlinable public var state: FlowState {
+        get { FlowState(rawValue: stateRaw) ?? .free }
+        set { stateRaw = newValue.rawValue }
+    }
+    @inlinable public var mode: FlowMode {
+        get { FlowMode(rawValue: modeRaw) ?? .bypass }
+        set { modeRaw = newValue.rawValue }
+    }
+    @inlinable public var reason: ModeReason {
+        get { ModeReason(rawValue: reasonRaw) ?? .noPolicy }
+        set { reasonRaw = newValue.rawValue }
+    }
+
+    /// Bytes of TCP payload sent by the initiator / responder (48-bit counters).
+    @inlinable public var bytesFromA: UInt64 { UInt64(bytesHighA) << 32 | UInt64(bytesLowA) }
+    @inlinable public var bytesFromB: UInt64 { UInt64(bytesHighB) << 32 | UInt64(bytesLowB) }
+
+    @inlinable
+    public mutating func count(bytes: Int, from direction: FlowDirection) {
+        let n = UInt64(bytes)
+        if direction == .original {
+            let v = bytesFromA &+ n
+            bytesLowA = UInt32(truncatingIfNeeded: v); bytesHighA = UInt16(truncatingIfNeeded: v >> 32)
+        } else {
+            let v = bytesFromB &+ n
+            bytesLowB = UInt32(truncatingIfNeeded: v); bytesHighB = UInt16(truncatingIfNeeded: v >> 32)
+        }
+    }
+
+    /// The direction of a packet from `source`/`sourcePort` to `destination`/`destinationPort`,
+    /// or nil if it does not belong to this flow.
+    @inlinable
+    public func direction(source: IPAddress, sourcePort: UInt16,
+                          destination: IPAddress, destinationPort: UInt16) -> FlowDirection? {
+        if portA == sourcePort && portB == destinationPort && addressA == source && addressB == destination {
+            return .original
+        }
+        if portB == sourcePort && portA == destinationPort && addressB == source && addressA == destination {
+            return .reply
+        }
+        return nil
+    }
+}
+
+/// What one end offered in its SYN (seed 000: the options replayed to the proxy).
+public struct EndOptions: Sendable, Equatable {
+    public var maximumSegmentSize: UInt16 = 0
+    /// 0xff when the end did not offer window scaling.
+    public var windowScale: UInt8 = 0xff
+    public var sackPermitted = false
+    public var timestamps = false
+
+    @inlinable public init() {}
+    @inlinable public init(_ s: TCPOptionSummary) {
+        maximumSegmentSize = s.maximumSegmentSize ?? 0
+        windowScale = s.windowScale ?? 0xff
+        sackPermitted = s.sackPermitted
+        timestamps = s.timestamps != nil
+    }
+}
+
+/// The large, per-connection part of a flow (seed 004): only for flows that need it, released
+/// at TIME_WAIT or reset. Per-direction arrays are indexed by `FlowDirection.rawValue`.
+public struct ConnectionBlock: Sendable {
+    /// Each end's initial sequence number (valid when `isnKnown`).
+    public var isnA = SeqNumber(0)
+    public var isnB = SeqNumber(0)
+    public var isnKnownA = false
+    public var isnKnownB = false
+    public var optionsA = EndOptions()
+    public var optionsB = EndOptions()
+    /// The highest sequence number + length seen from each end.
+    public var nextSeqA = SeqNumber(0)
+    public var nextSeqB = SeqNumber(0)
+    /// The highest acknowledgement number seen from each end.
+    public var ackA = SeqNumber(0)
+    public var ackB = SeqNumber(0)
+    public var ackSeenA = false
+    public var ackSeenB = false
+    /// The sequence number of each end's FIN.
+    public var finSeqA = SeqNumber(0)
+    public var finSeqB = SeqNumber(0)
+    /// The latest TSval seen from each end (when timestamps are in use).
+    public var tsRecentA: UInt32 = 0
+    public var tsRecentB: UInt32 = 0
+    public var packetsA: UInt64 = 0
+    public var packetsB: UInt64 = 0
+    /// Index of the owning flow entry (for consistency checks and reverse lookups).
+    public var owner: UInt32 = 0
+
+    @inlinable public init() {}
+}

@@ -1,0 +1,92 @@
+/// TCP state of a flow as a middlebox sees it, after Linux conntrack's states.
+public enum FlowState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// A free slot (never seen by users).
+    case free = 0
+    /// The initiator's SYN was seen.
+    case synSent
+    /// The responder's SYN-ACK was seen.
+    case synReceived
+    /// The handshake completed, or the flow was picked up mid-stream.
+    case established
+    /// One side sent a FIN.
+    case finWait
+    /// One side's FIN was acknowledged; the other side has not closed yet.
+    case closeWait
+    /// Both sides sent a FIN; the last is not acknowledged yet.
+    case lastAck
+    /// Both FINs acknowledged: the entry is kept for 2*MSL, without its connection block.
+    case timeWait
+    /// Reset: kept briefly, without its connection block.
+    case close
+
+    public var description: String {
+        switch self {
+        case .free: return "FREE"
+        case .synSent: return "SYN_SENT"
+        case .synReceived: return "SYN_RECV"
+        case .established: return "ESTABLISHED"
+        case .finWait: return "FIN_WAIT"
+        case .closeWait: return "CLOSE_WAIT"
+        case .lastAck: return "LAST_ACK"
+        case .timeWait: return "TIME_WAIT"
+        case .close: return "CLOSE"
+        }
+    }
+
+    /// States past which the connection block is no longer needed (seed 004).
+    @inlinable public var isClosed: Bool { self == .timeWait || self == .close }
+}
+
+/// What the engine does with a flow's packets (../shared/DESIGN.md, "Modes of a flow").
+public enum FlowMode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// Watched and accepted untouched.
+    case bypass = 0
+    /// The application proxy is in the path; the engine translates its side (seed 000).
+    case resilient
+    /// Handed to the engine after the proxy stepped out (seed 003).
+    case spliced
+    /// Transferred to another proxy (seed 002).
+    case transferred
+
+    public var description: String {
+        switch self {
+        case .bypass: return "bypass"
+        case .resilient: return "resilient"
+        case .spliced: return "spliced"
+        case .transferred: return "transferred"
+        }
+    }
+}
+
+/// Why a flow has the mode it has (the last change), shown by `splicectl flows`.
+public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// New flow, no policy claims it.
+    case noPolicy = 0
+    /// Seen first in the middle of its life (e.g. after an engine restart): bypass.
+    case pickedUpMidStream
+    /// A policy claimed it, but no proxy was alive.
+    case noProxy
+    /// The proxy serving it died.
+    case proxyDied
+    /// A policy claimed it and the proxy took it.
+    case policy
+
+    public var description: String {
+        switch self {
+        case .noPolicy: return "no-policy"
+        case .pickedUpMidStream: return "picked-up-mid-stream"
+        case .noProxy: return "no-proxy-alive"
+        case .proxyDied: return "proxy-died"
+        case .policy: return "policy"
+        }
+    }
+}
+
+/// Which way a packet travels relative to the flow's initiator.
+public enum FlowDirection: Int, Sendable {
+    /// From the initiator (client) to the responder (server).
+    case original = 0
+    /// From the responder to the initiator.
+    case reply = 1
+    @inlinable public var opposite: FlowDirection { self == .original ? .reply : .original }
+}

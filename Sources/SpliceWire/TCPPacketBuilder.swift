@@ -1,0 +1,160 @@
+/// A TCP/IP packet as a value (smoltcp's "Repr"): what the injector and the tests build
+/// packets from. `emit` writes a complete packet with correct checksums.
+public struct TCPPacketSpec: Equatable, Sendable {
+    public var source: IPAddress
+    public var destination: IPAddress
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var sequenceNumber: SeqNumber
+    public var acknowledgmentNumber: SeqNumber
+    public var flags: TCPFlags
+    public var window: UInt16
+    public var urgentPointer: UInt16 = 0
+    /// Raw option bytes (padded with NOP... no: with EOL/zero to a multiple of 4 on emit).
+    public var options: [UInt8] = []
+    public var payload: [UInt8] = []
+    public var ttl: UInt8 = 64
+    public var identification: UInt16 = 0
+    public var dontFragment = true
+
+    public init(source: IPAddress, destination: IPAddress, sourcePort: UInt16, destinationPort: UInt16,
+                sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber = SeqNumber(0),
+                flags: TCPFlags, window: UInt16 = 65535, options: [UInt8] = [], payload: [UInt8] = []) {
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.sequenceNumber = sequenceNumber
+        self.acknowledgmentNumber = acknowledgmentNumber
+        self.flags = flags
+        self.window = window
+        self.options = options
+        self.payload = payload
+    }
+
+    /// Sets the options to an encoded SYN option block.
+    public mutating func setSynOptions(_ syn: SynOptions) {
+        var out = [UInt8](repeating: 0, count: syn.encodedLength)
+        out.withUnsafeMutableBytes { _ = syn.encode(into: $0) }
+        options = out
+    }
+
+    public var isIPv6: Bool { !source.isIPv4 }
+    public var paddedOptionsLength: Int { (options.count + 3) & ~3 }
+    public var ipHeaderLength: Int { isIPv6 ? IPv6Header.Field.fixedLength : IPv4Header.Field.minimumLength }
+    public var tcpHeaderLength: Int { TCPHeader.Field.minimumLength + paddedOptionsLength }
+    public var totalLength: Int { ipHeaderLength + tcpHeaderLength + payload.count }
+
+    /// Writes the packet into `out` and returns its length; nil if `out` is too small or the
+    /// spec cannot be encoded (options over 40 bytes, mixed families, too long).
+    @discardableResult
+    public func emit(into out: UnsafeMutableRawBufferPointer) -> Int? {
+        guard source.isIPv4 == destination.isIPv4, options.count <= 40 else { return nil }
+        let total = totalLength
+        guard out.count >= total, total <= 65535 + (isIPv6 ? 40 : 0) else { return nil }
+        let buf = out.slice(0, total)
+        for i in 0..<total { buf.setU8(i, 0) }
+        let ipLen = ipHeaderLength
+        if isIPv6 {
+            buf.setBE32(0, 6 << 28)
+            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(total - ipLen))
+            buf.setU8(IPv6Header.Field.nextHeader, TCPPacket.tcpProtocolNumber)
+            buf.setU8(IPv6Header.Field.hopLimit, ttl)
+        } else {
+            buf.setU8(0, 0x45)
+            buf.setBE16(IPv4Header.Field.totalLength, UInt16(total))
+            buf.setBE16(IPv4Header.Field.identification, identification)
+            buf.setBE16(IPv4Header.Field.flagsFragment, dontFragment ? 0x4000 : 0)
+            buf.setU8(IPv4Header.Field.ttl, ttl)
+            buf.setU8(IPv4Header.Field.proto, TCPPacket.tcpProtocolNumber)
+        }
+        let t = buf.slice(ipLen, total)
+        t.setBE16(TCPHeader.Field.sourcePort, sourcePort)
+        t.setBE16(TCPHeader.Field.destinationPort, destinationPort)
+        t.setBE32(TCPHeader.Field.sequence, sequenceNumber.rawValue)
+        t.setBE32(TCPHeader.Field.acknowledgment, acknowledgmentNumber.rawValue)
+        t.setU8(TCPHeader.Field.dataOffset, UInt8(tcpHeaderLength / 4) << 4)
+        t.setU8(TCPHeader.Field.flags, flags.rawValue)
+        t.setBE16(TCPHeader.Field.window, window)
+        t.setBE16(TCPHeader.Field.urgentPointer, urgentPointer)
+        for (i, b) in options.enumerated() { t.setU8(TCPHeader.Field.options + i, b) }
+        for (i, b) in payload.enumerated() { t.setU8(tcpHeaderLength + i, b) }
+        guard let packet = TCPPacket(buf) else { return nil }
+        switch packet.ip {
+        case .v4(let h):
+            h.sourceValue = source.ipv4Value
+            h.destinationValue = destination.ipv4Value
+            h.fillChecksum()
+        case .v6(let h):
+            h.source = source
+            h.destination = destination
+        }
+        packet.fillChecksum()
+        return total
+    }
+
+    /// The packet as a byte array.
+    public func bytes() -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: totalLength)
+        let n = out.withUnsafeMutableBytes { emit(into: $0) }
+        precondition(n == out.count, "TCPPacketSpec cannot be encoded")
+        return out
+    }
+
+    /// Reads a packet back into a spec (tests, tracing). Nil if it is not a TCP packet.
+    public init?(parsing buffer: UnsafeMutableRawBufferPointer) {
+        guard let p = TCPPacket(buffer) else { return nil }
+        self.init(source: p.source, destination: p.destination, sourcePort: p.tcp.sourcePort,
+                  destinationPort: p.tcp.destinationPort, sequenceNumber: p.tcp.sequenceNumber,
+                  acknowledgmentNumber: p.tcp.acknowledgmentNumber, flags: p.tcp.flags,
+                  window: p.tcp.window, options: Array(p.tcp.optionBytes), payload: Array(p.tcp.payload))
+        urgentPointer = p.tcp.urgentPointer
+        switch p.ip {
+        case .v4(let h):
+            ttl = h.ttl
+            identification = h.identification
+            dontFragment = h.dontFragment
+        case .v6(let h):
+            ttl = h.hopLimit
+        }
+    }
+}
+
+extension TCPPacket {
+    /// Rebuilds the option block of a SYN or SYN-ACK: writes into `out` a copy of this packet
+    /// whose options are `options` (header length, IP lengths and both checksums updated) and
+    /// returns the new length. IPv6 extension headers are kept. Nil if `out` is too small.
+    public func rebuildingSynOptions(_ options: SynOptions, into out: UnsafeMutableRawBufferPointer) -> Int? {
+        let ipLen: Int
+        switch ip {
+        case .v4(let h): ipLen = h.headerLength
+        case .v6(let h): ipLen = h.upperLayerOffset
+        }
+        let newTCPHeader = TCPHeader.Field.minimumLength + options.encodedLength
+        let payloadLen = tcp.payloadLength
+        let total = ipLen + newTCPHeader + payloadLen
+        guard out.count >= total else { return nil }
+        let src = bytes
+        out.copyMemory(from: UnsafeRawBufferPointer(src.slice(0, ipLen)))
+        out.slice(ipLen, ipLen + TCPHeader.Field.minimumLength)
+            .copyMemory(from: UnsafeRawBufferPointer(tcp.bytes.slice(0, TCPHeader.Field.minimumLength)))
+        _ = options.encode(into: out.slice(ipLen + TCPHeader.Field.minimumLength, ipLen + newTCPHeader))
+        if payloadLen > 0 {
+            out.slice(ipLen + newTCPHeader, total).copyMemory(from: UnsafeRawBufferPointer(tcp.payload))
+        }
+        let o = out.slice(0, total)
+        o.setU8(ipLen + TCPHeader.Field.dataOffset,
+                (UInt8(newTCPHeader / 4) << 4) | (o.u8(ipLen + TCPHeader.Field.dataOffset) & 0x0f))
+        switch ip {
+        case .v4:
+            o.setBE16(IPv4Header.Field.totalLength, UInt16(total))
+            guard let h = IPv4Header(o) else { return nil }
+            h.fillChecksum()
+        case .v6:
+            o.setBE16(IPv6Header.Field.payloadLength, UInt16(total - IPv6Header.Field.fixedLength))
+        }
+        guard let rebuilt = TCPPacket(o) else { return nil }
+        rebuilt.fillChecksum()
+        return total
+    }
+}
