@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# tcpsplice: install (or replace) the iptables rules that divert the intercepted
+# TCP traffic into NFQUEUE, in chains of our own beside the host's rules.
+#
+# Renders iptables/tcpsplice.rules.in for each family and loads it with
+# `iptables-restore --noflush` (declaring our chains flushes them, so installing
+# twice gives the same ruleset and re-installing with other ports replaces our
+# rules), then adds the jumps with `-C || -I`:
+#   mangle PREROUTING (position 1) -> TCPSPLICE_PRE  (queue, fail-open)
+#   raw OUTPUT        (position 1) -> TCPSPLICE_OUT  (inject-mark exemption)
+# The host's other rules are never touched. Undo with Scripts/remove-rules.sh.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=Scripts/lib/common.sh
+. "$SCRIPT_DIR/lib/common.sh"
+
+TEMPLATE=${TCPSPLICE_RULES_TEMPLATE:-$SCRIPT_DIR/../iptables/tcpsplice.rules.in}
+MAX_PORTS=15   # limit of -m multiport (a range counts as two)
+
+usage() {
+    cat <<'EOF'
+Usage: install-rules.sh [options]
+
+Install the tcpsplice NFQUEUE rules (chains TCPSPLICE_PRE in mangle PREROUTING
+and TCPSPLICE_OUT in raw OUTPUT). Idempotent; re-running replaces our rules.
+
+Options:
+  --ports LIST         intercepted TCP ports, comma separated, ranges A:B allowed
+                       (at most 15, a range counting as 2)            [80]
+  --queues N|A:B       NFQUEUE number, or a --queue-balance range       [0]
+  --inject-mark MARK   mark of packets injected by the engine (never queued),
+                       hex (0x...) or decimal, non-zero                [0x5a5a]
+  --clients LIST       only intercept clients in these prefixes (comma
+                       separated, IPv4 and/or IPv6)                    [any]
+  --servers LIST       only intercept servers in these prefixes         [any]
+  --family 4|6|both    iptables, ip6tables or both                     [both]
+  --backend auto|nft|legacy
+                       auto = whatever `iptables` is on this host     [auto]
+  --dry-run            print the rendered rules and the jump commands; change
+                       nothing
+  -h, --help           this help
+
+With --clients/--servers, a family for which no prefix is given has nothing to
+intercept: its chains get the inject-mark rule only.
+EOF
+}
+
+# --- argument parsing --------------------------------------------------------
+PORTS_ARG=80
+QUEUES_ARG=0
+MARK_ARG=0x5a5a
+FAMILY=both
+BACKEND=auto
+DRY_RUN=0
+CLIENTS_ARG=""
+SERVERS_ARG=""
+
+need_value() {
+    # need_value OPTION REMAINING_ARG_COUNT
+    [[ "$2" -ge 2 ]] || die "option $1 needs a value (see --help)"
+}
+# check_value OPTION VALUE: a value that looks like an option means it is missing.
+check_value() {
+    [[ "$2" != --* ]] || die "option $1 needs a value, got option '$2' (see --help)"
+}
+
+while [[ $# -gt 0 ]]; do
+    opt=$1
+    val=""
+    if [[ "$opt" == --*=* ]]; then
+        val=${opt#*=}
+        opt=${opt%%=*}
+        set -- "$opt" "$val" "${@:2}"
+    fi
+    [[ $# -lt 2 || "$opt" == --dry-run || "$opt" == -h || "$opt" == --help ]] || check_value "$opt" "$2"
+    case "$opt" in
+        --ports) need_value "$1" $#; PORTS_ARG=$2; shift 2 ;;
+        --queues|--queue) need_value "$1" $#; QUEUES_ARG=$2; shift 2 ;;
+        --inject-mark) need_value "$1" $#; MARK_ARG=$2; shift 2 ;;
+        --family) need_value "$1" $#; FAMILY=$2; shift 2 ;;
+        --backend) need_value "$1" $#; BACKEND=$2; shift 2 ;;
+        --clients|--src) need_value "$1" $#; CLIENTS_ARG=$2; shift 2 ;;
+        --servers|--dst) need_value "$1" $#; SERVERS_ARG=$2; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+
+# --- validation --------------------------------------------------------------
+# is_uint STR: decimal digits only, at most 10 of them.
+is_uint() { [[ "$1" =~ ^[0-9]{1,10}$ ]]; }
+
+# parse_port STR -> echoes the port as a number, dies naming STR otherwise.
+parse_port() {
+    is_uint "$1" || die "bad port '$1' in --ports (expected a number 1-65535)"
+    local n=$((10#$1))
+    ((n >= 1 && n <= 65535)) || die "bad port '$1' in --ports (out of range 1-65535)"
+    echo "$n"
+}
+
+PORTS=""        # normalized list for multiport
+PORT_COUNT=0    # as multiport counts them
+SINGLE_PORT=""  # set when the list is one port (then --dport/--sport is used)
+[[ -n "$PORTS_ARG" ]] || die "--ports is empty"
+declare -A seen_port=()
+IFS=',' read -r -a port_items <<<"$PORTS_ARG"
+[[ "$PORTS_ARG" != *, && "$PORTS_ARG" != ,* && "$PORTS_ARG" != *,,* ]] \
+    || die "bad port list '$PORTS_ARG' in --ports (empty element)"
+for item in "${port_items[@]}"; do
+    if [[ "$item" == *:* ]]; then
+        lo=$(parse_port "${item%%:*}")
+        hi=$(parse_port "${item#*:}")
+        ((lo < hi)) || die "bad port range '$item' in --ports (first port must be below the second)"
+        norm="$lo:$hi"
+        PORT_COUNT=$((PORT_COUNT + 2))
+    else
+        norm=$(parse_port "$item")
+        PORT_COUNT=$((PORT_COUNT + 1))
+    fi
+    [[ -z "${seen_port[$norm]:-}" ]] || die "port '$item' given twice in --ports"
+    seen_port[$norm]=1
+    PORTS+="${PORTS:+,}$norm"
+done
+((PORT_COUNT <= MAX_PORTS)) \
+    || die "too many ports in --ports: $PORT_COUNT (at most $MAX_PORTS; a range counts as 2)"
+if [[ ${#port_items[@]} -eq 1 && "$PORTS" != *:* ]]; then
+    SINGLE_PORT=$PORTS
+fi
+
+parse_queue() {
+    is_uint "$1" || die "bad queue '$1' in --queues (expected N or A:B, numbers 0-65535)"
+    local n=$((10#$1))
+    ((n <= 65535)) || die "bad queue '$1' in --queues (out of range 0-65535)"
+    echo "$n"
+}
+if [[ "$QUEUES_ARG" == *:* ]]; then
+    qa=$(parse_queue "${QUEUES_ARG%%:*}")
+    qb=$(parse_queue "${QUEUES_ARG#*:}")
+    ((qa < qb)) || die "bad queue range '$QUEUES_ARG' in --queues (first queue must be below the second)"
+    QUEUE_SPEC="--queue-balance $qa:$qb"
+else
+    q=$(parse_queue "$QUEUES_ARG")
+    QUEUE_SPEC="--queue-num $q"
+fi
+
+if [[ "$MARK_ARG" =~ ^0[xX][0-9a-fA-F]{1,8}$ ]]; then
+    mark_num=$((16#${MARK_ARG:2}))
+elif [[ "$MARK_ARG" =~ ^[0-9]{1,10}$ ]]; then
+    mark_num=$((10#$MARK_ARG))
+else
+    die "bad inject mark '$MARK_ARG' in --inject-mark (expected hex 0x... or decimal)"
+fi
+((mark_num >= 1 && mark_num <= 0xffffffff)) \
+    || die "bad inject mark '$MARK_ARG' in --inject-mark (must be 1..0xffffffff; 0 is the mark of every unmarked packet)"
+INJECT_MARK=$(printf '0x%x' "$mark_num")
+
+case "$FAMILY" in
+    4|6|both) ;;
+    *) die "bad family '$FAMILY' in --family (expected 4, 6 or both)" ;;
+esac
+case "$BACKEND" in
+    auto|nft|legacy) ;;
+    *) die "bad backend '$BACKEND' in --backend (expected auto, nft or legacy)" ;;
+esac
+
+# validate_prefix OPTION PREFIX -> echoes 4 or 6
+validate_prefix() {
+    local opt=$1 p=$2 addr len
+    addr=${p%%/*}
+    len=""
+    [[ "$p" == */* ]] && len=${p#*/}
+    if [[ "$addr" =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]]; then
+        local i
+        for i in 1 2 3 4; do
+            ((10#${BASH_REMATCH[$i]} <= 255)) || die "bad IPv4 prefix '$p' in $opt"
+        done
+        if [[ -n "$len" || "$p" == */ ]]; then
+            if ! [[ "$len" =~ ^[0-9]{1,2}$ ]] || ((10#$len > 32)); then
+                die "bad prefix length in '$p' in $opt (0-32)"
+            fi
+        fi
+        echo 4
+    elif [[ "$addr" == *:* && "$addr" =~ ^[0-9a-fA-F:.]+$ ]]; then
+        if [[ -n "$len" || "$p" == */ ]]; then
+            if ! [[ "$len" =~ ^[0-9]{1,3}$ ]] || ((10#$len > 128)); then
+                die "bad prefix length in '$p' in $opt (0-128)"
+            fi
+        fi
+        echo 6
+    else
+        die "bad address prefix '$p' in $opt (expected IPv4 or IPv6 address[/len])"
+    fi
+}
+
+# split_prefixes OPTION LIST -> sets P4 and P6 (comma lists, maybe empty)
+split_prefixes() {
+    local opt=$1 list=$2 item fam
+    P4=""
+    P6=""
+    [[ "$list" != *, && "$list" != ,* && "$list" != *,,* ]] || die "bad prefix list '$list' in $opt (empty element)"
+    IFS=',' read -r -a items <<<"$list"
+    for item in "${items[@]}"; do
+        fam=$(validate_prefix "$opt" "$item")
+        if [[ "$fam" == 4 ]]; then P4+="${P4:+,}$item"; else P6+="${P6:+,}$item"; fi
+    done
+}
+
+C4=""; C6=""; S4=""; S6=""
+if [[ -n "$CLIENTS_ARG" ]]; then split_prefixes --clients "$CLIENTS_ARG"; C4=$P4; C6=$P6; fi
+if [[ -n "$SERVERS_ARG" ]]; then split_prefixes --servers "$SERVERS_ARG"; S4=$P4; S6=$P6; fi
+
+if [[ ! -r "$TEMPLATE" ]]; then
+    die "rules template not found: $TEMPLATE"
+fi
+
+# --- rendering ---------------------------------------------------------------
+# render FAMILY -> the iptables-restore text for that family on stdout.
+render() {
+    local fam=$1 clients servers queue_rules=1 orig reply line
+    if [[ "$fam" == 4 ]]; then clients=$C4; servers=$S4; else clients=$C6; servers=$S6; fi
+    # A restriction given only for the other family: nothing to intercept here.
+    if [[ -n "$CLIENTS_ARG" && -z "$clients" ]] || [[ -n "$SERVERS_ARG" && -z "$servers" ]]; then
+        queue_rules=0
+    fi
+    orig=""
+    reply=""
+    if [[ -n "$clients" ]]; then orig+="-s $clients "; reply+="-d $clients "; fi
+    if [[ -n "$servers" ]]; then orig+="-d $servers "; reply+="-s $servers "; fi
+    if [[ -n "$SINGLE_PORT" ]]; then
+        orig+="--dport $SINGLE_PORT"
+        reply+="--sport $SINGLE_PORT"
+    else
+        orig+="-m multiport --dports $PORTS"
+        reply+="-m multiport --sports $PORTS"
+    fi
+    echo "# tcpsplice IPv$fam rules, rendered by install-rules.sh from $(basename "$TEMPLATE")"
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        # The template's own comments (they name the placeholders) stay out.
+        [[ "$line" == \#* || -z "$line" ]] && continue
+        if [[ "$line" == @Q@* ]]; then
+            ((queue_rules)) || continue
+            line=${line#@Q@}
+        fi
+        line=${line//@INJECT_MARK@/$INJECT_MARK}
+        line=${line//@QUEUE@/$QUEUE_SPEC}
+        line=${line//@ORIG@/$orig}
+        line=${line//@REPLY@/$reply}
+        if [[ "$line" =~ @[A-Z_]+@ ]]; then
+            die "unrendered placeholder in template line: $line"
+        fi
+        printf '%s\n' "$line"
+    done <"$TEMPLATE"
+}
+
+families=()
+case "$FAMILY" in
+    4) families=(4) ;;
+    6) families=(6) ;;
+    both) families=(4 6) ;;
+esac
+
+resolve_backend "$BACKEND"
+
+if ((DRY_RUN)); then
+    for fam in "${families[@]}"; do
+        if [[ "$fam" == 4 ]]; then ipt=$IPT; rst=$IPT_RESTORE; else ipt=$IP6T; rst=$IP6T_RESTORE; fi
+        echo "### IPv$fam: $rst -w 10 --noflush <<EOF"
+        render "$fam"
+        echo "### EOF"
+        echo "### $ipt -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE || $ipt -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE"
+        echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
+    done
+    exit 0
+fi
+
+# --- install -----------------------------------------------------------------
+[[ $(id -u) -eq 0 ]] || die "must run as root (iptables needs CAP_NET_ADMIN)"
+
+install_family() {
+    local fam=$1 ipt rst rendered
+    if [[ "$fam" == 4 ]]; then ipt=$IPT; rst=$IPT_RESTORE; else ipt=$IP6T; rst=$IP6T_RESTORE; fi
+    require_tools "$ipt" "$rst"
+    rendered=$(render "$fam")
+    if ! printf '%s\n' "$rendered" | "$rst" -w 10 --noflush; then
+        die "$rst rejected the rendered IPv$fam rules (nothing of this family was changed; see --dry-run)"
+    fi
+    if ! "$ipt" -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE 2>/dev/null; then
+        "$ipt" -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE \
+            || die "could not insert the jump to TCPSPLICE_PRE in IPv$fam mangle PREROUTING"
+    fi
+    if ! "$ipt" -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT 2>/dev/null; then
+        "$ipt" -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT \
+            || die "could not insert the jump to TCPSPLICE_OUT in IPv$fam raw OUTPUT"
+    fi
+    local first
+    first=$("$ipt" -w 10 -t mangle -S PREROUTING | sed -n 2p)
+    if [[ "$first" != "-A PREROUTING -j TCPSPLICE_PRE" ]]; then
+        note "warning: IPv$fam mangle PREROUTING has rules before the jump to TCPSPLICE_PRE (left as they are)"
+    fi
+    note "IPv$fam rules installed ($ipt): ports $PORTS, ${QUEUE_SPEC#--}, inject mark $INJECT_MARK${CLIENTS_ARG:+, clients $CLIENTS_ARG}${SERVERS_ARG:+, servers $SERVERS_ARG}"
+}
+
+for fam in "${families[@]}"; do
+    install_family "$fam"
+done

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# tcpsplice: remove the rules installed by Scripts/install-rules.sh: every jump
+# to our chains (wherever it is) and the chains TCPSPLICE_PRE (mangle) and
+# TCPSPLICE_OUT (raw). The host's other rules are untouched. Each table is
+# changed in one `iptables-restore --noflush` transaction. Succeeds quietly when
+# nothing is installed, and never creates a table that is not there.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=Scripts/lib/common.sh
+. "$SCRIPT_DIR/lib/common.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: remove-rules.sh [options]
+
+Remove the tcpsplice chains and the jumps to them. Quiet and successful when
+nothing is installed.
+
+Options:
+  --family 4|6|both         iptables, ip6tables or both               [both]
+  --backend auto|nft|legacy auto = whatever `iptables` is            [auto]
+  --dry-run                 print what would be done; change nothing
+  -h, --help                this help
+EOF
+}
+
+FAMILY=both
+BACKEND=auto
+DRY_RUN=0
+while [[ $# -gt 0 ]]; do
+    opt=$1
+    if [[ "$opt" == --*=* ]]; then
+        set -- "${opt%%=*}" "${opt#*=}" "${@:2}"
+        opt=$1
+    fi
+    case "$opt" in
+        --family) [[ $# -ge 2 ]] || die "option --family needs a value (see --help)"; FAMILY=$2; shift 2 ;;
+        --backend) [[ $# -ge 2 ]] || die "option --backend needs a value (see --help)"; BACKEND=$2; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+case "$FAMILY" in
+    4) families=(4) ;;
+    6) families=(6) ;;
+    both) families=(4 6) ;;
+    *) die "bad family '$FAMILY' in --family (expected 4, 6 or both)" ;;
+esac
+case "$BACKEND" in
+    auto|nft|legacy) ;;
+    *) die "bad backend '$BACKEND' in --backend (expected auto, nft or legacy)" ;;
+esac
+resolve_backend "$BACKEND"
+[[ $(id -u) -eq 0 ]] || die "must run as root (iptables needs CAP_NET_ADMIN)"
+
+# removal_script SAVE_OUTPUT TABLE CHAIN -> restore text removing CHAIN and the
+# jumps to it from TABLE, or nothing when there is nothing to remove.
+removal_script() {
+    local save=$1 table=$2 chain=$3
+    printf '%s\n' "$save" | awk -v table="$table" -v chain="$chain" '
+        $0 == "*" table { intable = 1; next }
+        intable && $0 == "COMMIT" { intable = 0; next }
+        !intable { next }
+        $1 == ":" chain { have = 1; next }
+        $1 == "-A" {
+            # a jump or goto to our chain, with whatever matches it carries
+            for (i = 3; i < NF; i++)
+                if (($i == "-j" || $i == "-g") && $(i + 1) == chain) {
+                    sub(/^-A /, "-D ")
+                    dels[++n] = $0
+                    break
+                }
+        }
+        END {
+            if (!have && !n) exit
+            print "*" table
+            for (i = 1; i <= n; i++) print dels[i]
+            if (have) { print "-F " chain; print "-X " chain }
+            print "COMMIT"
+        }'
+}
+
+remove_family() {
+    local fam=$1 ipt_save rst save script removed=""
+    if [[ "$fam" == 4 ]]; then ipt_save=$IPT_SAVE; rst=$IPT_RESTORE; else ipt_save=$IP6T_SAVE; rst=$IP6T_RESTORE; fi
+    require_tools "$ipt_save" "$rst"
+    # Saving lists only the tables that exist; it never creates one.
+    save=$("$ipt_save" 2>/dev/null) || die "$ipt_save failed"
+    local spec table chain
+    for spec in mangle:TCPSPLICE_PRE raw:TCPSPLICE_OUT; do
+        table=${spec%%:*}
+        chain=${spec#*:}
+        script=$(removal_script "$save" "$table" "$chain")
+        [[ -n "$script" ]] || continue
+        if ((DRY_RUN)); then
+            echo "### IPv$fam: $rst -w 10 --noflush <<EOF"
+            printf '%s\n' "$script"
+            echo "### EOF"
+            continue
+        fi
+        printf '%s\n' "$script" | "$rst" -w 10 --noflush \
+            || die "$rst could not remove $chain from IPv$fam $table"
+        removed+="${removed:+, }$table/$chain"
+    done
+    if [[ -n "$removed" ]]; then
+        note "IPv$fam rules removed (${ipt_save%-save}): $removed"
+    fi
+}
+
+for fam in "${families[@]}"; do
+    remove_family "$fam"
+done
