@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# tcpsplice: run the network-namespace tests, Tests/netns/test_*.sh.
+#
+# Usage: Tests/netns/run.sh [-v] [PATTERN]
+#   PATTERN  only tests whose name contains it (e.g. "rules", "bypass")
+#   -v       show every test's output, not only the failures'
+#
+# Each test runs in its own bash process (with a time limit, TCPSPLICE_TEST_TIMEOUT
+# seconds, default 600), from any working directory. Prints PASS/FAIL and the
+# duration per test, the output of failed tests, and a last line exactly
+# "N passed, M failed". Exits non-zero if any test failed (or none matched).
+set -euo pipefail
+
+DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VERBOSE=0
+PATTERN=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -v|--verbose) VERBOSE=1; shift ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
+        *) PATTERN=$1; shift ;;
+    esac
+done
+TIMEOUT=${TCPSPLICE_TEST_TIMEOUT:-600}
+
+tests=()
+for t in "$DIR"/test_*.sh; do
+    [[ -e "$t" ]] || continue
+    name=$(basename "$t" .sh)
+    [[ -z "$PATTERN" || "$name" == *"$PATTERN"* ]] || continue
+    tests+=("$t")
+done
+
+passed=0
+failed=0
+failed_names=()
+if [[ ${#tests[@]} -eq 0 ]]; then
+    echo "run.sh: no test matches '${PATTERN}' in $DIR" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+outdir=$(mktemp -d "${TMPDIR:-/tmp}/tcpsplice-run.XXXXXX")
+trap 'rm -rf "$outdir"' EXIT
+
+for t in "${tests[@]}"; do
+    name=$(basename "$t" .sh)
+    out="$outdir/$name.out"
+    start=$(date +%s.%N)
+    rc=0
+    # timeout signals the test with TERM (its trap cleans up), KILL 30 s later.
+    (cd "$DIR" && timeout --kill-after=30 "$TIMEOUT" bash "$t") >"$out" 2>&1 </dev/null || rc=$?
+    dur=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    if [[ $rc -eq 0 ]]; then
+        passed=$((passed + 1))
+        printf 'PASS  %-34s %7ss\n' "$name" "$dur"
+        if ((VERBOSE)); then sed 's/^/    | /' "$out"; fi
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+        why="exit $rc"
+        [[ $rc -eq 124 ]] && why="timed out after ${TIMEOUT}s"
+        printf 'FAIL  %-34s %7ss  (%s)\n' "$name" "$dur" "$why"
+        sed 's/^/    | /' "$out"
+    fi
+done
+
+echo
+if [[ $failed -gt 0 ]]; then
+    echo "failed: ${failed_names[*]}"
+fi
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

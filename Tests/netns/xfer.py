@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""tcpsplice test tool: TCP transfers with SHA-256 checks (stdlib only).
+
+  serve-send --port P --file F [--rate BPS] [--count N]
+      every accepted connection is sent the whole file, then closed.
+  serve-recv --port P --out-dir D [--count N]
+      every accepted connection's bytes go to D/<n> (n = 1, 2, ...); on EOF
+      D/<n>.sha256 is written ("<hex> <bytes>") and a line is printed.
+  fetch --host H --port P --out F [--rate BPS]
+      connect, read until EOF into F (written as it arrives), print the SHA-256.
+  push --host H --port P --file F [--rate BPS]
+      connect, send F, half-close, wait for the server to close, print SHA-256.
+
+Servers listen on [::] dual-stack (IPv4 and IPv6) unless --bind is given.
+Result lines are "SHA256=<hex> BYTES=<n> SECONDS=<t>" (clients) and
+"CONN=<n> SHA256=<hex> BYTES=<n> SECONDS=<t>" (serve-recv), so shell tests
+can grep them. Every socket operation has a timeout (--timeout, idle seconds)
+and clients have an overall --deadline, so nothing here hangs forever.
+--rate limits the sending side (bytes per second) so that a transfer lasts long
+enough for a test to do something in the middle of it.
+"""
+
+import argparse
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+
+CHUNK = 64 * 1024
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+class Pacer:
+    """Token bucket: keeps the long-run rate at `rate` bytes/s (0 = no limit)."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.start = time.monotonic()
+        self.sent = 0
+
+    def chunk_size(self):
+        if not self.rate:
+            return CHUNK
+        # at most ~1/20 s worth of data per send, so the pacing is smooth
+        return max(1024, min(CHUNK, self.rate // 20))
+
+    def account(self, n):
+        self.sent += n
+        if not self.rate:
+            return
+        ahead = self.sent / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def send_file(sock, path, rate):
+    pacer = Pacer(rate)
+    h = hashlib.sha256()
+    total = 0
+    with open(path, "rb") as f:
+        while True:
+            buf = f.read(pacer.chunk_size())
+            if not buf:
+                break
+            sock.sendall(buf)
+            h.update(buf)
+            total += len(buf)
+            pacer.account(len(buf))
+    return h.hexdigest(), total
+
+
+def recv_to_file(sock, path, deadline=None):
+    h = hashlib.sha256()
+    total = 0
+    with open(path, "wb") as f:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("deadline passed after %d bytes" % total)
+            buf = sock.recv(1 << 20)
+            if not buf:
+                break
+            f.write(buf)
+            f.flush()
+            h.update(buf)
+            total += len(buf)
+    return h.hexdigest(), total
+
+
+def listen(bind, port):
+    if bind:
+        fam = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((bind, port))
+    else:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+    s.listen(64)
+    log("LISTENING port=%d" % port)
+    return s
+
+
+def peer_str(addr):
+    host = addr[0]
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    if ":" in host:
+        return "[%s]:%d" % (host, addr[1])
+    return "%s:%d" % (host, addr[1])
+
+
+def serve(args, handler):
+    srv = listen(args.bind, args.port)
+    n = 0
+    threads = []
+    while args.count == 0 or n < args.count:
+        conn, addr = srv.accept()
+        n += 1
+        conn.settimeout(args.timeout)
+        t = threading.Thread(target=handler, args=(conn, addr, n), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    srv.close()
+
+
+def cmd_serve_send(args):
+    if not os.path.isfile(args.file):
+        sys.exit("xfer: no such file: %s" % args.file)
+
+    def handler(conn, addr, n):
+        t0 = time.monotonic()
+        try:
+            digest, total = send_file(conn, args.file, args.rate)
+            conn.shutdown(socket.SHUT_WR)
+            # wait for the client to close, so the last bytes are not reset away
+            while conn.recv(CHUNK):
+                pass
+            log("CONN=%d PEER=%s SENT SHA256=%s BYTES=%d SECONDS=%.2f"
+                % (n, peer_str(addr), digest, total, time.monotonic() - t0))
+        except OSError as e:
+            log("CONN=%d PEER=%s ERROR %s" % (n, peer_str(addr), e))
+        finally:
+            conn.close()
+
+    serve(args, handler)
+
+
+def cmd_serve_recv(args):
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    def handler(conn, addr, n):
+        t0 = time.monotonic()
+        out = os.path.join(args.out_dir, str(n))
+        try:
+            digest, total = recv_to_file(conn, out)
+            with open(out + ".sha256", "w") as f:
+                f.write("%s %d\n" % (digest, total))
+            log("CONN=%d PEER=%s SHA256=%s BYTES=%d SECONDS=%.2f"
+                % (n, peer_str(addr), digest, total, time.monotonic() - t0))
+        except OSError as e:
+            log("CONN=%d PEER=%s ERROR %s" % (n, peer_str(addr), e))
+        finally:
+            conn.close()
+
+    serve(args, handler)
+
+
+def connect(args):
+    start = time.monotonic()
+    while True:
+        try:
+            s = socket.create_connection((args.host, args.port), timeout=args.timeout)
+            s.settimeout(args.timeout)
+            return s, start + args.deadline
+        except OSError as e:
+            # retry briefly: the server may still be starting
+            if time.monotonic() - start >= args.connect_retry:
+                sys.exit("xfer: cannot connect to %s port %d: %s" % (args.host, args.port, e))
+            time.sleep(0.2)
+
+
+def cmd_fetch(args):
+    s, deadline = connect(args)
+    t0 = time.monotonic()
+    try:
+        digest, total = recv_to_file(s, args.out, deadline)
+    except (OSError, TimeoutError) as e:
+        sys.exit("xfer: fetch from %s port %d failed: %s" % (args.host, args.port, e))
+    finally:
+        s.close()
+    log("SHA256=%s BYTES=%d SECONDS=%.2f" % (digest, total, time.monotonic() - t0))
+
+
+def cmd_push(args):
+    s, deadline = connect(args)
+    t0 = time.monotonic()
+    try:
+        digest, total = send_file(s, args.file, args.rate)
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("deadline passed waiting for the server to close")
+            if not s.recv(CHUNK):
+                break
+    except (OSError, TimeoutError) as e:
+        sys.exit("xfer: push to %s port %d failed: %s" % (args.host, args.port, e))
+    finally:
+        s.close()
+    log("SHA256=%s BYTES=%d SECONDS=%.2f" % (digest, total, time.monotonic() - t0))
+
+
+def main():
+    p = argparse.ArgumentParser(description="TCP transfers with SHA-256 (tcpsplice tests)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, server):
+        sp.add_argument("--port", type=int, required=True)
+        sp.add_argument("--timeout", type=float, default=30.0,
+                        help="idle timeout of socket operations, seconds [30]")
+        if server:
+            sp.add_argument("--bind", default="", help="address to bind [:: dual-stack]")
+            sp.add_argument("--count", type=int, default=0,
+                            help="exit after this many connections [0 = never]")
+        else:
+            sp.add_argument("--host", required=True)
+            sp.add_argument("--deadline", type=float, default=300.0,
+                            help="overall limit of the transfer, seconds [300]")
+            sp.add_argument("--connect-retry", type=float, default=5.0,
+                            help="keep retrying a refused connect this long [5]")
+
+    sp = sub.add_parser("serve-send")
+    common(sp, True)
+    sp.add_argument("--file", required=True)
+    sp.add_argument("--rate", type=int, default=0, help="bytes per second [0 = unlimited]")
+    sp.set_defaults(func=cmd_serve_send)
+
+    sp = sub.add_parser("serve-recv")
+    common(sp, True)
+    sp.add_argument("--out-dir", required=True)
+    sp.set_defaults(func=cmd_serve_recv)
+
+    sp = sub.add_parser("fetch")
+    common(sp, False)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_fetch)
+
+    sp = sub.add_parser("push")
+    common(sp, False)
+    sp.add_argument("--file", required=True)
+    sp.add_argument("--rate", type=int, default=0, help="bytes per second [0 = unlimited]")
+    sp.set_defaults(func=cmd_push)
+
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
