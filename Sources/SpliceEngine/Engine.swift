@@ -59,8 +59,8 @@ public struct EngineCounters: Sendable, Equatable {
 
 /// The verdict engine: no I/O. The daemon feeds it the packets it reads from the queue and
 /// returns its verdicts to the kernel; tests feed it crafted packets. Not thread-safe: the
-/// daemon serializes calls.
-public final class Engine {
+/// daemon serializes calls (it holds the engine in a `Mutex`), hence `@unchecked Sendable`.
+public final class Engine: @unchecked Sendable {
     public let table: FlowTable
     public private(set) var counters = EngineCounters()
     public let started: Timestamp

@@ -1,0 +1,286 @@
+import Foundation
+
+/// The control protocol between `spliced` and its clients (`splicectl`, `splice-proxy`):
+/// one JSON object per line over a Unix stream socket that only root can open.
+/// Docs/control-protocol.md describes it for other implementations.
+public enum ControlProtocol {
+    /// Protocol version, sent in `hello` replies and checked by clients.
+    public static let version = 1
+    /// Where `spliced` listens unless told otherwise.
+    public static let defaultSocketPath = "/run/tcpsplice/spliced.sock"
+    /// The longest request line the daemon accepts.
+    public static let maximumRequestBytes = 64 * 1024
+}
+
+/// A request from a client. `command` selects which of the optional fields matter.
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public enum Command: String, Codable, Sendable, CaseIterable {
+        /// Daemon counters, queues, flows by state, memory.
+        case status
+        /// One record per flow.
+        case flows
+        /// A proxy announces itself; the connection then stays open for its life.
+        case register
+        /// A registered proxy says it is alive.
+        case heartbeat
+    }
+
+    public var command: Command
+    public var proxy: ProxyRegistration?
+
+    public init(command: Command, proxy: ProxyRegistration? = nil) {
+        self.command = command
+        self.proxy = proxy
+    }
+}
+
+/// What a proxy says about itself when it registers.
+public struct ProxyRegistration: Codable, Sendable, Equatable {
+    public var name: String
+    public var pid: Int32
+    /// The local port its transparent listener accepts on.
+    public var listenPort: UInt16?
+    public init(name: String, pid: Int32, listenPort: UInt16? = nil) {
+        self.name = name
+        self.pid = pid
+        self.listenPort = listenPort
+    }
+}
+
+/// The daemon's answer to one request.
+public struct ControlResponse: Codable, Sendable {
+    public var ok: Bool
+    public var error: String?
+    public var status: StatusReport?
+    public var flows: [FlowRecord]?
+    /// For `register`: the id the daemon gave the proxy.
+    public var proxyID: Int?
+
+    public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, flows: [FlowRecord]? = nil,
+                proxyID: Int? = nil) {
+        self.ok = ok
+        self.error = error
+        self.status = status
+        self.flows = flows
+        self.proxyID = proxyID
+    }
+
+    public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
+}
+
+public struct StatusReport: Codable, Sendable, Equatable {
+    public var version: String
+    public var pid: Int32
+    public var uptimeSeconds: Double
+    public var queues: [QueueReport]
+    public var packets: PacketCounts
+    public var verdicts: VerdictCounts
+    public var flows: FlowCounts
+    public var memory: MemoryReport
+    public var proxies: [ProxyReport]
+
+    public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounts,
+                verdicts: VerdictCounts, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport]) {
+        self.version = version
+        self.pid = pid
+        self.uptimeSeconds = uptimeSeconds
+        self.queues = queues
+        self.packets = packets
+        self.verdicts = verdicts
+        self.flows = flows
+        self.memory = memory
+        self.proxies = proxies
+    }
+}
+
+/// One NFQUEUE: what the daemon read from it, and the kernel's own counters for it
+/// (`/proc/net/netfilter/nfnetlink_queue`).
+public struct QueueReport: Codable, Sendable, Equatable {
+    public var number: UInt16
+    /// Packets the daemon read from this queue.
+    public var packets: UInt64
+    /// Verdict messages sent (a batch counts once).
+    public var verdictMessages: UInt64
+    /// Receive errors of ENOBUFS: the socket buffer overflowed and the kernel dropped messages.
+    public var receiveOverruns: UInt64
+    /// The kernel's figures, absent if the proc file could not be read.
+    public var queueTotal: UInt64?
+    /// Packets the kernel dropped because the queue was full (column 6).
+    public var queueDropped: UInt64?
+    /// Packets the kernel dropped because it could not send them to us (column 7).
+    public var userDropped: UInt64?
+    public var portID: UInt32?
+
+    public init(number: UInt16, packets: UInt64, verdictMessages: UInt64, receiveOverruns: UInt64,
+                queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil, portID: UInt32? = nil) {
+        self.number = number
+        self.packets = packets
+        self.verdictMessages = verdictMessages
+        self.receiveOverruns = receiveOverruns
+        self.queueTotal = queueTotal
+        self.queueDropped = queueDropped
+        self.userDropped = userDropped
+        self.portID = portID
+    }
+}
+
+public struct PacketCounts: Codable, Sendable, Equatable {
+    public var total: UInt64
+    public var bytes: UInt64
+    public var tcp: UInt64
+    public var notTCP: UInt64
+    public var fragments: UInt64
+    public var malformed: UInt64
+    public var untracked: UInt64
+    public init(total: UInt64, bytes: UInt64, tcp: UInt64, notTCP: UInt64, fragments: UInt64, malformed: UInt64,
+                untracked: UInt64) {
+        self.total = total
+        self.bytes = bytes
+        self.tcp = tcp
+        self.notTCP = notTCP
+        self.fragments = fragments
+        self.malformed = malformed
+        self.untracked = untracked
+    }
+}
+
+public struct VerdictCounts: Codable, Sendable, Equatable {
+    public var accept: UInt64
+    public var acceptModified: UInt64
+    public var drop: UInt64
+    public init(accept: UInt64, acceptModified: UInt64, drop: UInt64) {
+        self.accept = accept
+        self.acceptModified = acceptModified
+        self.drop = drop
+    }
+}
+
+public struct FlowCounts: Codable, Sendable, Equatable {
+    public var total: Int
+    public var capacity: Int
+    public var byState: [String: Int]
+    public var byMode: [String: Int]
+    public var created: UInt64
+    public var pickedUp: UInt64
+    public var expired: UInt64
+    public var reopened: UInt64
+    /// New flows let through untracked because the table was full.
+    public var tableFull: UInt64
+    /// Flows that went on without a connection block because the pool was empty.
+    public var blocksExhausted: UInt64
+    public init(total: Int, capacity: Int, byState: [String: Int], byMode: [String: Int], created: UInt64,
+                pickedUp: UInt64, expired: UInt64, reopened: UInt64, tableFull: UInt64, blocksExhausted: UInt64) {
+        self.total = total
+        self.capacity = capacity
+        self.byState = byState
+        self.byMode = byMode
+        self.created = created
+        self.pickedUp = pickedUp
+        self.expired = expired
+        self.reopened = reopened
+        self.tableFull = tableFull
+        self.blocksExhausted = blocksExhausted
+    }
+}
+
+public struct MemoryReport: Codable, Sendable, Equatable {
+    /// Size of one flow entry (seed 004's small part).
+    public var entryBytes: Int
+    /// Size of one connection block (the large part).
+    public var blockBytes: Int
+    public var blocksInUse: Int
+    public var blockCapacity: Int
+    public var indexBytes: Int
+    /// Bytes reserved for the table at its full capacity (address space).
+    public var reservedBytes: Int
+    /// Bytes of the table touched so far (what it can cost in resident memory).
+    public var touchedBytes: Int
+    /// Bytes in use now: live entries and blocks plus the index.
+    public var inUseBytes: Int
+    /// The daemon's resident set size and its peak, from /proc/self/status.
+    public var residentBytes: Int?
+    public var peakResidentBytes: Int?
+    public init(entryBytes: Int, blockBytes: Int, blocksInUse: Int, blockCapacity: Int, indexBytes: Int,
+                reservedBytes: Int, touchedBytes: Int, inUseBytes: Int, residentBytes: Int?, peakResidentBytes: Int?) {
+        self.entryBytes = entryBytes
+        self.blockBytes = blockBytes
+        self.blocksInUse = blocksInUse
+        self.blockCapacity = blockCapacity
+        self.indexBytes = indexBytes
+        self.reservedBytes = reservedBytes
+        self.touchedBytes = touchedBytes
+        self.inUseBytes = inUseBytes
+        self.residentBytes = residentBytes
+        self.peakResidentBytes = peakResidentBytes
+    }
+}
+
+public struct ProxyReport: Codable, Sendable, Equatable {
+    public var id: Int
+    public var name: String
+    public var pid: Int32
+    public var listenPort: UInt16?
+    public var registeredSecondsAgo: Double
+    public var lastHeartbeatSecondsAgo: Double
+    public init(id: Int, name: String, pid: Int32, listenPort: UInt16?, registeredSecondsAgo: Double,
+                lastHeartbeatSecondsAgo: Double) {
+        self.id = id
+        self.name = name
+        self.pid = pid
+        self.listenPort = listenPort
+        self.registeredSecondsAgo = registeredSecondsAgo
+        self.lastHeartbeatSecondsAgo = lastHeartbeatSecondsAgo
+    }
+}
+
+/// One flow, like a line of `conntrack -L`.
+public struct FlowRecord: Codable, Sendable, Equatable {
+    public var family: Int
+    public var src: String
+    public var sport: UInt16
+    public var dst: String
+    public var dport: UInt16
+    public var state: String
+    public var mode: String
+    /// Why the flow has its mode (its last change).
+    public var reason: String
+    public var ageSeconds: Double
+    public var idleSeconds: Double
+    public var bytesOrig: UInt64
+    public var bytesReply: UInt64
+    public var pickedUp: Bool
+    public var hasBlock: Bool
+    public init(family: Int, src: String, sport: UInt16, dst: String, dport: UInt16, state: String, mode: String,
+                reason: String, ageSeconds: Double, idleSeconds: Double, bytesOrig: UInt64, bytesReply: UInt64,
+                pickedUp: Bool, hasBlock: Bool) {
+        self.family = family
+        self.src = src
+        self.sport = sport
+        self.dst = dst
+        self.dport = dport
+        self.state = state
+        self.mode = mode
+        self.reason = reason
+        self.ageSeconds = ageSeconds
+        self.idleSeconds = idleSeconds
+        self.bytesOrig = bytesOrig
+        self.bytesReply = bytesReply
+        self.pickedUp = pickedUp
+        self.hasBlock = hasBlock
+    }
+}
+
+/// Line framing: each message is one line of compact JSON.
+public enum ControlFraming {
+    public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var bytes = [UInt8](try encoder.encode(value))
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from line: some Collection<UInt8>) throws -> T {
+        try JSONDecoder().decode(type, from: Data(line))
+    }
+}

@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SpliceWire
+
+/// Sends packets the engine builds, through raw sockets (`IPPROTO_RAW`: the packet carries its
+/// own IP header) marked with `SO_MARK`, so that the rules let them pass unqueued
+/// (KERNEL-NOTES.md, "Injection"). A packet to a local socket needs a complete checksum.
+public final class RawInjector: @unchecked Sendable {
+    public let mark: UInt32
+    private let fd4: Int32
+    private let fd6: Int32
+
+    public init(mark: UInt32) throws {
+        self.mark = mark
+        fd4 = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(IPPROTO_RAW))
+        guard fd4 >= 0 else { throw SystemError("opening a raw IPv4 socket (needs root / CAP_NET_RAW)") }
+        fd6 = socket(AF_INET6, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(IPPROTO_RAW))
+        guard fd6 >= 0 else {
+            let e = SystemError("opening a raw IPv6 socket")
+            close(fd4)
+            throw e
+        }
+        var m = mark
+        for fd in [fd4, fd6] {
+            guard setsockopt(fd, SOL_SOCKET, SO_MARK, &m, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
+                let e = SystemError("setting SO_MARK on the raw socket")
+                close(fd4); close(fd6)
+                throw e
+            }
+        }
+    }
+
+    deinit {
+        close(fd4)
+        close(fd6)
+    }
+
+    /// Sends one complete IP packet to its destination address.
+    public func send(_ packet: UnsafeRawBufferPointer) throws {
+        guard let p = TCPPacket(UnsafeMutableRawBufferPointer(mutating: packet)) else {
+            throw SystemError("injecting a packet that is not TCP/IP", errno: EINVAL)
+        }
+        let dst = p.destination
+        let n: Int
+        if dst.isIPv4 {
+            var sa = sockaddr_in()
+            sa.sin_family = sa_family_t(AF_INET)
+            sa.sin_addr.s_addr = dst.ipv4Value.bigEndian
+            n = withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd4, packet.baseAddress, packet.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        } else {
+            var sa = sockaddr_in6()
+            sa.sin6_family = sa_family_t(AF_INET6)
+            withUnsafeMutableBytes(of: &sa.sin6_addr) { b in
+                b.storeBytes(of: dst.high.bigEndian, toByteOffset: 0, as: UInt64.self)
+                b.storeBytes(of: dst.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+            }
+            n = withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd6, packet.baseAddress, packet.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
+            }
+        }
+        guard n == packet.count else { throw SystemError("injecting a packet to \(dst)") }
+    }
+}

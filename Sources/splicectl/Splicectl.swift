@@ -1,0 +1,136 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import SpliceControlProtocol
+import SpliceKernel
+
+@main
+enum SplicectlMain {
+    /// `splicectl --socket PATH status` and `splicectl status --socket PATH` both work: options
+    /// given before the subcommand are moved after it.
+    static func main() {
+        var args = Array(CommandLine.arguments.dropFirst())
+        var leading: [String] = []
+        while let first = args.first, first.hasPrefix("-"), !["-h", "--help", "--version"].contains(first) {
+            leading.append(args.removeFirst())
+            if first == "--socket", let value = args.first {
+                leading.append(value)
+                args.removeFirst()
+            }
+        }
+        if !args.isEmpty { args.insert(contentsOf: leading, at: 1) } else { args = leading }
+        Splicectl.main(args)
+    }
+}
+
+struct Splicectl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "splicectl",
+        abstract: "Control and inspect a running spliced through its root-only control socket.",
+        subcommands: [Status.self, Flows.self])
+}
+
+struct SocketOptions: ParsableArguments {
+    @Option(name: .long, help: "The daemon's control socket.")
+    var socket: String = ControlProtocol.defaultSocketPath
+
+    @Flag(name: .long, help: "Print JSON instead of text.")
+    var json = false
+
+    func request(_ command: ControlRequest.Command) throws -> ControlResponse {
+        do {
+            let client = try ControlClient(path: socket)
+            return try client.request(ControlRequest(command: command))
+        } catch let e as ControlClient.Failure {
+            FileHandle.standardError.write(Data("splicectl: \(e.description)\n".utf8))
+            throw ExitCode(3)
+        }
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Uptime, queues, packets and verdicts, queue drops, flows by state, memory, proxies.")
+    @OptionGroup var options: SocketOptions
+
+    func run() throws {
+        guard let s = try options.request(.status).status else { throw ValidationError("the daemon sent no status") }
+        if options.json { return try printJSON(s) }
+        print("spliced \(s.version) (pid \(s.pid)), up \(Format.duration(s.uptimeSeconds))")
+        print("queues:")
+        for q in s.queues {
+            var line = "  queue \(q.number): \(q.packets) packets, \(q.verdictMessages) verdict messages, \(q.receiveOverruns) receive overruns"
+            if let t = q.queueTotal, let qd = q.queueDropped, let ud = q.userDropped {
+                line += "; kernel: waiting \(t), queue-dropped \(qd), user-dropped \(ud)"
+            } else {
+                line += "; kernel: not bound (no line in /proc/net/netfilter/nfnetlink_queue)"
+            }
+            print(line)
+        }
+        let p = s.packets
+        print("packets: \(p.total) (\(Format.bytes(p.bytes))): tcp \(p.tcp), not-tcp \(p.notTCP), fragments \(p.fragments), malformed \(p.malformed), untracked \(p.untracked)")
+        print("verdicts: accept \(s.verdicts.accept), accept-modified \(s.verdicts.acceptModified), drop \(s.verdicts.drop)")
+        let f = s.flows
+        let states = f.byState.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        let modes = f.byMode.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        print("flows: \(f.total) of \(f.capacity)" + (states.isEmpty ? "" : " (\(states)); \(modes)"))
+        print("  created \(f.created), picked up mid-stream \(f.pickedUp), expired \(f.expired), reopened \(f.reopened), table full \(f.tableFull), without block \(f.blocksExhausted)")
+        let m = s.memory
+        var mem = "memory: entry \(m.entryBytes) B, block \(m.blockBytes) B (\(m.blocksInUse) of \(m.blockCapacity) in use), index \(Format.bytes(UInt64(m.indexBytes)))"
+        mem += "; table in use \(Format.bytes(UInt64(m.inUseBytes))), touched \(Format.bytes(UInt64(m.touchedBytes))), reserved \(Format.bytes(UInt64(m.reservedBytes)))"
+        if let r = m.residentBytes, let h = m.peakResidentBytes {
+            mem += "; RSS \(Format.bytes(UInt64(r))) (peak \(Format.bytes(UInt64(h))))"
+        }
+        print(mem)
+        if s.proxies.isEmpty {
+            print("proxies: none registered")
+        } else {
+            print("proxies:")
+            for px in s.proxies {
+                print("  #\(px.id) \(px.name) pid \(px.pid)" + (px.listenPort.map { " port \($0)" } ?? "")
+                      + ", registered \(Format.duration(px.registeredSecondsAgo)) ago, last heartbeat \(Format.duration(px.lastHeartbeatSecondsAgo)) ago")
+            }
+        }
+    }
+}
+
+struct Flows: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One line per flow, like conntrack -L: tuples, state, mode and why, age, bytes.")
+    @OptionGroup var options: SocketOptions
+
+    func run() throws {
+        let flows = try options.request(.flows).flows ?? []
+        if options.json { return try printJSON(flows) }
+        for f in flows.sorted(by: { $0.ageSeconds > $1.ageSeconds }) {
+            print("tcp\(f.family == 6 ? "6" : "") \(f.state) src=\(f.src) dst=\(f.dst) sport=\(f.sport) dport=\(f.dport) "
+                  + "mode=\(f.mode) reason=\(f.reason) age=\(Format.seconds(f.ageSeconds)) idle=\(Format.seconds(f.idleSeconds)) "
+                  + "bytes=\(f.bytesOrig)/\(f.bytesReply)" + (f.pickedUp ? " [picked-up]" : ""))
+        }
+        FileHandle.standardError.write(Data("splicectl: \(flows.count) flow\(flows.count == 1 ? "" : "s")\n".utf8))
+    }
+}
+
+enum Format {
+    static func bytes(_ n: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: "%.1f", v) + " " + units[u]
+    }
+    static func seconds(_ s: Double) -> String { String(format: "%.1fs", s) }
+    static func duration(_ s: Double) -> String {
+        let t = Int(s)
+        if t < 60 { return String(format: "%.1fs", s) }
+        if t < 3600 { return "\(t / 60)m\(t % 60)s" }
+        return "\(t / 3600)h\((t % 3600) / 60)m"
+    }
+}

@@ -1,0 +1,215 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Synchronization
+import SpliceControlProtocol
+import SpliceEngine
+import SpliceKernel
+import SpliceWire
+
+/// The running daemon: queue readers (one thread each), the engine behind one lock, and the
+/// control socket served from a thread that also runs the flow table's timers.
+final class Daemon: @unchecked Sendable {
+    let configuration: DaemonConfiguration
+    let logger: Logger
+    let engine: Mutex<Engine>
+    let queues: [NetfilterQueue]
+    let control: ControlServer
+    let stop = Atomic<Bool>(false)
+    let clock = MonotonicClock()
+    let pid = getpid()
+    /// Registered proxies by control connection (control thread only).
+    var proxies: [ControlServer.ClientID: RegisteredProxy] = [:]
+    var nextProxyID = 1
+
+    struct RegisteredProxy {
+        var id: Int
+        var registration: ProxyRegistration
+        var registeredAt: Timestamp
+        var lastHeartbeat: Timestamp
+    }
+
+    init(configuration: DaemonConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let table = FlowTable(capacity: configuration.maxFlows, blockCapacity: configuration.maxBlocks)
+        engine = Mutex(Engine(table: table, now: Timestamp(deciseconds: 0)))
+        var qs: [NetfilterQueue] = []
+        for n in configuration.queues {
+            var o = NetfilterQueue.Options()
+            o.maxLength = configuration.queueMaxLength
+            o.batchLimit = configuration.batch
+            qs.append(try NetfilterQueue(number: n, options: o))
+        }
+        queues = qs
+        control = try ControlServer(path: configuration.controlSocket)
+    }
+
+    /// Runs until SIGINT or SIGTERM; returns the exit status.
+    func run() -> Int32 {
+        // Signals are taken synchronously by the main thread; every other thread blocks them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        let failed = Atomic<Bool>(false)
+        let done = DispatchGroup()
+        for q in queues {
+            done.enter()
+            let t = Thread { [self] in
+                defer { done.leave() }
+                do {
+                    try q.run(
+                        shouldStop: { stop.load(ordering: .relaxed) },
+                        idle: {},
+                        handle: { bytes, info in
+                            let now = clock.now()
+                            return engine.withLock { $0.process(bytes, info: info, now: now) }
+                        })
+                } catch {
+                    logger.critical("queue \(q.number) stopped: \(error)")
+                    failed.store(true, ordering: .relaxed)
+                    stop.store(true, ordering: .relaxed)
+                    kill(pid, SIGTERM)
+                }
+            }
+            t.name = "queue-\(q.number)"
+            t.start()
+        }
+        done.enter()
+        let controlThread = Thread { [self] in
+            defer { done.leave() }
+            while !stop.load(ordering: .relaxed) {
+                control.serve(timeoutMilliseconds: 100,
+                              handle: { request, client in handle(request, from: client) },
+                              disconnected: { client in proxyGone(client) })
+                let now = clock.now()
+                engine.withLock { $0.tick(now: now) }
+            }
+        }
+        controlThread.name = "control"
+        controlThread.start()
+
+        logger.info("spliced running", metadata: [
+            "pid": "\(pid)", "queues": "\(configuration.queues.map(String.init).joined(separator: ","))",
+            "control": "\(configuration.controlSocket)", "max-flows": "\(configuration.maxFlows)",
+        ])
+        var caught: Int32 = 0
+        sigwait(&signals, &caught)
+        if !failed.load(ordering: .relaxed) {
+            logger.info("signal \(caught): stopping")
+        }
+        stop.store(true, ordering: .relaxed)
+        done.wait()
+        for q in queues { q.unbind() }
+        control.shutdown()
+        if let pidfile = configuration.pidfile { unlink(pidfile) }
+        return failed.load(ordering: .relaxed) ? 1 : 0
+    }
+
+    // MARK: Control requests (control thread)
+
+    func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {
+        switch request.command {
+        case .status:
+            return ControlResponse(ok: true, status: status())
+        case .flows:
+            return ControlResponse(ok: true, flows: flows())
+        case .register:
+            guard let reg = request.proxy else { return .failure("register needs a \"proxy\" object") }
+            let now = clock.now()
+            let id: Int
+            if let existing = proxies[client] {
+                id = existing.id
+            } else {
+                id = nextProxyID
+                nextProxyID += 1
+            }
+            proxies[client] = RegisteredProxy(id: id, registration: reg, registeredAt: now, lastHeartbeat: now)
+            logger.info("proxy registered", metadata: ["id": "\(id)", "name": "\(reg.name)", "pid": "\(reg.pid)"])
+            return ControlResponse(ok: true, proxyID: id)
+        case .heartbeat:
+            guard proxies[client] != nil else { return .failure("heartbeat from a connection that has not registered") }
+            proxies[client]?.lastHeartbeat = clock.now()
+            return ControlResponse(ok: true)
+        }
+    }
+
+    func proxyGone(_ client: ControlServer.ClientID) {
+        guard let p = proxies.removeValue(forKey: client) else { return }
+        logger.warning("proxy gone", metadata: ["id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)"])
+    }
+
+    func status() -> StatusReport {
+        let now = clock.now()
+        let (counters, counts, memory, blocks, capacity, total, blockCapacity) = engine.withLock { e in
+            (e.counters, e.flowCounts(), e.table.memory, e.table.blockCount, e.table.capacity, e.table.count,
+             e.table.blockCapacity)
+        }
+        let kernel = KernelQueueStats.read() ?? []
+        let queueReports = queues.map { q -> QueueReport in
+            let c = q.snapshot
+            let k = kernel.first { $0.queue == q.number }
+            return QueueReport(number: q.number, packets: c.packets, verdictMessages: c.verdictMessages,
+                               receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
+                               queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
+        }
+        let mem = processMemory()
+        let inUse = total * memory.entryBytes + blocks * memory.blockBytes + memory.indexBytes
+        return StatusReport(
+            version: tcpspliceVersion, pid: pid, uptimeSeconds: now.seconds(since: Timestamp(deciseconds: 0)),
+            queues: queueReports,
+            packets: PacketCounts(total: counters.packets, bytes: counters.bytes, tcp: counters.tcpPackets,
+                                  notTCP: counters.notTCP, fragments: counters.fragments,
+                                  malformed: counters.malformed, untracked: counters.untracked),
+            verdicts: VerdictCounts(accept: counters.verdictAccept, acceptModified: counters.verdictAcceptModified,
+                                    drop: counters.verdictDrop),
+            flows: FlowCounts(total: total, capacity: capacity,
+                              byState: Dictionary(uniqueKeysWithValues: counts.byState.map { ($0.key.description, $0.value) }),
+                              byMode: Dictionary(uniqueKeysWithValues: counts.byMode.map { ($0.key.description, $0.value) }),
+                              created: counters.flowsCreated, pickedUp: counters.flowsPickedUp,
+                              expired: counters.flowsExpired, reopened: counters.flowsReopened,
+                              tableFull: counters.tableFull, blocksExhausted: counters.blocksExhausted),
+            memory: MemoryReport(entryBytes: memory.entryBytes, blockBytes: memory.blockBytes, blocksInUse: blocks,
+                                 blockCapacity: blockCapacity, indexBytes: memory.indexBytes,
+                                 reservedBytes: memory.reservedBytes, touchedBytes: memory.touchedBytes,
+                                 inUseBytes: inUse, residentBytes: mem?.resident, peakResidentBytes: mem?.peak),
+            proxies: proxies.values.sorted { $0.id < $1.id }.map {
+                ProxyReport(id: $0.id, name: $0.registration.name, pid: $0.registration.pid,
+                            listenPort: $0.registration.listenPort,
+                            registeredSecondsAgo: now.seconds(since: $0.registeredAt),
+                            lastHeartbeatSecondsAgo: now.seconds(since: $0.lastHeartbeat))
+            })
+    }
+
+    func flows() -> [FlowRecord] {
+        let now = clock.now()
+        let snapshots = engine.withLock { $0.flows(now: now) }
+        return snapshots.map { f in
+            FlowRecord(family: f.initiator.isIPv4 ? 4 : 6, src: f.initiator.description, sport: f.initiatorPort,
+                       dst: f.responder.description, dport: f.responderPort, state: f.state.description,
+                       mode: f.mode.description, reason: f.reason.description, ageSeconds: f.ageSeconds,
+                       idleSeconds: f.idleSeconds, bytesOrig: f.bytesFromInitiator, bytesReply: f.bytesFromResponder,
+                       pickedUp: f.pickedUp, hasBlock: f.hasBlock)
+        }
+    }
+}
+
+/// Engine time from CLOCK_MONOTONIC, zero at daemon start.
+struct MonotonicClock: Sendable {
+    let origin: Double
+    init() { origin = MonotonicClock.seconds() }
+    static func seconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+    func now() -> Timestamp { Timestamp(deciseconds: UInt32((MonotonicClock.seconds() - origin) * 10)) }
+}
+
+let tcpspliceVersion = "0.1.0"
