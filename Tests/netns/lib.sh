@@ -328,22 +328,26 @@ rules_remove() {
 
 CTL_SOCK=""
 # spliced_start [ARGS...]: start spliced in the router (default --queue 0) with
-# its control socket and pidfile in $TEST_TMP; waits for the socket.
+# its control socket and pidfile in $TEST_TMP; waits for the socket. The
+# background name is $SPLICED_BG (default "spliced"; set another one for a
+# second daemon in the same test).
 spliced_start() {
-    local bin
+    local bin name=${SPLICED_BG:-spliced}
     bin=$(need_bin spliced)
     CTL_SOCK="$TEST_TMP/spliced.sock"
     local args=("$@")
     [[ ${#args[@]} -gt 0 ]] || args=(--queue 0)
-    bg_start spliced "$NS_R" "$bin" "${args[@]}" --control-socket "$CTL_SOCK" \
+    bg_start "$name" "$NS_R" "$bin" "${args[@]}" --control-socket "$CTL_SOCK" \
         --pidfile "$TEST_TMP/spliced.pid"
     local deadline=$((SECONDS + 20))
-    until [[ -S "$CTL_SOCK" ]]; do
-        bg_alive spliced || fail "spliced exited at startup (see spliced.log)"
-        ((SECONDS < deadline)) || fail "spliced did not create its control socket $CTL_SOCK within 20s"
+    # Ready when it answers on the socket (a socket file alone may be the
+    # stale one of a killed daemon).
+    until [[ -S "$CTL_SOCK" ]] && splicectl status >/dev/null 2>&1; do
+        bg_alive "$name" || fail "spliced exited at startup (see $name.log)"
+        ((SECONDS < deadline)) || fail "spliced did not answer on its control socket $CTL_SOCK within 20s"
         sleep 0.1
     done
-    log "spliced running (pid $(bg_pid spliced)): ${args[*]}"
+    log "spliced running (pid $(bg_pid "$name")): ${args[*]}"
 }
 
 splicectl() {
@@ -355,4 +359,42 @@ splicectl() {
 # queue_bound_count NS: how many NFQUEUE queues have a program bound in NS.
 queue_bound_count() {
     nsx "$1" sh -c 'cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | wc -l'
+}
+
+# status_json / flows_json: the daemon's answers (fail the test if splicectl fails).
+status_json() {
+    local out
+    out=$(splicectl status --json) || fail "splicectl status --json failed"
+    printf '%s\n' "$out"
+}
+
+flows_json() {
+    local out
+    out=$(splicectl flows --json 2>/dev/null) || fail "splicectl flows --json failed"
+    printf '%s\n' "$out"
+}
+
+# queue_packets_total: packets the running spliced has read from all its queues.
+queue_packets_total() {
+    status_json | json_get 'sum(q["packets"] for q in d["queues"])'
+}
+
+# find_flow SRC DST DPORT [STATE] [MODE]: print the first flow of
+# `splicectl flows --json` with those fields (state/mode "" = any), as JSON;
+# returns 1 when there is none.
+find_flow() {
+    flows_json | python3 -c '
+import json, sys
+src, dst, dport, state, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+for f in json.load(sys.stdin):
+    if f.get("src") == src and f.get("dst") == dst and f.get("dport") == dport \
+            and (not state or f.get("state") == state) and (not mode or f.get("mode") == mode):
+        print(json.dumps(f, sort_keys=True))
+        sys.exit(0)
+sys.exit(1)' "$1" "$2" "$3" "${4:-}" "${5:-}"
+}
+
+# file_size PATH: bytes in PATH (0 if it does not exist yet).
+file_size() {
+    if [[ -e "$1" ]]; then stat -c %s "$1"; else echo 0; fi
 }
