@@ -24,7 +24,7 @@
 #   topo_create              client/router/server as above
 #   nsx NS CMD...            run CMD in namespace NS
 #   bg_start NAME NS CMD...  start CMD in NS in the background, log to $TEST_TMP/NAME.log
-#   bg_pid NAME / bg_alive NAME / bg_wait NAME [TIMEOUT] / bg_kill NAME [SIGNAL]
+#   bg_pid NAME / bg_alive NAME / bg_wait NAME [TIMEOUT] / bg_kill NAME [SIGNAL] [TIMEOUT]
 #   wait_for TIMEOUT DESC CMD...   poll CMD until it succeeds
 #   wait_port NS PORT [TIMEOUT]    until something listens on TCP PORT in NS
 #   make_random_file PATH MIB / sha256_of PATH / xfer_sha LOGFILE
@@ -248,21 +248,30 @@ bg_wait() {
         sleep 0.1
     done
     rc=0
-    wait "$pid" || rc=$?
+    wait "$pid" 2>/dev/null || rc=$?
     return "$rc"
 }
 
-# bg_kill NAME [SIGNAL]: signal the process (default TERM) and reap it.
+# bg_kill NAME [SIGNAL] [TIMEOUT_S]: signal the process (default TERM), wait
+# up to TIMEOUT_S (default 10) for it to exit and reap it. Returns its exit
+# status (128+N when a signal N ended it), or 124 if it is still running.
+# The shell's "Killed" job notice is kept out of the output.
 bg_kill() {
-    local name=$1 sig=${2:-TERM} pid
+    local name=$1 sig=${2:-TERM} timeout=${3:-10} pid rc=0
     pid=$(bg_pid "$name")
-    kill "-$sig" "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    wait "$pid" 2>/dev/null || true
+    {
+        kill "-$sig" "$pid"
+        local deadline=$((SECONDS + timeout))
+        while kill -0 "$pid" && ((SECONDS < deadline)); do
+            sleep 0.05
+        done
+        if kill -0 "$pid"; then
+            rc=124
+        else
+            wait "$pid" || rc=$?
+        fi
+    } 2>/dev/null
+    return "$rc"
 }
 
 # --- polling ------------------------------------------------------------------------

@@ -29,8 +29,9 @@ arrived() { (($(file_size "$OUT") >= $1)); }
 wait_for 30 "a quarter of the download" arrived $((SIZE / 4))
 first=$(queue_packets_total)
 ((first > 0)) || fail "the first spliced saw no packets"
-kill -KILL "$(bg_pid spliced)"
-bg_wait spliced 10 || true
+rc=0
+bg_kill spliced KILL || rc=$?
+[[ $rc -eq 137 ]] || fail "spliced exited with $rc after SIGKILL, expected 137"
 log "first spliced killed at $(file_size "$OUT") bytes after $first packets"
 
 wait_for 30 "half of the download" arrived $((SIZE / 2))

@@ -61,7 +61,8 @@ grep -q uptimeSeconds <<<"$out" && fail "non-root user got a status: $out"
 log "nobody: refused (exit $rc): $(head -n 1 <<<"$out")"
 
 # Daemon killed: the socket file stays, nothing listens.
-kill -KILL "$(bg_pid spliced)"
-bg_wait spliced 10 || true
+rc=0
+bg_kill spliced KILL || rc=$?
+[[ $rc -eq 137 ]] || fail "spliced exited with $rc after SIGKILL, expected 137"
 expect_error "daemon killed" "not running" "$CTL" --socket "$CTL_SOCK" status
 log "PASS"

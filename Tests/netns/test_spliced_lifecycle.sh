@@ -52,9 +52,9 @@ total=$(queue_packets_total)
 ((total > 0)) || fail "spliced saw no packets on its two queues"
 log "4 downloads through queues 0:1 intact; spliced saw $total packets"
 
-kill -TERM "$pid"
 rc=0
-bg_wait spliced 10 || rc=$?
+bg_kill spliced TERM 10 || rc=$?
+[[ $rc -ne 124 ]] || fail "spliced still running 10 s after SIGTERM"
 [[ $rc -eq 0 ]] || fail "spliced exited with status $rc on SIGTERM, expected 0"
 [[ $(queue_bound_count "$NS_R") -eq 0 ]] || fail "queues still bound after spliced exited"
 [[ ! -e "$CTL_SOCK" ]] || fail "control socket $CTL_SOCK left behind after a clean exit"
