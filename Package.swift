@@ -33,6 +33,7 @@ let package = Package(
             pkgConfig: "libnetfilter_queue",
             providers: [.apt(["libnetfilter-queue-dev", "libmnl-dev"])]
         ),
+        .systemLibrary(name: "CLinuxSupport"),
         .target(name: "SpliceWire", swiftSettings: strict),
         .target(name: "SpliceEngine", dependencies: ["SpliceWire"], swiftSettings: strict),
         .target(name: "SpliceControlProtocol", swiftSettings: strict),
@@ -47,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "spliced",
             dependencies: [
-                "SpliceWire", "SpliceEngine", "SpliceKernel", "SpliceControlProtocol",
+                "CLinuxSupport", "SpliceWire", "SpliceEngine", "SpliceKernel", "SpliceControlProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -64,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "splice-proxy",
             dependencies: [
-                "SpliceKernel", "SpliceControlProtocol",
+                "CLinuxSupport", "SpliceKernel", "SpliceWire", "SpliceControlProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

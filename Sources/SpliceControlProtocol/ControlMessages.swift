@@ -23,14 +23,58 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case register
         /// A registered proxy says it is alive.
         case heartbeat
+        /// A registered proxy announces it closes one of its sockets on purpose.
+        case closing
+        /// The splice policy in force.
+        case policy
+        /// Replace the splice policy (new flows only).
+        case setPolicy = "set-policy"
     }
 
     public var command: Command
     public var proxy: ProxyRegistration?
+    public var close: CloseIntent?
+    public var policy: PolicyConfig?
 
-    public init(command: Command, proxy: ProxyRegistration? = nil) {
+    public init(command: Command, proxy: ProxyRegistration? = nil, close: CloseIntent? = nil, policy: PolicyConfig? = nil) {
         self.command = command
         self.proxy = proxy
+        self.close = close
+        self.policy = policy
+    }
+}
+
+/// Which flows go through the proxy (resilient mode); everything else stays in bypass.
+public struct PolicyConfig: Codable, Sendable, Equatable {
+    public var enabled: Bool
+    /// Server ports claimed (empty: any).
+    public var ports: [UInt16]
+    /// Server prefixes claimed (empty: any), e.g. "10.0.0.0/8", "2001:db8::/32".
+    public var servers: [String]
+    /// Client prefixes claimed (empty: any).
+    public var clients: [String]
+    public init(enabled: Bool, ports: [UInt16] = [], servers: [String] = [], clients: [String] = []) {
+        self.enabled = enabled
+        self.ports = ports
+        self.servers = servers
+        self.clients = clients
+    }
+}
+
+/// A proxy's announcement that it closes a socket on purpose (so its FIN or RST is not held).
+public struct CloseIntent: Codable, Sendable, Equatable {
+    public var client: String
+    public var clientPort: UInt16
+    public var server: String
+    public var serverPort: UInt16
+    /// true: the socket facing the client; false: the one facing the server.
+    public var towardClient: Bool
+    public init(client: String, clientPort: UInt16, server: String, serverPort: UInt16, towardClient: Bool) {
+        self.client = client
+        self.clientPort = clientPort
+        self.server = server
+        self.serverPort = serverPort
+        self.towardClient = towardClient
     }
 }
 
@@ -55,14 +99,17 @@ public struct ControlResponse: Codable, Sendable {
     public var flows: [FlowRecord]?
     /// For `register`: the id the daemon gave the proxy.
     public var proxyID: Int?
+    /// For `policy` and `set-policy`: the policy in force.
+    public var policy: PolicyConfig?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, flows: [FlowRecord]? = nil,
-                proxyID: Int? = nil) {
+                proxyID: Int? = nil, policy: PolicyConfig? = nil) {
         self.ok = ok
         self.error = error
         self.status = status
         self.flows = flows
         self.proxyID = proxyID
+        self.policy = policy
     }
 
     public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
@@ -78,9 +125,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var flows: FlowCounts
     public var memory: MemoryReport
     public var proxies: [ProxyReport]
+    public var resilient: ResilientReport?
+    public var policy: PolicyConfig?
 
     public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounts,
-                verdicts: VerdictCounts, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport]) {
+                verdicts: VerdictCounts, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
+                resilient: ResilientReport? = nil, policy: PolicyConfig? = nil) {
+        self.resilient = resilient
+        self.policy = policy
         self.version = version
         self.pid = pid
         self.uptimeSeconds = uptimeSeconds
@@ -148,10 +200,48 @@ public struct VerdictCounts: Codable, Sendable, Equatable {
     public var accept: UInt64
     public var acceptModified: UInt64
     public var drop: UInt64
-    public init(accept: UInt64, acceptModified: UInt64, drop: UInt64) {
+    /// Packets handed to the proxy (NF_REPEAT with the proxy mark).
+    public var toProxy: UInt64?
+    public init(accept: UInt64, acceptModified: UInt64, drop: UInt64, toProxy: UInt64? = nil) {
         self.accept = accept
         self.acceptModified = acceptModified
         self.drop = drop
+        self.toProxy = toProxy
+    }
+}
+
+/// The resilient mode's counters.
+public struct ResilientReport: Codable, Sendable, Equatable {
+    public var flows: UInt64
+    public var handshakeReplays: UInt64
+    public var fromProxyTranslated: UInt64
+    public var proxyPacketsDropped: UInt64
+    public var acksClamped: UInt64
+    public var acksInjected: UInt64
+    public var acksSuppressed: UInt64
+    public var finRstHeld: UInt64
+    public var finRstReleased: UInt64
+    public var finRstDiscarded: UInt64
+    public var failovers: UInt64
+    public var injectionFailures: UInt64
+    public var activeProxy: Int?
+    public init(flows: UInt64, handshakeReplays: UInt64, fromProxyTranslated: UInt64, proxyPacketsDropped: UInt64,
+                acksClamped: UInt64, acksInjected: UInt64, acksSuppressed: UInt64, finRstHeld: UInt64,
+                finRstReleased: UInt64, finRstDiscarded: UInt64, failovers: UInt64, injectionFailures: UInt64,
+                activeProxy: Int?) {
+        self.flows = flows
+        self.handshakeReplays = handshakeReplays
+        self.fromProxyTranslated = fromProxyTranslated
+        self.proxyPacketsDropped = proxyPacketsDropped
+        self.acksClamped = acksClamped
+        self.acksInjected = acksInjected
+        self.acksSuppressed = acksSuppressed
+        self.finRstHeld = finRstHeld
+        self.finRstReleased = finRstReleased
+        self.finRstDiscarded = finRstDiscarded
+        self.failovers = failovers
+        self.injectionFailures = injectionFailures
+        self.activeProxy = activeProxy
     }
 }
 
@@ -250,9 +340,14 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     public var bytesReply: UInt64
     public var pickedUp: Bool
     public var hasBlock: Bool
+    /// Resilient flows: the handshake replay's phase, and the proxy serving the flow.
+    public var phase: String?
+    public var proxy: Int?
     public init(family: Int, src: String, sport: UInt16, dst: String, dport: UInt16, state: String, mode: String,
                 reason: String, ageSeconds: Double, idleSeconds: Double, bytesOrig: UInt64, bytesReply: UInt64,
-                pickedUp: Bool, hasBlock: Bool) {
+                pickedUp: Bool, hasBlock: Bool, phase: String? = nil, proxy: Int? = nil) {
+        self.phase = phase
+        self.proxy = proxy
         self.family = family
         self.src = src
         self.sport = sport

@@ -23,16 +23,6 @@ public struct PacketInfo: Sendable {
     }
 }
 
-/// The engine's decision for one packet.
-public enum Verdict: Sendable, Equatable {
-    /// Let the packet go on unchanged.
-    case accept
-    /// Let the packet go on with the bytes the engine rewrote (and their new length).
-    case acceptModified(length: Int)
-    /// Drop the packet.
-    case drop
-}
-
 /// Running counts the engine keeps; read by `splicectl status`.
 public struct EngineCounters: Sendable, Equatable {
     public var packets: UInt64 = 0
@@ -44,6 +34,8 @@ public struct EngineCounters: Sendable, Equatable {
     public var verdictAccept: UInt64 = 0
     public var verdictAcceptModified: UInt64 = 0
     public var verdictDrop: UInt64 = 0
+    /// Packets handed to the proxy (NF_REPEAT with the proxy mark).
+    public var verdictToProxy: UInt64 = 0
     public var flowsCreated: UInt64 = 0
     public var flowsPickedUp: UInt64 = 0
     public var flowsExpired: UInt64 = 0
@@ -54,6 +46,24 @@ public struct EngineCounters: Sendable, Equatable {
     public var blocksExhausted: UInt64 = 0
     /// Packets of no known flow let through untracked (e.g. a stray RST).
     public var untracked: UInt64 = 0
+    // Resilient mode (seed 000).
+    public var resilientFlows: UInt64 = 0
+    public var handshakeReplays: UInt64 = 0
+    public var fromProxyTranslated: UInt64 = 0
+    /// Packets of the proxy's sockets dropped: no resilient flow (unknown, bypassed, closed).
+    public var proxyPacketsDropped: UInt64 = 0
+    /// The proxy's acknowledgements held back to what the receiver had acknowledged.
+    public var acksClamped: UInt64 = 0
+    /// Acknowledgements released to a sender when its receiver caught up (injected).
+    public var acksInjected: UInt64 = 0
+    /// The proxy's pure ACKs dropped because they told the end nothing new.
+    public var acksSuppressed: UInt64 = 0
+    public var finRstHeld: UInt64 = 0
+    public var finRstReleased: UInt64 = 0
+    public var finRstDiscarded: UInt64 = 0
+    /// Flows moved to bypass because their proxy died.
+    public var failovers: UInt64 = 0
+    public var injectionFailures: UInt64 = 0
     public init() {}
 }
 
@@ -62,25 +72,66 @@ public struct EngineCounters: Sendable, Equatable {
 /// daemon serializes calls (it holds the engine in a `Mutex`), hence `@unchecked Sendable`.
 public final class Engine: @unchecked Sendable {
     public let table: FlowTable
-    public private(set) var counters = EngineCounters()
+    public internal(set) var counters = EngineCounters()
     public let started: Timestamp
+    /// Which new flows go through the proxy.
+    public var policy = SplicePolicy.bypassOnly
+    /// The marks shared with the rules.
+    public var marks = SpliceMarks()
+    /// Where built packets go (released ACKs, replayed SYN-ACKs, held FIN/RST).
+    public var injector: (any PacketInjector)?
+    /// How long an unannounced FIN or RST from the proxy is held before it is let through.
+    public var holdGrace = Timestamp.Duration(deciseconds: 3)
+    /// The proxy that takes new flows (0: none alive).
+    public internal(set) var activeProxy: UInt16 = 0
+    /// Built packets are written here (under the engine's lock).
+    let buildBuffer: UnsafeMutableRawBufferPointer
+    /// A scratch buffer for callers that do not pass their own (tests).
+    let ownScratch: UnsafeMutableRawBufferPointer
+    /// FIN/RST packets of the proxy held until its liveness is known.
+    var held = HeldPackets(capacity: 256)
+
+    public static let scratchBytes = 0x10000 + 256
 
     public init(table: FlowTable, now: Timestamp = Timestamp(deciseconds: 0)) {
         self.table = table
         self.started = now
+        buildBuffer = .allocate(byteCount: 256, alignment: 16)
+        ownScratch = .allocate(byteCount: Engine.scratchBytes, alignment: 16)
     }
 
-    /// Decides what happens to one queued packet. `buffer` may be rewritten in place when the
-    /// verdict is `.acceptModified`. Never traps on malformed input: what cannot be parsed gets
-    /// the kernel's default verdict (accept).
-    public func process(_ buffer: UnsafeMutableRawBufferPointer, info: PacketInfo, now: Timestamp) -> Verdict {
+    deinit {
+        buildBuffer.deallocate()
+        ownScratch.deallocate()
+    }
+
+    /// Netfilter's hook numbers (`enum nf_inet_hooks`).
+    public enum Hook {
+        public static let preRouting: UInt8 = 0
+        public static let localIn: UInt8 = 1
+        public static let forward: UInt8 = 2
+        public static let localOut: UInt8 = 3
+        public static let postRouting: UInt8 = 4
+    }
+
+    /// Decides what happens to one queued packet. The packet may be rewritten in place, or
+    /// rebuilt into `scratch` (at least `Engine.scratchBytes` long); the verdict says which.
+    /// Never traps on malformed input: what cannot be parsed gets the kernel's default verdict
+    /// (accept; for the proxy's own packets, which are queued fail-closed, drop).
+    public func process(_ buffer: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer? = nil,
+                        info: PacketInfo, now: Timestamp) -> Verdict {
         counters.packets &+= 1
         counters.bytes &+= UInt64(buffer.count)
+        let fromProxy = info.hook == Hook.localOut
         let verdict: Verdict
         switch TCPPacket.parse(buffer) {
         case .tcp(let packet):
             counters.tcpPackets &+= 1
-            verdict = track(packet, now: now)
+            if fromProxy {
+                verdict = fromProxySocket(packet, info: info, scratch: scratch ?? ownScratch, now: now)
+            } else {
+                verdict = fromEnd(packet, info: info, scratch: scratch ?? ownScratch, now: now)
+            }
         case .notTCP:
             counters.notTCP &+= 1
             verdict = .accept
@@ -89,24 +140,36 @@ public final class Engine: @unchecked Sendable {
             verdict = .accept
         case .malformed:
             counters.malformed &+= 1
-            verdict = .accept
+            verdict = fromProxy ? .drop : .accept
         }
-        switch verdict {
-        case .accept: counters.verdictAccept &+= 1
-        case .acceptModified: counters.verdictAcceptModified &+= 1
+        switch verdict.action {
+        case .accept:
+            if verdict.rewrittenLength == nil { counters.verdictAccept &+= 1 } else { counters.verdictAcceptModified &+= 1 }
         case .drop: counters.verdictDrop &+= 1
+        case .repeatHook: counters.verdictToProxy &+= 1
         }
         return verdict
     }
 
-    /// Periodic work: expires idle flows, `budget` slots at a time.
+    /// Periodic work: expires idle flows, `budget` slots at a time; lets held packets go.
     public func tick(now: Timestamp, budget: Int = 4096) {
         counters.flowsExpired &+= UInt64(table.expire(now: now, budget: budget))
+        releaseHeld(now: now, force: false)
+    }
+
+    // MARK: Packets from the ends
+
+    func fromEnd(_ p: TCPPacket, info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
+        guard let (e, dir) = track(p, now: now) else { return .accept }
+        guard table[e].mode == .resilient, let b = table.block(e) else { return .accept }
+        return resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
     }
 
     // MARK: Tracking (conntrack-style, all modes)
 
-    func track(_ p: TCPPacket, now: Timestamp) -> Verdict {
+    /// Follows TCP from an end's packet: finds or creates the flow, updates its state and its
+    /// connection block. Nil when the packet belongs to no flow (table full, stray RST).
+    func track(_ p: TCPPacket, now: Timestamp) -> (UInt32, FlowDirection)? {
         let tcp = p.tcp
         let flags = tcp.flags
         let src = p.source, dst = p.destination
@@ -131,8 +194,8 @@ public final class Engine: @unchecked Sendable {
 
         if flags.contains(.rst) {
             table[e].state = .close
-            table.releaseBlock(e)
-            return .accept
+            if table[e].mode != .resilient { table.releaseBlock(e) }
+            return (e, dir)
         }
 
         if flags.contains(.syn) {
@@ -148,7 +211,7 @@ public final class Engine: @unchecked Sendable {
                 b.pointee.isnA = tcp.sequenceNumber
                 b.pointee.optionsA = EndOptions(tcp.options.summary)
             }
-            return .accept
+            return (e, dir)
         }
 
         if state == .synReceived && dir == .original && flags.contains(.ack) {
@@ -193,19 +256,21 @@ public final class Engine: @unchecked Sendable {
             else { next = .finWait }
             if next != table[e].state {
                 table[e].state = next
-                if next == .timeWait { table.releaseBlock(e) }   // seed 004: the block goes at TIME_WAIT
+                // seed 004: the block goes at TIME_WAIT; a resilient flow keeps it until the
+                // proxy's last packets are through (it is released when the entry expires).
+                if next == .timeWait && table[e].mode != .resilient { table.releaseBlock(e) }
             }
         }
-        return .accept
+        return (e, dir)
     }
 
     /// The first packet of a flow the table does not know.
-    func trackNew(_ p: TCPPacket, now: Timestamp) -> Verdict {
+    func trackNew(_ p: TCPPacket, now: Timestamp) -> (UInt32, FlowDirection)? {
         let tcp = p.tcp
         let flags = tcp.flags
         if flags.contains(.rst) {
             counters.untracked &+= 1
-            return .accept
+            return nil
         }
         let src = p.source, dst = p.destination
         let sport = tcp.sourcePort, dport = tcp.destinationPort
@@ -231,7 +296,7 @@ public final class Engine: @unchecked Sendable {
             : table.insert(initiator: dst, port: dport, responder: src, port: sport, now: now)
         guard let e = inserted else {
             counters.tableFull &+= 1
-            return .accept
+            return nil
         }
         counters.flowsCreated &+= 1
         table[e].state = state
@@ -248,7 +313,10 @@ public final class Engine: @unchecked Sendable {
         }
         guard table.attachBlock(e), let b = table.block(e) else {
             counters.blocksExhausted &+= 1
-            return .accept
+            if state == .synSent && policy.claims(client: src, server: dst, serverPort: dport) {
+                table[e].reason = .noBlock
+            }
+            return (e, dir)
         }
         record(tcp, dir: dir, in: b)
         if flags.contains(.syn) {
@@ -263,7 +331,8 @@ public final class Engine: @unchecked Sendable {
             let seqEnd = tcp.sequenceNumber + UInt32(tcp.payloadLength)
             if dir == .original { b.pointee.finSeqA = seqEnd } else { b.pointee.finSeqB = seqEnd }
         }
-        return .accept
+        if state == .synSent { claimForProxy(e, syn: tcp, block: b) }
+        return (e, dir)
     }
 
     /// Updates what the connection block knows from one packet: highest sequence and
@@ -309,6 +378,8 @@ public struct FlowSnapshot: Sendable, Equatable {
     public var pickedUp: Bool
     public var initiatorOptions: EndOptions?
     public var responderOptions: EndOptions?
+    public var phase: ResilientState.Phase
+    public var proxyID: UInt16
 }
 
 extension Engine {
@@ -325,7 +396,8 @@ extension Engine {
                 bytesFromInitiator: e.bytesFromA, bytesFromResponder: e.bytesFromB,
                 hasBlock: b != nil, pickedUp: e.flags.contains(.pickedUp),
                 initiatorOptions: (b?.isnKnownA ?? false) ? b?.optionsA : nil,
-                responderOptions: (b?.isnKnownB ?? false) ? b?.optionsB : nil))
+                responderOptions: (b?.isnKnownB ?? false) ? b?.optionsB : nil,
+                phase: b?.resilient.phase ?? .none, proxyID: b?.resilient.proxyID ?? 0))
         }
         return out
     }

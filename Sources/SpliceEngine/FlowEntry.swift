@@ -140,6 +140,8 @@ public struct ConnectionBlock: Sendable {
     public var packetsB: UInt64 = 0
     /// Index of the owning flow entry (for consistency checks and reverse lookups).
     public var owner: UInt32 = 0
+    /// The resilient mode's state (seed 000), `.none` phase for other flows.
+    public var resilient = ResilientState()
 
     @inlinable public init() {}
 }

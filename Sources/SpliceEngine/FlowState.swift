@@ -70,6 +70,10 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case proxyDied
     /// A policy claimed it and the proxy took it.
     case policy
+    /// A policy claimed it, but no connection block was free.
+    case noBlock
+    /// The handshake could not be replayed (e.g. the server's SYN-ACK was malformed).
+    case replayFailed
 
     public var description: String {
         switch self {
@@ -78,6 +82,8 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .noProxy: return "no-proxy-alive"
         case .proxyDied: return "proxy-died"
         case .policy: return "policy"
+        case .noBlock: return "no-connection-block"
+        case .replayFailed: return "replay-failed"
         }
     }
 }

@@ -254,6 +254,12 @@ public final class FlowTable {
         return removed
     }
 
+    /// Calls `body` with the index of every flow in use (entries may be changed through the
+    /// subscript meanwhile, but not removed).
+    public func forEachIndex(_ body: (UInt32) -> Void) {
+        for e in 0..<entryHighWater where entries[Int(e)].state != .free { body(e) }
+    }
+
     /// Calls `body` for every flow in use.
     public func forEach(_ body: (UInt32, FlowEntry, ConnectionBlock?) -> Void) {
         for e in 0..<entryHighWater {

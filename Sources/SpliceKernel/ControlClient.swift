@@ -62,6 +62,27 @@ public final class ControlClient: @unchecked Sendable {
         }
     }
 
+    /// Reads whatever answers have arrived, without blocking, and returns the ones that
+    /// failed (for logging). Throws when the daemon closed the connection.
+    public func drainAnswers() throws -> [ControlResponse] {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { break }
+                throw Failure.io("cannot read from \(path): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { throw Failure.io("spliced closed the control connection") }
+            chunk.withUnsafeBytes { buffer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        var failed: [ControlResponse] = []
+        while let line = buffer.nextLine() {
+            if let r = try? ControlFraming.decode(ControlResponse.self, from: line), !r.ok { failed.append(r) }
+        }
+        return failed
+    }
+
     public func receive() throws -> ControlResponse {
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

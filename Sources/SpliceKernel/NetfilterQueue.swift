@@ -46,6 +46,8 @@ public final class NetfilterQueue: @unchecked Sendable {
     private let sendBuffer: UnsafeMutableRawPointer
     private let sendBufferSize: Int
     private let attributes: UnsafeMutablePointer<UnsafeMutablePointer<nlattr>?>
+    /// Where the engine rebuilds packets whose size changes (this queue's own).
+    private let scratch: UnsafeMutableRawBufferPointer
     private let attributeCount = Int(TS_NFQA_MAX) + 1
     private var pendingID: UInt32 = 0
     private var pendingCount = 0
@@ -72,6 +74,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         sendBufferSize = 0x10000 + 0x1000
         sendBuffer = UnsafeMutableRawPointer.allocate(byteCount: sendBufferSize, alignment: 16)
         attributes = .allocate(capacity: Int(TS_NFQA_MAX) + 1)
+        scratch = .allocate(byteCount: 0x10000 + 256, alignment: 16)
         attributes.initialize(repeating: nil, count: Int(TS_NFQA_MAX) + 1)
 
         do {
@@ -81,6 +84,7 @@ public final class NetfilterQueue: @unchecked Sendable {
             receiveBuffer.deallocate()
             sendBuffer.deallocate()
             attributes.deallocate()
+            scratch.deallocate()
             throw error
         }
     }
@@ -90,6 +94,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         receiveBuffer.deallocate()
         sendBuffer.deallocate()
         attributes.deallocate()
+        scratch.deallocate()
     }
 
     private func configure() throws {
@@ -164,7 +169,7 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// and may rewrite the bytes it is given; `idle` runs when a receive times out.
     public func run(shouldStop: () -> Bool,
                     idle: () -> Void,
-                    handle: (UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
+                    handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
         while !shouldStop() {
             var blocking = true
             var drained = 0
@@ -196,7 +201,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         countersLock.write(counters)
     }
 
-    private func dispatch(length: Int, handle: (UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {
+    private func dispatch(length: Int, handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {
         var len = Int32(length)
         var msg: UnsafeMutablePointer<nlmsghdr>? = receiveBuffer.assumingMemoryBound(to: nlmsghdr.self)
         while let m = msg, mnl_nlmsg_ok(m, len) {
@@ -208,7 +213,7 @@ public final class NetfilterQueue: @unchecked Sendable {
     }
 
     private func packet(_ m: UnsafeMutablePointer<nlmsghdr>,
-                        handle: (UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {
+                        handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {
         attributes.update(repeating: nil, count: attributeCount)
         guard nfq_nlmsg_parse(m, attributes) >= 0, let ph = attributes[Int(NFQA_PACKET_HDR.rawValue)] else { return }
         let hdr = mnl_attr_get_payload(ph)!.assumingMemoryBound(to: nfqnl_msg_packet_hdr.self)
@@ -236,16 +241,25 @@ public final class NetfilterQueue: @unchecked Sendable {
             return
         }
         let bytes = UnsafeMutableRawBufferPointer(start: payload, count: payloadLength)
-        switch handle(bytes, info) {
-        case .accept:
+        let verdict = handle(bytes, scratch, info)
+        if verdict.isPlainAccept {
             accept(id)
-        case .acceptModified(let length):
-            flushBatch()
-            sendVerdict(id: id, verdict: TS_NF_ACCEPT, payload: UnsafeRawBufferPointer(start: payload, count: length))
-        case .drop:
-            flushBatch()
-            sendVerdict(id: id, verdict: TS_NF_DROP, payload: nil)
+            return
         }
+        // Anything else goes alone, after the batch, so that a flow's packets keep their order.
+        flushBatch()
+        var newBytes: UnsafeRawBufferPointer?
+        if let length = verdict.rewrittenLength {
+            let source = verdict.inScratch ? UnsafeRawBufferPointer(scratch) : UnsafeRawBufferPointer(bytes)
+            newBytes = UnsafeRawBufferPointer(rebasing: source[0..<min(length, source.count)])
+        }
+        let code: UInt32
+        switch verdict.action {
+        case .accept: code = TS_NF_ACCEPT
+        case .drop: code = TS_NF_DROP
+        case .repeatHook: code = TS_NF_REPEAT
+        }
+        sendVerdict(id: id, verdict: code, payload: verdict.action == .drop ? nil : newBytes, mark: verdict.mark)
     }
 
     @inline(__always)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SpliceEngine
 import SpliceWire
 
 /// Sends packets the engine builds, through raw sockets (`IPPROTO_RAW`: the packet carries its
@@ -66,5 +67,28 @@ public final class RawInjector: @unchecked Sendable {
             }
         }
         guard n == packet.count else { throw SystemError("injecting a packet to \(dst)") }
+    }
+}
+
+/// The engine's injector: one raw socket pair toward the wire (the inject mark, which the
+/// rules never queue) and one toward this host's transparent sockets (the local mark, which
+/// an `ip rule` routes through `lo`).
+public final class SpliceInjector: PacketInjector, @unchecked Sendable {
+    private let wire: RawInjector
+    private let local: RawInjector
+    /// Packets that could not be sent (counted, never fatal).
+    public private(set) var failures: UInt64 = 0
+
+    public init(wireMark: UInt32, localMark: UInt32) throws {
+        wire = try RawInjector(mark: wireMark)
+        local = try RawInjector(mark: localMark)
+    }
+
+    public func inject(_ packet: UnsafeRawBufferPointer, toLocalSocket: Bool) {
+        do {
+            try (toLocalSocket ? local : wire).send(packet)
+        } catch {
+            failures &+= 1
+        }
     }
 }

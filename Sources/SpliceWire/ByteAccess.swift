@@ -29,7 +29,7 @@ extension UnsafeMutableRawBufferPointer {
 
     /// A sub-range as a buffer of its own (no copy).
     @inlinable @inline(__always)
-    func slice(_ start: Int, _ end: Int) -> UnsafeMutableRawBufferPointer {
+    public func slice(_ start: Int, _ end: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(rebasing: self[start..<end])
     }
 }

@@ -38,7 +38,10 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         guard parts.count == 4 else { return nil }
         var v: UInt32 = 0
         for p in parts {
+            // Decimal digits only, no sign, and no leading zero (as inet_pton: "010" would be
+            // octal to inet_aton, so it is refused rather than read either way).
             guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  p.count == 1 || p.first != "0",
                   let n = UInt32(p), n <= 255 else { return nil }
             v = v << 8 | n
         }
@@ -63,7 +66,9 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
                     guard allowV4Tail, i == fields.count - 1, let v4 = parseIPv4(String(f)) else { return nil }
                     out.append(UInt16(v4 >> 16)); out.append(UInt16(v4 & 0xffff))
                 } else {
-                    guard !f.isEmpty, f.count <= 4, let g = UInt16(f, radix: 16) else { return nil }
+                    // Hex digits only: UInt16(_:radix:) alone would take a sign ("+1").
+                    guard !f.isEmpty, f.count <= 4, f.allSatisfy({ $0.isASCII && $0.isHexDigit }),
+                          let g = UInt16(f, radix: 16) else { return nil }
                     out.append(g)
                 }
             }

@@ -33,6 +33,8 @@ public struct IPv6Header {
     /// chain cannot be followed further.
     public let upperLayerProtocol: UInt8
     /// The packet carries a fragment header that makes it a non-first or non-last fragment.
+    /// The walk stops after the fragment header of a non-first fragment (what follows is
+    /// data); `upperLayerOffset` and `upperLayerProtocol` then describe that data.
     public let isFragment: Bool
 
     /// At most this many extension headers are followed.
@@ -65,6 +67,9 @@ public struct IPv6Header {
                 if fo & 0xfff9 != 0 { fragment = true }  // offset != 0 or M flag
                 next = b.u8(offset)
                 offset += 8
+                // After a non-first fragment's header comes the middle of the original
+                // payload, not more headers: stop here rather than read data as a chain.
+                if fo & 0xfff8 != 0 { break loop }
             case NextHeader.authentication:
                 guard offset + 8 <= total else { return nil }
                 let len = (Int(b.u8(offset + 1)) + 2) * 4

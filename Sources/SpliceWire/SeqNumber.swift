@@ -6,7 +6,8 @@ public struct SeqNumber: Hashable, Sendable, CustomStringConvertible {
 
     @inlinable public init(_ rawValue: UInt32) { self.rawValue = rawValue }
 
-    /// `self - other` as a signed distance (valid when the two are within 2^31 of each other).
+    /// `other - self` as a signed distance: how far `other` is ahead of `self` (valid when
+    /// the two are within 2^31 of each other).
     @inlinable public func distance(to other: SeqNumber) -> Int32 {
         Int32(bitPattern: other.rawValue &- rawValue)
     }

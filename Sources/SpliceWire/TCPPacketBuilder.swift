@@ -123,17 +123,23 @@ public struct TCPPacketSpec: Equatable, Sendable {
 extension TCPPacket {
     /// Rebuilds the option block of a SYN or SYN-ACK: writes into `out` a copy of this packet
     /// whose options are `options` (header length, IP lengths and both checksums updated) and
-    /// returns the new length. IPv6 extension headers are kept. Nil if `out` is too small.
+    /// returns the new length. IPv6 extension headers are kept. Nil if `out` is too small, or
+    /// if the copy would be longer than the IP length field can say.
     public func rebuildingSynOptions(_ options: SynOptions, into out: UnsafeMutableRawBufferPointer) -> Int? {
         let ipLen: Int
+        let maximumTotal: Int
         switch ip {
-        case .v4(let h): ipLen = h.headerLength
-        case .v6(let h): ipLen = h.upperLayerOffset
+        case .v4(let h):
+            ipLen = h.headerLength
+            maximumTotal = Int(UInt16.max)
+        case .v6(let h):
+            ipLen = h.upperLayerOffset
+            maximumTotal = IPv6Header.Field.fixedLength + Int(UInt16.max)
         }
         let newTCPHeader = TCPHeader.Field.minimumLength + options.encodedLength
         let payloadLen = tcp.payloadLength
         let total = ipLen + newTCPHeader + payloadLen
-        guard out.count >= total else { return nil }
+        guard out.count >= total, total <= maximumTotal else { return nil }
         let src = bytes
         out.copyMemory(from: UnsafeRawBufferPointer(src.slice(0, ipLen)))
         out.slice(ipLen, ipLen + TCPHeader.Field.minimumLength)

@@ -2,18 +2,20 @@
 import Glibc
 #endif
 import ArgumentParser
+import CLinuxSupport
 import Logging
 import SpliceControlProtocol
 import SpliceKernel
 
-/// The application proxy. In this release it registers with spliced over the control socket
-/// and keeps the registration alive with heartbeats (reconnecting when the daemon restarts);
-/// the transparent relay arrives with the resilient mode (see Docs/architecture.md).
+/// The application proxy: a transparent relay (TPROXY delivery, upstream from the client's
+/// address and port) that registers with spliced, heartbeats, and announces the closes it
+/// makes on purpose. When the control connection breaks (the engine died or restarted), every
+/// relayed connection is dropped without a word: the ends go on in bypass.
 @main
 struct SpliceProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "splice-proxy",
-        abstract: "The tcpsplice application proxy: registers with spliced and keeps its registration alive.")
+        abstract: "The tcpsplice application proxy: a transparent relay registered with spliced.")
 
     @Option(name: .long, help: "spliced's control socket.")
     var controlSocket: String = ControlProtocol.defaultSocketPath
@@ -21,11 +23,17 @@ struct SpliceProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Name to register under.")
     var name: String = "splice-proxy"
 
-    @Option(name: .long, help: "The port its transparent listener accepts on (reported to spliced).")
-    var listenPort: UInt16?
+    @Option(name: .long, help: "The port the transparent listener accepts on (install-rules.sh --tproxy-port).")
+    var listenPort: UInt16 = 8081
 
     @Option(name: .long, help: "Seconds between heartbeats.")
     var heartbeat: Double = 1.0
+
+    @Option(name: .long, help: "Relay buffer memory shared by all connections, in MiB.")
+    var memoryMiB: Int = 64
+
+    @Flag(name: .long, help: "Do not listen on IPv6.")
+    var noIPv6 = false
 
     @Option(name: .long, help: "Write the proxy's pid to this file.")
     var pidfile: String?
@@ -41,6 +49,8 @@ struct SpliceProxyCommand: ParsableCommand {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(logLevel)'")
         }
         guard !name.isEmpty && name.count <= 64 else { throw ValidationError("--name must be 1 to 64 characters") }
+        guard listenPort != 0 else { throw ValidationError("--listen-port must not be 0") }
+        guard memoryMiB >= 1 && memoryMiB <= 65536 else { throw ValidationError("--memory-mib must be between 1 and 65536") }
     }
 
     func run() throws {
@@ -52,28 +62,78 @@ struct SpliceProxyCommand: ParsableCommand {
         }
         let logger = Logger(label: "splice-proxy")
         signal(SIGPIPE, SIG_IGN)
+        let relay: Relay
+        do {
+            relay = try Relay(settings: .init(listenPort: listenPort, memoryBudget: memoryMiB << 20, ipv6: !noIPv6),
+                              logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(2)
+        }
         if let pidfile {
             let text = "\(getpid())\n"
             let fd = open(pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             if fd >= 0 { _ = write(fd, text, text.utf8.count); close(fd) }
         }
         let registration = ProxyRegistration(name: name, pid: getpid(), listenPort: listenPort)
+        var control: ControlClient?
         var backoff = 0.1
+        var nextTry = 0.0
+        var lastBeat = 0.0
+
+        relay.announceClose = { c, towardClient, _ in
+            guard let control else { return }
+            let intent = CloseIntent(client: c.client.address.description, clientPort: c.client.port,
+                                     server: c.server.address.description, serverPort: c.server.port,
+                                     towardClient: towardClient)
+            try? control.send(ControlRequest(command: .closing, close: intent))
+        }
+
         while true {
-            do {
-                let client = try ControlClient(path: controlSocket)
-                let reply = try client.request(ControlRequest(command: .register, proxy: registration))
-                logger.info("registered with spliced", metadata: ["id": "\(reply.proxyID ?? -1)", "socket": "\(controlSocket)"])
-                backoff = 0.1
-                while true {
-                    usleep(useconds_t(heartbeat * 1_000_000))
-                    _ = try client.request(ControlRequest(command: .heartbeat))
+            let now = monotonicSeconds()
+            if control == nil && now >= nextTry {
+                do {
+                    let client = try ControlClient(path: controlSocket)
+                    let reply = try client.request(ControlRequest(command: .register, proxy: registration))
+                    relay.watch(client.fd, events: UInt32(EPOLLIN.rawValue) | UInt32(EPOLLRDHUP.rawValue), add: true)
+                    control = client
+                    backoff = 0.1
+                    lastBeat = now
+                    logger.info("registered with spliced", metadata: ["id": "\(reply.proxyID ?? -1)", "port": "\(listenPort)"])
+                } catch {
+                    logger.warning("control channel: \(error); retrying in \(backoff)s")
+                    nextTry = now + backoff
+                    backoff = min(backoff * 2, 5)
                 }
-            } catch {
-                logger.warning("control channel: \(error); retrying in \(backoff)s")
-                usleep(useconds_t(backoff * 1_000_000))
-                backoff = min(backoff * 2, 5)
+            }
+            if let c = control, now - lastBeat >= heartbeat {
+                lastBeat = now
+                do { try c.send(ControlRequest(command: .heartbeat)) } catch { lostControl(&control, relay, logger, error) }
+            }
+            relay.poll(timeoutMilliseconds: 100) { fd in
+                guard let c = control, fd == c.fd else { return }
+                do {
+                    for failed in try c.drainAnswers() {
+                        logger.warning("spliced refused: \(failed.error ?? "?")")
+                    }
+                } catch {
+                    lostControl(&control, relay, logger, error)
+                }
             }
         }
     }
+
+    func lostControl(_ control: inout ControlClient?, _ relay: Relay, _ logger: Logger, _ error: any Error) {
+        if let c = control { _ = epoll_ctl(relay.epoll, EPOLL_CTL_DEL, c.fd, nil) }
+        control = nil
+        let n = relay.connections.count
+        relay.dropAll()
+        logger.error("lost spliced (\(error)); dropped \(n) connections, which go on in bypass")
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

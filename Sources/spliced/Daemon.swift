@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinuxSupport
 import Foundation
 import Logging
 import Synchronization
@@ -23,6 +24,9 @@ final class Daemon: @unchecked Sendable {
     /// Registered proxies by control connection (control thread only).
     var proxies: [ControlServer.ClientID: RegisteredProxy] = [:]
     var nextProxyID = 1
+    let injector: SpliceInjector
+    /// A proxy of another make watched through its pidfile (control thread only).
+    var watched: WatchedProxy?
 
     struct RegisteredProxy {
         var id: Int
@@ -35,7 +39,13 @@ final class Daemon: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let table = FlowTable(capacity: configuration.maxFlows, blockCapacity: configuration.maxBlocks)
-        engine = Mutex(Engine(table: table, now: Timestamp(deciseconds: 0)))
+        let core = Engine(table: table, now: Timestamp(deciseconds: 0))
+        core.policy = configuration.policy
+        core.marks = configuration.marks
+        core.holdGrace = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.holdGraceMilliseconds / 100)))
+        injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local)
+        core.injector = injector
+        engine = Mutex(core)
         var qs: [NetfilterQueue] = []
         for n in configuration.queues {
             var o = NetfilterQueue.Options()
@@ -67,9 +77,9 @@ final class Daemon: @unchecked Sendable {
                     try q.run(
                         shouldStop: { stop.load(ordering: .relaxed) },
                         idle: {},
-                        handle: { bytes, info in
+                        handle: { bytes, scratch, info in
                             let now = clock.now()
-                            return engine.withLock { $0.process(bytes, info: info, now: now) }
+                            return engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
                         })
                 } catch {
                     logger.critical("queue \(q.number) stopped: \(error)")
@@ -85,9 +95,10 @@ final class Daemon: @unchecked Sendable {
         let controlThread = Thread { [self] in
             defer { done.leave() }
             while !stop.load(ordering: .relaxed) {
-                control.serve(timeoutMilliseconds: 100,
+                control.serve(timeoutMilliseconds: 50,
                               handle: { request, client in handle(request, from: client) },
                               disconnected: { client in proxyGone(client) })
+                watchPidfile()
                 let now = clock.now()
                 engine.withLock { $0.tick(now: now) }
             }
@@ -131,25 +142,84 @@ final class Daemon: @unchecked Sendable {
                 nextProxyID += 1
             }
             proxies[client] = RegisteredProxy(id: id, registration: reg, registeredAt: now, lastHeartbeat: now)
+            engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
             logger.info("proxy registered", metadata: ["id": "\(id)", "name": "\(reg.name)", "pid": "\(reg.pid)"])
             return ControlResponse(ok: true, proxyID: id)
         case .heartbeat:
             guard proxies[client] != nil else { return .failure("heartbeat from a connection that has not registered") }
             proxies[client]?.lastHeartbeat = clock.now()
             return ControlResponse(ok: true)
+        case .closing:
+            guard proxies[client] != nil else { return .failure("closing from a connection that has not registered") }
+            guard let c = request.close, let client = IPAddress(c.client), let server = IPAddress(c.server) else {
+                return .failure("closing needs a \"close\" object with client, clientPort, server, serverPort, towardClient")
+            }
+            let now = clock.now()
+            engine.withLock {
+                $0.proxyCloses(client: client, clientPort: c.clientPort, server: server, serverPort: c.serverPort,
+                               towardClient: c.towardClient, now: now)
+            }
+            return ControlResponse(ok: true)
+        case .policy:
+            return ControlResponse(ok: true, policy: engine.withLock { PolicyConfig($0.policy) })
+        case .setPolicy:
+            guard let p = request.policy else { return .failure("set-policy needs a \"policy\" object") }
+            do {
+                let policy = try SplicePolicy(p)
+                engine.withLock { $0.policy = policy }
+                logger.notice("policy changed", metadata: ["policy": "\(PolicyConfig(policy))"])
+                return ControlResponse(ok: true, policy: PolicyConfig(policy))
+            } catch {
+                return .failure("\(error)")
+            }
         }
     }
 
     func proxyGone(_ client: ControlServer.ClientID) {
         guard let p = proxies.removeValue(forKey: client) else { return }
-        logger.warning("proxy gone", metadata: ["id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)"])
+        let moved = engine.withLock { $0.proxyGone(id: UInt16(truncatingIfNeeded: p.id)) }
+        logger.warning("proxy gone: its flows are in bypass now", metadata: [
+            "id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)", "flows": "\(moved)"])
+    }
+
+    // MARK: A proxy of another make (HAProxy), watched through its pidfile
+
+    struct WatchedProxy {
+        var id: Int
+        var pid: Int32
+        var pidfd: Int32
+        var registeredAt: Timestamp
+    }
+
+    /// Reads the pidfile when no watched proxy is alive; polls the pidfd of the one that is.
+    func watchPidfile() {
+        guard let path = configuration.proxyPidfile else { return }
+        if let w = watched {
+            var p = pollfd(fd: w.pidfd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 0) > 0 else { return }
+            close(w.pidfd)
+            watched = nil
+            let moved = engine.withLock { $0.proxyGone(id: UInt16(truncatingIfNeeded: w.id)) }
+            logger.warning("watched proxy exited: its flows are in bypass now", metadata: [
+                "pid": "\(w.pid)", "pidfile": "\(path)", "flows": "\(moved)"])
+            return
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+              let pid = Int32(text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? "") else { return }
+        let fd = tcpsplice_pidfd_open(pid)
+        guard fd >= 0 else { return }
+        let id = nextProxyID
+        nextProxyID += 1
+        watched = WatchedProxy(id: id, pid: pid, pidfd: fd, registeredAt: clock.now())
+        engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
+        logger.info("watching proxy", metadata: ["pid": "\(pid)", "pidfile": "\(path)", "id": "\(id)"])
     }
 
     func status() -> StatusReport {
         let now = clock.now()
-        let (counters, counts, memory, blocks, capacity, total, blockCapacity) = engine.withLock { e in
+        let (counters, counts, memory, blocks, capacity, total, blockCapacity, activeProxy, policy) = engine.withLock { e in
             (e.counters, e.flowCounts(), e.table.memory, e.table.blockCount, e.table.capacity, e.table.count,
-             e.table.blockCapacity)
+             e.table.blockCapacity, e.activeProxy, e.policy)
         }
         let kernel = KernelQueueStats.read() ?? []
         let queueReports = queues.map { q -> QueueReport in
@@ -168,7 +238,7 @@ final class Daemon: @unchecked Sendable {
                                   notTCP: counters.notTCP, fragments: counters.fragments,
                                   malformed: counters.malformed, untracked: counters.untracked),
             verdicts: VerdictCounts(accept: counters.verdictAccept, acceptModified: counters.verdictAcceptModified,
-                                    drop: counters.verdictDrop),
+                                    drop: counters.verdictDrop, toProxy: counters.verdictToProxy),
             flows: FlowCounts(total: total, capacity: capacity,
                               byState: Dictionary(uniqueKeysWithValues: counts.byState.map { ($0.key.description, $0.value) }),
                               byMode: Dictionary(uniqueKeysWithValues: counts.byMode.map { ($0.key.description, $0.value) }),
@@ -179,12 +249,30 @@ final class Daemon: @unchecked Sendable {
                                  blockCapacity: blockCapacity, indexBytes: memory.indexBytes,
                                  reservedBytes: memory.reservedBytes, touchedBytes: memory.touchedBytes,
                                  inUseBytes: inUse, residentBytes: mem?.resident, peakResidentBytes: mem?.peak),
-            proxies: proxies.values.sorted { $0.id < $1.id }.map {
-                ProxyReport(id: $0.id, name: $0.registration.name, pid: $0.registration.pid,
-                            listenPort: $0.registration.listenPort,
-                            registeredSecondsAgo: now.seconds(since: $0.registeredAt),
-                            lastHeartbeatSecondsAgo: now.seconds(since: $0.lastHeartbeat))
-            })
+            proxies: proxyReports(now: now),
+            resilient: ResilientReport(
+                flows: counters.resilientFlows, handshakeReplays: counters.handshakeReplays,
+                fromProxyTranslated: counters.fromProxyTranslated, proxyPacketsDropped: counters.proxyPacketsDropped,
+                acksClamped: counters.acksClamped, acksInjected: counters.acksInjected,
+                acksSuppressed: counters.acksSuppressed, finRstHeld: counters.finRstHeld,
+                finRstReleased: counters.finRstReleased, finRstDiscarded: counters.finRstDiscarded,
+                failovers: counters.failovers, injectionFailures: counters.injectionFailures + injector.failures,
+                activeProxy: activeProxy == 0 ? nil : Int(activeProxy)),
+            policy: PolicyConfig(policy))
+    }
+
+    func proxyReports(now: Timestamp) -> [ProxyReport] {
+        var out = proxies.values.sorted { $0.id < $1.id }.map {
+            ProxyReport(id: $0.id, name: $0.registration.name, pid: $0.registration.pid,
+                        listenPort: $0.registration.listenPort,
+                        registeredSecondsAgo: now.seconds(since: $0.registeredAt),
+                        lastHeartbeatSecondsAgo: now.seconds(since: $0.lastHeartbeat))
+        }
+        if let w = watched {
+            out.append(ProxyReport(id: w.id, name: "pidfile:\(configuration.proxyPidfile ?? "")", pid: w.pid, listenPort: nil,
+                                   registeredSecondsAgo: now.seconds(since: w.registeredAt), lastHeartbeatSecondsAgo: 0))
+        }
+        return out
     }
 
     func flows() -> [FlowRecord] {
@@ -195,7 +283,9 @@ final class Daemon: @unchecked Sendable {
                        dst: f.responder.description, dport: f.responderPort, state: f.state.description,
                        mode: f.mode.description, reason: f.reason.description, ageSeconds: f.ageSeconds,
                        idleSeconds: f.idleSeconds, bytesOrig: f.bytesFromInitiator, bytesReply: f.bytesFromResponder,
-                       pickedUp: f.pickedUp, hasBlock: f.hasBlock)
+                       pickedUp: f.pickedUp, hasBlock: f.hasBlock,
+                       phase: f.phase == .none ? nil : f.phase.description,
+                       proxy: f.proxyID == 0 ? nil : Int(f.proxyID))
         }
     }
 }
@@ -213,3 +303,31 @@ struct MonotonicClock: Sendable {
 }
 
 let tcpspliceVersion = "0.1.0"
+
+extension PolicyConfig {
+    init(_ p: SplicePolicy) {
+        self.init(enabled: p.enabled, ports: p.ports.sorted(), servers: p.servers.map(\.description),
+                  clients: p.clients.map(\.description))
+    }
+}
+
+struct PolicyError: Error, CustomStringConvertible {
+    var description: String
+}
+
+extension SplicePolicy {
+    /// Validates a policy from the control socket or the command line.
+    init(_ c: PolicyConfig) throws {
+        var servers: [IPPrefix] = [], clients: [IPPrefix] = []
+        for s in c.servers {
+            guard let p = IPPrefix(s) else { throw PolicyError(description: "not an address prefix: '\(s)' (servers)") }
+            servers.append(p)
+        }
+        for s in c.clients {
+            guard let p = IPPrefix(s) else { throw PolicyError(description: "not an address prefix: '\(s)' (clients)") }
+            clients.append(p)
+        }
+        if c.ports.contains(0) { throw PolicyError(description: "port 0 cannot be claimed") }
+        self.init(ports: Set(c.ports), servers: servers, clients: clients, enabled: c.enabled)
+    }
+}

@@ -2,8 +2,10 @@
 import Glibc
 #endif
 import ArgumentParser
+import Foundation
 import Logging
 import SpliceControlProtocol
+import SpliceEngine
 
 /// What the daemon was told to do, validated.
 struct DaemonConfiguration: Sendable {
@@ -14,6 +16,10 @@ struct DaemonConfiguration: Sendable {
     var maxBlocks: Int
     var queueMaxLength: UInt32
     var batch: Int
+    var policy: SplicePolicy
+    var marks: SpliceMarks
+    var proxyPidfile: String?
+    var holdGraceMilliseconds: Int
 }
 
 @main
@@ -51,6 +57,30 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(name: .long, help: ArgumentHelp("Server ports whose new flows go through the proxy (resilient mode), comma separated. Without it, every flow stays in bypass.", valueName: "ports"))
+    var proxyPorts: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only servers in these prefixes go through the proxy (comma separated).", valueName: "prefixes"))
+    var proxyServers: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only clients in these prefixes go through the proxy (comma separated).", valueName: "prefixes"))
+    var proxyClients: String?
+
+    @Option(name: .long, help: "A proxy of another make (e.g. HAProxy): its pidfile; its death is noticed through a pidfd.")
+    var proxyPidfile: String?
+
+    @Option(name: .long, help: "Mark of packets the engine injects toward the wire (as install-rules.sh --inject-mark).")
+    var injectMark: String = "0x5a5a"
+
+    @Option(name: .long, help: "Mark the engine sets on packets it hands to the proxy (as install-rules.sh --proxy-mark).")
+    var proxyMark: String = "0x5a5b"
+
+    @Option(name: .long, help: "Mark of packets for local transparent sockets (as install-rules.sh --local-mark).")
+    var localMark: String = "0x5a5c"
+
+    @Option(name: .long, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
+    var holdGraceMs: Int = 300
+
     func validate() throws {
         _ = try parsedQueues()
         guard maxFlows >= 1 && maxFlows <= 100_000_000 else {
@@ -65,6 +95,50 @@ struct SplicedCommand: ParsableCommand {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(logLevel)'")
         }
         guard !controlSocket.isEmpty else { throw ValidationError("--control-socket must not be empty") }
+        _ = try parsedPolicy()
+        _ = try parsedMarks()
+        guard holdGraceMs >= 100 && holdGraceMs <= 10_000 else {
+            throw ValidationError("--hold-grace-ms must be between 100 and 10000, not \(holdGraceMs)")
+        }
+    }
+
+    func parsedPolicy() throws -> SplicePolicy {
+        guard let proxyPorts else {
+            if proxyServers != nil || proxyClients != nil {
+                throw ValidationError("--proxy-servers and --proxy-clients need --proxy-ports")
+            }
+            return .bypassOnly
+        }
+        func list(_ s: String?) -> [String] {
+            (s ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        var ports: [UInt16] = []
+        for p in list(proxyPorts) {
+            guard let n = UInt16(p), n > 0 else { throw ValidationError("--proxy-ports: not a port number: '\(p)'") }
+            ports.append(n)
+        }
+        guard !ports.isEmpty else { throw ValidationError("--proxy-ports: give at least one port") }
+        do {
+            return try SplicePolicy(PolicyConfig(enabled: true, ports: ports, servers: list(proxyServers), clients: list(proxyClients)))
+        } catch {
+            throw ValidationError("--proxy-servers/--proxy-clients: \(error)")
+        }
+    }
+
+    func parsedMarks() throws -> SpliceMarks {
+        func mark(_ s: String, _ name: String) throws -> UInt32 {
+            let v = s.hasPrefix("0x") ? UInt32(s.dropFirst(2), radix: 16) : UInt32(s)
+            guard let v, v != 0 else { throw ValidationError("\(name) must be a non-zero mark (hex 0x... or decimal), not '\(s)'") }
+            return v
+        }
+        var m = SpliceMarks()
+        m.inject = try mark(injectMark, "--inject-mark")
+        m.toProxy = try mark(proxyMark, "--proxy-mark")
+        m.local = try mark(localMark, "--local-mark")
+        guard Set([m.inject, m.toProxy, m.local]).count == 3 else {
+            throw ValidationError("--inject-mark, --proxy-mark and --local-mark must differ")
+        }
+        return m
     }
 
     func parsedQueues() throws -> [UInt16] {
@@ -96,7 +170,9 @@ struct SplicedCommand: ParsableCommand {
         }
         let config = DaemonConfiguration(queues: try parsedQueues(), controlSocket: controlSocket, pidfile: pidfile,
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
-                                         queueMaxLength: queueMaxLength, batch: batch)
+                                         queueMaxLength: queueMaxLength, batch: batch, policy: try parsedPolicy(),
+                                         marks: try parsedMarks(), proxyPidfile: proxyPidfile,
+                                         holdGraceMilliseconds: holdGraceMs)
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)

@@ -1,0 +1,34 @@
+// Linux calls Swift cannot reach directly (variadic syscall(2), glibc without wrappers).
+#pragma once
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+/// pidfd_open(2): a file descriptor that becomes readable when process `pid` exits.
+static inline int tcpsplice_pidfd_open(int pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+#include <sys/types.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+
+// splice(2) and pipe2(2) are GNU extensions glibc hides without _GNU_SOURCE.
+extern ssize_t splice(int fd_in, __off64_t *off_in, int fd_out, __off64_t *off_out, size_t len, unsigned int flags);
+extern int pipe2(int pipefd[2], int flags);
+
+static const unsigned int TCPSPLICE_SPLICE_F_MOVE = 1;
+static const unsigned int TCPSPLICE_SPLICE_F_NONBLOCK = 2;
+static const unsigned int TCPSPLICE_SPLICE_F_MORE = 4;
+static const int TCPSPLICE_F_SETPIPE_SZ = 1031;
+static const int TCPSPLICE_F_GETPIPE_SZ = 1032;
+static const int TCPSPLICE_IP_TRANSPARENT = 19;
+static const int TCPSPLICE_IPV6_TRANSPARENT = 75;
+
+/// splice(2) between two descriptors without offsets (sockets and pipes).
+static inline ssize_t tcpsplice_splice(int from, int to, size_t len, unsigned int flags) {
+    return splice(from, 0, to, 0, len, flags);
+}

@@ -1,0 +1,524 @@
+import SpliceWire
+
+// The resilient mode (seed 000, FIG. 2A-2D; ../shared/DESIGN.md "resilient"): the proxy is in
+// the path and the ends cannot tell. The handshake is replayed so that the proxy's socket
+// facing the client starts at the client's ISN and the one facing the server sees the
+// server's ISN; from then on only the proxy's packets are translated, and the proxy's
+// acknowledgements never run ahead of the receiver's, so that the proxy can vanish at any
+// moment and the ends go on alone.
+
+extension Engine {
+    // MARK: Proxies
+
+    /// A proxy registered: it takes new flows from now on.
+    public func proxyRegistered(id: UInt16) {
+        activeProxy = id
+    }
+
+    /// A proxy died (or deregistered): its flows fall back to bypass at once, and what it
+    /// left held is discarded. Returns the number of flows moved.
+    @discardableResult
+    public func proxyGone(id: UInt16) -> Int {
+        if activeProxy == id { activeProxy = 0 }
+        var moved = 0
+        table.forEachIndex { e in
+            guard table[e].mode == .resilient, let b = table.block(e), b.pointee.resilient.proxyID == id else { return }
+            table[e].mode = .bypass
+            table[e].reason = .proxyDied
+            moved += 1
+        }
+        counters.failovers &+= UInt64(moved)
+        for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].proxyID == id {
+            held.free(i)
+            counters.finRstDiscarded &+= 1
+        }
+        return moved
+    }
+
+    /// The proxy says it is closing its socket toward the client (`towardClient`) or the
+    /// server on purpose: that FIN or RST passes at once (and one already held is released).
+    public func proxyCloses(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16,
+                            towardClient: Bool, now: Timestamp) {
+        guard let (e, _) = table.lookup(source: client, sourcePort: clientPort, destination: server,
+                                        destinationPort: serverPort),
+              let b = table.block(e) else { return }
+        if towardClient { b.pointee.resilient.closeIntentDown = true } else { b.pointee.resilient.closeIntentUp = true }
+        for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].entry == e {
+            held.slots[i].deadline = 0
+        }
+        releaseHeld(now: now, force: false)
+    }
+
+    /// Lets held packets whose time is up go (if their flow is still the proxy's), or drops
+    /// them (if the proxy died meanwhile).
+    func releaseHeld(now: Timestamp, force: Bool) {
+        guard held.count > 0 else { return }
+        for i in 0..<held.capacity where held.slots[i].inUse {
+            let slot = held.slots[i]
+            guard force || slot.deadline <= now.deciseconds else { continue }
+            let e = slot.entry
+            let alive = table[e].state != .free && table[e].mode == .resilient
+                && table.block(e)?.pointee.resilient.proxyID == slot.proxyID
+            if alive {
+                inject(UnsafeRawBufferPointer(held.packet(i)), local: false)
+                counters.finRstReleased &+= 1
+            } else {
+                counters.finRstDiscarded &+= 1
+            }
+            held.free(i)
+        }
+    }
+
+    func inject(_ packet: UnsafeRawBufferPointer, local: Bool) {
+        guard let injector else {
+            counters.injectionFailures &+= 1
+            return
+        }
+        injector.inject(packet, toLocalSocket: local)
+    }
+
+    // MARK: A new flow
+
+    /// Called for a new flow's SYN: resilient if the policy claims it and a proxy is alive.
+    func claimForProxy(_ e: UInt32, syn: TCPHeader, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        let entry = table[e]
+        guard policy.claims(client: entry.addressA, server: entry.addressB, serverPort: entry.portB) else { return }
+        guard activeProxy != 0 else {
+            table[e].reason = .noProxy
+            return
+        }
+        table[e].mode = .resilient
+        table[e].reason = .policy
+        counters.resilientFlows &+= 1
+        b.pointee.resilient.phase = .clientSyn
+        b.pointee.resilient.proxyID = activeProxy
+        b.pointee.resilient.clientSynWindow = syn.window
+        if let ts = timestampsOption(syn) { b.pointee.resilient.clientSynTSval = ts.value }
+    }
+
+    // MARK: Packets from the ends (PREROUTING)
+
+    func resilientFromEnd(_ p: TCPPacket, entry e: UInt32, dir: FlowDirection,
+                          block b: UnsafeMutablePointer<ConnectionBlock>, info: PacketInfo,
+                          scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        let phase = b.pointee.resilient.phase
+
+        if flags.contains(.rst) {
+            // The other end gets the reset as it would without us; the proxy's socket is told too.
+            if phase >= .synAckToClient { resetProxySocket(p, entry: e, dir: dir, block: b) }
+            return .accept
+        }
+
+        if dir == .reply {
+            if flags.contains(.syn) {
+                guard flags.contains(.ack) else { return .drop }   // a simultaneous open: not ours to replay
+                switch phase {
+                case .clientSyn, .synToProxy:
+                    return replaySynToProxy(p, entry: e, block: b, scratch: scratch)
+                case .synAckToClient:
+                    return .drop   // the proxy has not connected upstream yet; the server will retry
+                case .upstreamAnswered, .established:
+                    break          // a retransmitted SYN-ACK: the up socket answers it with an ACK
+                case .none:
+                    return .accept
+                }
+            } else if phase < .upstreamAnswered {
+                return .drop
+            }
+            translateTowardProxy(p, delta: b.pointee.resilient.deltaUp, tsDelta: b.pointee.resilient.tsUp,
+                                 shiftFrom: b.pointee.resilient.shiftServer,
+                                 shiftTo: b.pointee.resilient.shiftServerAtProxy, partial: info.checksumPartial)
+            releaseAckToClient(entry: e, block: b)
+            return .toProxy(length: p.bytes.count, mark: marks.toProxy)
+        }
+
+        // From the client.
+        if flags.contains(.syn) {
+            return phase == .clientSyn ? .accept : .drop
+        }
+        guard phase >= .synAckToClient else { return .drop }
+        translateTowardProxy(p, delta: b.pointee.resilient.deltaDown, tsDelta: b.pointee.resilient.tsDown,
+                             shiftFrom: b.pointee.resilient.shiftClient,
+                             shiftTo: b.pointee.resilient.shiftClientAtProxy, partial: info.checksumPartial)
+        releaseAckToServer(entry: e, block: b)
+        return .toProxy(length: p.bytes.count, mark: marks.toProxy)
+    }
+
+    /// FIG. 2A-2B: the server's SYN-ACK becomes a SYN to the proxy, from the client, with the
+    /// client's ISN and the options both ends negotiated.
+    func replaySynToProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                          scratch: UnsafeMutableRawBufferPointer) -> Verdict {
+        let tcp = p.tcp
+        let summary = tcp.options.summary
+        var r = b.pointee.resilient
+        let client = b.pointee.optionsA
+        r.serverSynAckWindow = tcp.window
+        r.serverSynAckTSval = summary.timestamps?.value ?? 0
+        let windowScaling = client.windowScale != 0xff && summary.windowScale != nil
+        let sack = client.sackPermitted && summary.sackPermitted
+        r.timestamps = client.timestamps && summary.timestamps != nil
+        r.shiftClient = windowScaling ? min(client.windowScale, 14) : 0
+        r.shiftServer = windowScaling ? min(summary.windowScale ?? 0, 14) : 0
+        let options = SynOptions(
+            maximumSegmentSize: client.maximumSegmentSize == 0 ? nil : client.maximumSegmentSize,
+            windowScale: windowScaling ? client.windowScale : nil,
+            sackPermitted: sack,
+            timestamps: r.timestamps ? TCPTimestamps(value: r.clientSynTSval, echo: 0) : nil)
+        let entry = table[e]
+        guard let n = TCPSegmentWriter.write(
+            into: scratch, source: entry.addressA, destination: entry.addressB,
+            sourcePort: entry.portA, destinationPort: entry.portB,
+            sequenceNumber: b.pointee.isnA, acknowledgmentNumber: SeqNumber(0), flags: .syn,
+            window: r.clientSynWindow, options: .syn(options)) else {
+            table[e].mode = .bypass
+            table[e].reason = .replayFailed
+            return .accept
+        }
+        r.phase = .synToProxy
+        b.pointee.resilient = r
+        counters.handshakeReplays &+= 1
+        return .toProxy(length: n, inScratch: true, mark: marks.toProxy)
+    }
+
+    /// Rewrites an end's packet for the proxy's socket: acknowledgement numbers and SACK edges
+    /// into the proxy's space, TSecr back into the proxy's clock, the window into the scale
+    /// the proxy's socket reads.
+    func translateTowardProxy(_ p: TCPPacket, delta: UInt32, tsDelta: UInt32, shiftFrom: UInt8, shiftTo: UInt8,
+                              partial: Bool) {
+        let tcp = p.tcp
+        let back = Int32(bitPattern: 0 &- delta)
+        if tcp.flags.contains(.ack) {
+            tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber.advanced(by: back))
+        }
+        if shiftFrom != shiftTo { tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo)) }
+        if tcp.headerLength > TCPHeader.Field.minimumLength {
+            let options = tcp.options
+            for o in options {
+                switch options.value(of: o) {
+                case .timestamps(let value, let echo):
+                    if echo != 0 { tcp.updateTimestamps(o, value: value, echo: echo &- tsDelta) }
+                case .sack:
+                    tcp.shiftSACKBlocks(o, by: back)
+                default: break
+                }
+            }
+        }
+        // A packet for a local socket needs a complete checksum (KERNEL-NOTES.md).
+        if partial { p.fillChecksum() }
+    }
+
+    /// Tells the proxy's socket of an end's reset (injected to the local socket).
+    func resetProxySocket(_ p: TCPPacket, entry e: UInt32, dir: FlowDirection, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        let r = b.pointee.resilient
+        let entry = table[e]
+        let tcp = p.tcp
+        // From the server: to the up socket (acks in its space); from the client: to the down socket.
+        let fromServer = dir == .reply
+        if fromServer && r.phase < .upstreamAnswered { return }
+        let delta = fromServer ? r.deltaUp : r.deltaDown
+        let seq = tcp.sequenceNumber
+        let ack = tcp.flags.contains(.ack) ? tcp.acknowledgmentNumber.advanced(by: Int32(bitPattern: 0 &- delta)) : SeqNumber(0)
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer,
+            source: fromServer ? entry.addressB : entry.addressA, destination: fromServer ? entry.addressA : entry.addressB,
+            sourcePort: fromServer ? entry.portB : entry.portA, destinationPort: fromServer ? entry.portA : entry.portB,
+            sequenceNumber: seq, acknowledgmentNumber: ack, flags: tcp.flags.intersection([.rst, .ack]),
+            window: 0, options: .none) else { return }
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+    }
+
+    // MARK: Packets of the proxy's sockets (OUTPUT, queued fail-closed)
+
+    func fromProxySocket(_ p: TCPPacket, info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        guard let (e, dir) = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
+                                          destination: p.destination, destinationPort: tcp.destinationPort),
+              table[e].mode == .resilient, let b = table.block(e) else {
+            // No flow the proxy may speak for: its packets carry its own sequence space and must
+            // never reach the wire (unknown after an engine restart, bypassed after its death).
+            counters.proxyPacketsDropped &+= 1
+            return .drop
+        }
+        table[e].lastSeen = now.deciseconds
+        if dir == .reply {
+            return fromDownSocket(p, entry: e, block: b, info: info, scratch: scratch, now: now)
+        }
+        return fromUpSocket(p, entry: e, block: b, info: info, now: now)
+    }
+
+    /// The socket facing the client: its SYN-ACK becomes the server's; its data and ACKs get
+    /// the server's sequence numbers, window scale and clock, its ACKs clamped (FIG. 2C).
+    func fromDownSocket(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                        info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        var r = b.pointee.resilient
+        if flags.contains(.syn) {
+            guard flags.contains(.ack), r.phase == .synToProxy || r.phase == .synAckToClient else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            let summary = tcp.options.summary
+            r.proxyDownISN = tcp.sequenceNumber
+            r.deltaDown = b.pointee.isnB.rawValue &- tcp.sequenceNumber.rawValue
+            let proxyTS = summary.timestamps
+            r.tsDown = r.serverSynAckTSval &- (proxyTS?.value ?? 0)
+            if r.shiftClient != 0 || r.shiftServer != 0, let ws = summary.windowScale {
+                r.shiftProxyDown = min(ws, 14)
+                r.shiftClientAtProxy = r.shiftClient
+            } else {
+                r.shiftProxyDown = 0
+                r.shiftClientAtProxy = 0
+            }
+            let server = b.pointee.optionsB
+            let options = SynOptions(
+                maximumSegmentSize: server.maximumSegmentSize == 0 ? nil : server.maximumSegmentSize,
+                windowScale: server.windowScale == 0xff ? nil : server.windowScale,
+                sackPermitted: server.sackPermitted,
+                timestamps: server.timestamps ? TCPTimestamps(value: r.serverSynAckTSval, echo: proxyTS?.echo ?? r.clientSynTSval) : nil)
+            let entry = table[e]
+            guard let n = TCPSegmentWriter.write(
+                into: scratch, source: entry.addressB, destination: entry.addressA,
+                sourcePort: entry.portB, destinationPort: entry.portA,
+                sequenceNumber: b.pointee.isnB, acknowledgmentNumber: b.pointee.isnA + 1, flags: [.syn, .ack],
+                window: r.serverSynAckWindow, options: .syn(options)) else {
+                return .drop
+            }
+            r.phase = .synAckToClient
+            r.ackToClient = b.pointee.isnA + 1
+            r.proxyDownAck = b.pointee.isnA + 1
+            r.downSeqNext = b.pointee.isnB + 1
+            r.windowToClient = r.serverSynAckWindow
+            r.downTSval = r.serverSynAckTSval
+            r.downTSecr = proxyTS?.echo ?? 0
+            b.pointee.resilient = r
+            counters.handshakeReplays &+= 1
+            return .acceptScratch(length: n)
+        }
+        guard r.phase >= .synAckToClient else {
+            counters.proxyPacketsDropped &+= 1
+            return .drop
+        }
+        // What the server has acknowledged of the client's data (client space): the clamp.
+        let serverAck = b.pointee.ackSeenB ? b.pointee.ackB : b.pointee.isnA + 1
+        let verdict = translateFromProxy(
+            p, entry: e, block: b, state: &r, delta: r.deltaDown, tsDelta: r.tsDown,
+            shiftFrom: r.shiftProxyDown, shiftTo: r.shiftServer, clamp: serverAck,
+            towardClient: true, partial: info.checksumPartial, now: now)
+        b.pointee.resilient = r
+        return verdict
+    }
+
+    /// The socket facing the server (bound to the client's address and port): its SYN is
+    /// answered with the server's ISN; its ACK and data go on as the client's.
+    func fromUpSocket(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                      info: PacketInfo, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        var r = b.pointee.resilient
+        if flags.contains(.syn) {
+            guard !flags.contains(.ack), r.phase == .synAckToClient || r.phase == .upstreamAnswered else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            let summary = tcp.options.summary
+            r.proxyUpISN = tcp.sequenceNumber
+            r.deltaUp = b.pointee.isnA.rawValue &- tcp.sequenceNumber.rawValue
+            r.tsUp = r.clientSynTSval &- (summary.timestamps?.value ?? 0)
+            let server = b.pointee.optionsB
+            let scaling = server.windowScale != 0xff && summary.windowScale != nil
+            r.shiftProxyUp = scaling ? min(summary.windowScale ?? 0, 14) : 0
+            r.shiftServerAtProxy = scaling ? r.shiftServer : 0
+            let ts = server.timestamps && summary.timestamps != nil
+            let options = SynOptions(
+                maximumSegmentSize: server.maximumSegmentSize == 0 ? nil : server.maximumSegmentSize,
+                windowScale: scaling ? server.windowScale : nil,
+                sackPermitted: server.sackPermitted && summary.sackPermitted,
+                timestamps: ts ? TCPTimestamps(value: r.serverSynAckTSval, echo: summary.timestamps?.value ?? 0) : nil)
+            let entry = table[e]
+            if let n = TCPSegmentWriter.write(
+                into: buildBuffer, source: entry.addressB, destination: entry.addressA,
+                sourcePort: entry.portB, destinationPort: entry.portA,
+                sequenceNumber: b.pointee.isnB, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: [.syn, .ack],
+                window: r.serverSynAckWindow, options: .syn(options)) {
+                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+            }
+            if r.phase == .synAckToClient {
+                r.phase = .upstreamAnswered
+                r.ackToServer = b.pointee.isnB          // so that the proxy's handshake ACK goes through
+                r.proxyUpAck = b.pointee.isnB + 1
+                r.upSeqNext = b.pointee.isnA + 1
+                r.windowToServer = 0
+            }
+            b.pointee.resilient = r
+            counters.handshakeReplays &+= 1
+            return .drop
+        }
+        guard r.phase >= .upstreamAnswered else {
+            counters.proxyPacketsDropped &+= 1
+            return .drop
+        }
+        // What the client has acknowledged of the server's data (server space): the clamp.
+        let clientAck = b.pointee.ackSeenA ? b.pointee.ackA : b.pointee.isnB + 1
+        if r.phase == .upstreamAnswered && flags.contains(.ack) && tcp.acknowledgmentNumber == b.pointee.isnB + 1 {
+            r.phase = .established
+        }
+        let verdict = translateFromProxy(
+            p, entry: e, block: b, state: &r, delta: r.deltaUp, tsDelta: r.tsUp,
+            shiftFrom: r.shiftProxyUp, shiftTo: r.shiftClient, clamp: clientAck,
+            towardClient: false, partial: info.checksumPartial, now: now)
+        b.pointee.resilient = r
+        return verdict
+    }
+
+    /// The common part of both sockets' data path.
+    func translateFromProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                            state r: inout ResilientState, delta: UInt32, tsDelta: UInt32,
+                            shiftFrom: UInt8, shiftTo: UInt8, clamp: SeqNumber, towardClient: Bool,
+                            partial: Bool, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        let newSeq = tcp.sequenceNumber + delta
+        let end = newSeq + tcp.sequenceLength
+
+        // An unannounced FIN or RST may be the kernel closing a dead proxy's socket.
+        if flags.contains(.rst) || flags.contains(.fin) {
+            let announced = towardClient ? r.closeIntentDown : r.closeIntentUp
+            let fl = table[e].flags
+            // A FIN that relays the other end's FIN at the same place is the proxy doing its job.
+            let relayed = flags.contains(.fin) && !flags.contains(.rst) && (towardClient
+                ? fl.contains(.finB) && b.pointee.finSeqB == newSeq + UInt32(tcp.payloadLength)
+                : fl.contains(.finA) && b.pointee.finSeqA == newSeq + UInt32(tcp.payloadLength))
+            let graceOver = r.holding && now.deciseconds >= r.holdSince &+ holdGrace.deciseconds
+            if !announced && !relayed && !graceOver {
+                if !r.holding {
+                    r.holding = true
+                    r.holdSince = now.deciseconds
+                }
+                counters.finRstHeld &+= 1
+                rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta, shiftFrom: shiftFrom,
+                                 shiftTo: shiftTo, clamp: clamp, towardClient: towardClient, partial: partial)
+                _ = held.hold(p.bytes, entry: e, proxyID: r.proxyID, deadline: r.holdSince &+ holdGrace.deciseconds)
+                return .drop
+            }
+        }
+
+        let clampedAck = rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta,
+                                          shiftFrom: shiftFrom, shiftTo: shiftTo, clamp: clamp,
+                                          towardClient: towardClient, partial: partial)
+        counters.fromProxyTranslated &+= 1
+        let told = towardClient ? r.ackToClient : r.ackToServer
+        let windowTold = towardClient ? r.windowToClient : r.windowToServer
+        let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
+        if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == windowTold && !hasSACK(tcp) {
+            counters.acksSuppressed &+= 1
+            return .drop
+        }
+        if let a = clampedAck, a > told {
+            if towardClient { r.ackToClient = a } else { r.ackToServer = a }
+        }
+        if towardClient {
+            r.windowToClient = tcp.window
+            if end > r.downSeqNext { r.downSeqNext = end }
+        } else {
+            r.windowToServer = tcp.window
+            if end > r.upSeqNext { r.upSeqNext = end }
+        }
+        return .acceptModified(length: p.bytes.count)
+    }
+
+    /// Rewrites a proxy packet in place into the ends' space; returns the clamped ACK.
+    @discardableResult
+    func rewriteFromProxy(_ p: TCPPacket, state r: inout ResilientState, newSeq: SeqNumber, delta: UInt32,
+                          tsDelta: UInt32, shiftFrom: UInt8, shiftTo: UInt8, clamp: SeqNumber,
+                          towardClient: Bool, partial: Bool) -> SeqNumber? {
+        let tcp = p.tcp
+        tcp.updateSequenceNumber(newSeq)
+        var clamped: SeqNumber?
+        if tcp.flags.contains(.ack) {
+            let ack = tcp.acknowledgmentNumber
+            if towardClient { if ack > r.proxyDownAck { r.proxyDownAck = ack } }
+            else { if ack > r.proxyUpAck { r.proxyUpAck = ack } }
+            let a = SeqNumber.earliest(ack, clamp)
+            if a != ack {
+                tcp.updateAcknowledgmentNumber(a)
+                counters.acksClamped &+= 1
+            }
+            clamped = a
+        }
+        if shiftFrom != shiftTo { tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo)) }
+        if tcp.headerLength > TCPHeader.Field.minimumLength {
+            let options = tcp.options
+            for o in options {
+                if case .timestamps(let value, let echo) = options.value(of: o) {
+                    let v = value &+ tsDelta
+                    tcp.updateTimestamps(o, value: v, echo: echo)
+                    if towardClient { r.downTSval = v; r.downTSecr = echo } else { r.upTSval = v; r.upTSecr = echo }
+                }
+            }
+        }
+        if partial { p.fillChecksum() }
+        return clamped
+    }
+
+    // MARK: Releasing acknowledgements (FIG. 2C, messages 30-33)
+
+    /// The server acknowledged more of the client's data: tell the client, up to what the
+    /// proxy has acknowledged too, with an ACK in the down socket's (translated) state.
+    func releaseAckToClient(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        var r = b.pointee.resilient
+        guard r.phase >= .synAckToClient, b.pointee.ackSeenB else { return }
+        let candidate = SeqNumber.earliest(b.pointee.ackB, r.proxyDownAck)
+        guard candidate > r.ackToClient else { return }
+        let entry = table[e]
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.addressB, destination: entry.addressA,
+            sourcePort: entry.portB, destinationPort: entry.portA,
+            sequenceNumber: r.downSeqNext, acknowledgmentNumber: candidate, flags: .ack, window: r.windowToClient,
+            options: r.timestamps ? .timestamps(TCPTimestamps(value: r.downTSval, echo: r.downTSecr)) : .none) else { return }
+        r.ackToClient = candidate
+        b.pointee.resilient = r
+        counters.acksInjected &+= 1
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: false)
+    }
+
+    /// The client acknowledged more of the server's data: tell the server.
+    func releaseAckToServer(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        var r = b.pointee.resilient
+        guard r.phase == .established, b.pointee.ackSeenA else { return }
+        let candidate = SeqNumber.earliest(b.pointee.ackA, r.proxyUpAck)
+        guard candidate > r.ackToServer else { return }
+        let entry = table[e]
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+            sourcePort: entry.portA, destinationPort: entry.portB,
+            sequenceNumber: r.upSeqNext, acknowledgmentNumber: candidate, flags: .ack, window: r.windowToServer,
+            options: r.timestamps ? .timestamps(TCPTimestamps(value: r.upTSval, echo: r.upTSecr)) : .none) else { return }
+        r.ackToServer = candidate
+        b.pointee.resilient = r
+        counters.acksInjected &+= 1
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: false)
+    }
+
+    // MARK: Helpers
+
+    /// A window advertised with one scale, as a receiver expecting another must read it.
+    @inline(__always)
+    static func rescale(_ window: UInt16, from: UInt8, to: UInt8) -> UInt16 {
+        let real = UInt64(window) << UInt64(from)
+        let v = real >> UInt64(to)
+        return v > 0xffff ? 0xffff : UInt16(v)
+    }
+
+    func timestampsOption(_ tcp: TCPHeader) -> TCPTimestamps? {
+        guard tcp.headerLength > TCPHeader.Field.minimumLength else { return nil }
+        return tcp.options.summary.timestamps
+    }
+
+    func hasSACK(_ tcp: TCPHeader) -> Bool {
+        guard tcp.headerLength > TCPHeader.Field.minimumLength else { return false }
+        return tcp.options.first(kind: TCPOptionKind.sack) != nil
+    }
+}

@@ -1,0 +1,60 @@
+/// The engine's decision for one packet, as the queue reader returns it to the kernel.
+public struct Verdict: Sendable, Equatable, CustomStringConvertible {
+    public enum Action: UInt8, Sendable {
+        /// `NF_ACCEPT`: the packet goes on.
+        case accept
+        /// `NF_DROP`.
+        case drop
+        /// `NF_REPEAT`: the packet runs the hook again (with `mark` set, so a rule before the
+        /// queue rule hands it to the proxy through TPROXY).
+        case repeatHook
+    }
+
+    public var action: Action
+    /// nil: the bytes are unchanged. Otherwise the packet's new length; the new bytes are in the
+    /// packet buffer itself, or in the scratch buffer when `inScratch`.
+    public var rewrittenLength: Int?
+    public var inScratch: Bool
+    /// A new packet mark, if any.
+    public var mark: UInt32?
+
+    @inlinable
+    public init(action: Action, rewrittenLength: Int? = nil, inScratch: Bool = false, mark: UInt32? = nil) {
+        self.action = action
+        self.rewrittenLength = rewrittenLength
+        self.inScratch = inScratch
+        self.mark = mark
+    }
+
+    public static let accept = Verdict(action: .accept)
+    public static let drop = Verdict(action: .drop)
+    /// Accept with the bytes rewritten in place.
+    @inlinable public static func acceptModified(length: Int) -> Verdict {
+        Verdict(action: .accept, rewrittenLength: length)
+    }
+    /// Accept a packet rebuilt in the scratch buffer.
+    @inlinable public static func acceptScratch(length: Int) -> Verdict {
+        Verdict(action: .accept, rewrittenLength: length, inScratch: true)
+    }
+    /// Hand the (rewritten) packet to the proxy: repeat the hook with the proxy mark.
+    @inlinable public static func toProxy(length: Int?, inScratch: Bool = false, mark: UInt32) -> Verdict {
+        Verdict(action: .repeatHook, rewrittenLength: length, inScratch: inScratch, mark: mark)
+    }
+
+    /// True when the kernel gets the packet back unchanged and unmarked: batchable.
+    @inlinable public var isPlainAccept: Bool { action == .accept && rewrittenLength == nil && mark == nil }
+
+    public var description: String {
+        var s = "\(action)"
+        if let l = rewrittenLength { s += " rewritten(\(l)\(inScratch ? ", scratch" : ""))" }
+        if let m = mark { s += " mark=0x\(String(m, radix: 16))" }
+        return s
+    }
+}
+
+/// Where the engine sends packets it builds (the daemon: raw sockets; tests: a recorder).
+public protocol PacketInjector: AnyObject {
+    /// Sends a complete IP packet. `toLocalSocket`: the packet is for a socket of this host
+    /// bound to a foreign address (the proxy's), so it is routed through `lo`.
+    func inject(_ packet: UnsafeRawBufferPointer, toLocalSocket: Bool)
+}

@@ -1,0 +1,79 @@
+/// Writes whole TCP/IP packets into a caller's buffer without allocating: what the engine
+/// uses for the packets it builds on the per-packet path (handshake replay, released ACKs).
+/// `TCPPacketSpec` is the allocating, value-typed counterpart for tests and tools.
+public enum TCPSegmentWriter {
+    /// The options a built segment carries: a SYN's block, or timestamps alone.
+    public enum Options: Sendable {
+        case none
+        case syn(SynOptions)
+        /// NOP, NOP, timestamps (the 12-byte block Linux puts on every segment).
+        case timestamps(TCPTimestamps)
+        /// Timestamps followed by SACK blocks are not built by the engine (it never invents SACKs).
+
+        @inlinable var length: Int {
+            switch self {
+            case .none: return 0
+            case .syn(let s): return s.encodedLength
+            case .timestamps: return 12
+            }
+        }
+    }
+
+    /// Writes the packet and returns its length, or nil if `out` is too small or the addresses
+    /// are of different families. Both checksums are complete.
+    @inlinable
+    public static func write(into out: UnsafeMutableRawBufferPointer,
+                             source: IPAddress, destination: IPAddress,
+                             sourcePort: UInt16, destinationPort: UInt16,
+                             sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber,
+                             flags: TCPFlags, window: UInt16, options: Options,
+                             ttl: UInt8 = 64) -> Int? {
+        guard source.isIPv4 == destination.isIPv4 else { return nil }
+        let v6 = !source.isIPv4
+        let ipLen = v6 ? IPv6Header.Field.fixedLength : IPv4Header.Field.minimumLength
+        let tcpLen = TCPHeader.Field.minimumLength + options.length
+        let total = ipLen + tcpLen
+        guard out.count >= total else { return nil }
+        let buf = out.slice(0, total)
+        buf.initializeMemory(as: UInt8.self, repeating: 0)
+        if v6 {
+            buf.setBE32(0, 6 << 28)
+            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(tcpLen))
+            buf.setU8(IPv6Header.Field.nextHeader, TCPPacket.tcpProtocolNumber)
+            buf.setU8(IPv6Header.Field.hopLimit, ttl)
+            buf.storeBytes(of: source.high.bigEndian, toByteOffset: IPv6Header.Field.source, as: UInt64.self)
+            buf.storeBytes(of: source.low.bigEndian, toByteOffset: IPv6Header.Field.source + 8, as: UInt64.self)
+            buf.storeBytes(of: destination.high.bigEndian, toByteOffset: IPv6Header.Field.destination, as: UInt64.self)
+            buf.storeBytes(of: destination.low.bigEndian, toByteOffset: IPv6Header.Field.destination + 8, as: UInt64.self)
+        } else {
+            buf.setU8(0, 0x45)
+            buf.setBE16(IPv4Header.Field.totalLength, UInt16(total))
+            buf.setBE16(IPv4Header.Field.flagsFragment, 0x4000)
+            buf.setU8(IPv4Header.Field.ttl, ttl)
+            buf.setU8(IPv4Header.Field.proto, TCPPacket.tcpProtocolNumber)
+            buf.setBE32(IPv4Header.Field.source, source.ipv4Value)
+            buf.setBE32(IPv4Header.Field.destination, destination.ipv4Value)
+        }
+        let t = buf.slice(ipLen, total)
+        t.setBE16(TCPHeader.Field.sourcePort, sourcePort)
+        t.setBE16(TCPHeader.Field.destinationPort, destinationPort)
+        t.setBE32(TCPHeader.Field.sequence, sequenceNumber.rawValue)
+        t.setBE32(TCPHeader.Field.acknowledgment, acknowledgmentNumber.rawValue)
+        t.setU8(TCPHeader.Field.dataOffset, UInt8(tcpLen / 4) << 4)
+        t.setU8(TCPHeader.Field.flags, flags.rawValue)
+        t.setBE16(TCPHeader.Field.window, window)
+        let o = t.slice(TCPHeader.Field.options, tcpLen)
+        switch options {
+        case .none: break
+        case .syn(let s): _ = s.encode(into: o)
+        case .timestamps(let ts):
+            o.setU8(0, TCPOptionKind.noOperation); o.setU8(1, TCPOptionKind.noOperation)
+            o.setU8(2, TCPOptionKind.timestamps); o.setU8(3, 10)
+            o.setBE32(4, ts.value); o.setBE32(8, ts.echo)
+        }
+        if let h = IPv4Header(buf) { h.fillChecksum() }
+        guard let packet = TCPPacket(buf) else { return nil }
+        packet.fillChecksum()
+        return total
+    }
+}
