@@ -29,7 +29,7 @@ struct Splicectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "splicectl",
         abstract: "Control and inspect a running spliced through its root-only control socket.",
-        subcommands: [Status.self, Flows.self])
+        subcommands: [Status.self, Flows.self, Policy.self])
 }
 
 struct SocketOptions: ParsableArguments {
@@ -39,10 +39,10 @@ struct SocketOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON instead of text.")
     var json = false
 
-    func request(_ command: ControlRequest.Command) throws -> ControlResponse {
+    func request(_ command: ControlRequest.Command, policy: PolicyConfig? = nil) throws -> ControlResponse {
         do {
             let client = try ControlClient(path: socket)
-            return try client.request(ControlRequest(command: command))
+            return try client.request(ControlRequest(command: command, policy: policy))
         } catch let e as ControlClient.Failure {
             FileHandle.standardError.write(Data("splicectl: \(e.description)\n".utf8))
             throw ExitCode(3)
@@ -77,7 +77,7 @@ struct Status: ParsableCommand {
         }
         let p = s.packets
         print("packets: \(p.total) (\(Format.bytes(p.bytes))): tcp \(p.tcp), not-tcp \(p.notTCP), fragments \(p.fragments), malformed \(p.malformed), untracked \(p.untracked)")
-        print("verdicts: accept \(s.verdicts.accept), accept-modified \(s.verdicts.acceptModified), drop \(s.verdicts.drop)")
+        print("verdicts: accept \(s.verdicts.accept), accept-modified \(s.verdicts.acceptModified), drop \(s.verdicts.drop), to-proxy \(s.verdicts.toProxy ?? 0)")
         let f = s.flows
         let states = f.byState.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         let modes = f.byMode.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -90,6 +90,13 @@ struct Status: ParsableCommand {
             mem += "; RSS \(Format.bytes(UInt64(r))) (peak \(Format.bytes(UInt64(h))))"
         }
         print(mem)
+        if let p = s.policy { print("policy: \(Policy.describe(p))") }
+        if let r = s.resilient {
+            print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
+                  + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
+                  + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded); "
+                  + "failovers \(r.failovers); injection failures \(r.injectionFailures)")
+        }
         if s.proxies.isEmpty {
             print("proxies: none registered")
         } else {
@@ -113,9 +120,68 @@ struct Flows: ParsableCommand {
         for f in flows.sorted(by: { $0.ageSeconds > $1.ageSeconds }) {
             print("tcp\(f.family == 6 ? "6" : "") \(f.state) src=\(f.src) dst=\(f.dst) sport=\(f.sport) dport=\(f.dport) "
                   + "mode=\(f.mode) reason=\(f.reason) age=\(Format.seconds(f.ageSeconds)) idle=\(Format.seconds(f.idleSeconds)) "
-                  + "bytes=\(f.bytesOrig)/\(f.bytesReply)" + (f.pickedUp ? " [picked-up]" : ""))
+                  + "bytes=\(f.bytesOrig)/\(f.bytesReply)" + (f.phase.map { " phase=\($0)" } ?? "")
+                  + (f.proxy.map { " proxy=\($0)" } ?? "") + (f.pickedUp ? " [picked-up]" : ""))
         }
         FileHandle.standardError.write(Data("splicectl: \(flows.count) flow\(flows.count == 1 ? "" : "s")\n".utf8))
+    }
+}
+
+struct Policy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show or change which new flows go through the proxy (resilient mode).",
+        discussion: """
+        Without options, shows the policy in force. --enable/--disable switch the proxy path on or off; \
+        --ports, --servers and --clients replace those lists (comma separated; an empty string clears \
+        a list, meaning any). Changes apply to new flows; flows in progress keep their mode.
+        """)
+    @OptionGroup var options: SocketOptions
+
+    @Flag(name: .long, help: "Send claimed flows through the proxy.")
+    var enable = false
+    @Flag(name: .long, help: "Keep every new flow in bypass.")
+    var disable = false
+    @Option(name: .long, help: "Server ports claimed, comma separated.")
+    var ports: String?
+    @Option(name: .long, help: "Server prefixes claimed, comma separated.")
+    var servers: String?
+    @Option(name: .long, help: "Client prefixes claimed, comma separated.")
+    var clients: String?
+
+    func validate() throws {
+        if enable && disable { throw ValidationError("--enable and --disable exclude each other") }
+        if let ports {
+            for p in Policy.list(ports) where UInt16(p) == nil || UInt16(p) == 0 {
+                throw ValidationError("--ports: not a port number: '\(p)'")
+            }
+        }
+    }
+
+    static func list(_ s: String) -> [String] {
+        s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    static func describe(_ p: PolicyConfig) -> String {
+        guard p.enabled else { return "disabled (every new flow in bypass)" }
+        let ports = p.ports.isEmpty ? "any port" : "ports " + p.ports.map(String.init).joined(separator: ",")
+        let servers = p.servers.isEmpty ? "any server" : "servers " + p.servers.joined(separator: ",")
+        let clients = p.clients.isEmpty ? "any client" : "clients " + p.clients.joined(separator: ",")
+        return "through the proxy: \(ports), \(servers), \(clients)"
+    }
+
+    func run() throws {
+        let changing = enable || disable || ports != nil || servers != nil || clients != nil
+        var policy = try options.request(.policy).policy ?? PolicyConfig(enabled: false)
+        if changing {
+            if enable { policy.enabled = true }
+            if disable { policy.enabled = false }
+            if let ports { policy.ports = Policy.list(ports).compactMap(UInt16.init) }
+            if let servers { policy.servers = Policy.list(servers) }
+            if let clients { policy.clients = Policy.list(clients) }
+            policy = try options.request(.setPolicy, policy: policy).policy ?? policy
+        }
+        if options.json { return try printJSON(policy) }
+        print(Policy.describe(policy))
     }
 }
 

@@ -27,6 +27,7 @@ final class Daemon: @unchecked Sendable {
     let injector: SpliceInjector
     /// A proxy of another make watched through its pidfile (control thread only).
     var watched: WatchedProxy?
+    var lastDeadPid: Int32 = 0
 
     struct RegisteredProxy {
         var id: Int
@@ -199,6 +200,7 @@ final class Daemon: @unchecked Sendable {
             guard poll(&p, 1, 0) > 0 else { return }
             close(w.pidfd)
             watched = nil
+            lastDeadPid = w.pid
             let moved = engine.withLock { $0.proxyGone(id: UInt16(truncatingIfNeeded: w.id)) }
             logger.warning("watched proxy exited: its flows are in bypass now", metadata: [
                 "pid": "\(w.pid)", "pidfile": "\(path)", "flows": "\(moved)"])
@@ -206,8 +208,16 @@ final class Daemon: @unchecked Sendable {
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
               let pid = Int32(text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? "") else { return }
+        guard pid > 0, pid != lastDeadPid else { return }
         let fd = tcpsplice_pidfd_open(pid)
         guard fd >= 0 else { return }
+        // A pidfd of a process that already exited (a zombie, say) is readable at once.
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        if poll(&p, 1, 0) > 0 {
+            close(fd)
+            lastDeadPid = pid
+            return
+        }
         let id = nextProxyID
         nextProxyID += 1
         watched = WatchedProxy(id: id, pid: pid, pidfd: fd, registeredAt: clock.now())
