@@ -61,6 +61,8 @@ NS_C="" NS_R="" NS_S="" NS_LAST=""
 
 _NAMESPACES=()
 declare -A _BG_PID=()
+declare -A _BG_DONE=()   # reaped: its PID may belong to someone else by now
+declare -A _BG_RC=()     # exit status of a reaped process
 _BG_ORDER=()
 _CLEANUP_HOOKS=()
 _CLEANING=0
@@ -116,10 +118,12 @@ _cleanup() {
         eval "$h" >/dev/null 2>&1
     done
     for name in "${_BG_ORDER[@]}"; do
+        [[ -z "${_BG_DONE[$name]:-}" ]] || continue
         pid=${_BG_PID[$name]}
         kill -0 "$pid" 2>/dev/null && _kill_tree_of "$pid" TERM
     done
     for name in "${_BG_ORDER[@]}"; do
+        [[ -z "${_BG_DONE[$name]:-}" ]] || continue
         pid=${_BG_PID[$name]}
         for ((i = 0; i < 30; i++)); do
             kill -0 "$pid" 2>/dev/null || break
@@ -234,7 +238,7 @@ bg_log() {
 }
 
 bg_alive() {
-    kill -0 "$(bg_pid "$1")" 2>/dev/null
+    [[ -z "${_BG_DONE[$1]:-}" ]] && kill -0 "$(bg_pid "$1")" 2>/dev/null
 }
 
 # bg_wait NAME [TIMEOUT_S]: wait for the process to exit; returns its status,
@@ -242,6 +246,7 @@ bg_alive() {
 bg_wait() {
     local name=$1 timeout=${2:-120} pid deadline rc
     pid=$(bg_pid "$name")
+    [[ -z "${_BG_DONE[$name]:-}" ]] || return "${_BG_RC[$name]}"
     deadline=$((SECONDS + timeout))
     while kill -0 "$pid" 2>/dev/null; do
         ((SECONDS < deadline)) || fail "'$name' still running after ${timeout}s"
@@ -249,6 +254,8 @@ bg_wait() {
     done
     rc=0
     wait "$pid" 2>/dev/null || rc=$?
+    _BG_DONE[$name]=1
+    _BG_RC[$name]=$rc
     return "$rc"
 }
 
@@ -259,6 +266,7 @@ bg_wait() {
 bg_kill() {
     local name=$1 sig=${2:-TERM} timeout=${3:-10} pid rc=0
     pid=$(bg_pid "$name")
+    [[ -z "${_BG_DONE[$name]:-}" ]] || return "${_BG_RC[$name]}"
     {
         kill "-$sig" "$pid"
         local deadline=$((SECONDS + timeout))
@@ -269,6 +277,8 @@ bg_kill() {
             rc=124
         else
             wait "$pid" || rc=$?
+            _BG_DONE[$name]=1
+            _BG_RC[$name]=$rc
         fi
     } 2>/dev/null
     return "$rc"
