@@ -37,6 +37,14 @@ Options:
   --family 4|6|both    iptables, ip6tables or both                     [both]
   --backend auto|nft|legacy
                        auto = whatever `iptables` is on this host     [auto]
+  --tproxy-port PORT   resilient mode: the proxy's transparent listener port.
+                       Adds the TPROXY rule, queues the proxy's own sockets
+                       fail-closed in raw OUTPUT, adds the policy routing for
+                       local transparent sockets, turns early demux off and
+                       loosens strict rp_filter (saved, restored on removal)
+  --proxy-mark MARK    mark the engine sets on packets for the proxy   [0x5a5b]
+  --local-mark MARK    mark of packets for local transparent sockets   [0x5a5c]
+  --route-table N      routing table for those packets                 [100]
   --dry-run            print the rendered rules and the jump commands; change
                        nothing
   -h, --help           this help
@@ -55,6 +63,10 @@ BACKEND=auto
 DRY_RUN=0
 CLIENTS_ARG=""
 SERVERS_ARG=""
+TPROXY_PORT_ARG=""
+PROXY_MARK_ARG=0x5a5b
+LOCAL_MARK_ARG=0x5a5c
+ROUTE_TABLE_ARG=100
 
 need_value() {
     # need_value OPTION REMAINING_ARG_COUNT
@@ -82,6 +94,10 @@ while [[ $# -gt 0 ]]; do
         --backend) need_value "$1" $#; BACKEND=$2; shift 2 ;;
         --clients|--src) need_value "$1" $#; CLIENTS_ARG=$2; shift 2 ;;
         --servers|--dst) need_value "$1" $#; SERVERS_ARG=$2; shift 2 ;;
+        --tproxy-port) need_value "$1" $#; TPROXY_PORT_ARG=$2; shift 2 ;;
+        --proxy-mark) need_value "$1" $#; PROXY_MARK_ARG=$2; shift 2 ;;
+        --local-mark) need_value "$1" $#; LOCAL_MARK_ARG=$2; shift 2 ;;
+        --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -145,16 +161,34 @@ else
     QUEUE_SPEC="--queue-num $q"
 fi
 
-if [[ "$MARK_ARG" =~ ^0[xX][0-9a-fA-F]{1,8}$ ]]; then
-    mark_num=$((16#${MARK_ARG:2}))
-elif [[ "$MARK_ARG" =~ ^[0-9]{1,10}$ ]]; then
-    mark_num=$((10#$MARK_ARG))
-else
-    die "bad inject mark '$MARK_ARG' in --inject-mark (expected hex 0x... or decimal)"
+# parse_mark OPTION VALUE -> echoes the mark as 0x..., dies naming the option otherwise.
+parse_mark() {
+    local opt=$1 v=$2 n
+    if [[ "$v" =~ ^0[xX][0-9a-fA-F]{1,8}$ ]]; then
+        n=$((16#${v:2}))
+    elif [[ "$v" =~ ^[0-9]{1,10}$ ]]; then
+        n=$((10#$v))
+    else
+        die "bad mark '$v' in $opt (expected hex 0x... or decimal)"
+    fi
+    ((n >= 1 && n <= 0xffffffff)) \
+        || die "bad mark '$v' in $opt (must be 1..0xffffffff; 0 is the mark of every unmarked packet)"
+    printf '0x%x' "$n"
+}
+INJECT_MARK=$(parse_mark --inject-mark "$MARK_ARG")
+PROXY_MARK=$(parse_mark --proxy-mark "$PROXY_MARK_ARG")
+LOCAL_MARK=$(parse_mark --local-mark "$LOCAL_MARK_ARG")
+TPROXY_PORT=""
+if [[ -n "$TPROXY_PORT_ARG" ]]; then
+    is_uint "$TPROXY_PORT_ARG" && ((10#$TPROXY_PORT_ARG >= 1 && 10#$TPROXY_PORT_ARG <= 65535)) \
+        || die "bad port '$TPROXY_PORT_ARG' in --tproxy-port (expected a number 1-65535)"
+    TPROXY_PORT=$((10#$TPROXY_PORT_ARG))
+    [[ "$INJECT_MARK" != "$PROXY_MARK" && "$INJECT_MARK" != "$LOCAL_MARK" && "$PROXY_MARK" != "$LOCAL_MARK" ]] \
+        || die "--inject-mark, --proxy-mark and --local-mark must differ"
 fi
-((mark_num >= 1 && mark_num <= 0xffffffff)) \
-    || die "bad inject mark '$MARK_ARG' in --inject-mark (must be 1..0xffffffff; 0 is the mark of every unmarked packet)"
-INJECT_MARK=$(printf '0x%x' "$mark_num")
+is_uint "$ROUTE_TABLE_ARG" && ((10#$ROUTE_TABLE_ARG >= 1 && 10#$ROUTE_TABLE_ARG <= 252)) \
+    || die "bad routing table '$ROUTE_TABLE_ARG' in --route-table (expected 1-252)"
+ROUTE_TABLE=$((10#$ROUTE_TABLE_ARG))
 
 case "$FAMILY" in
     4|6|both) ;;
@@ -239,10 +273,17 @@ render() {
     while IFS= read -r line || [[ -n "$line" ]]; do
         # The template's own comments (they name the placeholders) stay out.
         [[ "$line" == \#* || -z "$line" ]] && continue
+        if [[ "$line" == @P@* ]]; then
+            [[ -n "$TPROXY_PORT" ]] || continue
+            line=${line#@P@}
+        fi
         if [[ "$line" == @Q@* ]]; then
             ((queue_rules)) || continue
             line=${line#@Q@}
         fi
+        line=${line//@LOCAL_MARK@/$LOCAL_MARK}
+        line=${line//@PROXY_MARK@/$PROXY_MARK}
+        line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@QUEUE@/$QUEUE_SPEC}
         line=${line//@ORIG@/$orig}
@@ -271,7 +312,14 @@ if ((DRY_RUN)); then
         echo "### EOF"
         echo "### $ipt -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE || $ipt -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE"
         echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
+        if [[ -n "$TPROXY_PORT" ]]; then
+            echo "### ip -$fam rule add fwmark $LOCAL_MARK lookup $ROUTE_TABLE"
+            echo "### ip -$fam route add local $( [[ $fam == 4 ]] && echo 0.0.0.0/0 || echo ::/0 ) dev lo table $ROUTE_TABLE"
+        fi
     done
+    if [[ -n "$TPROXY_PORT" ]]; then
+        echo "### sysctl net.ipv4.tcp_early_demux=0 net.ipv4.ip_early_demux=0; rp_filter 1 -> 2 (saved in $(state_file))"
+    fi
     exit 0
 fi
 
@@ -299,9 +347,60 @@ install_family() {
     if [[ "$first" != "-A PREROUTING -j TCPSPLICE_PRE" ]]; then
         note "warning: IPv$fam mangle PREROUTING has rules before the jump to TCPSPLICE_PRE (left as they are)"
     fi
-    note "IPv$fam rules installed ($ipt): ports $PORTS, ${QUEUE_SPEC#--}, inject mark $INJECT_MARK${CLIENTS_ARG:+, clients $CLIENTS_ARG}${SERVERS_ARG:+, servers $SERVERS_ARG}"
+    note "IPv$fam rules installed ($ipt): ports $PORTS, ${QUEUE_SPEC#--}, inject mark $INJECT_MARK${CLIENTS_ARG:+, clients $CLIENTS_ARG}${SERVERS_ARG:+, servers $SERVERS_ARG}${TPROXY_PORT:+, tproxy port $TPROXY_PORT}"
+}
+
+# The resilient mode's routing: packets marked for local transparent sockets
+# (TPROXY's mark, and the engine's injections to the proxy) are delivered
+# locally whatever their destination address.
+install_routing() {
+    local fam=$1 any
+    [[ "$fam" == 4 ]] && any=0.0.0.0/0 || any=::/0
+    if [[ -z "$(ip -"$fam" rule show fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" 2>/dev/null)" ]]; then
+        ip -"$fam" rule add fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" \
+            || die "could not add the IPv$fam policy rule (fwmark $LOCAL_MARK lookup $ROUTE_TABLE)"
+    fi
+    if [[ -z "$(ip -"$fam" route show table "$ROUTE_TABLE" type local "$any" dev lo 2>/dev/null)" ]]; then
+        ip -"$fam" route add local "$any" dev lo table "$ROUTE_TABLE" \
+            || die "could not add the IPv$fam local route to table $ROUTE_TABLE"
+    fi
+}
+
+# Early demux attaches a packet to a local socket of the same 4-tuple before
+# routing, and ip_forward drops packets that carry a socket: a dead proxy's
+# leftover sockets (FIN-WAIT, TIME-WAIT) would black-hole its bypassed flows.
+# Strict rp_filter would drop the replayed SYN (the client's source arriving
+# from the server's side). Both are changed here and saved for remove-rules.sh.
+install_sysctls() {
+    local state key old
+    state=$(state_file)
+    mkdir -p "$(dirname "$state")"
+    [[ -f "$state" ]] || : >"$state"
+    set_saved() {   # set_saved KEY VALUE: remember the first old value, then set
+        key=$1
+        old=$(sysctl -n "$key" 2>/dev/null) || return 0
+        [[ "$old" == "$2" ]] && return 0
+        grep -q "^$key " "$state" || printf '%s %s\n' "$key" "$old" >>"$state"
+        sysctl -qw "$key=$2" >/dev/null || die "could not set $key=$2"
+    }
+    set_saved net.ipv4.tcp_early_demux 0
+    set_saved net.ipv4.ip_early_demux 0
+    local f v
+    for f in /proc/sys/net/ipv4/conf/*/rp_filter; do
+        v=$(<"$f")
+        if [[ "$v" == 1 ]]; then
+            key=${f#/proc/sys/}
+            key=${key//\//.}
+            set_saved "$key" 2
+        fi
+    done
 }
 
 for fam in "${families[@]}"; do
     install_family "$fam"
+    if [[ -n "$TPROXY_PORT" ]]; then install_routing "$fam"; fi
 done
+if [[ -n "$TPROXY_PORT" ]]; then
+    install_sysctls
+    note "resilient mode: TPROXY to port $TPROXY_PORT, proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE; early demux off"
+fi

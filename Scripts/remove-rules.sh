@@ -20,7 +20,12 @@ nothing is installed.
 Options:
   --family 4|6|both         iptables, ip6tables or both               [both]
   --backend auto|nft|legacy auto = whatever `iptables` is            [auto]
+  --local-mark MARK          the resilient mode's local mark          [0x5a5c]
+  --route-table N           its routing table                         [100]
   --dry-run                 print what would be done; change nothing
+
+Also removes the resilient mode's policy rule and local route, and restores
+the sysctls install-rules.sh changed (early demux, rp_filter).
   -h, --help                this help
 EOF
 }
@@ -28,6 +33,8 @@ EOF
 FAMILY=both
 BACKEND=auto
 DRY_RUN=0
+LOCAL_MARK=0x5a5c
+ROUTE_TABLE=100
 while [[ $# -gt 0 ]]; do
     opt=$1
     if [[ "$opt" == --*=* ]]; then
@@ -37,6 +44,8 @@ while [[ $# -gt 0 ]]; do
     case "$opt" in
         --family) [[ $# -ge 2 ]] || die "option --family needs a value (see --help)"; FAMILY=$2; shift 2 ;;
         --backend) [[ $# -ge 2 ]] || die "option --backend needs a value (see --help)"; BACKEND=$2; shift 2 ;;
+        --local-mark) [[ $# -ge 2 ]] || die "option --local-mark needs a value (see --help)"; LOCAL_MARK=$2; shift 2 ;;
+        --route-table) [[ $# -ge 2 ]] || die "option --route-table needs a value (see --help)"; ROUTE_TABLE=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -109,6 +118,36 @@ remove_family() {
     fi
 }
 
+[[ "$ROUTE_TABLE" =~ ^[0-9]{1,3}$ ]] || die "bad routing table '$ROUTE_TABLE' in --route-table (expected 1-252)"
+[[ "$LOCAL_MARK" =~ ^(0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10})$ ]] || die "bad mark '$LOCAL_MARK' in --local-mark"
+
+remove_routing() {
+    local fam=$1 any
+    [[ "$fam" == 4 ]] && any=0.0.0.0/0 || any=::/0
+    while [[ -n "$(ip -"$fam" rule show fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" 2>/dev/null)" ]]; do
+        if ((DRY_RUN)); then echo "### ip -$fam rule del fwmark $LOCAL_MARK lookup $ROUTE_TABLE"; break; fi
+        ip -"$fam" rule del fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" || break
+    done
+    if [[ -n "$(ip -"$fam" route show table "$ROUTE_TABLE" type local "$any" dev lo 2>/dev/null)" ]]; then
+        if ((DRY_RUN)); then echo "### ip -$fam route del local $any dev lo table $ROUTE_TABLE"; return; fi
+        ip -"$fam" route del local "$any" dev lo table "$ROUTE_TABLE" || true
+    fi
+}
+
+restore_sysctls() {
+    local state key value
+    state=$(state_file)
+    [[ -f "$state" ]] || return 0
+    while read -r key value; do
+        [[ -n "$key" ]] || continue
+        if ((DRY_RUN)); then echo "### sysctl -w $key=$value"; continue; fi
+        sysctl -qw "$key=$value" >/dev/null || note "could not restore $key=$value"
+    done <"$state"
+    ((DRY_RUN)) || rm -f "$state"
+}
+
 for fam in "${families[@]}"; do
     remove_family "$fam"
+    remove_routing "$fam"
 done
+restore_sysctls

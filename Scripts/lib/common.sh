@@ -5,6 +5,8 @@
 #   resolve_backend B      set IPT IP6T IPT_RESTORE IP6T_RESTORE IPT_SAVE IP6T_SAVE
 #                          for backend auto|nft|legacy (dies if a tool is missing)
 #   ensure_swift_on_path   put /opt/swift/usr/bin on PATH when swift is not found
+#   state_file             where install-rules.sh saves what it changed outside
+#                          iptables (sysctls), per network namespace
 
 TCPSPLICE_SCRIPT_NAME=${TCPSPLICE_SCRIPT_NAME:-$(basename "$0")}
 
@@ -56,4 +58,12 @@ ensure_swift_on_path() {
         PATH="/opt/swift/usr/bin:$PATH"
         export PATH
     fi
+}
+
+# state_file: the file of saved sysctl values for this network namespace (the
+# namespace's inode number keeps namespaces sharing /run apart).
+state_file() {
+    local ns
+    ns=$(stat -L -c %i /proc/self/ns/net 2>/dev/null || echo host)
+    echo "${TCPSPLICE_STATE_DIR:-/run/tcpsplice}/rules-netns-$ns.saved"
 }

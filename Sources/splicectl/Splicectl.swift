@@ -20,6 +20,11 @@ enum SplicectlMain {
                 args.removeFirst()
             }
         }
+        let known = Splicectl.configuration.subcommands.map { $0._commandName } + ["help"]
+        if let first = args.first, !first.hasPrefix("-"), !known.contains(first) {
+            FileHandle.standardError.write(Data("splicectl: unknown subcommand '\(first)' (expected \(known.dropLast().joined(separator: ", ")); see splicectl --help)\n".utf8))
+            exit(64)
+        }
         if !args.isEmpty { args.insert(contentsOf: leading, at: 1) } else { args = leading }
         Splicectl.main(args)
     }
