@@ -306,7 +306,7 @@ extension Engine {
         let verdict = translateFromProxy(
             p, entry: e, block: b, state: &r, delta: r.deltaDown, tsDelta: r.tsDown,
             shiftFrom: r.shiftProxyDown, shiftTo: r.shiftServer, clamp: serverAck,
-            towardClient: true, partial: info.checksumPartial, now: now)
+            towardClient: true, partial: info.checksumPartial, gso: info.gso, now: now)
         b.pointee.resilient = r
         return verdict
     }
@@ -368,7 +368,7 @@ extension Engine {
         let verdict = translateFromProxy(
             p, entry: e, block: b, state: &r, delta: r.deltaUp, tsDelta: r.tsUp,
             shiftFrom: r.shiftProxyUp, shiftTo: r.shiftClient, clamp: clientAck,
-            towardClient: false, partial: info.checksumPartial, now: now)
+            towardClient: false, partial: info.checksumPartial, gso: info.gso, now: now)
         b.pointee.resilient = r
         return verdict
     }
@@ -377,7 +377,7 @@ extension Engine {
     func translateFromProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
                             state r: inout ResilientState, delta: UInt32, tsDelta: UInt32,
                             shiftFrom: UInt8, shiftTo: UInt8, clamp: SeqNumber, towardClient: Bool,
-                            partial: Bool, now: Timestamp) -> Verdict {
+                            partial: Bool, gso: Bool, now: Timestamp) -> Verdict {
         let tcp = p.tcp
         let flags = tcp.flags
         let newSeq = tcp.sequenceNumber + delta
@@ -405,9 +405,11 @@ extension Engine {
             }
         }
 
+        // A large (GSO) packet leaving through an interface is segmented and checksummed again
+        // by the kernel whatever its field holds (KERNEL-NOTES.md): no full sum over 64 KiB.
         let clampedAck = rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta,
                                           shiftFrom: shiftFrom, shiftTo: shiftTo, clamp: clamp,
-                                          towardClient: towardClient, partial: partial)
+                                          towardClient: towardClient, partial: partial && !gso)
         counters.fromProxyTranslated &+= 1
         let told = towardClient ? r.ackToClient : r.ackToServer
         let windowTold = towardClient ? r.windowToClient : r.windowToServer
