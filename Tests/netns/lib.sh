@@ -33,6 +33,15 @@
 #   spliced_start [ARGS...]  start spliced in the router with a control socket
 #   splicectl ARGS...        run splicectl against that socket
 #   json_get EXPR            python expression on `d` (the JSON read from stdin)
+#
+# Resilient mode (see the sections below for details):
+#   resilient_rules_install / resilient_spliced_start   rules with --tproxy-port, spliced --proxy-ports
+#   proxy_start [NAME]       splice-proxy in the router, waits until spliced lists it
+#   haproxy_start            HAProxy as the transparent proxy (pidfile $HAPROXY_PIDFILE)
+#   wait_proxy_registered PID / wait_no_proxy / proxy_id_of PID / resilient_stat KEY
+#   xfers_prepare / xfers_servers_start / xfers_start / xfers_wait_progress /
+#   xfers_assert_running / xfers_wait / xfers_verify   N concurrent transfers, SHA-256 each
+#   flows_assert_all MODE REASON MIN / flows_of_clients_assert MODE REASON PORT...
 
 set -euo pipefail
 
@@ -306,7 +315,12 @@ wait_port() {
 
 # --- data ---------------------------------------------------------------------------
 make_random_file() {
-    dd if=/dev/urandom of="$1" bs=1M count="$2" status=none || fail "cannot write $1"
+    if command -v openssl >/dev/null 2>&1; then
+        # ~10x faster than /dev/urandom here; random enough for test data
+        openssl rand -out "$1" $(($2 << 20)) || fail "cannot write $1"
+    else
+        dd if=/dev/urandom of="$1" bs=1M count="$2" status=none || fail "cannot write $1"
+    fi
 }
 
 sha256_of() {
@@ -416,4 +430,424 @@ sys.exit(1)' "$1" "$2" "$3" "${4:-}" "${5:-}"
 # file_size PATH: bytes in PATH (0 if it does not exist yet).
 file_size() {
     if [[ -e "$1" ]]; then stat -c %s "$1"; else echo 0; fi
+}
+
+# --- resilient mode: rules, proxies -------------------------------------------------------
+# Ports of the resilient tests: downloads from the server on XF_DOWN_PORT,
+# uploads to it on XF_UP_PORT; the proxy's transparent listener on TPROXY_PORT.
+XF_DOWN_PORT=5001
+XF_UP_PORT=5002
+TPROXY_PORT=8081
+
+# resilient_rules_install [PORTS]: the rules with the resilient mode's additions
+# (TPROXY to $TPROXY_PORT, the proxy's sockets fail-closed, policy routing, early
+# demux off) in the router, for PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT"), queue 0.
+resilient_rules_install() {
+    rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" --queues 0 --tproxy-port "$TPROXY_PORT"
+}
+
+# resilient_spliced_start [PORTS] [ARGS...]: spliced on queue 0 with --proxy-ports
+# PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT") and any further ARGS.
+resilient_spliced_start() {
+    local ports=${1:-$XF_DOWN_PORT,$XF_UP_PORT}
+    shift || true
+    spliced_start --queue 0 --proxy-ports "$ports" "$@"
+}
+
+# proxies_json: the `proxies` list of spliced's status, as JSON.
+proxies_json() {
+    status_json | json_get 'd.get("proxies", [])'
+}
+
+# proxy_registered_pid PID: true when spliced lists a proxy with that pid.
+proxy_registered_pid() {
+    status_json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if any(p.get("pid") == int(sys.argv[1]) for p in d.get("proxies", [])) else 1)' "$1"
+}
+
+# proxy_id_of PID: the id spliced gave the registered proxy with that pid.
+proxy_id_of() {
+    status_json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+for p in d.get("proxies", []):
+    if p.get("pid") == int(sys.argv[1]):
+        print(p["id"])
+        sys.exit(0)
+sys.exit(1)' "$1"
+}
+
+# wait_proxy_registered PID [TIMEOUT_S]: until spliced lists a proxy with that pid.
+wait_proxy_registered() {
+    wait_for "${2:-20}" "spliced to list the proxy with pid $1 (status.proxies)" proxy_registered_pid "$1"
+}
+
+# wait_no_proxy [TIMEOUT_S]: until spliced lists no proxy at all.
+_no_proxy() {
+    [[ "$(proxies_json | json_get 'len(d)')" == 0 ]]
+}
+wait_no_proxy() {
+    wait_for "${1:-10}" "spliced to list no proxy (status.proxies empty)" _no_proxy
+}
+
+# proxy_start [NAME] [ARGS...]: start splice-proxy in the router (background
+# name NAME, default "splice-proxy") against spliced's control socket, listening
+# on $TPROXY_PORT; waits until spliced lists it. Its pid is $(bg_pid NAME).
+proxy_start() {
+    local name=${1:-splice-proxy} bin
+    shift || true
+    bin=$(need_bin splice-proxy)
+    [[ -n "$CTL_SOCK" ]] || fail "proxy_start: start spliced first (no control socket)"
+    bg_start "$name" "$NS_R" "$bin" --control-socket "$CTL_SOCK" --listen-port "$TPROXY_PORT" \
+        --pidfile "$TEST_TMP/$name.pid" "$@"
+    wait_port "$NS_R" "$TPROXY_PORT" 20
+    local deadline=$((SECONDS + 20))
+    until proxy_registered_pid "$(bg_pid "$name")"; do
+        bg_alive "$name" || fail "splice-proxy exited at startup (see $name.log)"
+        ((SECONDS < deadline)) || fail "splice-proxy (pid $(bg_pid "$name")) did not register with spliced within 20s"
+        sleep 0.1
+    done
+    log "splice-proxy running (pid $(bg_pid "$name"), proxy id $(proxy_id_of "$(bg_pid "$name")"))"
+}
+
+# haproxy_start: HAProxy as the transparent application proxy in the router
+# (Docs/resilient.md), daemonized (-D) with its pidfile $HAPROXY_PIDFILE, which
+# spliced watches (start spliced with --proxy-pidfile "$HAPROXY_PIDFILE", before
+# or after). Sets HAPROXY_PID; a cleanup hook kills it (it leaves our process
+# group when it daemonizes).
+HAPROXY_PIDFILE=""
+HAPROXY_PID=""
+haproxy_start() {
+    command -v haproxy >/dev/null 2>&1 || fail "'haproxy' not found on PATH (run Scripts/setup.sh)"
+    HAPROXY_PIDFILE="$TEST_TMP/haproxy.pid"
+    local cfg="$TEST_TMP/haproxy.cfg"
+    cat >"$cfg" <<HAEOF
+# generated by tcpsplice Tests/netns/lib.sh (haproxy_start)
+global
+    maxconn 20000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+frontend splice
+    bind 0.0.0.0:$TPROXY_PORT transparent
+    bind :::$TPROXY_PORT v6only transparent
+    default_backend origin
+backend origin
+    source 0.0.0.0 usesrc client
+    server origin 0.0.0.0
+HAEOF
+    nsx "$NS_R" haproxy -c -q -f "$cfg" || fail "haproxy rejects the generated configuration $cfg"
+    on_cleanup _haproxy_cleanup
+    nsx "$NS_R" haproxy -D -f "$cfg" -p "$HAPROXY_PIDFILE" >"$TEST_TMP/haproxy.log" 2>&1 \
+        || fail "haproxy -D failed (see haproxy.log)"
+    wait_for 10 "haproxy's pidfile $HAPROXY_PIDFILE" test -s "$HAPROXY_PIDFILE"
+    HAPROXY_PID=$(head -n 1 "$HAPROXY_PIDFILE")
+    [[ "$HAPROXY_PID" =~ ^[0-9]+$ ]] || fail "haproxy's pidfile holds '$HAPROXY_PID'"
+    wait_port "$NS_R" "$TPROXY_PORT" 10
+    log "haproxy running (pid $HAPROXY_PID, pidfile $HAPROXY_PIDFILE)"
+}
+
+# haproxy_alive: the haproxy we started is still running (and is haproxy).
+haproxy_alive() {
+    [[ -n "$HAPROXY_PID" ]] && [[ "$(cat "/proc/$HAPROXY_PID/comm" 2>/dev/null)" == haproxy ]]
+}
+
+_haproxy_cleanup() {
+    haproxy_alive && kill -KILL "$HAPROXY_PID" 2>/dev/null
+    return 0
+}
+
+# --- concurrent transfers ---------------------------------------------------------------
+# A set of transfers between the client and the server, each with its own random
+# file: downloads (fetch --request NAME from serve-send --dir) on $XF_DOWN_PORT,
+# uploads (push to serve-recv) on $XF_UP_PORT. Rate-limited at the sender, so that
+# they last SIZE/RATE seconds. Names: d1..dN, u1..uM; background processes
+# xf-d1.., xf-u1..; the server processes xf-serve-send and xf-serve-recv.
+#
+#   xfers_prepare NDOWN NUP MIB     random files, expected SHA-256s
+#   xfers_servers_start             the two servers in the server namespace
+#   xfers_start HOST [PREFIX]       all clients at once, to HOST (IPv4 or IPv6)
+#   xfers_min_progress / xfers_max_progress   least / most bytes moved, in per mille of MIB
+#   xfers_wait_progress PERMILLE TIMEOUT      until every transfer has moved that much
+#   xfers_assert_running            fail if any transfer has ended
+#   xfers_wait TIMEOUT              all clients exit 0 (fails naming those that did not)
+#   xfers_verify                    every transfer arrived with the SHA-256 it left with
+#   xfers_wait_connected TIMEOUT    until every client has connected
+#   xfers_client_ports              the client ports (one per line) of the transfers
+XF_NAMES=()
+XF_MIB=0
+XF_RATE=0
+XF_DIR=""
+declare -A XF_WANT=()     # name -> sha256 of its source file
+declare -A XF_KIND=()     # name -> down|up
+
+# xfers_prepare NDOWN NUP MIB: NDOWN + NUP random files of MIB MiB each.
+xfers_prepare() {
+    local nd=$1 nu=$2 mib=$3 i name
+    XF_MIB=$mib
+    XF_DIR="$TEST_TMP/xf"
+    mkdir -p "$XF_DIR/src" "$XF_DIR/got" "$XF_DIR/recv"
+    XF_NAMES=()
+    for ((i = 1; i <= nd; i++)); do XF_NAMES+=("d$i"); XF_KIND[d$i]=down; done
+    for ((i = 1; i <= nu; i++)); do XF_NAMES+=("u$i"); XF_KIND[u$i]=up; done
+    for name in "${XF_NAMES[@]}"; do
+        make_random_file "$XF_DIR/src/$name" "$mib"
+    done
+    while read -r sum path; do
+        XF_WANT[$(basename "$path")]=$sum
+    done < <(cd "$XF_DIR/src" && sha256sum -- "${XF_NAMES[@]}")
+    for name in "${XF_NAMES[@]}"; do
+        [[ -n "${XF_WANT[$name]:-}" ]] || fail "xfers_prepare: no sha256 for $name"
+    done
+    log "prepared ${#XF_NAMES[@]} random files of $mib MiB ($nd downloads, $nu uploads)"
+}
+
+# xfers_servers_start RATE: serve-send (downloads paced at RATE bytes/s each) and
+# serve-recv in the server namespace, on both families.
+xfers_servers_start() {
+    XF_RATE=$1
+    bg_start xf-serve-send "$NS_S" python3 "$XFER" serve-send --port "$XF_DOWN_PORT" \
+        --dir "$XF_DIR/src" --rate "$XF_RATE" --timeout 120
+    bg_start xf-serve-recv "$NS_S" python3 "$XFER" serve-recv --port "$XF_UP_PORT" \
+        --out-dir "$XF_DIR/recv" --timeout 120
+    wait_port "$NS_S" "$XF_DOWN_PORT"
+    wait_port "$NS_S" "$XF_UP_PORT"
+}
+
+# xfers_start HOST [NS]: every transfer at once, from the client namespace (or NS).
+# Uploads are paced at the rate given to xfers_servers_start.
+xfers_start() {
+    local host=$1 ns=${2:-$NS_C} name
+    for name in "${XF_NAMES[@]}"; do
+        rm -f "$XF_DIR/got/$name"
+        if [[ "${XF_KIND[$name]}" == down ]]; then
+            bg_start "xf-$name" "$ns" python3 "$XFER" fetch --host "$host" --port "$XF_DOWN_PORT" \
+                --request "$name" --out "$XF_DIR/got/$name" --timeout 120 --deadline 400
+        else
+            bg_start "xf-$name" "$ns" python3 "$XFER" push --host "$host" --port "$XF_UP_PORT" \
+                --file "$XF_DIR/src/$name" --rate "$XF_RATE" --timeout 120 --deadline 400
+        fi
+    done
+    log "started ${#XF_NAMES[@]} transfers of $XF_MIB MiB to $host at $((XF_RATE >> 10)) KiB/s each"
+}
+
+# xfers_client_port NAME: the client port of transfer NAME ("" before it connected).
+xfers_client_port() {
+    sed -n 's/^CONNECTED LOCAL=.*:\([0-9]*\)$/\1/p' "$(bg_log "xf-$1")" | head -n 1
+}
+
+xfers_client_ports() {
+    local name
+    for name in "${XF_NAMES[@]}"; do xfers_client_port "$name"; done
+}
+
+# xfers_wait_connected TIMEOUT_S: until every client has connected.
+_xf_all_connected() {
+    local name
+    for name in "${XF_NAMES[@]}"; do
+        [[ -n "$(xfers_client_port "$name")" ]] || return 1
+    done
+}
+xfers_wait_connected() {
+    wait_for "$1" "all ${#XF_NAMES[@]} transfers to connect" _xf_all_connected
+}
+
+# _xf_moved NAME: bytes moved so far: what the client received (download), what
+# the server received from that client's port (upload; 0 until it connected).
+_xf_moved() {
+    local name=$1 port n
+    if [[ "${XF_KIND[$name]}" == down ]]; then
+        file_size "$XF_DIR/got/$name"
+        return
+    fi
+    port=$(xfers_client_port "$name")
+    [[ -n "$port" ]] || { echo 0; return; }
+    n=$(_xf_upload_conn "$port")
+    if [[ -n "$n" ]]; then file_size "$XF_DIR/recv/$n"; else echo 0; fi
+}
+
+# _xf_upload_conn PORT: serve-recv's connection number (its file name) of the
+# upload from client port PORT ("" before it was accepted).
+_xf_upload_conn() {
+    sed -n "s/^ACCEPTED CONN=\([0-9]*\) PEER=.*:$1\$/\1/p" "$(bg_log xf-serve-recv)" | tail -n 1
+}
+
+# xfers_progress_permille: "MIN MAX" bytes moved by the transfers, in per mille of
+# the size. Uploads still running are measured at the server from the sizes of
+# the files it is writing (the least and the most of them).
+xfers_progress_permille() {
+    local size=$((XF_MIB << 20)) name b min=-1 max=0 f
+    for name in "${XF_NAMES[@]}"; do
+        [[ "${XF_KIND[$name]}" == down ]] || continue
+        b=$(file_size "$XF_DIR/got/$name")
+        ((min < 0 || b < min)) && min=$b
+        ((b > max)) && max=$b
+    done
+    local nup=0
+    for name in "${XF_NAMES[@]}"; do [[ "${XF_KIND[$name]}" == up ]] && nup=$((nup + 1)); done
+    if ((nup > 0)); then
+        local count=0
+        for f in "$XF_DIR/recv"/*; do
+            [[ -e "$f" && "$f" != *.sha256 ]] || continue
+            count=$((count + 1))
+            b=$(stat -c %s "$f")
+            ((min < 0 || b < min)) && min=$b
+            ((b > max)) && max=$b
+        done
+        ((count >= nup)) || min=0   # an upload the server has not accepted yet
+    fi
+    ((min < 0)) && min=0
+    echo "$((min * 1000 / size)) $((max * 1000 / size))"
+}
+
+# xfers_progress_list: "NAME:PERMILLE ..." for every transfer.
+xfers_progress_list() {
+    local name out=() size=$((XF_MIB << 20))
+    for name in "${XF_NAMES[@]}"; do
+        out+=("$name:$(($(_xf_moved "$name") * 1000 / size))")
+    done
+    echo "${out[*]}"
+}
+
+# xfers_wait_progress PERMILLE TIMEOUT_S: until every transfer has moved at least
+# PERMILLE/1000 of its size; fails if one ends (or none progresses) first.
+xfers_wait_progress() {
+    local want=$1 timeout=$2 deadline=$((SECONDS + $2)) p name
+    while :; do
+        p=$(xfers_progress_permille)
+        ((${p% *} >= want)) && break
+        for name in "${XF_NAMES[@]}"; do
+            bg_alive "xf-$name" || fail "transfer $name ended before all reached $want per mille (per mille moved: $(xfers_progress_list))"
+        done
+        ((SECONDS < deadline)) || fail "transfers did not all reach $want per mille within ${timeout}s (per mille moved: $(xfers_progress_list))"
+        sleep 0.2
+    done
+    log "transfers progress: min/max ${p// //} per mille of $XF_MIB MiB"
+}
+
+# xfers_assert_running: every client is still running (so an event now happens
+# in the middle of every transfer).
+xfers_assert_running() {
+    local name ended=()
+    for name in "${XF_NAMES[@]}"; do
+        bg_alive "xf-$name" || ended+=("$name")
+    done
+    [[ ${#ended[@]} -eq 0 ]] || fail "transfers already ended: ${ended[*]} (the test would prove nothing for them)"
+}
+
+# xfers_wait TIMEOUT_S: wait for every client; fail naming those that failed or hang.
+xfers_wait() {
+    local timeout=$1 deadline=$((SECONDS + $1)) name bad=() left
+    for name in "${XF_NAMES[@]}"; do
+        left=$((deadline - SECONDS))
+        ((left > 0)) || left=1
+        local rc=0
+        if ! bg_alive "xf-$name" && [[ -n "${_BG_DONE[xf-$name]:-}" ]]; then
+            rc=${_BG_RC[xf-$name]}
+        else
+            local pid
+            pid=$(bg_pid "xf-$name")
+            while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+            if kill -0 "$pid" 2>/dev/null; then
+                bad+=("$name(still running after ${timeout}s, moved $(_xf_moved "$name") bytes)")
+                continue
+            fi
+            bg_wait "xf-$name" 5 || rc=$?
+        fi
+        ((rc == 0)) || bad+=("$name(exit $rc: $(tail -n 1 "$(bg_log "xf-$name")"))")
+    done
+    if [[ ${#bad[@]} -gt 0 ]]; then
+        xfers_debug_dump
+        fail "${#bad[@]} of ${#XF_NAMES[@]} transfers failed: ${bad[*]}"
+    fi
+    log "all ${#XF_NAMES[@]} transfers ended with status 0"
+}
+
+# xfers_verify: every download's file and every upload as the server stored it
+# has the SHA-256 of its source (uploads matched through the client port).
+xfers_verify() {
+    local name got port n bad=()
+    for name in "${XF_NAMES[@]}"; do
+        if [[ "${XF_KIND[$name]}" == down ]]; then
+            got=$(sha256_of "$XF_DIR/got/$name")
+        else
+            port=$(xfers_client_port "$name")
+            n=$(_xf_upload_conn "$port")
+            if [[ -z "$port" || -z "$n" ]]; then
+                bad+=("$name(the server logged no upload from client port '${port}')")
+                continue
+            fi
+            got=$(cut -d' ' -f1 "$XF_DIR/recv/$n.sha256" 2>/dev/null || true)
+        fi
+        [[ "$got" == "${XF_WANT[$name]}" ]] || bad+=("$name(sha256 ${got:-none}, want ${XF_WANT[$name]})")
+    done
+    [[ ${#bad[@]} -eq 0 ]] || fail "${#bad[@]} of ${#XF_NAMES[@]} transfers differ: ${bad[*]}"
+    log "all ${#XF_NAMES[@]} transfers byte-exact (SHA-256 of each equals its source's)"
+}
+
+# xfers_debug_dump: what a stalled transfer looks like, to stderr: sockets in
+# every namespace and spliced's view.
+xfers_debug_dump() {
+    local ns
+    {
+        for ns in "${_NAMESPACES[@]}"; do
+            echo "----- ss -tni in $ns -----"
+            nsx "$ns" ss -tni 2>&1 | head -n 400
+        done
+        if [[ -n "$CTL_SOCK" && -S "$CTL_SOCK" ]]; then
+            echo "----- splicectl status --json -----"
+            splicectl status --json 2>&1 || true
+            echo "----- splicectl flows -----"
+            splicectl flows 2>&1 | head -n 200 || true
+        fi
+    } >&2
+}
+
+# flows_assert_all MODE REASON MIN [PORTS]: spliced lists at least MIN flows to
+# the transfer ports (or the comma-separated PORTS), and every one of them is in
+# MODE with REASON. Prints the flows that are not on failure.
+flows_assert_all() {
+    local mode=$1 reason=$2 min=$3 ports=${4:-$XF_DOWN_PORT,$XF_UP_PORT}
+    flows_json | python3 -c '
+import json, sys
+mode, reason, minimum = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ports = {int(p) for p in sys.argv[4].split(",")}
+flows = [f for f in json.load(sys.stdin) if f.get("dport") in ports]
+bad = [f for f in flows if f.get("mode") != mode or f.get("reason") != reason]
+for f in bad[:20]:
+    print("  not %s/%s: %s" % (mode, reason, json.dumps(f, sort_keys=True)), file=sys.stderr)
+if len(flows) < minimum:
+    print("  only %d flows to ports %s, expected at least %d" % (len(flows), sorted(ports), minimum), file=sys.stderr)
+sys.exit(1 if bad or len(flows) < minimum else 0)' "$mode" "$reason" "$min" "$ports" \
+        || fail "not every flow to ports $ports is $mode/$reason (or fewer than $min flows)"
+    log "every flow to ports $ports ($(flows_json | json_get "len([f for f in d if str(f['dport']) in '$ports'.split(',')])") flows) is $mode/$reason"
+}
+
+# flows_of_clients_assert MODE REASON PORTS...: the flows of exactly these client
+# ports are listed and all in MODE/REASON.
+flows_of_clients_assert() {
+    local mode=$1 reason=$2
+    shift 2
+    flows_json | python3 -c '
+import json, sys
+mode, reason = sys.argv[1], sys.argv[2]
+want = {int(p) for p in sys.argv[3:]}
+byport = {f["sport"]: f for f in json.load(sys.stdin) if f.get("sport") in want}
+missing = sorted(want - set(byport))
+bad = [f for f in byport.values() if f.get("mode") != mode or f.get("reason") != reason]
+for f in bad[:20]:
+    print("  not %s/%s: %s" % (mode, reason, json.dumps(f, sort_keys=True)), file=sys.stderr)
+if missing:
+    print("  no flow listed for client ports %s" % missing, file=sys.stderr)
+sys.exit(1 if bad or missing else 0)' "$mode" "$reason" "$@" \
+        || fail "the flows of client ports $* are not all $mode/$reason"
+}
+
+# resilient_stat KEY: one counter of status.resilient.
+resilient_stat() {
+    status_json | json_get "d['resilient']['$1']"
 }

@@ -3,18 +3,24 @@
 
   serve-send --port P --file F [--rate BPS] [--count N]
       every accepted connection is sent the whole file, then closed.
+  serve-send --port P --dir D [--rate BPS] [--count N]
+      every accepted connection first sends one line, a file name (as fetch
+      --request does), and is sent D/<name>, then closed.
   serve-recv --port P --out-dir D [--count N]
-      every accepted connection's bytes go to D/<n> (n = 1, 2, ...); on EOF
-      D/<n>.sha256 is written ("<hex> <bytes>") and a line is printed.
-  fetch --host H --port P --out F [--rate BPS]
-      connect, read until EOF into F (written as it arrives), print the SHA-256.
+      every accepted connection's bytes go to D/<n> (n = 1, 2, ...), with a line
+      "ACCEPTED CONN=<n> PEER=<addr>:<port>"; on EOF D/<n>.sha256 is written
+      ("<hex> <bytes>") and a line is printed.
+  fetch --host H --port P --out F [--request NAME]
+      connect, (send "NAME\n",) read until EOF into F (written as it arrives),
+      print the SHA-256.
   push --host H --port P --file F [--rate BPS]
       connect, send F, half-close, wait for the server to close, print SHA-256.
 
 Servers listen on [::] dual-stack (IPv4 and IPv6) unless --bind is given.
 Result lines are "SHA256=<hex> BYTES=<n> SECONDS=<t>" (clients) and
 "CONN=<n> SHA256=<hex> BYTES=<n> SECONDS=<t>" (serve-recv), so shell tests
-can grep them. Every socket operation has a timeout (--timeout, idle seconds)
+can grep them. Clients print "CONNECTED LOCAL=<addr>:<port>" once connected
+(the flow's client tuple). Every socket operation has a timeout (--timeout, idle seconds)
 and clients have an overall --deadline, so nothing here hangs forever.
 --rate limits the sending side (bytes per second) so that a transfer lasts long
 enough for a test to do something in the middle of it.
@@ -31,8 +37,14 @@ import time
 CHUNK = 64 * 1024
 
 
+_log_lock = threading.Lock()
+
+
 def log(msg):
-    print(msg, flush=True)
+    # one write per line, under a lock: server threads must not interleave lines
+    with _log_lock:
+        sys.stdout.write(msg + "\n")
+        sys.stdout.flush()
 
 
 class Pacer:
@@ -132,14 +144,35 @@ def serve(args, handler):
     srv.close()
 
 
+def read_request(conn):
+    """One line, the name of a file in --dir (no path)."""
+    buf = b""
+    while b"\n" not in buf:
+        more = conn.recv(256)
+        if not more:
+            raise OSError("connection closed before the request line")
+        buf += more
+        if len(buf) > 256:
+            raise OSError("request line too long")
+    name = buf.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+    if not name or "/" in name or name.startswith("."):
+        raise OSError("bad file name in request: %r" % name)
+    return name
+
+
 def cmd_serve_send(args):
-    if not os.path.isfile(args.file):
+    if bool(args.file) == bool(args.dir):
+        sys.exit("xfer: serve-send needs exactly one of --file and --dir")
+    if args.file and not os.path.isfile(args.file):
         sys.exit("xfer: no such file: %s" % args.file)
+    if args.dir and not os.path.isdir(args.dir):
+        sys.exit("xfer: no such directory: %s" % args.dir)
 
     def handler(conn, addr, n):
         t0 = time.monotonic()
         try:
-            digest, total = send_file(conn, args.file, args.rate)
+            path = args.file or os.path.join(args.dir, read_request(conn))
+            digest, total = send_file(conn, path, args.rate)
             conn.shutdown(socket.SHUT_WR)
             # wait for the client to close, so the last bytes are not reset away
             while conn.recv(CHUNK):
@@ -160,6 +193,7 @@ def cmd_serve_recv(args):
     def handler(conn, addr, n):
         t0 = time.monotonic()
         out = os.path.join(args.out_dir, str(n))
+        log("ACCEPTED CONN=%d PEER=%s" % (n, peer_str(addr)))
         try:
             digest, total = recv_to_file(conn, out)
             with open(out + ".sha256", "w") as f:
@@ -180,6 +214,7 @@ def connect(args):
         try:
             s = socket.create_connection((args.host, args.port), timeout=args.timeout)
             s.settimeout(args.timeout)
+            log("CONNECTED LOCAL=%s" % peer_str(s.getsockname()))
             return s, start + args.deadline
         except OSError as e:
             # retry briefly: the server may still be starting
@@ -192,6 +227,8 @@ def cmd_fetch(args):
     s, deadline = connect(args)
     t0 = time.monotonic()
     try:
+        if args.request:
+            s.sendall(args.request.encode("ascii") + b"\n")
         digest, total = recv_to_file(s, args.out, deadline)
     except (OSError, TimeoutError) as e:
         sys.exit("xfer: fetch from %s port %d failed: %s" % (args.host, args.port, e))
@@ -239,7 +276,8 @@ def main():
 
     sp = sub.add_parser("serve-send")
     common(sp, True)
-    sp.add_argument("--file", required=True)
+    sp.add_argument("--file", help="the file every connection is sent")
+    sp.add_argument("--dir", help="serve the file each connection names in its first line")
     sp.add_argument("--rate", type=int, default=0, help="bytes per second [0 = unlimited]")
     sp.set_defaults(func=cmd_serve_send)
 
@@ -251,6 +289,7 @@ def main():
     sp = sub.add_parser("fetch")
     common(sp, False)
     sp.add_argument("--out", required=True)
+    sp.add_argument("--request", help="send this file name (one line) first (serve-send --dir)")
     sp.set_defaults(func=cmd_fetch)
 
     sp = sub.add_parser("push")
