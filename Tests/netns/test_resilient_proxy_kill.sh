@@ -37,19 +37,7 @@ xfers_start "$SERVER_IP"
 # Every flow through the proxy, and the proxy holding both halves of each.
 xfers_wait_connected 30
 xfers_wait_progress 50 60
-flows_assert_all resilient policy "$N"
-flows_json | python3 -c '
-import json, sys
-pid = int(sys.argv[1])
-bad = [f for f in json.load(sys.stdin) if f.get("mode") == "resilient" and f.get("proxy") != pid]
-sys.exit("flows with another proxy id than %d: %s" % (pid, bad[:3]) if bad else 0)' "$PROXY_ID" \
-    || fail "resilient flows not bound to the proxy's id $PROXY_ID"
-down_socks=$(nsx "$NS_R" ss -Htn state established "( sport = :$XF_DOWN_PORT or sport = :$XF_UP_PORT )" | wc -l)
-up_socks=$(nsx "$NS_R" ss -Htn state established "( dport = :$XF_DOWN_PORT or dport = :$XF_UP_PORT )" | wc -l)
-log "the proxy holds $down_socks sockets facing the clients and $up_socks facing the server"
-((down_socks >= N && up_socks >= N)) || fail "splice-proxy holds $down_socks client-side and $up_socks server-side sockets, expected $N each"
-translated=$(resilient_stat fromProxyTranslated)
-((translated > 0)) || fail "no packet of the proxy was translated (fromProxyTranslated=$translated)"
+resilient_assert_through_proxy "$N" "$PROXY_ID"
 
 # The kill, a third of the way.
 xfers_wait_progress 333 120
