@@ -45,6 +45,8 @@ Options:
   --proxy-mark MARK    mark the engine sets on packets for the proxy   [0x5a5b]
   --local-mark MARK    mark of packets for local transparent sockets   [0x5a5c]
   --route-table N      routing table for those packets                 [100]
+  --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
+                       spliced thread takes them (give spliced both)  [--queues]
   --dry-run            print the rendered rules and the jump commands; change
                        nothing
   -h, --help           this help
@@ -67,6 +69,7 @@ TPROXY_PORT_ARG=""
 PROXY_MARK_ARG=0x5a5b
 LOCAL_MARK_ARG=0x5a5c
 ROUTE_TABLE_ARG=100
+PROXY_QUEUE_ARG=""
 
 need_value() {
     # need_value OPTION REMAINING_ARG_COUNT
@@ -98,6 +101,7 @@ while [[ $# -gt 0 ]]; do
         --proxy-mark) need_value "$1" $#; PROXY_MARK_ARG=$2; shift 2 ;;
         --local-mark) need_value "$1" $#; LOCAL_MARK_ARG=$2; shift 2 ;;
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
+        --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -145,21 +149,29 @@ if [[ ${#port_items[@]} -eq 1 && "$PORTS" != *:* ]]; then
     SINGLE_PORT=$PORTS
 fi
 
-parse_queue() {
-    is_uint "$1" || die "bad queue '$1' in --queues (expected N or A:B, numbers 0-65535)"
+parse_queue() {   # parse_queue VALUE [OPTION]
+    local opt=${2:---queues}
+    is_uint "$1" || die "bad queue '$1' in $opt (expected N or A:B, numbers 0-65535)"
     local n=$((10#$1))
-    ((n <= 65535)) || die "bad queue '$1' in --queues (out of range 0-65535)"
+    ((n <= 65535)) || die "bad queue '$1' in $opt (out of range 0-65535)"
     echo "$n"
 }
-if [[ "$QUEUES_ARG" == *:* ]]; then
-    qa=$(parse_queue "${QUEUES_ARG%%:*}")
-    qb=$(parse_queue "${QUEUES_ARG#*:}")
-    ((qa < qb)) || die "bad queue range '$QUEUES_ARG' in --queues (first queue must be below the second)"
-    QUEUE_SPEC="--queue-balance $qa:$qb"
-else
-    q=$(parse_queue "$QUEUES_ARG")
-    QUEUE_SPEC="--queue-num $q"
-fi
+# queue_spec OPTION VALUE -> "--queue-num N" or "--queue-balance A:B"
+queue_spec() {
+    local opt=$1 v=$2 qa qb q
+    if [[ "$v" == *:* ]]; then
+        qa=$(parse_queue "${v%%:*}" "$opt") || exit 1
+        qb=$(parse_queue "${v#*:}" "$opt") || exit 1
+        ((qa < qb)) || die "bad queue range '$v' in $opt (first queue must be below the second)"
+        echo "--queue-balance $qa:$qb"
+    else
+        q=$(parse_queue "$v" "$opt") || exit 1
+        echo "--queue-num $q"
+    fi
+}
+QUEUE_SPEC=$(queue_spec --queues "$QUEUES_ARG")
+PROXY_QUEUE_SPEC=$QUEUE_SPEC
+if [[ -n "$PROXY_QUEUE_ARG" ]]; then PROXY_QUEUE_SPEC=$(queue_spec --proxy-queue "$PROXY_QUEUE_ARG"); fi
 
 # parse_mark OPTION VALUE -> echoes the mark as 0x..., dies naming the option otherwise.
 parse_mark() {
@@ -285,6 +297,7 @@ render() {
         line=${line//@PROXY_MARK@/$PROXY_MARK}
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
+        line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}
         line=${line//@QUEUE@/$QUEUE_SPEC}
         line=${line//@ORIG@/$orig}
         line=${line//@REPLY@/$reply}

@@ -129,9 +129,10 @@ extension Engine {
             }
             translateTowardProxy(p, delta: b.pointee.resilient.deltaUp, tsDelta: b.pointee.resilient.tsUp,
                                  shiftFrom: b.pointee.resilient.shiftServer,
-                                 shiftTo: b.pointee.resilient.shiftServerAtProxy, partial: info.checksumPartial)
+                                 shiftTo: b.pointee.resilient.shiftServerAtProxy)
             releaseAckToClient(entry: e, block: b)
-            return .toProxy(length: p.bytes.count, mark: marks.toProxy)
+            // A packet for a local socket needs a complete checksum (KERNEL-NOTES.md).
+            return .toProxy(length: p.bytes.count, mark: marks.toProxy, fillChecksum: info.checksumPartial)
         }
 
         // From the client.
@@ -141,9 +142,9 @@ extension Engine {
         guard phase >= .synAckToClient else { return .drop }
         translateTowardProxy(p, delta: b.pointee.resilient.deltaDown, tsDelta: b.pointee.resilient.tsDown,
                              shiftFrom: b.pointee.resilient.shiftClient,
-                             shiftTo: b.pointee.resilient.shiftClientAtProxy, partial: info.checksumPartial)
+                             shiftTo: b.pointee.resilient.shiftClientAtProxy)
         releaseAckToServer(entry: e, block: b)
-        return .toProxy(length: p.bytes.count, mark: marks.toProxy)
+        return .toProxy(length: p.bytes.count, mark: marks.toProxy, fillChecksum: info.checksumPartial)
     }
 
     /// FIG. 2A-2B: the server's SYN-ACK becomes a SYN to the proxy, from the client, with the
@@ -185,8 +186,7 @@ extension Engine {
     /// Rewrites an end's packet for the proxy's socket: acknowledgement numbers and SACK edges
     /// into the proxy's space, TSecr back into the proxy's clock, the window into the scale
     /// the proxy's socket reads.
-    func translateTowardProxy(_ p: TCPPacket, delta: UInt32, tsDelta: UInt32, shiftFrom: UInt8, shiftTo: UInt8,
-                              partial: Bool) {
+    func translateTowardProxy(_ p: TCPPacket, delta: UInt32, tsDelta: UInt32, shiftFrom: UInt8, shiftTo: UInt8) {
         let tcp = p.tcp
         let back = Int32(bitPattern: 0 &- delta)
         if tcp.flags.contains(.ack) {
@@ -205,8 +205,6 @@ extension Engine {
                 }
             }
         }
-        // A packet for a local socket needs a complete checksum (KERNEL-NOTES.md).
-        if partial { p.fillChecksum() }
     }
 
     /// Tells the proxy's socket of an end's reset (injected to the local socket).
@@ -399,17 +397,16 @@ extension Engine {
                 }
                 counters.finRstHeld &+= 1
                 rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta, shiftFrom: shiftFrom,
-                                 shiftTo: shiftTo, clamp: clamp, towardClient: towardClient, partial: partial)
+                                 shiftTo: shiftTo, clamp: clamp, towardClient: towardClient)
+                if partial { p.fillChecksum() }   // it will be injected as it is
                 _ = held.hold(p.bytes, entry: e, proxyID: r.proxyID, deadline: r.holdSince &+ holdGrace.deciseconds)
                 return .drop
             }
         }
 
-        // A large (GSO) packet leaving through an interface is segmented and checksummed again
-        // by the kernel whatever its field holds (KERNEL-NOTES.md): no full sum over 64 KiB.
         let clampedAck = rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta,
                                           shiftFrom: shiftFrom, shiftTo: shiftTo, clamp: clamp,
-                                          towardClient: towardClient, partial: partial && !gso)
+                                          towardClient: towardClient)
         counters.fromProxyTranslated &+= 1
         let told = towardClient ? r.ackToClient : r.ackToServer
         let windowTold = towardClient ? r.windowToClient : r.windowToServer
@@ -428,14 +425,19 @@ extension Engine {
             r.windowToServer = tcp.window
             if end > r.upSeqNext { r.upSeqNext = end }
         }
-        return .acceptModified(length: p.bytes.count)
+        // A small packet whose field held only the pseudo-header sum needs a full checksum; a
+        // large (GSO) one leaving through an interface is segmented and checksummed again by
+        // the kernel whatever its field holds (KERNEL-NOTES.md): no full sum over 64 KiB.
+        var v = Verdict.acceptModified(length: p.bytes.count)
+        v.fillChecksum = partial && !gso
+        return v
     }
 
     /// Rewrites a proxy packet in place into the ends' space; returns the clamped ACK.
     @discardableResult
     func rewriteFromProxy(_ p: TCPPacket, state r: inout ResilientState, newSeq: SeqNumber, delta: UInt32,
                           tsDelta: UInt32, shiftFrom: UInt8, shiftTo: UInt8, clamp: SeqNumber,
-                          towardClient: Bool, partial: Bool) -> SeqNumber? {
+                          towardClient: Bool) -> SeqNumber? {
         let tcp = p.tcp
         tcp.updateSequenceNumber(newSeq)
         var clamped: SeqNumber?
@@ -461,7 +463,6 @@ extension Engine {
                 }
             }
         }
-        if partial { p.fillChecksum() }
         return clamped
     }
 

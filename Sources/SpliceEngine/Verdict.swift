@@ -1,3 +1,5 @@
+import SpliceWire
+
 /// The engine's decision for one packet, as the queue reader returns it to the kernel.
 public struct Verdict: Sendable, Equatable, CustomStringConvertible {
     public enum Action: UInt8, Sendable {
@@ -17,13 +19,30 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
     public var inScratch: Bool
     /// A new packet mark, if any.
     public var mark: UInt32?
+    /// The rewritten packet still needs a complete TCP checksum (its field held only the
+    /// pseudo-header sum). Left to `finish`, which the queue reader calls outside the engine's
+    /// lock, so that the sum over a 64 KiB packet does not hold the other queues up.
+    public var fillChecksum: Bool
 
     @inlinable
-    public init(action: Action, rewrittenLength: Int? = nil, inScratch: Bool = false, mark: UInt32? = nil) {
+    public init(action: Action, rewrittenLength: Int? = nil, inScratch: Bool = false, mark: UInt32? = nil,
+                fillChecksum: Bool = false) {
         self.action = action
         self.rewrittenLength = rewrittenLength
         self.inScratch = inScratch
         self.mark = mark
+        self.fillChecksum = fillChecksum
+    }
+
+    /// Completes the rewritten packet (the full checksum, if asked for); returns its bytes, or
+    /// nil when the packet is unchanged.
+    @inlinable
+    public func finish(packet: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer) -> UnsafeMutableRawBufferPointer? {
+        guard let length = rewrittenLength else { return nil }
+        let source = inScratch ? scratch : packet
+        let bytes = UnsafeMutableRawBufferPointer(rebasing: source[0..<min(length, source.count)])
+        if fillChecksum, let p = TCPPacket(bytes) { p.fillChecksum() }
+        return bytes
     }
 
     public static let accept = Verdict(action: .accept)
@@ -37,8 +56,9 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
         Verdict(action: .accept, rewrittenLength: length, inScratch: true)
     }
     /// Hand the (rewritten) packet to the proxy: repeat the hook with the proxy mark.
-    @inlinable public static func toProxy(length: Int?, inScratch: Bool = false, mark: UInt32) -> Verdict {
-        Verdict(action: .repeatHook, rewrittenLength: length, inScratch: inScratch, mark: mark)
+    @inlinable public static func toProxy(length: Int?, inScratch: Bool = false, mark: UInt32,
+                                          fillChecksum: Bool = false) -> Verdict {
+        Verdict(action: .repeatHook, rewrittenLength: length, inScratch: inScratch, mark: mark, fillChecksum: fillChecksum)
     }
 
     /// True when the kernel gets the packet back unchanged and unmarked: batchable.

@@ -248,11 +248,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         }
         // Anything else goes alone, after the batch, so that a flow's packets keep their order.
         flushBatch()
-        var newBytes: UnsafeRawBufferPointer?
-        if let length = verdict.rewrittenLength {
-            let source = verdict.inScratch ? UnsafeRawBufferPointer(scratch) : UnsafeRawBufferPointer(bytes)
-            newBytes = UnsafeRawBufferPointer(rebasing: source[0..<min(length, source.count)])
-        }
+        let newBytes = verdict.finish(packet: bytes, scratch: scratch).map(UnsafeRawBufferPointer.init)
         let code: UInt32
         switch verdict.action {
         case .accept: code = TS_NF_ACCEPT

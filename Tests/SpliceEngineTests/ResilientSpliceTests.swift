@@ -27,14 +27,12 @@ struct ResilientHarness {
     }
 
     /// Feeds a packet; returns the verdict and the bytes that leave (rewritten or not).
-    func feed(_ bytes: [UInt8], fromProxy: Bool = false, at seconds: Double = 0) -> (Verdict, [UInt8]) {
+    func feed(_ bytes: [UInt8], fromProxy: Bool = false, at seconds: Double = 0, partial: Bool = false) -> (Verdict, [UInt8]) {
         var copy = bytes
-        let info = PacketInfo(hook: fromProxy ? Engine.Hook.localOut : Engine.Hook.preRouting)
+        let info = PacketInfo(hook: fromProxy ? Engine.Hook.localOut : Engine.Hook.preRouting, checksumPartial: partial)
         let v = copy.withUnsafeMutableBytes { engine.process($0, scratch: scratch, info: info, now: .seconds(seconds)) }
-        if let n = v.rewrittenLength {
-            return (v, v.inScratch ? Array(scratch[0..<n]) : Array(copy[0..<n]))
-        }
-        return (v, copy)
+        let out = copy.withUnsafeMutableBytes { v.finish(packet: $0, scratch: scratch).map { Array($0) } }
+        return (v, out ?? copy)
     }
 
     func spec(_ bytes: [UInt8]) -> TCPPacketSpec {
@@ -280,6 +278,24 @@ struct ResilientSpliceTests {
             #expect(block.left == h.proxyDownISN + 1001 && block.right == h.proxyDownISN + 2001)
             #expect(o.summary.timestamps == TCPTimestamps(value: 6000, echo: 777))
         }
+    }
+
+    @Test("a packet whose checksum field holds only the pseudo-header sum leaves with a complete one")
+    func partialChecksum() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        var data = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 999)
+        data.withUnsafeMutableBytes { TCPPacket($0)!.fillPartialChecksum() }
+        #expect(!h.valid(data))
+        let (v, out) = h.feed(data, partial: true)
+        #expect(v.action == .repeatHook && v.fillChecksum)
+        #expect(h.valid(out))
+        // From the proxy: a small one gets a full sum; a GSO one is left to the kernel.
+        var pData = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1000, payload: 100)
+        pData.withUnsafeMutableBytes { TCPPacket($0)!.fillPartialChecksum() }
+        let (v2, out2) = h.feed(pData, fromProxy: true, partial: true)
+        #expect(v2.fillChecksum && h.valid(out2))
     }
 
     @Test("window scales: the proxy's windows are rescaled to what the end negotiated")
