@@ -226,6 +226,37 @@ run_backend() {
 run_backend nft
 run_backend legacy
 
+# --- the resilient mode: TPROXY and fail-closed OUTPUT rules, policy routing and
+# sysctls, all idempotent and all undone by remove-rules.sh -------------------
+ns_add tproxy
+NS=$NS_LAST
+nsx "$NS" ip link set lo up
+nsx "$NS" sysctl -qw net.ipv4.conf.all.rp_filter=1
+printf '%s\n' "$HOST_RULES_V4" | nsx "$NS" iptables-nft-restore || fail "tproxy: cannot load host rules"
+world() { # everything the resilient install touches besides our chains
+    nsx "$NS" sh -c 'ip -4 rule; ip -6 rule; ip -4 route show table all; ip -6 route show table all;
+        sysctl net.ipv4.tcp_early_demux net.ipv4.ip_early_demux net.ipv4.conf.all.rp_filter net.ipv4.conf.lo.rp_filter'
+}
+w0=$(world)
+r0=$(save nft 4)
+nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --proxy-queue 1 2>/dev/null || fail "tproxy: install failed"
+w1=$(world)
+r1=$(save nft 4)
+[[ $(count_lines 'TPROXY --on-port 8081 .*--tproxy-mark 0x5a5c' "$r1") -eq 1 ]] || fail "tproxy: TPROXY rule missing"
+[[ $(count_lines '^-A TCPSPLICE_OUT .*addrtype ! --src-type LOCAL .*-j NFQUEUE --queue-num 1$' "$r1") -eq 2 ]] \
+    || fail "tproxy: fail-closed OUTPUT queue rules (queue 1, no bypass) missing: $(printf '%s\n' "$r1" | grep TCPSPLICE_OUT)"
+[[ $(count_lines 'fwmark 0x5a5c lookup 100' "$w1") -eq 2 ]] || fail "tproxy: policy rules missing: $w1"
+[[ $(count_lines '^local default dev lo table 100' "$w1") -ge 1 ]] || fail "tproxy: local route missing: $w1"
+[[ $(count_lines 'tcp_early_demux = 0' "$w1") -eq 1 ]] || fail "tproxy: early demux still on"
+[[ $(count_lines 'all.rp_filter = 2' "$w1") -eq 1 ]] || fail "tproxy: strict rp_filter not loosened"
+nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --proxy-queue 1 2>/dev/null || fail "tproxy: second install failed"
+expect_same "tproxy: second install changed the rules" "$r1" "$(save nft 4)"
+expect_same "tproxy: second install changed routing or sysctls" "$w1" "$(world)"
+nsx "$NS" "$REMOVE" --backend nft 2>/dev/null || fail "tproxy: remove failed"
+expect_same "tproxy: rules not restored" "$r0" "$(save nft 4)"
+expect_same "tproxy: routing or sysctls not restored" "$w0" "$(world)"
+log "resilient-mode rules: ok"
+
 # --- bad arguments: non-zero, a message naming the problem, nothing changed ----
 ns_add bad
 NS=$NS_LAST
@@ -251,8 +282,12 @@ bad_arg "too many ports in --ports: 16" --ports 1,2,3,4,5,6,7,8,9,10,11,12,13,14
 bad_arg "bad queue range '3:1'" --queues 3:1
 bad_arg "bad queue '65536'" --queues 65536
 bad_arg "bad queue 'x'" --queues x
-bad_arg "bad inject mark '0'" --inject-mark 0
-bad_arg "bad inject mark '0xZZ'" --inject-mark 0xZZ
+bad_arg "bad mark '0' in --inject-mark" --inject-mark 0
+bad_arg "bad mark '0xZZ' in --inject-mark" --inject-mark 0xZZ
+bad_arg "bad port 'x' in --tproxy-port" --tproxy-port x
+bad_arg "must differ" --tproxy-port 8081 --proxy-mark 0x5a5a
+bad_arg "bad queue 'q' in --proxy-queue" --proxy-queue q
+bad_arg "bad routing table '999'" --route-table 999
 bad_arg "bad family '5'" --family 5
 bad_arg "bad backend 'iptables'" --backend iptables
 bad_arg "unknown option '--bogus'" --bogus
