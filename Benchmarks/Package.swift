@@ -22,11 +22,20 @@ let package = Package(
             name: "SpliceWireWorkloads",
             dependencies: ["CChecksumBaseline", .product(name: "SpliceWire", package: rootPackage)]
         ),
+        // Bytes per flow of the flow table, from resident memory (see README.md).
+        .executableTarget(
+            name: "FlowTableMemory",
+            dependencies: [
+                .product(name: "SpliceEngine", package: rootPackage),
+                .product(name: "SpliceWire", package: rootPackage),
+            ]
+        ),
         .executableTarget(
             name: "SpliceWireBenchmarks",
             dependencies: [
                 "SpliceWireWorkloads",
                 .product(name: "SpliceWire", package: rootPackage),
+                .product(name: "SpliceEngine", package: rootPackage),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/SpliceWireBenchmarks",
