@@ -140,9 +140,9 @@ public struct TCPPacket {
     }
 
     @inlinable func adjustTCPChecksum(old: IPAddress, new: IPAddress, partial: Bool) {
-        for (o, n) in [(old.high, new.high), (old.low, new.low)] {
-            adjustTCPChecksum(old: UInt32(truncatingIfNeeded: o >> 32), new: UInt32(truncatingIfNeeded: n >> 32), partial: partial)
-            adjustTCPChecksum(old: UInt32(truncatingIfNeeded: o), new: UInt32(truncatingIfNeeded: n), partial: partial)
-        }
+        adjustTCPChecksum(old: UInt32(truncatingIfNeeded: old.high >> 32), new: UInt32(truncatingIfNeeded: new.high >> 32), partial: partial)
+        adjustTCPChecksum(old: UInt32(truncatingIfNeeded: old.high), new: UInt32(truncatingIfNeeded: new.high), partial: partial)
+        adjustTCPChecksum(old: UInt32(truncatingIfNeeded: old.low >> 32), new: UInt32(truncatingIfNeeded: new.low >> 32), partial: partial)
+        adjustTCPChecksum(old: UInt32(truncatingIfNeeded: old.low), new: UInt32(truncatingIfNeeded: new.low), partial: partial)
     }
 }

@@ -10,7 +10,7 @@ public struct TCPPacketSpec: Equatable, Sendable {
     public var flags: TCPFlags
     public var window: UInt16
     public var urgentPointer: UInt16 = 0
-    /// Raw option bytes (padded with NOP... no: with EOL/zero to a multiple of 4 on emit).
+    /// Raw option bytes; `emit` pads them with zeros (EOL) to a multiple of 4.
     public var options: [UInt8] = []
     public var payload: [UInt8] = []
     public var ttl: UInt8 = 64

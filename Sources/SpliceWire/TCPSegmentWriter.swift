@@ -6,9 +6,9 @@ public enum TCPSegmentWriter {
     public enum Options: Sendable {
         case none
         case syn(SynOptions)
-        /// NOP, NOP, timestamps (the 12-byte block Linux puts on every segment).
+        /// NOP, NOP, timestamps (the 12-byte block Linux puts on every segment). The engine
+        /// never builds SACK blocks: it does not invent selective acknowledgements.
         case timestamps(TCPTimestamps)
-        /// Timestamps followed by SACK blocks are not built by the engine (it never invents SACKs).
 
         @inlinable var length: Int {
             switch self {
