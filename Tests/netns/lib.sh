@@ -622,11 +622,15 @@ xfers_servers_start() {
     wait_port "$NS_S" "$XF_UP_PORT"
 }
 
-# xfers_start HOST [NS]: every transfer at once, from the client namespace (or NS).
-# Uploads are paced at the rate given to xfers_servers_start.
+# xfers_start HOST [HOST2]: every transfer at once, from the client namespace, to
+# HOST; with HOST2 (e.g. the server's IPv6 address), every second transfer of
+# each kind goes to HOST2. Uploads are paced at the rate given to
+# xfers_servers_start.
 xfers_start() {
-    local host=$1 ns=${2:-$NS_C} name
+    local host1=$1 host2=${2:-$1} ns=$NS_C name host
     for name in "${XF_NAMES[@]}"; do
+        host=$host1
+        [[ "${name:1}" =~ ^[0-9]+$ ]] && ((${name:1} % 2 == 0)) && host=$host2
         rm -f "$XF_DIR/got/$name"
         if [[ "${XF_KIND[$name]}" == down ]]; then
             bg_start "xf-$name" "$ns" python3 "$XFER" fetch --host "$host" --port "$XF_DOWN_PORT" \
@@ -636,12 +640,17 @@ xfers_start() {
                 --file "$XF_DIR/src/$name" --rate "$XF_RATE" --timeout 120 --deadline 400
         fi
     done
-    log "started ${#XF_NAMES[@]} transfers of $XF_MIB MiB to $host at $((XF_RATE >> 10)) KiB/s each"
+    log "started ${#XF_NAMES[@]} transfers of $XF_MIB MiB to $host1${2:+ and $host2} at $((XF_RATE >> 10)) KiB/s each"
 }
 
 # xfers_client_port NAME: the client port of transfer NAME ("" before it connected).
 xfers_client_port() {
     sed -n 's/^CONNECTED LOCAL=.*:\([0-9]*\)$/\1/p' "$(bg_log "xf-$1")" | head -n 1
+}
+
+# xfers_client_tuple NAME: "ADDR:PORT" ("[ADDR6]:PORT") of transfer NAME's client.
+xfers_client_tuple() {
+    sed -n 's/^CONNECTED LOCAL=//p' "$(bg_log "xf-$1")" | head -n 1
 }
 
 xfers_client_ports() {
@@ -668,16 +677,17 @@ _xf_moved() {
         file_size "$XF_DIR/got/$name"
         return
     fi
-    port=$(xfers_client_port "$name")
+    port=$(xfers_client_tuple "$name")
     [[ -n "$port" ]] || { echo 0; return; }
     n=$(_xf_upload_conn "$port")
     if [[ -n "$n" ]]; then file_size "$XF_DIR/recv/$n"; else echo 0; fi
 }
 
-# _xf_upload_conn PORT: serve-recv's connection number (its file name) of the
-# upload from client port PORT ("" before it was accepted).
+# _xf_upload_conn TUPLE: serve-recv's connection number (its file name) of the
+# upload from the client's ADDR:PORT ("" before it was accepted).
 _xf_upload_conn() {
-    sed -n "s/^ACCEPTED CONN=\([0-9]*\) PEER=.*:$1\$/\1/p" "$(bg_log xf-serve-recv)" | tail -n 1
+    awk -v peer="$1" '$1 == "ACCEPTED" && $3 == "PEER=" peer { n = substr($2, 6) } END { print n }' \
+        "$(bg_log xf-serve-recv)"
 }
 
 # xfers_progress_permille: "MIN MAX" bytes moved by the transfers, in per mille of
@@ -779,10 +789,10 @@ xfers_verify() {
         if [[ "${XF_KIND[$name]}" == down ]]; then
             got=$(sha256_of "$XF_DIR/got/$name")
         else
-            port=$(xfers_client_port "$name")
+            port=$(xfers_client_tuple "$name")
             n=$(_xf_upload_conn "$port")
             if [[ -z "$port" || -z "$n" ]]; then
-                bad+=("$name(the server logged no upload from client port '${port}')")
+                bad+=("$name(the server logged no upload from client '${port}')")
                 continue
             fi
             got=$(cut -d' ' -f1 "$XF_DIR/recv/$n.sha256" 2>/dev/null || true)
@@ -878,4 +888,106 @@ sys.exit("flows with another proxy id than %d: %s" % (pid, bad[:3]) if bad else 
     ((down >= n && up >= n)) || fail "the proxy holds $down client-side and $up server-side sockets in the router, expected $n each"
     translated=$(resilient_stat fromProxyTranslated)
     ((translated > 0)) || fail "no packet of the proxy was translated (fromProxyTranslated=$translated)"
+}
+
+# --- a second path (seed 000 FIG. 2E) ---------------------------------------------------
+# topo_add_alt: after topo_create, an "alt" router (NS_A, plain forwarding, no
+# tcpsplice) joined to a second interface of the client and of the server:
+#
+#   client eth1 10.77.3.2/24 fd77:3::2 --- ac0 10.77.3.1 [alt] as0 10.77.4.1 --- eth1 10.77.4.2/24 fd77:4::2 server
+#
+# The client and the server reach each other's prefix through the splice router
+# (metric 10) and, second best, through alt (metric 100), and ignore routes whose
+# link is down (ignore_routes_with_linkdown), so that when the splice router's
+# links go down the kernel routes over alt. alt counts the forwarded packets of
+# the transfer ports in FORWARD (alt_forwarded_packets).
+ALT_IP_C=10.77.3.1
+ALT_IP_S=10.77.4.1
+ALT_IP6_C=fd77:3::1
+ALT_IP6_S=fd77:4::1
+NS_A=""
+topo_add_alt() {
+    [[ -n "$NS_C" && -n "$NS_S" ]] || fail "topo_add_alt: call topo_create first"
+    ns_add a; NS_A=$NS_LAST
+    ip -n "$NS_C" link add eth1 type veth peer name ac0 netns "$NS_A" \
+        || fail "cannot create the client-alt veth pair"
+    ip -n "$NS_S" link add eth1 type veth peer name as0 netns "$NS_A" \
+        || fail "cannot create the server-alt veth pair"
+    ip -n "$NS_C" addr add 10.77.3.2/24 dev eth1
+    ip -n "$NS_C" addr add fd77:3::2/64 dev eth1 nodad
+    ip -n "$NS_S" addr add 10.77.4.2/24 dev eth1
+    ip -n "$NS_S" addr add fd77:4::2/64 dev eth1 nodad
+    ip -n "$NS_A" addr add "$ALT_IP_C/24" dev ac0
+    ip -n "$NS_A" addr add "$ALT_IP6_C/64" dev ac0 nodad
+    ip -n "$NS_A" addr add "$ALT_IP_S/24" dev as0
+    ip -n "$NS_A" addr add "$ALT_IP6_S/64" dev as0 nodad
+    local ns
+    for ns in "$NS_C" "$NS_S"; do
+        nsx "$ns" sysctl -qw net.ipv4.conf.all.ignore_routes_with_linkdown=1 \
+            net.ipv4.conf.default.ignore_routes_with_linkdown=1 \
+            net.ipv6.conf.all.ignore_routes_with_linkdown=1 \
+            net.ipv6.conf.default.ignore_routes_with_linkdown=1 \
+            net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+            || fail "cannot set ignore_routes_with_linkdown in $ns"
+        nsx "$ns" sysctl -qw net.ipv4.conf.eth0.ignore_routes_with_linkdown=1 \
+            net.ipv6.conf.eth0.ignore_routes_with_linkdown=1 net.ipv4.conf.eth0.rp_filter=0 \
+            || fail "cannot set ignore_routes_with_linkdown on eth0 in $ns"
+        ip -n "$ns" link set eth1 up
+    done
+    ip -n "$NS_A" link set ac0 up
+    ip -n "$NS_A" link set as0 up
+    nsx "$NS_A" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        || fail "cannot enable forwarding in alt"
+    ip -n "$NS_A" route add 10.77.1.0/24 via 10.77.3.2
+    ip -n "$NS_A" -6 route add fd77:1::/64 via fd77:3::2
+    ip -n "$NS_A" route add 10.77.2.0/24 via 10.77.4.2
+    ip -n "$NS_A" -6 route add fd77:2::/64 via fd77:4::2
+    # The ends: the splice router first, alt second.
+    ip -n "$NS_C" route add 10.77.2.0/24 via "$ROUTER_IP_C" metric 10
+    ip -n "$NS_C" route add 10.77.2.0/24 via "$ALT_IP_C" metric 100
+    ip -n "$NS_C" -6 route add fd77:2::/64 via "$ROUTER_IP6_C" metric 10
+    ip -n "$NS_C" -6 route add fd77:2::/64 via "$ALT_IP6_C" metric 100
+    ip -n "$NS_S" route add 10.77.1.0/24 via "$ROUTER_IP_S" metric 10
+    ip -n "$NS_S" route add 10.77.1.0/24 via "$ALT_IP_S" metric 100
+    ip -n "$NS_S" -6 route add fd77:1::/64 via "$ROUTER_IP6_S" metric 10
+    ip -n "$NS_S" -6 route add fd77:1::/64 via "$ALT_IP6_S" metric 100
+    # Count what alt forwards of the transfers.
+    local ipt
+    for ipt in iptables ip6tables; do
+        nsx "$NS_A" "$ipt" -A FORWARD -p tcp -m multiport --ports "$XF_DOWN_PORT,$XF_UP_PORT" \
+            -m comment --comment "tcpsplice test: transfers through alt" \
+            || fail "cannot add the counting rule in alt ($ipt)"
+    done
+    log "alt path up: client eth1 10.77.3.2 -- alt $NS_A -- server eth1 10.77.4.2 (metric 100, ignore_routes_with_linkdown)"
+}
+
+# alt_forwarded_packets [4|6] / alt_forwarded_bytes [4|6]: what alt forwarded of
+# the transfers (both families, or one).
+_alt_counter() {
+    local col=$1 fam=${2:-} ipt total=0 v ipts=(iptables ip6tables)
+    [[ "$fam" == 4 ]] && ipts=(iptables)
+    [[ "$fam" == 6 ]] && ipts=(ip6tables)
+    for ipt in "${ipts[@]}"; do
+        v=$(nsx "$NS_A" "$ipt" -w 5 -t filter -L FORWARD -v -n -x | awk -v c="$col" '/transfers through alt/ { print $c; exit }')
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+alt_forwarded_packets() { _alt_counter 1 "${1:-}"; }
+alt_forwarded_bytes() { _alt_counter 2 "${1:-}"; }
+
+# alt_withdraw_router_routes6: delete the ends' IPv6 routes through the splice
+# router, as a routing protocol withdraws the routes of a dead neighbour. Needed
+# for IPv6: a connected IPv6 socket keeps its cached route through the dead link
+# (linkdown does not invalidate it; seen with plain forwarding, no tcpsplice at
+# all), while IPv4 sockets move to the alternate route on linkdown alone.
+alt_withdraw_router_routes6() {
+    ip -n "$NS_C" -6 route del fd77:2::/64 via "$ROUTER_IP6_C" metric 10 || fail "cannot withdraw the client's IPv6 route via the splice router"
+    ip -n "$NS_S" -6 route del fd77:1::/64 via "$ROUTER_IP6_S" metric 10 || fail "cannot withdraw the server's IPv6 route via the splice router"
+}
+
+# route_dev NS DST: the interface NS routes DST through right now.
+route_dev() {
+    ip -n "$1" route get "$2" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n 1
 }
