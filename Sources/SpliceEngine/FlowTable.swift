@@ -17,6 +17,9 @@ public struct FlowTimeouts: Sendable {
     /// 2*MSL, with Linux's MSL of 60 s.
     public var timeWait = Timestamp.Duration.seconds(120)
     public var close = Timestamp.Duration.seconds(10)
+    /// How long a closed flow that kept its connection block (a resilient flow: the proxy's
+    /// last ACKs and FINs still need translating) keeps it before it goes back to the pool.
+    public var closedBlockLinger = Timestamp.Duration.seconds(10)
     public init() {}
 
     @inlinable public func timeout(for state: FlowState) -> Timestamp.Duration {
@@ -249,6 +252,9 @@ public final class FlowTable {
             if now.deciseconds >= entry.lastSeen && now.deciseconds > deadline {
                 remove(e)
                 removed += 1
+            } else if state.isClosed && entry.blockRef != 0
+                        && now.deciseconds > entry.lastSeen &+ timeouts.closedBlockLinger.deciseconds {
+                releaseBlock(e)
             }
         }
         return removed

@@ -79,6 +79,19 @@ struct FlowTableTests {
         #expect(t.blockCount == 1)
     }
 
+    @Test("a closed flow that kept its block gives it back after the linger time, keeping its entry")
+    func closedBlockLinger() throws {
+        let t = FlowTable(capacity: 8, seed: 9)
+        let a = IPAddress("10.0.0.1")!, b = IPAddress("10.0.0.2")!
+        let e = try #require(t.insert(initiator: a, port: 1, responder: b, port: 80, now: .seconds(0)))
+        t.attachBlock(e)
+        t[e].state = .timeWait
+        t.expire(now: .seconds(5), budget: 100)
+        #expect(t.blockCount == 1)
+        t.expire(now: .seconds(11), budget: 100)
+        #expect(t.blockCount == 0 && t.count == 1)
+    }
+
     @Test("idle flows expire after their state's timeout")
     func expiry() throws {
         var timeouts = FlowTimeouts()
