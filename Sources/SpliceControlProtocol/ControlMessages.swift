@@ -69,12 +69,16 @@ public struct CloseIntent: Codable, Sendable, Equatable {
     public var serverPort: UInt16
     /// true: the socket facing the client; false: the one facing the server.
     public var towardClient: Bool
-    public init(client: String, clientPort: UInt16, server: String, serverPort: UInt16, towardClient: Bool) {
+    /// true: an abortive close (RST); false: a half-close (FIN).
+    public var abortive: Bool
+    public init(client: String, clientPort: UInt16, server: String, serverPort: UInt16, towardClient: Bool,
+                abortive: Bool) {
         self.client = client
         self.clientPort = clientPort
         self.server = server
         self.serverPort = serverPort
         self.towardClient = towardClient
+        self.abortive = abortive
     }
 }
 

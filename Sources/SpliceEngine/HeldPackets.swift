@@ -11,6 +11,7 @@ struct HeldPackets {
         var inUse = false
         var entry: UInt32 = 0
         var proxyID: UInt16 = 0
+        var towardClient = false
         var deadline: UInt32 = 0
         var length = 0
     }
@@ -27,12 +28,14 @@ struct HeldPackets {
     }
 
     /// Copies `packet`; false when it is too large or the pool is full.
-    mutating func hold(_ packet: UnsafeMutableRawBufferPointer, entry: UInt32, proxyID: UInt16, deadline: UInt32) -> Bool {
+    mutating func hold(_ packet: UnsafeMutableRawBufferPointer, entry: UInt32, proxyID: UInt16, towardClient: Bool,
+                       deadline: UInt32) -> Bool {
         guard packet.count <= HeldPackets.slotBytes, count < capacity,
               let i = slots.firstIndex(where: { !$0.inUse }) else { return false }
         bytes.slice(i * HeldPackets.slotBytes, i * HeldPackets.slotBytes + packet.count)
             .copyMemory(from: UnsafeRawBufferPointer(packet))
-        slots[i] = Slot(inUse: true, entry: entry, proxyID: proxyID, deadline: deadline, length: packet.count)
+        slots[i] = Slot(inUse: true, entry: entry, proxyID: proxyID, towardClient: towardClient, deadline: deadline,
+                        length: packet.count)
         count += 1
         return true
     }

@@ -36,15 +36,20 @@ extension Engine {
     }
 
     /// The proxy says it is closing its socket toward the client (`towardClient`) or the
-    /// server on purpose: that FIN or RST passes at once (and one already held is released).
+    /// server on purpose, with a FIN or (`abortive`) a RST: that kind passes at once, and one
+    /// already held is released. Only the announced kind: a proxy that announced a half-close
+    /// and then dies still has its RST held and discarded.
     public func proxyCloses(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16,
-                            towardClient: Bool, now: Timestamp) {
+                            towardClient: Bool, abortive: Bool, now: Timestamp) {
         guard let (e, _) = table.lookup(source: client, sourcePort: clientPort, destination: server,
                                         destinationPort: serverPort),
               let b = table.block(e) else { return }
-        if towardClient { b.pointee.resilient.closeIntentDown = true } else { b.pointee.resilient.closeIntentUp = true }
-        for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].entry == e {
-            held.slots[i].deadline = 0
+        let bit = abortive ? ResilientState.intentRST : ResilientState.intentFIN
+        if towardClient { b.pointee.resilient.closeIntentDown |= bit } else { b.pointee.resilient.closeIntentUp |= bit }
+        for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].entry == e && held.slots[i].towardClient == towardClient {
+            let p = held.packet(i)
+            let isRST = TCPPacket(p).map { $0.tcp.flags.contains(.rst) } ?? false
+            if isRST == abortive { held.slots[i].deadline = 0 }
         }
         releaseHeld(now: now, force: false)
     }
@@ -383,7 +388,9 @@ extension Engine {
 
         // An unannounced FIN or RST may be the kernel closing a dead proxy's socket.
         if flags.contains(.rst) || flags.contains(.fin) {
-            let announced = towardClient ? r.closeIntentDown : r.closeIntentUp
+            let intent = towardClient ? r.closeIntentDown : r.closeIntentUp
+            let announced = flags.contains(.rst) ? intent & ResilientState.intentRST != 0
+                                                 : intent & ResilientState.intentFIN != 0
             let fl = table[e].flags
             // A FIN that relays the other end's FIN at the same place is the proxy doing its job.
             let relayed = flags.contains(.fin) && !flags.contains(.rst) && (towardClient
@@ -399,7 +406,8 @@ extension Engine {
                 rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta, shiftFrom: shiftFrom,
                                  shiftTo: shiftTo, clamp: clamp, towardClient: towardClient)
                 if partial { p.fillChecksum() }   // it will be injected as it is
-                _ = held.hold(p.bytes, entry: e, proxyID: r.proxyID, deadline: r.holdSince &+ holdGrace.deciseconds)
+                _ = held.hold(p.bytes, entry: e, proxyID: r.proxyID, towardClient: towardClient,
+                              deadline: r.holdSince &+ holdGrace.deciseconds)
                 return .drop
             }
         }

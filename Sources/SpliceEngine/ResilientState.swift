@@ -90,9 +90,12 @@ public struct ResilientState: Sendable {
     /// A FIN or RST of the proxy's that it did not announce, held since (deciseconds).
     public var holdSince: UInt32 = 0
     public var holding = false
-    /// The proxy announced it closes: FIN/RST from the down / up socket pass at once.
-    public var closeIntentDown = false
-    public var closeIntentUp = false
+    /// What the proxy announced it sends on purpose from the down / up socket (a FIN, a RST):
+    /// that kind passes at once. Bits: `ResilientState.intentFIN`, `.intentRST`.
+    public var closeIntentDown: UInt8 = 0
+    public var closeIntentUp: UInt8 = 0
+    public static let intentFIN: UInt8 = 1
+    public static let intentRST: UInt8 = 2
 
     public init() {}
 }

@@ -125,6 +125,12 @@ public final class ControlServer: @unchecked Sendable {
         disconnected(fd)
     }
 
+    /// Closes one client's connection (e.g. a proxy whose heartbeats stopped).
+    public func disconnect(_ client: ClientID, disconnected: (ClientID) -> Void) {
+        guard clients[client] != nil else { return }
+        drop(client, disconnected: disconnected)
+    }
+
     /// Closes every connection and removes the socket file.
     public func shutdown() {
         for c in clients.keys { close(c) }

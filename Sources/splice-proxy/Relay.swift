@@ -232,8 +232,8 @@ final class Relay {
             if events & UInt32(EPOLLOUT.rawValue) == 0 { return }
             c.upConnected = true
         }
-        var ok = pump(&c.toServer, connected: c.upConnected)
-        if ok { ok = pump(&c.toClient, connected: true) }
+        var ok = pump(&c.toServer, connected: c.upConnected, connection: c)
+        if ok { ok = pump(&c.toClient, connected: true, connection: c) }
         guard ok else {
             abort(c)
             return
@@ -247,7 +247,7 @@ final class Relay {
     }
 
     /// Moves what it can; false on a connection error.
-    private func pump(_ d: inout Direction, connected: Bool) -> Bool {
+    private func pump(_ d: inout Direction, connected: Bool, connection c: Connection) -> Bool {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
         while true {
             if d.inPipe > 0 && connected {
@@ -274,7 +274,8 @@ final class Relay {
             return false
         }
         if d.sourceDone && d.inPipe == 0 && !d.shutdownSent && connected {
-            // The direction's last byte is out: pass the half-close on.
+            // The direction's last byte is out: pass the half-close on (and say so first).
+            announceClose(c, d.destination == c.down, false)
             shutdown(d.destination, Int32(SHUT_WR))
             d.shutdownSent = true
         }

@@ -81,11 +81,11 @@ struct SpliceProxyCommand: ParsableCommand {
         var nextTry = 0.0
         var lastBeat = 0.0
 
-        relay.announceClose = { c, towardClient, _ in
+        relay.announceClose = { c, towardClient, abortive in
             guard let control else { return }
             let intent = CloseIntent(client: c.client.address.description, clientPort: c.client.port,
                                      server: c.server.address.description, serverPort: c.server.port,
-                                     towardClient: towardClient)
+                                     towardClient: towardClient, abortive: abortive)
             try? control.send(ControlRequest(command: .closing, close: intent))
         }
 

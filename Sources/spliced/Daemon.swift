@@ -100,6 +100,7 @@ final class Daemon: @unchecked Sendable {
                               handle: { request, client in handle(request, from: client) },
                               disconnected: { client in proxyGone(client) })
                 watchPidfile()
+                expireSilentProxies()
                 let now = clock.now()
                 engine.withLock { $0.tick(now: now) }
             }
@@ -158,7 +159,7 @@ final class Daemon: @unchecked Sendable {
             let now = clock.now()
             engine.withLock {
                 $0.proxyCloses(client: client, clientPort: c.clientPort, server: server, serverPort: c.serverPort,
-                               towardClient: c.towardClient, now: now)
+                               towardClient: c.towardClient, abortive: c.abortive, now: now)
             }
             return ControlResponse(ok: true)
         case .policy:
@@ -173,6 +174,19 @@ final class Daemon: @unchecked Sendable {
             } catch {
                 return .failure("\(error)")
             }
+        }
+    }
+
+    /// A proxy that stopped heartbeating is as good as dead: its flows go to bypass (its own
+    /// packets are then dropped, so a hung proxy can do no harm), and its connection is closed,
+    /// which tells it to drop its relays and register again.
+    func expireSilentProxies() {
+        let now = clock.now()
+        let limit = Timestamp.Duration(deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100))
+        for (client, p) in proxies where now.deciseconds > p.lastHeartbeat.deciseconds &+ limit.deciseconds {
+            logger.warning("proxy silent for \(now.seconds(since: p.lastHeartbeat))s: treating it as dead",
+                           metadata: ["id": "\(p.id)", "pid": "\(p.registration.pid)"])
+            control.disconnect(client) { proxyGone($0) }
         }
     }
 

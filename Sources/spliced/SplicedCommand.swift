@@ -20,6 +20,7 @@ struct DaemonConfiguration: Sendable {
     var marks: SpliceMarks
     var proxyPidfile: String?
     var holdGraceMilliseconds: Int
+    var heartbeatTimeoutMilliseconds: Int
 }
 
 @main
@@ -81,6 +82,9 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
     var holdGraceMs: Int = 300
 
+    @Option(name: .long, help: "Milliseconds without a heartbeat after which a registered proxy is taken for dead.")
+    var heartbeatTimeoutMs: Int = 5000
+
     func validate() throws {
         _ = try parsedQueues()
         guard maxFlows >= 1 && maxFlows <= 100_000_000 else {
@@ -97,6 +101,9 @@ struct SplicedCommand: ParsableCommand {
         guard !controlSocket.isEmpty else { throw ValidationError("--control-socket must not be empty") }
         _ = try parsedPolicy()
         _ = try parsedMarks()
+        guard heartbeatTimeoutMs >= 200 && heartbeatTimeoutMs <= 600_000 else {
+            throw ValidationError("--heartbeat-timeout-ms must be between 200 and 600000, not \(heartbeatTimeoutMs)")
+        }
         guard holdGraceMs >= 100 && holdGraceMs <= 10_000 else {
             throw ValidationError("--hold-grace-ms must be between 100 and 10000, not \(holdGraceMs)")
         }
@@ -172,7 +179,8 @@ struct SplicedCommand: ParsableCommand {
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
                                          queueMaxLength: queueMaxLength, batch: batch, policy: try parsedPolicy(),
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,
-                                         holdGraceMilliseconds: holdGraceMs)
+                                         holdGraceMilliseconds: holdGraceMs,
+                                         heartbeatTimeoutMilliseconds: heartbeatTimeoutMs)
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)

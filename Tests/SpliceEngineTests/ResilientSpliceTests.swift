@@ -237,6 +237,22 @@ struct ResilientSpliceTests {
         #expect(h.engine.counters.finRstDiscarded == 1)
     }
 
+    @Test("an announced RST passes at once; an announced half-close does not let a RST through")
+    func announcedCloses() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        h.engine.proxyCloses(client: c.client, clientPort: c.clientPort, server: c.server, serverPort: c.serverPort,
+                             towardClient: true, abortive: false, now: .seconds(0))
+        let rst = h.proxyPacket(down: true, flags: [.rst, .ack], seq: h.proxyDownISN + 1, ack: c.clientISN + 1)
+        #expect(h.feed(rst, fromProxy: true).0 == .drop)
+        h.engine.proxyCloses(client: c.client, clientPort: c.clientPort, server: c.server, serverPort: c.serverPort,
+                             towardClient: true, abortive: true, now: .seconds(0))
+        // The held one is released at once, and the next passes.
+        #expect(h.injector.packets.contains { h.spec($0.bytes).flags.contains(.rst) })
+        #expect(h.feed(rst, fromProxy: true).0.action == .accept)
+    }
+
     @Test("a FIN that relays the other end's FIN passes at once")
     func relayedFin() {
         let h = ResilientHarness()
