@@ -991,3 +991,151 @@ alt_withdraw_router_routes6() {
 route_dev() {
     ip -n "$1" route get "$2" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n 1
 }
+
+# --- impaired links (no netem in this kernel) --------------------------------------------
+# impair_links [LOSS] [DUP] [REORDER] [SLOW_RATE]: after topo_create, loss,
+# duplication and reordering of TCP on both links (client<->router and
+# router<->server), in both directions, each a random fraction of the packets
+# (defaults 0.01, 0.01, 0.03), emulated with what this kernel has (netem is not
+# built; statistic, TEE, CLASSIFY and HTB are):
+#
+#   loss       -m statistic --mode random --probability LOSS -j DROP, at the
+#              sender's egress (mangle POSTROUTING -o IF)
+#   duplicate  -j TEE (a copy of the packet): client->router and server->router
+#              at the sender's egress (--gateway the router); router->client and
+#              router->server at the receiver's ingress (mangle PREROUTING -i
+#              eth0, --gateway the end's own address: the copy loops back and is
+#              delivered again). Not at the router's egress: TEE sends its copy
+#              through OUTPUT, where raw TCPSPLICE_OUT would queue a copy of a
+#              forwarded packet as if the proxy had sent it.
+#   reorder    -j CLASSIFY --set-class 1:20 into a slow HTB class (SLOW_RATE,
+#              default 2mbit, tiny burst) at the sender's egress: a selected
+#              packet waits for tokens and leaves after packets sent after it.
+#
+# Rules live in chains of our own (TSTEST_IMPAIR_OUT in mangle POSTROUTING,
+# TSTEST_IMPAIR_IN in mangle PREROUTING of the ends), which the tcpsplice chains
+# (mangle PREROUTING jump TCPSPLICE_PRE, raw OUTPUT) never meet: in the router the
+# impairments sit in mangle POSTROUTING only, after the engine's verdicts. GSO,
+# TSO and GRO are turned off on the impaired interfaces and their gso_max_segs is
+# 1 (TCP builds GSO packets even for a device without GSO), so that every packet
+# is one MTU-sized segment, the proxy's included; a counter checks it.
+# Both families (iptables and ip6tables).
+IMPAIR_IFS=()   # "NS IF" of every impaired egress
+impair_links() {
+    local loss=${1:-0.01} dup=${2:-0.01} reorder=${3:-0.03} slow=${4:-2mbit}
+    command -v ethtool >/dev/null 2>&1 || fail "'ethtool' not found on PATH (run Scripts/setup.sh)"
+    command -v tc >/dev/null 2>&1 || fail "'tc' not found on PATH (run Scripts/setup.sh)"
+    local spec ns ifc fam ipt
+    IMPAIR_IFS=("$NS_C eth0" "$NS_S eth0" "$NS_R rc0" "$NS_R rs0")
+    for ns in "$NS_C" "$NS_S" "$NS_R"; do
+        for ipt in iptables ip6tables; do
+            nsx "$ns" "$ipt" -w 5 -t mangle -N TSTEST_IMPAIR_OUT || fail "cannot create TSTEST_IMPAIR_OUT in $ns ($ipt)"
+            nsx "$ns" "$ipt" -w 5 -t mangle -I POSTROUTING 1 -j TSTEST_IMPAIR_OUT
+            if [[ "$ns" != "$NS_R" ]]; then
+                nsx "$ns" "$ipt" -w 5 -t mangle -N TSTEST_IMPAIR_IN || fail "cannot create TSTEST_IMPAIR_IN in $ns ($ipt)"
+                nsx "$ns" "$ipt" -w 5 -t mangle -I PREROUTING 1 -j TSTEST_IMPAIR_IN
+            fi
+        done
+    done
+    # _impair_rule NS FAMILY CHAIN IF-MATCH PROBABILITY WHAT TARGET...
+    _impair_rule() {
+        local ns=$1 fam=$2 chain=$3 ifm=$4 p=$5 what=$6 ipt=iptables
+        shift 6
+        [[ "$fam" == 6 ]] && ipt=ip6tables
+        # shellcheck disable=SC2086 # ifm is "-o IF" or "-i IF"
+        nsx "$ns" "$ipt" -w 5 -t mangle -A "$chain" $ifm -p tcp -m statistic --mode random --probability "$p" \
+            -m comment --comment "tstest impair: $what" "$@" \
+            || fail "cannot add the '$what' impairment in $ns ($ipt $chain $ifm): $*"
+    }
+    for spec in "${IMPAIR_IFS[@]}"; do
+        read -r ns ifc <<<"$spec"
+        nsx "$ns" ethtool -K "$ifc" gso off tso off gro off || fail "ethtool -K $ifc gso/tso/gro off failed in $ns"
+        # TCP builds GSO packets whatever the device offers (segmented later, at
+        # the device, after POSTROUTING); one segment per packet needs this:
+        ip -n "$ns" link set dev "$ifc" gso_max_segs 1 || fail "cannot set gso_max_segs 1 on $ifc in $ns"
+        # Counts packets larger than the MTU at the impaired egress (must stay 0).
+        for fam in 4 6; do
+            local ipt6=iptables
+            [[ "$fam" == 6 ]] && ipt6=ip6tables
+            nsx "$ns" "$ipt6" -w 5 -t mangle -A TSTEST_IMPAIR_OUT -o "$ifc" -m length --length 1501:65535 \
+                -m comment --comment "tstest impair: oversize " || fail "cannot add the oversize counter in $ns"
+        done
+        # Reordering first (CLASSIFY does not end the chain), then loss.
+        for fam in 4 6; do
+            _impair_rule "$ns" "$fam" TSTEST_IMPAIR_OUT "-o $ifc" "$reorder" reorder -j CLASSIFY --set-class 1:20
+            _impair_rule "$ns" "$fam" TSTEST_IMPAIR_OUT "-o $ifc" "$loss" loss -j DROP
+        done
+        tc -n "$ns" qdisc add dev "$ifc" root handle 1: htb default 10 || fail "cannot add htb on $ifc in $ns"
+        tc -n "$ns" class add dev "$ifc" parent 1: classid 1:10 htb rate 10gbit quantum 60000
+        tc -n "$ns" class add dev "$ifc" parent 1: classid 1:20 htb rate "$slow" ceil "$slow" burst 1600 cburst 1600
+        tc -n "$ns" qdisc add dev "$ifc" parent 1:10 handle 10: pfifo limit 10000
+        tc -n "$ns" qdisc add dev "$ifc" parent 1:20 handle 20: pfifo limit 200
+    done
+    # Duplication: the ends' egress toward the router, and their ingress from it.
+    _impair_rule "$NS_C" 4 TSTEST_IMPAIR_OUT "-o eth0" "$dup" duplicate -j TEE --gateway "$ROUTER_IP_C"
+    _impair_rule "$NS_C" 6 TSTEST_IMPAIR_OUT "-o eth0" "$dup" duplicate -j TEE --gateway "$ROUTER_IP6_C"
+    _impair_rule "$NS_S" 4 TSTEST_IMPAIR_OUT "-o eth0" "$dup" duplicate -j TEE --gateway "$ROUTER_IP_S"
+    _impair_rule "$NS_S" 6 TSTEST_IMPAIR_OUT "-o eth0" "$dup" duplicate -j TEE --gateway "$ROUTER_IP6_S"
+    _impair_rule "$NS_C" 4 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$CLIENT_IP"
+    _impair_rule "$NS_C" 6 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$CLIENT_IP6"
+    _impair_rule "$NS_S" 4 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$SERVER_IP"
+    _impair_rule "$NS_S" 6 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$SERVER_IP6"
+    log "links impaired both ways: loss $loss, duplication $dup, reordering $reorder (slow class $slow); GSO/TSO/GRO off"
+}
+
+# impair_counts: one line per impaired direction, "DIRECTION loss=N dup=N reorder=N
+# slow_sent=N slow_overlimits=N oversize=N" (packets; slow_* from the HTB class
+# 1:20 of the egress interface; oversize: packets larger than the MTU at the
+# egress, which would make loss hit many segments at once).
+_impair_rule_count() {  # NS CHAIN IF-MATCH WHAT -> packets matched (both families)
+    local ns=$1 chain=$2 ifm=$3 what=$4 ipt total=0 v
+    for ipt in iptables ip6tables; do
+        v=$(nsx "$ns" "$ipt" -w 5 -t mangle -L "$chain" -v -n -x 2>/dev/null | awk -v ifc="$ifm" -v w="tstest impair: $what " '
+            index($0, w) && (($6 == ifc && ifc != "*") || ($7 == ifc)) { s += $1 } END { print s + 0 }')
+        total=$((total + v))
+    done
+    echo "$total"
+}
+_impair_slow() {  # NS IF -> "SENT OVERLIMITS" of class 1:20
+    tc -n "$1" -s class show dev "$2" classid 1:20 | awk '/Sent/ { s = $4; for (i = 1; i <= NF; i++) if ($i == "overlimits") o = $(i + 1) } END { print s + 0, o + 0 }'
+}
+impair_counts() {
+    local dir ns_tx if_tx ns_dup chain_dup if_dup slow
+    for dir in "client->router|$NS_C|eth0|$NS_C|TSTEST_IMPAIR_OUT|eth0" \
+               "router->client|$NS_R|rc0|$NS_C|TSTEST_IMPAIR_IN|eth0" \
+               "server->router|$NS_S|eth0|$NS_S|TSTEST_IMPAIR_OUT|eth0" \
+               "router->server|$NS_R|rs0|$NS_S|TSTEST_IMPAIR_IN|eth0"; do
+        IFS='|' read -r name ns_tx if_tx ns_dup chain_dup if_dup <<<"$dir"
+        slow=$(_impair_slow "$ns_tx" "$if_tx")
+        local dupm=$if_dup
+        printf '%s loss=%s dup=%s reorder=%s slow_sent=%s slow_overlimits=%s oversize=%s\n' "$name" \
+            "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" loss)" \
+            "$(_impair_rule_count "$ns_dup" "$chain_dup" "$dupm" duplicate)" \
+            "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" reorder)" \
+            "${slow% *}" "${slow#* }" \
+            "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" oversize)"
+    done
+}
+
+# impair_assert_active: every impaired direction dropped, duplicated and
+# reordered packets (rule counters > 0, packets sent through the slow class > 0),
+# the slow class made some of them wait (overlimits > 0 somewhere), and no packet
+# larger than the MTU left an impaired interface.
+impair_assert_active() {
+    local line bad=() overl=0 counts
+    counts=$(impair_counts)
+    while read -r line; do
+        log "impaired $line"
+        local name=${line%% *} k v kv
+        for kv in ${line#* }; do
+            k=${kv%%=*} v=${kv#*=}
+            case "$k" in
+                slow_overlimits) overl=$((overl + v)) ;;
+                oversize) ((v == 0)) || bad+=("$name:$v packets larger than the MTU") ;;
+                *) ((v > 0)) || bad+=("$name:$k=0") ;;
+            esac
+        done
+    done <<<"$counts"
+    ((overl > 0)) || bad+=("slow classes never made a packet wait (overlimits 0)")
+    [[ ${#bad[@]} -eq 0 ]] || fail "impairments did not all happen: ${bad[*]}"
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# tcpsplice test: the proxy dies in the middle of 10 transfers over links that
+# lose, duplicate and reorder packets, and none of the transfers notices.
+#
+# Both links (client<->router, router<->server), both directions: 1% loss, 1%
+# duplication, ~3% of the packets delayed in a slow HTB class so that they arrive
+# after their successors (lib.sh impair_links: netem is not built in this kernel),
+# one MTU-sized segment per packet. 10 concurrent transfers of 24 MiB (5
+# downloads, 5 uploads, IPv4 and IPv6 alternately) through splice-proxy
+# (resilient/policy, the proxy holding both sockets of each). A third of the
+# way, splice-proxy is killed with SIGKILL. Every transfer completes with the
+# SHA-256 it left with, the flows are bypass/proxy-died, and the counters show
+# that every impairment happened on every link direction (drops, duplicates,
+# packets through the slow class, some of which had to wait) with no packet
+# larger than the MTU.
+#
+# Tunable (for a quick run): XF_N, XF_MIB_EACH, XF_KIBPS.
+# shellcheck source=Tests/netns/lib.sh disable=SC2119
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+N=${XF_N:-10}
+MIB=${XF_MIB_EACH:-24}
+RATE=$((${XF_KIBPS:-1024} << 10))   # bytes/s per transfer: 24 MiB in ~24 s
+
+need_bin spliced >/dev/null
+need_bin splicectl >/dev/null
+need_bin splice-proxy >/dev/null
+topo_create
+impair_links 0.01 0.01 0.03
+resilient_rules_install
+resilient_spliced_start
+proxy_start
+PROXY_ID=$(proxy_id_of "$(bg_pid splice-proxy)")
+
+xfers_prepare $((N / 2)) $((N - N / 2)) "$MIB"
+xfers_servers_start "$RATE"
+xfers_start "$SERVER_IP" "$SERVER_IP6"
+xfers_wait_connected 30
+xfers_wait_progress 50 60
+resilient_assert_through_proxy "$N" "$PROXY_ID"
+
+xfers_wait_progress 333 120
+xfers_assert_running
+log "before the kill: $(impair_counts | tr '\n' ';')"
+rc=0
+bg_kill splice-proxy KILL || rc=$?
+[[ $rc -eq 137 ]] || fail "splice-proxy exited with $rc after SIGKILL, expected 137"
+log "splice-proxy killed with SIGKILL at progress $(xfers_progress_permille | tr ' ' /) per mille"
+wait_no_proxy 10
+flows_assert_all bypass proxy-died "$N"
+
+xfers_wait 240
+xfers_verify
+flows_assert_all bypass proxy-died "$N"
+log "status.resilient: $(status_json | json_get 'd["resilient"]')"
+impair_assert_active
+log "PASS"
