@@ -588,16 +588,20 @@ XF_RATE=0
 XF_DIR=""
 declare -A XF_WANT=()     # name -> sha256 of its source file
 declare -A XF_KIND=()     # name -> down|up
+declare -A XF_IDX=()      # name -> its number among its kind
 
-# xfers_prepare NDOWN NUP MIB: NDOWN + NUP random files of MIB MiB each.
+# xfers_prepare NDOWN NUP MIB [TAG]: NDOWN + NUP random files of MIB MiB each,
+# named TAGd1.. and TAGu1..: a new set (the set the other xfers_* functions work
+# on); with a TAG per set, a test can run several sets one after the other
+# against the same servers.
 xfers_prepare() {
-    local nd=$1 nu=$2 mib=$3 i name
+    local nd=$1 nu=$2 mib=$3 tag=${4:-} i name
     XF_MIB=$mib
     XF_DIR="$TEST_TMP/xf"
     mkdir -p "$XF_DIR/src" "$XF_DIR/got" "$XF_DIR/recv"
     XF_NAMES=()
-    for ((i = 1; i <= nd; i++)); do XF_NAMES+=("d$i"); XF_KIND[d$i]=down; done
-    for ((i = 1; i <= nu; i++)); do XF_NAMES+=("u$i"); XF_KIND[u$i]=up; done
+    for ((i = 1; i <= nd; i++)); do XF_NAMES+=("${tag}d$i"); XF_KIND[${tag}d$i]=down; XF_IDX[${tag}d$i]=$i; done
+    for ((i = 1; i <= nu; i++)); do XF_NAMES+=("${tag}u$i"); XF_KIND[${tag}u$i]=up; XF_IDX[${tag}u$i]=$i; done
     for name in "${XF_NAMES[@]}"; do
         make_random_file "$XF_DIR/src/$name" "$mib"
     done
@@ -630,7 +634,7 @@ xfers_start() {
     local host1=$1 host2=${2:-$1} ns=$NS_C name host
     for name in "${XF_NAMES[@]}"; do
         host=$host1
-        [[ "${name:1}" =~ ^[0-9]+$ ]] && ((${name:1} % 2 == 0)) && host=$host2
+        ((XF_IDX[$name] % 2 == 0)) && host=$host2
         rm -f "$XF_DIR/got/$name"
         if [[ "${XF_KIND[$name]}" == down ]]; then
             bg_start "xf-$name" "$ns" python3 "$XFER" fetch --host "$host" --port "$XF_DOWN_PORT" \
@@ -690,41 +694,59 @@ _xf_upload_conn() {
         "$(bg_log xf-serve-recv)"
 }
 
-# xfers_progress_permille: "MIN MAX" bytes moved by the transfers, in per mille of
-# the size. Uploads still running are measured at the server from the sizes of
-# the files it is writing (the least and the most of them).
+# _xf_moved_all: "NAME BYTES" for every transfer of the set, in one pass (one
+# python process, so that polling stays cheap with 50 transfers).
+_xf_moved_all() {
+    local name specs=()
+    for name in "${XF_NAMES[@]}"; do specs+=("$name:${XF_KIND[$name]}"); done
+    python3 - "$TEST_TMP" "$XF_DIR" "${specs[@]}" <<'PYEOF'
+import os, re, sys
+tmp, xdir = sys.argv[1], sys.argv[2]
+def size(p):
+    try:
+        return os.stat(p).st_size
+    except OSError:
+        return 0
+accepted = {}
+try:
+    with open(os.path.join(tmp, "xf-serve-recv.log")) as f:
+        for line in f:
+            m = re.match(r"ACCEPTED CONN=(\d+) PEER=(\S+)$", line.strip())
+            if m:
+                accepted[m.group(2)] = m.group(1)
+except OSError:
+    pass
+for spec in sys.argv[3:]:
+    name, kind = spec.rsplit(":", 1)
+    if kind == "down":
+        print(name, size(os.path.join(xdir, "got", name)))
+        continue
+    tup = None
+    try:
+        with open(os.path.join(tmp, "xf-%s.log" % name)) as f:
+            for line in f:
+                if line.startswith("CONNECTED LOCAL="):
+                    tup = line.strip()[len("CONNECTED LOCAL="):]
+                    break
+    except OSError:
+        pass
+    n = accepted.get(tup) if tup else None
+    print(name, size(os.path.join(xdir, "recv", n)) if n else 0)
+PYEOF
+}
+
+# xfers_progress_permille: "MIN MAX" bytes moved by the transfers of the set, in
+# per mille of the size (uploads: what the server has received so far).
 xfers_progress_permille() {
-    local size=$((XF_MIB << 20)) name b min=-1 max=0 f
-    for name in "${XF_NAMES[@]}"; do
-        [[ "${XF_KIND[$name]}" == down ]] || continue
-        b=$(file_size "$XF_DIR/got/$name")
-        ((min < 0 || b < min)) && min=$b
-        ((b > max)) && max=$b
-    done
-    local nup=0
-    for name in "${XF_NAMES[@]}"; do [[ "${XF_KIND[$name]}" == up ]] && nup=$((nup + 1)); done
-    if ((nup > 0)); then
-        local count=0
-        for f in "$XF_DIR/recv"/*; do
-            [[ -e "$f" && "$f" != *.sha256 ]] || continue
-            count=$((count + 1))
-            b=$(stat -c %s "$f")
-            ((min < 0 || b < min)) && min=$b
-            ((b > max)) && max=$b
-        done
-        ((count >= nup)) || min=0   # an upload the server has not accepted yet
-    fi
-    ((min < 0)) && min=0
-    echo "$((min * 1000 / size)) $((max * 1000 / size))"
+    local size=$((XF_MIB << 20))
+    _xf_moved_all | awk -v size="$size" '
+        { p = int($2 * 1000 / size); if (NR == 1 || p < min) min = p; if (p > max) max = p }
+        END { print min + 0, max + 0 }'
 }
 
 # xfers_progress_list: "NAME:PERMILLE ..." for every transfer.
 xfers_progress_list() {
-    local name out=() size=$((XF_MIB << 20))
-    for name in "${XF_NAMES[@]}"; do
-        out+=("$name:$(($(_xf_moved "$name") * 1000 / size))")
-    done
-    echo "${out[*]}"
+    _xf_moved_all | awk -v size=$((XF_MIB << 20)) '{ printf "%s%s:%d", (NR > 1 ? " " : ""), $1, int($2 * 1000 / size) } END { print "" }'
 }
 
 # xfers_wait_progress PERMILLE TIMEOUT_S: until every transfer has moved at least
