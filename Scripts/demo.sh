@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# tcpsplice demo: the engine dies in the middle of a download, and the download
-# does not notice.
+# tcpsplice demo: the application proxy dies in the middle of a download that
+# goes through it, and the download does not notice.
 #
 # Builds the release binaries, creates a client/router/server topology of
-# network namespaces (Tests/netns/lib.sh), installs the rules in the router,
-# starts spliced, serves a 64 MiB random file over HTTP from the server
+# network namespaces (Tests/netns/lib.sh), installs the rules with the resilient
+# mode's additions in the router, starts spliced (port 8080 claimed for the
+# proxy) and splice-proxy, serves a 64 MiB random file over HTTP from the server
 # (python3 -m http.server) and downloads it from the client with
-# `curl --limit-rate` (~7 s). Halfway, after showing `splicectl status` and
-# `splicectl flows`, spliced is killed with SIGKILL. The download completes
-# through the fail-open rules; both SHA-256 are printed with MATCH or MISMATCH.
-# Exits non-zero on a mismatch. Everything is cleaned up, always.
+# `curl --limit-rate` (~7 s). The flow goes through splice-proxy: `splicectl
+# flows` shows it in mode resilient. Halfway, splice-proxy is killed with
+# SIGKILL; `splicectl flows` then shows the flow in bypass, reason proxy-died.
+# The download completes; both SHA-256 are printed with MATCH or MISMATCH. Exits
+# non-zero on a mismatch. Everything is cleaned up, always.
 #
 # Usage: Scripts/demo.sh [--no-build] [--no-setup]   (as root)
 set -euo pipefail
@@ -25,7 +27,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) BUILD=0; shift ;;
         --no-setup) SETUP=0; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -57,6 +59,7 @@ export TCPSPLICE_BIN="${TCPSPLICE_BIN:-$ROOT/.build/release}"
 . "$ROOT/Tests/netns/lib.sh"
 need_bin spliced >/dev/null
 need_bin splicectl >/dev/null
+need_bin splice-proxy >/dev/null
 
 PORT=8080
 SIZE_MIB=64
@@ -64,14 +67,20 @@ RATE=9M   # curl's --limit-rate: 64 MiB at 9 MiB/s is ~7 s
 
 step "Creating the network: client -- router -- server (three network namespaces)"
 topo_create
+# A small receive buffer on the client, so that curl's slow reading slows the
+# server down and the download really is in the middle when the proxy dies (not
+# sitting whole in the client's socket buffer).
+nsx "$NS_C" sysctl -qw net.ipv4.tcp_rmem="4096 131072 524288"
 
-step "Installing the tcpsplice rules in the router (port $PORT, queue 0, fail-open)"
-rules_install "$NS_R" --ports "$PORT" --queues 0 --family 4
+step "Installing the tcpsplice rules in the router (port $PORT, queue 0, transparent proxy port $TPROXY_PORT)"
+rules_install "$NS_R" --ports "$PORT" --queues 0 --family 4 --tproxy-port "$TPROXY_PORT"
 nsx "$NS_R" iptables -t mangle -S TCPSPLICE_PRE | sed 's/^/    /'
+nsx "$NS_R" iptables -t raw -S TCPSPLICE_OUT | sed 's/^/    /'
 
-step "Starting spliced in the router"
-spliced_start --queue 0
-echo "    spliced pid $(bg_pid spliced), control socket $CTL_SOCK"
+step "Starting spliced (new flows to port $PORT go through the proxy) and splice-proxy in the router"
+spliced_start --queue 0 --proxy-ports "$PORT"
+proxy_start splice-proxy
+echo "    spliced pid $(bg_pid spliced), splice-proxy pid $(bg_pid splice-proxy), control socket $CTL_SOCK"
 
 step "Serving a $SIZE_MIB MiB random file from the server (python3 -m http.server)"
 mkdir -p "$TEST_TMP/www"
@@ -97,22 +106,26 @@ while (($(file_size "$OUT") < SIZE / 2)); do
 done
 progress
 
-step "Halfway. What spliced sees right now (splicectl status; splicectl flows):"
-splicectl status | sed 's/^/    /'
-echo
+step "Halfway. The download goes through splice-proxy (splicectl flows; the proxy's sockets):"
+splicectl flows 2>&1 | sed 's/^/    /'
+nsx "$NS_R" ss -Htnp "( sport = :$PORT or dport = :$PORT )" 2>/dev/null \
+    | awk '{ printf "    %-6s %-22s %-22s %s\n", $1, $4, $5, $6 }'
+sent=$(flows_json | json_get 'sum(f["bytesReply"] for f in d)')
+awk -v b="$sent" -v t="$SIZE_MIB" 'BEGIN { printf "    the server has sent %.1f MiB of %d MiB so far\n", b / 1048576, t }'
+
+step "Killing splice-proxy with SIGKILL (pid $(bg_pid splice-proxy))"
+rc=0
+bg_kill splice-proxy KILL || rc=$?
+if [[ $rc -eq 137 ]]; then
+    echo "    splice-proxy is gone (killed by signal 9)"
+else
+    fail "splice-proxy did not die of SIGKILL (status $rc)"
+fi
+wait_no_proxy 10
+echo "    spliced noticed at once: the flow is in bypass now (splicectl flows):"
 splicectl flows 2>&1 | sed 's/^/    /'
 
-step "Killing spliced with SIGKILL (pid $(bg_pid spliced))"
-rc=0
-bg_kill spliced KILL || rc=$?
-if [[ $rc -eq 137 ]]; then
-    echo "    spliced is gone (killed by signal 9)"
-else
-    fail "spliced did not die of SIGKILL (status $rc)"
-fi
-echo "    queues bound in the router's kernel: $(queue_bound_count "$NS_R") (--queue-bypass: the kernel forwards)"
-
-step "The download goes on"
+step "The download goes on, straight between client and server"
 while bg_alive curl; do
     progress
     sleep 1
@@ -127,7 +140,7 @@ GOT_SHA=$(sha256_of "$OUT")
 echo "    served:     $SRC_SHA"
 echo "    downloaded: $GOT_SHA"
 if [[ "$GOT_SHA" == "$SRC_SHA" ]]; then
-    printf '    %sMATCH%s: the download survived the death of the engine, byte for byte\n' "$GREEN" "$PLAIN"
+    printf '    %sMATCH%s: the download survived the death of the proxy in its path, byte for byte\n' "$GREEN" "$PLAIN"
 else
     printf '    %sMISMATCH%s: the download is not the file that was served\n' "$RED" "$PLAIN"
     exit 1
