@@ -2,17 +2,23 @@
 # tcpsplice benchmark (not part of the test suite): TCP throughput through the
 # router, in one run on one client/router/server topology of namespaces:
 #
-#   plain     kernel forwarding, no rules
-#   spliced   the rules + spliced (release build, .build/release) in bypass mode
-#   haproxy   HAProxy (Debian's package) in mode tcp, non-transparent: the client
-#             connects to the router's address, haproxy connects to the server
+#   plain         kernel forwarding, no rules
+#   spliced       the rules + spliced (release build, .build/release), bypass mode
+#   haproxy       HAProxy (Debian's package) alone, mode tcp, non-transparent: the
+#                 client connects to the router's address, haproxy to the server
+#   resil-sp      the resilient path: the rules with --tproxy-port, spliced
+#                 --proxy-ports, splice-proxy in the path (flows resilient)
+#   resil-ha      the resilient path with HAProxy as the transparent proxy
+#                 (Docs/resilient.md), watched by spliced through its pidfile
 #
 # Each with iperf3 (-J, parsed with python3), one stream and 4 streams. Prints
-# Gbit/s per case and the ratio to plain forwarding as a table, and the peak
-# RSS (VmHWM) of spliced and of haproxy.
+# Gbit/s per case and the ratio to plain forwarding as a table, and the peak RSS
+# (VmHWM) of spliced, splice-proxy and haproxy in each case. The resilient cases
+# check that the iperf3 flows really went through the proxy (resilient flows
+# counted by spliced, none failed over).
 #
 # Usage: Scripts/bench-throughput.sh [--time SECONDS] [--no-build] [--no-setup]
-#        (as root; ~8 x SECONDS plus a few seconds, and a release build unless --no-build)
+#        (as root; ~10 x SECONDS plus ~30 s, and a release build unless --no-build)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,7 +36,7 @@ while [[ $# -gt 0 ]]; do
             DURATION=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --no-setup) SETUP=0; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -51,6 +57,7 @@ PORT=5201
 RESULTS="$TEST_TMP/results.tsv"   # case, streams, bits/s (or n/a), note
 : >"$RESULTS"
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 topo_create
 bg_start iperf3-server "$NS_S" iperf3 -s -p "$PORT"
 wait_port "$NS_S" "$PORT"
@@ -81,30 +88,48 @@ vmhwm() { # vmhwm PID: peak RSS in KiB
 run_iperf plain "$SERVER_IP" 1
 run_iperf plain "$SERVER_IP" 4
 
-# --- rules + spliced (bypass) ---------------------------------------------------
-SPLICED_RSS="n/a"
-SPLICED_NOTE=""
-if [[ -x "$TCPSPLICE_BIN/spliced" && -x "$TCPSPLICE_BIN/splicectl" ]]; then
+have_tcpsplice() {
+    [[ -x "$TCPSPLICE_BIN/spliced" && -x "$TCPSPLICE_BIN/splicectl" && -x "$TCPSPLICE_BIN/splice-proxy" ]]
+}
+declare -A RSS=()
+NOTES=()
+MISSING=""
+
+# resilient_check CASE MIN_FLOWS: spliced counted at least MIN_FLOWS resilient
+# flows and no failover (the flows went through the proxy, and stayed there).
+resilient_check() {
+    local st flows failovers
+    st=$(status_json)
+    flows=$(printf '%s' "$st" | json_get 'd["resilient"]["flows"]')
+    failovers=$(printf '%s' "$st" | json_get 'd["resilient"]["failovers"]')
+    log "$1: spliced counted $flows resilient flows, $failovers failovers"
+    if ((flows < $2 || failovers != 0)); then
+        NOTES+=("$1: only $flows resilient flows (expected >= $2) or $failovers failovers: the path was not the proxy's")
+        return 1
+    fi
+}
+
+if have_tcpsplice; then
+    # --- rules + spliced (bypass) ---------------------------------------------------
     rules_install "$NS_R" --ports "$PORT" --queues 0 --family 4
-    spliced_start --queue 0
+    SPLICED_BG=spliced-bypass spliced_start --queue 0
     run_iperf spliced "$SERVER_IP" 1
     run_iperf spliced "$SERVER_IP" 4
-    SPLICED_RSS=$(vmhwm "$(bg_pid spliced)")
+    RSS[spliced-bypass]=$(vmhwm "$(bg_pid spliced-bypass)")
     log "spliced status after the runs:"
     splicectl status | sed 's/^/    /' || true
-    rc=0
-    bg_kill spliced TERM || rc=$?
-    [[ $rc -eq 0 ]] || log "spliced exited with status $rc on SIGTERM"
+    bg_kill spliced-bypass TERM || log "spliced exited with status $? on SIGTERM"
     rules_remove "$NS_R" --family 4
 else
-    SPLICED_NOTE="no release build of spliced/splicectl in $TCPSPLICE_BIN"
-    log "spliced: skipped: $SPLICED_NOTE"
-    printf 'spliced\t1\tn/a\t%s\n' "$SPLICED_NOTE" >>"$RESULTS"
-    printf 'spliced\t4\tn/a\t%s\n' "$SPLICED_NOTE" >>"$RESULTS"
+    MISSING="no release build of spliced/splicectl/splice-proxy in $TCPSPLICE_BIN"
+    log "tcpsplice cases skipped: $MISSING"
+    for c in spliced resil-sp resil-ha; do
+        printf '%s\t1\tn/a\t%s\n%s\t4\tn/a\t%s\n' "$c" "$MISSING" "$c" "$MISSING" >>"$RESULTS"
+    done
 fi
 
-# --- haproxy, mode tcp ------------------------------------------------------------
-cat >"$TEST_TMP/haproxy.cfg" <<EOF
+# --- haproxy alone, mode tcp --------------------------------------------------------
+cat >"$TEST_TMP/haproxy-plain.cfg" <<EOF
 # generated by tcpsplice Scripts/bench-throughput.sh
 global
     maxconn 1000
@@ -117,17 +142,48 @@ listen iperf
     bind $ROUTER_IP_C:$PORT
     server s1 $SERVER_IP:$PORT
 EOF
-nsx "$NS_R" haproxy -c -q -f "$TEST_TMP/haproxy.cfg" || fail "haproxy rejects the generated configuration"
-bg_start haproxy "$NS_R" haproxy -db -f "$TEST_TMP/haproxy.cfg"
+nsx "$NS_R" haproxy -c -q -f "$TEST_TMP/haproxy-plain.cfg" || fail "haproxy rejects the generated configuration"
+bg_start haproxy-plain "$NS_R" haproxy -db -f "$TEST_TMP/haproxy-plain.cfg"
 wait_port "$NS_R" "$PORT"
 run_iperf haproxy "$ROUTER_IP_C" 1
 run_iperf haproxy "$ROUTER_IP_C" 4
-HAPROXY_RSS=$(vmhwm "$(bg_pid haproxy)")
-bg_kill haproxy TERM || true
+RSS[haproxy-alone]=$(vmhwm "$(bg_pid haproxy-plain)")
+bg_kill haproxy-plain TERM || true
+
+if have_tcpsplice; then
+    # --- resilient path, splice-proxy -------------------------------------------------
+    rules_install "$NS_R" --ports "$PORT" --queues 0 --family 4 --tproxy-port "$TPROXY_PORT"
+    SPLICED_BG=spliced-rsp spliced_start --queue 0 --proxy-ports "$PORT"
+    proxy_start splice-proxy --no-i-pv6
+    run_iperf resil-sp "$SERVER_IP" 1
+    run_iperf resil-sp "$SERVER_IP" 4
+    resilient_check resil-sp 7 || true   # 2 control + 1 + 4 data connections
+    RSS[spliced-resil-sp]=$(vmhwm "$(bg_pid spliced-rsp)")
+    RSS[splice-proxy]=$(vmhwm "$(bg_pid splice-proxy)")
+    log "spliced status after the runs:"
+    splicectl status | sed 's/^/    /' || true
+    bg_kill splice-proxy TERM || true
+    bg_kill spliced-rsp TERM || true
+
+    # --- resilient path, HAProxy as the transparent proxy ------------------------------
+    SPLICED_BG=spliced-rha spliced_start --queue 0 --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
+    haproxy_start
+    wait_proxy_registered "$HAPROXY_PID" 10
+    run_iperf resil-ha "$SERVER_IP" 1
+    run_iperf resil-ha "$SERVER_IP" 4
+    resilient_check resil-ha 7 || true
+    RSS[spliced-resil-ha]=$(vmhwm "$(bg_pid spliced-rha)")
+    RSS[haproxy-transparent]=$(vmhwm "$HAPROXY_PID")
+    log "spliced status after the runs:"
+    splicectl status | sed 's/^/    /' || true
+    kill -TERM "$HAPROXY_PID" 2>/dev/null || true
+    bg_kill spliced-rha TERM || true
+    rules_remove "$NS_R" --family 4
+fi
 
 # --- report -------------------------------------------------------------------------
 echo
-echo "TCP throughput through the router, iperf3 -t $DURATION, $(nproc) cores ($(uname -r))"
+echo "TCP throughput through the router, iperf3 -t $DURATION, $(nproc) cores ($(uname -r)); load average before the run: $LOAD_BEFORE"
 python3 - "$RESULTS" <<'EOF'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
@@ -142,8 +198,15 @@ for c, s, b, note in rows:
     print("%-10s %8s %12.2f %10s  %s" % (c, s, g, ratio, note))
 EOF
 echo
-echo "peak RSS (VmHWM): spliced ${SPLICED_RSS} KiB, haproxy ${HAPROXY_RSS} KiB"
-if [[ -n "$SPLICED_NOTE" ]]; then
-    echo "bench-throughput: spliced was not measured: $SPLICED_NOTE" >&2
+echo "peak RSS (VmHWM, KiB):"
+for k in spliced-bypass spliced-resil-sp splice-proxy spliced-resil-ha haproxy-alone haproxy-transparent; do
+    printf '    %-20s %s\n' "$k" "${RSS[$k]:-n/a}"
+done
+for n in "${NOTES[@]}"; do
+    echo "bench-throughput: $n" >&2
+done
+if [[ -n "$MISSING" ]]; then
+    echo "bench-throughput: the tcpsplice cases were not measured: $MISSING" >&2
     exit 1
 fi
+[[ ${#NOTES[@]} -eq 0 ]]

@@ -444,6 +444,9 @@ TPROXY_PORT=8081
 # demux off) in the router, for PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT"), queue 0.
 resilient_rules_install() {
     rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" --queues 0 --tproxy-port "$TPROXY_PORT"
+    # Deleting the namespace undoes the rules, but not the file in which
+    # install-rules.sh saved the sysctls it changed (/run/tcpsplice, per netns).
+    on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 }
 
 # resilient_spliced_start [PORTS] [ARGS...]: spliced on queue 0 with --proxy-ports
