@@ -30,6 +30,18 @@ resilient_rules_install
 resilient_spliced_start
 proxy_start
 
+# What the client can send beyond its last acknowledgement is bounded by its
+# congestion window, its send buffer and the proxy's receive window; make all
+# three comfortably larger than 100 KB, and keep them so while the paced upload
+# is application-limited: CUBIC for the upload's socket (BBR, the default here,
+# sizes the window to a tiny delay-bandwidth product), no window decay when idle or application-limited, an initial
+# window of 256 segments, 4 MiB send buffers; 1 MiB receive buffers for the
+# proxy's sockets in the router.
+nsx "$NS_C" sysctl -qw net.ipv4.tcp_slow_start_after_idle=0 \
+    net.ipv4.tcp_wmem="4096 4194304 8388608" || fail "cannot tune the client's TCP"
+ip -n "$NS_C" route change default via "$ROUTER_IP_C" initcwnd 256 || fail "cannot set initcwnd on the client's route"
+nsx "$NS_R" sysctl -qw net.ipv4.tcp_rmem="4096 1048576 6291456" || fail "cannot tune the router's TCP"
+
 DATA="$TEST_TMP/up.src"
 make_random_file "$DATA" "$MIB"
 WANT=$(sha256_of "$DATA")
@@ -37,7 +49,7 @@ bg_start serve-recv "$NS_S" python3 "$XFER" serve-recv --port "$XF_UP_PORT" --ou
 wait_port "$NS_S" "$XF_UP_PORT"
 
 bg_start push "$NS_C" python3 "$XFER" push --host "$SERVER_IP" --port "$XF_UP_PORT" --file "$DATA" \
-    --rate "$RATE" --timeout 60 --deadline 120
+    --rate "$RATE" --timeout 60 --deadline 120 --cc cubic
 _connected() { grep -q '^CONNECTED' "$(bg_log push)"; }
 wait_for 10 "the upload to connect" _connected
 CPORT=$(sed -n 's/^CONNECTED LOCAL=.*:\([0-9]*\)$/\1/p' "$(bg_log push)")

@@ -15,6 +15,7 @@
       print the SHA-256.
   push --host H --port P --file F [--rate BPS]
       connect, send F, half-close, wait for the server to close, print SHA-256.
+  (fetch and push: --cc NAME sets the socket's congestion control.)
 
 Servers listen on [::] dual-stack (IPv4 and IPv6) unless --bind is given.
 Result lines are "SHA256=<hex> BYTES=<n> SECONDS=<t>" (clients) and
@@ -212,8 +213,15 @@ def connect(args):
     start = time.monotonic()
     while True:
         try:
-            s = socket.create_connection((args.host, args.port), timeout=args.timeout)
+            s = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+            if args.cc:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.cc.encode("ascii"))
             s.settimeout(args.timeout)
+            try:
+                s.connect((args.host, args.port))
+            except OSError:
+                s.close()
+                raise
             log("CONNECTED LOCAL=%s" % peer_str(s.getsockname()))
             return s, start + args.deadline
         except OSError as e:
@@ -273,6 +281,8 @@ def main():
                             help="overall limit of the transfer, seconds [300]")
             sp.add_argument("--connect-retry", type=float, default=5.0,
                             help="keep retrying a refused connect this long [5]")
+            sp.add_argument("--cc", default="",
+                            help="congestion control of the socket (TCP_CONGESTION) [system's]")
 
     sp = sub.add_parser("serve-send")
     common(sp, True)
