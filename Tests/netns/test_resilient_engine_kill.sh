@@ -9,6 +9,10 @@
 # drops its connections silently (its RSTs go nowhere). Every transfer completes
 # with the SHA-256 it left with; splice-proxy is still running, says it lost
 # spliced, and holds none of the relayed sockets any more.
+# Then spliced is started again while the transfers run: it picks their flows up
+# mid-stream in bypass (reason picked-up-mid-stream), splice-proxy registers
+# with it again (same pid), and new transfers (2 of 4 MiB) go through it in
+# resilient mode and complete byte-exact.
 #
 # Tunable (for a quick run): XF_N, XF_MIB_EACH, XF_KIBPS.
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
@@ -58,7 +62,41 @@ wait_for 10 "splice-proxy to notice and drop its relayed connections" _proxy_let
 log "splice-proxy: $(grep 'lost spliced' "$(bg_log splice-proxy)" | tail -n 1)"
 bg_alive splice-proxy || fail "splice-proxy exited when spliced died (it should stay up and reconnect later)"
 
+# spliced comes back while the transfers run.
+xfers_assert_running
+SPLICED_BG=spliced-again spliced_start --queue 0 --proxy-ports "$XF_DOWN_PORT,$XF_UP_PORT"
+wait_proxy_registered "$PROXY_PID" 20
+PROXY_ID2=$(proxy_id_of "$PROXY_PID")
+log "splice-proxy (pid $PROXY_PID) registered again, id $PROXY_ID2"
+_picked_up_all() {
+    local p
+    for p in $(xfers_client_ports); do
+        find_flow_by_sport "$p" >/dev/null || return 1
+    done
+}
+find_flow_by_sport() {
+    flows_json | python3 -c '
+import json, sys
+p = int(sys.argv[1])
+sys.exit(0 if any(f.get("sport") == p for f in json.load(sys.stdin)) else 1)' "$1"
+}
+wait_for 15 "the restarted spliced to see a packet of every transfer" _picked_up_all
+mapfile -t OLD_PORTS < <(xfers_client_ports)
+flows_of_clients_assert bypass picked-up-mid-stream "${OLD_PORTS[@]}"
+log "the restarted spliced lists the $N running transfers in bypass, picked up mid-stream"
+
 xfers_wait 240
 xfers_verify
 bg_alive splice-proxy || fail "splice-proxy exited while the transfers finished"
+
+# New flows go through the proxy again.
+xfers_prepare 1 1 4 new-
+xfers_start "$SERVER_IP"
+xfers_wait_connected 30
+xfers_wait_progress 50 60
+mapfile -t NEW_PORTS < <(xfers_client_ports)
+flows_of_clients_assert resilient policy "${NEW_PORTS[@]}"
+xfers_wait 240
+xfers_verify
+log "new transfers went through splice-proxy (id $PROXY_ID2) under the restarted spliced"
 log "PASS"
