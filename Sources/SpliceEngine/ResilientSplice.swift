@@ -142,7 +142,12 @@ extension Engine {
 
         // From the client.
         if flags.contains(.syn) {
-            return phase == .clientSyn ? .accept : .drop
+            guard phase == .clientSyn else { return .drop }
+            // A retransmitted SYN: the server will hold its TSval as the latest; the replay
+            // must start from it too, or the proxy's translated ACK would look old (PAWS).
+            b.pointee.resilient.clientSynWindow = tcp.window
+            if let ts = timestampsOption(tcp) { b.pointee.resilient.clientSynTSval = ts.value }
+            return .accept
         }
         guard phase >= .synAckToClient else { return .drop }
         translateTowardProxy(p, delta: b.pointee.resilient.deltaDown, tsDelta: b.pointee.resilient.tsDown,
@@ -397,6 +402,7 @@ extension Engine {
                 ? fl.contains(.finB) && b.pointee.finSeqB == newSeq + UInt32(tcp.payloadLength)
                 : fl.contains(.finA) && b.pointee.finSeqA == newSeq + UInt32(tcp.payloadLength))
             let graceOver = r.holding && now.deciseconds >= r.holdSince &+ holdGrace.deciseconds
+            if graceOver { r.holding = false }   // this burst of closes is through; the next is held again
             if !announced && !relayed && !graceOver {
                 if !r.holding {
                     r.holding = true

@@ -43,6 +43,18 @@ struct HandshakeReplayTests {
         #expect(v == .accept && out == syn(h))
     }
 
+    @Test("a retransmitted client SYN with a later TSval: the SYN replayed to the proxy carries that one")
+    func clientSynRetransmittedLaterTimestamp() {
+        let h = ResilientHarness()
+        _ = h.feed(syn(h))
+        let later = h.c.packet(fromClient: true, flags: .syn, seq: h.c.clientISN,
+                               options: SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                                                   timestamps: TCPTimestamps(value: 6000, echo: 0)))
+        _ = h.feed(later)
+        let (_, out) = h.feed(synAck(h))
+        #expect(h.options(out).timestamps == TCPTimestamps(value: 6000, echo: 0))
+    }
+
     @Test("the server's SYN-ACK retransmitted before the proxy answered is replayed again")
     func synAckRetransmittedEarly() {
         let h = ResilientHarness()
