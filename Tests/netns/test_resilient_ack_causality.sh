@@ -6,7 +6,7 @@
 # (the client's congestion window open), every packet the server sends (an
 # upload's server sends only ACKs) is dropped in the server namespace. After the
 # ACKs in flight have landed, for 4 s: the client's bytes_acked does not move,
-# while the proxy's socket facing the client receives more than 100 KB beyond
+# while the proxy's socket facing the client receives at least 32 KB beyond
 # what the client has had acknowledged (it holds them, and keeps sending them to
 # the server, whose ACKs never come back); the client's send queue holds the
 # data; the proxy's socket facing the server has no acknowledgement of them
@@ -102,7 +102,10 @@ while ((SECONDS < end)); do
     sleep 0.2
 done
 ahead=$((proxy_rcvd - acked0))
-((ahead > 100000)) || fail "the proxy received only $ahead bytes beyond what the client had acknowledged"
+# At least 32 KB: the window the client may fill beyond the clamped ACK is the
+# proxy's advertised window, which on a loaded machine may not have grown past
+# its first 64 KB yet (the runs seen: 64 KB to 370 KB).
+((ahead >= 32768)) || fail "the proxy received only $ahead bytes beyond what the client had acknowledged"
 ((sendq > 0)) || fail "the client's send queue is empty while nothing more was acknowledged"
 clamped=$(resilient_stat acksClamped)
 log "after ${HOLD}s ($samples samples): the proxy holds $ahead bytes more than the client has had acknowledged; acksClamped=$clamped"
