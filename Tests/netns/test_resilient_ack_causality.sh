@@ -34,9 +34,9 @@ proxy_start
 # congestion window, its send buffer and the proxy's receive window; make all
 # three comfortably larger than 100 KB, and keep them so while the paced upload
 # is application-limited: CUBIC for the upload's socket (BBR, the default here,
-# sizes the window to a tiny delay-bandwidth product), no window decay when idle or application-limited, an initial
-# window of 256 segments, 4 MiB send buffers; 1 MiB receive buffers for the
-# proxy's sockets in the router.
+# sizes the window to a tiny delay-bandwidth product), no window decay when idle
+# or application-limited, an initial window of 256 segments, 4 MiB send buffers;
+# 1 MiB receive buffers for the proxy's sockets in the router.
 nsx "$NS_C" sysctl -qw net.ipv4.tcp_slow_start_after_idle=0 \
     net.ipv4.tcp_wmem="4096 4194304 8388608" || fail "cannot tune the client's TCP"
 ip -n "$NS_C" route change default via "$ROUTER_IP_C" initcwnd 256 || fail "cannot set initcwnd on the client's route"
