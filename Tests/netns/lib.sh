@@ -843,7 +843,11 @@ xfers_debug_dump() {
     {
         for ns in "${_NAMESPACES[@]}"; do
             echo "----- ss -tni in $ns -----"
-            nsx "$ns" ss -tni 2>&1 | head -n 400
+            nsx "$ns" ss -tni 2>&1 | grep -v 'cgroup2 mount' | head -n 400
+            # Which way the kernel ended a connection (TCPAbortOnTimeout: ETIMEDOUT).
+            echo "----- nstat (aborts, resets, timeouts, PAWS, undo) in $ns -----"
+            nsx "$ns" nstat -az 2>/dev/null \
+                | awk '$2 > 0 && /Abort|Reset|Timeout|PAWS|Undo|SpuriousRTO/ { printf "%s=%s ", $1, $2 } END { print "" }'
         done
         if [[ -n "$CTL_SOCK" && -S "$CTL_SOCK" ]]; then
             echo "----- splicectl status --json -----"
