@@ -13,7 +13,7 @@
 # with SIGKILL. Every transfer completes with the SHA-256 it left with; every
 # flow is then `bypass` with reason `proxy-died`; status counts >= 50 failovers.
 #
-# Tunable (for a quick run): XF_N (transfers, half each way) XF_MIB, XF_KIBPS.
+# Tunable (for a quick run): XF_N (transfers, half each way), XF_MIB_EACH, XF_KIBPS.
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
