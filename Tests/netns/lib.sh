@@ -218,6 +218,19 @@ topo_create() {
         wait_for 10 "IPv6 client->server ping" nsx "$NS_C" ping -6 -c1 -W1 "$SERVER_IP6" >/dev/null
     fi
     log "topology up: client $NS_C ($CLIENT_IP, $CLIENT_IP6), router $NS_R, server $NS_S ($SERVER_IP, $SERVER_IP6)"
+    pcap_start
+}
+
+# pcap_start: with TCPSPLICE_PCAP=1 in the environment (a debugging aid, off in
+# the suite), capture the first 128 bytes of every TCP packet at the client's and
+# the server's eth0 into $TEST_TMP/client.pcap and server.pcap (kept with
+# TCPSPLICE_KEEP_TMP=1).
+pcap_start() {
+    [[ -n "${TCPSPLICE_PCAP:-}" ]] || return 0
+    command -v tcpdump >/dev/null 2>&1 || fail "TCPSPLICE_PCAP is set but 'tcpdump' is not on PATH"
+    bg_start pcap-client "$NS_C" tcpdump -n -i eth0 -s 128 -U -w "$TEST_TMP/client.pcap" tcp
+    bg_start pcap-server "$NS_S" tcpdump -n -i eth0 -s 128 -U -w "$TEST_TMP/server.pcap" tcp
+    sleep 0.5
 }
 
 # --- background processes ---------------------------------------------------------
@@ -443,18 +456,19 @@ TPROXY_PORT=8081
 # (TPROXY to $TPROXY_PORT, the proxy's sockets fail-closed, policy routing, early
 # demux off) in the router, for PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT"), queue 0.
 resilient_rules_install() {
-    rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" --queues 0 --tproxy-port "$TPROXY_PORT"
+    rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" --queues 0 --proxy-queue 1 --tproxy-port "$TPROXY_PORT"
     # Deleting the namespace undoes the rules, but not the file in which
     # install-rules.sh saved the sysctls it changed (/run/tcpsplice, per netns).
     on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 }
 
-# resilient_spliced_start [PORTS] [ARGS...]: spliced on queue 0 with --proxy-ports
-# PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT") and any further ARGS.
+# resilient_spliced_start [PORTS] [ARGS...]: spliced on queue 0 (the ends' packets)
+# and queue 1 (the proxy's, fail-closed) with --proxy-ports PORTS (default
+# "$XF_DOWN_PORT,$XF_UP_PORT") and any further ARGS.
 resilient_spliced_start() {
     local ports=${1:-$XF_DOWN_PORT,$XF_UP_PORT}
     shift || true
-    spliced_start --queue 0 --proxy-ports "$ports" "$@"
+    spliced_start --queue 0 --proxy-queue 1 --proxy-ports "$ports" "$@"
 }
 
 # proxies_json: the `proxies` list of spliced's status, as JSON.
@@ -925,6 +939,15 @@ sys.exit("flows with another proxy id than %d: %s" % (pid, bad[:3]) if bad else 
     ((down >= n && up >= n)) || fail "the proxy holds $down client-side and $up server-side sockets in the router, expected $n each"
     translated=$(resilient_stat fromProxyTranslated)
     ((translated > 0)) || fail "no packet of the proxy was translated (fromProxyTranslated=$translated)"
+    # The ends' packets arrive on queue 0 (fail-open), the proxy's on queue 1
+    # (fail-closed: a full queue drops them rather than let them out untranslated).
+    status_json | python3 -c '
+import json, sys
+q = {x["number"]: x for x in json.load(sys.stdin)["queues"]}
+bad = []
+if 0 not in q or q[0].get("failClosed") or q[0]["packets"] == 0: bad.append("queue 0: %s" % q.get(0))
+if 1 not in q or q[1].get("failClosed") is not True or q[1]["packets"] == 0: bad.append("queue 1: %s" % q.get(1))
+sys.exit("; ".join(bad) if bad else 0)' || fail "queues not as expected (0: the ends', fail-open; 1: the proxy's, fail-closed)"
 }
 
 # --- a second path (seed 000 FIG. 2E) ---------------------------------------------------
@@ -1036,8 +1059,12 @@ route_dev() {
 # (defaults 0.01, 0.01, 0.03), emulated with what this kernel has (netem is not
 # built; statistic, TEE, CLASSIFY and HTB are):
 #
-#   loss       -m statistic --mode random --probability LOSS -j DROP, at the
-#              sender's egress (mangle POSTROUTING -o IF)
+#   loss       -m statistic --mode random --probability LOSS -j DROP at the
+#              receiver's ingress (raw PREROUTING -i IF, before conntrack and
+#              before the engine's queue): the packet was sent and the link lost
+#              it. Not at the sender's egress: a locally generated packet dropped
+#              there makes the sender's send fail with EPERM, so its TCP knows
+#              and sends it again at once, which is no loss at all.
 #   duplicate  -j TEE (a copy of the packet): client->router and server->router
 #              at the sender's egress (--gateway the router); router->client and
 #              router->server at the receiver's ingress (mangle PREROUTING -i
@@ -1046,20 +1073,31 @@ route_dev() {
 #              through OUTPUT, where raw TCPSPLICE_OUT would queue a copy of a
 #              forwarded packet as if the proxy had sent it.
 #   reorder    -j CLASSIFY --set-class 1:20 into a slow HTB class (SLOW_RATE,
-#              default 2mbit, tiny burst) at the sender's egress: a selected
-#              packet waits for tokens and leaves after packets sent after it.
+#              default 12mbit: ~1 ms per packet, one packet of burst) whose FIFO
+#              holds at most 16 packets, at the sender's egress: a selected packet
+#              waits for tokens (up to ~20 ms) and leaves after packets sent after
+#              it. The delay stays far below the 200 ms minimum RTO on purpose:
+#              a segment still waiting in its sender's own qdisc when the RTO
+#              fires cannot be retransmitted (the kernel skips a segment still in
+#              the host queue), and with this kernel that ended connections with
+#              ETIMEDOUT at the next RTO, with or without tcpsplice in the path
+#              (an earlier 2mbit class with a 200-packet FIFO delayed packets by
+#              up to 1.2 s). Real reordering happens in the network, not in the
+#              sender's qdisc.
 #
-# Rules live in chains of our own (TSTEST_IMPAIR_OUT in mangle POSTROUTING,
-# TSTEST_IMPAIR_IN in mangle PREROUTING of the ends), which the tcpsplice chains
-# (mangle PREROUTING jump TCPSPLICE_PRE, raw OUTPUT) never meet: in the router the
-# impairments sit in mangle POSTROUTING only, after the engine's verdicts. GSO,
+# Rules live in chains of our own (TSTEST_IMPAIR_LOSS in raw PREROUTING,
+# TSTEST_IMPAIR_OUT in mangle POSTROUTING, TSTEST_IMPAIR_IN in mangle PREROUTING
+# of the ends), which the tcpsplice chains (mangle PREROUTING jump TCPSPLICE_PRE,
+# raw OUTPUT) never meet: in the router the impairments sit in raw PREROUTING
+# (loss, before the engine sees the packet) and mangle POSTROUTING (after the
+# engine's verdicts). GSO,
 # TSO and GRO are turned off on the impaired interfaces and their gso_max_segs is
 # 1 (TCP builds GSO packets even for a device without GSO), so that every packet
 # is one MTU-sized segment, the proxy's included; a counter checks it.
 # Both families (iptables and ip6tables).
 IMPAIR_IFS=()   # "NS IF" of every impaired egress
 impair_links() {
-    local loss=${1:-0.01} dup=${2:-0.01} reorder=${3:-0.03} slow=${4:-2mbit}
+    local loss=${1:-0.01} dup=${2:-0.01} reorder=${3:-0.03} slow=${4:-12mbit}
     command -v ethtool >/dev/null 2>&1 || fail "'ethtool' not found on PATH (run Scripts/setup.sh)"
     command -v tc >/dev/null 2>&1 || fail "'tc' not found on PATH (run Scripts/setup.sh)"
     local spec ns ifc fam ipt
@@ -1068,6 +1106,8 @@ impair_links() {
         for ipt in iptables ip6tables; do
             nsx "$ns" "$ipt" -w 5 -t mangle -N TSTEST_IMPAIR_OUT || fail "cannot create TSTEST_IMPAIR_OUT in $ns ($ipt)"
             nsx "$ns" "$ipt" -w 5 -t mangle -I POSTROUTING 1 -j TSTEST_IMPAIR_OUT
+            nsx "$ns" "$ipt" -w 5 -t raw -N TSTEST_IMPAIR_LOSS || fail "cannot create TSTEST_IMPAIR_LOSS in $ns ($ipt)"
+            nsx "$ns" "$ipt" -w 5 -t raw -I PREROUTING 1 -j TSTEST_IMPAIR_LOSS
             if [[ "$ns" != "$NS_R" ]]; then
                 nsx "$ns" "$ipt" -w 5 -t mangle -N TSTEST_IMPAIR_IN || fail "cannot create TSTEST_IMPAIR_IN in $ns ($ipt)"
                 nsx "$ns" "$ipt" -w 5 -t mangle -I PREROUTING 1 -j TSTEST_IMPAIR_IN
@@ -1076,11 +1116,12 @@ impair_links() {
     done
     # _impair_rule NS FAMILY CHAIN IF-MATCH PROBABILITY WHAT TARGET...
     _impair_rule() {
-        local ns=$1 fam=$2 chain=$3 ifm=$4 p=$5 what=$6 ipt=iptables
+        local ns=$1 fam=$2 chain=$3 ifm=$4 p=$5 what=$6 ipt=iptables table=mangle
         shift 6
         [[ "$fam" == 6 ]] && ipt=ip6tables
+        [[ "$chain" == TSTEST_IMPAIR_LOSS ]] && table=raw
         # shellcheck disable=SC2086 # ifm is "-o IF" or "-i IF"
-        nsx "$ns" "$ipt" -w 5 -t mangle -A "$chain" $ifm -p tcp -m statistic --mode random --probability "$p" \
+        nsx "$ns" "$ipt" -w 5 -t "$table" -A "$chain" $ifm -p tcp -m statistic --mode random --probability "$p" \
             -m comment --comment "tstest impair: $what" "$@" \
             || fail "cannot add the '$what' impairment in $ns ($ipt $chain $ifm): $*"
     }
@@ -1097,16 +1138,17 @@ impair_links() {
             nsx "$ns" "$ipt6" -w 5 -t mangle -A TSTEST_IMPAIR_OUT -o "$ifc" -m length --length 1501:65535 \
                 -m comment --comment "tstest impair: oversize " || fail "cannot add the oversize counter in $ns"
         done
-        # Reordering first (CLASSIFY does not end the chain), then loss.
+        # Reordering at the egress; loss at the same interface's ingress (the
+        # other direction's receiver is this interface too, see below).
         for fam in 4 6; do
             _impair_rule "$ns" "$fam" TSTEST_IMPAIR_OUT "-o $ifc" "$reorder" reorder -j CLASSIFY --set-class 1:20
-            _impair_rule "$ns" "$fam" TSTEST_IMPAIR_OUT "-o $ifc" "$loss" loss -j DROP
+            _impair_rule "$ns" "$fam" TSTEST_IMPAIR_LOSS "-i $ifc" "$loss" loss -j DROP
         done
         tc -n "$ns" qdisc add dev "$ifc" root handle 1: htb default 10 || fail "cannot add htb on $ifc in $ns"
         tc -n "$ns" class add dev "$ifc" parent 1: classid 1:10 htb rate 10gbit quantum 60000
         tc -n "$ns" class add dev "$ifc" parent 1: classid 1:20 htb rate "$slow" ceil "$slow" burst 1600 cburst 1600
         tc -n "$ns" qdisc add dev "$ifc" parent 1:10 handle 10: pfifo limit 10000
-        tc -n "$ns" qdisc add dev "$ifc" parent 1:20 handle 20: pfifo limit 200
+        tc -n "$ns" qdisc add dev "$ifc" parent 1:20 handle 20: pfifo limit 16
     done
     # Duplication: the ends' egress toward the router, and their ingress from it.
     _impair_rule "$NS_C" 4 TSTEST_IMPAIR_OUT "-o eth0" "$dup" duplicate -j TEE --gateway "$ROUTER_IP_C"
@@ -1121,45 +1163,47 @@ impair_links() {
 }
 
 # impair_counts: one line per impaired direction, "DIRECTION loss=N dup=N reorder=N
-# slow_sent=N slow_overlimits=N oversize=N" (packets; slow_* from the HTB class
+# slow_sent=N slow_overlimits=N slow_dropped=N oversize=N" (packets; slow_* from the HTB class
 # 1:20 of the egress interface; oversize: packets larger than the MTU at the
 # egress, which would make loss hit many segments at once).
 _impair_rule_count() {  # NS CHAIN IF-MATCH WHAT -> packets matched (both families)
-    local ns=$1 chain=$2 ifm=$3 what=$4 ipt total=0 v
+    local ns=$1 chain=$2 ifm=$3 what=$4 ipt total=0 v table=mangle
+    [[ "$chain" == TSTEST_IMPAIR_LOSS ]] && table=raw
     for ipt in iptables ip6tables; do
-        v=$(nsx "$ns" "$ipt" -w 5 -t mangle -L "$chain" -v -n -x 2>/dev/null | awk -v ifc="$ifm" -v w="tstest impair: $what " '
+        v=$(nsx "$ns" "$ipt" -w 5 -t "$table" -L "$chain" -v -n -x 2>/dev/null | awk -v ifc="$ifm" -v w="tstest impair: $what " '
             index($0, w) && (($6 == ifc && ifc != "*") || ($7 == ifc)) { s += $1 } END { print s + 0 }')
         total=$((total + v))
     done
     echo "$total"
 }
-_impair_slow() {  # NS IF -> "SENT OVERLIMITS" of class 1:20
-    tc -n "$1" -s class show dev "$2" classid 1:20 | awk '/Sent/ { s = $4; for (i = 1; i <= NF; i++) if ($i == "overlimits") o = $(i + 1) } END { print s + 0, o + 0 }'
+_impair_slow() {  # NS IF -> "SENT OVERLIMITS DROPPED" of class 1:20
+    tc -n "$1" -s class show dev "$2" classid 1:20 | awk '/Sent/ { s = $4; for (i = 1; i <= NF; i++) { if ($i == "overlimits") o = $(i + 1); if ($i == "(dropped") d = $(i + 1) } } END { gsub(",", "", d); print s + 0, o + 0, d + 0 }'
 }
 impair_counts() {
-    local dir ns_tx if_tx ns_dup chain_dup if_dup slow
-    for dir in "client->router|$NS_C|eth0|$NS_C|TSTEST_IMPAIR_OUT|eth0" \
-               "router->client|$NS_R|rc0|$NS_C|TSTEST_IMPAIR_IN|eth0" \
-               "server->router|$NS_S|eth0|$NS_S|TSTEST_IMPAIR_OUT|eth0" \
-               "router->server|$NS_R|rs0|$NS_S|TSTEST_IMPAIR_IN|eth0"; do
-        IFS='|' read -r name ns_tx if_tx ns_dup chain_dup if_dup <<<"$dir"
-        slow=$(_impair_slow "$ns_tx" "$if_tx")
+    local dir name ns_tx if_tx ns_dup chain_dup if_dup ns_rx if_rx slow_sent slow_over slow_drop
+    for dir in "client->router|$NS_C|eth0|$NS_C|TSTEST_IMPAIR_OUT|eth0|$NS_R|rc0" \
+               "router->client|$NS_R|rc0|$NS_C|TSTEST_IMPAIR_IN|eth0|$NS_C|eth0" \
+               "server->router|$NS_S|eth0|$NS_S|TSTEST_IMPAIR_OUT|eth0|$NS_R|rs0" \
+               "router->server|$NS_R|rs0|$NS_S|TSTEST_IMPAIR_IN|eth0|$NS_S|eth0"; do
+        IFS='|' read -r name ns_tx if_tx ns_dup chain_dup if_dup ns_rx if_rx <<<"$dir"
+        read -r slow_sent slow_over slow_drop < <(_impair_slow "$ns_tx" "$if_tx")
         local dupm=$if_dup
-        printf '%s loss=%s dup=%s reorder=%s slow_sent=%s slow_overlimits=%s oversize=%s\n' "$name" \
-            "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" loss)" \
+        printf '%s loss=%s dup=%s reorder=%s slow_sent=%s slow_overlimits=%s slow_dropped=%s oversize=%s\n' "$name" \
+            "$(_impair_rule_count "$ns_rx" TSTEST_IMPAIR_LOSS "$if_rx" loss)" \
             "$(_impair_rule_count "$ns_dup" "$chain_dup" "$dupm" duplicate)" \
             "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" reorder)" \
-            "${slow% *}" "${slow#* }" \
+            "$slow_sent" "$slow_over" "$slow_drop" \
             "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" oversize)"
     done
 }
 
 # impair_assert_active: every impaired direction dropped, duplicated and
-# reordered packets (rule counters > 0, packets sent through the slow class > 0),
-# the slow class made some of them wait (overlimits > 0 somewhere), and no packet
-# larger than the MTU left an impaired interface.
+# reordered packets (rule counters > 0, packets sent through the slow class > 0,
+# and some of them made to wait there: overlimits > 0, these are the packets that
+# left after their successors), and no packet larger than the MTU left an
+# impaired interface.
 impair_assert_active() {
-    local line bad=() overl=0 counts
+    local line bad=() counts
     counts=$(impair_counts)
     while read -r line; do
         log "impaired $line"
@@ -1167,12 +1211,12 @@ impair_assert_active() {
         for kv in ${line#* }; do
             k=${kv%%=*} v=${kv#*=}
             case "$k" in
-                slow_overlimits) overl=$((overl + v)) ;;
+                slow_overlimits) ((v > 0)) || bad+=("$name:no packet waited in the slow class (nothing reordered)") ;;
+                slow_dropped) ;;   # a full slow FIFO: more loss, reported only
                 oversize) ((v == 0)) || bad+=("$name:$v packets larger than the MTU") ;;
                 *) ((v > 0)) || bad+=("$name:$k=0") ;;
             esac
         done
     done <<<"$counts"
-    ((overl > 0)) || bad+=("slow classes never made a packet wait (overlimits 0)")
     [[ ${#bad[@]} -eq 0 ]] || fail "impairments did not all happen: ${bad[*]}"
 }

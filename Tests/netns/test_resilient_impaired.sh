@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
-# tcpsplice test: the proxy dies in the middle of 10 transfers over links that
+# tcpsplice test: the proxy dies in the middle of 50 transfers over links that
 # lose, duplicate and reorder packets, and none of the transfers notices.
 #
-# Both links (client<->router, router<->server), both directions: 1% loss, 1%
-# duplication, ~3% of the packets delayed in a slow HTB class so that they arrive
-# after their successors (lib.sh impair_links: netem is not built in this kernel),
-# one MTU-sized segment per packet. 10 concurrent transfers of 24 MiB (5
-# downloads, 5 uploads, IPv4 and IPv6 alternately) through splice-proxy
-# (resilient/policy, the proxy holding both sockets of each). A third of the
-# way, splice-proxy is killed with SIGKILL. Every transfer completes with the
-# SHA-256 it left with, the flows are bypass/proxy-died, and the counters show
-# that every impairment happened on every link direction (drops, duplicates,
-# packets through the slow class, some of which had to wait) with no packet
+# Both links (client<->router, router<->server), both directions: 1% loss (at
+# the receiver's ingress: the link lost it), 1% duplication, 3% of the packets
+# through a slow HTB class that makes some of them wait a few milliseconds, so
+# that they arrive after their successors (lib.sh impair_links: netem is not
+# built in this kernel), one MTU-sized segment per packet. 50 concurrent
+# transfers of 32 MiB (25 downloads, 25 uploads, IPv4 and IPv6 alternately)
+# through splice-proxy (resilient/policy, the proxy holding both sockets of
+# each). A third of the way, splice-proxy is killed with SIGKILL. Every transfer
+# completes with the SHA-256 it left with, the flows are bypass/proxy-died, and
+# the counters show that every impairment happened on every link direction
+# (drops, duplicates, packets made to wait in the slow class) with no packet
 # larger than the MTU.
 #
 # Tunable (for a quick run): XF_N, XF_MIB_EACH, XF_KIBPS.
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${XF_N:-10}
-MIB=${XF_MIB_EACH:-24}
-RATE=$((${XF_KIBPS:-1024} << 10))   # bytes/s per transfer: 24 MiB in ~24 s
+N=${XF_N:-50}
+MIB=${XF_MIB_EACH:-32}
+RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s (more: the engine is busy)
 
 need_bin spliced >/dev/null
 need_bin splicectl >/dev/null
@@ -51,7 +52,9 @@ flows_assert_all bypass proxy-died "$N"
 
 xfers_wait 240
 xfers_verify
-flows_assert_all bypass proxy-died "$N"
+# Transfers end seconds apart under loss: the flows of the first ones may have left
+# the table by now; every flow still listed is bypass/proxy-died.
+flows_assert_all bypass proxy-died 1
 log "status.resilient: $(status_json | json_get 'd["resilient"]')"
 impair_assert_active
 log "PASS"
