@@ -153,6 +153,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
 /// (`/proc/net/netfilter/nfnetlink_queue`).
 public struct QueueReport: Codable, Sendable, Equatable {
     public var number: UInt16
+    /// A queue of the proxy's own packets: bound without fail-open (a full queue drops).
+    /// Absent from older daemons' reports.
+    public var failClosed: Bool?
     /// Packets the daemon read from this queue.
     public var packets: UInt64
     /// Verdict messages sent (a batch counts once).
@@ -167,9 +170,10 @@ public struct QueueReport: Codable, Sendable, Equatable {
     public var userDropped: UInt64?
     public var portID: UInt32?
 
-    public init(number: UInt16, packets: UInt64, verdictMessages: UInt64, receiveOverruns: UInt64,
+    public init(number: UInt16, failClosed: Bool? = nil, packets: UInt64, verdictMessages: UInt64, receiveOverruns: UInt64,
                 queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil, portID: UInt32? = nil) {
         self.number = number
+        self.failClosed = failClosed
         self.packets = packets
         self.verdictMessages = verdictMessages
         self.receiveOverruns = receiveOverruns

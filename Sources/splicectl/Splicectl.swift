@@ -72,7 +72,8 @@ struct Status: ParsableCommand {
         print("spliced \(s.version) (pid \(s.pid)), up \(Format.duration(s.uptimeSeconds))")
         print("queues:")
         for q in s.queues {
-            var line = "  queue \(q.number): \(q.packets) packets, \(q.verdictMessages) verdict messages, \(q.receiveOverruns) receive overruns"
+            let kind = q.failClosed == true ? " (proxy's packets, fail-closed)" : ""
+            var line = "  queue \(q.number)\(kind): \(q.packets) packets, \(q.verdictMessages) verdict messages, \(q.receiveOverruns) receive overruns"
             if let t = q.queueTotal, let qd = q.queueDropped, let ud = q.userDropped {
                 line += "; kernel: waiting \(t), queue-dropped \(qd), user-dropped \(ud)"
             } else {

@@ -48,10 +48,13 @@ final class Daemon: @unchecked Sendable {
         core.injector = injector
         engine = Mutex(core)
         var qs: [NetfilterQueue] = []
-        for n in configuration.queues {
+        for n in configuration.queues + configuration.proxyQueues {
             var o = NetfilterQueue.Options()
             o.maxLength = configuration.queueMaxLength
             o.batchLimit = configuration.batch
+            // The ends' packets may pass unqueued when we cannot keep up; the proxy's never:
+            // untranslated, they carry its own sequence space and clock.
+            o.failOpen = !configuration.proxyQueues.contains(n)
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
@@ -110,8 +113,16 @@ final class Daemon: @unchecked Sendable {
 
         logger.info("spliced running", metadata: [
             "pid": "\(pid)", "queues": "\(configuration.queues.map(String.init).joined(separator: ","))",
+            "proxy-queues": "\(configuration.proxyQueues.map(String.init).joined(separator: ","))",
             "control": "\(configuration.controlSocket)", "max-flows": "\(configuration.maxFlows)",
         ])
+        if configuration.proxyQueues.isEmpty && !configuration.policy.ports.isEmpty {
+            logger.warning("""
+                no --proxy-queue: if the proxy's packets share a queue with the ends' (install-rules.sh \
+                without --proxy-queue), a full queue lets them through untranslated; give them a queue \
+                of their own
+                """)
+        }
         var caught: Int32 = 0
         sigwait(&signals, &caught)
         if !failed.load(ordering: .relaxed) {
@@ -249,7 +260,8 @@ final class Daemon: @unchecked Sendable {
         let queueReports = queues.map { q -> QueueReport in
             let c = q.snapshot
             let k = kernel.first { $0.queue == q.number }
-            return QueueReport(number: q.number, packets: c.packets, verdictMessages: c.verdictMessages,
+            return QueueReport(number: q.number, failClosed: !q.options.failOpen,
+                               packets: c.packets, verdictMessages: c.verdictMessages,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
         }

@@ -10,6 +10,8 @@ import SpliceEngine
 /// What the daemon was told to do, validated.
 struct DaemonConfiguration: Sendable {
     var queues: [UInt16]
+    /// Queues of the proxy's own packets: bound without fail-open, so that a full queue drops.
+    var proxyQueues: [UInt16]
     var controlSocket: String
     var pidfile: String?
     var maxFlows: Int
@@ -36,6 +38,13 @@ struct SplicedCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("NFQUEUE number to bind; repeat for several, or give a range A:B.", valueName: "n|a:b"))
     var queue: [String] = ["0"]
+
+    @Option(name: .long, help: ArgumentHelp("""
+        NFQUEUE number (or range A:B) that carries the proxy's own packets (install-rules.sh \
+        --proxy-queue); bound fail-closed: when it is full the kernel drops, never lets a proxy \
+        packet through untranslated. Repeatable.
+        """, valueName: "n|a:b"))
+    var proxyQueue: [String] = []
 
     @Option(name: .long, help: "Path of the root-only control socket.")
     var controlSocket: String = ControlProtocol.defaultSocketPath
@@ -148,19 +157,30 @@ struct SplicedCommand: ParsableCommand {
         return m
     }
 
-    func parsedQueues() throws -> [UInt16] {
+    /// The queue numbers of `--queue` (or, with `option` "--proxy-queue", of `--proxy-queue`).
+    func parsedQueues(_ specs: [String]? = nil, option: String = "--queue") throws -> [UInt16] {
+        let specs = specs ?? queue
         var out: [UInt16] = []
-        for q in queue {
+        for q in specs {
             let parts = q.split(separator: ":", omittingEmptySubsequences: false)
             if parts.count == 1, let n = UInt16(parts[0]) {
                 out.append(n)
             } else if parts.count == 2, let a = UInt16(parts[0]), let b = UInt16(parts[1]), a <= b, b - a < 64 {
                 out.append(contentsOf: a...b)
             } else {
-                throw ValidationError("--queue takes a queue number (0-65535) or a range A:B of at most 64 queues, not '\(q)'")
+                throw ValidationError("\(option) takes a queue number (0-65535) or a range A:B of at most 64 queues, not '\(q)'")
             }
         }
-        guard Set(out).count == out.count else { throw ValidationError("--queue names the same queue twice: \(queue)") }
+        guard Set(out).count == out.count else { throw ValidationError("\(option) names the same queue twice: \(specs)") }
+        return out
+    }
+
+    func parsedProxyQueues(queues: [UInt16]) throws -> [UInt16] {
+        let out = try parsedQueues(proxyQueue, option: "--proxy-queue")
+        let both = Set(out).intersection(queues)
+        guard both.isEmpty else {
+            throw ValidationError("queue \(both.sorted().map(String.init).joined(separator: ",")) is given to both --queue and --proxy-queue: the ends' queues fail open, the proxy's must not")
+        }
         return out
     }
 
@@ -175,7 +195,9 @@ struct SplicedCommand: ParsableCommand {
         guard geteuid() == 0 else {
             throw ValidationError("spliced must run as root (it binds NFQUEUE and opens raw sockets)")
         }
-        let config = DaemonConfiguration(queues: try parsedQueues(), controlSocket: controlSocket, pidfile: pidfile,
+        let queues = try parsedQueues()
+        let config = DaemonConfiguration(queues: queues, proxyQueues: try parsedProxyQueues(queues: queues),
+                                         controlSocket: controlSocket, pidfile: pidfile,
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
                                          queueMaxLength: queueMaxLength, batch: batch, policy: try parsedPolicy(),
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,

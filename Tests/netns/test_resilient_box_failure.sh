@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# tcpsplice test: the whole splice router dies in the middle of 10 transfers
+# tcpsplice test: the whole splice router dies in the middle of 50 transfers
 # through its proxy, the ends route around it, and none of the transfers notices
 # (seed 000, FIG. 2E, claim 5).
 #
 # Topology: client -- splice router -- server as usual, plus a second path
 # client eth1 -- alt -- server eth1 (alt: plain forwarding, no tcpsplice). The
 # ends prefer the splice router (metric 10) over alt (metric 100) and ignore
-# routes whose link is down. 10 concurrent transfers of 32 MiB (5 downloads, 5
+# routes whose link is down. 50 concurrent transfers of 32 MiB (25 downloads, 25
 # uploads; IPv4 and IPv6 alternately) run through splice-proxy in the splice
 # router (flows resilient/policy, the proxy holding both sockets of each, alt has
 # forwarded nothing of them). A third of the way, the splice router's links go
@@ -23,9 +23,9 @@
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${XF_N:-10}
+N=${XF_N:-50}
 MIB=${XF_MIB_EACH:-32}
-RATE=$((${XF_KIBPS:-1024} << 10))   # bytes/s per transfer: 32 MiB in ~32 s
+RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s
 SIZE=$((MIB << 20))
 
 need_bin spliced >/dev/null

@@ -9,20 +9,21 @@
 #   small-mss       advmss 536 on the client's routes (both families): it
 #                   announces MSS 536
 #   all             all four at once
-# a fresh splice-proxy registers, 4 transfers of 8 MiB run (2 downloads, 2
-# uploads, IPv4 and IPv6), their flows are resilient/policy with that proxy's id,
+# a fresh splice-proxy registers, 50 concurrent transfers of 32 MiB run (25
+# downloads, 25 uploads, IPv4 and IPv6 alternately), their flows are resilient/policy with that proxy's id,
 # the server's and the proxy's sockets show that the option is really off (no
 # "ts", "sack", "wscale" in `ss -i`; mss <= 536), and a third of the way the
 # proxy is killed with SIGKILL; every transfer completes with the SHA-256 it left
 # with and the flows are bypass/proxy-died.
 #
-# Tunable: VARIANTS (space separated subset), XF_MIB_EACH, XF_KIBPS.
+# Tunable: VARIANTS (space separated subset), XF_N, XF_MIB_EACH, XF_KIBPS.
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VARIANTS=${VARIANTS:-no-timestamps no-sack no-wscale small-mss all}
-MIB=${XF_MIB_EACH:-8}
-RATE=$((${XF_KIBPS:-768} << 10))   # bytes/s per transfer: 8 MiB in ~11 s
+N=${XF_N:-50}
+MIB=${XF_MIB_EACH:-32}
+RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s
 
 need_bin spliced >/dev/null
 need_bin splicectl >/dev/null
@@ -95,7 +96,7 @@ for variant in $VARIANTS; do
     proxy_start "proxy-$variant"
     pid=$(bg_pid "proxy-$variant")
     id=$(proxy_id_of "$pid")
-    xfers_prepare 2 2 "$MIB" "$variant-"
+    xfers_prepare $((N / 2)) $((N - N / 2)) "$MIB" "$variant-"
     xfers_start "$SERVER_IP" "$SERVER_IP6"
     xfers_wait_connected 30
     xfers_wait_progress 50 60
@@ -109,7 +110,7 @@ sys.exit("flows not bound to proxy %d: %s" % (pid, bad) if bad else 0)' "$id" "$
         || fail "$variant: flows not bound to the new proxy (id $id)"
     check_sockets "$variant" "$NS_S" server
     check_sockets "$variant" "$NS_R" "proxy (router)"
-    log "$variant: 4 flows resilient/policy through proxy $id; server and proxy sockets show the variant"
+    log "$variant: $N flows resilient/policy through proxy $id; server and proxy sockets show the variant"
 
     xfers_wait_progress 333 60
     xfers_assert_running
@@ -118,9 +119,10 @@ sys.exit("flows not bound to proxy %d: %s" % (pid, bad) if bad else 0)' "$id" "$
     [[ $rc -eq 137 ]] || fail "$variant: splice-proxy exited with $rc after SIGKILL, expected 137"
     wait_no_proxy 10
     flows_of_clients_assert bypass proxy-died "${ports[@]}"
-    xfers_wait 120
+    xfers_wait 240
     xfers_verify
-    log "$variant: all 4 transfers byte-exact after the proxy's death"
+    log "$variant: all $N transfers byte-exact after the proxy's death"
+    rm -f "$XF_DIR"/src/"$variant"-* "$XF_DIR"/got/"$variant"-* "$XF_DIR"/recv/"$variant"-*   # 1.6 GB a variant
 done
 client_defaults
 log "PASS"

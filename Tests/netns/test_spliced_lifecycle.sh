@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tcpsplice test: spliced's life as a foreground daemon in the router.
-# - bad arguments (a bad --queue, a bad --max-flows) exit non-zero with a
-#   message naming the option;
+# - bad arguments (a bad --queue, a bad --max-flows, a queue given to both
+#   --queue and --proxy-queue) exit non-zero with a message naming the option;
 # - started with --queue 0 --queue 1 --pidfile: writes its pid, binds both
 #   queues (kernel's /proc/net/netfilter/nfnetlink_queue), and status lists them;
 # - traffic balanced over the two queues (--queue-balance 0:1) arrives intact;
@@ -25,6 +25,7 @@ bad_args() {
 }
 bad_args "queue" --queue x
 bad_args "max-flows" --queue 0 --max-flows 0
+bad_args "both --queue and --proxy-queue" --queue 0 --proxy-queue 0
 bad_args "frobnicate|unknown|unexpected" --frobnicate
 [[ $(queue_bound_count "$NS_R") -eq 0 ]] || fail "a failed spliced left a queue bound"
 
