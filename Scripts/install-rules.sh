@@ -415,5 +415,8 @@ for fam in "${families[@]}"; do
 done
 if [[ -n "$TPROXY_PORT" ]]; then
     install_sysctls
-    note "resilient mode: TPROXY to port $TPROXY_PORT, proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE; early demux off"
+    if [[ -z "$PROXY_QUEUE_ARG" ]]; then
+        note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
+    fi
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE; early demux off"
 fi
