@@ -58,7 +58,7 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, help: "Connection blocks (the large per-connection part); default: as many as --max-flows.")
     var maxBlocks: Int?
 
-    @Option(name: .long, help: "Packets the kernel may hold per queue before failing open.")
+    @Option(name: .long, help: "Packets the kernel may hold per queue before failing open (a --proxy-queue: before dropping).")
     var queueMaxLength: UInt32 = 8192
 
     @Option(name: .long, help: "Unchanged accepts gathered into one batch verdict (1 = no batching).")

@@ -893,7 +893,9 @@ sys.exit(1 if bad or len(flows) < minimum else 0)' "$mode" "$reason" "$min" "$po
 }
 
 # flows_of_clients_assert MODE REASON PORTS...: the flows of exactly these client
-# ports are listed and all in MODE/REASON.
+# ports are listed and all in MODE/REASON. Where a port has several flows (an
+# earlier flow of the same port number, in TIME_WAIT, or of the other family),
+# the youngest is the one meant.
 flows_of_clients_assert() {
     local mode=$1 reason=$2
     shift 2
@@ -901,7 +903,11 @@ flows_of_clients_assert() {
 import json, sys
 mode, reason = sys.argv[1], sys.argv[2]
 want = {int(p) for p in sys.argv[3:]}
-byport = {f["sport"]: f for f in json.load(sys.stdin) if f.get("sport") in want}
+byport = {}
+for f in json.load(sys.stdin):
+    p = f.get("sport")
+    if p in want and (p not in byport or f.get("ageSeconds", 0) < byport[p].get("ageSeconds", 0)):
+        byport[p] = f
 missing = sorted(want - set(byport))
 bad = [f for f in byport.values() if f.get("mode") != mode or f.get("reason") != reason]
 for f in bad[:20]:
@@ -948,6 +954,34 @@ bad = []
 if 0 not in q or q[0].get("failClosed") or q[0]["packets"] == 0: bad.append("queue 0: %s" % q.get(0))
 if 1 not in q or q[1].get("failClosed") is not True or q[1]["packets"] == 0: bad.append("queue 1: %s" % q.get(1))
 sys.exit("; ".join(bad) if bad else 0)' || fail "queues not as expected (0: the ends', fail-open; 1: the proxy's, fail-closed)"
+}
+
+# resilient_xfers_start N MIB RATE DST...: the common start of the failure tests
+# (after the rules and spliced): splice-proxy started (PROXY_PID, PROXY_ID), N
+# transfers of MIB MiB (half downloads, half uploads) at RATE bytes/s each to the
+# DST addresses in turn, all connected and 5% of the way, every flow
+# resilient/policy through the proxy, which holds both sockets of each.
+resilient_xfers_start() {
+    local n=$1 mib=$2 rate=$3
+    shift 3
+    proxy_start splice-proxy
+    PROXY_PID=$(bg_pid splice-proxy)
+    PROXY_ID=$(proxy_id_of "$PROXY_PID")
+    xfers_prepare $((n / 2)) $((n - n / 2)) "$mib"
+    xfers_servers_start "$rate"
+    xfers_start "$@"
+    xfers_wait_connected 30
+    xfers_wait_progress 50 60
+    resilient_assert_through_proxy "$n" "$PROXY_ID"
+}
+
+# proxy_kill_now: SIGKILL to splice-proxy (started by proxy_start), which must die
+# of it (exit status 137).
+proxy_kill_now() {
+    local rc=0
+    bg_kill splice-proxy KILL || rc=$?
+    [[ $rc -eq 137 ]] || fail "splice-proxy exited with $rc after SIGKILL, expected 137"
+    log "splice-proxy (pid $PROXY_PID) killed with SIGKILL at progress $(xfers_progress_permille | tr ' ' /) per mille"
 }
 
 # --- a second path (seed 000 FIG. 2E) ---------------------------------------------------

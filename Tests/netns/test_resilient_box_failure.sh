@@ -41,15 +41,7 @@ done
 
 resilient_rules_install
 resilient_spliced_start
-proxy_start
-PROXY_ID=$(proxy_id_of "$(bg_pid splice-proxy)")
-
-xfers_prepare $((N / 2)) $((N - N / 2)) "$MIB"
-xfers_servers_start "$RATE"
-xfers_start "$SERVER_IP" "$SERVER_IP6"
-xfers_wait_connected 30
-xfers_wait_progress 50 60
-resilient_assert_through_proxy "$N" "$PROXY_ID"
+resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP" "$SERVER_IP6"
 alt_before=$(alt_forwarded_packets)
 ((alt_before == 0)) || fail "alt forwarded $alt_before packets of the transfers while the splice router was up"
 log "alt has forwarded nothing of the transfers so far"

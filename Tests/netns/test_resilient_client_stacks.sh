@@ -105,7 +105,14 @@ for variant in $VARIANTS; do
     flows_json | python3 -c '
 import json, sys
 ports, pid = {int(p) for p in sys.argv[2:]}, int(sys.argv[1])
-bad = [f for f in json.load(sys.stdin) if f.get("sport") in ports and f.get("proxy") != pid]
+# The youngest flow of each port (an earlier variant may have left one of the same
+# port number in TIME_WAIT).
+young = {}
+for f in json.load(sys.stdin):
+    p = f.get("sport")
+    if p in ports and (p not in young or f.get("ageSeconds", 0) < young[p].get("ageSeconds", 0)):
+        young[p] = f
+bad = [f for f in young.values() if f.get("proxy") != pid]
 sys.exit("flows not bound to proxy %d: %s" % (pid, bad) if bad else 0)' "$id" "${ports[@]}" \
         || fail "$variant: flows not bound to the new proxy (id $id)"
     check_sockets "$variant" "$NS_S" server

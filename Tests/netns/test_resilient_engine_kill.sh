@@ -28,17 +28,7 @@ need_bin splice-proxy >/dev/null
 topo_create
 resilient_rules_install
 resilient_spliced_start
-proxy_start
-PROXY_PID=$(bg_pid splice-proxy)
-PROXY_ID=$(proxy_id_of "$PROXY_PID")
-
-xfers_prepare $((N / 2)) $((N - N / 2)) "$MIB"
-xfers_servers_start "$RATE"
-xfers_start "$SERVER_IP"
-
-xfers_wait_connected 30
-xfers_wait_progress 50 60
-resilient_assert_through_proxy "$N" "$PROXY_ID"
+resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
 
 # The kill, a third of the way.
 xfers_wait_progress 333 120
