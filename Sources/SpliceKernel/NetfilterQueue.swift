@@ -165,6 +165,37 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// A snapshot of this reader's counters (from any thread).
     public var snapshot: Counters { countersLock.read() }
 
+    /// The netlink socket, for poll(2) when one thread serves several queues.
+    public var fileDescriptor: Int32 { fd }
+
+    /// Handles what is waiting, without blocking: at most `batchLimit` receives, then the
+    /// batch of accepts is flushed. Returns the number of receives that brought messages (0:
+    /// nothing was waiting). For a loop that polls several queues' descriptors.
+    public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws -> Int {
+        var drained = 0
+        var overruns = 0
+        while drained < options.batchLimit {
+            let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
+            if n < 0 {
+                let e = errno
+                if e == ENOBUFS && overruns < options.batchLimit {
+                    counters.receiveOverruns &+= 1
+                    overruns += 1
+                    continue
+                }
+                if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ENOBUFS { break }
+                flushBatch()
+                countersLock.write(counters)
+                throw SystemError("receiving from NFQUEUE \(number)", errno: e)
+            }
+            dispatch(length: n, handle: handle)
+            drained += 1
+        }
+        flushBatch()
+        countersLock.write(counters)
+        return drained
+    }
+
     /// Reads packets until `shouldStop` returns true. `handle` decides each packet's verdict
     /// and may rewrite the bytes it is given; `idle` runs when a receive times out.
     public func run(shouldStop: () -> Bool,

@@ -10,7 +10,7 @@ import SpliceEngine
 import SpliceKernel
 import SpliceWire
 
-/// The running daemon: queue readers (one thread each), the engine behind one lock, and the
+/// The running daemon: one reader thread for all queues, the engine behind one lock, and the
 /// control socket served from a thread that also runs the flow table's timers.
 final class Daemon: @unchecked Sendable {
     let configuration: DaemonConfiguration
@@ -73,28 +73,39 @@ final class Daemon: @unchecked Sendable {
 
         let failed = Atomic<Bool>(false)
         let done = DispatchGroup()
-        for q in queues {
-            done.enter()
-            let t = Thread { [self] in
-                defer { done.leave() }
-                do {
-                    try q.run(
-                        shouldStop: { stop.load(ordering: .relaxed) },
-                        idle: {},
-                        handle: { bytes, scratch, info in
-                            let now = clock.now()
-                            return engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
-                        })
-                } catch {
-                    logger.critical("queue \(q.number) stopped: \(error)")
-                    failed.store(true, ordering: .relaxed)
-                    stop.store(true, ordering: .relaxed)
-                    kill(pid, SIGTERM)
-                }
+        // One thread serves every queue (poll on their sockets): the engine is behind one lock,
+        // and a thread per queue gained nothing on 2 cores (Docs/benchmarks.md).
+        done.enter()
+        let reader = Thread { [self] in
+            defer { done.leave() }
+            let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
+                let now = clock.now()
+                return engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
             }
-            t.name = "queue-\(q.number)"
-            t.start()
+            var fds = queues.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
+            var current = queues[0].number
+            do {
+                while !stop.load(ordering: .relaxed) {
+                    let ready = poll(&fds, nfds_t(fds.count), 100)
+                    if ready < 0 {
+                        if errno == EINTR { continue }
+                        throw SystemError("waiting for the queues (poll)")
+                    }
+                    if ready == 0 { continue }
+                    for i in fds.indices where fds[i].revents != 0 {
+                        current = queues[i].number
+                        _ = try queues[i].drain(handle: handle)
+                    }
+                }
+            } catch {
+                logger.critical("queue \(current) stopped: \(error)")
+                failed.store(true, ordering: .relaxed)
+                stop.store(true, ordering: .relaxed)
+                kill(pid, SIGTERM)
+            }
         }
+        reader.name = "queues"
+        reader.start()
         done.enter()
         let controlThread = Thread { [self] in
             defer { done.leave() }
