@@ -20,7 +20,8 @@ public final class NetfilterQueue: @unchecked Sendable {
         public var receiveBufferBytes: Int = 16 << 20
         /// Accepts gathered before a batch verdict is sent.
         public var batchLimit: Int = 32
-        /// How long a receive waits before the loop looks at the stop flag and runs `idle`.
+        /// How long a blocking receive waits (binding and configuring the queue; the packet
+        /// loop polls and never blocks in a receive).
         public var receiveTimeoutMilliseconds: Int = 100
         public var gso = true
         public var failOpen = true
@@ -194,42 +195,6 @@ public final class NetfilterQueue: @unchecked Sendable {
         flushBatch()
         countersLock.write(counters)
         return drained
-    }
-
-    /// Reads packets until `shouldStop` returns true. `handle` decides each packet's verdict
-    /// and may rewrite the bytes it is given; `idle` runs when a receive times out.
-    public func run(shouldStop: () -> Bool,
-                    idle: () -> Void,
-                    handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
-        while !shouldStop() {
-            var blocking = true
-            var drained = 0
-            while true {
-                let n = recv(fd, receiveBuffer, receiveBufferSize, blocking ? 0 : Int32(MSG_DONTWAIT))
-                if n < 0 {
-                    let e = errno
-                    if e == ENOBUFS {
-                        counters.receiveOverruns &+= 1
-                        continue
-                    }
-                    if e == EAGAIN || e == EWOULDBLOCK {
-                        if blocking { idle() }
-                        break
-                    }
-                    if e == EINTR { break }
-                    flushBatch()
-                    throw SystemError("receiving from NFQUEUE \(number)", errno: e)
-                }
-                blocking = false
-                dispatch(length: n, handle: handle)
-                drained += 1
-                if drained >= options.batchLimit { break }
-            }
-            flushBatch()
-            countersLock.write(counters)
-        }
-        flushBatch()
-        countersLock.write(counters)
     }
 
     private func dispatch(length: Int, handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {
