@@ -10,11 +10,12 @@
 #                   announces MSS 536
 #   all             all four at once
 # a fresh splice-proxy registers, 50 concurrent transfers of 32 MiB run (25
-# downloads, 25 uploads, IPv4 and IPv6 alternately), their flows are resilient/policy with that proxy's id,
-# the server's and the proxy's sockets show that the option is really off (no
-# "ts", "sack", "wscale" in `ss -i`; mss <= 536), and a third of the way the
-# proxy is killed with SIGKILL; every transfer completes with the SHA-256 it left
-# with and the flows are bypass/proxy-died.
+# downloads, 25 uploads, IPv4 and IPv6 alternately), their flows are
+# resilient/policy with that proxy's id, the server's and the proxy's sockets
+# show that the option is really off (no "ts", "sack", "wscale" in `ss -i`;
+# mss <= 536), and a third of the way the proxy is killed with SIGKILL; every
+# transfer completes with the SHA-256 it left with and the flows are
+# bypass/proxy-died.
 #
 # Tunable: VARIANTS (space separated subset), XF_N, XF_MIB_EACH, XF_KIBPS.
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
