@@ -454,7 +454,8 @@ TPROXY_PORT=8081
 
 # resilient_rules_install [PORTS]: the rules with the resilient mode's additions
 # (TPROXY to $TPROXY_PORT, the proxy's sockets fail-closed, policy routing, early
-# demux off) in the router, for PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT"), queue 0.
+# demux off) in the router, for PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT"), queue 0
+# for the ends' packets and queue 1 for the proxy's.
 resilient_rules_install() {
     rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" --queues 0 --proxy-queue 1 --tproxy-port "$TPROXY_PORT"
     # Deleting the namespace undoes the rules, but not the file in which
