@@ -170,9 +170,8 @@ public final class NetfilterQueue: @unchecked Sendable {
     public var fileDescriptor: Int32 { fd }
 
     /// Handles what is waiting, without blocking: at most `batchLimit` receives, then the
-    /// batch of accepts is flushed. Returns the number of receives that brought messages (0:
-    /// nothing was waiting). For a loop that polls several queues' descriptors.
-    public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws -> Int {
+    /// batch of accepts is flushed. For a loop that polls several queues' descriptors.
+    public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
         var drained = 0
         var overruns = 0
         while drained < options.batchLimit {
@@ -194,7 +193,6 @@ public final class NetfilterQueue: @unchecked Sendable {
         }
         flushBatch()
         countersLock.write(counters)
-        return drained
     }
 
     private func dispatch(length: Int, handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {

@@ -94,7 +94,7 @@ final class Daemon: @unchecked Sendable {
                     if ready == 0 { continue }
                     for i in fds.indices where fds[i].revents != 0 {
                         current = queues[i].number
-                        _ = try queues[i].drain(handle: handle)
+                        try queues[i].drain(handle: handle)
                     }
                 }
             } catch {
