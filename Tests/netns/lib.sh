@@ -472,6 +472,26 @@ resilient_spliced_start() {
     spliced_start --queue 0 --proxy-queue 1 --proxy-ports "$ports" "$@"
 }
 
+# resilient_start [ARGS...]: after the topology (and whatever a test adds to it),
+# the resilient rules for the transfer ports and spliced claiming them, with any
+# further spliced ARGS. splicectl must be there (every check reads its status);
+# spliced_start and proxy_start check their own binaries.
+resilient_start() {
+    need_bin splicectl >/dev/null
+    resilient_rules_install ""
+    resilient_spliced_start "" "$@"
+}
+
+# xfers_size_defaults: N, MIB and RATE (bytes/s) of the failure tests: the
+# issue's 50 transfers of 32 MiB, each paced at 512 KiB/s (~64 s). XF_N,
+# XF_MIB_EACH and XF_KIBPS make a quick run smaller.
+# shellcheck disable=SC2034 # N, MIB, RATE: for the test that sources this file
+xfers_size_defaults() {
+    N=${XF_N:-50}
+    MIB=${XF_MIB_EACH:-32}
+    RATE=$((${XF_KIBPS:-512} << 10))
+}
+
 # proxies_json: the `proxies` list of spliced's status, as JSON.
 proxies_json() {
     status_json | json_get 'd.get("proxies", [])'

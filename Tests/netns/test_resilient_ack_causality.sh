@@ -22,12 +22,8 @@ SIZE=$((MIB << 20))
 RATE=$((2 << 20))
 HOLD=4
 
-need_bin spliced >/dev/null
-need_bin splicectl >/dev/null
-need_bin splice-proxy >/dev/null
 topo_create
-resilient_rules_install
-resilient_spliced_start
+resilient_start
 proxy_start
 
 # What the client can send beyond its last acknowledgement is bounded by its

@@ -23,14 +23,9 @@
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${XF_N:-50}
-MIB=${XF_MIB_EACH:-32}
-RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s
+xfers_size_defaults
 SIZE=$((MIB << 20))
 
-need_bin spliced >/dev/null
-need_bin splicectl >/dev/null
-need_bin splice-proxy >/dev/null
 topo_create
 topo_add_alt
 for dst in "$NS_C $SERVER_IP" "$NS_C $SERVER_IP6" "$NS_S $CLIENT_IP" "$NS_S $CLIENT_IP6"; do
@@ -39,8 +34,7 @@ for dst in "$NS_C $SERVER_IP" "$NS_C $SERVER_IP6" "$NS_S $CLIENT_IP" "$NS_S $CLI
     [[ "$dev" == eth0 ]] || fail "before the failure $ns routes $ip through '$dev', expected eth0 (the splice router)"
 done
 
-resilient_rules_install
-resilient_spliced_start
+resilient_start
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP" "$SERVER_IP6"
 alt_before=$(alt_forwarded_packets)
 ((alt_before == 0)) || fail "alt forwarded $alt_before packets of the transfers while the splice router was up"

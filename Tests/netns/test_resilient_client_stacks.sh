@@ -22,16 +22,10 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VARIANTS=${VARIANTS:-no-timestamps no-sack no-wscale small-mss all}
-N=${XF_N:-50}
-MIB=${XF_MIB_EACH:-32}
-RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s
+xfers_size_defaults
 
-need_bin spliced >/dev/null
-need_bin splicectl >/dev/null
-need_bin splice-proxy >/dev/null
 topo_create
-resilient_rules_install
-resilient_spliced_start
+resilient_start
 # Servers for every variant's files (prepared up front so that serve-send finds them).
 XF_DIR="$TEST_TMP/xf"
 mkdir -p "$XF_DIR/src"

@@ -18,16 +18,10 @@
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${XF_N:-50}
-MIB=${XF_MIB_EACH:-32}
-RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s
+xfers_size_defaults
 
-need_bin spliced >/dev/null
-need_bin splicectl >/dev/null
-need_bin splice-proxy >/dev/null
 topo_create
-resilient_rules_install
-resilient_spliced_start
+resilient_start
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
 
 # The kill, a third of the way.

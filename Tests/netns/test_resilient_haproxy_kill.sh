@@ -16,16 +16,11 @@
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${XF_N:-50}
-MIB=${XF_MIB_EACH:-32}
-RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s
+xfers_size_defaults
 
-need_bin spliced >/dev/null
-need_bin splicectl >/dev/null
 topo_create
-resilient_rules_install
 # spliced first: it re-reads the pidfile until haproxy writes it.
-resilient_spliced_start "" --proxy-pidfile "$TEST_TMP/haproxy.pid"
+resilient_start --proxy-pidfile "$TEST_TMP/haproxy.pid"
 haproxy_start
 [[ "$HAPROXY_PIDFILE" == "$TEST_TMP/haproxy.pid" ]] || fail "haproxy's pidfile is $HAPROXY_PIDFILE, not the one given to spliced"
 wait_proxy_registered "$HAPROXY_PID" 10

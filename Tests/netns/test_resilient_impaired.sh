@@ -19,17 +19,11 @@
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${XF_N:-50}
-MIB=${XF_MIB_EACH:-32}
-RATE=$((${XF_KIBPS:-512} << 10))   # bytes/s per transfer: 32 MiB in ~64 s (more: the engine is busy)
+xfers_size_defaults
 
-need_bin spliced >/dev/null
-need_bin splicectl >/dev/null
-need_bin splice-proxy >/dev/null
 topo_create
 impair_links 0.01 0.01 0.03
-resilient_rules_install
-resilient_spliced_start
+resilient_start
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP" "$SERVER_IP6"
 
 xfers_wait_progress 333 120

@@ -27,9 +27,7 @@ CLAIMED=5001
 UNCLAIMED=5003
 RATE=$((256 << 10))   # 4 MiB in ~16 s
 
-need_bin spliced >/dev/null
 need_bin splicectl >/dev/null
-need_bin splice-proxy >/dev/null
 topo_create
 resilient_rules_install "$CLAIMED,$UNCLAIMED"
 resilient_spliced_start "$CLAIMED"
