@@ -1132,13 +1132,12 @@ route_dev() {
 #              holds at most 16 packets, at the sender's egress: a selected packet
 #              waits for tokens (up to ~20 ms) and leaves after packets sent after
 #              it. The delay stays far below the 200 ms minimum RTO on purpose:
-#              a segment still waiting in its sender's own qdisc when the RTO
-#              fires cannot be retransmitted (the kernel skips a segment still in
-#              the host queue), and with this kernel that ended connections with
-#              ETIMEDOUT at the next RTO, with or without tcpsplice in the path
-#              (an earlier 2mbit class with a 200-packet FIFO delayed packets by
-#              up to 1.2 s). Real reordering happens in the network, not in the
-#              sender's qdisc.
+#              an earlier 2mbit class with a 200-packet FIFO held packets up to
+#              1.2 s in their sender's own qdisc, and 3-4 of 50 connections ended
+#              with ETIMEDOUT at an RTO while the segment they waited for was
+#              still there (captured; the kernel does not retransmit a segment
+#              still in the host queue). Real reordering happens in the network,
+#              not in the sender's qdisc.
 #
 # Rules live in chains of our own (TSTEST_IMPAIR_LOSS in raw PREROUTING,
 # TSTEST_IMPAIR_OUT in mangle POSTROUTING, TSTEST_IMPAIR_IN in mangle PREROUTING
@@ -1193,8 +1192,8 @@ impair_links() {
             nsx "$ns" "$ipt6" -w 5 -t mangle -A TSTEST_IMPAIR_OUT -o "$ifc" -m length --length 1501:65535 \
                 -m comment --comment "tstest impair: oversize " || fail "cannot add the oversize counter in $ns"
         done
-        # Reordering at the egress; loss at the same interface's ingress (the
-        # other direction's receiver is this interface too, see below).
+        # Reordering at the egress; loss at the ingress (this interface is the
+        # receiver of the opposite direction).
         for fam in 4 6; do
             _impair_rule "$ns" "$fam" TSTEST_IMPAIR_OUT "-o $ifc" "$reorder" reorder -j CLASSIFY --set-class 1:20
             _impair_rule "$ns" "$fam" TSTEST_IMPAIR_LOSS "-i $ifc" "$loss" loss -j DROP
@@ -1242,10 +1241,9 @@ impair_counts() {
                "router->server|$NS_R|rs0|$NS_S|TSTEST_IMPAIR_IN|eth0|$NS_S|eth0"; do
         IFS='|' read -r name ns_tx if_tx ns_dup chain_dup if_dup ns_rx if_rx <<<"$dir"
         read -r slow_sent slow_over slow_drop < <(_impair_slow "$ns_tx" "$if_tx")
-        local dupm=$if_dup
         printf '%s loss=%s dup=%s reorder=%s slow_sent=%s slow_overlimits=%s slow_dropped=%s oversize=%s\n' "$name" \
             "$(_impair_rule_count "$ns_rx" TSTEST_IMPAIR_LOSS "$if_rx" loss)" \
-            "$(_impair_rule_count "$ns_dup" "$chain_dup" "$dupm" duplicate)" \
+            "$(_impair_rule_count "$ns_dup" "$chain_dup" "$if_dup" duplicate)" \
             "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" reorder)" \
             "$slow_sent" "$slow_over" "$slow_drop" \
             "$(_impair_rule_count "$ns_tx" TSTEST_IMPAIR_OUT "$if_tx" oversize)"
