@@ -913,30 +913,33 @@ sys.exit(1 if bad or len(flows) < minimum else 0)' "$mode" "$reason" "$min" "$po
     log "every flow to ports $ports ($(flows_json | json_get "len([f for f in d if str(f['dport']) in '$ports'.split(',')])") flows) is $mode/$reason"
 }
 
-# flows_of_clients_assert MODE REASON PORTS...: the flows of exactly these client
-# ports are listed and all in MODE/REASON. Where a port has several flows (an
-# earlier flow of the same port number, in TIME_WAIT, or of the other family),
-# the youngest is the one meant.
+# flows_of_clients_assert MODE REASON [--proxy ID] PORTS...: the flows of exactly
+# these client ports are listed and all in MODE/REASON (and bound to proxy ID).
+# Where a port has several flows (an earlier flow of the same port number, in
+# TIME_WAIT, or of the other family), the youngest is the one meant.
 flows_of_clients_assert() {
-    local mode=$1 reason=$2
+    local mode=$1 reason=$2 proxy=-1
     shift 2
+    if [[ "${1:-}" == --proxy ]]; then proxy=$2; shift 2; fi
     flows_json | python3 -c '
 import json, sys
-mode, reason = sys.argv[1], sys.argv[2]
-want = {int(p) for p in sys.argv[3:]}
+mode, reason, proxy = sys.argv[1], sys.argv[2], int(sys.argv[3])
+want = {int(p) for p in sys.argv[4:]}
 byport = {}
 for f in json.load(sys.stdin):
     p = f.get("sport")
     if p in want and (p not in byport or f.get("ageSeconds", 0) < byport[p].get("ageSeconds", 0)):
         byport[p] = f
 missing = sorted(want - set(byport))
-bad = [f for f in byport.values() if f.get("mode") != mode or f.get("reason") != reason]
+bad = [f for f in byport.values()
+       if f.get("mode") != mode or f.get("reason") != reason or (proxy >= 0 and f.get("proxy") != proxy)]
 for f in bad[:20]:
-    print("  not %s/%s: %s" % (mode, reason, json.dumps(f, sort_keys=True)), file=sys.stderr)
+    print("  not %s/%s%s: %s" % (mode, reason, " with proxy %d" % proxy if proxy >= 0 else "",
+                                 json.dumps(f, sort_keys=True)), file=sys.stderr)
 if missing:
     print("  no flow listed for client ports %s" % missing, file=sys.stderr)
-sys.exit(1 if bad or missing else 0)' "$mode" "$reason" "$@" \
-        || fail "the flows of client ports $* are not all $mode/$reason"
+sys.exit(1 if bad or missing else 0)' "$mode" "$reason" "$proxy" "$@" \
+        || fail "the flows of client ports $* are not all $mode/$reason$( ((proxy < 0)) || echo " with proxy $proxy")"
 }
 
 # resilient_stat KEY: one counter of status.resilient.

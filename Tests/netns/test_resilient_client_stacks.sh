@@ -96,20 +96,7 @@ for variant in $VARIANTS; do
     xfers_wait_connected 30
     xfers_wait_progress 50 60
     mapfile -t ports < <(xfers_client_ports)
-    flows_of_clients_assert resilient policy "${ports[@]}"
-    flows_json | python3 -c '
-import json, sys
-ports, pid = {int(p) for p in sys.argv[2:]}, int(sys.argv[1])
-# The youngest flow of each port (an earlier variant may have left one of the same
-# port number in TIME_WAIT).
-young = {}
-for f in json.load(sys.stdin):
-    p = f.get("sport")
-    if p in ports and (p not in young or f.get("ageSeconds", 0) < young[p].get("ageSeconds", 0)):
-        young[p] = f
-bad = [f for f in young.values() if f.get("proxy") != pid]
-sys.exit("flows not bound to proxy %d: %s" % (pid, bad) if bad else 0)' "$id" "${ports[@]}" \
-        || fail "$variant: flows not bound to the new proxy (id $id)"
+    flows_of_clients_assert resilient policy --proxy "$id" "${ports[@]}"
     check_sockets "$variant" "$NS_S" server
     check_sockets "$variant" "$NS_R" "proxy (router)"
     log "$variant: $N flows resilient/policy through proxy $id; server and proxy sockets show the variant"
