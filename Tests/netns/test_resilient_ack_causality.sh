@@ -61,14 +61,15 @@ ss_field() {
     v=$(grep -o " $3:[0-9]*" <<<" $out" | head -n 1 | cut -d: -f2)
     echo "${v:-0}"
 }
-CLIENT_SOCK="sport = :$CPORT and dport = :$XF_UP_PORT"
-DOWN_SOCK="sport = :$XF_UP_PORT and dport = :$CPORT"
-UP_SOCK="sport = :$CPORT and dport = :$XF_UP_PORT"
-SERVER_SOCK="sport = :$XF_UP_PORT and dport = :$CPORT"
+# The sockets of the upload by the direction they send in: the client's and the
+# proxy's up socket send toward the server, the proxy's down socket and the
+# server's toward the client (the namespace tells which).
+TOWARD_SERVER="sport = :$CPORT and dport = :$XF_UP_PORT"
+TOWARD_CLIENT="sport = :$XF_UP_PORT and dport = :$CPORT"
 
 _upload_running() {
     local a
-    a=$(ss_field "$NS_C" "$CLIENT_SOCK" bytes_acked)
+    a=$(ss_field "$NS_C" "$TOWARD_SERVER" bytes_acked)
     [[ -n "$a" ]] && ((a > 2 << 20))
 }
 wait_for 20 "the client to have 2 MiB acknowledged" _upload_running
@@ -77,19 +78,19 @@ wait_for 20 "the client to have 2 MiB acknowledged" _upload_running
 HOLD_RULE=(OUTPUT -p tcp --sport "$XF_UP_PORT" -m comment --comment "tstest: hold the server's ACKs" -j DROP)
 nsx "$NS_S" iptables -w 5 -I "${HOLD_RULE[@]}" || fail "cannot add the ACK-holding rule in the server"
 sleep 0.5   # ACKs already on their way land
-acked0=$(ss_field "$NS_C" "$CLIENT_SOCK" bytes_acked)
-up_acked0=$(ss_field "$NS_R" "$UP_SOCK" bytes_acked)
+acked0=$(ss_field "$NS_C" "$TOWARD_SERVER" bytes_acked)
+up_acked0=$(ss_field "$NS_R" "$TOWARD_SERVER" bytes_acked)
 [[ -n "$acked0" && -n "$up_acked0" ]] || fail "the client's or the proxy's upstream socket is gone"
 log "the server's ACKs are held back; the client has $acked0 bytes acknowledged"
 end=$((SECONDS + HOLD))
 samples=0
 while ((SECONDS < end)); do
     bg_alive push || fail "the upload ended while the server's ACKs were held back"
-    acked=$(ss_field "$NS_C" "$CLIENT_SOCK" bytes_acked)
-    sendq=$(nsx "$NS_C" ss -Htn state established "$CLIENT_SOCK" | awk '{ print $2 }')
-    proxy_rcvd=$(ss_field "$NS_R" "$DOWN_SOCK" bytes_received)
-    up_acked=$(ss_field "$NS_R" "$UP_SOCK" bytes_acked)
-    server_rcvd=$(ss_field "$NS_S" "$SERVER_SOCK" bytes_received)
+    acked=$(ss_field "$NS_C" "$TOWARD_SERVER" bytes_acked)
+    sendq=$(nsx "$NS_C" ss -Htn state established "$TOWARD_SERVER" | awk '{ print $2 }')
+    proxy_rcvd=$(ss_field "$NS_R" "$TOWARD_CLIENT" bytes_received)
+    up_acked=$(ss_field "$NS_R" "$TOWARD_SERVER" bytes_acked)
+    server_rcvd=$(ss_field "$NS_S" "$TOWARD_CLIENT" bytes_received)
     [[ -n "$acked" && -n "$proxy_rcvd" && -n "$up_acked" ]] || fail "a socket of the upload is gone"
     ((acked == acked0)) || fail "the client got acknowledgements ($acked0 -> $acked bytes) while the server's ACKs were held back (the proxy has $proxy_rcvd)"
     ((up_acked == up_acked0)) || fail "the proxy's server-side socket got acknowledgements ($up_acked0 -> $up_acked) while the server's ACKs were held back"
@@ -110,7 +111,7 @@ nsx "$NS_S" iptables -w 5 -D "${HOLD_RULE[@]}" || fail "cannot remove the ACK-ho
 log "the server's ACKs flow again"
 max_acked=0
 while bg_alive push; do
-    acked=$(ss_field "$NS_C" "$CLIENT_SOCK" bytes_acked)
+    acked=$(ss_field "$NS_C" "$TOWARD_SERVER" bytes_acked)
     if [[ -n "$acked" ]] && ((acked > max_acked)); then
         ((max_acked < SIZE / 4 && acked >= SIZE / 4 || max_acked < SIZE / 2 && acked >= SIZE / 2)) \
             && log "client bytes_acked=$acked"
