@@ -18,14 +18,14 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PACKAGES=(
     iptables iproute2 libnetfilter-queue-dev libmnl-dev pkg-config
     iperf3 haproxy tcpdump nftables conntrack python3 curl procps ethtool kmod
-    iputils-ping util-linux coreutils
+    iputils-ping util-linux coreutils nginx wrk hping3
 )
 
 # Commands the scripts and tests use, each checked after the install.
 COMMANDS=(
     iptables ip6tables iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy
     iptables-restore iptables-save ip ss python3 curl iperf3 haproxy tcpdump nft
-    conntrack ethtool pkg-config ping setsid setpriv timeout sha256sum
+    conntrack ethtool pkg-config ping setsid setpriv timeout sha256sum nginx wrk hping3
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -251,7 +251,10 @@ final class Relay {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
         while true {
             if d.inPipe > 0 && connected {
-                let n = tcpsplice_splice(d.pipeRead, d.destination, d.inPipe, flags | TCPSPLICE_SPLICE_F_MORE)
+                // No SPLICE_F_MORE: it sends with MSG_MORE, which corks a short segment (a
+                // request) in the socket until a timer pushes it, ~200 ms later. The kernel
+                // sets MSG_MORE itself between the buffers of one splice.
+                let n = tcpsplice_splice(d.pipeRead, d.destination, d.inPipe, flags)
                 if n > 0 {
                     d.inPipe -= n
                     d.bytes += UInt64(n)
