@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "splicectl",
             dependencies: [
-                "SpliceKernel", "SpliceControlProtocol",
+                "SpliceKernel", "SpliceEngine", "SpliceControlProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -73,5 +73,6 @@ let package = Package(
         ),
         .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire"], swiftSettings: strict),
+        .testTarget(name: "SpliceKernelTests", dependencies: ["SpliceKernel", "SpliceControlProtocol"], swiftSettings: strict),
     ]
 )

@@ -154,7 +154,7 @@ if have_tcpsplice; then
     # --- resilient path, splice-proxy -------------------------------------------------
     rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --family 4 --tproxy-port "$TPROXY_PORT"
     SPLICED_BG=spliced-rsp spliced_start --queue 0 --proxy-queue 1 --proxy-ports "$PORT"
-    proxy_start splice-proxy --no-i-pv6
+    proxy_start splice-proxy --no-ipv6
     run_iperf resil-sp "$SERVER_IP" 1
     run_iperf resil-sp "$SERVER_IP" 4
     resilient_check resil-sp 7 || true   # 2 control + 1 + 4 data connections

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 
 /// The control protocol between `spliced` and its clients (`splicectl`, `splice-proxy`):
@@ -10,6 +13,22 @@ public enum ControlProtocol {
     public static let defaultSocketPath = "/run/tcpsplice/spliced.sock"
     /// The longest request line the daemon accepts.
     public static let maximumRequestBytes = 64 * 1024
+
+    /// The longest socket path, in bytes: what `sun_path` of `sockaddr_un` holds (108 on
+    /// Linux) less its terminating NUL.
+    public static let maximumSocketPathBytes = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
+
+    /// Why `path` cannot be a control socket's path (for a usage error naming the option), or
+    /// nil when it can.
+    public static func socketPathProblem(_ path: String) -> String? {
+        if path.isEmpty { return "the control socket path is empty" }
+        if path.utf8.contains(0) { return "the control socket path contains a NUL byte" }
+        let n = path.utf8.count
+        if n > maximumSocketPathBytes {
+            return "the control socket path is \(n) bytes long; a Unix socket path holds at most \(maximumSocketPathBytes) bytes (sun_path)"
+        }
+        return nil
+    }
 }
 
 /// A request from a client. `command` selects which of the optional fields matter.
@@ -47,7 +66,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
 /// Which flows go through the proxy (resilient mode); everything else stays in bypass.
 public struct PolicyConfig: Codable, Sendable, Equatable {
     public var enabled: Bool
-    /// Server ports claimed (empty: any).
+    /// Server ports claimed, 1-65535. An enabled policy names at least one (an empty list
+    /// would claim every port: the daemon refuses it); a disabled one may have none.
     public var ports: [UInt16]
     /// Server prefixes claimed (empty: any), e.g. "10.0.0.0/8", "2001:db8::/32".
     public var servers: [String]
@@ -58,6 +78,26 @@ public struct PolicyConfig: Codable, Sendable, Equatable {
         self.ports = ports
         self.servers = servers
         self.clients = clients
+    }
+
+    private enum CodingKeys: String, CodingKey { case enabled, ports, servers, clients }
+
+    /// Decoded by hand for the one check the types make badly: a port past 65535 (or not a
+    /// whole number) is refused by name, not as "data corrupted ... not valid JSON". The rest
+    /// (port 0, an enabled policy without ports, the prefixes) is SplicePolicy(validating:).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        enabled = try c.decode(Bool.self, forKey: .enabled)
+        ports = try c.decode([Double].self, forKey: .ports).map { n in
+            guard n >= 0, n <= 65535, n == n.rounded(.towardZero) else {
+                let shown = n == n.rounded(.towardZero) && abs(n) < 1e15 ? String(Int64(n)) : String(n)
+                throw DecodingError.dataCorruptedError(forKey: .ports, in: c,
+                                                       debugDescription: "port \(shown) is out of range (ports are 1-65535)")
+            }
+            return UInt16(n)
+        }
+        servers = try c.decode([String].self, forKey: .servers)
+        clients = try c.decode([String].self, forKey: .clients)
     }
 }
 
@@ -131,12 +171,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var proxies: [ProxyReport]
     public var resilient: ResilientReport?
     public var policy: PolicyConfig?
+    /// The control socket's connections and the timer thread (absent from older daemons' reports).
+    public var control: ControlReport?
 
     public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounts,
                 verdicts: VerdictCounts, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
-                resilient: ResilientReport? = nil, policy: PolicyConfig? = nil) {
+                resilient: ResilientReport? = nil, policy: PolicyConfig? = nil, control: ControlReport? = nil) {
         self.resilient = resilient
         self.policy = policy
+        self.control = control
         self.version = version
         self.pid = pid
         self.uptimeSeconds = uptimeSeconds
@@ -146,6 +189,46 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.flows = flows
         self.memory = memory
         self.proxies = proxies
+    }
+}
+
+/// The control socket: connections open and refused, clients dropped for misbehaving, and
+/// how often the timers ran (their own thread; a control client cannot hold them up).
+public struct ControlReport: Codable, Sendable, Equatable {
+    /// Connections open now, and the most served at once.
+    public var clients: Int
+    public var maxClients: Int
+    public var accepted: UInt64
+    public var requests: UInt64
+    /// Refused with a one-line error, then closed: `maxClients` were open; the daemon was at
+    /// its descriptor limit; the peer was not root.
+    public var refusedTooMany: UInt64
+    public var refusedNoDescriptor: UInt64
+    public var refusedNotRoot: UInt64
+    /// Dropped: answers left unread (too many, or none read for the stall deadline); a request
+    /// line over the limit; a request begun and not finished in time.
+    public var droppedUnread: UInt64
+    public var droppedOverlong: UInt64
+    public var droppedSilent: UInt64
+    /// Closed after the idle deadline (not registered proxies).
+    public var closedIdle: UInt64
+    /// Runs of the timer thread (flow expiry, held FIN/RST release, silent proxies, pidfile).
+    public var timerRuns: UInt64
+    public init(clients: Int, maxClients: Int, accepted: UInt64, requests: UInt64, refusedTooMany: UInt64,
+                refusedNoDescriptor: UInt64, refusedNotRoot: UInt64, droppedUnread: UInt64, droppedOverlong: UInt64,
+                droppedSilent: UInt64, closedIdle: UInt64, timerRuns: UInt64) {
+        self.clients = clients
+        self.maxClients = maxClients
+        self.accepted = accepted
+        self.requests = requests
+        self.refusedTooMany = refusedTooMany
+        self.refusedNoDescriptor = refusedNoDescriptor
+        self.refusedNotRoot = refusedNotRoot
+        self.droppedUnread = droppedUnread
+        self.droppedOverlong = droppedOverlong
+        self.droppedSilent = droppedSilent
+        self.closedIdle = closedIdle
+        self.timerRuns = timerRuns
     }
 }
 

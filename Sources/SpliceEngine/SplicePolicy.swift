@@ -65,6 +65,91 @@ public struct SplicePolicy: Sendable, Equatable {
     }
 }
 
+/// Why a policy (from the command line or the control socket) was refused.
+public struct SplicePolicyError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The one validation of a policy, used by `spliced --proxy-ports/--proxy-servers/--proxy-clients`,
+/// by `splicectl policy` before it sends anything, and by the daemon for a `set-policy` request.
+extension SplicePolicy {
+    /// A comma-separated list of server ports ("80,443"; blanks around an element are allowed).
+    /// Refused: an empty list, an empty element ("80,,443", "80,"), anything not a decimal
+    /// number, 0, and numbers above 65535. Duplicates are kept (the policy holds a set).
+    public static func parsePorts(_ text: String) throws(SplicePolicyError) -> [UInt16] {
+        let elements = text.split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingWhitespace() }
+        if elements.allSatisfy(\.isEmpty) {
+            throw SplicePolicyError("an empty list of ports: give at least one port (1-65535)")
+        }
+        var ports: [UInt16] = []
+        for (i, e) in elements.enumerated() {
+            guard !e.isEmpty else {
+                throw SplicePolicyError("an empty element (number \(i + 1)) in the list of ports '\(text)'")
+            }
+            let digits = e.first == "-" ? e.dropFirst() : e
+            guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+                throw SplicePolicyError("not a port number: '\(e)' (ports are 1-65535)")
+            }
+            // Int(_:) is nil past Int.max: out of range too.
+            guard let n = Int(e), n >= 1, n <= 65535 else {
+                throw SplicePolicyError("port \(e) is out of range (ports are 1-65535)")
+            }
+            ports.append(UInt16(n))
+        }
+        return ports
+    }
+
+    /// A comma-separated list of address prefixes ("10.0.0.0/8,2001:db8::/32"); an empty
+    /// string is the empty list (any address). Refused: an empty element and anything that is
+    /// not an address or prefix (a length past 32 for IPv4, 128 for IPv6 included). `what`
+    /// names the list in the message ("servers", "clients").
+    public static func parsePrefixes(_ text: String, what: String) throws(SplicePolicyError) -> [IPPrefix] {
+        let elements = text.split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingWhitespace() }
+        if elements.allSatisfy(\.isEmpty) && !text.contains(",") { return [] }
+        return try prefixes(elements, what: what)
+    }
+
+    private static func prefixes(_ elements: [Substring], what: String) throws(SplicePolicyError) -> [IPPrefix] {
+        var out: [IPPrefix] = []
+        for (i, e) in elements.enumerated() {
+            guard !e.isEmpty else {
+                throw SplicePolicyError("an empty element (number \(i + 1)) in the list of \(what)")
+            }
+            guard let p = IPPrefix(e) else {
+                throw SplicePolicyError("not an address prefix: '\(e)' (\(what); e.g. 10.0.0.0/8 or 2001:db8::/32)")
+            }
+            out.append(p)
+        }
+        return out
+    }
+
+    /// A policy as a control request or the command line gives it, validated: no port 0 (a
+    /// port above 65535 cannot be a UInt16: the JSON decoder refuses it), an enabled policy
+    /// names at least one port (an empty list would claim every port), and every server and
+    /// client is an address prefix.
+    public init(validating enabled: Bool, ports: [UInt16], servers: [String], clients: [String]) throws(SplicePolicyError) {
+        if ports.contains(0) { throw SplicePolicyError("port 0 cannot be claimed (ports are 1-65535)") }
+        if enabled && ports.isEmpty {
+            throw SplicePolicyError("an enabled policy needs at least one port (an empty list of ports would claim every port)")
+        }
+        let servers = try SplicePolicy.prefixes(servers.map { Substring($0).trimmingWhitespace() }, what: "servers")
+        let clients = try SplicePolicy.prefixes(clients.map { Substring($0).trimmingWhitespace() }, what: "clients")
+        self.init(ports: Set(ports), servers: servers, clients: clients, enabled: enabled)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingWhitespace() -> Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return s
+    }
+}
+
 /// The marks the engine and the rules agree on (Scripts/install-rules.sh takes the same).
 public struct SpliceMarks: Sendable, Equatable {
     /// Packets the engine injects toward the wire: never queued.

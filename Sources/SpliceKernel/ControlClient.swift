@@ -49,7 +49,14 @@ public final class ControlClient: @unchecked Sendable {
 
     /// Sends one request and waits for its response. A `{"ok":false}` answer throws `.daemon`.
     public func request(_ request: ControlRequest) throws -> ControlResponse {
-        try send(request)
+        do {
+            try send(request)
+        } catch {
+            // The daemon may have refused the connection (too many, say) with one line and
+            // closed it before the request went out: that line says why.
+            if let refusal = pendingRefusal() { throw Failure.daemon(refusal) }
+            throw error
+        }
         let response = try receive()
         if !response.ok { throw Failure.daemon(response.error ?? "the daemon refused the request") }
         return response
@@ -57,9 +64,34 @@ public final class ControlClient: @unchecked Sendable {
 
     public func send(_ request: ControlRequest) throws {
         let bytes = try ControlFraming.encode(request)
-        guard UnixSocket.writeAll(fd, bytes) else {
-            throw Failure.io("cannot write to \(path): \(String(cString: strerror(errno)))")
+        var off = 0
+        while off < bytes.count {
+            // MSG_NOSIGNAL: a daemon that closed the connection is an error, not SIGPIPE.
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure.io("cannot write to \(path): \(String(cString: strerror(errno)))")
+            }
+            off += n
         }
+    }
+
+    /// The error of a refusal line the daemon sent before it closed the connection, if one
+    /// is there to read (never blocks).
+    private func pendingRefusal() -> String? {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            chunk.withUnsafeBytes { buffer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        while let line = buffer.nextLine() {
+            if let r = try? ControlFraming.decode(ControlResponse.self, from: line), !r.ok {
+                return r.error ?? "the daemon refused the connection"
+            }
+        }
+        return nil
     }
 
     /// Reads whatever answers have arrived, without blocking, and returns the ones that

@@ -14,10 +14,12 @@ import SpliceEngine
 /// the order they came. Nothing on the per-packet path allocates.
 public final class NetfilterQueue: @unchecked Sendable {
     public struct Options: Sendable {
-        /// Packets the kernel may hold for us before it fails open.
-        public var maxLength: UInt32 = 8192
-        /// Socket receive buffer; ~16 MiB is needed for 64 KiB packets (KERNEL-NOTES.md).
-        public var receiveBufferBytes: Int = 16 << 20
+        /// Packets the kernel may hold for us before it drops (or, with `failOpen`, accepts).
+        public var maxLength: UInt32 = 65536
+        /// Socket receive buffer; ~16 MiB is needed for a stream of 64 KiB packets
+        /// (KERNEL-NOTES.md), and more for bursts of thousands of connections: a packet the
+        /// buffer cannot take is dropped (or accepted unseen with fail-open) by the kernel.
+        public var receiveBufferBytes: Int = 128 << 20
         /// Accepts gathered before a batch verdict is sent.
         public var batchLimit: Int = 32
         /// How long a blocking receive waits (binding and configuring the queue; the packet
@@ -78,16 +80,10 @@ public final class NetfilterQueue: @unchecked Sendable {
         scratch = .allocate(byteCount: 0x10000 + 256, alignment: 16)
         attributes.initialize(repeating: nil, count: Int(TS_NFQA_MAX) + 1)
 
-        do {
-            try configure()
-        } catch {
-            mnl_socket_close(nl)
-            receiveBuffer.deallocate()
-            sendBuffer.deallocate()
-            attributes.deallocate()
-            scratch.deallocate()
-            throw error
-        }
+        // Every stored property is set: from here on a throw runs deinit, which closes the
+        // socket and frees the buffers. Freeing them here too was a double free (an abort
+        // instead of the error, e.g. when another program had bound the queue).
+        try configure()
     }
 
     deinit {
@@ -152,7 +148,7 @@ public final class NetfilterQueue: @unchecked Sendable {
                     let code = -err
                     var hint = ""
                     if code == EBUSY { hint = " (another program has bound this queue)" }
-                    if code == EPERM { hint = " (run as root, or with CAP_NET_ADMIN)" }
+                    if code == EPERM { hint = permissionHint(queue: number) }
                     throw SystemError("\(what)\(hint)", errno: code)
                 }
                 var l32 = Int32(len)
@@ -161,6 +157,16 @@ public final class NetfilterQueue: @unchecked Sendable {
             }
         }
         throw SystemError("\(what): no answer from the kernel", errno: ETIMEDOUT)
+    }
+
+    /// Why the kernel answered EPERM to a config message of queue `queue`: the queue is bound
+    /// by another netlink socket (the kernel says EPERM, not EBUSY, for that), or we lack
+    /// CAP_NET_ADMIN.
+    private func permissionHint(queue: UInt16) -> String {
+        if let owner = KernelQueueStats.read()?.first(where: { $0.queue == queue }), owner.portID != portID {
+            return " (another program has bound this queue: netlink port id \(owner.portID))"
+        }
+        return " (run as root, or with CAP_NET_ADMIN)"
     }
 
     /// A snapshot of this reader's counters (from any thread).

@@ -23,16 +23,27 @@ struct SpliceProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Name to register under.")
     var name: String = "splice-proxy"
 
-    @Option(name: .long, help: "The port the transparent listener accepts on (install-rules.sh --tproxy-port).")
+    // Numeric options are parsed `.unconditional` (the next argument is the value even when it
+    // begins with '-'), so that "-5" is reported as out of range, not as a missing value.
+    @Option(name: .long, parsing: .unconditional,
+            help: "The port the transparent listener accepts on (install-rules.sh --tproxy-port). (default: 8081)",
+            transform: { text in
+                guard let n = Int(text), n >= 1, n <= 65535 else {
+                    throw ValidationError(Int(text) == nil ? "not a number" : "out of range (1 to 65535)")
+                }
+                return UInt16(n)
+            })
     var listenPort: UInt16 = 8081
 
-    @Option(name: .long, help: "Seconds between heartbeats.")
+    @Option(name: .long, parsing: .unconditional, help: "Seconds between heartbeats.")
     var heartbeat: Double = 1.0
 
-    @Option(name: .long, help: "Relay buffer memory shared by all connections, in MiB.")
+    // Explicit names: the automatic ones of these properties are --memory-mi-b and --no-i-pv6.
+    @Option(name: .customLong("memory-mib"), parsing: .unconditional,
+            help: "Relay buffer memory shared by all connections, in MiB.")
     var memoryMiB: Int = 64
 
-    @Flag(name: .long, help: "Do not listen on IPv6.")
+    @Flag(name: .customLong("no-ipv6"), help: "Do not listen on IPv6.")
     var noIPv6 = false
 
     @Option(name: .long, help: "Write the proxy's pid to this file.")
@@ -50,7 +61,12 @@ struct SpliceProxyCommand: ParsableCommand {
         }
         guard !name.isEmpty && name.count <= 64 else { throw ValidationError("--name must be 1 to 64 characters") }
         guard listenPort != 0 else { throw ValidationError("--listen-port must not be 0") }
-        guard memoryMiB >= 1 && memoryMiB <= 65536 else { throw ValidationError("--memory-mib must be between 1 and 65536") }
+        guard memoryMiB >= 1 && memoryMiB <= 65536 else {
+            throw ValidationError("--memory-mib must be between 1 and 65536, not \(memoryMiB)")
+        }
+        if let problem = ControlProtocol.socketPathProblem(controlSocket) {
+            throw ValidationError("--control-socket: \(problem)")
+        }
     }
 
     func run() throws {

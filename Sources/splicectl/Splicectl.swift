@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import Foundation
 import SpliceControlProtocol
+import SpliceEngine
 import SpliceKernel
 
 @main
@@ -11,6 +12,9 @@ enum SplicectlMain {
     /// `splicectl --socket PATH status` and `splicectl status --socket PATH` both work: options
     /// given before the subcommand are moved after it.
     static func main() {
+        // A daemon that refuses us closes the connection, maybe before our request is
+        // written: that must be an error we report, not death by SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
         var args = Array(CommandLine.arguments.dropFirst())
         var leading: [String] = []
         while let first = args.first, first.hasPrefix("-"), !["-h", "--help", "--version"].contains(first) {
@@ -25,6 +29,8 @@ enum SplicectlMain {
             FileHandle.standardError.write(Data("splicectl: unknown subcommand '\(first)' (expected \(known.dropLast().joined(separator: ", ")); see splicectl --help)\n".utf8))
             exit(64)
         }
+        // Without a subcommand the leading options go to splicectl itself, which takes them
+        // too (so `splicectl --socket PATH` prints the help, naming the subcommands).
         if !args.isEmpty { args.insert(contentsOf: leading, at: 1) } else { args = leading }
         Splicectl.main(args)
     }
@@ -34,7 +40,16 @@ struct Splicectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "splicectl",
         abstract: "Control and inspect a running spliced through its root-only control socket.",
+        discussion: """
+        --socket and --json may come before or after the subcommand. Exit status: 0 success; \
+        3 spliced cannot be reached, refused us (not root) or refused the request; 64 a bad \
+        argument.
+        """,
         subcommands: [Status.self, Flows.self, Policy.self])
+
+    /// Accepted before the subcommand (moved after it by `SplicectlMain`); here so that they
+    /// are listed in the help, and parsed when no subcommand follows.
+    @OptionGroup var options: SocketOptions
 }
 
 struct SocketOptions: ParsableArguments {
@@ -44,14 +59,35 @@ struct SocketOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON instead of text.")
     var json = false
 
+    func validate() throws {
+        if let problem = ControlProtocol.socketPathProblem(socket) {
+            throw ValidationError("--socket: \(problem)")
+        }
+    }
+
+    /// Exit status when spliced cannot be reached, refuses us, or refuses the request.
+    static let daemonFailure: Int32 = 3
+
     func request(_ command: ControlRequest.Command, policy: PolicyConfig? = nil) throws -> ControlResponse {
         do {
             let client = try ControlClient(path: socket)
             return try client.request(ControlRequest(command: command, policy: policy))
-        } catch let e as ControlClient.Failure {
-            FileHandle.standardError.write(Data("splicectl: \(e.description)\n".utf8))
-            throw ExitCode(3)
+        } catch {
+            FileHandle.standardError.write(Data("splicectl: \(SocketOptions.explain(error, socket: socket))\n".utf8))
+            throw ExitCode(SocketOptions.daemonFailure)
         }
+    }
+
+    /// What a failure to talk to spliced means. Only root may: the socket file is 0600 and the
+    /// daemon checks the peer's uid, answering one line and closing (before our request is
+    /// written, at times). Whatever then fails for a non-root user is that refusal.
+    static func explain(_ error: any Error, socket: String) -> String {
+        if let f = error as? ControlClient.Failure, case .notRunning = f { return f.description }
+        if geteuid() != 0 {
+            return "the control socket \(socket) refused us: spliced accepts root only (we are uid \(geteuid()); \(error))"
+        }
+        if let f = error as? ControlClient.Failure, case .daemon(let why) = f { return "spliced refused the request: \(why)" }
+        return "\(error)"
     }
 }
 
@@ -97,6 +133,7 @@ struct Status: ParsableCommand {
         }
         print(mem)
         if let p = s.policy { print("policy: \(Policy.describe(p))") }
+        if let c = s.control { print("control: \(c.clients) of \(c.maxClients) connections, \(c.requests) requests; refused: too many \(c.refusedTooMany), no descriptor \(c.refusedNoDescriptor), not root \(c.refusedNotRoot); dropped: unread \(c.droppedUnread), over-long \(c.droppedOverlong), silent \(c.droppedSilent), idle \(c.closedIdle); timer runs \(c.timerRuns)") }
         if let r = s.resilient {
             print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
                   + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
@@ -138,8 +175,9 @@ struct Policy: ParsableCommand {
         abstract: "Show or change which new flows go through the proxy (resilient mode).",
         discussion: """
         Without options, shows the policy in force. --enable/--disable switch the proxy path on or off; \
-        --ports, --servers and --clients replace those lists (comma separated; an empty string clears \
-        a list, meaning any). Changes apply to new flows; flows in progress keep their mode.
+        --ports, --servers and --clients replace those lists (comma separated). --ports takes at least \
+        one port (1-65535); for --servers and --clients an empty string clears the list, meaning any. \
+        An enabled policy needs ports. Changes apply to new flows; flows in progress keep their mode.
         """)
     @OptionGroup var options: SocketOptions
 
@@ -147,24 +185,30 @@ struct Policy: ParsableCommand {
     var enable = false
     @Flag(name: .long, help: "Keep every new flow in bypass.")
     var disable = false
-    @Option(name: .long, help: "Server ports claimed, comma separated.")
+    // .unconditional: "--ports -5" is an out-of-range port, not a missing value.
+    @Option(name: .long, parsing: .unconditional, help: "Server ports claimed, comma separated (1-65535).")
     var ports: String?
     @Option(name: .long, help: "Server prefixes claimed, comma separated.")
     var servers: String?
     @Option(name: .long, help: "Client prefixes claimed, comma separated.")
     var clients: String?
 
+    /// The same validation as spliced's own (SpliceEngine's SplicePolicy): a bad list is a
+    /// usage error here, before anything is sent.
     func validate() throws {
         if enable && disable { throw ValidationError("--enable and --disable exclude each other") }
-        if let ports {
-            for p in Policy.list(ports) where UInt16(p) == nil || UInt16(p) == 0 {
-                throw ValidationError("--ports: not a port number: '\(p)'")
-            }
-        }
+        _ = try parsed()
     }
 
-    static func list(_ s: String) -> [String] {
-        s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    func parsed() throws -> (ports: [UInt16]?, servers: [IPPrefix]?, clients: [IPPrefix]?) {
+        func checked<T>(_ option: String, _ parse: () throws(SplicePolicyError) -> T) throws -> T {
+            do { return try parse() } catch { throw ValidationError("\(option): \(error)") }
+        }
+        return (try ports.map { p in try checked("--ports") { () throws(SplicePolicyError) in try SplicePolicy.parsePorts(p) } },
+                try servers.map { s in
+                    try checked("--servers") { () throws(SplicePolicyError) in try SplicePolicy.parsePrefixes(s, what: "servers") } },
+                try clients.map { c in
+                    try checked("--clients") { () throws(SplicePolicyError) in try SplicePolicy.parsePrefixes(c, what: "clients") } })
     }
 
     static func describe(_ p: PolicyConfig) -> String {
@@ -179,11 +223,20 @@ struct Policy: ParsableCommand {
         let changing = enable || disable || ports != nil || servers != nil || clients != nil
         var policy = try options.request(.policy).policy ?? PolicyConfig(enabled: false)
         if changing {
+            let given = try parsed()
             if enable { policy.enabled = true }
             if disable { policy.enabled = false }
-            if let ports { policy.ports = Policy.list(ports).compactMap(UInt16.init) }
-            if let servers { policy.servers = Policy.list(servers) }
-            if let clients { policy.clients = Policy.list(clients) }
+            if let ports = given.ports { policy.ports = ports }
+            if let servers = given.servers { policy.servers = servers.map(\.description) }
+            if let clients = given.clients { policy.clients = clients.map(\.description) }
+            do {
+                _ = try SplicePolicy(validating: policy.enabled, ports: policy.ports, servers: policy.servers,
+                                     clients: policy.clients)
+            } catch {
+                Policy.exit(withError: ValidationError(ports == nil && policy.ports.isEmpty
+                    ? "the policy in force has no ports: give --ports too (enabled without ports, it would claim every port)"
+                    : "\(error)"))
+            }
             policy = try options.request(.setPolicy, policy: policy).policy ?? policy
         }
         if options.json { return try printJSON(policy) }

@@ -10,8 +10,10 @@ import SpliceEngine
 import SpliceKernel
 import SpliceWire
 
-/// The running daemon: one reader thread for all queues, the engine behind one lock, and the
-/// control socket served from a thread that also runs the flow table's timers.
+/// The running daemon: one reader thread for all queues, the engine behind one lock, the
+/// control socket served from a thread of its own, and the timers (flow expiry, held FIN/RST
+/// release, silent proxies, the watched pidfile) on another, so that no control client can
+/// hold them up.
 final class Daemon: @unchecked Sendable {
     let configuration: DaemonConfiguration
     let logger: Logger
@@ -21,19 +23,34 @@ final class Daemon: @unchecked Sendable {
     let stop = Atomic<Bool>(false)
     let clock = MonotonicClock()
     let pid = getpid()
-    /// Registered proxies by control connection (control thread only).
-    var proxies: [ControlServer.ClientID: RegisteredProxy] = [:]
-    var nextProxyID = 1
     let injector: SpliceInjector
-    /// A proxy of another make watched through its pidfile (control thread only).
-    var watched: WatchedProxy?
-    var lastDeadPid: Int32 = 0
+    /// The proxies (control and timer threads). Lock order: the registry, then the engine;
+    /// never the registry inside the engine's lock.
+    let registry = Mutex(ProxyRegistry())
+    /// Runs of the timer thread (status shows them).
+    let timerRuns = Atomic<UInt64>(0)
+
+    struct ProxyRegistry {
+        /// Registered proxies by control connection.
+        var proxies: [ControlServer.ClientID: RegisteredProxy] = [:]
+        var nextProxyID = 1
+        /// A proxy of another make watched through its pidfile (timer thread).
+        var watched: WatchedProxy?
+        var lastDeadPid: Int32 = 0
+        /// Registrations so far: the latest registered proxy takes new flows.
+        var registrations: UInt64 = 0
+    }
 
     struct RegisteredProxy {
         var id: Int
         var registration: ProxyRegistration
         var registeredAt: Timestamp
         var lastHeartbeat: Timestamp
+        var order: UInt64
+    }
+
+    var heartbeatLimit: Timestamp.Duration {
+        Timestamp.Duration(deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100))
     }
 
     init(configuration: DaemonConfiguration, logger: Logger) throws {
@@ -52,9 +69,11 @@ final class Daemon: @unchecked Sendable {
             var o = NetfilterQueue.Options()
             o.maxLength = configuration.queueMaxLength
             o.batchLimit = configuration.batch
-            // The ends' packets may pass unqueued when we cannot keep up; the proxy's never:
-            // untranslated, they carry its own sequence space and clock.
-            o.failOpen = !configuration.proxyQueues.contains(n)
+            // A full queue drops (TCP retransmits, as after a full link) unless told to accept:
+            // an end's packet of a resilient flow accepted untranslated reaches the other end
+            // beside the proxy's translated ones (mixed clocks: PAWS drops, stalls). The proxy's
+            // packets are never accepted untranslated: they carry its own sequence space.
+            o.failOpen = configuration.acceptWhenQueueFull && !configuration.proxyQueues.contains(n)
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
@@ -110,17 +129,28 @@ final class Daemon: @unchecked Sendable {
         let controlThread = Thread { [self] in
             defer { done.leave() }
             while !stop.load(ordering: .relaxed) {
-                control.serve(timeoutMilliseconds: 50,
+                control.serve(timeoutMilliseconds: 100,
                               handle: { request, client in handle(request, from: client) },
                               disconnected: { client in proxyGone(client) })
-                watchPidfile()
-                expireSilentProxies()
-                let now = clock.now()
-                engine.withLock { $0.tick(now: now) }
             }
         }
         controlThread.name = "control"
         controlThread.start()
+        // The timers every 50 ms, on a thread that waits for nothing but the engine's lock.
+        done.enter()
+        let timerThread = Thread { [self] in
+            defer { done.leave() }
+            while !stop.load(ordering: .relaxed) {
+                watchPidfile()
+                expireSilentProxies()
+                let now = clock.now()
+                engine.withLock { $0.tick(now: now) }
+                timerRuns.wrappingAdd(1, ordering: .relaxed)
+                usleep(50_000)
+            }
+        }
+        timerThread.name = "timers"
+        timerThread.start()
 
         logger.info("spliced running", metadata: [
             "pid": "\(pid)", "queues": "\(configuration.queues.map(String.init).joined(separator: ","))",
@@ -140,6 +170,7 @@ final class Daemon: @unchecked Sendable {
             logger.info("signal \(caught): stopping")
         }
         stop.store(true, ordering: .relaxed)
+        control.wake()
         done.wait()
         for q in queues { q.unbind() }
         control.shutdown()
@@ -158,23 +189,37 @@ final class Daemon: @unchecked Sendable {
         case .register:
             guard let reg = request.proxy else { return .failure("register needs a \"proxy\" object") }
             let now = clock.now()
-            let id: Int
-            if let existing = proxies[client] {
-                id = existing.id
-            } else {
-                id = nextProxyID
-                nextProxyID += 1
+            let id = registry.withLock { r -> Int in
+                let id: Int
+                if let existing = r.proxies[client] {
+                    id = existing.id
+                } else {
+                    id = r.nextProxyID
+                    r.nextProxyID += 1
+                }
+                r.registrations += 1
+                r.proxies[client] = RegisteredProxy(id: id, registration: reg, registeredAt: now, lastHeartbeat: now,
+                                                    order: r.registrations)
+                engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
+                return id
             }
-            proxies[client] = RegisteredProxy(id: id, registration: reg, registeredAt: now, lastHeartbeat: now)
-            engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
+            // Its heartbeats are watched instead of its connection's idleness.
+            control.setPersistent(client)
             logger.info("proxy registered", metadata: ["id": "\(id)", "name": "\(reg.name)", "pid": "\(reg.pid)"])
             return ControlResponse(ok: true, proxyID: id)
         case .heartbeat:
-            guard proxies[client] != nil else { return .failure("heartbeat from a connection that has not registered") }
-            proxies[client]?.lastHeartbeat = clock.now()
+            let now = clock.now()
+            let known = registry.withLock { r -> Bool in
+                guard r.proxies[client] != nil else { return false }
+                r.proxies[client]?.lastHeartbeat = now
+                return true
+            }
+            guard known else { return .failure("heartbeat from a connection that has not registered") }
             return ControlResponse(ok: true)
         case .closing:
-            guard proxies[client] != nil else { return .failure("closing from a connection that has not registered") }
+            guard registry.withLock({ $0.proxies[client] != nil }) else {
+                return .failure("closing from a connection that has not registered")
+            }
             guard let c = request.close, let client = IPAddress(c.client), let server = IPAddress(c.server) else {
                 return .failure("closing needs a \"close\" object with client, clientPort, server, serverPort, towardClient")
             }
@@ -201,22 +246,57 @@ final class Daemon: @unchecked Sendable {
 
     /// A proxy that stopped heartbeating is as good as dead: its flows go to bypass (its own
     /// packets are then dropped, so a hung proxy can do no harm), and its connection is closed,
-    /// which tells it to drop its relays and register again.
+    /// which tells it to drop its relays and register again. Timer thread.
     func expireSilentProxies() {
         let now = clock.now()
-        let limit = Timestamp.Duration(deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100))
-        for (client, p) in proxies where now.deciseconds > p.lastHeartbeat.deciseconds &+ limit.deciseconds {
-            logger.warning("proxy silent for \(now.seconds(since: p.lastHeartbeat))s: treating it as dead",
-                           metadata: ["id": "\(p.id)", "pid": "\(p.registration.pid)"])
-            control.disconnect(client) { proxyGone($0) }
+        let limit = heartbeatLimit
+        let (gone, successor) = registry.withLock { r -> ([(ControlServer.ClientID, RegisteredProxy, Int)], Int?) in
+            let silent = r.proxies.filter { now.deciseconds > $0.value.lastHeartbeat.deciseconds &+ limit.deciseconds }
+            guard !silent.isEmpty else { return ([], nil) }
+            return engine.withLock { e in
+                var gone: [(ControlServer.ClientID, RegisteredProxy, Int)] = []
+                for (client, p) in silent {
+                    r.proxies[client] = nil
+                    gone.append((client, p, e.proxyGone(id: UInt16(truncatingIfNeeded: p.id))))
+                }
+                return (gone, Daemon.fallBack(r, e, now: now, limit: limit))
+            }
         }
+        for (client, p, moved) in gone {
+            logger.warning("proxy silent for \(now.seconds(since: p.lastHeartbeat))s: treating it as dead; its flows are in bypass now",
+                           metadata: ["id": "\(p.id)", "pid": "\(p.registration.pid)", "flows": "\(moved)"])
+            control.requestDisconnect(client)
+        }
+        if let successor { logger.notice("proxy \(successor) takes new flows now") }
     }
 
+    /// A registered proxy's connection closed (control thread).
     func proxyGone(_ client: ControlServer.ClientID) {
-        guard let p = proxies.removeValue(forKey: client) else { return }
-        let moved = engine.withLock { $0.proxyGone(id: UInt16(truncatingIfNeeded: p.id)) }
+        let now = clock.now()
+        let result = registry.withLock { r -> (RegisteredProxy, Int, Int?)? in
+            guard let p = r.proxies.removeValue(forKey: client) else { return nil }
+            return engine.withLock { e in
+                (p, e.proxyGone(id: UInt16(truncatingIfNeeded: p.id)), Daemon.fallBack(r, e, now: now, limit: heartbeatLimit))
+            }
+        }
+        guard let (p, moved, successor) = result else { return }
         logger.warning("proxy gone: its flows are in bypass now", metadata: [
             "id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)", "flows": "\(moved)"])
+        if let successor { logger.notice("proxy \(successor) takes new flows now") }
+    }
+
+    /// When a proxy went away and none takes new flows now, the most recently registered one
+    /// still alive (heartbeating, or the watched one) does. Registry and engine locked.
+    static func fallBack(_ r: ProxyRegistry, _ e: Engine, now: Timestamp, limit: Timestamp.Duration) -> Int? {
+        guard e.activeProxy == 0 else { return nil }
+        var best: (order: UInt64, id: Int)?
+        for p in r.proxies.values where now.deciseconds <= p.lastHeartbeat.deciseconds &+ limit.deciseconds {
+            if p.order > best?.order ?? 0 { best = (p.order, p.id) }
+        }
+        if let w = r.watched, w.order > best?.order ?? 0 { best = (w.order, w.id) }
+        guard let best else { return nil }
+        e.proxyRegistered(id: UInt16(truncatingIfNeeded: best.id))
+        return best.id
     }
 
     // MARK: A proxy of another make (HAProxy), watched through its pidfile
@@ -226,38 +306,51 @@ final class Daemon: @unchecked Sendable {
         var pid: Int32
         var pidfd: Int32
         var registeredAt: Timestamp
+        var order: UInt64
     }
 
     /// Reads the pidfile when no watched proxy is alive; polls the pidfd of the one that is.
+    /// Timer thread (the only one that changes `watched`).
     func watchPidfile() {
         guard let path = configuration.proxyPidfile else { return }
-        if let w = watched {
+        if let w = registry.withLock({ $0.watched }) {
             var p = pollfd(fd: w.pidfd, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 0) > 0 else { return }
             close(w.pidfd)
-            watched = nil
-            lastDeadPid = w.pid
-            let moved = engine.withLock { $0.proxyGone(id: UInt16(truncatingIfNeeded: w.id)) }
+            let now = clock.now()
+            let (moved, successor) = registry.withLock { r -> (Int, Int?) in
+                r.watched = nil
+                r.lastDeadPid = w.pid
+                return engine.withLock { e in
+                    (e.proxyGone(id: UInt16(truncatingIfNeeded: w.id)), Daemon.fallBack(r, e, now: now, limit: heartbeatLimit))
+                }
+            }
             logger.warning("watched proxy exited: its flows are in bypass now", metadata: [
                 "pid": "\(w.pid)", "pidfile": "\(path)", "flows": "\(moved)"])
+            if let successor { logger.notice("proxy \(successor) takes new flows now") }
             return
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
               let pid = Int32(text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? "") else { return }
-        guard pid > 0, pid != lastDeadPid else { return }
+        guard pid > 0, pid != registry.withLock({ $0.lastDeadPid }) else { return }
         let fd = tcpsplice_pidfd_open(pid)
         guard fd >= 0 else { return }
         // A pidfd of a process that already exited (a zombie, say) is readable at once.
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         if poll(&p, 1, 0) > 0 {
             close(fd)
-            lastDeadPid = pid
+            registry.withLock { $0.lastDeadPid = pid }
             return
         }
-        let id = nextProxyID
-        nextProxyID += 1
-        watched = WatchedProxy(id: id, pid: pid, pidfd: fd, registeredAt: clock.now())
-        engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
+        let now = clock.now()
+        let id = registry.withLock { r -> Int in
+            let id = r.nextProxyID
+            r.nextProxyID += 1
+            r.registrations += 1
+            r.watched = WatchedProxy(id: id, pid: pid, pidfd: fd, registeredAt: now, order: r.registrations)
+            engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
+            return id
+        }
         logger.info("watching proxy", metadata: ["pid": "\(pid)", "pidfile": "\(path)", "id": "\(id)"])
     }
 
@@ -271,7 +364,7 @@ final class Daemon: @unchecked Sendable {
         let queueReports = queues.map { q -> QueueReport in
             let c = q.snapshot
             let k = kernel.first { $0.queue == q.number }
-            return QueueReport(number: q.number, failClosed: !q.options.failOpen,
+            return QueueReport(number: q.number, failClosed: configuration.proxyQueues.contains(q.number),
                                packets: c.packets, verdictMessages: c.verdictMessages,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
@@ -305,10 +398,21 @@ final class Daemon: @unchecked Sendable {
                 finRstReleased: counters.finRstReleased, finRstDiscarded: counters.finRstDiscarded,
                 failovers: counters.failovers, injectionFailures: counters.injectionFailures + injector.failures,
                 activeProxy: activeProxy == 0 ? nil : Int(activeProxy)),
-            policy: PolicyConfig(policy))
+            policy: PolicyConfig(policy), control: controlReport())
+    }
+
+    func controlReport() -> ControlReport {
+        let c = control.counters
+        return ControlReport(clients: control.clientCount, maxClients: control.limits.maxClients,
+                             accepted: c.accepted, requests: c.requests, refusedTooMany: c.refusedTooMany,
+                             refusedNoDescriptor: c.refusedNoDescriptor, refusedNotRoot: c.refusedNotRoot,
+                             droppedUnread: c.droppedUnread, droppedOverlong: c.droppedOverlong,
+                             droppedSilent: c.droppedSilent, closedIdle: c.closedIdle,
+                             timerRuns: timerRuns.load(ordering: .relaxed))
     }
 
     func proxyReports(now: Timestamp) -> [ProxyReport] {
+        let (proxies, watched) = registry.withLock { ($0.proxies, $0.watched) }
         var out = proxies.values.sorted { $0.id < $1.id }.map {
             ProxyReport(id: $0.id, name: $0.registration.name, pid: $0.registration.pid,
                         listenPort: $0.registration.listenPort,
@@ -358,23 +462,9 @@ extension PolicyConfig {
     }
 }
 
-struct PolicyError: Error, CustomStringConvertible {
-    var description: String
-}
-
 extension SplicePolicy {
     /// Validates a policy from the control socket or the command line.
     init(_ c: PolicyConfig) throws {
-        var servers: [IPPrefix] = [], clients: [IPPrefix] = []
-        for s in c.servers {
-            guard let p = IPPrefix(s) else { throw PolicyError(description: "not an address prefix: '\(s)' (servers)") }
-            servers.append(p)
-        }
-        for s in c.clients {
-            guard let p = IPPrefix(s) else { throw PolicyError(description: "not an address prefix: '\(s)' (clients)") }
-            clients.append(p)
-        }
-        if c.ports.contains(0) { throw PolicyError(description: "port 0 cannot be claimed") }
-        self.init(ports: Set(c.ports), servers: servers, clients: clients, enabled: c.enabled)
+        try self.init(validating: c.enabled, ports: c.ports, servers: c.servers, clients: c.clients)
     }
 }

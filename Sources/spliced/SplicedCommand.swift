@@ -17,6 +17,8 @@ struct DaemonConfiguration: Sendable {
     var maxFlows: Int
     var maxBlocks: Int
     var queueMaxLength: UInt32
+    /// The ends' queues accept (NFQA_CFG_F_FAIL_OPEN) instead of dropping when full.
+    var acceptWhenQueueFull: Bool
     var batch: Int
     var policy: SplicePolicy
     var marks: SpliceMarks
@@ -36,10 +38,14 @@ struct SplicedCommand: ParsableCommand {
         not running the rules fail open and the kernel forwards.
         """)
 
-    @Option(name: .long, help: ArgumentHelp("NFQUEUE number to bind; repeat for several, or give a range A:B.", valueName: "n|a:b"))
+    // Options that take a number are parsed `.unconditional`: their value is the next argument
+    // even when it begins with '-', so that "-5" is reported as out of range, not as a missing
+    // value (or an unknown option).
+    @Option(name: .long, parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("NFQUEUE number to bind; repeat for several, or give a range A:B.", valueName: "n|a:b"))
     var queue: [String] = ["0"]
 
-    @Option(name: .long, help: ArgumentHelp("""
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("""
         NFQUEUE number (or range A:B) that carries the proxy's own packets (install-rules.sh \
         --proxy-queue); bound fail-closed: when it is full the kernel drops, never lets a proxy \
         packet through untranslated. Repeatable.
@@ -52,22 +58,26 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, help: "Write the daemon's pid to this file.")
     var pidfile: String?
 
-    @Option(name: .long, help: "Flow table capacity (flow entries of 64 bytes). New flows past it are let through untracked.")
+    @Option(name: .long, parsing: .unconditional, help: "Flow table capacity (flow entries of 64 bytes). New flows past it are let through untracked.")
     var maxFlows: Int = 262_144
 
-    @Option(name: .long, help: "Connection blocks (the large per-connection part); default: as many as --max-flows.")
+    @Option(name: .long, parsing: .unconditional, help: "Connection blocks (the large per-connection part); default: as many as --max-flows.")
     var maxBlocks: Int?
 
-    @Option(name: .long, help: "Packets the kernel may hold per queue before failing open (a --proxy-queue: before dropping).")
-    var queueMaxLength: UInt32 = 8192
+    @Option(name: .long, parsing: .unconditional, help: "Packets the kernel may hold per queue; past it the kernel drops (see --accept-when-queue-full).",
+            transform: { try parsedNumber($0, 1...UInt32.max) })
+    var queueMaxLength: UInt32 = 65536
 
-    @Option(name: .long, help: "Unchanged accepts gathered into one batch verdict (1 = no batching).")
+    @Flag(name: .long, help: "When an ends' queue is full, the kernel accepts packets unseen instead of dropping them. Only for engines without a proxy policy: a resilient flow's packet accepted untranslated breaks the flow's timestamps.")
+    var acceptWhenQueueFull = false
+
+    @Option(name: .long, parsing: .unconditional, help: "Unchanged accepts gathered into one batch verdict (1 = no batching).")
     var batch: Int = 32
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(name: .long, help: ArgumentHelp("Server ports whose new flows go through the proxy (resilient mode), comma separated. Without it, every flow stays in bypass.", valueName: "ports"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Server ports whose new flows go through the proxy (resilient mode), comma separated. Without it, every flow stays in bypass.", valueName: "ports"))
     var proxyPorts: String?
 
     @Option(name: .long, help: ArgumentHelp("Only servers in these prefixes go through the proxy (comma separated).", valueName: "prefixes"))
@@ -79,23 +89,23 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, help: "A proxy of another make (e.g. HAProxy): its pidfile; its death is noticed through a pidfd.")
     var proxyPidfile: String?
 
-    @Option(name: .long, help: "Mark of packets the engine injects toward the wire (as install-rules.sh --inject-mark).")
+    @Option(name: .long, parsing: .unconditional, help: "Mark of packets the engine injects toward the wire (as install-rules.sh --inject-mark).")
     var injectMark: String = "0x5a5a"
 
-    @Option(name: .long, help: "Mark the engine sets on packets it hands to the proxy (as install-rules.sh --proxy-mark).")
+    @Option(name: .long, parsing: .unconditional, help: "Mark the engine sets on packets it hands to the proxy (as install-rules.sh --proxy-mark).")
     var proxyMark: String = "0x5a5b"
 
-    @Option(name: .long, help: "Mark of packets for local transparent sockets (as install-rules.sh --local-mark).")
+    @Option(name: .long, parsing: .unconditional, help: "Mark of packets for local transparent sockets (as install-rules.sh --local-mark).")
     var localMark: String = "0x5a5c"
 
-    @Option(name: .long, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
+    @Option(name: .long, parsing: .unconditional, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
     var holdGraceMs: Int = 300
 
-    @Option(name: .long, help: "Milliseconds without a heartbeat after which a registered proxy is taken for dead.")
+    @Option(name: .long, parsing: .unconditional, help: "Milliseconds without a heartbeat after which a registered proxy is taken for dead.")
     var heartbeatTimeoutMs: Int = 5000
 
     func validate() throws {
-        _ = try parsedQueues()
+        _ = try parsedProxyQueues(queues: try parsedQueues())
         guard maxFlows >= 1 && maxFlows <= 100_000_000 else {
             throw ValidationError("--max-flows must be between 1 and 100000000, not \(maxFlows)")
         }
@@ -107,7 +117,9 @@ struct SplicedCommand: ParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(logLevel)'")
         }
-        guard !controlSocket.isEmpty else { throw ValidationError("--control-socket must not be empty") }
+        if let problem = ControlProtocol.socketPathProblem(controlSocket) {
+            throw ValidationError("--control-socket: \(problem)")
+        }
         _ = try parsedPolicy()
         _ = try parsedMarks()
         guard heartbeatTimeoutMs >= 200 && heartbeatTimeoutMs <= 600_000 else {
@@ -125,20 +137,18 @@ struct SplicedCommand: ParsableCommand {
             }
             return .bypassOnly
         }
-        func list(_ s: String?) -> [String] {
-            (s ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        // The validation splicectl and the daemon's set-policy use too (SpliceEngine).
+        func checked<T>(_ option: String, _ parse: () throws(SplicePolicyError) -> T) throws -> T {
+            do { return try parse() } catch { throw ValidationError("\(option): \(error)") }
         }
-        var ports: [UInt16] = []
-        for p in list(proxyPorts) {
-            guard let n = UInt16(p), n > 0 else { throw ValidationError("--proxy-ports: not a port number: '\(p)'") }
-            ports.append(n)
+        let ports = try checked("--proxy-ports") { () throws(SplicePolicyError) in try SplicePolicy.parsePorts(proxyPorts) }
+        let servers = try checked("--proxy-servers") { () throws(SplicePolicyError) in
+            try SplicePolicy.parsePrefixes(proxyServers ?? "", what: "servers")
         }
-        guard !ports.isEmpty else { throw ValidationError("--proxy-ports: give at least one port") }
-        do {
-            return try SplicePolicy(PolicyConfig(enabled: true, ports: ports, servers: list(proxyServers), clients: list(proxyClients)))
-        } catch {
-            throw ValidationError("--proxy-servers/--proxy-clients: \(error)")
+        let clients = try checked("--proxy-clients") { () throws(SplicePolicyError) in
+            try SplicePolicy.parsePrefixes(proxyClients ?? "", what: "clients")
         }
+        return SplicePolicy(ports: Set(ports), servers: servers, clients: clients, enabled: true)
     }
 
     func parsedMarks() throws -> SpliceMarks {
@@ -193,13 +203,15 @@ struct SplicedCommand: ParsableCommand {
         }
         let logger = Logger(label: "spliced")
         guard geteuid() == 0 else {
-            throw ValidationError("spliced must run as root (it binds NFQUEUE and opens raw sockets)")
+            // Not a usage error: the arguments are fine, this user cannot start the daemon.
+            logger.critical("cannot start: spliced must run as root (it binds NFQUEUE and opens raw sockets); running as uid \(geteuid())")
+            throw ExitCode(2)
         }
         let queues = try parsedQueues()
         let config = DaemonConfiguration(queues: queues, proxyQueues: try parsedProxyQueues(queues: queues),
                                          controlSocket: controlSocket, pidfile: pidfile,
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
-                                         queueMaxLength: queueMaxLength, batch: batch, policy: try parsedPolicy(),
+                                         queueMaxLength: queueMaxLength, acceptWhenQueueFull: acceptWhenQueueFull, batch: batch, policy: try parsedPolicy(),
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,
                                          holdGraceMilliseconds: holdGraceMs,
                                          heartbeatTimeoutMilliseconds: heartbeatTimeoutMs)
@@ -218,7 +230,23 @@ struct SplicedCommand: ParsableCommand {
             }
             if fd >= 0 { close(fd) }
         }
+        // A runtime failure (a queue that could not be read any more, logged) exits 2, as a
+        // failure to start does (Docs/cli.md).
         let status = daemon.run()
-        if status != 0 { throw ExitCode(status) }
+        if status != 0 { throw ExitCode(2) }
     }
+}
+
+/// The value of a numeric option, as an option's `transform`: a number outside `range` (a
+/// negative one included) is refused as out of range, and the parser's message names the option
+/// and the value ("The value '-5' is invalid for '--queue-max-length <n>': out of range ...").
+private func parsedNumber<T: FixedWidthInteger>(_ text: String, _ range: ClosedRange<T>) throws -> T {
+    let digits = text.first == "-" || text.first == "+" ? text.dropFirst() : Substring(text)
+    guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+        throw ValidationError("not a number")
+    }
+    guard let v = T(text), range.contains(v) else {
+        throw ValidationError("out of range (\(range.lowerBound) to \(range.upperBound))")
+    }
+    return v
 }
