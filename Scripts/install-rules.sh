@@ -47,6 +47,10 @@ Options:
   --route-table N      routing table for those packets                 [100]
   --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
                        spliced thread takes them (give spliced both)  [--queues]
+  --syn-queue N        queue of the ends' SYN and SYN-ACK packets (give spliced
+                       --syn-queue N): under a SYN flood past what the engine
+                       can take, new flows go by unseen (bypass) instead of
+                       delaying the established ones              [--queues]
   --dry-run            print the rendered rules and the jump commands; change
                        nothing
   -h, --help           this help
@@ -70,6 +74,7 @@ PROXY_MARK_ARG=0x5a5b
 LOCAL_MARK_ARG=0x5a5c
 ROUTE_TABLE_ARG=100
 PROXY_QUEUE_ARG=""
+SYN_QUEUE_ARG=""
 
 need_value() {
     # need_value OPTION REMAINING_ARG_COUNT
@@ -102,6 +107,7 @@ while [[ $# -gt 0 ]]; do
         --local-mark) need_value "$1" $#; LOCAL_MARK_ARG=$2; shift 2 ;;
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
+        --syn-queue) need_value "$1" $#; SYN_QUEUE_ARG=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -172,6 +178,13 @@ queue_spec() {
 QUEUE_SPEC=$(queue_spec --queues "$QUEUES_ARG")
 PROXY_QUEUE_SPEC=$QUEUE_SPEC
 if [[ -n "$PROXY_QUEUE_ARG" ]]; then PROXY_QUEUE_SPEC=$(queue_spec --proxy-queue "$PROXY_QUEUE_ARG"); fi
+SYN_QUEUE_SPEC=""
+if [[ -n "$SYN_QUEUE_ARG" ]]; then
+    [[ "$SYN_QUEUE_ARG" != *:* ]] || die "--syn-queue takes one queue number, not a range ('$SYN_QUEUE_ARG')"
+    SYN_QUEUE_SPEC=$(queue_spec --syn-queue "$SYN_QUEUE_ARG")
+    [[ "$SYN_QUEUE_SPEC" != "$QUEUE_SPEC" && "$SYN_QUEUE_SPEC" != "$PROXY_QUEUE_SPEC" ]] \
+        || die "--syn-queue $SYN_QUEUE_ARG must differ from --queues and --proxy-queue"
+fi
 
 # parse_mark OPTION VALUE -> echoes the mark as 0x..., dies naming the option otherwise.
 parse_mark() {
@@ -285,6 +298,10 @@ render() {
     while IFS= read -r line || [[ -n "$line" ]]; do
         # The template's own comments (they name the placeholders) stay out.
         [[ "$line" == \#* || -z "$line" ]] && continue
+        if [[ "$line" == @S@* ]]; then
+            [[ -n "$SYN_QUEUE_SPEC" ]] || continue
+            line=${line#@S@}
+        fi
         if [[ "$line" == @P@* ]]; then
             [[ -n "$TPROXY_PORT" ]] || continue
             line=${line#@P@}
@@ -298,6 +315,7 @@ render() {
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}
+        line=${line//@SQUEUE@/$SYN_QUEUE_SPEC}
         line=${line//@QUEUE@/$QUEUE_SPEC}
         line=${line//@ORIG@/$orig}
         line=${line//@REPLY@/$reply}

@@ -239,6 +239,10 @@ public struct QueueReport: Codable, Sendable, Equatable {
     /// A queue of the proxy's own packets: bound without fail-open (a full queue drops).
     /// Absent from older daemons' reports.
     public var failClosed: Bool?
+    /// What the queue carries: "ends" (their packets, dropped when full), "proxy" (the proxy's
+    /// sockets', fail-closed), "handshakes" (the ends' SYN and SYN-ACK, let by unseen when
+    /// full). Absent from older daemons' reports.
+    public var role: String?
     /// Packets the daemon read from this queue.
     public var packets: UInt64
     /// Verdict messages sent (a batch counts once).
@@ -253,9 +257,11 @@ public struct QueueReport: Codable, Sendable, Equatable {
     public var userDropped: UInt64?
     public var portID: UInt32?
 
-    public init(number: UInt16, failClosed: Bool? = nil, packets: UInt64, verdictMessages: UInt64, receiveOverruns: UInt64,
-                queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil, portID: UInt32? = nil) {
+    public init(number: UInt16, failClosed: Bool? = nil, role: String? = nil, packets: UInt64, verdictMessages: UInt64,
+                receiveOverruns: UInt64, queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil,
+                portID: UInt32? = nil) {
         self.number = number
+        self.role = role
         self.failClosed = failClosed
         self.packets = packets
         self.verdictMessages = verdictMessages
@@ -316,10 +322,24 @@ public struct ResilientReport: Codable, Sendable, Equatable {
     public var failovers: UInt64
     public var injectionFailures: UInt64
     public var activeProxy: Int?
+    /// Unannounced FIN/RST of the proxy that found no room to be held (dropped).
+    public var finRstHoldFailed: UInt64?
+    /// Clients whose handshake ACK arrived, so that their handshake was replayed to the proxy
+    /// (a spoofed SYN never gets there).
+    public var clientsValidated: UInt64?
+    /// The client's packets held until the proxy's socket was up, and those dropped for lack of
+    /// room or time (the client sends them again).
+    public var pendingHeld: UInt64?
+    public var pendingDropped: UInt64?
     public init(flows: UInt64, handshakeReplays: UInt64, fromProxyTranslated: UInt64, proxyPacketsDropped: UInt64,
                 acksClamped: UInt64, acksInjected: UInt64, acksSuppressed: UInt64, finRstHeld: UInt64,
                 finRstReleased: UInt64, finRstDiscarded: UInt64, failovers: UInt64, injectionFailures: UInt64,
-                activeProxy: Int?) {
+                activeProxy: Int?, finRstHoldFailed: UInt64? = nil, clientsValidated: UInt64? = nil,
+                pendingHeld: UInt64? = nil, pendingDropped: UInt64? = nil) {
+        self.finRstHoldFailed = finRstHoldFailed
+        self.clientsValidated = clientsValidated
+        self.pendingHeld = pendingHeld
+        self.pendingDropped = pendingDropped
         self.flows = flows
         self.handshakeReplays = handshakeReplays
         self.fromProxyTranslated = fromProxyTranslated
@@ -349,8 +369,12 @@ public struct FlowCounts: Codable, Sendable, Equatable {
     public var tableFull: UInt64
     /// Flows that went on without a connection block because the pool was empty.
     public var blocksExhausted: UInt64
+    /// Unconfirmed (or closed) flows removed to make room when the table was full (early drop).
+    public var earlyDrops: UInt64?
     public init(total: Int, capacity: Int, byState: [String: Int], byMode: [String: Int], created: UInt64,
-                pickedUp: UInt64, expired: UInt64, reopened: UInt64, tableFull: UInt64, blocksExhausted: UInt64) {
+                pickedUp: UInt64, expired: UInt64, reopened: UInt64, tableFull: UInt64, blocksExhausted: UInt64,
+                earlyDrops: UInt64? = nil) {
+        self.earlyDrops = earlyDrops
         self.total = total
         self.capacity = capacity
         self.byState = byState

@@ -42,6 +42,10 @@ public struct EngineCounters: Sendable, Equatable {
     public var flowsReopened: UInt64 = 0
     /// New flows that found the table full and were let through untracked.
     public var tableFull: UInt64 = 0
+    /// Flows not yet confirmed (a handshake not completed, a pickup seen one way only) or
+    /// closed, removed to make room for a new one when the table was full (conntrack's early
+    /// drop): a SYN or ACK flood cannot lock real clients out of the table.
+    public var earlyDrops: UInt64 = 0
     /// Flows that could not get a connection block and went on with their entry alone.
     public var blocksExhausted: UInt64 = 0
     /// Packets of no known flow let through untracked (e.g. a stray RST).
@@ -61,6 +65,15 @@ public struct EngineCounters: Sendable, Equatable {
     public var finRstHeld: UInt64 = 0
     public var finRstReleased: UInt64 = 0
     public var finRstDiscarded: UInt64 = 0
+    /// Unannounced FIN/RST that found no room to be held: dropped (the proxy's socket sends
+    /// its FIN again; a lost RST is answered again by the next packet).
+    public var finRstHoldFailed: UInt64 = 0
+    /// Clients whose ACK proved them before their handshake was replayed to the proxy.
+    public var clientsValidated: UInt64 = 0
+    /// The client's packets held while the proxy's socket was not up yet, given to it after;
+    /// and those that found no room (dropped: the client sends them again).
+    public var pendingHeld: UInt64 = 0
+    public var pendingDropped: UInt64 = 0
     /// Flows moved to bypass because their proxy died.
     public var failovers: UInt64 = 0
     public var injectionFailures: UInt64 = 0
@@ -89,7 +102,9 @@ public final class Engine: @unchecked Sendable {
     /// A scratch buffer for callers that do not pass their own (tests).
     let ownScratch: UnsafeMutableRawBufferPointer
     /// FIN/RST packets of the proxy held until its liveness is known.
-    var held = HeldPackets(capacity: 256)
+    var held = HeldPackets(capacity: 4096, slotBytes: 2048)
+    /// The client's packets that arrived before the proxy's socket facing it was up.
+    var pending = HeldPackets(capacity: 1024, slotBytes: 2048)
 
     public static let scratchBytes = 0x10000 + 256
 
@@ -103,6 +118,8 @@ public final class Engine: @unchecked Sendable {
     deinit {
         buildBuffer.deallocate()
         ownScratch.deallocate()
+        held.deallocate()
+        pending.deallocate()
     }
 
     /// Netfilter's hook numbers (`enum nf_inet_hooks`).
@@ -155,6 +172,7 @@ public final class Engine: @unchecked Sendable {
     public func tick(now: Timestamp, budget: Int = 4096) {
         counters.flowsExpired &+= UInt64(table.expire(now: now, budget: budget))
         releaseHeld(now: now, force: false)
+        expirePending(now: now)
     }
 
     // MARK: Packets from the ends
@@ -189,6 +207,7 @@ public final class Engine: @unchecked Sendable {
 
         table[e].lastSeen = now.deciseconds
         table[e].count(bytes: tcp.payloadLength, from: dir)
+        table[e].flags.insert(dir == .original ? .seenA : .seenB)
         let block = table.block(e)
         if let b = block { record(tcp, dir: dir, in: b) }
 
@@ -214,7 +233,8 @@ public final class Engine: @unchecked Sendable {
             return (e, dir)
         }
 
-        if state == .synReceived && dir == .original && flags.contains(.ack) {
+        // (SYN_SENT: the SYN-ACK went by unseen; the client's ACK shows the handshake is done.)
+        if (state == .synReceived || state == .synSent) && dir == .original && flags.contains(.ack) {
             if let b = block, b.pointee.isnKnownB {
                 if tcp.acknowledgmentNumber == b.pointee.isnB + 1 { state = .established }
             } else {
@@ -291,9 +311,15 @@ public final class Engine: @unchecked Sendable {
             state = .established
             pickedUp = true
         }
-        let inserted = initiatorIsSource
+        var inserted = initiatorIsSource
             ? table.insert(initiator: src, port: sport, responder: dst, port: dport, now: now)
             : table.insert(initiator: dst, port: dport, responder: src, port: sport, now: now)
+        if inserted == nil && table.evictUnconfirmed() {
+            counters.earlyDrops &+= 1
+            inserted = initiatorIsSource
+                ? table.insert(initiator: src, port: sport, responder: dst, port: dport, now: now)
+                : table.insert(initiator: dst, port: dport, responder: src, port: sport, now: now)
+        }
         guard let e = inserted else {
             counters.tableFull &+= 1
             return nil
@@ -302,6 +328,7 @@ public final class Engine: @unchecked Sendable {
         table[e].state = state
         let dir: FlowDirection = initiatorIsSource ? .original : .reply
         table[e].count(bytes: tcp.payloadLength, from: dir)
+        table[e].flags.insert(dir == .original ? .seenA : .seenB)
         if pickedUp {
             table[e].flags.insert(.pickedUp)
             table[e].reason = .pickedUpMidStream

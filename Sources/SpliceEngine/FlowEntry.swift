@@ -36,6 +36,19 @@ public struct FlowEntry: Sendable {
         public static let finAckedB = Flags(rawValue: 1 << 3)
         /// First seen mid-stream: ISNs and options unknown.
         public static let pickedUp = Flags(rawValue: 1 << 4)
+        /// A packet was seen from the initiator / responder.
+        public static let seenA = Flags(rawValue: 1 << 5)
+        public static let seenB = Flags(rawValue: 1 << 6)
+    }
+
+    /// Confirmed as a real connection (conntrack's ASSURED): past its handshake, and, if
+    /// picked up mid-stream, seen in both directions. What is not confirmed (a flood's SYNs,
+    /// a lone ACK) gets short timeouts and is the first to go when the table is full.
+    @inlinable public var isConfirmed: Bool {
+        switch state {
+        case .free, .synSent, .synReceived: return false
+        default: return !flags.contains(.pickedUp) || flags.isSuperset(of: [.seenA, .seenB])
+        }
     }
 
     @inlinable
@@ -140,6 +153,9 @@ public struct ConnectionBlock: Sendable {
     public var packetsB: UInt64 = 0
     /// Index of the owning flow entry (for consistency checks and reverse lookups).
     public var owner: UInt32 = 0
+    /// A number no other block attached before it had (wraps after 2^32): what a held packet
+    /// remembers of its flow, so that it never goes to a later flow in the same entry.
+    public var serial: UInt32 = 0
     /// The resilient mode's state (seed 000), `.none` phase for other flows.
     public var resilient = ResilientState()
 

@@ -74,6 +74,8 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case noBlock
     /// The handshake could not be replayed (e.g. the server's SYN-ACK was malformed).
     case replayFailed
+    /// The server's SYN-ACK went by unseen (a full handshake queue): the proxy cannot join.
+    case handshakeUnseen
 
     public var description: String {
         switch self {
@@ -84,6 +86,7 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .policy: return "policy"
         case .noBlock: return "no-connection-block"
         case .replayFailed: return "replay-failed"
+        case .handshakeUnseen: return "handshake-unseen"
         }
     }
 }

@@ -17,6 +17,9 @@ public struct FlowTimeouts: Sendable {
     /// 2*MSL, with Linux's MSL of 60 s.
     public var timeWait = Timestamp.Duration.seconds(120)
     public var close = Timestamp.Duration.seconds(10)
+    /// A flow picked up mid-stream and not yet seen in both directions (a lone ACK, perhaps
+    /// of a flood) is forgotten this soon, whatever its state says.
+    public var unconfirmedPickup = Timestamp.Duration.seconds(30)
     /// How long a closed flow that kept its connection block (a resilient flow: the proxy's
     /// last ACKs and FINs still need translating) keeps it before it goes back to the pool.
     public var closedBlockLinger = Timestamp.Duration.seconds(10)
@@ -65,6 +68,11 @@ public final class FlowTable {
     public private(set) var count = 0
     public private(set) var blockCount = 0
     var sweepCursor: UInt32 = 0
+    var evictCursor: UInt32 = 0
+    /// The serial of the last block attached (`ConnectionBlock.serial`).
+    var nextSerial: UInt32 = 0
+    /// Entries looked at, at most, to find one to evict when the table is full.
+    static let evictionScan = 256
 
     public init(capacity: Int, blockCapacity: Int? = nil, timeouts: FlowTimeouts = FlowTimeouts(),
                 seed: UInt64 = UInt64.random(in: .min ... .max)) {
@@ -211,6 +219,8 @@ public final class FlowTable {
         }
         var block = ConnectionBlock()
         block.owner = e
+        nextSerial &+= 1
+        block.serial = nextSerial
         (blocks + Int(b)).initialize(to: block)
         entries[Int(e)].blockRef = b + 1
         blockCount += 1
@@ -248,7 +258,11 @@ public final class FlowTable {
             let entry = entries[Int(e)]
             let state = entry.state
             guard state != .free else { continue }
-            let deadline = entry.lastSeen &+ timeouts.timeout(for: state).deciseconds
+            var timeout = timeouts.timeout(for: state)
+            if entry.flags.contains(.pickedUp) && !entry.isConfirmed && state != .close {
+                timeout = Timestamp.Duration(deciseconds: min(timeout.deciseconds, timeouts.unconfirmedPickup.deciseconds))
+            }
+            let deadline = entry.lastSeen &+ timeout.deciseconds
             if now.deciseconds >= entry.lastSeen && now.deciseconds > deadline {
                 remove(e)
                 removed += 1
@@ -258,6 +272,33 @@ public final class FlowTable {
             }
         }
         return removed
+    }
+
+    /// Makes room in a full table, as conntrack's early drop does: removes a flow that is not
+    /// confirmed (`FlowEntry.isConfirmed`: a handshake not completed, a pickup seen one way)
+    /// or, failing that, one already closed, among the next `evictionScan` entries from where
+    /// the last search stopped. False when it found none (every flow there is a live,
+    /// confirmed connection).
+    public func evictUnconfirmed() -> Bool {
+        guard entryHighWater > 0 else { return false }
+        var closed: UInt32?
+        for _ in 0..<min(FlowTable.evictionScan, Int(entryHighWater)) {
+            if evictCursor >= entryHighWater { evictCursor = 0 }
+            let e = evictCursor
+            evictCursor += 1
+            let entry = entries[Int(e)]
+            guard entry.state != .free else { continue }
+            if !entry.isConfirmed {
+                remove(e)
+                return true
+            }
+            if closed == nil && entry.state.isClosed { closed = e }
+        }
+        if let e = closed {
+            remove(e)
+            return true
+        }
+        return false
     }
 
     /// Calls `body` with the index of every flow in use (entries may be changed through the

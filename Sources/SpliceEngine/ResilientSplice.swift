@@ -32,6 +32,16 @@ extension Engine {
             held.free(i)
             counters.finRstDiscarded &+= 1
         }
+        // The client's packets held for the proxy's socket are the client's own: in bypass
+        // they go to the server as they came (their checksum completed).
+        for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].proxyID == id {
+            if pendingBelongs(i) {
+                let e = pending.slots[i].entry
+                if table[e].mode == .bypass { forwardPending(pending.packet(i)) }
+                table.block(e)?.pointee.resilient.pendingToProxy = 0
+            }
+            pending.free(i)
+        }
         return moved
     }
 
@@ -46,7 +56,9 @@ extension Engine {
               let b = table.block(e) else { return }
         let bit = abortive ? ResilientState.intentRST : ResilientState.intentFIN
         if towardClient { b.pointee.resilient.closeIntentDown |= bit } else { b.pointee.resilient.closeIntentUp |= bit }
-        for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].entry == e && held.slots[i].towardClient == towardClient {
+        let serial = b.pointee.serial
+        for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].entry == e
+            && held.slots[i].serial == serial && held.slots[i].towardClient == towardClient {
             let p = held.packet(i)
             let isRST = TCPPacket(p).map { $0.tcp.flags.contains(.rst) } ?? false
             if isRST == abortive { held.slots[i].deadline = 0 }
@@ -63,7 +75,7 @@ extension Engine {
             guard force || slot.deadline <= now.deciseconds else { continue }
             let e = slot.entry
             let alive = table[e].state != .free && table[e].mode == .resilient
-                && table.block(e)?.pointee.resilient.proxyID == slot.proxyID
+                && table.block(e)?.pointee.serial == slot.serial && table.block(e)?.pointee.resilient.proxyID == slot.proxyID
             if alive {
                 inject(UnsafeRawBufferPointer(held.packet(i)), local: false)
                 counters.finRstReleased &+= 1
@@ -112,7 +124,7 @@ extension Engine {
 
         if flags.contains(.rst) {
             // The other end gets the reset as it would without us; the proxy's socket is told too.
-            if phase >= .synAckToClient { resetProxySocket(p, entry: e, dir: dir, block: b) }
+            if phase >= .downEstablished { resetProxySocket(p, entry: e, dir: dir, block: b) }
             return .accept
         }
 
@@ -120,9 +132,16 @@ extension Engine {
             if flags.contains(.syn) {
                 guard flags.contains(.ack) else { return .drop }   // a simultaneous open: not ours to replay
                 switch phase {
-                case .clientSyn, .synToProxy:
-                    return replaySynToProxy(p, entry: e, block: b, scratch: scratch)
-                case .synAckToClient:
+                case .clientSyn, .serverSynAck:
+                    // To the client untouched, as without us: the proxy hears of the flow only
+                    // once the client's ACK shows the client exists.
+                    learnServerSynAck(p.tcp, block: b)
+                    return .accept
+                case .synToProxy:
+                    // The proxy has not answered the SYN it was given (lost on the way, its
+                    // queue full): the server's retry sends it again.
+                    return replaySynToProxy(entry: e, block: b, scratch: scratch)
+                case .downEstablished:
                     return .drop   // the proxy has not connected upstream yet; the server will retry
                 case .upstreamAnswered, .established:
                     break          // a retransmitted SYN-ACK: the up socket answers it with an ACK
@@ -142,14 +161,42 @@ extension Engine {
 
         // From the client.
         if flags.contains(.syn) {
-            guard phase == .clientSyn else { return .drop }
+            guard phase == .clientSyn || phase == .serverSynAck else { return .drop }
             // A retransmitted SYN: the server will hold its TSval as the latest; the replay
             // must start from it too, or the proxy's translated ACK would look old (PAWS).
             b.pointee.resilient.clientSynWindow = tcp.window
             if let ts = timestampsOption(tcp) { b.pointee.resilient.clientSynTSval = ts.value }
             return .accept
         }
-        guard phase >= .synAckToClient else { return .drop }
+        switch phase {
+        case .none:
+            return .drop
+        case .clientSyn:
+            // The client answers a SYN-ACK we never saw (it went by unseen, e.g. past a full
+            // handshake queue under a SYN flood): the proxy cannot join; the flow goes on alone.
+            table[e].mode = .bypass
+            table[e].reason = .handshakeUnseen
+            return .accept
+        case .serverSynAck:
+            // The handshake's last ACK: the client exists. It becomes the SYN to the proxy.
+            guard flags.contains(.ack), tcp.acknowledgmentNumber == b.pointee.isnB + 1 else { return .drop }
+            b.pointee.resilient.clientAckWindow = tcp.window
+            b.pointee.resilient.clientAckTSval = timestampsOption(tcp)?.value ?? 0
+            if tcp.payloadLength > 0 || flags.contains(.fin) { holdForProxy(p, entry: e, block: b, now: now) }
+            counters.clientsValidated &+= 1
+            return replaySynToProxy(entry: e, block: b, scratch: scratch)
+        case .synToProxy:
+            // The proxy's socket is not up yet: data waits for it. A pure ACK is the client
+            // saying its handshake again (its data unanswered): the SYN may have been lost, so
+            // it is sent again in the ACK's place.
+            if tcp.payloadLength > 0 || flags.contains(.fin) {
+                holdForProxy(p, entry: e, block: b, now: now)
+                return .drop
+            }
+            return replaySynToProxy(entry: e, block: b, scratch: scratch)
+        case .downEstablished, .upstreamAnswered, .established:
+            break
+        }
         translateTowardProxy(p, delta: b.pointee.resilient.deltaDown, tsDelta: b.pointee.resilient.tsDown,
                              shiftFrom: b.pointee.resilient.shiftClient,
                              shiftTo: b.pointee.resilient.shiftClientAtProxy)
@@ -157,25 +204,33 @@ extension Engine {
         return .toProxy(length: p.bytes.count, mark: marks.toProxy, fillChecksum: info.checksumPartial)
     }
 
-    /// FIG. 2A-2B: the server's SYN-ACK becomes a SYN to the proxy, from the client, with the
-    /// client's ISN and the options both ends negotiated.
-    func replaySynToProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
-                          scratch: UnsafeMutableRawBufferPointer) -> Verdict {
-        let tcp = p.tcp
+    /// What the server's SYN-ACK tells (FIG. 2A): its window and clock, and which options
+    /// both ends negotiated, for the SYN replayed to the proxy later.
+    func learnServerSynAck(_ tcp: TCPHeader, block b: UnsafeMutablePointer<ConnectionBlock>) {
         let summary = tcp.options.summary
-        var r = b.pointee.resilient
         let client = b.pointee.optionsA
+        var r = b.pointee.resilient
         r.serverSynAckWindow = tcp.window
         r.serverSynAckTSval = summary.timestamps?.value ?? 0
-        let windowScaling = client.windowScale != 0xff && summary.windowScale != nil
-        let sack = client.sackPermitted && summary.sackPermitted
+        r.windowScaling = client.windowScale != 0xff && summary.windowScale != nil
+        r.sack = client.sackPermitted && summary.sackPermitted
         r.timestamps = client.timestamps && summary.timestamps != nil
-        r.shiftClient = windowScaling ? min(client.windowScale, 14) : 0
-        r.shiftServer = windowScaling ? min(summary.windowScale ?? 0, 14) : 0
+        r.shiftClient = r.windowScaling ? min(client.windowScale, 14) : 0
+        r.shiftServer = r.windowScaling ? min(summary.windowScale ?? 0, 14) : 0
+        r.phase = .serverSynAck
+        b.pointee.resilient = r
+    }
+
+    /// FIG. 2A-2B: a SYN to the proxy, from the client, with the client's ISN and the options
+    /// both ends negotiated, built into `scratch` in place of the client's ACK.
+    func replaySynToProxy(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                          scratch: UnsafeMutableRawBufferPointer) -> Verdict {
+        var r = b.pointee.resilient
+        let client = b.pointee.optionsA
         let options = SynOptions(
             maximumSegmentSize: client.maximumSegmentSize == 0 ? nil : client.maximumSegmentSize,
-            windowScale: windowScaling ? client.windowScale : nil,
-            sackPermitted: sack,
+            windowScale: r.windowScaling ? client.windowScale : nil,
+            sackPermitted: r.sack,
             timestamps: r.timestamps ? TCPTimestamps(value: r.clientSynTSval, echo: 0) : nil)
         let entry = table[e]
         guard let n = TCPSegmentWriter.write(
@@ -191,6 +246,82 @@ extension Engine {
         b.pointee.resilient = r
         counters.handshakeReplays &+= 1
         return .toProxy(length: n, inScratch: true, mark: marks.toProxy)
+    }
+
+    // MARK: The client's packets that came before the proxy's socket was up
+
+    /// How long a client's packet waits for the proxy's socket before it is dropped (the
+    /// client sends it again).
+    static let pendingLifetime = Timestamp.Duration(deciseconds: 30)
+    /// The client's packets held for one flow at most (its first window, more than enough).
+    static let pendingPerFlow: UInt8 = 64
+
+    /// Keeps a copy of the client's packet until the proxy's socket facing it is up.
+    func holdForProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, now: Timestamp) {
+        if b.pointee.resilient.pendingToProxy < Engine.pendingPerFlow,
+           pending.hold(UnsafeRawBufferPointer(p.bytes), entry: e, serial: b.pointee.serial,
+                        proxyID: b.pointee.resilient.proxyID, towardClient: false,
+                        deadline: now.deciseconds &+ Engine.pendingLifetime.deciseconds) {
+            b.pointee.resilient.pendingToProxy &+= 1
+            counters.pendingHeld &+= 1
+        } else {
+            counters.pendingDropped &+= 1
+        }
+    }
+
+    /// Whether pending slot `i` still belongs to the flow it was held for.
+    func pendingBelongs(_ i: Int) -> Bool {
+        let slot = pending.slots[i]
+        return table[slot.entry].state != .free && table.block(slot.entry)?.pointee.serial == slot.serial
+    }
+
+    /// A held client packet for the wire, unchanged but for a complete checksum.
+    func forwardPending(_ packet: UnsafeMutableRawBufferPointer) {
+        guard let p = TCPPacket(packet) else { return }
+        p.fillChecksum()
+        inject(UnsafeRawBufferPointer(packet), local: false)
+    }
+
+    /// The proxy's socket facing the client is up: its held packets go to it, translated.
+    func releasePending(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        guard b.pointee.resilient.pendingToProxy > 0 else { return }
+        let r = b.pointee.resilient
+        for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e {
+            guard pendingBelongs(i) else { continue }
+            let packet = pending.packet(i)
+            if let p = TCPPacket(packet) {
+                translateTowardProxy(p, delta: r.deltaDown, tsDelta: r.tsDown,
+                                     shiftFrom: r.shiftClient, shiftTo: r.shiftClientAtProxy)
+                p.fillChecksum()
+                inject(UnsafeRawBufferPointer(packet), local: true)
+            }
+            pending.free(i)
+        }
+        b.pointee.resilient.pendingToProxy = 0
+    }
+
+    /// Forgets the held client packets of a flow.
+    func discardPending(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        guard b.pointee.resilient.pendingToProxy > 0 else { return }
+        for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e && pendingBelongs(i) {
+            pending.free(i)
+            counters.pendingDropped &+= 1
+        }
+        b.pointee.resilient.pendingToProxy = 0
+    }
+
+    /// Drops held client packets that waited too long, or whose flow is gone.
+    func expirePending(now: Timestamp) {
+        guard pending.count > 0 else { return }
+        for i in 0..<pending.capacity where pending.slots[i].inUse {
+            let belongs = pendingBelongs(i)
+            guard !belongs || pending.slots[i].deadline <= now.deciseconds else { continue }
+            if belongs, let b = table.block(pending.slots[i].entry), b.pointee.resilient.pendingToProxy > 0 {
+                b.pointee.resilient.pendingToProxy -= 1
+            }
+            pending.free(i)
+            counters.pendingDropped &+= 1
+        }
     }
 
     /// Rewrites an end's packet for the proxy's socket: acknowledgement numbers and SACK edges
@@ -226,7 +357,11 @@ extension Engine {
         let fromServer = dir == .reply
         if fromServer && r.phase < .upstreamAnswered { return }
         let delta = fromServer ? r.deltaUp : r.deltaDown
-        let seq = tcp.sequenceNumber
+        // At the socket's next expected byte (what it last acknowledged, unclamped): a reset
+        // anywhere else is only challenged (RFC 5961), and the end's reset may answer an ACK
+        // that was clamped below that point.
+        let received = fromServer ? r.proxyUpAck : r.proxyDownAck
+        let seq = tcp.sequenceNumber < received ? received : tcp.sequenceNumber
         let ack = tcp.flags.contains(.ack) ? tcp.acknowledgmentNumber.advanced(by: Int32(bitPattern: 0 &- delta)) : SeqNumber(0)
         guard let n = TCPSegmentWriter.write(
             into: buildBuffer,
@@ -256,56 +391,75 @@ extension Engine {
         return fromUpSocket(p, entry: e, block: b, info: info, now: now)
     }
 
-    /// The socket facing the client: its SYN-ACK becomes the server's; its data and ACKs get
-    /// the server's sequence numbers, window scale and clock, its ACKs clamped (FIG. 2C).
+    /// The socket facing the client: its SYN-ACK is answered with the client's ACK (the client
+    /// has the server's SYN-ACK already); its data and ACKs get the server's sequence numbers,
+    /// window scale and clock, its ACKs clamped (FIG. 2C).
     func fromDownSocket(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
                         info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
         let tcp = p.tcp
         let flags = tcp.flags
         var r = b.pointee.resilient
         if flags.contains(.syn) {
-            guard flags.contains(.ack), r.phase == .synToProxy || r.phase == .synAckToClient else {
+            guard flags.contains(.ack), r.phase == .synToProxy || r.phase == .downEstablished else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            guard tcp.acknowledgmentNumber == b.pointee.isnA + 1 else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            let entry = table[e]
+            if entry.state == .close {
+                // The client reset the flow while the proxy was answering: its half-open socket
+                // is reset too, and the client's held packets go nowhere.
+                if let n = TCPSegmentWriter.write(
+                    into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+                    sourcePort: entry.portA, destinationPort: entry.portB,
+                    sequenceNumber: b.pointee.isnA + 1, acknowledgmentNumber: SeqNumber(0), flags: .rst,
+                    window: 0, options: .none) {
+                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+                }
+                discardPending(entry: e, block: b)
                 counters.proxyPacketsDropped &+= 1
                 return .drop
             }
             let summary = tcp.options.summary
-            r.proxyDownISN = tcp.sequenceNumber
-            r.deltaDown = b.pointee.isnB.rawValue &- tcp.sequenceNumber.rawValue
             let proxyTS = summary.timestamps
-            r.tsDown = r.serverSynAckTSval &- (proxyTS?.value ?? 0)
-            if r.shiftClient != 0 || r.shiftServer != 0, let ws = summary.windowScale {
-                r.shiftProxyDown = min(ws, 14)
-                r.shiftClientAtProxy = r.shiftClient
-            } else {
-                r.shiftProxyDown = 0
-                r.shiftClientAtProxy = 0
+            if r.phase == .synToProxy {
+                r.proxyDownISN = tcp.sequenceNumber
+                r.deltaDown = b.pointee.isnB.rawValue &- tcp.sequenceNumber.rawValue
+                r.tsDown = r.serverSynAckTSval &- (proxyTS?.value ?? 0)
+                if r.windowScaling, let ws = summary.windowScale {
+                    r.shiftProxyDown = min(ws, 14)
+                    r.shiftClientAtProxy = r.shiftClient
+                } else {
+                    r.shiftProxyDown = 0
+                    r.shiftClientAtProxy = 0
+                }
+                r.phase = .downEstablished
+                r.ackToClient = b.pointee.isnA + 1
+                r.proxyDownAck = b.pointee.isnA + 1
+                r.downSeqNext = b.pointee.isnB + 1
+                r.windowToClient = r.serverSynAckWindow
+                r.downTSval = r.serverSynAckTSval
+                r.downTSecr = proxyTS?.echo ?? 0
+                b.pointee.resilient = r
             }
-            let server = b.pointee.optionsB
-            let options = SynOptions(
-                maximumSegmentSize: server.maximumSegmentSize == 0 ? nil : server.maximumSegmentSize,
-                windowScale: server.windowScale == 0xff ? nil : server.windowScale,
-                sackPermitted: server.sackPermitted,
-                timestamps: server.timestamps ? TCPTimestamps(value: r.serverSynAckTSval, echo: proxyTS?.echo ?? r.clientSynTSval) : nil)
-            let entry = table[e]
-            guard let n = TCPSegmentWriter.write(
-                into: scratch, source: entry.addressB, destination: entry.addressA,
-                sourcePort: entry.portB, destinationPort: entry.portA,
-                sequenceNumber: b.pointee.isnB, acknowledgmentNumber: b.pointee.isnA + 1, flags: [.syn, .ack],
-                window: r.serverSynAckWindow, options: .syn(options)) else {
-                return .drop
+            // The handshake's last ACK, as the client sent it (its window, its clock) with the
+            // proxy's TSval echoed; a retransmitted SYN-ACK (that ACK was lost) gets it again.
+            if let n = TCPSegmentWriter.write(
+                into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+                sourcePort: entry.portA, destinationPort: entry.portB,
+                sequenceNumber: b.pointee.isnA + 1, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: .ack,
+                window: r.clientAckWindow,
+                options: r.timestamps ? .timestamps(TCPTimestamps(value: r.clientAckTSval, echo: proxyTS?.value ?? 0)) : .none) {
+                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
             }
-            r.phase = .synAckToClient
-            r.ackToClient = b.pointee.isnA + 1
-            r.proxyDownAck = b.pointee.isnA + 1
-            r.downSeqNext = b.pointee.isnB + 1
-            r.windowToClient = r.serverSynAckWindow
-            r.downTSval = r.serverSynAckTSval
-            r.downTSecr = proxyTS?.echo ?? 0
-            b.pointee.resilient = r
+            releasePending(entry: e, block: b)
             counters.handshakeReplays &+= 1
-            return .acceptScratch(length: n)
+            return .drop
         }
-        guard r.phase >= .synAckToClient else {
+        guard r.phase >= .downEstablished else {
             counters.proxyPacketsDropped &+= 1
             return .drop
         }
@@ -327,7 +481,7 @@ extension Engine {
         let flags = tcp.flags
         var r = b.pointee.resilient
         if flags.contains(.syn) {
-            guard !flags.contains(.ack), r.phase == .synAckToClient || r.phase == .upstreamAnswered else {
+            guard !flags.contains(.ack), r.phase == .downEstablished || r.phase == .upstreamAnswered else {
                 counters.proxyPacketsDropped &+= 1
                 return .drop
             }
@@ -353,7 +507,7 @@ extension Engine {
                 window: r.serverSynAckWindow, options: .syn(options)) {
                 inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
             }
-            if r.phase == .synAckToClient {
+            if r.phase == .downEstablished {
                 r.phase = .upstreamAnswered
                 r.ackToServer = b.pointee.isnB          // so that the proxy's handshake ACK goes through
                 r.proxyUpAck = b.pointee.isnB + 1
@@ -391,6 +545,13 @@ extension Engine {
         let newSeq = tcp.sequenceNumber + delta
         let end = newSeq + tcp.sequenceLength
 
+        // Both ends have closed and acknowledged each other's FIN: a RST now is the proxy's
+        // listener answering a late segment for a socket that is gone (a FIN the server sent
+        // again while its ACK waited for the client's). The ends need nothing more.
+        if flags.contains(.rst) && table[e].state == .timeWait {
+            counters.finRstDiscarded &+= 1
+            return .drop
+        }
         // An unannounced FIN or RST may be the kernel closing a dead proxy's socket.
         if flags.contains(.rst) || flags.contains(.fin) {
             let intent = towardClient ? r.closeIntentDown : r.closeIntentUp
@@ -412,8 +573,12 @@ extension Engine {
                 rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta, shiftFrom: shiftFrom,
                                  shiftTo: shiftTo, clamp: clamp, towardClient: towardClient)
                 if partial { p.fillChecksum() }   // it will be injected as it is
-                _ = held.hold(p.bytes, entry: e, proxyID: r.proxyID, towardClient: towardClient,
-                              deadline: r.holdSince &+ holdGrace.deciseconds)
+                if !held.hold(UnsafeRawBufferPointer(p.bytes), entry: e, serial: b.pointee.serial,
+                              proxyID: r.proxyID, towardClient: towardClient,
+                              deadline: r.holdSince &+ holdGrace.deciseconds) {
+                    counters.finRstHeld &-= 1
+                    counters.finRstHoldFailed &+= 1
+                }
                 return .drop
             }
         }
@@ -486,7 +651,7 @@ extension Engine {
     /// proxy has acknowledged too, with an ACK in the down socket's (translated) state.
     func releaseAckToClient(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
         var r = b.pointee.resilient
-        guard r.phase >= .synAckToClient, b.pointee.ackSeenB else { return }
+        guard r.phase >= .downEstablished, b.pointee.ackSeenB else { return }
         let candidate = SeqNumber.earliest(b.pointee.ackB, r.proxyDownAck)
         guard candidate > r.ackToClient else { return }
         let entry = table[e]

@@ -14,10 +14,16 @@ public struct ResilientState: Sendable {
         case none = 0
         /// The client's SYN went to the server; waiting for its SYN-ACK.
         case clientSyn
-        /// The server's SYN-ACK was turned into a SYN to the proxy.
+        /// The server's SYN-ACK went to the client untouched; waiting for the client's ACK,
+        /// the proof that the client exists (a spoofed SYN never gets this far, so a flood
+        /// never reaches the proxy: SYNPROXY's rule).
+        case serverSynAck
+        /// The client's ACK was turned into a SYN to the proxy (client's ISN, the options both
+        /// ends negotiated); the client's data is held until the proxy's socket is up.
         case synToProxy
-        /// The proxy's SYN-ACK was turned into the server's SYN-ACK for the client.
-        case synAckToClient
+        /// The proxy's SYN-ACK was answered by the engine with the client's ACK: the socket
+        /// facing the client is established.
+        case downEstablished
         /// The proxy's own SYN toward the server was answered with the server's ISN.
         case upstreamAnswered
         /// The proxy's ACK went on to the server as the client's: both halves established.
@@ -27,8 +33,9 @@ public struct ResilientState: Sendable {
             switch self {
             case .none: return "none"
             case .clientSyn: return "client-syn"
+            case .serverSynAck: return "server-synack"
             case .synToProxy: return "syn-to-proxy"
-            case .synAckToClient: return "synack-to-client"
+            case .downEstablished: return "down-established"
             case .upstreamAnswered: return "upstream-answered"
             case .established: return "established"
             }
@@ -44,6 +51,15 @@ public struct ResilientState: Sendable {
     public var clientSynWindow: UInt16 = 0
     public var serverSynAckTSval: UInt32 = 0
     public var serverSynAckWindow: UInt16 = 0
+    /// Negotiated by both ends (the client offered it and the server answered with it).
+    public var windowScaling = false
+    public var sack = false
+    /// The client's ACK that completed its handshake: its TSval and window go into the ACK
+    /// the engine gives the proxy's SYN-ACK.
+    public var clientAckTSval: UInt32 = 0
+    public var clientAckWindow: UInt16 = 0
+    /// The client's packets held while the proxy's socket was not yet up (`PendingPackets`).
+    public var pendingToProxy: UInt8 = 0
 
     // The proxy's sockets.
     public var proxyDownISN = SeqNumber(0)

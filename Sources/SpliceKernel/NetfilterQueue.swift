@@ -22,6 +22,9 @@ public final class NetfilterQueue: @unchecked Sendable {
         public var receiveBufferBytes: Int = 128 << 20
         /// Accepts gathered before a batch verdict is sent.
         public var batchLimit: Int = 32
+        /// Receives (each may carry many packets) one `drain` call makes at most before it
+        /// returns, so that one busy queue cannot keep the reader from the others.
+        public var receivesPerDrain: Int = 32
         /// How long a blocking receive waits (binding and configuring the queue; the packet
         /// loop polls and never blocks in a receive).
         public var receiveTimeoutMilliseconds: Int = 100
@@ -180,7 +183,7 @@ public final class NetfilterQueue: @unchecked Sendable {
     public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
         var drained = 0
         var overruns = 0
-        while drained < options.batchLimit {
+        while drained < options.receivesPerDrain {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
             if n < 0 {
                 let e = errno

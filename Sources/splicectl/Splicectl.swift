@@ -108,7 +108,8 @@ struct Status: ParsableCommand {
         print("spliced \(s.version) (pid \(s.pid)), up \(Format.duration(s.uptimeSeconds))")
         print("queues:")
         for q in s.queues {
-            let kind = q.failClosed == true ? " (proxy's packets, fail-closed)" : ""
+            let kind = q.failClosed == true ? " (proxy's packets, fail-closed)"
+                : q.role == "handshakes" ? " (handshakes, fail-open when full)" : ""
             var line = "  queue \(q.number)\(kind): \(q.packets) packets, \(q.verdictMessages) verdict messages, \(q.receiveOverruns) receive overruns"
             if let t = q.queueTotal, let qd = q.queueDropped, let ud = q.userDropped {
                 line += "; kernel: waiting \(t), queue-dropped \(qd), user-dropped \(ud)"
@@ -124,7 +125,7 @@ struct Status: ParsableCommand {
         let states = f.byState.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         let modes = f.byMode.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         print("flows: \(f.total) of \(f.capacity)" + (states.isEmpty ? "" : " (\(states)); \(modes)"))
-        print("  created \(f.created), picked up mid-stream \(f.pickedUp), expired \(f.expired), reopened \(f.reopened), table full \(f.tableFull), without block \(f.blocksExhausted)")
+        print("  created \(f.created), picked up mid-stream \(f.pickedUp), expired \(f.expired), reopened \(f.reopened), table full \(f.tableFull), early drops \(f.earlyDrops ?? 0), without block \(f.blocksExhausted)")
         let m = s.memory
         var mem = "memory: entry \(m.entryBytes) B, block \(m.blockBytes) B (\(m.blocksInUse) of \(m.blockCapacity) in use), index \(Format.bytes(UInt64(m.indexBytes)))"
         mem += "; table in use \(Format.bytes(UInt64(m.inUseBytes))), touched \(Format.bytes(UInt64(m.touchedBytes))), reserved \(Format.bytes(UInt64(m.reservedBytes)))"
@@ -137,7 +138,8 @@ struct Status: ParsableCommand {
         if let r = s.resilient {
             print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
                   + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
-                  + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded); "
+                  + "clients validated \(r.clientsValidated ?? 0), their early packets held \(r.pendingHeld ?? 0), dropped \(r.pendingDropped ?? 0); "
+                  + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed ?? 0); "
                   + "failovers \(r.failovers); injection failures \(r.injectionFailures)")
         }
         if s.proxies.isEmpty {

@@ -65,7 +65,7 @@ final class Daemon: @unchecked Sendable {
         core.injector = injector
         engine = Mutex(core)
         var qs: [NetfilterQueue] = []
-        for n in configuration.queues + configuration.proxyQueues {
+        for n in configuration.queues + configuration.proxyQueues + (configuration.synQueue.map { [$0] } ?? []) {
             var o = NetfilterQueue.Options()
             o.maxLength = configuration.queueMaxLength
             o.batchLimit = configuration.batch
@@ -74,6 +74,14 @@ final class Daemon: @unchecked Sendable {
             // beside the proxy's translated ones (mixed clocks: PAWS drops, stalls). The proxy's
             // packets are never accepted untranslated: they carry its own sequence space.
             o.failOpen = configuration.acceptWhenQueueFull && !configuration.proxyQueues.contains(n)
+            if n == configuration.synQueue {
+                // Handshakes only: past what the engine can take (a SYN flood), the next ones
+                // go by unseen and their flows stay in bypass; nothing waits long, nothing is
+                // dropped, and the established flows' queues keep the reader's time.
+                o.failOpen = true
+                o.maxLength = configuration.synQueueMaxLength
+                o.receivesPerDrain = 1
+            }
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
@@ -364,7 +372,9 @@ final class Daemon: @unchecked Sendable {
         let queueReports = queues.map { q -> QueueReport in
             let c = q.snapshot
             let k = kernel.first { $0.queue == q.number }
-            return QueueReport(number: q.number, failClosed: configuration.proxyQueues.contains(q.number),
+            let role = configuration.proxyQueues.contains(q.number) ? "proxy"
+                : q.number == configuration.synQueue ? "handshakes" : "ends"
+            return QueueReport(number: q.number, failClosed: configuration.proxyQueues.contains(q.number), role: role,
                                packets: c.packets, verdictMessages: c.verdictMessages,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
@@ -384,7 +394,8 @@ final class Daemon: @unchecked Sendable {
                               byMode: Dictionary(uniqueKeysWithValues: counts.byMode.map { ($0.key.description, $0.value) }),
                               created: counters.flowsCreated, pickedUp: counters.flowsPickedUp,
                               expired: counters.flowsExpired, reopened: counters.flowsReopened,
-                              tableFull: counters.tableFull, blocksExhausted: counters.blocksExhausted),
+                              tableFull: counters.tableFull, blocksExhausted: counters.blocksExhausted,
+                              earlyDrops: counters.earlyDrops),
             memory: MemoryReport(entryBytes: memory.entryBytes, blockBytes: memory.blockBytes, blocksInUse: blocks,
                                  blockCapacity: blockCapacity, indexBytes: memory.indexBytes,
                                  reservedBytes: memory.reservedBytes, touchedBytes: memory.touchedBytes,
@@ -397,7 +408,9 @@ final class Daemon: @unchecked Sendable {
                 acksSuppressed: counters.acksSuppressed, finRstHeld: counters.finRstHeld,
                 finRstReleased: counters.finRstReleased, finRstDiscarded: counters.finRstDiscarded,
                 failovers: counters.failovers, injectionFailures: counters.injectionFailures + injector.failures,
-                activeProxy: activeProxy == 0 ? nil : Int(activeProxy)),
+                activeProxy: activeProxy == 0 ? nil : Int(activeProxy),
+                finRstHoldFailed: counters.finRstHoldFailed, clientsValidated: counters.clientsValidated,
+                pendingHeld: counters.pendingHeld, pendingDropped: counters.pendingDropped),
             policy: PolicyConfig(policy), control: controlReport())
     }
 

@@ -12,6 +12,9 @@ struct DaemonConfiguration: Sendable {
     var queues: [UInt16]
     /// Queues of the proxy's own packets: bound without fail-open, so that a full queue drops.
     var proxyQueues: [UInt16]
+    /// The queue of the ends' SYN and SYN-ACK packets, if any (fail-open, short, read last).
+    var synQueue: UInt16?
+    var synQueueMaxLength: UInt32
     var controlSocket: String
     var pidfile: String?
     var maxFlows: Int
@@ -51,6 +54,18 @@ struct SplicedCommand: ParsableCommand {
         packet through untranslated. Repeatable.
         """, valueName: "n|a:b"))
     var proxyQueue: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("""
+        NFQUEUE number that carries the ends' handshake packets, SYN and SYN-ACK \
+        (install-rules.sh --syn-queue): bound fail-open with a short queue \
+        (--syn-queue-max-length), and read with a small share of the reader's time, so that a \
+        SYN flood past what the engine can take lets new flows by unseen (in bypass) instead \
+        of delaying or dropping the packets of established ones.
+        """, valueName: "n"))
+    var synQueue: UInt16?
+
+    @Option(name: .long, help: "Packets the kernel may hold in the --syn-queue before it lets the next ones by unseen.")
+    var synQueueMaxLength: UInt32 = 16384
 
     @Option(name: .long, help: "Path of the root-only control socket.")
     var controlSocket: String = ControlProtocol.defaultSocketPath
@@ -208,7 +223,13 @@ struct SplicedCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let queues = try parsedQueues()
-        let config = DaemonConfiguration(queues: queues, proxyQueues: try parsedProxyQueues(queues: queues),
+        let proxyQueues = try parsedProxyQueues(queues: queues)
+        if let s = synQueue, queues.contains(s) || proxyQueues.contains(s) {
+            throw ValidationError("--syn-queue \(s) is also given to --queue or --proxy-queue: each queue has one role")
+        }
+        guard synQueueMaxLength >= 1 else { throw ValidationError("--syn-queue-max-length must be at least 1") }
+        let config = DaemonConfiguration(queues: queues, proxyQueues: proxyQueues,
+                                         synQueue: synQueue, synQueueMaxLength: synQueueMaxLength,
                                          controlSocket: controlSocket, pidfile: pidfile,
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
                                          queueMaxLength: queueMaxLength, acceptWhenQueueFull: acceptWhenQueueFull, batch: batch, policy: try parsedPolicy(),

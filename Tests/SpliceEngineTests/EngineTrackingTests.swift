@@ -96,15 +96,100 @@ struct EngineTrackingTests {
         #expect(e.table.count == 0 && e.counters.untracked == 1)
     }
 
-    @Test("a full table lets new flows through untracked and counts them")
-    func tableFull() {
+    /// Whether the engine tracks the flow of conversation `c`.
+    func tracked(_ e: Engine, _ c: Conversation) -> Bool {
+        e.table.lookup(source: c.client, sourcePort: c.clientPort, destination: c.server, destinationPort: c.serverPort) != nil
+    }
+
+    func conversation(port: Int) -> Conversation {
         var c = Conversation()
+        c.clientPort = UInt16(port)
+        return c
+    }
+
+    @Test("early drop: a full table of SYN_SENT flows still admits a new flow, evicting one of them, and counts it")
+    func earlyDropOfSynSent() {
+        let e = engine(capacity: 4)
+        let old = (0..<4).map { conversation(port: 50000 + $0) }
+        for c in old { #expect(e.feed(c.syn) == .accept) }
+        #expect(e.table.count == 4 && e.counters.earlyDrops == 0)
+        let newcomer = conversation(port: 51000)
+        #expect(e.feed(newcomer.syn) == .accept)
+        #expect(tracked(e, newcomer))
+        #expect(e.table.count == 4 && old.filter { tracked(e, $0) }.count == 3)
+        #expect(e.counters.earlyDrops == 1 && e.counters.tableFull == 0 && e.counters.flowsCreated == 5)
+        // A SYN flood goes on: every new SYN still finds room.
+        for p in 0..<20 { e.feed(conversation(port: 52000 + p).syn) }
+        #expect(e.counters.earlyDrops == 21 && e.counters.tableFull == 0 && e.table.count == 4)
+        // The newest can complete its handshake.
+        let last = conversation(port: 52019)
+        e.feed(last.synAck); e.feed(last.ack)
+        #expect(tracked(e, last))
+        #expect(e.flows(now: .seconds(0)).contains { $0.initiatorPort == 52019 && $0.state == .established })
+    }
+
+    @Test("early drop spares confirmed flows: a full table of ESTABLISHED flows refuses a new one (tableFull); an unconfirmed one goes first, a closed one next")
+    func earlyDropSparesConfirmed() {
+        let e = engine(capacity: 4)
+        let est = (0..<3).map { conversation(port: 50000 + $0) }
+        for c in est { e.feed(c.syn); e.feed(c.synAck); e.feed(c.ack) }
+        // One handshake not completed (SYN_RECV), placed last: the scan must skip the others.
+        let half = conversation(port: 50003)
+        e.feed(half.syn); e.feed(half.synAck)
+        let first = conversation(port: 51000)
+        #expect(e.feed(first.syn) == .accept)
+        #expect(e.counters.earlyDrops == 1 && e.counters.tableFull == 0)
+        #expect(!tracked(e, half) && tracked(e, first) && est.allSatisfy { tracked(e, $0) })
+        // Now every flow is confirmed: a new one is let through untracked and the others stay.
+        e.feed(first.synAck); e.feed(first.ack)
+        let all = est + [first]
+        #expect(e.flows(now: .seconds(0)).allSatisfy { $0.state == .established })
+        let refused = conversation(port: 51001)
+        #expect(e.feed(refused.syn) == .accept)
+        #expect(!tracked(e, refused) && all.allSatisfy { tracked(e, $0) })
+        #expect(e.counters.tableFull == 1 && e.counters.earlyDrops == 1 && e.table.count == 4)
+        // A reset one is closed: it makes room when nothing unconfirmed is left.
+        let reset = all[2]
+        e.feed(reset.packet(fromClient: false, flags: .rst, seq: reset.serverISN + 1))
+        let admitted = conversation(port: 51002)
+        #expect(e.feed(admitted.syn) == .accept)
+        #expect(tracked(e, admitted) && !tracked(e, reset))
+        #expect(all.filter { $0.clientPort != reset.clientPort }.allSatisfy { tracked(e, $0) })
+        #expect(e.counters.earlyDrops == 2 && e.counters.tableFull == 1)
+    }
+
+    @Test("early drop: a pickup seen one way only is unconfirmed and goes before an established flow")
+    func earlyDropOfOneWayPickup() {
         let e = engine(capacity: 2)
-        for p in 0..<5 {
-            c.clientPort = UInt16(50000 + p)
-            #expect(e.feed(c.syn) == .accept)
-        }
-        #expect(e.table.count == 2 && e.counters.tableFull == 3)
+        let est = conversation(port: 50000)
+        e.feed(est.syn); e.feed(est.synAck); e.feed(est.ack)
+        let lone = conversation(port: 50001)
+        e.feed(lone.packet(fromClient: true, flags: .ack, seq: SeqNumber(5), ack: SeqNumber(9)))
+        let c = conversation(port: 51000)
+        e.feed(c.syn)
+        #expect(tracked(e, c) && tracked(e, est) && !tracked(e, lone))
+        #expect(e.counters.earlyDrops == 1 && e.counters.tableFull == 0)
+    }
+
+    @Test("a mid-stream pickup seen one way only expires after unconfirmedPickup; one seen both ways does not")
+    func unconfirmedPickupExpires() {
+        let e = engine()
+        let oneWay = conversation(port: 50001)
+        let bothWays = conversation(port: 50002)
+        e.feed(oneWay.packet(fromClient: false, flags: .ack, seq: SeqNumber(5), ack: SeqNumber(9), payload: 10))
+        e.feed(bothWays.packet(fromClient: false, flags: .ack, seq: SeqNumber(5), ack: SeqNumber(9), payload: 10))
+        e.feed(bothWays.packet(fromClient: true, flags: .ack, seq: SeqNumber(9), ack: SeqNumber(15)), at: 1)
+        #expect(e.flows(now: .seconds(1)).allSatisfy { $0.state == .established && $0.pickedUp })
+        #expect(e.table.timeouts.unconfirmedPickup == .seconds(30))
+        e.tick(now: .seconds(29))
+        #expect(tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flowsExpired == 0)
+        e.tick(now: .seconds(31))
+        #expect(!tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flowsExpired == 1)
+        // The one seen both ways keeps ESTABLISHED's timeout (7200 s).
+        e.tick(now: .seconds(3600))
+        #expect(tracked(e, bothWays) && e.counters.flowsExpired == 1)
+        e.tick(now: .seconds(7202))
+        #expect(!tracked(e, bothWays) && e.counters.flowsExpired == 2)
     }
 
     @Test("flows beyond the block pool go on with their entry alone")

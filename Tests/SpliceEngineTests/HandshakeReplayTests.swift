@@ -2,131 +2,272 @@ import Testing
 import SpliceWire
 @testable import SpliceEngine
 
-/// Retransmissions, losses and refusals during the handshake replay (FIG. 2A-2B): the client
-/// sees exactly what it would see without us.
+/// Retransmissions, losses and refusals during the handshake (SYNPROXY-like: the SYN-ACK goes
+/// to the client untouched, the client's ACK becomes the SYN to the proxy, the engine answers
+/// the proxy's SYN-ACK with the client's ACK): the client sees exactly what it would see
+/// without us, and the proxy hears of a flow only once its client is proven.
 @Suite("Handshake replay: retransmissions, losses, refusals")
 struct HandshakeReplayTests {
-    let opts = SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
-                          timestamps: TCPTimestamps(value: 5000, echo: 0))
-    let serverOpts = SynOptions(maximumSegmentSize: 1400, windowScale: 9, sackPermitted: true,
-                                timestamps: TCPTimestamps(value: 90000, echo: 5000))
-    let proxyOpts = SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
-                               timestamps: TCPTimestamps(value: 777, echo: 5000))
-
-    func syn(_ h: ResilientHarness) -> [UInt8] { h.c.packet(fromClient: true, flags: .syn, seq: h.c.clientISN, options: opts) }
-    func synAck(_ h: ResilientHarness) -> [UInt8] {
-        h.c.packet(fromClient: false, flags: [.syn, .ack], seq: h.c.serverISN, ack: h.c.clientISN + 1, options: serverOpts)
-    }
-    func proxySynAck(_ h: ResilientHarness) -> [UInt8] {
-        h.proxyPacket(down: true, flags: [.syn, .ack], seq: h.proxyDownISN, ack: h.c.clientISN + 1, options: proxyOpts)
-    }
-    func proxySyn(_ h: ResilientHarness) -> [UInt8] {
-        h.proxyPacket(down: false, flags: .syn, seq: h.proxyUpISN, ack: SeqNumber(0), options: proxyOpts)
-    }
-
     @Test("a server that refuses (RST to the SYN) resets the client as without us; nothing reaches the proxy")
     func refused() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h))
+        _ = h.feed(h.clientSyn)
         let rst = h.c.packet(fromClient: false, flags: [.rst, .ack], seq: SeqNumber(0), ack: h.c.clientISN + 1)
         let (v, out) = h.feed(rst)
         #expect(v == .accept && out == rst)
-        #expect(h.injector.packets.isEmpty)
+        #expect(h.injector.packets.isEmpty && h.engine.counters.verdictToProxy == 0)
         #expect(h.engine.flows(now: .seconds(0))[0].state == .close)
     }
 
     @Test("a retransmitted client SYN before the server answered goes on to the server")
     func clientSynRetransmitted() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h))
-        let (v, out) = h.feed(syn(h))
-        #expect(v == .accept && out == syn(h))
+        _ = h.feed(h.clientSyn)
+        let (v, out) = h.feed(h.clientSyn)
+        #expect(v == .accept && out == h.clientSyn)
+        #expect(h.phase == .clientSyn)
     }
 
     @Test("a retransmitted client SYN with a later TSval: the SYN replayed to the proxy carries that one")
     func clientSynRetransmittedLaterTimestamp() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h))
-        let later = h.c.packet(fromClient: true, flags: .syn, seq: h.c.clientISN,
-                               options: SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
-                                                   timestamps: TCPTimestamps(value: 6000, echo: 0)))
-        _ = h.feed(later)
-        let (_, out) = h.feed(synAck(h))
-        #expect(h.options(out).timestamps == TCPTimestamps(value: 6000, echo: 0))
+        _ = h.feed(h.clientSyn)
+        let later = h.endPacket(fromClient: true, flags: .syn, seq: h.c.clientISN, window: h.clientSynWindow,
+                                synOptions: SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                                                       timestamps: TCPTimestamps(value: 6000, echo: 0)))
+        #expect(h.feed(later).0 == .accept)
+        #expect(h.feed(h.serverSynAck).0 == .accept)
+        h.clientAckBecomesSyn(synTSval: 6000)
     }
 
-    @Test("the server's SYN-ACK retransmitted before the proxy answered is replayed again")
+    @Test("a client SYN retransmitted after the server answered (the SYN-ACK lost) goes on; the replayed SYN carries its TSval")
+    func clientSynRetransmittedAfterSynAck() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        let later = h.endPacket(fromClient: true, flags: .syn, seq: h.c.clientISN, window: h.clientSynWindow,
+                                synOptions: SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                                                       timestamps: TCPTimestamps(value: 6000, echo: 0)))
+        let (v, out) = h.feed(later, at: 1)
+        #expect(v == .accept && out == later)
+        #expect(h.phase == .serverSynAck)
+        // The server's SYN-ACK again (answering it), untouched, then the client's ACK.
+        let (v2, out2) = h.feed(h.serverSynAck, at: 1)
+        #expect(v2 == .accept && out2 == h.serverSynAck)
+        h.clientAckBecomesSyn(at: 1, synTSval: 6000)
+    }
+
+    @Test("the server's SYN-ACK retransmitted before the client's ACK goes to the client untouched again")
     func synAckRetransmittedEarly() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h))
-        let (v1, out1) = h.feed(synAck(h))
-        let (v2, out2) = h.feed(synAck(h))
-        #expect(v1.action == .repeatHook && v2.action == .repeatHook)
-        #expect(out1 == out2)
-        #expect(h.spec(out2).flags == .syn && h.spec(out2).sequenceNumber == h.c.clientISN)
+        h.synAndSynAck()
+        let (v, out) = h.feed(h.serverSynAck, at: 1)
+        #expect(v == .accept && out == h.serverSynAck)
+        #expect(h.phase == .serverSynAck)
+        #expect(h.engine.counters.verdictToProxy == 0 && h.injector.packets.isEmpty)
     }
 
-    @Test("the server's SYN-ACK retransmitted while the proxy has not connected upstream is dropped")
+    @Test("a client ACK that does not acknowledge the server's SYN-ACK is dropped; the right one still proves the client")
+    func wrongAckDropped() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        for wrong in [h.c.serverISN, h.c.serverISN + 2, h.c.serverISN + 0x1000_0000] {
+            let bad = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: wrong,
+                                  window: h.clientAckWindow, ts: h.clientAckTS)
+            #expect(h.feed(bad).0 == .drop)
+        }
+        #expect(h.phase == .serverSynAck && h.state == .synReceived)
+        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.clientsValidated == 0)
+        #expect(h.engine.counters.pendingHeld == 0 && h.injector.packets.isEmpty)
+        h.clientAckBecomesSyn()
+        #expect(h.state == .established)
+    }
+
+    @Test("a client ACK answering a SYN-ACK the engine never saw: the flow goes on alone (bypass, handshake-unseen); nothing reaches the proxy")
+    func clientAckBeforeSeenSynAck() {
+        let h = ResilientHarness()
+        _ = h.feed(h.clientSyn)
+        let data = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
+                               window: h.clientAckWindow, ts: h.clientAckTS, payload: [1, 2, 3])
+        let (v, out) = h.feed(data)
+        #expect(v == .accept && out == data)
+        let f = h.engine.flows(now: .seconds(0))[0]
+        #expect(f.mode == .bypass && f.reason == .handshakeUnseen && f.state == .established)
+        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.pendingHeld == 0)
+        #expect(h.injector.packets.isEmpty)
+        // The server's SYN-ACK seen late changes nothing: untouched, still bypass.
+        let (v2, out2) = h.feed(h.serverSynAck)
+        #expect(v2 == .accept && out2 == h.serverSynAck)
+        #expect(h.engine.flows(now: .seconds(0))[0].mode == .bypass && h.engine.counters.verdictToProxy == 0)
+    }
+
+    @Test("the client's handshake ACK carrying data (its pure ACK lost) proves it: SYN to the proxy, the data held and given after the handshake ACK")
+    func ackWithDataHeld() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        let payload = [UInt8](repeating: 0x51, count: 30)
+        let data = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
+                               window: 700, ts: TCPTimestamps(value: 5200, echo: 90000), payload: payload)
+        h.clientAckBecomesSyn(data)
+        #expect(h.engine.counters.pendingHeld == 1)
+        // The handshake ACK built for the proxy takes that packet's window and TSval.
+        let released = h.proxySynAckAnswered(clientTSval: 5200, window: 700)
+        #expect(released.count == 1)
+        guard let p = released.first else { return }
+        let s = h.spec(p.bytes)
+        #expect(p.local && h.valid(p.bytes))
+        #expect(s.flags == [.ack, .psh] && s.sequenceNumber == h.c.clientISN + 1)
+        #expect(s.acknowledgmentNumber == h.proxyDownISN + 1 && s.payload == payload && s.window == 700)
+        #expect(h.options(p.bytes).timestamps == TCPTimestamps(value: 5200, echo: 777))
+    }
+
+    @Test("a FIN in the client's handshake ACK is held and given to the proxy's socket after the handshake ACK")
+    func ackWithFinHeld() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        let fin = h.endPacket(fromClient: true, flags: [.fin, .ack], seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
+                              window: h.clientAckWindow, ts: h.clientAckTS)
+        h.clientAckBecomesSyn(fin)
+        #expect(h.engine.counters.pendingHeld == 1)
+        let released = h.proxySynAckAnswered()
+        #expect(released.count == 1)
+        guard let p = released.first else { return }
+        let s = h.spec(p.bytes)
+        #expect(p.local && h.valid(p.bytes))
+        #expect(s.flags == [.fin, .ack] && s.sequenceNumber == h.c.clientISN + 1 && s.acknowledgmentNumber == h.proxyDownISN + 1)
+    }
+
+    @Test("a proxy SYN-ACK before the engine sent the proxy a SYN is dropped, unanswered")
+    func proxySynAckBeforeSynDropped() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        #expect(h.feed(h.proxySynAck, fromProxy: true).0 == .drop)
+        #expect(h.injector.packets.isEmpty && h.engine.counters.proxyPacketsDropped == 1)
+        #expect(h.phase == .serverSynAck)
+    }
+
+    @Test("the proxy's SYN-ACK retransmitted (the engine's ACK lost) is answered with the ACK again; the translation keeps the first")
+    func proxySynAckRetransmitted() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        #expect(h.proxySynAckAnswered().isEmpty)
+        // The retransmission carries a later TSval: the ACK echoes it.
+        let again = h.proxyPacket(down: true, flags: [.syn, .ack], seq: h.proxyDownISN, ack: h.c.clientISN + 1,
+                                  options: SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
+                                                      timestamps: TCPTimestamps(value: 1777, echo: 5000)))
+        #expect(h.proxySynAckAnswered(again, at: 1, proxyTSval: 1777).isEmpty)
+        #expect(h.injector.packets.count == 2)
+        // The client's next packet still goes to the proxy with the offsets of the first SYN-ACK.
+        let data = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
+                               window: h.clientAckWindow, ts: TCPTimestamps(value: 5300, echo: 90000), payload: [1, 2, 3])
+        let (v, out) = h.feed(data, at: 1)
+        #expect(v.action == .repeatHook && !v.inScratch)
+        #expect(h.spec(out).acknowledgmentNumber == h.proxyDownISN + 1 && h.valid(out))
+        #expect(h.options(out).timestamps == TCPTimestamps(value: 5300, echo: 777))
+    }
+
+    @Test("the server's SYN-ACK retransmitted before the proxy answered sends the SYN to the proxy again; once the proxy's socket is up, it is dropped; a late client SYN is dropped")
     func synAckRetransmittedMiddle() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h)); _ = h.feed(synAck(h)); _ = h.feed(proxySynAck(h), fromProxy: true)
-        #expect(h.feed(synAck(h)).0 == .drop)
-        // A client SYN retransmitted now (its SYN-ACK was lost) is dropped too: the proxy
-        // retransmits its own SYN-ACK, which is translated again.
-        #expect(h.feed(syn(h)).0 == .drop)
-        let (v, out) = h.feed(proxySynAck(h), fromProxy: true)
-        #expect(v.action == .accept && h.spec(out).sequenceNumber == h.c.serverISN)
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        // The SYN is with the proxy (or lost on the way), its socket not up yet: the server's
+        // retry carries it again, the same SYN.
+        let (v, out) = h.feed(h.serverSynAck, at: 1)
+        #expect(v.action == .repeatHook && v.inScratch && v.mark == h.engine.marks.toProxy)
+        #expect(h.spec(out).flags == .syn && h.spec(out).sequenceNumber == h.c.clientISN && h.valid(out))
+        #expect(h.feed(h.clientSyn, at: 1).0 == .drop)
+        #expect(h.phase == .synToProxy)
+        // The proxy's socket facing the client is up, the one facing the server not yet.
+        #expect(h.proxySynAckAnswered(at: 1).isEmpty)
+        #expect(h.feed(h.serverSynAck, at: 2).0 == .drop)
+        #expect(h.feed(h.clientSyn, at: 2).0 == .drop)
+        #expect(h.phase == .downEstablished)
+        #expect(h.injector.packets.count == 1)
     }
 
     @Test("the proxy's upstream SYN retransmitted is answered again with the server's ISN")
     func proxySynRetransmitted() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h)); _ = h.feed(synAck(h)); _ = h.feed(proxySynAck(h), fromProxy: true)
-        _ = h.feed(h.c.packet(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1))
-        #expect(h.feed(proxySyn(h), fromProxy: true).0 == .drop)
-        #expect(h.feed(proxySyn(h), fromProxy: true).0 == .drop)
-        #expect(h.injector.packets.count == 2)
-        for p in h.injector.packets {
-            #expect(h.spec(p.bytes).sequenceNumber == h.c.serverISN && h.spec(p.bytes).acknowledgmentNumber == h.proxyUpISN + 1)
-            #expect(p.local)
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        h.proxySynAckAnswered()
+        let before = h.injector.packets.count
+        #expect(h.feed(h.proxySyn, fromProxy: true).0 == .drop)
+        #expect(h.feed(h.proxySyn, fromProxy: true).0 == .drop)
+        #expect(h.injector.packets.count == before + 2)
+        for p in h.injector.packets[before...] {
+            let s = h.spec(p.bytes)
+            #expect(s.flags == [.syn, .ack] && s.sequenceNumber == h.c.serverISN && s.acknowledgmentNumber == h.proxyUpISN + 1)
+            #expect(p.local && h.valid(p.bytes))
         }
+        #expect(h.phase == .upstreamAnswered)
     }
 
     @Test("the server's SYN-ACK retransmitted after the upstream answer goes to the up socket, which ACKs it")
     func synAckRetransmittedLate() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h)); _ = h.feed(synAck(h)); _ = h.feed(proxySynAck(h), fromProxy: true)
-        _ = h.feed(h.c.packet(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1))
-        _ = h.feed(proxySyn(h), fromProxy: true)
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        h.proxySynAckAnswered()
+        _ = h.feed(h.proxySyn, fromProxy: true)
         // The proxy's ACK to the server was lost: the server retransmits its SYN-ACK.
-        let (v, out) = h.feed(synAck(h))
+        let (v, out) = h.feed(h.serverSynAck, at: 1)
         #expect(v.action == .repeatHook && !v.inScratch)
         let s = h.spec(out)
-        #expect(s.flags == [.syn, .ack] && s.acknowledgmentNumber == h.proxyUpISN + 1 && h.valid(out))
+        #expect(s.flags == [.syn, .ack] && s.sequenceNumber == h.c.serverISN)
+        #expect(s.acknowledgmentNumber == h.proxyUpISN + 1 && h.valid(out))
         // The up socket's ACK goes to the server as the client's.
         let (v2, out2) = h.feed(h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: h.c.serverISN + 1),
-                                fromProxy: true)
+                                fromProxy: true, at: 1)
         #expect(v2.action == .accept && h.spec(out2).sequenceNumber == h.c.clientISN + 1)
+        #expect(h.phase == .established)
     }
 
-    @Test("the client's data arriving before the proxy's SYN-ACK is dropped (the client retransmits)")
-    func earlyClientData() {
+    @Test("options the client did not offer are not replayed to the proxy, and the handshake ACK has no timestamps then")
+    func optionsClientDidNotOffer() {
         let h = ResilientHarness()
-        _ = h.feed(syn(h)); _ = h.feed(synAck(h))
-        let data = h.c.packet(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1, payload: 10)
-        #expect(h.feed(data).0 == .drop)
-    }
-
-    @Test("options the client did not offer are not replayed to the proxy")
-    func optionsIntersection() {
-        let h = ResilientHarness()
-        let plainSyn = h.c.packet(fromClient: true, flags: .syn, seq: h.c.clientISN,
-                                  options: SynOptions(maximumSegmentSize: 536, windowScale: nil, sackPermitted: false, timestamps: nil))
-        _ = h.feed(plainSyn)
-        let sa = h.c.packet(fromClient: false, flags: [.syn, .ack], seq: h.c.serverISN, ack: h.c.clientISN + 1,
-                            options: SynOptions(maximumSegmentSize: 1400, windowScale: nil, sackPermitted: false, timestamps: nil))
-        let (_, out) = h.feed(sa)
-        let o = h.options(out)
+        let plainSyn = h.endPacket(fromClient: true, flags: .syn, seq: h.c.clientISN, window: 8192,
+                                   synOptions: SynOptions(maximumSegmentSize: 536, windowScale: nil, sackPermitted: false,
+                                                          timestamps: nil))
+        #expect(h.feed(plainSyn).0 == .accept)
+        let sa = h.endPacket(fromClient: false, flags: [.syn, .ack], seq: h.c.serverISN, ack: h.c.clientISN + 1,
+                             synOptions: SynOptions(maximumSegmentSize: 1400, windowScale: 9, sackPermitted: true,
+                                                    timestamps: nil))
+        let (v1, out1) = h.feed(sa)
+        #expect(v1 == .accept && out1 == sa)
+        let ack = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1, window: 4000)
+        let (v2, out2) = h.feed(ack)
+        #expect(v2.action == .repeatHook && v2.inScratch)
+        let s = h.spec(out2)
+        #expect(s.flags == .syn && s.sequenceNumber == h.c.clientISN && s.window == 8192 && h.valid(out2))
+        let o = h.options(out2)
         #expect(o.maximumSegmentSize == 536 && o.windowScale == nil && !o.sackPermitted && o.timestamps == nil)
+        // The proxy offers everything; the ACK the engine answers with carries no option.
+        _ = h.feed(h.proxySynAck, fromProxy: true)
+        #expect(h.injector.packets.count == 1)
+        guard let injected = h.injector.packets.first else { return }
+        let a = h.spec(injected.bytes)
+        #expect(a.flags == .ack && a.acknowledgmentNumber == h.proxyDownISN + 1 && a.sequenceNumber == h.c.clientISN + 1)
+        #expect(a.options.isEmpty && a.window == 4000 && h.valid(injected.bytes))
+    }
+
+    @Test("options the server did not answer with are not replayed to the proxy (both ends must have negotiated them)")
+    func optionsServerDidNotAnswer() {
+        let h = ResilientHarness()
+        #expect(h.feed(h.clientSyn).0 == .accept)
+        let sa = h.endPacket(fromClient: false, flags: [.syn, .ack], seq: h.c.serverISN, ack: h.c.clientISN + 1,
+                             synOptions: SynOptions(maximumSegmentSize: 1400, windowScale: nil, sackPermitted: false,
+                                                    timestamps: nil))
+        #expect(h.feed(sa).0 == .accept)
+        let ack = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1, window: 4000)
+        let (v, out) = h.feed(ack)
+        #expect(v.action == .repeatHook && v.inScratch)
+        let o = h.options(out)
+        #expect(o.maximumSegmentSize == 1460 && o.windowScale == nil && !o.sackPermitted && o.timestamps == nil)
+        _ = h.feed(h.proxySynAck, fromProxy: true)
+        #expect(h.injector.packets.count == 1)
+        guard let injected = h.injector.packets.first else { return }
+        #expect(h.spec(injected.bytes).options.isEmpty && h.valid(injected.bytes))
     }
 }

@@ -11,6 +11,8 @@ final class RecordingInjector: PacketInjector {
 }
 
 /// Drives one resilient flow through the engine, the way the kernel would hand its packets over.
+/// A copy of a harness shares its engine and injector: change `c` on the copy to drive another
+/// flow (another port, other ISNs) through the same engine.
 struct ResilientHarness {
     let engine: Engine
     let injector = RecordingInjector()
@@ -19,8 +21,24 @@ struct ResilientHarness {
     let proxyUpISN = SeqNumber(0x1234_5678)
     let scratch: UnsafeMutableRawBufferPointer = .allocate(byteCount: Engine.scratchBytes, alignment: 16)
 
-    init() {
-        engine = Engine(table: FlowTable(capacity: 64, seed: 3))
+    // What each side offers in its SYN; each value differs from the others, so that a field
+    // taken from the wrong packet shows.
+    let clientSynOptions = SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                                      timestamps: TCPTimestamps(value: 5000, echo: 0))
+    let serverSynAckOptions = SynOptions(maximumSegmentSize: 1400, windowScale: 9, sackPermitted: true,
+                                         timestamps: TCPTimestamps(value: 90000, echo: 5000))
+    let proxyDownOptions = SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
+                                      timestamps: TCPTimestamps(value: 777, echo: 5000))
+    let proxyUpOptions = SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
+                                    timestamps: TCPTimestamps(value: 333, echo: 0))
+    let clientSynWindow: UInt16 = 64240
+    let serverSynAckWindow: UInt16 = 28960
+    /// The client's handshake ACK: its window and clock go into the ACK given to the proxy.
+    let clientAckWindow: UInt16 = 502
+    let clientAckTS = TCPTimestamps(value: 5100, echo: 90000)
+
+    init(capacity: Int = 64) {
+        engine = Engine(table: FlowTable(capacity: capacity, seed: 3))
         engine.policy = SplicePolicy(ports: [80], enabled: true)
         engine.injector = injector
         engine.proxyRegistered(id: 1)
@@ -50,6 +68,28 @@ struct ResilientHarness {
         return copy.withUnsafeMutableBytes { TCPPacket($0)!.tcp.options.summary }
     }
 
+    /// The same packet with only the pseudo-header sum in its checksum field (as a local
+    /// sender's packet with checksum offload arrives: `NFQA_SKB_CSUMNOTREADY`).
+    func partial(_ bytes: [UInt8]) -> [UInt8] {
+        var copy = bytes
+        copy.withUnsafeMutableBytes { TCPPacket($0)!.fillPartialChecksum() }
+        return copy
+    }
+
+    /// A packet of an end (`fromClient`, else the server), with SYN options or timestamps.
+    func endPacket(fromClient: Bool, flags: TCPFlags, seq: SeqNumber, ack: SeqNumber = SeqNumber(0),
+                   window: UInt16 = 65535, synOptions: SynOptions? = nil, ts: TCPTimestamps? = nil,
+                   payload: [UInt8] = []) -> [UInt8] {
+        var s = TCPPacketSpec(source: fromClient ? c.client : c.server, destination: fromClient ? c.server : c.client,
+                              sourcePort: fromClient ? c.clientPort : c.serverPort,
+                              destinationPort: fromClient ? c.serverPort : c.clientPort,
+                              sequenceNumber: seq, acknowledgmentNumber: ack, flags: flags, window: window,
+                              payload: payload)
+        if let synOptions { s.setSynOptions(synOptions) }
+        if let ts { s.options = tsOption(ts) }
+        return s.bytes()
+    }
+
     func proxyPacket(down: Bool, flags: TCPFlags, seq: SeqNumber, ack: SeqNumber, payload: Int = 0,
                      options: SynOptions? = nil, ts: TCPTimestamps? = nil) -> [UInt8] {
         var s = TCPPacketSpec(source: down ? c.server : c.client, destination: down ? c.client : c.server,
@@ -57,80 +97,154 @@ struct ResilientHarness {
                               sequenceNumber: seq, acknowledgmentNumber: ack, flags: flags, window: 1000,
                               payload: [UInt8](repeating: 0x62, count: payload))
         if let options { s.setSynOptions(options) }
-        if let ts { s.options = [1, 1, 8, 10] + withUnsafeBytes(of: ts.value.bigEndian, Array.init) + withUnsafeBytes(of: ts.echo.bigEndian, Array.init) }
+        if let ts { s.options = tsOption(ts) }
         return s.bytes()
     }
 
-    /// Runs the whole handshake replay; returns nothing, checks each step.
-    func handshake() {
-        // 1. Client SYN goes to the server untouched.
-        let syn = c.packet(fromClient: true, flags: .syn, seq: c.clientISN,
-                           options: SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
-                                               timestamps: TCPTimestamps(value: 5000, echo: 0)))
-        let (v1, out1) = feed(syn)
+    var clientSyn: [UInt8] {
+        endPacket(fromClient: true, flags: .syn, seq: c.clientISN, window: clientSynWindow, synOptions: clientSynOptions)
+    }
+    var serverSynAck: [UInt8] {
+        endPacket(fromClient: false, flags: [.syn, .ack], seq: c.serverISN, ack: c.clientISN + 1,
+                  window: serverSynAckWindow, synOptions: serverSynAckOptions)
+    }
+    /// The client's handshake ACK (ACK = the server's ISN + 1).
+    var clientAck: [UInt8] {
+        endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1,
+                  window: clientAckWindow, ts: clientAckTS)
+    }
+    /// The down socket's SYN-ACK (its ISN `proxyDownISN`), answering the SYN the engine replayed.
+    var proxySynAck: [UInt8] {
+        proxyPacket(down: true, flags: [.syn, .ack], seq: proxyDownISN, ack: c.clientISN + 1, options: proxyDownOptions)
+    }
+    /// The up socket's SYN toward the server (its ISN `proxyUpISN`).
+    var proxySyn: [UInt8] {
+        proxyPacket(down: false, flags: .syn, seq: proxyUpISN, ack: SeqNumber(0), options: proxyUpOptions)
+    }
+
+    /// This flow's entry in the table, if it has one.
+    var entry: UInt32? {
+        engine.table.lookup(source: c.client, sourcePort: c.clientPort, destination: c.server,
+                            destinationPort: c.serverPort)?.entry
+    }
+    /// This flow's resilient phase (`.none` when it is not in the table).
+    var phase: ResilientState.Phase {
+        guard let e = entry, let b = engine.table.block(e) else { return .none }
+        return b.pointee.resilient.phase
+    }
+    var state: FlowState? { entry.map { engine.table[$0].state } }
+
+    // MARK: The handshake, step by step (Docs/resilient.md, SYNPROXY-like)
+
+    /// 1-2. The client's SYN goes to the server untouched, and the server's SYN-ACK to the client
+    /// untouched: nothing reaches the proxy, nothing is injected.
+    func synAndSynAck(at seconds: Double = 0) {
+        let toProxyBefore = engine.counters.verdictToProxy, injectedBefore = injector.packets.count
+        let syn = clientSyn
+        let (v1, out1) = feed(syn, at: seconds)
         #expect(v1 == .accept && out1 == syn)
-        // 2. Server SYN-ACK becomes a SYN to the proxy with the client's ISN and options.
-        let synAck = c.packet(fromClient: false, flags: [.syn, .ack], seq: c.serverISN, ack: c.clientISN + 1,
-                              options: SynOptions(maximumSegmentSize: 1400, windowScale: 9, sackPermitted: true,
-                                                  timestamps: TCPTimestamps(value: 90000, echo: 5000)))
-        let (v2, out2) = feed(synAck)
-        #expect(v2.action == .repeatHook && v2.mark == engine.marks.toProxy && v2.inScratch)
-        let toProxy = spec(out2)
-        #expect(toProxy.flags == .syn && toProxy.sequenceNumber == c.clientISN)
-        #expect(toProxy.source == c.client && toProxy.sourcePort == c.clientPort && toProxy.destination == c.server)
-        let o2 = options(out2)
-        #expect(o2.maximumSegmentSize == 1460 && o2.windowScale == 7 && o2.sackPermitted)
-        #expect(o2.timestamps == TCPTimestamps(value: 5000, echo: 0))
-        #expect(valid(out2))
-        // 3. The proxy's SYN-ACK becomes the server's SYN-ACK for the client.
-        let pSynAck = proxyPacket(down: true, flags: [.syn, .ack], seq: proxyDownISN, ack: c.clientISN + 1,
-                                  options: SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
-                                                      timestamps: TCPTimestamps(value: 777, echo: 5000)))
-        let (v3, out3) = feed(pSynAck, fromProxy: true)
-        #expect(v3.action == .accept && v3.inScratch)
-        let toClient = spec(out3)
-        #expect(toClient.flags == [.syn, .ack] && toClient.sequenceNumber == c.serverISN)
-        #expect(toClient.acknowledgmentNumber == c.clientISN + 1 && toClient.source == c.server)
-        let o3 = options(out3)
-        #expect(o3.maximumSegmentSize == 1400 && o3.windowScale == 9 && o3.sackPermitted)
-        #expect(o3.timestamps == TCPTimestamps(value: 90000, echo: 5000))
-        #expect(valid(out3))
-        // 4. The client's ACK goes to the proxy, its ACK number in the proxy's space.
-        let ack = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1)
-        let (v4, out4) = feed(ack)
-        #expect(v4.action == .repeatHook && !v4.inScratch)
-        #expect(spec(out4).acknowledgmentNumber == proxyDownISN + 1 && valid(out4))
-        // 5. The proxy's SYN toward the server is answered with the server's ISN, and dropped.
-        let pSyn = proxyPacket(down: false, flags: .syn, seq: proxyUpISN, ack: SeqNumber(0),
-                               options: SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
-                                                   timestamps: TCPTimestamps(value: 333, echo: 0)))
+        #expect(phase == .clientSyn && state == .synSent)
+        let synAck = serverSynAck
+        let (v2, out2) = feed(synAck, at: seconds)
+        #expect(v2 == .accept && out2 == synAck)
+        #expect(phase == .serverSynAck && state == .synReceived)
+        #expect(engine.counters.verdictToProxy == toProxyBefore)
+        #expect(injector.packets.count == injectedBefore)
+    }
+
+    /// 3. The client's ACK (`ack`, by default `clientAck`) proves the client: it is replaced by
+    /// a SYN to the proxy with the client's ISN, its SYN's window and TSval (`synTSval`), and the
+    /// options both ends negotiated. Returns the SYN.
+    @discardableResult
+    func clientAckBecomesSyn(_ ack: [UInt8]? = nil, at seconds: Double = 0, partial: Bool = false,
+                             synTSval: UInt32 = 5000) -> [UInt8] {
+        let validatedBefore = engine.counters.clientsValidated, injectedBefore = injector.packets.count
+        let (v, out) = feed(ack ?? clientAck, at: seconds, partial: partial)
+        #expect(v.action == .repeatHook && v.mark == engine.marks.toProxy && v.inScratch)
+        let s = spec(out)
+        #expect(s.flags == .syn && s.sequenceNumber == c.clientISN && s.acknowledgmentNumber == SeqNumber(0))
+        #expect(s.source == c.client && s.sourcePort == c.clientPort)
+        #expect(s.destination == c.server && s.destinationPort == c.serverPort)
+        #expect(s.window == clientSynWindow && s.payload.isEmpty)
+        let o = options(out)
+        #expect(o.maximumSegmentSize == 1460 && o.windowScale == 7 && o.sackPermitted)
+        #expect(o.timestamps == TCPTimestamps(value: synTSval, echo: 0))
+        #expect(valid(out))
+        #expect(phase == .synToProxy)
+        #expect(engine.counters.clientsValidated == validatedBefore + 1)
+        #expect(injector.packets.count == injectedBefore)
+        return out
+    }
+
+    /// 5. The proxy's SYN-ACK (`packet`, by default `proxySynAck`) is dropped and answered with
+    /// the client's ACK, injected to the proxy's socket: sequence the client's ISN + 1, ACK the
+    /// proxy's ISN + 1, the window of the client's ACK, its TSval (`clientTSval`) and the
+    /// proxy's echoed (`proxyTSval`). Returns what was injected after that ACK (held packets).
+    @discardableResult
+    func proxySynAckAnswered(_ packet: [UInt8]? = nil, at seconds: Double = 0, proxyTSval: UInt32 = 777,
+                             clientTSval: UInt32 = 5100, window: UInt16? = nil) -> [(bytes: [UInt8], local: Bool)] {
         let before = injector.packets.count
-        let (v5, _) = feed(pSyn, fromProxy: true)
+        let (v, _) = feed(packet ?? proxySynAck, fromProxy: true, at: seconds)
+        #expect(v == .drop)
+        let injected = Array(injector.packets[before...])
+        guard let ack = injected.first else {
+            Issue.record("no ACK injected for the proxy's SYN-ACK")
+            return []
+        }
+        #expect(ack.local)
+        let a = spec(ack.bytes)
+        #expect(a.flags == .ack && a.sequenceNumber == c.clientISN + 1 && a.acknowledgmentNumber == proxyDownISN + 1)
+        #expect(a.source == c.client && a.sourcePort == c.clientPort)
+        #expect(a.destination == c.server && a.destinationPort == c.serverPort)
+        #expect(a.window == (window ?? clientAckWindow) && a.payload.isEmpty)
+        #expect(options(ack.bytes).timestamps == TCPTimestamps(value: clientTSval, echo: proxyTSval))
+        #expect(valid(ack.bytes))
+        #expect(phase == .downEstablished)
+        return Array(injected.dropFirst())
+    }
+
+    /// 6. The up socket's SYN is answered with the server's ISN (injected, dropped); its ACK goes
+    /// on to the server as the client's, which completes the server's handshake.
+    func upstream(at seconds: Double = 0) {
+        let before = injector.packets.count
+        let (v5, _) = feed(proxySyn, fromProxy: true, at: seconds)
         #expect(v5 == .drop)
         #expect(injector.packets.count == before + 1)
+        guard injector.packets.count == before + 1 else { return }
         let injected = injector.packets.last!
         #expect(injected.local)
         let sa = spec(injected.bytes)
         #expect(sa.flags == [.syn, .ack] && sa.sequenceNumber == c.serverISN && sa.acknowledgmentNumber == proxyUpISN + 1)
         #expect(sa.source == c.server && sa.destination == c.client && valid(injected.bytes))
-        // 6. The proxy's ACK goes on to the server as the client's.
+        #expect(phase == .upstreamAnswered)
         let pAck = proxyPacket(down: false, flags: .ack, seq: proxyUpISN + 1, ack: c.serverISN + 1)
-        let (v6, out6) = feed(pAck, fromProxy: true)
+        let (v6, out6) = feed(pAck, fromProxy: true, at: seconds)
         #expect(v6.action == .accept && v6.rewrittenLength != nil)
         #expect(spec(out6).sequenceNumber == c.clientISN + 1 && spec(out6).acknowledgmentNumber == c.serverISN + 1)
         #expect(valid(out6))
-        #expect(engine.flows(now: .seconds(0))[0].phase == .established)
+        #expect(phase == .established)
+    }
+
+    /// The whole handshake, every step checked.
+    func handshake() {
+        synAndSynAck()
+        clientAckBecomesSyn()
+        #expect(proxySynAckAnswered().isEmpty)
+        upstream()
     }
 }
 
+func tsOption(_ ts: TCPTimestamps) -> [UInt8] { [1, 1, 8, 10] + be32(ts.value) + be32(ts.echo) }
+
 @Suite("Resilient splicing (seed 000)")
 struct ResilientSpliceTests {
-    @Test("the handshake is replayed: SYN to the proxy, server's SYN-ACK to the client, server's ISN to the proxy")
+    @Test("the handshake: SYN and SYN-ACK untouched, the client's ACK becomes the SYN to the proxy, the engine ACKs the proxy's SYN-ACK, the server's ISN to the up socket")
     func handshakeReplay() {
         let h = ResilientHarness()
         h.handshake()
         let f = h.engine.flows(now: .seconds(0))[0]
-        #expect(f.mode == .resilient && f.reason == .policy)
+        #expect(f.mode == .resilient && f.reason == .policy && f.state == .established)
+        #expect(h.engine.counters.clientsValidated == 1 && h.engine.counters.pendingHeld == 0)
     }
 
     @Test("no proxy alive: a claimed flow stays in bypass, with the reason")
@@ -312,6 +426,244 @@ struct ResilientSpliceTests {
         pData.withUnsafeMutableBytes { TCPPacket($0)!.fillPartialChecksum() }
         let (v2, out2) = h.feed(pData, fromProxy: true, partial: true)
         #expect(v2.fillChecksum && h.valid(out2))
+    }
+
+    // MARK: SYNPROXY-like handshake: the proxy hears of a flow only once the client is proven
+
+    @Test("the server's SYN-ACK goes to the client untouched, and nothing reaches the proxy until the client's ACK")
+    func synAckUntouchedNothingToProxyBeforeClientAck() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        // The server retransmits its SYN-ACK, the client its SYN (it lost the SYN-ACK): both
+        // still go on untouched, and the proxy still hears nothing.
+        let (v1, out1) = h.feed(h.serverSynAck, at: 1)
+        #expect(v1 == .accept && out1 == h.serverSynAck)
+        let (v2, out2) = h.feed(h.clientSyn, at: 1)
+        #expect(v2 == .accept && out2 == h.clientSyn)
+        #expect(h.phase == .serverSynAck)
+        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.handshakeReplays == 0)
+        #expect(h.engine.counters.clientsValidated == 0 && h.injector.packets.isEmpty)
+        // The client's ACK: the first packet ever handed to the proxy, and it is the SYN.
+        h.clientAckBecomesSyn(at: 1)
+        #expect(h.engine.counters.verdictToProxy == 1 && h.engine.counters.clientsValidated == 1)
+    }
+
+    @Test("a spoofed SYN (no client ACK ever) never produces a packet to the proxy")
+    func spoofedSynNeverReachesProxy() {
+        var h = ResilientHarness()
+        var verdicts: [Verdict] = []
+        for i in 0..<16 {
+            h.c.client = IPAddress("198.51.100.\(i + 1)")!
+            h.c.clientPort = UInt16(41000 + i)
+            h.c.clientISN = SeqNumber(UInt32(7_000_000 &* (i + 1)))
+            verdicts.append(h.feed(h.clientSyn).0)
+            verdicts.append(h.feed(h.serverSynAck).0)
+            // The server retransmits its SYN-ACK into the void...
+            verdicts.append(h.feed(h.serverSynAck, at: 1).0)
+            verdicts.append(h.feed(h.serverSynAck, at: 3).0)
+            // ...and a blind ACK, which cannot know the server's ISN, is dropped.
+            let blind = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 12345,
+                                    window: 502, ts: TCPTimestamps(value: 5100, echo: 90000))
+            let (vb, _) = h.feed(blind, at: 3)
+            #expect(vb == .drop)
+            verdicts.append(vb)
+            #expect(h.phase == .serverSynAck && h.state == .synReceived)
+        }
+        h.engine.tick(now: .seconds(5))
+        #expect(verdicts.allSatisfy { $0.action != .repeatHook && $0.mark == nil && $0.rewrittenLength == nil })
+        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.handshakeReplays == 0)
+        #expect(h.engine.counters.clientsValidated == 0 && h.engine.counters.pendingHeld == 0)
+        #expect(h.injector.packets.isEmpty)
+        #expect(h.engine.table.count == 16)
+    }
+
+    @Test("client data sent right after its ACK is held, and given to the proxy's socket translated, after the injected handshake ACK")
+    func dataAfterAckHeldThenDeliveredTranslated() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        let c = h.c
+        let request = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        let n = UInt32(request.count)
+        let data = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 1, ack: c.serverISN + 1,
+                               window: 501, ts: TCPTimestamps(value: 5101, echo: 90000), payload: request)
+        // Its checksum field holds only the pseudo-header sum: the copy given later needs a full one.
+        let (v1, _) = h.feed(h.partial(data), partial: true)
+        #expect(v1 == .drop)
+        let fin = h.endPacket(fromClient: true, flags: [.fin, .ack], seq: c.clientISN + 1 + n, ack: c.serverISN + 1,
+                              window: 501, ts: TCPTimestamps(value: 5102, echo: 90000))
+        #expect(h.feed(fin).0 == .drop)
+        // A pure ACK (the handshake's, retransmitted) is not held: it sends the SYN to the proxy
+        // again in its place (the first may have been lost).
+        let (vAck, outAck) = h.feed(h.clientAck)
+        #expect(vAck.action == .repeatHook && vAck.inScratch && h.spec(outAck).flags == .syn)
+        #expect(h.engine.counters.pendingHeld == 2 && h.engine.counters.verdictToProxy == 2)
+        #expect(h.injector.packets.isEmpty)
+        #expect(h.phase == .synToProxy)
+
+        // The proxy's SYN-ACK: first the handshake ACK, then the held packets in the proxy's space.
+        let released = h.proxySynAckAnswered()
+        #expect(released.count == 2)
+        guard released.count == 2 else { return }
+        let d = h.spec(released[0].bytes)
+        #expect(released[0].local && h.valid(released[0].bytes))
+        #expect(d.flags == [.ack, .psh] && d.sequenceNumber == c.clientISN + 1)
+        #expect(d.acknowledgmentNumber == h.proxyDownISN + 1)
+        #expect(d.payload == request && d.window == 501)
+        #expect(d.source == c.client && d.destination == c.server && d.sourcePort == c.clientPort)
+        #expect(h.options(released[0].bytes).timestamps == TCPTimestamps(value: 5101, echo: 777))
+        let f = h.spec(released[1].bytes)
+        #expect(released[1].local && h.valid(released[1].bytes))
+        #expect(f.flags == [.fin, .ack] && f.sequenceNumber == c.clientISN + 1 + n)
+        #expect(f.acknowledgmentNumber == h.proxyDownISN + 1 && f.payload.isEmpty)
+        #expect(h.options(released[1].bytes).timestamps == TCPTimestamps(value: 5102, echo: 777))
+
+        // Given once: the proxy's SYN-ACK retransmitted gets the ACK again, not the data; and
+        // nothing is left to expire.
+        #expect(h.proxySynAckAnswered(at: 0.5).isEmpty)
+        let count = h.injector.packets.count
+        h.engine.tick(now: .seconds(10))
+        #expect(h.injector.packets.count == count)
+        #expect(h.engine.counters.pendingDropped == 0)
+    }
+
+    @Test("the client's pending packets go to the server unchanged, with a complete checksum, if the proxy dies")
+    func pendingForwardedWhenProxyDies() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        let c = h.c
+        // The handshake ACK carries the first data (held), a second segment follows (held).
+        let first = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 1, ack: c.serverISN + 1,
+                                window: h.clientAckWindow, ts: h.clientAckTS, payload: [UInt8](repeating: 0x41, count: 100))
+        let second = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 101, ack: c.serverISN + 1,
+                                 window: h.clientAckWindow, ts: TCPTimestamps(value: 5101, echo: 90000),
+                                 payload: [UInt8](repeating: 0x42, count: 50))
+        #expect(h.partial(first) != first && !h.valid(h.partial(first)))
+        h.clientAckBecomesSyn(h.partial(first), partial: true)
+        #expect(h.feed(h.partial(second), partial: true).0 == .drop)
+        #expect(h.engine.counters.pendingHeld == 2 && h.injector.packets.isEmpty)
+
+        #expect(h.engine.proxyGone(id: 1) == 1)
+        // To the wire (not the proxy's socket), byte for byte as the client sent them, but
+        // with a complete checksum: the server completes its handshake with the first.
+        #expect(h.injector.packets.count == 2)
+        for (p, original) in zip(h.injector.packets, [first, second]) {
+            #expect(!p.local)
+            #expect(p.bytes == original)
+            #expect(h.valid(p.bytes))
+        }
+        let f = h.engine.flows(now: .seconds(0))[0]
+        #expect(f.mode == .bypass && f.reason == .proxyDied)
+        // Nothing of them is left: no second copy later, none to the proxy's late SYN-ACK.
+        h.engine.tick(now: .seconds(10))
+        #expect(h.feed(h.proxySynAck, fromProxy: true, at: 10).0 == .drop)
+        #expect(h.injector.packets.count == 2)
+        #expect(h.engine.counters.pendingDropped == 0)
+        // The client's next packet goes on untouched.
+        let third = h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 151, ack: c.serverISN + 1,
+                                window: h.clientAckWindow, payload: [0x43])
+        let (v, out) = h.feed(third, at: 10)
+        #expect(v == .accept && out == third)
+    }
+
+    /// A flow holds a packet for the proxy, is reset and removed (the client reopens the same
+    /// port), and the next flow takes its entry at `reuseAt`; the old packet must go nowhere.
+    func checkPendingNotGivenToLaterFlow(reuseAt: Double, proxyDies: Bool) {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        let c = h.c
+        let oldPayload = [UInt8](repeating: 0x6f, count: 10)
+        let old = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 1, ack: c.serverISN + 1,
+                              window: h.clientAckWindow, ts: h.clientAckTS, payload: oldPayload)
+        h.clientAckBecomesSyn(old)
+        #expect(h.engine.counters.pendingHeld == 1)
+        let oldEntry = h.entry
+        // The client gives up on it (RST) and reconnects from the same port.
+        let rst = h.endPacket(fromClient: true, flags: .rst, seq: c.clientISN + 11)
+        #expect(h.feed(rst, at: reuseAt).0 == .accept)
+        var n = h
+        n.c.clientISN = SeqNumber(0x0abc_0000)
+        n.c.serverISN = SeqNumber(0x4000_0000)
+        n.synAndSynAck(at: reuseAt)
+        #expect(h.engine.counters.flowsReopened == 1)
+        #expect(n.entry != nil && n.entry == oldEntry)   // the point: the entry was reused
+        #expect(h.engine.table.count == 1)
+        let newPayload = [UInt8](repeating: 0x6e, count: 20)
+        let new = n.endPacket(fromClient: true, flags: [.ack, .psh], seq: n.c.clientISN + 1, ack: n.c.serverISN + 1,
+                              window: n.clientAckWindow, ts: n.clientAckTS, payload: newPayload)
+        n.clientAckBecomesSyn(new, at: reuseAt)
+        #expect(h.engine.counters.pendingHeld == 2)
+        let before = h.injector.packets.count
+        if proxyDies {
+            #expect(h.engine.proxyGone(id: 1) == 1)
+            let out = Array(h.injector.packets[before...])
+            #expect(out.count == 1)
+            #expect(out.allSatisfy { $0.bytes == new && !$0.local })
+        } else {
+            let released = n.proxySynAckAnswered(at: reuseAt)
+            #expect(released.count == 1)
+            #expect(released.allSatisfy { h.spec($0.bytes).payload == newPayload && $0.local })
+            #expect(released.allSatisfy { h.spec($0.bytes).sequenceNumber == n.c.clientISN + 1 })
+        }
+        h.engine.tick(now: .seconds(reuseAt + 10))
+        #expect(!h.injector.packets.contains { h.spec($0.bytes).payload == oldPayload })
+    }
+
+    @Test("a pending packet is never given to a later flow that reused its entry", arguments: [false, true])
+    func pendingNotGivenToLaterFlow(proxyDies: Bool) {
+        checkPendingNotGivenToLaterFlow(reuseAt: 1, proxyDies: proxyDies)
+    }
+
+    @Test("a pending packet is never given to a later flow that reused its entry within the same decisecond",
+          arguments: [false, true])
+    func pendingNotGivenToLaterFlowSameDecisecond(proxyDies: Bool) {
+        checkPendingNotGivenToLaterFlow(reuseAt: 0, proxyDies: proxyDies)
+    }
+
+    @Test("a held FIN of a flow that is gone is not released into the later flow that took its entry")
+    func heldFinNotReleasedToLaterFlow() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        let oldEntry = h.entry
+        let fin = h.proxyPacket(down: true, flags: [.fin, .ack], seq: h.proxyDownISN + 1, ack: c.clientISN + 1)
+        #expect(h.feed(fin, fromProxy: true, at: 1).0 == .drop)
+        #expect(h.engine.counters.finRstHeld == 1)
+        // The client resets, then reconnects from the same port before the hold is over.
+        _ = h.feed(h.endPacket(fromClient: true, flags: .rst, seq: c.clientISN + 1), at: 1)
+        var n = h
+        n.c.clientISN = SeqNumber(0x0abc_0000)
+        _ = n.feed(n.clientSyn, at: 1.1)
+        #expect(n.entry == oldEntry && n.phase == .clientSyn)
+        let before = h.injector.packets.count
+        h.engine.tick(now: .seconds(2))
+        #expect(h.injector.packets.count == before)
+        #expect(h.engine.counters.finRstReleased == 0 && h.engine.counters.finRstDiscarded == 1)
+    }
+
+    @Test("a proxy RST for a flow in TIME_WAIT is dropped, never held nor sent")
+    func proxyRstInTimeWaitDropped() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // Both ends close, each acknowledging the other's FIN.
+        let cFin = c.packet(fromClient: true, flags: [.fin, .ack], seq: c.clientISN + 1, ack: c.serverISN + 1)
+        #expect(h.feed(cFin).0.action == .repeatHook)
+        let sFin = c.packet(fromClient: false, flags: [.fin, .ack], seq: c.serverISN + 1, ack: c.clientISN + 2)
+        #expect(h.feed(sFin).0.action == .repeatHook)
+        let cAck = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 2, ack: c.serverISN + 2)
+        _ = h.feed(cAck)
+        #expect(h.state == .timeWait)
+        let before = h.injector.packets.count
+        // The proxy's listener answers a late segment with a RST: not for the ends.
+        let rst = h.proxyPacket(down: true, flags: [.rst, .ack], seq: h.proxyDownISN + 2, ack: c.clientISN + 2)
+        #expect(h.feed(rst, fromProxy: true, at: 1).0 == .drop)
+        let upRst = h.proxyPacket(down: false, flags: .rst, seq: h.proxyUpISN + 2, ack: SeqNumber(0))
+        #expect(h.feed(upRst, fromProxy: true, at: 1).0 == .drop)
+        #expect(h.engine.counters.finRstDiscarded == 2 && h.engine.counters.finRstHeld == 0)
+        h.engine.tick(now: .seconds(5))
+        #expect(h.injector.packets.count == before)
+        #expect(h.engine.counters.finRstReleased == 0)
     }
 
     @Test("window scales: the proxy's windows are rescaled to what the end negotiated")
