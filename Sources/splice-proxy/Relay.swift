@@ -7,10 +7,14 @@ import SpliceWire
 
 /// The transparent relay: accepts connections TPROXY delivers, opens the upstream connection
 /// from the client's own address and port (`IP_TRANSPARENT`), and moves bytes both ways with
-/// splice(2) through a pipe per direction, pushing data as the receiving socket frees space
-/// (seed 004's push model). Pipe capacity, the relay buffer, is the memory budget divided by
-/// the number of active connections, between 64 KiB and 1 MiB. Half-closes are passed on in
-/// order: a direction's FIN goes out after its last byte. One thread, one epoll set.
+/// splice(2) through a pipe, pushing data as the receiving socket frees space (seed 004's push
+/// model). A direction holds a pipe only while bytes are in it: pipes come from a shared pool,
+/// so a connection costs two descriptors, not six, and thousands fit under the descriptor
+/// limit. A pipe's capacity, the relay buffer, is the memory budget divided by the number of
+/// active connections, between 64 KiB and 1 MiB. At the descriptor budget the relay stops
+/// accepting (clients wait in the listener's queue, as with a busy server) and a direction
+/// that finds no pipe waits for one. Half-closes are passed on in order: a direction's FIN
+/// goes out after its last byte. One thread, one epoll set.
 final class Relay {
     struct Settings {
         var listenPort: UInt16
@@ -18,17 +22,25 @@ final class Relay {
         var ipv6: Bool
     }
 
-    /// One direction of a connection: bytes from `source` to `destination` through a pipe.
+    /// One direction of a connection: bytes from `source` to `destination` through a pipe,
+    /// held only while bytes are in it (`pipe` nil otherwise).
     struct Direction {
         var source: Int32
         var destination: Int32
-        var pipeRead: Int32
-        var pipeWrite: Int32
-        var capacity: Int
+        var pipe: Pipe?
         var inPipe = 0
+        /// No pipe was free: the source is not read until one is.
+        var waitingForPipe = false
+        var capacity: Int { pipe?.capacity ?? Relay.minimumPipe }
         var sourceDone = false
         var shutdownSent = false
         var bytes: UInt64 = 0
+    }
+
+    struct Pipe {
+        var read: Int32
+        var write: Int32
+        var capacity: Int
     }
 
     final class Connection {
@@ -38,6 +50,9 @@ final class Relay {
         let client: SocketAddress
         let server: SocketAddress
         var upConnected = false
+        /// The epoll interest last set for each socket (set again only when it changes).
+        var downInterest: UInt32 = 0
+        var upInterest: UInt32 = 0
         var toServer: Direction
         var toClient: Direction
         init(id: Int, down: Int32, up: Int32, client: SocketAddress, server: SocketAddress,
@@ -60,16 +75,59 @@ final class Relay {
     /// fd → connection id
     var owners: [Int32: Int] = [:]
     var nextID = 1
+    /// Empty pipes ready for any direction.
+    var pipePool: [Pipe] = []
+    var pipesOpen = 0
+    /// Connections with a direction waiting for a pipe, served as pipes come back.
+    var pipeWaiters: [Int] = []
+    /// The descriptor limit, and what is kept aside for everything but connections and pipes.
+    let descriptorLimit: Int
+    static let reservedDescriptors = 64
+    /// Accepting paused at the descriptor budget.
+    var acceptPaused = false
+    var totalAborted: UInt64 = 0
     /// Called before the relay closes a socket on purpose (towardClient: the down socket).
     var announceClose: (Connection, Bool, Bool) -> Void = { _, _, _ in }
     var totalAccepted: UInt64 = 0
 
     static let minimumPipe = 64 * 1024
+    static let backlog: Int32 = 65535
+    static let maximumPooledPipes = 1024
+
+    /// Raises the descriptor limit as far as the kernel allows (root with CAP_SYS_RESOURCE may
+    /// raise the hard limit up to fs.nr_open; otherwise the soft limit goes up to the hard
+    /// one). Returns the limit in force.
+    @discardableResult
+    static func raiseDescriptorLimit() -> Int {
+        var lim = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        var want = rlim_t(1 << 20)
+        let fd = Glibc.open("/proc/sys/fs/nr_open", O_RDONLY | O_CLOEXEC)
+        if fd >= 0 {
+            var text = [UInt8](repeating: 0, count: 32)
+            let n = read(fd, &text, text.count)
+            close(fd)
+            var v: rlim_t = 0
+            for c in text.prefix(max(0, n)) where c >= 0x30 && c <= 0x39 { v = v * 10 + rlim_t(c - 0x30) }
+            if v > 0 { want = v }
+        }
+        if lim.rlim_cur < want {
+            var raised = rlimit(rlim_cur: want, rlim_max: max(want, lim.rlim_max))
+            if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) != 0 {
+                raised = rlimit(rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max)
+                _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised)
+            }
+            getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        }
+        return Int(lim.rlim_cur)
+    }
     static let maximumPipe = 1024 * 1024
 
     init(settings: Settings, logger: Logger) throws {
         self.settings = settings
         self.logger = logger
+        descriptorLimit = Relay.raiseDescriptorLimit()
+        logger.info("descriptor limit \(descriptorLimit): up to about \((descriptorLimit - Relay.reservedDescriptors) / 2) connections at once (two sockets each, pipes while data is in flight)")
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw RelayError("epoll_create1: \(String(cString: strerror(errno)))") }
         try listen(family: AF_INET)
@@ -93,7 +151,9 @@ final class Relay {
             close(fd)
             throw RelayError("binding the transparent listener to \(any): \(e)")
         }
-        guard Glibc.listen(fd, 1024) == 0 else { throw RelayError("listen: \(String(cString: strerror(errno)))") }
+        // The kernel caps the backlog at net.core.somaxconn (Docs/deploy.md): a crowd of
+        // clients whose handshakes complete at once must not overflow the accept queue.
+        guard Glibc.listen(fd, Relay.backlog) == 0 else { throw RelayError("listen: \(String(cString: strerror(errno)))") }
         listeners.append(fd)
         watch(fd, events: UInt32(EPOLLIN.rawValue), add: true)
     }
@@ -119,6 +179,7 @@ final class Relay {
         var events = [epoll_event](repeating: epoll_event(), count: 128)
         let n = epoll_wait(epoll, &events, Int32(events.count), timeoutMilliseconds)
         guard n > 0 else { return }
+        defer { wakePipeWaiters() }
         for i in 0..<Int(n) {
             let fd = events[i].data.fd
             if listeners.contains(fd) {
@@ -133,15 +194,44 @@ final class Relay {
 
     // MARK: Accepting
 
+    /// Descriptors in use by connections and pipes.
+    var descriptorsInUse: Int { 2 * connections.count + 2 * pipesOpen }
+
+    /// Room for one more connection (its two sockets and, at need, a pipe pair)?
+    var canAccept: Bool { descriptorsInUse + 6 + Relay.reservedDescriptors <= descriptorLimit }
+
     private func acceptAll(_ listener: Int32) {
         while true {
+            guard canAccept else {
+                pauseAccepting()
+                return
+            }
             let fd = accept(listener, nil, nil)
-            if fd < 0 { return }
+            if fd < 0 {
+                if errno == EMFILE || errno == ENFILE { pauseAccepting() }
+                return
+            }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             totalAccepted += 1
             open(down: fd)
         }
+    }
+
+    /// At the descriptor budget: the listeners are not watched until a connection ends; the
+    /// clients wait in their accept queues (their handshakes are done, their data is kept).
+    private func pauseAccepting() {
+        guard !acceptPaused else { return }
+        acceptPaused = true
+        for l in listeners { watch(l, events: 0) }
+        logger.warning("descriptor budget reached (\(connections.count) connections, \(pipesOpen) pipes, limit \(descriptorLimit)): not accepting until connections end")
+    }
+
+    private func resumeAcceptingIfRoom() {
+        guard acceptPaused, canAccept else { return }
+        acceptPaused = false
+        for l in listeners { watch(l, events: UInt32(EPOLLIN.rawValue)) }
+        logger.info("accepting again (\(connections.count) connections)")
     }
 
     private func pipeSize() -> Int {
@@ -151,11 +241,51 @@ final class Relay {
         return size
     }
 
-    private func makePipe(capacity: Int) -> (Int32, Int32, Int)? {
-        var fds: [Int32] = [0, 0]
-        guard pipe2(&fds, O_NONBLOCK | O_CLOEXEC) == 0 else { return nil }
-        let got = fcntl(fds[1], TCPSPLICE_F_SETPIPE_SZ, Int32(capacity))
-        return (fds[0], fds[1], got > 0 ? Int(got) : 65536)
+    /// A pipe for `d`, from the pool or new while the descriptor budget allows; sized to the
+    /// current share of the memory budget.
+    private func acquirePipe(_ d: inout Direction) -> Bool {
+        let want = pipeSize()
+        var p: Pipe
+        if let pooled = pipePool.popLast() {
+            p = pooled
+        } else {
+            guard descriptorsInUse + 2 + Relay.reservedDescriptors <= descriptorLimit else { return false }
+            var fds: [Int32] = [0, 0]
+            guard pipe2(&fds, O_NONBLOCK | O_CLOEXEC) == 0 else { return false }
+            pipesOpen += 1
+            p = Pipe(read: fds[0], write: fds[1], capacity: 65536)
+        }
+        if p.capacity != want {
+            let got = fcntl(p.write, TCPSPLICE_F_SETPIPE_SZ, Int32(want))
+            if got > 0 { p.capacity = Int(got) }
+        }
+        d.pipe = p
+        return true
+    }
+
+    /// Gives an empty pipe back (to the pool, or closes it when the pool is full).
+    private func releasePipe(_ d: inout Direction) {
+        guard let p = d.pipe else { return }
+        d.pipe = nil
+        if d.inPipe == 0 && pipePool.count < Relay.maximumPooledPipes {
+            pipePool.append(p)
+        } else {
+            close(p.read)
+            close(p.write)
+            pipesOpen -= 1
+        }
+    }
+
+    /// Serves the connections that waited for a pipe, while pipes can be had.
+    private func wakePipeWaiters() {
+        while !pipeWaiters.isEmpty && (!pipePool.isEmpty || descriptorsInUse + 2 + Relay.reservedDescriptors <= descriptorLimit) {
+            let id = pipeWaiters.removeFirst()
+            guard let c = connections[id] else { continue }
+            c.toServer.waitingForPipe = false
+            c.toClient.waitingForPipe = false
+            service(c, fd: -1, events: 0)
+        }
+        resumeAcceptingIfRoom()
     }
 
     private func open(down: Int32) {
@@ -184,22 +314,20 @@ final class Relay {
             logger.warning("cannot connect \(client) -> \(server): \(String(cString: strerror(errno)))")
             close(up); abortSocket(down); return
         }
-        let size = pipeSize()
-        guard let (r1, w1, c1) = makePipe(capacity: size), let (r2, w2, c2) = makePipe(capacity: size) else {
-            close(up); abortSocket(down); return
-        }
         let id = nextID
         nextID += 1
         let c = Connection(id: id, down: down, up: up, client: client, server: server,
-                           toServer: Direction(source: down, destination: up, pipeRead: r1, pipeWrite: w1, capacity: c1),
-                           toClient: Direction(source: up, destination: down, pipeRead: r2, pipeWrite: w2, capacity: c2))
+                           toServer: Direction(source: down, destination: up),
+                           toClient: Direction(source: up, destination: down))
         c.upConnected = rc == 0
         connections[id] = c
         owners[down] = id
         owners[up] = id
-        watch(down, events: interest(c, fd: down), add: true)
-        watch(up, events: interest(c, fd: up), add: true)
-        logger.debug("relaying \(client) -> \(server) (#\(id), pipes \(c1) bytes)")
+        c.downInterest = interest(c, fd: down)
+        c.upInterest = interest(c, fd: up)
+        watch(down, events: c.downInterest, add: true)
+        watch(up, events: c.upInterest, add: true)
+        logger.debug("relaying \(client) -> \(server) (#\(id))")
     }
 
     // MARK: Moving bytes
@@ -207,13 +335,17 @@ final class Relay {
     private func interest(_ c: Connection, fd: Int32) -> UInt32 {
         var ev = UInt32(EPOLLRDHUP.rawValue)
         if fd == c.down {
-            if !c.toServer.sourceDone && c.toServer.inPipe < c.toServer.capacity { ev |= UInt32(EPOLLIN.rawValue) }
+            if !c.toServer.sourceDone && !c.toServer.waitingForPipe && c.toServer.inPipe < c.toServer.capacity {
+                ev |= UInt32(EPOLLIN.rawValue)
+            }
             if c.toClient.inPipe > 0 { ev |= UInt32(EPOLLOUT.rawValue) }
         } else {
             if !c.upConnected {
                 return ev | UInt32(EPOLLOUT.rawValue)
             }
-            if !c.toClient.sourceDone && c.toClient.inPipe < c.toClient.capacity { ev |= UInt32(EPOLLIN.rawValue) }
+            if !c.toClient.sourceDone && !c.toClient.waitingForPipe && c.toClient.inPipe < c.toClient.capacity {
+                ev |= UInt32(EPOLLIN.rawValue)
+            }
             if c.toServer.inPipe > 0 { ev |= UInt32(EPOLLOUT.rawValue) }
         }
         return ev
@@ -242,19 +374,21 @@ final class Relay {
             finish(c)
             return
         }
-        watch(c.down, events: interest(c, fd: c.down))
-        watch(c.up, events: interest(c, fd: c.up))
+        let d = interest(c, fd: c.down), u = interest(c, fd: c.up)
+        if d != c.downInterest { c.downInterest = d; watch(c.down, events: d) }
+        if u != c.upInterest { c.upInterest = u; watch(c.up, events: u) }
     }
 
     /// Moves what it can; false on a connection error.
     private func pump(_ d: inout Direction, connected: Bool, connection c: Connection) -> Bool {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
+        defer { if d.inPipe == 0 { releasePipe(&d) } }
         while true {
-            if d.inPipe > 0 && connected {
+            if d.inPipe > 0 && connected, let p = d.pipe {
                 // No SPLICE_F_MORE: it sends with MSG_MORE, which corks a short segment (a
                 // request) in the socket until a timer pushes it, ~200 ms later. The kernel
                 // sets MSG_MORE itself between the buffers of one splice.
-                let n = tcpsplice_splice(d.pipeRead, d.destination, d.inPipe, flags)
+                let n = tcpsplice_splice(p.read, d.destination, d.inPipe, flags)
                 if n > 0 {
                     d.inPipe -= n
                     d.bytes += UInt64(n)
@@ -263,8 +397,14 @@ final class Relay {
                 if n < 0 && (errno == EAGAIN || errno == EINTR) { break }
                 return false
             }
-            if d.sourceDone || d.inPipe >= d.capacity { break }
-            let n = tcpsplice_splice(d.source, d.pipeWrite, d.capacity - d.inPipe, flags)
+            if d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe { break }
+            if d.pipe == nil && !acquirePipe(&d) {
+                d.waitingForPipe = true
+                pipeWaiters.append(c.id)
+                break
+            }
+            guard let p = d.pipe else { break }
+            let n = tcpsplice_splice(d.source, p.write, p.capacity - d.inPipe, flags)
             if n > 0 {
                 d.inPipe += n
                 continue
@@ -294,6 +434,8 @@ final class Relay {
 
     /// Ends a connection abortively (RST both ways), announcing it to the engine first.
     func abort(_ c: Connection) {
+        totalAborted += 1
+        logger.debug("aborting \(c.client) -> \(c.server) (#\(c.id))")
         announceClose(c, true, true)
         announceClose(c, false, true)
         abortSocket(c.down)
@@ -314,11 +456,14 @@ final class Relay {
         owners[c.up] = nil
         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.down, nil)
         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
-        for fd in [c.toServer.pipeRead, c.toServer.pipeWrite, c.toClient.pipeRead, c.toClient.pipeWrite] { close(fd) }
+        // A pipe with bytes still in it is closed, not pooled.
+        releasePipe(&c.toServer)
+        releasePipe(&c.toClient)
         if closeSockets {
             close(c.down)
             close(c.up)
         }
+        resumeAcceptingIfRoom()
     }
 
     /// Drops every connection without a word on the wire (the engine is gone: our packets
