@@ -48,7 +48,7 @@ bg_alive splice-proxy || fail "splice-proxy exited when spliced died (it should 
 
 # spliced comes back while the transfers run.
 xfers_assert_running
-SPLICED_BG=spliced-again spliced_start --queue 0 --proxy-queue 1 --proxy-ports "$XF_DOWN_PORT,$XF_UP_PORT"
+SPLICED_BG=spliced-again spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$XF_DOWN_PORT,$XF_UP_PORT"
 wait_proxy_registered "$PROXY_PID" 20
 PROXY_ID2=$(proxy_id_of "$PROXY_PID")
 log "splice-proxy (pid $PROXY_PID) registered again, id $PROXY_ID2"
