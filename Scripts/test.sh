@@ -2,14 +2,16 @@
 # tcpsplice: the one command that runs every test.
 #
 #   1. Scripts/setup.sh        (Debian packages, Swift toolchain check)
-#   2. swift build             (debug; the netns tests use .build/debug)
-#   3. swift test              (unit tests)
-#   4. Tests/netns/run.sh      (network-namespace tests, as root)
+#   2. swift build             (debug, for the unit tests)
+#   3. swift build -c release  (the binaries users deploy; the netns tests run them: the
+#                               crowds and floods load the engine as production does)
+#   4. swift test              (unit tests)
+#   5. Tests/netns/run.sh      (network-namespace tests, as root)
 #
 # Every stage runs even when an earlier one failed (except that the netns
 # tests get no binaries when the build failed, so the daemon tests fail
 # instead of testing stale ones). Prints a summary; the last line is
-# "total: N passed, M failed" counting the stages 1-3 and each netns test.
+# "total: N passed, M failed" counting the stages 1-4 and each netns test.
 # Exits non-zero if anything failed. Needs root; reads no stdin.
 #
 # Usage: Scripts/test.sh [--no-setup] [NETNS_PATTERN]
@@ -71,6 +73,10 @@ build_ok=0
 if stage build swift build; then
     build_ok=1
 fi
+release_ok=0
+if stage build-release swift build -c release; then
+    release_ok=1
+fi
 
 if ((build_ok)); then
     stage unit-tests swift test || true
@@ -83,8 +89,8 @@ echo
 echo "===== netns tests: Tests/netns/run.sh ${PATTERN} ====="
 netns_out=$(mktemp "${TMPDIR:-/tmp}/tcpsplice-netns.XXXXXX")
 trap 'rm -f "$netns_out"' EXIT
-bin_dir="$ROOT/.build/debug"
-if ((!build_ok)); then
+bin_dir="$ROOT/.build/release"
+if ((!release_ok)); then
     # No stale binaries: the daemon tests must fail, not test an old build.
     bin_dir="$ROOT/.build/no-binaries-because-the-build-failed"
 fi

@@ -47,7 +47,7 @@ set -euo pipefail
 
 NETNS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$NETNS_DIR/../.." && pwd)
-TCPSPLICE_BIN=${TCPSPLICE_BIN:-$REPO_ROOT/.build/debug}
+TCPSPLICE_BIN=${TCPSPLICE_BIN:-$REPO_ROOT/.build/release}
 TEST_NAME=$(basename "$0" .sh)
 
 # Variables for the tests that source this file.
@@ -1388,4 +1388,24 @@ flood_start() {
 # ns_counter NS NAME: a kernel SNMP counter (nstat) of namespace NS.
 ns_counter() {
     nsx "$1" nstat -az "$2" | awk -v n="$2" '$1 == n { print $2 }'
+}
+
+# --- PAWS: the ends never see a timestamp older than one they saw -------------------------
+# paws_baseline: remembers TcpExtPAWSEstab of the client and the server (segments an end
+# dropped because their TSval was older than one it had seen). paws_assert_unchanged WHAT:
+# fails if either grew since: a translated clock ran ahead of the real one, or an end got a
+# segment from the other's real clock mixed with the proxy's translated one.
+PAWS_BASE_C=0
+PAWS_BASE_S=0
+paws_baseline() {
+    PAWS_BASE_C=$(ns_counter "$NS_C" TcpExtPAWSEstab)
+    PAWS_BASE_S=$(ns_counter "$NS_S" TcpExtPAWSEstab)
+}
+paws_assert_unchanged() {
+    local c s
+    c=$(ns_counter "$NS_C" TcpExtPAWSEstab)
+    s=$(ns_counter "$NS_S" TcpExtPAWSEstab)
+    log "PAWS rejects $1: client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S))"
+    ((c == PAWS_BASE_C && s == PAWS_BASE_S)) \
+        || fail "$1: the ends dropped segments with old timestamps (PAWS): client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S))"
 }

@@ -21,6 +21,7 @@
 xfers_size_defaults
 
 topo_create
+paws_baseline
 resilient_start
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
 
@@ -71,6 +72,7 @@ log "the restarted spliced lists the $N running transfers in bypass, picked up m
 
 xfers_wait 240
 xfers_verify
+paws_assert_unchanged "over the failover"
 bg_alive splice-proxy || fail "splice-proxy exited while the transfers finished"
 
 # New flows go through the proxy again.

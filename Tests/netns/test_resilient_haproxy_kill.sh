@@ -19,6 +19,7 @@
 xfers_size_defaults
 
 topo_create
+paws_baseline
 # spliced first: it re-reads the pidfile until haproxy writes it.
 resilient_start --proxy-pidfile "$TEST_TMP/haproxy.pid"
 haproxy_start
@@ -49,6 +50,7 @@ flows_assert_all bypass proxy-died "$N"
 
 xfers_wait 240
 xfers_verify
+paws_assert_unchanged "over the failover"
 flows_assert_all bypass proxy-died "$N"
 failovers=$(resilient_stat failovers)
 log "status.resilient: $(status_json | json_get 'd["resilient"]')"

@@ -20,6 +20,7 @@
 xfers_size_defaults
 
 topo_create
+paws_baseline
 resilient_start
 # Every flow through the proxy, and the proxy holding both halves of each.
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
@@ -33,6 +34,7 @@ flows_assert_all bypass proxy-died "$N"
 
 xfers_wait 240
 xfers_verify
+paws_assert_unchanged "over the failover"
 flows_assert_all bypass proxy-died "$N"
 failovers=$(resilient_stat failovers)
 log "status.resilient: $(status_json | json_get 'd["resilient"]')"

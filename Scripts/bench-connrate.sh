@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# tcpsplice benchmark (not part of the test suite): new TCP connections per
+# second through the router, short HTTP requests, in one run on one
+# client/router/server topology of namespaces (Tests/netns/lib.sh):
+#
+#   plain         kernel forwarding, no rules
+#   bypass        the rules + spliced (release build), no proxy policy
+#   haproxy       HAProxy (Debian's package) alone, mode tcp, non-transparent: the
+#                 client connects to the router's address, haproxy to nginx (the
+#                 userspace-proxy reference)
+#   resil-sp      the resilient path: the rules with --tproxy-port and
+#                 --proxy-queue, spliced --proxy-ports, splice-proxy in the path
+#   resil-ha      the resilient path with an unmodified HAProxy as the transparent
+#                 proxy (Docs/resilient.md), watched by spliced through its pidfile
+#
+# wrk (Debian's) in the client, nginx (Debian's) in the server serving a 1 KiB
+# file; every request on a new connection (wrk -H 'Connection: close', nginx
+# keepalive_timeout 0), so requests/s = new connections/s. Prints per case
+# requests/s, wrk's latency p50/p99 (--latency; wrk times a request from its
+# first byte written to the response's last byte read, so the client's own
+# connect is not in it), wrk's socket errors (connect/read/write/timeout) and
+# responses neither 2xx nor 3xx (wrk's count), the ratio to plain forwarding and, for the resilient
+# cases, to HAProxy alone. Before each case one curl fetch checks the file's
+# SHA-256 through that path. The tcpsplice cases also report what spliced
+# counted (flows created, resilient flows, failovers, queue drops) and check
+# that the flows went through the proxy. Anything wrong is said per case, and
+# the script then exits 1 (after printing everything).
+#
+# Every namespace gets what a host taking many connections sets (somaxconn,
+# tcp_max_syn_backlog, ip_local_port_range 10000-65000, as load_sysctls in
+# Tests/netns/lib.sh), the client also tcp_tw_reuse=1.
+#
+# Before each case the script waits (at most --settle seconds) until the router
+# holds no TCP socket bound to the client's address: a transparent proxy's
+# upstream sockets carry the client's own address and port, and those left in
+# TIME-WAIT or LAST-ACK by the previous case (wrk aborts its open connections
+# when it stops) would make the proxy's upstream connect fail when the client
+# reuses the port (EADDRNOTAVAIL), so the next case would pay for the previous
+# one. Only the resilient cases leave such sockets (waits ~60 s before resil-ha).
+#
+# Usage: Scripts/bench-connrate.sh [--time SECONDS] [--connections N]
+#            [--threads N] [--bin DIR] [--settle SECONDS] [--json FILE] [--no-setup]
+#   --time SECONDS     wrk's duration per case (default 10)
+#   --connections N    wrk's concurrent connections (default 64)
+#   --threads N        wrk's threads (default 2)
+#   --bin DIR          spliced, splicectl, splice-proxy from DIR (default
+#                      .build/release; built with `swift build -c release` when
+#                      missing, with --scratch-path DIR/.. when DIR ends in /release)
+#   --settle SECONDS   the longest wait for the router's leftover sockets before
+#                      a case (default 120; 0 = no wait)
+#   --json FILE        also write the summary JSON to FILE (it is always the last
+#                      line of stdout)
+#   --no-setup         do not run Scripts/setup.sh
+#   (as root; ~5 x SECONDS plus ~30 s, plus ~60 s of settling before resil-ha)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=Scripts/lib/common.sh
+. "$SCRIPT_DIR/lib/common.sh"
+
+DURATION=10
+CONNS=64
+THREADS=2
+BIN="$ROOT/.build/release"
+JSON_OUT=""
+SETTLE=120
+SETUP=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --time|-t)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -ge 1 ]] || die "--time needs a number of seconds"
+            DURATION=$2; shift 2 ;;
+        --connections|-c)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -ge 1 ]] || die "--connections needs a number"
+            CONNS=$2; shift 2 ;;
+        --threads)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -ge 1 ]] || die "--threads needs a number"
+            THREADS=$2; shift 2 ;;
+        --bin)
+            [[ $# -ge 2 && -n "$2" ]] || die "--bin needs a directory"
+            BIN=$2; shift 2 ;;
+        --json)
+            [[ $# -ge 2 && -n "$2" ]] || die "--json needs a file name"
+            JSON_OUT=$2; shift 2 ;;
+        --settle)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--settle needs a number of seconds"
+            SETTLE=$2; shift 2 ;;
+        --no-setup) SETUP=0; shift ;;
+        -h|--help) sed -n '2,54p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+((THREADS <= CONNS)) || die "--threads ($THREADS) must not exceed --connections ($CONNS)"
+exec </dev/null
+
+ensure_swift_on_path
+if ((SETUP)); then "$SCRIPT_DIR/setup.sh"; fi
+[[ "$BIN" == /* ]] || BIN="$PWD/$BIN"
+[[ -z "$JSON_OUT" || "$JSON_OUT" == /* ]] || JSON_OUT="$PWD/$JSON_OUT"
+have_bins() {
+    [[ -x "$BIN/spliced" && -x "$BIN/splicectl" && -x "$BIN/splice-proxy" ]]
+}
+if ! have_bins; then
+    [[ "$(basename "$BIN")" == release ]] \
+        || die "no spliced/splicectl/splice-proxy in $BIN, and it is not a release directory to build into"
+    note "no release binaries in $BIN: building them"
+    (cd "$ROOT" && swift build -c release --scratch-path "$(dirname "$BIN")") || die "release build failed"
+    have_bins || die "the build left no spliced/splicectl/splice-proxy in $BIN"
+fi
+export TCPSPLICE_BIN="$BIN"
+
+# shellcheck source=Tests/netns/lib.sh
+. "$ROOT/Tests/netns/lib.sh"
+require_tools wrk nginx haproxy curl
+# install-rules.sh saves the sysctls it changes in a file per namespace: keep
+# it in our temp dir, not in /run.
+export TCPSPLICE_STATE_DIR="$TEST_TMP/rules-state"
+
+PORT=80
+FILE_BYTES=1024
+CASES=(plain bypass haproxy resil-sp resil-ha)
+declare -A NOTES=()     # case -> notes, one per line
+note_case() {
+    NOTES[$1]+="$2"$'\n'
+    log "$1: PROBLEM: $2"
+}
+
+# --- topology, sysctls, nginx (Tests/netns/lib.sh: load_sysctls, crowd_prepare, nginx_start) ---
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+topo_create
+for ns in "$NS_C" "$NS_R" "$NS_S"; do load_sysctls "$ns"; done
+nsx "$NS_C" sysctl -qw net.ipv4.tcp_tw_reuse=1 >/dev/null || fail "cannot set tcp_tw_reuse in the client"
+crowd_prepare "$FILE_BYTES"
+FILE_SHA=$CROWD_SHA
+nginx_start "$NS_S" "$PORT"
+log "nginx serving $FILE_BYTES bytes at /f"
+
+# --- one case ------------------------------------------------------------------------
+# settle CASE: wait (at most $SETTLE s) until the router holds no TCP socket bound
+# to the client's address (see the header); what was there and how long it took
+# go to $TEST_TMP/settle-CASE.json.
+settle() {
+    local case=$1 t0=$SECONDS before n
+    before=$(nsx "$NS_R" ss -Htan src "$CLIENT_IP" | awk '{ n[$1]++ } END { for (s in n) printf "%s %d, ", s, n[s] }')
+    before=${before%, }
+    if [[ -n "$before" ]]; then
+        log "$case: the router holds sockets bound to the client's address ($before); waiting up to ${SETTLE}s for them to go"
+        while n=$(nsx "$NS_R" ss -Htan src "$CLIENT_IP" | wc -l) && ((n > 0 && SECONDS - t0 < SETTLE)); do
+            sleep 1
+        done
+        if ((n > 0)); then
+            log "$case: $n of them still there after ${SETTLE}s; measuring anyway"
+        else
+            log "$case: gone after $((SECONDS - t0))s"
+        fi
+    fi
+    printf '{"leftover_sockets": "%s", "waited_s": %d}\n' "$before" $((SECONDS - t0)) >"$TEST_TMP/settle-$case.json"
+}
+
+
+# run_case CASE HOST: a curl check of the file, then wrk; the parsed result in
+# $TEST_TMP/case-CASE.json; problems noted.
+run_case() {
+    local case=$1 host=$2 url="http://$2:$PORT/f" got="$TEST_TMP/got-$1" rc=0
+    settle "$case"
+    if ! nsx "$NS_C" curl -sS --max-time 10 -H 'Connection: close' -o "$got" "$url" 2>"$TEST_TMP/curl-$case.err"; then
+        note_case "$case" "curl check of $url failed: $(head -c 200 "$TEST_TMP/curl-$case.err" | tr '\n' ' ')"
+    elif [[ "$(sha256_of "$got")" != "$FILE_SHA" ]]; then
+        note_case "$case" "curl check of $url: the file arrived with another SHA-256 ($(stat -c %s "$got") bytes)"
+    fi
+    log "$case: wrk -t $THREADS -c $CONNS -d ${DURATION}s --latency -H 'Connection: close' $url"
+    nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency \
+        -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$case.out" 2>"$TEST_TMP/wrk-$case.err" || rc=$?
+    sed 's/^/    /' "$TEST_TMP/wrk-$case.out" "$TEST_TMP/wrk-$case.err"
+    python3 - "$case" "$url" "$rc" "$TEST_TMP/wrk-$case.out" "$TEST_TMP/wrk-$case.err" \
+        "$TEST_TMP/case-$case.json" <<'PYEOF' || note_case "$case" "could not parse wrk's output"
+import json, re, sys
+case, url, rc, out_path, err_path, json_path = sys.argv[1:7]
+out = open(out_path).read()
+err = open(err_path).read().strip()
+UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+def ms(v, u):
+    return float(v) * UNIT_MS[u]
+r = {"case": case, "url": url, "wrk_status": int(rc), "problems": []}
+m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+r["rps"] = float(m.group(1)) if m else None
+m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", out, re.M)
+r["requests"] = int(m.group(1)) if m else None
+r["seconds"] = round(ms(m.group(2), m.group(3)) / 1e3, 3) if m else None
+for p in ("50", "75", "90", "99"):
+    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m|h)\s*$" % p, out, re.M)
+    r["p%s_ms" % p] = round(ms(m.group(1), m.group(2)), 3) if m else None
+m = re.search(r"^\s+Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)", out, re.M)
+if m:
+    r["avg_ms"] = round(ms(m.group(1), m.group(2)), 3)
+    r["max_ms"] = round(ms(m.group(5), m.group(6)), 3)
+# wrk prints these two lines only when a count is not zero.
+m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+r["errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m \
+    else {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+r["non_2xx_3xx"] = int(m.group(1)) if m else 0
+if int(rc) != 0:
+    r["problems"].append("wrk exited with status %s" % rc)
+if err:
+    r["problems"].append("wrk stderr: " + err[:200].replace("\n", " "))
+if r["rps"] is None or r["requests"] is None:
+    r["problems"].append("no result in wrk's output")
+elif r["requests"] == 0:
+    r["problems"].append("no request completed")
+errs = {k: v for k, v in r["errors"].items() if v}
+if errs:
+    r["problems"].append("socket errors: " + ", ".join("%s %d" % kv for kv in errs.items()))
+if r["non_2xx_3xx"]:
+    r["problems"].append("%d responses not 2xx/3xx" % r["non_2xx_3xx"])
+json.dump(r, open(json_path, "w"))
+for p in r["problems"]:
+    print(p)
+PYEOF
+    local p
+    if [[ -s "$TEST_TMP/case-$case.json" ]]; then
+        while IFS= read -r p; do
+            [[ -z "$p" ]] || note_case "$case" "$p"
+        done < <(json_get '"\n".join(d["problems"])' <"$TEST_TMP/case-$case.json")
+    fi
+}
+
+# case_requests CASE: requests wrk completed in CASE (0 if unknown).
+case_requests() {
+    python3 -c 'import json, sys
+try:
+    print(json.load(open(sys.argv[1])).get("requests") or 0)
+except Exception:
+    print(0)' "$TEST_TMP/case-$1.json"
+}
+
+# spliced_after CASE [resilient]: save spliced's status, print what it counted,
+# note queue drops, untracked flows, and for the resilient cases fewer
+# resilient flows than wrk's requests (+1 for curl), failovers or failed
+# injections.
+spliced_after() {
+    local case=$1 mode=${2:-} st="$TEST_TMP/status-$1.json" line
+    if ! splicectl status --json >"$st" 2>"$TEST_TMP/status-$case.err"; then
+        note_case "$case" "splicectl status failed: $(head -c 200 "$TEST_TMP/status-$case.err" | tr '\n' ' ')"
+        return 0
+    fi
+    python3 - "$case" "$mode" "$st" "$(case_requests "$case")" "$TEST_TMP/spliced-$case.json" >"$TEST_TMP/check-$case.txt" <<'PYEOF' \
+        || note_case "$case" "could not read spliced's status"
+import json, sys
+case, mode, path, requests, out_path = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+d = json.load(open(path))
+fl = d.get("flows", {})
+qs = d.get("queues", [])
+res = d.get("resilient") or {}
+qdrop = sum((q.get("queueDropped") or 0) + (q.get("userDropped") or 0) for q in qs)
+overruns = sum(q.get("receiveOverruns") or 0 for q in qs)
+s = {
+    "flows_created": fl.get("created"), "flows_reopened": fl.get("reopened"),
+    "flows_table_full": fl.get("tableFull"), "queue_packets": sum(q.get("packets", 0) for q in qs),
+    "queue_dropped": qdrop, "receive_overruns": overruns,
+    "resilient_flows": res.get("flows"), "failovers": res.get("failovers"),
+    "injection_failures": res.get("injectionFailures"),
+}
+json.dump(s, open(out_path, "w"))
+print("INFO spliced counted: " + ", ".join("%s %s" % kv for kv in s.items() if kv[1] is not None))
+if not s["queue_packets"]:
+    print("PROBLEM spliced read no packet: the rules were not in the path")
+if qdrop:
+    print("PROBLEM %d packets dropped at spliced's queues (kernel queue full or user drop)" % qdrop)
+if overruns:
+    print("PROBLEM %d netlink receive overruns at spliced's queues" % overruns)
+if s["flows_table_full"]:
+    print("PROBLEM %d flows let through untracked (table full)" % s["flows_table_full"])
+if mode == "resilient":
+    want = requests + 1
+    if (s["resilient_flows"] or 0) < want:
+        print("PROBLEM only %s resilient flows for %d connections (wrk's completed requests + curl): not all went through the proxy"
+              % (s["resilient_flows"], want))
+    if s["failovers"]:
+        print("PROBLEM %d failovers (flows bypassed because the proxy was seen dead)" % s["failovers"])
+    if s["injection_failures"]:
+        print("PROBLEM %d injection failures" % s["injection_failures"])
+PYEOF
+    while IFS= read -r line; do
+        case "$line" in
+            "PROBLEM "*) note_case "$case" "${line#PROBLEM }" ;;
+            "INFO "*) log "$case: ${line#INFO }" ;;
+        esac
+    done <"$TEST_TMP/check-$case.txt"
+}
+
+# alive_after CASE NAME: the background daemon NAME is still running.
+alive_after() {
+    bg_alive "$2" || note_case "$1" "$2 is no longer running after the run (see $(bg_log "$2"))"
+}
+
+# --- 1. plain forwarding ------------------------------------------------------------
+run_case plain "$SERVER_IP"
+
+# --- 2. bypass: the rules + spliced, no proxy policy -------------------------------------
+on_cleanup "nsx '$NS_R' '$ROOT/Scripts/remove-rules.sh' --family 4"
+rules_install "$NS_R" --ports "$PORT" --queues 0 --family 4
+SPLICED_BG=spliced-bypass spliced_start --queue 0
+run_case bypass "$SERVER_IP"
+alive_after bypass spliced-bypass
+spliced_after bypass
+bg_kill spliced-bypass TERM || log "spliced exited with status $? on SIGTERM"
+rules_remove "$NS_R" --family 4
+
+# --- 3. HAProxy alone, non-transparent, mode tcp ------------------------------------------
+cat >"$TEST_TMP/haproxy-plain.cfg" <<EOF
+# generated by tcpsplice Scripts/bench-connrate.sh
+global
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+listen www
+    bind $ROUTER_IP_C:$PORT
+    server nginx $SERVER_IP:$PORT
+EOF
+nsx "$NS_R" haproxy -c -q -f "$TEST_TMP/haproxy-plain.cfg" || fail "haproxy rejects the generated configuration"
+bg_start haproxy-plain "$NS_R" haproxy -db -f "$TEST_TMP/haproxy-plain.cfg"
+wait_port "$NS_R" "$PORT"
+run_case haproxy "$ROUTER_IP_C"
+alive_after haproxy haproxy-plain
+bg_kill haproxy-plain TERM || true
+
+# --- 4. resilient path, splice-proxy ------------------------------------------------------
+rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
+SPLICED_BG=spliced-rsp spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+proxy_start splice-proxy --no-ipv6
+run_case resil-sp "$SERVER_IP"
+alive_after resil-sp spliced-rsp
+alive_after resil-sp splice-proxy
+spliced_after resil-sp resilient
+n=$(grep -c "cannot connect" "$(bg_log splice-proxy)" || true)
+((n == 0)) || note_case resil-sp "splice-proxy could not connect upstream $n times, e.g. $(grep -m1 "cannot connect" "$(bg_log splice-proxy)" | sed 's/.*\] //')"
+bg_kill splice-proxy TERM || true
+bg_kill spliced-rsp TERM || log "spliced exited with status $? on SIGTERM"
+
+# --- 5. resilient path, HAProxy as the transparent proxy ------------------------------------
+SPLICED_BG=spliced-rha spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
+haproxy_start
+wait_proxy_registered "$HAPROXY_PID" 10
+run_case resil-ha "$SERVER_IP"
+alive_after resil-ha spliced-rha
+haproxy_alive || note_case resil-ha "haproxy (pid $HAPROXY_PID) is no longer running after the run"
+spliced_after resil-ha resilient
+kill -TERM "$HAPROXY_PID" 2>/dev/null || true
+bg_kill spliced-rha TERM || log "spliced exited with status $? on SIGTERM"
+rules_remove "$NS_R" --family 4
+
+# --- report ----------------------------------------------------------------------------
+for c in "${CASES[@]}"; do
+    printf '%s' "${NOTES[$c]:-}" >"$TEST_TMP/notes-$c.txt"
+done
+echo
+echo "New connections per second through the router: wrk -t $THREADS -c $CONNS -d ${DURATION}s, one request of $FILE_BYTES bytes per connection"
+echo "$(nproc) cores ($(uname -r)); load average before the run: $LOAD_BEFORE"
+python3 - "$TEST_TMP" "$DURATION" "$CONNS" "$THREADS" "$FILE_BYTES" "$(nproc)" "$(uname -r)" \
+    "$LOAD_BEFORE" "$SETTLE" "${CASES[@]}" <<'PYEOF'
+import json, os, sys, time
+tmp, duration, conns, threads, fbytes, cores, kernel, load, settle = sys.argv[1:10]
+names = sys.argv[10:]
+def load_json(p):
+    try:
+        return json.load(open(p))
+    except Exception:
+        return None
+cases = []
+for n in names:
+    c = load_json(os.path.join(tmp, "case-%s.json" % n)) or {"case": n, "rps": None}
+    c.pop("problems", None)
+    sp = load_json(os.path.join(tmp, "spliced-%s.json" % n))
+    if sp is not None:
+        c["spliced"] = sp
+    st = load_json(os.path.join(tmp, "settle-%s.json" % n))
+    if st is not None:
+        c["settle"] = st
+    c["problems"] = [x for x in open(os.path.join(tmp, "notes-%s.txt" % n)).read().splitlines() if x]
+    c["ok"] = not c["problems"]
+    cases.append(c)
+by = {c["case"]: c for c in cases}
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+for c in cases:
+    c["vs_plain"] = ratio(c.get("rps"), by.get("plain", {}).get("rps"))
+    if c["case"].startswith("resil-"):
+        c["vs_haproxy"] = ratio(c.get("rps"), by.get("haproxy", {}).get("rps"))
+def f(v, fmt):
+    return fmt % v if v is not None else "n/a"
+row = "%-9s %9s %9s %11s %8s %8s %17s %12s  %s"
+print(row % ("path", "conn/s", "vs plain", "vs haproxy", "p50 ms", "p99 ms", "sock err c/r/w/t", "non-2xx/3xx", "problems"))
+for c in cases:
+    e = c.get("errors") or {}
+    errs = "/".join(str(e.get(k, "?")) for k in ("connect", "read", "write", "timeout"))
+    print(row % (c["case"], f(c.get("rps"), "%.0f"), f(c.get("vs_plain"), "%.2f"),
+                 f(c.get("vs_haproxy"), "%.2f") if c["case"].startswith("resil-") else "",
+                 f(c.get("p50_ms"), "%.2f"), f(c.get("p99_ms"), "%.2f"), errs,
+                 c.get("non_2xx_3xx", "n/a"), "none" if c["ok"] else "%d (see below)" % len(c["problems"])))
+for c in cases:
+    for p in c["problems"]:
+        print("  %s: %s" % (c["case"], p))
+summary = {
+    "benchmark": "connrate", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "duration_s": int(duration), "connections": int(conns), "threads": int(threads),
+    "file_bytes": int(fbytes), "cores": int(cores), "kernel": kernel, "loadavg_before": load,
+    "settle_max_s": int(settle), "ok": all(c["ok"] for c in cases), "cases": cases,
+}
+json.dump(summary, open(os.path.join(tmp, "summary.json"), "w"), sort_keys=True)
+PYEOF
+[[ -z "$JSON_OUT" ]] || cp "$TEST_TMP/summary.json" "$JSON_OUT"
+echo
+cat "$TEST_TMP/summary.json"
+echo
+[[ "$(json_get 'd["ok"]' <"$TEST_TMP/summary.json")" == True ]] || exit 1
