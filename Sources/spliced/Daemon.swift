@@ -80,7 +80,7 @@ final class Daemon: @unchecked Sendable {
                 // dropped, and the established flows' queues keep the reader's time.
                 o.failOpen = true
                 o.maxLength = configuration.synQueueMaxLength
-                o.receivesPerDrain = 1
+                o.receivesPerDrain = 4
             }
             qs.append(try NetfilterQueue(number: n, options: o))
         }
