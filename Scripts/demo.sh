@@ -72,7 +72,7 @@ topo_create
 # sitting whole in the client's socket buffer).
 nsx "$NS_C" sysctl -qw net.ipv4.tcp_rmem="4096 131072 524288"
 
-step "Installing the tcpsplice rules in the router (port $PORT; queue 0 for the ends, 1 for the proxy; transparent proxy port $TPROXY_PORT)"
+step "Installing the tcpsplice rules in the router (port $PORT; queue 0 for the ends, 1 for the proxy, 2 for handshakes; transparent proxy port $TPROXY_PORT)"
 rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
 nsx "$NS_R" iptables -t mangle -S TCPSPLICE_PRE | sed 's/^/    /'
 nsx "$NS_R" iptables -t raw -S TCPSPLICE_OUT | sed 's/^/    /'

@@ -56,6 +56,7 @@ extension Engine {
               let b = table.block(e) else { return }
         let bit = abortive ? ResilientState.intentRST : ResilientState.intentFIN
         if towardClient { b.pointee.resilient.closeIntentDown |= bit } else { b.pointee.resilient.closeIntentUp |= bit }
+        guard held.count > 0 else { return }   // nothing held: no scan of the pool per close
         let serial = b.pointee.serial
         for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].entry == e
             && held.slots[i].serial == serial && held.slots[i].towardClient == towardClient {
