@@ -85,7 +85,6 @@ final class Relay {
     static let reservedDescriptors = 64
     /// Accepting paused at the descriptor budget.
     var acceptPaused = false
-    var totalAborted: UInt64 = 0
     /// Called before the relay closes a socket on purpose (towardClient: the down socket).
     var announceClose: (Connection, Bool, Bool) -> Void = { _, _, _ in }
     var totalAccepted: UInt64 = 0
@@ -200,6 +199,9 @@ final class Relay {
     /// Room for one more connection (its two sockets and, at need, a pipe pair)?
     var canAccept: Bool { descriptorsInUse + 6 + Relay.reservedDescriptors <= descriptorLimit }
 
+    /// Room for one more pipe (two descriptors)?
+    var roomForPipe: Bool { descriptorsInUse + 2 + Relay.reservedDescriptors <= descriptorLimit }
+
     private func acceptAll(_ listener: Int32) {
         while true {
             guard canAccept else {
@@ -249,7 +251,7 @@ final class Relay {
         if let pooled = pipePool.popLast() {
             p = pooled
         } else {
-            guard descriptorsInUse + 2 + Relay.reservedDescriptors <= descriptorLimit else { return false }
+            guard roomForPipe else { return false }
             var fds: [Int32] = [0, 0]
             guard pipe2(&fds, O_NONBLOCK | O_CLOEXEC) == 0 else { return false }
             pipesOpen += 1
@@ -278,13 +280,18 @@ final class Relay {
 
     /// Serves the connections that waited for a pipe, while pipes can be had.
     private func wakePipeWaiters() {
-        while !pipeWaiters.isEmpty && (!pipePool.isEmpty || descriptorsInUse + 2 + Relay.reservedDescriptors <= descriptorLimit) {
-            let id = pipeWaiters.removeFirst()
+        // In arrival order; served ones are cut off the front at once (not one removeFirst
+        // each: thousands may wait). One that finds no pipe again joins the back.
+        var served = 0
+        while served < pipeWaiters.count && (!pipePool.isEmpty || roomForPipe) {
+            let id = pipeWaiters[served]
+            served += 1
             guard let c = connections[id] else { continue }
             c.toServer.waitingForPipe = false
             c.toClient.waitingForPipe = false
             service(c, fd: -1, events: 0)
         }
+        if served > 0 { pipeWaiters.removeFirst(served) }
         resumeAcceptingIfRoom()
     }
 
@@ -434,7 +441,6 @@ final class Relay {
 
     /// Ends a connection abortively (RST both ways), announcing it to the engine first.
     func abort(_ c: Connection) {
-        totalAborted += 1
         logger.debug("aborting \(c.client) -> \(c.server) (#\(c.id))")
         announceClose(c, true, true)
         announceClose(c, false, true)
