@@ -570,14 +570,14 @@ extension Engine {
                     r.holding = true
                     r.holdSince = now.deciseconds
                 }
-                counters.finRstHeld &+= 1
                 rewriteFromProxy(p, state: &r, newSeq: newSeq, delta: delta, tsDelta: tsDelta, shiftFrom: shiftFrom,
                                  shiftTo: shiftTo, clamp: clamp, towardClient: towardClient)
                 if partial { p.fillChecksum() }   // it will be injected as it is
-                if !held.hold(UnsafeRawBufferPointer(p.bytes), entry: e, serial: b.pointee.serial,
-                              proxyID: r.proxyID, towardClient: towardClient,
-                              deadline: r.holdSince &+ holdGrace.deciseconds) {
-                    counters.finRstHeld &-= 1
+                if held.hold(UnsafeRawBufferPointer(p.bytes), entry: e, serial: b.pointee.serial,
+                             proxyID: r.proxyID, towardClient: towardClient,
+                             deadline: r.holdSince &+ holdGrace.deciseconds) {
+                    counters.finRstHeld &+= 1
+                } else {
                     counters.finRstHoldFailed &+= 1
                 }
                 return .drop
