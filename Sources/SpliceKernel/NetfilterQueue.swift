@@ -187,7 +187,7 @@ public final class NetfilterQueue: @unchecked Sendable {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
             if n < 0 {
                 let e = errno
-                if e == ENOBUFS && overruns < options.batchLimit {
+                if e == ENOBUFS && overruns < options.receivesPerDrain {
                     counters.receiveOverruns &+= 1
                     overruns += 1
                     continue
