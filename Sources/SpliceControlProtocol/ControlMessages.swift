@@ -331,11 +331,15 @@ public struct ResilientReport: Codable, Sendable, Equatable {
     /// room or time (the client sends them again).
     public var pendingHeld: UInt64?
     public var pendingDropped: UInt64?
+    /// Ends' packets after a failover whose TSval was raised to one the receiver had already
+    /// seen from the proxy (else dropped by the receiver's PAWS check).
+    public var timestampsRaised: UInt64?
     public init(flows: UInt64, handshakeReplays: UInt64, fromProxyTranslated: UInt64, proxyPacketsDropped: UInt64,
                 acksClamped: UInt64, acksInjected: UInt64, acksSuppressed: UInt64, finRstHeld: UInt64,
                 finRstReleased: UInt64, finRstDiscarded: UInt64, failovers: UInt64, injectionFailures: UInt64,
                 activeProxy: Int?, finRstHoldFailed: UInt64? = nil, clientsValidated: UInt64? = nil,
-                pendingHeld: UInt64? = nil, pendingDropped: UInt64? = nil) {
+                pendingHeld: UInt64? = nil, pendingDropped: UInt64? = nil, timestampsRaised: UInt64? = nil) {
+        self.timestampsRaised = timestampsRaised
         self.finRstHoldFailed = finRstHoldFailed
         self.clientsValidated = clientsValidated
         self.pendingHeld = pendingHeld

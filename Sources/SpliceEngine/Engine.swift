@@ -76,6 +76,9 @@ public struct EngineCounters: Sendable, Equatable {
     public var pendingDropped: UInt64 = 0
     /// Flows moved to bypass because their proxy died.
     public var failovers: UInt64 = 0
+    /// Ends' packets after a failover whose TSval was raised to one the receiver had already
+    /// seen from the proxy (`afterFailover`): each would otherwise have been dropped by PAWS.
+    public var timestampsRaised: UInt64 = 0
     public var injectionFailures: UInt64 = 0
     public init() {}
 }
@@ -178,9 +181,15 @@ public final class Engine: @unchecked Sendable {
     // MARK: Packets from the ends
 
     func fromEnd(_ p: TCPPacket, info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
-        guard let (e, dir) = track(p, now: now) else { return .accept }
-        guard table[e].mode == .resilient, let b = table.block(e) else { return .accept }
-        return resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
+        guard let (e, dir) = track(p, now: now), let b = table.block(e) else { return .accept }
+        switch table[e].mode {
+        case .resilient:
+            return resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
+        case .bypass where table[e].reason == .proxyDied:
+            return afterFailover(p, dir: dir, block: b, info: info)
+        default:
+            return .accept
+        }
     }
 
     // MARK: Tracking (conntrack-style, all modes)

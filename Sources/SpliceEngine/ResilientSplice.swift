@@ -45,6 +45,32 @@ extension Engine {
         return moved
     }
 
+    /// An end's packet of a flow whose proxy died: it passes as it came, with one exception.
+    /// A packet that waited in the ends' queue while the proxy's translated packets went ahead
+    /// (the queues are served in turn, and the ends' queue is the one that builds up) can carry
+    /// a TSval older than one the receiver already took from the proxy; the receiver would
+    /// drop it (PAWS, RFC 7323 5.3: `PAWSEstab`). Such a TSval is raised to the last one the
+    /// proxy showed that receiver: each end's view of the other's clock never goes back across
+    /// the failover. Once the sender's clock has passed that value, nothing is changed.
+    func afterFailover(_ p: TCPPacket, dir: FlowDirection, block b: UnsafeMutablePointer<ConnectionBlock>,
+                       info: PacketInfo) -> Verdict {
+        let r = b.pointee.resilient
+        let toServer = dir == .original
+        guard r.timestamps, toServer ? r.upTSvalShown : r.downTSvalShown,
+              p.tcp.headerLength > TCPHeader.Field.minimumLength else { return .accept }
+        let floor = toServer ? r.upTSval : r.downTSval
+        let tcp = p.tcp
+        let options = tcp.options
+        guard let o = options.first(kind: TCPOptionKind.timestamps),
+              case .timestamps(let value, let echo) = options.value(of: o),
+              Int32(bitPattern: floor &- value) > 0 else { return .accept }
+        tcp.updateTimestamps(o, value: floor, echo: echo)
+        counters.timestampsRaised &+= 1
+        var v = Verdict.acceptModified(length: p.bytes.count)
+        v.fillChecksum = info.checksumPartial && !info.gso
+        return v
+    }
+
     /// The proxy says it is closing its socket toward the client (`towardClient`) or the
     /// server on purpose, with a FIN or (`abortive`) a RST: that kind passes at once, and one
     /// already held is released. Only the announced kind: a proxy that announced a half-close
@@ -443,6 +469,7 @@ extension Engine {
                 r.downSeqNext = b.pointee.isnB + 1
                 r.windowToClient = r.serverSynAckWindow
                 r.downTSval = r.serverSynAckTSval
+                r.downTSvalShown = true
                 r.downTSecr = proxyTS?.echo ?? 0
                 b.pointee.resilient = r
             }
@@ -639,7 +666,8 @@ extension Engine {
                 if case .timestamps(let value, let echo) = options.value(of: o) {
                     let v = value &+ tsDelta
                     tcp.updateTimestamps(o, value: v, echo: echo)
-                    if towardClient { r.downTSval = v; r.downTSecr = echo } else { r.upTSval = v; r.upTSecr = echo }
+                    if towardClient { r.downTSval = v; r.downTSecr = echo; r.downTSvalShown = true }
+                    else { r.upTSval = v; r.upTSecr = echo; r.upTSvalShown = true }
                 }
             }
         }

@@ -102,6 +102,10 @@ public struct ResilientState: Sendable {
     public var downTSecr: UInt32 = 0
     public var upTSval: UInt32 = 0
     public var upTSecr: UInt32 = 0
+    /// Whether `downTSval` / `upTSval` hold a TSval the end may have seen: after a failover the
+    /// other end's own packets must not carry an older one (`Engine.afterFailover`).
+    public var downTSvalShown = false
+    public var upTSvalShown = false
 
     /// A FIN or RST of the proxy's that it did not announce, held since (deciseconds).
     public var holdSince: UInt32 = 0

@@ -140,7 +140,7 @@ struct Status: ParsableCommand {
                   + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
                   + "clients validated \(r.clientsValidated ?? 0), their early packets held \(r.pendingHeld ?? 0), dropped \(r.pendingDropped ?? 0); "
                   + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed ?? 0); "
-                  + "failovers \(r.failovers); injection failures \(r.injectionFailures)")
+                  + "failovers \(r.failovers), timestamps raised after them \(r.timestampsRaised ?? 0); injection failures \(r.injectionFailures)")
         }
         if s.proxies.isEmpty {
             print("proxies: none registered")

@@ -410,7 +410,8 @@ final class Daemon: @unchecked Sendable {
                 failovers: counters.failovers, injectionFailures: counters.injectionFailures + injector.failures,
                 activeProxy: activeProxy == 0 ? nil : Int(activeProxy),
                 finRstHoldFailed: counters.finRstHoldFailed, clientsValidated: counters.clientsValidated,
-                pendingHeld: counters.pendingHeld, pendingDropped: counters.pendingDropped),
+                pendingHeld: counters.pendingHeld, pendingDropped: counters.pendingDropped,
+                timestampsRaised: counters.timestampsRaised),
             policy: PolicyConfig(policy), control: controlReport())
     }
 

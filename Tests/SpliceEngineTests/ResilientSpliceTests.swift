@@ -320,6 +320,40 @@ struct ResilientSpliceTests {
         #expect(h.feed(rst, fromProxy: true).0 == .drop)
     }
 
+    @Test("after a failover an end's packet never carries a TSval older than the one the proxy showed its receiver (PAWS)")
+    func failoverKeepsClocksMonotonic() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // The up socket's data toward the server: TSval 400 in its clock, 400 + (5000 - 333) in the client's.
+        let up = h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 1, payload: 10,
+                               ts: TCPTimestamps(value: 400, echo: 90000))
+        #expect(h.options(h.feed(up, fromProxy: true).1).timestamps?.value == 5067)
+        // The down socket's data toward the client: 800 + (90000 - 777) in the server's clock.
+        let down = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1, payload: 10,
+                                 ts: TCPTimestamps(value: 800, echo: 5100))
+        #expect(h.options(h.feed(down, fromProxy: true).1).timestamps?.value == 90023)
+        #expect(h.engine.proxyGone(id: 1) == 1)
+
+        // A client packet that waited in the queue (TSval 5050 < 5067): raised, checksum valid, the rest as it came.
+        let late = h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1,
+                               ts: TCPTimestamps(value: 5050, echo: 90010), payload: [1, 2, 3])
+        let (v1, out1) = h.feed(late)
+        #expect(v1.action == .accept && v1.rewrittenLength != nil)
+        #expect(h.options(out1).timestamps == TCPTimestamps(value: 5067, echo: 90010))
+        #expect(h.valid(out1) && h.spec(out1).payload == [1, 2, 3] && h.spec(out1).sequenceNumber == c.clientISN + 1)
+        // One from the server likewise, toward the client (90010 < 90023), also with only the pseudo-header sum.
+        let lateS = h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 1,
+                                ts: TCPTimestamps(value: 90010, echo: 5050), payload: [9])
+        let (v2, out2) = h.feed(h.partial(lateS), partial: true)
+        #expect(v2.fillChecksum && h.options(out2).timestamps?.value == 90023 && h.valid(out2))
+        // Packets sent after the failover are newer: untouched.
+        let fresh = h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 4, ack: c.serverISN + 2,
+                                ts: TCPTimestamps(value: 5200, echo: 90030))
+        #expect(h.feed(fresh) == (.accept, fresh))
+        #expect(h.engine.counters.timestampsRaised == 2)
+    }
+
     @Test("an unannounced FIN of the proxy is held, then released if the proxy is still alive")
     func heldFin() {
         let h = ResilientHarness()
