@@ -92,6 +92,7 @@ final class Relay {
     static let minimumPipe = 64 * 1024
     static let backlog: Int32 = 65535
     static let maximumPooledPipes = 1024
+    static let maximumAcceptsPerRound = 64
 
     /// Raises the descriptor limit as far as the kernel allows (root with CAP_SYS_RESOURCE may
     /// raise the hard limit up to fs.nr_open; otherwise the soft limit goes up to the hard
@@ -202,8 +203,13 @@ final class Relay {
     /// Room for one more pipe (two descriptors)?
     var roomForPipe: Bool { descriptorsInUse + 2 + Relay.reservedDescriptors <= descriptorLimit }
 
+    /// Accepts at most `maximumAcceptsPerRound` connections, then serves the others: a crowd
+    /// arriving at once is taken in steps (the listener stays readable, epoll reports it
+    /// again), so that the connections already open move their bytes meanwhile and the
+    /// engine's queues see a stream of handshakes rather than one burst of thousands (which
+    /// overflowed them). HAProxy's `tune.maxaccept` does the same, with the same default.
     private func acceptAll(_ listener: Int32) {
-        while true {
+        for _ in 0..<Relay.maximumAcceptsPerRound {
             guard canAccept else {
                 pauseAccepting()
                 return
@@ -332,15 +338,20 @@ final class Relay {
         owners[up] = id
         c.downInterest = interest(c, fd: down)
         c.upInterest = interest(c, fd: up)
-        watch(down, events: c.downInterest, add: true)
-        watch(up, events: c.upInterest, add: true)
+        rewatch(down, from: 0, to: c.downInterest)
+        rewatch(up, from: 0, to: c.upInterest)
         logger.debug("relaying \(client) -> \(server) (#\(id))")
     }
 
     // MARK: Moving bytes
 
     private func interest(_ c: Connection, fd: Int32) -> UInt32 {
-        var ev = UInt32(EPOLLRDHUP.rawValue)
+        // No EPOLLRDHUP: a peer's FIN shows as readable (a read of 0) while the direction
+        // reads, and once it is read the socket must go quiet. Level-triggered, RDHUP fired
+        // on every wait for each socket whose peer had closed while its other half still
+        // ran (nginx's FIN while the client read the answer): thousands of such sockets
+        // kept the relay busy doing nothing, at three times HAProxy's CPU in a crowd.
+        var ev: UInt32 = 0
         if fd == c.down {
             if !c.toServer.sourceDone && !c.toServer.waitingForPipe && c.toServer.inPipe < c.toServer.capacity {
                 ev |= UInt32(EPOLLIN.rawValue)
@@ -382,8 +393,19 @@ final class Relay {
             return
         }
         let d = interest(c, fd: c.down), u = interest(c, fd: c.up)
-        if d != c.downInterest { c.downInterest = d; watch(c.down, events: d) }
-        if u != c.upInterest { c.upInterest = u; watch(c.up, events: u) }
+        if d != c.downInterest { rewatch(c.down, from: c.downInterest, to: d); c.downInterest = d }
+        if u != c.upInterest { rewatch(c.up, from: c.upInterest, to: u); c.upInterest = u }
+    }
+
+    /// Changes a socket's epoll interest. A socket that wants nothing leaves the set: hang-ups
+    /// and errors are reported whatever the interest, so one whose both halves are shut (its
+    /// work done, the other socket still writing) would otherwise be reported on every wait.
+    private func rewatch(_ fd: Int32, from old: UInt32, to new: UInt32) {
+        if new == 0 {
+            _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
+        } else {
+            watch(fd, events: new, add: old == 0)
+        }
     }
 
     /// Moves what it can; false on a connection error.
@@ -424,8 +446,10 @@ final class Relay {
             return false
         }
         if d.sourceDone && d.inPipe == 0 && !d.shutdownSent && connected {
-            // The direction's last byte is out: pass the half-close on (and say so first).
-            announceClose(c, d.destination == c.down, false)
+            // The direction's last byte is out: pass the half-close on. Not announced: it
+            // relays the other end's FIN at the same place in the stream, which the engine
+            // lets through as it is (Docs/resilient.md); a message per close cost more than
+            // the relay itself in a crowd of short connections.
             shutdown(d.destination, Int32(SHUT_WR))
             d.shutdownSent = true
         }

@@ -8,8 +8,8 @@ import SpliceControlProtocol
 import SpliceKernel
 
 /// The application proxy: a transparent relay (TPROXY delivery, upstream from the client's
-/// address and port) that registers with spliced, heartbeats, and announces the closes it
-/// makes on purpose. When the control connection breaks (the engine died or restarted), every
+/// address and port) that registers with spliced, heartbeats, and announces the aborts it
+/// makes on purpose (its FINs relay the other end's, which the engine recognises). When the control connection breaks (the engine died or restarted), every
 /// relayed connection is dropped without a word: the ends go on in bypass.
 @main
 struct SpliceProxyCommand: ParsableCommand {
