@@ -10,8 +10,11 @@
 #      the proxy holds two descriptors per connection and stops accepting at its budget
 #      (the clients wait in its listen queue, none is refused)
 #   3  resilient mode with HAProxy (maxconn 9900): all byte-exact, every flow through it
-# The times are printed side by side, with their ratio to bypass (the aim: within 2x),
-# never asserted.
+# The times are printed side by side with their ratio to bypass (the aim: within 2x), the
+# packets the engine saw per download and what its queues dropped, never asserted. The
+# ratio swings from run to run (splice-proxy and HAProxy alike, 1.4x to 4.9x on 2 cores):
+# a crowd of this size brings the engine to its packet rate, and once its ends' queue
+# overflows, retransmissions feed it (Docs/benchmarks.md).
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -25,11 +28,6 @@ crowd_prepare "$BYTES"
 nginx_start "$NS_S" "$XF_DOWN_PORT"
 resilient_start --proxy-pidfile "$TEST_TMP/haproxy.pid"
 
-# crowd NAME: N downloads at once, all byte-exact or the test fails.
-crowd() {
-    crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$N" --timeout 60 --deadline 300 \
-        || fail "crowd $1: $(cat "$TEST_TMP/crowd-$1.out"); first failures: $(head -n 5 "$TEST_TMP/crowd-$1.failed" | tr '\n' ' ')"
-}
 # modes_of_client: how the client's flows are spread over modes, reasons and proxies.
 modes_of_client() {
     flows_json | python3 -c '
@@ -40,32 +38,48 @@ print(dict(c.most_common(8)))' "$CLIENT_IP"
 }
 # validated: handshakes replayed to a proxy so far (spliced's count of clients validated).
 validated() { status_json | json_get 'd["resilient"].get("clientsValidated", 0)'; }
+# engine_packets: packets spliced has seen, and what its queues dropped (full).
+engine_packets() { status_json | json_get 'd["packets"]["total"], sum(q.get("queueDropped") or 0 for q in d["queues"])' | tr -d "(),"; }
+declare -A PACKETS DROPS
+# crowd NAME: N downloads at once, all byte-exact or the test fails. Counts the engine's packets per
+# download and its queues' drops meanwhile.
+crowd() {
+    local p0 d0 p1 d1
+    read -r p0 d0 < <(engine_packets)
+    crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$N" --timeout 60 --deadline 300 \
+        || fail "crowd $1: $(cat "$TEST_TMP/crowd-$1.out"); first failures: $(head -n 5 "$TEST_TMP/crowd-$1.failed" | tr '\n' ' ')"
+    read -r p1 d1 < <(engine_packets)
+    PACKETS[$1]=$(((p1 - p0) / N))
+    DROPS[$1]=$((d1 - d0))
+}
 
 # 1. Bypass.
 crowd bypass
 
+through_proxy() {
+    local run=$1 what=$2 v0 n
+    v0=$(validated)
+    crowd "$run"
+    n=$(($(validated) - v0))
+    check "every download went through $what ($n of $N handshakes replayed to it; the client's flows: $(modes_of_client))" [ "$n" -ge "$N" ]
+}
+
 # 2. splice-proxy.
 proxy_start
-v0=$(validated)
-crowd splice-proxy
-n=$(($(validated) - v0))
-check "every download went through splice-proxy ($n of $N handshakes replayed to it; the client's flows: $(modes_of_client))" [ "$n" -ge "$N" ]
+through_proxy splice-proxy splice-proxy
 bg_kill splice-proxy TERM >/dev/null || true
 wait_no_proxy 20
 
 # 3. HAProxy.
 haproxy_start
 wait_proxy_registered "$HAPROXY_PID" 10
-v0=$(validated)
-crowd haproxy
-n=$(($(validated) - v0))
-check "every download went through HAProxy ($n of $N handshakes replayed to it; the client's flows: $(modes_of_client))" [ "$n" -ge "$N" ]
+through_proxy haproxy HAProxy
 
 st=$(status_json)
 log "engine: $(json_get 'd["packets"]["total"]' <<<"$st") packets, queue drops $(json_get '[(q["number"], q.get("queueDropped")) for q in d["queues"]]' <<<"$st"), FIN/RST held $(json_get 'd["resilient"]["finRstHeld"]' <<<"$st"), RSS $(json_get 'd["memory"]["residentBytes"] >> 20' <<<"$st") MiB"
 b=$(crowd_field bypass 'd["seconds"]')
 for run in bypass splice-proxy haproxy; do
     s=$(crowd_field "$run" 'd["seconds"]')
-    log "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(python3 -c "print(round($s / $b, 2))")x bypass), connect $(crowd_field "$run" 'd["connect_ms"]["p50"]') ms p50, total $(crowd_field "$run" 'd["total_ms"]["p99"]') ms p99"
+    log "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(python3 -c "print(round($s / $b, 2))")x bypass), connect $(crowd_field "$run" 'd["connect_ms"]["p50"]') ms p50, total $(crowd_field "$run" 'd["total_ms"]["p99"]') ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}"
 done
 log "PASS: $N concurrent downloads byte-exact through splice-proxy and through HAProxy"
