@@ -41,7 +41,6 @@ let package = Package(
             name: "SpliceKernel",
             dependencies: [
                 "CNetfilterQueue", "SpliceWire", "SpliceEngine", "SpliceControlProtocol",
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -160,4 +160,6 @@ public struct SpliceMarks: Sendable, Equatable {
     /// TPROXY sets. Never queued.
     public var local: UInt32 = 0x5a5c
     public init() {}
+    /// A mark as the rules and the options write it (`0x5a5a`).
+    public static func hex(_ mark: UInt32) -> String { "0x" + String(mark, radix: 16) }
 }

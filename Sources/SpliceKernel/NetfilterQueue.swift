@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CNetfilterQueue
+import Synchronization
 import SpliceEngine
 
 /// One bound NFQUEUE, read through libmnl and libnetfilter_queue's message helpers.
@@ -58,7 +59,8 @@ public final class NetfilterQueue: @unchecked Sendable {
     private var pendingID: UInt32 = 0
     private var pendingCount = 0
     private var counters = Counters()
-    private let countersLock = CountersBox()
+    /// A copy of the counters for the control thread, written by the reader after each drain.
+    private let countersLock = Mutex(Counters())
 
     /// Binds queue `number`. Throws with a message naming the problem (not root, queue taken).
     public init(number: UInt16, options: Options = Options()) throws {
@@ -173,13 +175,18 @@ public final class NetfilterQueue: @unchecked Sendable {
     }
 
     /// A snapshot of this reader's counters (from any thread).
-    public var snapshot: Counters { countersLock.read() }
+    public var snapshot: Counters { countersLock.withLock { $0 } }
 
     /// The netlink socket, for poll(2) when one thread serves several queues.
     public var fileDescriptor: Int32 { fd }
 
     /// Handles what is waiting, without blocking: at most `batchLimit` receives, then the
     /// batch of accepts is flushed. For a loop that polls several queues' descriptors.
+    private func publishCounters() {
+        let c = counters
+        countersLock.withLock { $0 = c }
+    }
+
     public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
         var drained = 0
         var overruns = 0
@@ -194,14 +201,14 @@ public final class NetfilterQueue: @unchecked Sendable {
                 }
                 if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ENOBUFS { break }
                 flushBatch()
-                countersLock.write(counters)
+                publishCounters()
                 throw SystemError("receiving from NFQUEUE \(number)", errno: e)
             }
             dispatch(length: n, handle: handle)
             drained += 1
         }
         flushBatch()
-        countersLock.write(counters)
+        publishCounters()
     }
 
     private func dispatch(length: Int, handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {
@@ -305,20 +312,5 @@ public final class NetfilterQueue: @unchecked Sendable {
         let nlh = nfq_nlmsg_put(sendBuffer.assumingMemoryBound(to: CChar.self), Int32(NFQNL_MSG_CONFIG.rawValue), UInt32(number))!
         nfq_nlmsg_cfg_put_cmd(nlh, UInt16(AF_UNSPEC), UInt8(NFQNL_CFG_CMD_UNBIND.rawValue))
         _ = mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len))
-    }
-}
-
-/// A tiny lock-protected copy of a queue's counters, so the control thread can read them.
-final class CountersBox: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var value = NetfilterQueue.Counters()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func write(_ c: NetfilterQueue.Counters) {
-        pthread_mutex_lock(&mutex); value = c; pthread_mutex_unlock(&mutex)
-    }
-    func read() -> NetfilterQueue.Counters {
-        pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }
-        return value
     }
 }

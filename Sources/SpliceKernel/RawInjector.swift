@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #endif
 import SpliceEngine
 import SpliceWire
@@ -76,8 +77,10 @@ public final class RawInjector: @unchecked Sendable {
 public final class SpliceInjector: PacketInjector, @unchecked Sendable {
     private let wire: RawInjector
     private let local: RawInjector
-    /// Packets that could not be sent (counted, never fatal).
-    public private(set) var failures: UInt64 = 0
+    /// Packets that could not be sent (counted, never fatal). Written by the queue reader
+    /// (under the engine's lock), read by the control thread: atomic.
+    private let failureCount = Atomic<UInt64>(0)
+    public var failures: UInt64 { failureCount.load(ordering: .relaxed) }
 
     public init(wireMark: UInt32, localMark: UInt32) throws {
         wire = try RawInjector(mark: wireMark)
@@ -88,7 +91,7 @@ public final class SpliceInjector: PacketInjector, @unchecked Sendable {
         do {
             try (toLocalSocket ? local : wire).send(packet)
         } catch {
-            failures &+= 1
+            failureCount.wrappingAdd(1, ordering: .relaxed)
         }
     }
 }

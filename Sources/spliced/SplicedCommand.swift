@@ -105,13 +105,13 @@ struct SplicedCommand: ParsableCommand {
     var proxyPidfile: String?
 
     @Option(name: .long, parsing: .unconditional, help: "Mark of packets the engine injects toward the wire (as install-rules.sh --inject-mark).")
-    var injectMark: String = "0x5a5a"
+    var injectMark: String = SpliceMarks.hex(SpliceMarks().inject)
 
     @Option(name: .long, parsing: .unconditional, help: "Mark the engine sets on packets it hands to the proxy (as install-rules.sh --proxy-mark).")
-    var proxyMark: String = "0x5a5b"
+    var proxyMark: String = SpliceMarks.hex(SpliceMarks().toProxy)
 
     @Option(name: .long, parsing: .unconditional, help: "Mark of packets for local transparent sockets (as install-rules.sh --local-mark).")
-    var localMark: String = "0x5a5c"
+    var localMark: String = SpliceMarks.hex(SpliceMarks().local)
 
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
     var holdGraceMs: Int = 300
