@@ -205,7 +205,7 @@ public final class Engine: @unchecked Sendable {
         guard let (e, dir) = table.lookup(source: src, sourcePort: sport, destination: dst, destinationPort: dport) else {
             return trackNew(p, now: now)
         }
-        var state = table[e].state
+        let state = table[e].state
 
         // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT).
         if state.isClosed && dir == .original && flags.contains(.syn) && !flags.contains(.ack) {
@@ -220,75 +220,41 @@ public final class Engine: @unchecked Sendable {
         let block = table.block(e)
         if let b = block { record(tcp, dir: dir, in: b) }
 
-        if flags.contains(.rst) {
-            table[e].state = .close
-            if table[e].mode != .resilient { table.releaseBlock(e) }
-            return (e, dir)
-        }
-
-        if flags.contains(.syn) {
-            if dir == .reply && flags.contains(.ack) && (state == .synSent || state == .synReceived) {
-                table[e].state = .synReceived
-                if let b = block {
-                    b.pointee.isnB = tcp.sequenceNumber
-                    b.pointee.isnKnownB = true
-                    b.pointee.optionsB = EndOptions(tcp.options.summary)
-                }
-            } else if dir == .original && !flags.contains(.ack) && state == .synSent, let b = block {
-                // Retransmitted SYN: the options may differ (e.g. a SYN retried without them).
-                b.pointee.isnA = tcp.sequenceNumber
-                b.pointee.optionsA = EndOptions(tcp.options.summary)
-            }
-            return (e, dir)
-        }
-
-        // (SYN_SENT: the SYN-ACK went by unseen; the client's ACK shows the handshake is done.)
-        if (state == .synReceived || state == .synSent) && dir == .original && flags.contains(.ack) {
-            if let b = block, b.pointee.isnKnownB {
-                if tcp.acknowledgmentNumber == b.pointee.isnB + 1 { state = .established }
-            } else {
-                state = .established
-            }
-            table[e].state = state
-        }
-
-        if flags.contains(.fin) {
-            let seqEnd = tcp.sequenceNumber + UInt32(tcp.payloadLength)
-            if dir == .original {
-                table[e].flags.insert(.finA)
-                block?.pointee.finSeqA = seqEnd
-            } else {
-                table[e].flags.insert(.finB)
-                block?.pointee.finSeqB = seqEnd
-            }
-        }
-        if flags.contains(.ack) {
-            // An ACK from one side may acknowledge the other side's FIN.
-            let fl = table[e].flags
+        // What this packet's numbers mean against what is known of the other end.
+        var event = TrackEvent(direction: dir, syn: flags.contains(.syn), ack: flags.contains(.ack),
+                               fin: flags.contains(.fin), rst: flags.contains(.rst))
+        if let b = block {
+            let other = b.pointee.ends[dir.opposite]
             let ack = tcp.acknowledgmentNumber
-            if dir == .original && fl.contains(.finB) && !fl.contains(.finAckedB) {
-                if let b = block { if ack >= b.pointee.finSeqB + 1 { table[e].flags.insert(.finAckedB) } }
-                else { table[e].flags.insert(.finAckedB) }
-            } else if dir == .reply && fl.contains(.finA) && !fl.contains(.finAckedA) {
-                if let b = block { if ack >= b.pointee.finSeqA + 1 { table[e].flags.insert(.finAckedA) } }
-                else { table[e].flags.insert(.finAckedA) }
+            if dir == .original && other.isnKnown { event.completesHandshake = ack == other.isn + 1 }
+            event.acksOtherFin = ack >= other.finSeq + 1
+        }
+        let (next, seen) = Tracking.next(state: state, seen: table[e].flags, event: event)
+
+        // What the block keeps of this packet: the ends' ISNs and options, a FIN's position.
+        if let b = block {
+            if event.syn && !event.rst {
+                if dir == .reply && event.ack && next == .synReceived {
+                    b.pointee.ends.reply.isn = tcp.sequenceNumber
+                    b.pointee.ends.reply.isnKnown = true
+                    b.pointee.ends.reply.options = EndOptions(tcp.options.summary)
+                } else if dir == .original && !event.ack && state == .synSent {
+                    // Retransmitted SYN: the options may differ (e.g. a SYN retried without them).
+                    b.pointee.ends.original.isn = tcp.sequenceNumber
+                    b.pointee.ends.original.options = EndOptions(tcp.options.summary)
+                }
+            } else if event.fin && !event.rst {
+                b.pointee.ends[dir].finSeq = tcp.sequenceNumber + UInt32(tcp.payloadLength)
             }
         }
-        let fl = table[e].flags
-        if fl.contains(.finA) || fl.contains(.finB) {
-            let bothFin = fl.contains(.finA) && fl.contains(.finB)
-            let bothAcked = fl.contains(.finAckedA) && fl.contains(.finAckedB)
-            let next: FlowState
-            if bothFin && bothAcked { next = .timeWait }
-            else if bothFin { next = .lastAck }
-            else if fl.contains(.finAckedA) || fl.contains(.finAckedB) { next = .closeWait }
-            else { next = .finWait }
-            if next != table[e].state {
-                table[e].state = next
-                // seed 004: the block goes at TIME_WAIT; a resilient flow keeps it until the
-                // proxy's last packets are through (it is released when the entry expires).
-                if next == .timeWait && table[e].mode != .resilient { table.releaseBlock(e) }
-            }
+        table[e].flags = seen
+        if next != state {
+            table[e].state = next
+            // seed 004: the block goes at reset and at TIME_WAIT; a resilient flow keeps it
+            // until the proxy's last packets are through (released when the entry expires).
+            if (next == .close || next == .timeWait) && table[e].mode != .resilient { table.releaseBlock(e) }
+        } else if next == .close && table[e].mode != .resilient {
+            table.releaseBlock(e)
         }
         return (e, dir)
     }
@@ -356,16 +322,13 @@ public final class Engine: @unchecked Sendable {
         }
         record(tcp, dir: dir, in: b)
         if flags.contains(.syn) {
-            let options = EndOptions(tcp.options.summary)
-            if dir == .original {
-                b.pointee.isnA = tcp.sequenceNumber; b.pointee.isnKnownA = true; b.pointee.optionsA = options
-            } else {
-                b.pointee.isnB = tcp.sequenceNumber; b.pointee.isnKnownB = true; b.pointee.optionsB = options
-            }
+            b.pointee.ends[dir].isn = tcp.sequenceNumber
+            b.pointee.ends[dir].isnKnown = true
+            b.pointee.ends[dir].options = EndOptions(tcp.options.summary)
         }
         if flags.contains(.fin) {
             let seqEnd = tcp.sequenceNumber + UInt32(tcp.payloadLength)
-            if dir == .original { b.pointee.finSeqA = seqEnd } else { b.pointee.finSeqB = seqEnd }
+            b.pointee.ends[dir].finSeq = seqEnd
         }
         if state == .synSent { claimForProxy(e, syn: tcp, block: b) }
         return (e, dir)
@@ -378,19 +341,16 @@ public final class Engine: @unchecked Sendable {
         let end = tcp.sequenceNumber + tcp.sequenceLength
         let hasAck = tcp.flags.contains(.ack)
         let ack = tcp.acknowledgmentNumber
-        if dir == .original {
-            b.pointee.packetsA &+= 1
-            if b.pointee.packetsA == 1 || end > b.pointee.nextSeqA { b.pointee.nextSeqA = end }
-            if hasAck && (!b.pointee.ackSeenA || ack > b.pointee.ackA) { b.pointee.ackA = ack; b.pointee.ackSeenA = true }
-        } else {
-            b.pointee.packetsB &+= 1
-            if b.pointee.packetsB == 1 || end > b.pointee.nextSeqB { b.pointee.nextSeqB = end }
-            if hasAck && (!b.pointee.ackSeenB || ack > b.pointee.ackB) { b.pointee.ackB = ack; b.pointee.ackSeenB = true }
+        b.pointee.ends[dir].packets &+= 1
+        if b.pointee.ends[dir].packets == 1 || end > b.pointee.ends[dir].nextSeq { b.pointee.ends[dir].nextSeq = end }
+        if hasAck && (!b.pointee.ends[dir].ackSeen || ack > b.pointee.ends[dir].ack) {
+            b.pointee.ends[dir].ack = ack
+            b.pointee.ends[dir].ackSeen = true
         }
         if tcp.headerLength > TCPHeader.Field.minimumLength,
            let ts = tcp.options.first(kind: TCPOptionKind.timestamps),
            case .timestamps(let value, _) = tcp.options.value(of: ts) {
-            if dir == .original { b.pointee.tsRecentA = value } else { b.pointee.tsRecentB = value }
+            b.pointee.ends[dir].tsRecent = value
         }
     }
 }
@@ -431,8 +391,8 @@ extension Engine {
                 idleSeconds: now.seconds(since: Timestamp(deciseconds: e.lastSeen)),
                 bytesFromInitiator: e.bytesFromA, bytesFromResponder: e.bytesFromB,
                 hasBlock: b != nil, pickedUp: e.flags.contains(.pickedUp),
-                initiatorOptions: (b?.isnKnownA ?? false) ? b?.optionsA : nil,
-                responderOptions: (b?.isnKnownB ?? false) ? b?.optionsB : nil,
+                initiatorOptions: (b?.ends.original.isnKnown ?? false) ? b?.ends.original.options : nil,
+                responderOptions: (b?.ends.reply.isnKnown ?? false) ? b?.ends.reply.options : nil,
                 phase: b?.resilient.phase ?? .none, proxyID: b?.resilient.proxyID ?? 0))
         }
         return out

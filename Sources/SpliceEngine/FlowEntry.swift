@@ -93,6 +93,13 @@ public struct FlowEntry: Sendable {
         }
     }
 
+    /// The address and port of the end that sends in direction `d` (`.original`: the
+    /// initiator), and of the end it sends to.
+    @inlinable public func address(sending d: FlowDirection) -> IPAddress { d == .original ? addressA : addressB }
+    @inlinable public func port(sending d: FlowDirection) -> UInt16 { d == .original ? portA : portB }
+    @inlinable public func address(receiving d: FlowDirection) -> IPAddress { d == .original ? addressB : addressA }
+    @inlinable public func port(receiving d: FlowDirection) -> UInt16 { d == .original ? portB : portA }
+
     /// The direction of a packet from `source`/`sourcePort` to `destination`/`destinationPort`,
     /// or nil if it does not belong to this flow.
     @inlinable
@@ -125,32 +132,31 @@ public struct EndOptions: Sendable, Equatable {
     }
 }
 
+/// What the engine knows of one end, from the packets it sent.
+public struct EndRecord: Sendable {
+    /// Its initial sequence number (valid when `isnKnown`).
+    public var isn = SeqNumber(0)
+    public var isnKnown = false
+    /// What it offered in its SYN.
+    public var options = EndOptions()
+    /// Its highest sequence number + length.
+    public var nextSeq = SeqNumber(0)
+    /// Its highest acknowledgement number (valid when `ackSeen`).
+    public var ack = SeqNumber(0)
+    public var ackSeen = false
+    /// The sequence number of its FIN.
+    public var finSeq = SeqNumber(0)
+    /// Its latest TSval (when timestamps are in use).
+    public var tsRecent: UInt32 = 0
+    public var packets: UInt64 = 0
+    @inlinable public init() {}
+}
+
 /// The large, per-connection part of a flow (seed 004): only for flows that need it, released
-/// at TIME_WAIT or reset. Per-direction arrays are indexed by `FlowDirection.rawValue`.
+/// at TIME_WAIT or reset.
 public struct ConnectionBlock: Sendable {
-    /// Each end's initial sequence number (valid when `isnKnown`).
-    public var isnA = SeqNumber(0)
-    public var isnB = SeqNumber(0)
-    public var isnKnownA = false
-    public var isnKnownB = false
-    public var optionsA = EndOptions()
-    public var optionsB = EndOptions()
-    /// The highest sequence number + length seen from each end.
-    public var nextSeqA = SeqNumber(0)
-    public var nextSeqB = SeqNumber(0)
-    /// The highest acknowledgement number seen from each end.
-    public var ackA = SeqNumber(0)
-    public var ackB = SeqNumber(0)
-    public var ackSeenA = false
-    public var ackSeenB = false
-    /// The sequence number of each end's FIN.
-    public var finSeqA = SeqNumber(0)
-    public var finSeqB = SeqNumber(0)
-    /// The latest TSval seen from each end (when timestamps are in use).
-    public var tsRecentA: UInt32 = 0
-    public var tsRecentB: UInt32 = 0
-    public var packetsA: UInt64 = 0
-    public var packetsB: UInt64 = 0
+    /// Each end's record, under the direction it sends in (`.original`: the client).
+    public var ends = PerDirection(repeating: EndRecord())
     /// Index of the owning flow entry (for consistency checks and reverse lookups).
     public var owner: UInt32 = 0
     /// A number no other block attached before it had (wraps after 2^32): what a held packet

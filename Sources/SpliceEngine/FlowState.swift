@@ -99,3 +99,28 @@ public enum FlowDirection: Int, Sendable {
     case reply = 1
     @inlinable public var opposite: FlowDirection { self == .original ? .reply : .original }
 }
+
+/// One value for each direction of a flow, indexed by `FlowDirection`: code that does the
+/// same thing both ways says "this way" (`d`) and "the other way" (`d.opposite`) once,
+/// instead of naming the client and the server in two copies. What belongs to an end is kept
+/// under the direction it sends in (`.original`: the client's, `.reply`: the server's).
+public struct PerDirection<Value> {
+    public var original: Value
+    public var reply: Value
+    @inlinable public init(original: Value, reply: Value) {
+        self.original = original
+        self.reply = reply
+    }
+    @inlinable public init(repeating value: Value) {
+        original = value
+        reply = value
+    }
+    @inlinable public subscript(_ d: FlowDirection) -> Value {
+        get { d == .original ? original : reply }
+        _modify {
+            if d == .original { yield &original } else { yield &reply }
+        }
+    }
+}
+extension PerDirection: Sendable where Value: Sendable {}
+extension PerDirection: Equatable where Value: Equatable {}

@@ -29,7 +29,7 @@ struct EngineTrackingTests {
         let (entry, _) = try #require(e.table.lookup(source: c.client, sourcePort: c.clientPort,
                                                      destination: c.server, destinationPort: c.serverPort))
         let b = try #require(e.table.block(entry))
-        #expect(b.pointee.isnA == c.clientISN && b.pointee.isnB == c.serverISN)
+        #expect(b.pointee.ends.original.isn == c.clientISN && b.pointee.ends.reply.isn == c.serverISN)
     }
 
     @Test("an ACK that does not acknowledge the SYN-ACK does not establish")

@@ -4,9 +4,10 @@ import SpliceWire
 /// replay's progress, the translation between the ends' sequence spaces and the proxy's, and
 /// the acknowledgement clamps.
 ///
-/// Names: "down" is the proxy's socket facing the client (it accepted the replayed SYN),
-/// "up" its socket facing the server (bound to the client's address and port). The ends see
-/// the numbers of a direct connection; only the proxy's packets are translated.
+/// Names: "down" is the proxy's socket facing the client (it accepted the replayed SYN; it
+/// speaks in the `.reply` direction), "up" its socket facing the server (bound to the client's
+/// address and port; `.original`). The ends see the numbers of a direct connection; only the
+/// proxy's packets are translated.
 public struct ResilientState: Sendable {
     public enum Phase: UInt8, Sendable, Comparable, CustomStringConvertible {
         public static func < (a: Phase, b: Phase) -> Bool { a.rawValue < b.rawValue }
@@ -61,61 +62,54 @@ public struct ResilientState: Sendable {
     /// The client's packets held while the proxy's socket was not yet up (`PendingPackets`).
     public var pendingToProxy: UInt8 = 0
 
-    // The proxy's sockets.
-    public var proxyDownISN = SeqNumber(0)
-    public var proxyUpISN = SeqNumber(0)
-    /// Added to the down socket's sequence numbers (server space = proxy + deltaDown); taken
-    /// from acknowledgement numbers and SACK edges going to it.
-    public var deltaDown: UInt32 = 0
-    /// Added to the up socket's sequence numbers (client space = proxy + deltaUp).
-    public var deltaUp: UInt32 = 0
-    /// Added to the down / up socket's TSval to put it in the server's / client's clock.
-    public var tsDown: UInt32 = 0
-    public var tsUp: UInt32 = 0
+    /// The proxy's two sockets, each under the direction it speaks in: `.reply` is the socket
+    /// facing the client ("down": it speaks as the server), `.original` the one facing the
+    /// server ("up": bound to the client's address and port, it speaks as the client).
+    public var proxy = PerDirection(repeating: ProxySide())
+    /// Each end's own window scale (0 without scaling), under the direction it sends in.
+    public var endShift = PerDirection<UInt8>(repeating: 0)
+    /// Both ends negotiated timestamps (and so the proxy's sockets carry them too).
     public var timestamps = false
-
-    /// Window shifts: what each sender scales by, and what its receiver expects.
-    public var shiftClient: UInt8 = 0        // client's own windows (what the server expects to see)
-    public var shiftServer: UInt8 = 0        // server's own windows (what the client expects)
-    public var shiftProxyDown: UInt8 = 0     // the down socket's windows
-    public var shiftProxyUp: UInt8 = 0       // the up socket's windows
-    public var shiftClientAtProxy: UInt8 = 0 // how the down socket reads the client's windows
-    public var shiftServerAtProxy: UInt8 = 0 // how the up socket reads the server's windows
-
-    // Acknowledgement clamps (FIG. 2C): what the ends were told, what the proxy said.
-    /// Highest acknowledgement given to the client (client space).
-    public var ackToClient = SeqNumber(0)
-    /// Highest acknowledgement given to the server (server space).
-    public var ackToServer = SeqNumber(0)
-    /// Highest acknowledgement the down / up socket sent (unclamped).
-    public var proxyDownAck = SeqNumber(0)
-    public var proxyUpAck = SeqNumber(0)
-    /// Last window forwarded to the client / server (already rescaled).
-    public var windowToClient: UInt16 = 0
-    public var windowToServer: UInt16 = 0
-    /// Next sequence number of the down socket, translated (server space), and of the up
-    /// socket (client space): what an injected ACK carries.
-    public var downSeqNext = SeqNumber(0)
-    public var upSeqNext = SeqNumber(0)
-    /// The last translated TSval / TSecr each socket sent toward its end.
-    public var downTSval: UInt32 = 0
-    public var downTSecr: UInt32 = 0
-    public var upTSval: UInt32 = 0
-    public var upTSecr: UInt32 = 0
-    /// Whether `downTSval` / `upTSval` hold a TSval the end may have seen: after a failover the
-    /// other end's own packets must not carry an older one (`Engine.afterFailover`).
-    public var downTSvalShown = false
-    public var upTSvalShown = false
 
     /// A FIN or RST of the proxy's that it did not announce, held since (deciseconds).
     public var holdSince: UInt32 = 0
     public var holding = false
-    /// What the proxy announced it sends on purpose from the down / up socket (a FIN, a RST):
-    /// that kind passes at once. Bits: `ResilientState.intentFIN`, `.intentRST`.
-    public var closeIntentDown: UInt8 = 0
-    public var closeIntentUp: UInt8 = 0
     public static let intentFIN: UInt8 = 1
     public static let intentRST: UInt8 = 2
+
+    public init() {}
+}
+
+/// One of the proxy's sockets, as the engine translates it (Linux's seqadj record,
+/// nf_conntrack_seqadj.c, plus what the clamp and the injected ACKs need). "Its end" is the end
+/// it speaks as, "the receiver" the end it speaks to.
+public struct ProxySide: Sendable {
+    /// Its initial sequence number.
+    public var isn = SeqNumber(0)
+    /// Its sequence numbers in its end's space (`+ seqDelta`); acknowledgement numbers and
+    /// SACK edges going to it come back with `- seqDelta`.
+    public var seqDelta = SeqDelta.zero
+    /// Its TSvals in its end's clock; TSecr going to it come back.
+    public var tsDelta = TimestampDelta.zero
+    /// Its own window scale, and the scale it reads the receiver's windows with.
+    public var shift: UInt8 = 0
+    public var receiverShiftAtProxy: UInt8 = 0
+    /// Highest acknowledgement given to the receiver (clamped), and the highest it sent.
+    public var ackGiven = SeqNumber(0)
+    public var ownAck = SeqNumber(0)
+    /// Last window forwarded to the receiver (already rescaled).
+    public var window: UInt16 = 0
+    /// Its next sequence number, translated: what an injected ACK carries.
+    public var seqNext = SeqNumber(0)
+    /// The last translated TSval / TSecr it sent toward the receiver, and whether the
+    /// receiver may have seen that TSval (after a failover the other end's own packets must
+    /// not carry an older one: `Engine.afterFailover`).
+    public var tsval: UInt32 = 0
+    public var tsecr: UInt32 = 0
+    public var tsvalShown = false
+    /// What the proxy announced it sends on purpose from this socket (a FIN, a RST): that kind
+    /// passes at once. Bits: `ResilientState.intentFIN`, `.intentRST`.
+    public var closeIntent: UInt8 = 0
 
     public init() {}
 }

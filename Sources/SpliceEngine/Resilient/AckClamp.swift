@@ -1,0 +1,33 @@
+import SpliceWire
+
+// No byte acknowledged that only the proxy holds (FIG. 2C, messages 21-33): the proxy's
+// acknowledgements are clamped in `translateFromProxy`; what the receiver acknowledges later is
+// released to the sender here.
+
+extension Engine {
+    /// The end that sends `d` acknowledged more of the other end's data (its packet is on its
+    /// way to the proxy): tell the other end, up to what the proxy's socket speaking `d` has
+    /// acknowledged too, with an ACK in that socket's translated state (next sequence number,
+    /// window, timestamps).
+    func releaseAck(speaking d: FlowDirection, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        var r = b.pointee.resilient
+        // The socket facing the client is up after the replayed handshake; the one facing the
+        // server once its handshake ACK went through.
+        guard d == .reply ? r.phase >= .downEstablished : r.phase == .established else { return }
+        let end = b.pointee.ends[d]
+        guard end.ackSeen else { return }
+        let side = r.proxy[d]
+        let candidate = SeqNumber.earliest(end.ack, side.ownAck)
+        guard candidate > side.ackGiven else { return }
+        let entry = table[e]
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.address(sending: d), destination: entry.address(receiving: d),
+            sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
+            sequenceNumber: side.seqNext, acknowledgmentNumber: candidate, flags: .ack, window: side.window,
+            options: r.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none) else { return }
+        r.proxy[d].ackGiven = candidate
+        b.pointee.resilient = r
+        counters.acksInjected &+= 1
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: false)
+    }
+}

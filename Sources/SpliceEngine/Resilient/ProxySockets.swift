@@ -1,0 +1,141 @@
+import SpliceWire
+
+// The packets of the proxy's two sockets (OUTPUT, queued fail-closed): each socket's handshake
+// is answered with the other end's numbers, then its packets are translated into the ends' space.
+
+extension Engine {
+    /// The socket facing the client: its SYN-ACK is answered with the client's ACK (the client
+    /// has the server's SYN-ACK already); its data and ACKs get the server's sequence numbers,
+    /// window scale and clock, its ACKs clamped (FIG. 2C).
+    func fromDownSocket(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                        info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        var r = b.pointee.resilient
+        if flags.contains(.syn) {
+            guard flags.contains(.ack), r.phase == .synToProxy || r.phase == .downEstablished else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            guard tcp.acknowledgmentNumber == b.pointee.ends.original.isn + 1 else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            let entry = table[e]
+            if entry.state == .close {
+                // The client reset the flow while the proxy was answering: its half-open socket
+                // is reset too, and the client's held packets go nowhere.
+                if let n = TCPSegmentWriter.write(
+                    into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+                    sourcePort: entry.portA, destinationPort: entry.portB,
+                    sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: SeqNumber(0), flags: .rst,
+                    window: 0, options: .none) {
+                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+                }
+                discardPending(entry: e, block: b)
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            let summary = tcp.options.summary
+            let proxyTS = summary.timestamps
+            if r.phase == .synToProxy {
+                r.proxy.reply.isn = tcp.sequenceNumber
+                r.proxy.reply.seqDelta = SeqDelta(from: tcp.sequenceNumber, to: b.pointee.ends.reply.isn)
+                r.proxy.reply.tsDelta = TimestampDelta(from: proxyTS?.value ?? 0, to: r.serverSynAckTSval)
+                if r.windowScaling, let ws = summary.windowScale {
+                    r.proxy.reply.shift = min(ws, 14)
+                    r.proxy.reply.receiverShiftAtProxy = r.endShift.original
+                } else {
+                    r.proxy.reply.shift = 0
+                    r.proxy.reply.receiverShiftAtProxy = 0
+                }
+                r.phase = .downEstablished
+                r.proxy.reply.ackGiven = b.pointee.ends.original.isn + 1
+                r.proxy.reply.ownAck = b.pointee.ends.original.isn + 1
+                r.proxy.reply.seqNext = b.pointee.ends.reply.isn + 1
+                r.proxy.reply.window = r.serverSynAckWindow
+                r.proxy.reply.tsval = r.serverSynAckTSval
+                r.proxy.reply.tsvalShown = true
+                r.proxy.reply.tsecr = proxyTS?.echo ?? 0
+                b.pointee.resilient = r
+            }
+            // The handshake's last ACK, as the client sent it (its window, its clock) with the
+            // proxy's TSval echoed; a retransmitted SYN-ACK (that ACK was lost) gets it again.
+            if let n = TCPSegmentWriter.write(
+                into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+                sourcePort: entry.portA, destinationPort: entry.portB,
+                sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: .ack,
+                window: r.clientAckWindow,
+                options: r.timestamps ? .timestamps(TCPTimestamps(value: r.clientAckTSval, echo: proxyTS?.value ?? 0)) : .none) {
+                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+            }
+            releasePending(entry: e, block: b)
+            counters.handshakeReplays &+= 1
+            return .drop
+        }
+        guard r.phase >= .downEstablished else {
+            counters.proxyPacketsDropped &+= 1
+            return .drop
+        }
+        let verdict = translateFromProxy(p, entry: e, block: b, state: &r, speaking: .reply, info: info, now: now)
+        b.pointee.resilient = r
+        return verdict
+    }
+
+    /// The socket facing the server (bound to the client's address and port): its SYN is
+    /// answered with the server's ISN; its ACK and data go on as the client's.
+    func fromUpSocket(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                      info: PacketInfo, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        var r = b.pointee.resilient
+        if flags.contains(.syn) {
+            guard !flags.contains(.ack), r.phase == .downEstablished || r.phase == .upstreamAnswered else {
+                counters.proxyPacketsDropped &+= 1
+                return .drop
+            }
+            let summary = tcp.options.summary
+            r.proxy.original.isn = tcp.sequenceNumber
+            r.proxy.original.seqDelta = SeqDelta(from: tcp.sequenceNumber, to: b.pointee.ends.original.isn)
+            r.proxy.original.tsDelta = TimestampDelta(from: summary.timestamps?.value ?? 0, to: r.clientSynTSval)
+            let server = b.pointee.ends.reply.options
+            let scaling = server.windowScale != 0xff && summary.windowScale != nil
+            r.proxy.original.shift = scaling ? min(summary.windowScale ?? 0, 14) : 0
+            r.proxy.original.receiverShiftAtProxy = scaling ? r.endShift.reply : 0
+            let ts = server.timestamps && summary.timestamps != nil
+            let options = SynOptions(
+                maximumSegmentSize: server.maximumSegmentSize == 0 ? nil : server.maximumSegmentSize,
+                windowScale: scaling ? server.windowScale : nil,
+                sackPermitted: server.sackPermitted && summary.sackPermitted,
+                timestamps: ts ? TCPTimestamps(value: r.serverSynAckTSval, echo: summary.timestamps?.value ?? 0) : nil)
+            let entry = table[e]
+            if let n = TCPSegmentWriter.write(
+                into: buildBuffer, source: entry.addressB, destination: entry.addressA,
+                sourcePort: entry.portB, destinationPort: entry.portA,
+                sequenceNumber: b.pointee.ends.reply.isn, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: [.syn, .ack],
+                window: r.serverSynAckWindow, options: .syn(options)) {
+                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+            }
+            if r.phase == .downEstablished {
+                r.phase = .upstreamAnswered
+                r.proxy.original.ackGiven = b.pointee.ends.reply.isn   // so that the proxy's handshake ACK goes through
+                r.proxy.original.ownAck = b.pointee.ends.reply.isn + 1
+                r.proxy.original.seqNext = b.pointee.ends.original.isn + 1
+                r.proxy.original.window = 0
+            }
+            b.pointee.resilient = r
+            counters.handshakeReplays &+= 1
+            return .drop
+        }
+        guard r.phase >= .upstreamAnswered else {
+            counters.proxyPacketsDropped &+= 1
+            return .drop
+        }
+        if r.phase == .upstreamAnswered && flags.contains(.ack) && tcp.acknowledgmentNumber == b.pointee.ends.reply.isn + 1 {
+            r.phase = .established
+        }
+        let verdict = translateFromProxy(p, entry: e, block: b, state: &r, speaking: .original, info: info, now: now)
+        b.pointee.resilient = r
+        return verdict
+    }
+}

@@ -1,0 +1,136 @@
+import SpliceWire
+
+// Translation between the ends' spaces and the proxy's (Docs/resilient.md "Translation"): only
+// the proxy's packets and the ends' packets for it are rewritten, with incremental checksums.
+
+extension Engine {
+    /// Rewrites an end's packet, going `d`, for the proxy's socket that receives it (the one
+    /// speaking the other way): acknowledgement numbers and SACK edges into that socket's
+    /// space, TSecr back into its clock, the window into the scale it reads.
+    func translateTowardProxy(_ p: TCPPacket, going d: FlowDirection, state r: ResilientState) {
+        let side = r.proxy[d.opposite]
+        let tcp = p.tcp
+        let back = side.seqDelta.inverse
+        if tcp.flags.contains(.ack) {
+            tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + back)
+        }
+        let shiftFrom = r.endShift[d], shiftTo = side.receiverShiftAtProxy
+        if shiftFrom != shiftTo { tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo)) }
+        if tcp.headerLength > TCPHeader.Field.minimumLength {
+            let options = tcp.options
+            for o in options {
+                switch options.value(of: o) {
+                case .timestamps(let value, let echo):
+                    if echo != 0 { tcp.updateTimestamps(o, value: value, echo: side.tsDelta.back(echo)) }
+                case .sack:
+                    tcp.shiftSACKBlocks(o, by: back.signed)
+                default: break
+                }
+            }
+        }
+    }
+
+    /// Tells the proxy's socket of an end's reset, going `d` (injected to the local socket
+    /// that speaks the other way).
+    func resetProxySocket(_ p: TCPPacket, entry e: UInt32, going d: FlowDirection,
+                          block b: UnsafeMutablePointer<ConnectionBlock>) {
+        let r = b.pointee.resilient
+        // The server's reset goes to the up socket, which exists only once it was answered.
+        if d == .reply && r.phase < .upstreamAnswered { return }
+        let side = r.proxy[d.opposite]
+        let entry = table[e]
+        let tcp = p.tcp
+        // At the socket's next expected byte (what it last acknowledged, unclamped): a reset
+        // anywhere else is only challenged (RFC 5961), and the end's reset may answer an ACK
+        // that was clamped below that point.
+        let seq = SeqNumber.latest(tcp.sequenceNumber, side.ownAck)
+        let ack = tcp.flags.contains(.ack) ? tcp.acknowledgmentNumber + side.seqDelta.inverse : SeqNumber(0)
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.address(sending: d), destination: entry.address(receiving: d),
+            sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
+            sequenceNumber: seq, acknowledgmentNumber: ack, flags: tcp.flags.intersection([.rst, .ack]),
+            window: 0, options: .none) else { return }
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+    }
+
+    /// A data-path packet of the proxy's socket speaking `d`, into the ends' space: its end's
+    /// sequence numbers, window scale and clock, its ACK clamped to what its end has
+    /// acknowledged (FIG. 2C); an unannounced FIN or RST held (HeldCloses.swift); a pure ACK
+    /// that tells the receiver nothing new dropped.
+    func translateFromProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
+                            state r: inout ResilientState, speaking d: FlowDirection,
+                            info: PacketInfo, now: Timestamp) -> Verdict {
+        let tcp = p.tcp
+        let flags = tcp.flags
+        let newSeq = tcp.sequenceNumber + r.proxy[d].seqDelta
+        let end = newSeq + tcp.sequenceLength
+        // What its end has acknowledged of the other end's data: the clamp.
+        let own = b.pointee.ends[d], other = b.pointee.ends[d.opposite]
+        let clamp = own.ackSeen ? own.ack : other.isn + 1
+
+        // Both ends have closed and acknowledged each other's FIN: a RST now is the proxy's
+        // listener answering a late segment for a socket that is gone (a FIN the server sent
+        // again while its ACK waited for the client's). The ends need nothing more.
+        if flags.contains(.rst) && table[e].state == .timeWait {
+            counters.finRstDiscarded &+= 1
+            return .drop
+        }
+        if holdsClose(p, entry: e, block: b, state: &r, speaking: d, newSeq: newSeq, clamp: clamp,
+                      partial: info.checksumPartial, now: now) {
+            return .drop
+        }
+
+        let clampedAck = rewriteFromProxy(p, state: &r, speaking: d, newSeq: newSeq, clamp: clamp)
+        counters.fromProxyTranslated &+= 1
+        let told = r.proxy[d].ackGiven
+        let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
+        if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == r.proxy[d].window && !hasSACK(tcp) {
+            counters.acksSuppressed &+= 1
+            return .drop
+        }
+        if let a = clampedAck, a > told { r.proxy[d].ackGiven = a }
+        r.proxy[d].window = tcp.window
+        if end > r.proxy[d].seqNext { r.proxy[d].seqNext = end }
+        // A small packet whose field held only the pseudo-header sum needs a full checksum; a
+        // large (GSO) one leaving through an interface is segmented and checksummed again by
+        // the kernel whatever its field holds (KERNEL-NOTES.md): no full sum over 64 KiB.
+        var v = Verdict.acceptModified(length: p.bytes.count)
+        v.fillChecksum = info.checksumPartial && !info.gso
+        return v
+    }
+
+    /// Rewrites a packet of the proxy's socket speaking `d` in place into the ends' space;
+    /// returns the clamped ACK.
+    @discardableResult
+    func rewriteFromProxy(_ p: TCPPacket, state r: inout ResilientState, speaking d: FlowDirection,
+                          newSeq: SeqNumber, clamp: SeqNumber) -> SeqNumber? {
+        let tcp = p.tcp
+        tcp.updateSequenceNumber(newSeq)
+        var clamped: SeqNumber?
+        if tcp.flags.contains(.ack) {
+            let ack = tcp.acknowledgmentNumber
+            if ack > r.proxy[d].ownAck { r.proxy[d].ownAck = ack }
+            let a = SeqNumber.earliest(ack, clamp)
+            if a != ack {
+                tcp.updateAcknowledgmentNumber(a)
+                counters.acksClamped &+= 1
+            }
+            clamped = a
+        }
+        let shiftFrom = r.proxy[d].shift, shiftTo = r.endShift[d]
+        if shiftFrom != shiftTo { tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo)) }
+        if tcp.headerLength > TCPHeader.Field.minimumLength {
+            let options = tcp.options
+            for o in options {
+                if case .timestamps(let value, let echo) = options.value(of: o) {
+                    let v = r.proxy[d].tsDelta.forward(value)
+                    tcp.updateTimestamps(o, value: v, echo: echo)
+                    r.proxy[d].tsval = v
+                    r.proxy[d].tsecr = echo
+                    r.proxy[d].tsvalShown = true
+                }
+            }
+        }
+        return clamped
+    }
+}
