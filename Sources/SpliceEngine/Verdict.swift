@@ -76,5 +76,6 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
 public protocol PacketInjector: AnyObject {
     /// Sends a complete IP packet. `toLocalSocket`: the packet is for a socket of this host
     /// bound to a foreign address (the proxy's), so it is routed through `lo`.
-    func inject(_ packet: UnsafeRawBufferPointer, toLocalSocket: Bool)
+    /// The caller says where it goes (the injector does not parse what the engine just built).
+    func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool)
 }

@@ -38,12 +38,8 @@ public final class RawInjector: @unchecked Sendable {
         close(fd6)
     }
 
-    /// Sends one complete IP packet to its destination address.
-    public func send(_ packet: UnsafeRawBufferPointer) throws {
-        guard let p = TCPPacket(UnsafeMutableRawBufferPointer(mutating: packet)) else {
-            throw SystemError("injecting a packet that is not TCP/IP", errno: EINVAL)
-        }
-        let dst = p.destination
+    /// Sends one complete IP packet to `dst` (its destination address, which the caller knows).
+    public func send(_ packet: UnsafeRawBufferPointer, to dst: IPAddress) throws {
         let n: Int
         if dst.isIPv4 {
             var sa = sockaddr_in()
@@ -87,9 +83,9 @@ public final class SpliceInjector: PacketInjector, @unchecked Sendable {
         local = try RawInjector(mark: localMark)
     }
 
-    public func inject(_ packet: UnsafeRawBufferPointer, toLocalSocket: Bool) {
+    public func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {
         do {
-            try (toLocalSocket ? local : wire).send(packet)
+            try (toLocalSocket ? local : wire).send(packet, to: destination)
         } catch {
             failureCount.wrappingAdd(1, ordering: .relaxed)
         }

@@ -1,5 +1,5 @@
-/// A TCP/IP packet as a value (smoltcp's "Repr"): what the injector and the tests build
-/// packets from. `emit` writes a complete packet with correct checksums.
+/// A TCP/IP packet as a value (smoltcp's "Repr"): what the tests and tools build packets
+/// from. `emit` writes a complete packet with correct checksums, through `TCPSegmentWriter`.
 public struct TCPPacketSpec: Equatable, Sendable {
     public var source: IPAddress
     public var destination: IPAddress
@@ -46,51 +46,20 @@ public struct TCPPacketSpec: Equatable, Sendable {
     public var totalLength: Int { ipHeaderLength + tcpHeaderLength + payload.count }
 
     /// Writes the packet into `out` and returns its length; nil if `out` is too small or the
-    /// spec cannot be encoded (options over 40 bytes, mixed families, too long).
+    /// spec cannot be encoded (options over 40 bytes, mixed families, too long). The one
+    /// emitter (`TCPSegmentWriter`) does the writing.
     @discardableResult
     public func emit(into out: UnsafeMutableRawBufferPointer) -> Int? {
-        guard source.isIPv4 == destination.isIPv4, options.count <= 40 else { return nil }
-        let total = totalLength
-        guard out.count >= total, total <= 65535 + (isIPv6 ? 40 : 0) else { return nil }
-        let buf = out.slice(0, total)
-        for i in 0..<total { buf.setU8(i, 0) }
-        let ipLen = ipHeaderLength
-        if isIPv6 {
-            buf.setBE32(0, 6 << 28)
-            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(total - ipLen))
-            buf.setU8(IPv6Header.Field.nextHeader, TCPPacket.tcpProtocolNumber)
-            buf.setU8(IPv6Header.Field.hopLimit, ttl)
-        } else {
-            buf.setU8(0, 0x45)
-            buf.setBE16(IPv4Header.Field.totalLength, UInt16(total))
-            buf.setBE16(IPv4Header.Field.identification, identification)
-            buf.setBE16(IPv4Header.Field.flagsFragment, dontFragment ? 0x4000 : 0)
-            buf.setU8(IPv4Header.Field.ttl, ttl)
-            buf.setU8(IPv4Header.Field.proto, TCPPacket.tcpProtocolNumber)
+        options.withUnsafeBytes { o in
+            payload.withUnsafeBytes { p in
+                TCPSegmentWriter.write(into: out, source: source, destination: destination,
+                                       sourcePort: sourcePort, destinationPort: destinationPort,
+                                       sequenceNumber: sequenceNumber, acknowledgmentNumber: acknowledgmentNumber,
+                                       flags: flags, window: window, optionBytes: o, payload: p,
+                                       urgentPointer: urgentPointer, ttl: ttl, identification: identification,
+                                       dontFragment: dontFragment)
+            }
         }
-        let t = buf.slice(ipLen, total)
-        t.setBE16(TCPHeader.Field.sourcePort, sourcePort)
-        t.setBE16(TCPHeader.Field.destinationPort, destinationPort)
-        t.setBE32(TCPHeader.Field.sequence, sequenceNumber.rawValue)
-        t.setBE32(TCPHeader.Field.acknowledgment, acknowledgmentNumber.rawValue)
-        t.setU8(TCPHeader.Field.dataOffset, UInt8(tcpHeaderLength / 4) << 4)
-        t.setU8(TCPHeader.Field.flags, flags.rawValue)
-        t.setBE16(TCPHeader.Field.window, window)
-        t.setBE16(TCPHeader.Field.urgentPointer, urgentPointer)
-        for (i, b) in options.enumerated() { t.setU8(TCPHeader.Field.options + i, b) }
-        for (i, b) in payload.enumerated() { t.setU8(tcpHeaderLength + i, b) }
-        guard let packet = TCPPacket(buf) else { return nil }
-        switch packet.ip {
-        case .v4(let h):
-            h.sourceValue = source.ipv4Value
-            h.destinationValue = destination.ipv4Value
-            h.fillChecksum()
-        case .v6(let h):
-            h.source = source
-            h.destination = destination
-        }
-        packet.fillChecksum()
-        return total
     }
 
     /// The packet as a byte array.

@@ -28,17 +28,72 @@ public enum TCPSegmentWriter {
                              sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber,
                              flags: TCPFlags, window: UInt16, options: Options,
                              ttl: UInt8 = 64) -> Int? {
+        guard let (buf, t) = layout(into: out, source: source, destination: destination,
+                                    sourcePort: sourcePort, destinationPort: destinationPort,
+                                    sequenceNumber: sequenceNumber, acknowledgmentNumber: acknowledgmentNumber,
+                                    flags: flags, window: window, optionsLength: options.length, payloadLength: 0,
+                                    ttl: ttl) else { return nil }
+        let o = t.slice(TCPHeader.Field.options, TCPHeader.Field.minimumLength + options.length)
+        switch options {
+        case .none: break
+        case .syn(let s): _ = s.encode(into: o)
+        case .timestamps(let ts):
+            o.setU8(0, TCPOptionKind.noOperation); o.setU8(1, TCPOptionKind.noOperation)
+            o.setU8(2, TCPOptionKind.timestamps); o.setU8(3, 10)
+            o.setBE32(4, ts.value); o.setBE32(8, ts.echo)
+        }
+        return finish(buf)
+    }
+
+    /// The general form (tests and tools, through `TCPPacketSpec`): options as raw bytes
+    /// (padded with zeros, EOL, to a multiple of 4; at most 40), a payload, and the fields the
+    /// engine never sets. Nil if `out` is too small or the packet cannot be encoded.
+    public static func write(into out: UnsafeMutableRawBufferPointer,
+                             source: IPAddress, destination: IPAddress,
+                             sourcePort: UInt16, destinationPort: UInt16,
+                             sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber,
+                             flags: TCPFlags, window: UInt16, optionBytes: UnsafeRawBufferPointer,
+                             payload: UnsafeRawBufferPointer, urgentPointer: UInt16 = 0, ttl: UInt8 = 64,
+                             identification: UInt16 = 0, dontFragment: Bool = true) -> Int? {
+        guard optionBytes.count <= 40 else { return nil }
+        let optionsLength = (optionBytes.count + 3) & ~3
+        guard let (buf, t) = layout(into: out, source: source, destination: destination,
+                                    sourcePort: sourcePort, destinationPort: destinationPort,
+                                    sequenceNumber: sequenceNumber, acknowledgmentNumber: acknowledgmentNumber,
+                                    flags: flags, window: window, optionsLength: optionsLength,
+                                    payloadLength: payload.count, ttl: ttl,
+                                    identification: identification, dontFragment: dontFragment) else { return nil }
+        t.setBE16(TCPHeader.Field.urgentPointer, urgentPointer)
+        if optionBytes.count > 0 {
+            t.slice(TCPHeader.Field.options, TCPHeader.Field.options + optionBytes.count).copyMemory(from: optionBytes)
+        }
+        let headerLength = TCPHeader.Field.minimumLength + optionsLength
+        if payload.count > 0 {
+            t.slice(headerLength, headerLength + payload.count).copyMemory(from: payload)
+        }
+        return finish(buf)
+    }
+
+    /// The IP header and the TCP header's fixed part, zeros elsewhere; returns the packet and
+    /// its TCP part. Nil if `out` is too small, the families differ or the length cannot be said.
+    @usableFromInline
+    static func layout(into out: UnsafeMutableRawBufferPointer, source: IPAddress, destination: IPAddress,
+                       sourcePort: UInt16, destinationPort: UInt16,
+                       sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber,
+                       flags: TCPFlags, window: UInt16, optionsLength: Int, payloadLength: Int,
+                       ttl: UInt8, identification: UInt16 = 0, dontFragment: Bool = true)
+        -> (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer)? {
         guard source.isIPv4 == destination.isIPv4 else { return nil }
         let v6 = !source.isIPv4
         let ipLen = v6 ? IPv6Header.Field.fixedLength : IPv4Header.Field.minimumLength
-        let tcpLen = TCPHeader.Field.minimumLength + options.length
-        let total = ipLen + tcpLen
-        guard out.count >= total else { return nil }
+        let tcpLen = TCPHeader.Field.minimumLength + optionsLength
+        let total = ipLen + tcpLen + payloadLength
+        guard out.count >= total, total - (v6 ? ipLen : 0) <= 65535 else { return nil }
         let buf = out.slice(0, total)
         buf.initializeMemory(as: UInt8.self, repeating: 0)
         if v6 {
             buf.setBE32(0, 6 << 28)
-            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(tcpLen))
+            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(total - ipLen))
             buf.setU8(IPv6Header.Field.nextHeader, TCPPacket.tcpProtocolNumber)
             buf.setU8(IPv6Header.Field.hopLimit, ttl)
             buf.storeBytes(of: source.high.bigEndian, toByteOffset: IPv6Header.Field.source, as: UInt64.self)
@@ -48,7 +103,8 @@ public enum TCPSegmentWriter {
         } else {
             buf.setU8(0, 0x45)
             buf.setBE16(IPv4Header.Field.totalLength, UInt16(total))
-            buf.setBE16(IPv4Header.Field.flagsFragment, 0x4000)
+            buf.setBE16(IPv4Header.Field.identification, identification)
+            buf.setBE16(IPv4Header.Field.flagsFragment, dontFragment ? 0x4000 : 0)
             buf.setU8(IPv4Header.Field.ttl, ttl)
             buf.setU8(IPv4Header.Field.proto, TCPPacket.tcpProtocolNumber)
             buf.setBE32(IPv4Header.Field.source, source.ipv4Value)
@@ -62,18 +118,15 @@ public enum TCPSegmentWriter {
         t.setU8(TCPHeader.Field.dataOffset, UInt8(tcpLen / 4) << 4)
         t.setU8(TCPHeader.Field.flags, flags.rawValue)
         t.setBE16(TCPHeader.Field.window, window)
-        let o = t.slice(TCPHeader.Field.options, tcpLen)
-        switch options {
-        case .none: break
-        case .syn(let s): _ = s.encode(into: o)
-        case .timestamps(let ts):
-            o.setU8(0, TCPOptionKind.noOperation); o.setU8(1, TCPOptionKind.noOperation)
-            o.setU8(2, TCPOptionKind.timestamps); o.setU8(3, 10)
-            o.setBE32(4, ts.value); o.setBE32(8, ts.echo)
-        }
+        return (buf, t)
+    }
+
+    /// Both checksums of a laid-out packet; its length.
+    @usableFromInline
+    static func finish(_ buf: UnsafeMutableRawBufferPointer) -> Int? {
         if let h = IPv4Header(buf) { h.fillChecksum() }
         guard let packet = TCPPacket(buf) else { return nil }
         packet.fillChecksum()
-        return total
+        return buf.count
     }
 }

@@ -5,7 +5,12 @@ import SpliceWire
 /// Records what the engine injects.
 final class RecordingInjector: PacketInjector {
     var packets: [(bytes: [UInt8], local: Bool)] = []
-    func inject(_ packet: UnsafeRawBufferPointer, toLocalSocket: Bool) {
+    /// Packets whose destination address was not the one the engine said (must stay 0).
+    var misaddressed = 0
+    func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {
+        var copy = Array(packet)
+        let actual = copy.withUnsafeMutableBytes { TCPPacket($0)?.destination }
+        if actual != destination { misaddressed += 1 }
         packets.append((Array(packet), toLocalSocket))
     }
 }
@@ -231,6 +236,7 @@ struct ResilientHarness {
         clientAckBecomesSyn()
         #expect(proxySynAckAnswered().isEmpty)
         upstream()
+        #expect(injector.misaddressed == 0, "a built packet was injected to another address than its own")
     }
 }
 
@@ -369,6 +375,7 @@ struct ResilientSpliceTests {
         #expect(h.injector.packets.count == before + 1)
         let released = h.spec(h.injector.packets.last!.bytes)
         #expect(released.flags.contains(.fin) && released.sequenceNumber == c.serverISN + 1)
+        #expect(h.injector.misaddressed == 0)
     }
 
     @Test("a held FIN of a proxy that then dies is discarded")

@@ -28,6 +28,6 @@ extension Engine {
         r.proxy[d].ackGiven = candidate
         b.pointee.resilient = r
         counters.acksInjected &+= 1
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: false)
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }
 }

@@ -29,11 +29,12 @@ extension Engine {
         return table[slot.entry].state != .free && table.block(slot.entry)?.pointee.serial == slot.serial
     }
 
-    /// A held client packet for the wire, unchanged but for a complete checksum.
-    func forwardPending(_ packet: UnsafeMutableRawBufferPointer) {
+    /// A held client packet of flow `e` for the wire (to the server), unchanged but for a
+    /// complete checksum.
+    func forwardPending(_ packet: UnsafeMutableRawBufferPointer, entry e: UInt32) {
         guard let p = TCPPacket(packet) else { return }
         p.fillChecksum()
-        inject(UnsafeRawBufferPointer(packet), local: false)
+        inject(UnsafeRawBufferPointer(packet), to: table[e].addressB, local: false)
     }
 
     /// The proxy's socket facing the client is up: its held packets go to it, translated.
@@ -46,7 +47,7 @@ extension Engine {
             if let p = TCPPacket(packet) {
                 translateTowardProxy(p, going: .original, state: r)
                 p.fillChecksum()
-                inject(UnsafeRawBufferPointer(packet), local: true)
+                inject(UnsafeRawBufferPointer(packet), to: table[e].addressB, local: true)
             }
             pending.free(i)
         }

@@ -31,7 +31,7 @@ extension Engine {
         for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].proxyID == id {
             if pendingBelongs(i) {
                 let e = pending.slots[i].entry
-                if table[e].mode == .bypass { forwardPending(pending.packet(i)) }
+                if table[e].mode == .bypass { forwardPending(pending.packet(i), entry: e) }
                 table.block(e)?.pointee.resilient.pendingToProxy = 0
             }
             pending.free(i)

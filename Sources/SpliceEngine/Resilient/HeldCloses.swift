@@ -73,7 +73,7 @@ extension Engine {
             let alive = table[e].state != .free && table[e].mode == .resilient
                 && table.block(e)?.pointee.serial == slot.serial && table.block(e)?.pointee.resilient.proxyID == slot.proxyID
             if alive {
-                inject(UnsafeRawBufferPointer(held.packet(i)), local: false)
+                inject(UnsafeRawBufferPointer(held.packet(i)), to: table[e].address(receiving: slot.towardClient ? .reply : .original), local: false)
                 counters.finRstReleased &+= 1
             } else {
                 counters.finRstDiscarded &+= 1

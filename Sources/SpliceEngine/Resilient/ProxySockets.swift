@@ -30,7 +30,7 @@ extension Engine {
                     sourcePort: entry.portA, destinationPort: entry.portB,
                     sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: SeqNumber(0), flags: .rst,
                     window: 0, options: .none) {
-                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
                 }
                 discardPending(entry: e, block: b)
                 counters.proxyPacketsDropped &+= 1
@@ -67,7 +67,7 @@ extension Engine {
                 sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: .ack,
                 window: r.clientAckWindow,
                 options: r.timestamps ? .timestamps(TCPTimestamps(value: r.clientAckTSval, echo: proxyTS?.value ?? 0)) : .none) {
-                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
             }
             releasePending(entry: e, block: b)
             counters.handshakeReplays &+= 1
@@ -114,7 +114,7 @@ extension Engine {
                 sourcePort: entry.portB, destinationPort: entry.portA,
                 sequenceNumber: b.pointee.ends.reply.isn, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: [.syn, .ack],
                 window: r.serverSynAckWindow, options: .syn(options)) {
-                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+                inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressA, local: true)
             }
             if r.phase == .downEstablished {
                 r.phase = .upstreamAnswered

@@ -125,13 +125,14 @@ extension Engine {
         return fromUpSocket(p, entry: e, block: b, info: info, now: now)
     }
 
-    /// A packet the engine built, toward the wire or (`local`) a local socket.
-    func inject(_ packet: UnsafeRawBufferPointer, local: Bool) {
+    /// A packet the engine built (or held), to `destination`: on the wire or (`local`) a local
+    /// socket bound to that foreign address.
+    func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, local: Bool) {
         guard let injector else {
             counters.injectionFailures &+= 1
             return
         }
-        injector.inject(packet, toLocalSocket: local)
+        injector.inject(packet, to: destination, toLocalSocket: local)
     }
 
     /// A window advertised with one scale, as a receiver expecting another must read it.

@@ -50,7 +50,7 @@ extension Engine {
             sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
             sequenceNumber: seq, acknowledgmentNumber: ack, flags: tcp.flags.intersection([.rst, .ack]),
             window: 0, options: .none) else { return }
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), local: true)
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: true)
     }
 
     /// A data-path packet of the proxy's socket speaking `d`, into the ends' space: its end's
