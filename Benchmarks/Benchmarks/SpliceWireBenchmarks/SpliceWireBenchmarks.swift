@@ -86,7 +86,7 @@ final class EngineWorkload: PacketInjector, @unchecked Sendable {
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Engine.scratchBytes, alignment: 16)
     let info: PacketInfo
 
-    func inject(_ packet: UnsafeRawBufferPointer, toLocalSocket: Bool) {}
+    func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {}
 
     init(resilient: Bool) {
         let c = IPAddress("10.0.1.2")!, s = IPAddress("10.0.2.2")!
@@ -111,8 +111,9 @@ final class EngineWorkload: PacketInjector, @unchecked Sendable {
         var sequence = [pkt(true, .syn, 100, 0, syn: opts), pkt(false, [.syn, .ack], 900, 101, syn: opts)]
         var fromProxy = [false, false]
         if resilient {
-            sequence.append(pkt(false, [.syn, .ack], 5000, 101, syn: opts)); fromProxy.append(true)   // proxy SYN-ACK
+            // The validated handshake: the client's ACK becomes the SYN to the proxy, which answers.
             sequence.append(pkt(true, .ack, 101, 901)); fromProxy.append(false)                       // client ACK
+            sequence.append(pkt(false, [.syn, .ack], 5000, 101, syn: opts)); fromProxy.append(true)   // proxy SYN-ACK
             sequence.append(pkt(true, .syn, 7000, 0, syn: opts)); fromProxy.append(true)              // proxy SYN up
             sequence.append(pkt(true, .ack, 7001, 901)); fromProxy.append(true)                       // proxy ACK up
         } else {
