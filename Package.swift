@@ -37,6 +37,7 @@ let package = Package(
         .target(name: "SpliceWire", swiftSettings: strict),
         .target(name: "SpliceEngine", dependencies: ["SpliceWire"], swiftSettings: strict),
         .target(name: "SpliceControlProtocol", swiftSettings: strict),
+        .target(name: "SpliceDaemonCore", dependencies: ["SpliceEngine", "SpliceControlProtocol"], swiftSettings: strict),
         .target(
             name: "SpliceKernel",
             dependencies: [
@@ -47,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "spliced",
             dependencies: [
-                "CLinuxSupport", "SpliceWire", "SpliceEngine", "SpliceKernel", "SpliceControlProtocol",
+                "CLinuxSupport", "SpliceWire", "SpliceEngine", "SpliceKernel", "SpliceControlProtocol", "SpliceDaemonCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -72,6 +73,7 @@ let package = Package(
         ),
         .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire"], swiftSettings: strict),
+        .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol"], swiftSettings: strict),
         .testTarget(name: "SpliceKernelTests", dependencies: ["SpliceKernel", "SpliceControlProtocol"], swiftSettings: strict),
     ]
 )

@@ -223,11 +223,14 @@ public final class Engine: @unchecked Sendable {
         // What this packet's numbers mean against what is known of the other end.
         var event = TrackEvent(direction: dir, syn: flags.contains(.syn), ack: flags.contains(.ack),
                                fin: flags.contains(.fin), rst: flags.contains(.rst))
-        if let b = block {
-            let other = b.pointee.ends[dir.opposite]
+        if let b = block, event.ack {
             let ack = tcp.acknowledgmentNumber
-            if dir == .original && other.isnKnown { event.completesHandshake = ack == other.isn + 1 }
-            event.acksOtherFin = ack >= other.finSeq + 1
+            if dir == .original && b.pointee.ends.reply.isnKnown {
+                event.completesHandshake = ack == b.pointee.ends.reply.isn + 1
+            }
+            // (Read through the stored properties: PerDirection's subscript copies the record.)
+            let otherFin = dir == .original ? b.pointee.ends.reply.finSeq : b.pointee.ends.original.finSeq
+            event.acksOtherFin = ack >= otherFin + 1
         }
         let (next, seen) = Tracking.next(state: state, seen: table[e].flags, event: event)
 
@@ -338,19 +341,26 @@ public final class Engine: @unchecked Sendable {
     /// acknowledgement numbers, the latest timestamp, packet counts.
     @inline(__always)
     func record(_ tcp: TCPHeader, dir: FlowDirection, in b: UnsafeMutablePointer<ConnectionBlock>) {
-        let end = tcp.sequenceNumber + tcp.sequenceLength
-        let hasAck = tcp.flags.contains(.ack)
+        // Straight to the end's record in the block (through PerDirection's subscript the
+        // record was copied out and back: +10 ns a packet in the bypass benchmark).
+        if dir == .original { Engine.update(&b.pointee.ends.original, from: tcp) }
+        else { Engine.update(&b.pointee.ends.reply, from: tcp) }
+    }
+
+    @inline(__always)
+    static func update(_ end: inout EndRecord, from tcp: TCPHeader) {
+        let seqEnd = tcp.sequenceNumber + tcp.sequenceLength
         let ack = tcp.acknowledgmentNumber
-        b.pointee.ends[dir].packets &+= 1
-        if b.pointee.ends[dir].packets == 1 || end > b.pointee.ends[dir].nextSeq { b.pointee.ends[dir].nextSeq = end }
-        if hasAck && (!b.pointee.ends[dir].ackSeen || ack > b.pointee.ends[dir].ack) {
-            b.pointee.ends[dir].ack = ack
-            b.pointee.ends[dir].ackSeen = true
+        end.packets &+= 1
+        if end.packets == 1 || seqEnd > end.nextSeq { end.nextSeq = seqEnd }
+        if tcp.flags.contains(.ack) && (!end.ackSeen || ack > end.ack) {
+            end.ack = ack
+            end.ackSeen = true
         }
         if tcp.headerLength > TCPHeader.Field.minimumLength,
            let ts = tcp.options.first(kind: TCPOptionKind.timestamps),
            case .timestamps(let value, _) = tcp.options.value(of: ts) {
-            b.pointee.ends[dir].tsRecent = value
+            end.tsRecent = value
         }
     }
 }

@@ -35,6 +35,7 @@ public struct TrackEvent: Sendable, Equatable {
 /// computed from them (FIN_WAIT one FIN, CLOSE_WAIT one FIN acknowledged, LAST_ACK both FINs,
 /// TIME_WAIT both acknowledged), so the two can never disagree.
 public enum Tracking {
+    @inline(__always)
     public static func next(state: FlowState, seen: FlowEntry.Flags, event ev: TrackEvent)
         -> (state: FlowState, seen: FlowEntry.Flags) {
         if ev.rst { return (.close, seen) }

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Synchronization
 import SpliceControlProtocol
+import SpliceDaemonCore
 import SpliceEngine
 import SpliceKernel
 import SpliceWire
@@ -26,32 +27,9 @@ final class Daemon: @unchecked Sendable {
     let injector: SpliceInjector
     /// The proxies (control and timer threads). Lock order: the registry, then the engine;
     /// never the registry inside the engine's lock.
-    let registry = Mutex(ProxyRegistry())
+    let registry: Mutex<ProxyRegistry<ControlServer.ClientID>>
     /// Runs of the timer thread (status shows them).
     let timerRuns = Atomic<UInt64>(0)
-
-    struct ProxyRegistry {
-        /// Registered proxies by control connection.
-        var proxies: [ControlServer.ClientID: RegisteredProxy] = [:]
-        var nextProxyID = 1
-        /// A proxy of another make watched through its pidfile (timer thread).
-        var watched: WatchedProxy?
-        var lastDeadPid: Int32 = 0
-        /// Registrations so far: the latest registered proxy takes new flows.
-        var registrations: UInt64 = 0
-    }
-
-    struct RegisteredProxy {
-        var id: Int
-        var registration: ProxyRegistration
-        var registeredAt: Timestamp
-        var lastHeartbeat: Timestamp
-        var order: UInt64
-    }
-
-    var heartbeatLimit: Timestamp.Duration {
-        Timestamp.Duration(deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100))
-    }
 
     init(configuration: DaemonConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -64,6 +42,8 @@ final class Daemon: @unchecked Sendable {
         injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local)
         core.injector = injector
         engine = Mutex(core)
+        registry = Mutex(ProxyRegistry(heartbeatLimit: Timestamp.Duration(
+            deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100))))
         var qs: [NetfilterQueue] = []
         for n in configuration.queues + configuration.proxyQueues + (configuration.synQueue.map { [$0] } ?? []) {
             var o = NetfilterQueue.Options()
@@ -198,16 +178,7 @@ final class Daemon: @unchecked Sendable {
             guard let reg = request.proxy else { return .failure("register needs a \"proxy\" object") }
             let now = clock.now()
             let id = registry.withLock { r -> Int in
-                let id: Int
-                if let existing = r.proxies[client] {
-                    id = existing.id
-                } else {
-                    id = r.nextProxyID
-                    r.nextProxyID += 1
-                }
-                r.registrations += 1
-                r.proxies[client] = RegisteredProxy(id: id, registration: reg, registeredAt: now, lastHeartbeat: now,
-                                                    order: r.registrations)
+                let id = r.register(client, reg, now: now)
                 engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
                 return id
             }
@@ -217,15 +188,10 @@ final class Daemon: @unchecked Sendable {
             return ControlResponse(ok: true, proxyID: id)
         case .heartbeat:
             let now = clock.now()
-            let known = registry.withLock { r -> Bool in
-                guard r.proxies[client] != nil else { return false }
-                r.proxies[client]?.lastHeartbeat = now
-                return true
-            }
-            guard known else { return .failure("heartbeat from a connection that has not registered") }
+            guard registry.withLock({ $0.heartbeat(client, now: now) }) else { return .failure("heartbeat from a connection that has not registered") }
             return ControlResponse(ok: true)
         case .closing:
-            guard registry.withLock({ $0.proxies[client] != nil }) else {
+            guard registry.withLock({ $0.isRegistered(client) }) else {
                 return .failure("closing from a connection that has not registered")
             }
             guard let c = request.close, let client = IPAddress(c.client), let server = IPAddress(c.server) else {
@@ -257,65 +223,50 @@ final class Daemon: @unchecked Sendable {
     /// which tells it to drop its relays and register again. Timer thread.
     func expireSilentProxies() {
         let now = clock.now()
-        let limit = heartbeatLimit
-        let (gone, successor) = registry.withLock { r -> ([(ControlServer.ClientID, RegisteredProxy, Int)], Int?) in
-            let silent = r.proxies.filter { now.deciseconds > $0.value.lastHeartbeat.deciseconds &+ limit.deciseconds }
-            guard !silent.isEmpty else { return ([], nil) }
-            return engine.withLock { e in
-                var gone: [(ControlServer.ClientID, RegisteredProxy, Int)] = []
-                for (client, p) in silent {
-                    r.proxies[client] = nil
-                    gone.append((client, p, e.proxyGone(id: UInt16(truncatingIfNeeded: p.id))))
-                }
-                return (gone, Daemon.fallBack(r, e, now: now, limit: limit))
-            }
+        let (gone, moved, successor) = registry.withLock { r -> ([(client: ControlServer.ClientID, proxy: ProxyRegistry<ControlServer.ClientID>.Registered)], [Int], Int?) in
+            let silent = r.removeSilent(now: now)
+            guard !silent.isEmpty else { return ([], [], nil) }
+            let (moved, successor) = engine.withLock { Daemon.retire(silent.map(\.proxy.id), r, $0, now: now) }
+            return (silent, moved, successor)
         }
-        for (client, p, moved) in gone {
+        for ((client, p), flows) in zip(gone, moved) {
             logger.warning("proxy silent for \(now.seconds(since: p.lastHeartbeat))s: treating it as dead; its flows are in bypass now",
-                           metadata: ["id": "\(p.id)", "pid": "\(p.registration.pid)", "flows": "\(moved)"])
+                           metadata: ["id": "\(p.id)", "pid": "\(p.registration.pid)", "flows": "\(flows)"])
             control.requestDisconnect(client)
         }
-        if let successor { logger.notice("proxy \(successor) takes new flows now") }
+        announce(successor)
     }
 
     /// A registered proxy's connection closed (control thread).
     func proxyGone(_ client: ControlServer.ClientID) {
         let now = clock.now()
-        let result = registry.withLock { r -> (RegisteredProxy, Int, Int?)? in
-            guard let p = r.proxies.removeValue(forKey: client) else { return nil }
-            return engine.withLock { e in
-                (p, e.proxyGone(id: UInt16(truncatingIfNeeded: p.id)), Daemon.fallBack(r, e, now: now, limit: heartbeatLimit))
-            }
+        let result = registry.withLock { r -> (ProxyRegistry<ControlServer.ClientID>.Registered, [Int], Int?)? in
+            guard let p = r.remove(client) else { return nil }
+            let (moved, successor) = engine.withLock { Daemon.retire([p.id], r, $0, now: now) }
+            return (p, moved, successor)
         }
         guard let (p, moved, successor) = result else { return }
         logger.warning("proxy gone: its flows are in bypass now", metadata: [
-            "id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)", "flows": "\(moved)"])
+            "id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)", "flows": "\(moved.first ?? 0)"])
+        announce(successor)
+    }
+
+    /// Proxies that are gone (already out of the registry): their flows go to bypass, and when
+    /// none takes new flows now, the registry's successor does. Returns the flows moved for
+    /// each, and the successor if one took over. Registry and engine locked.
+    static func retire(_ ids: [Int], _ r: ProxyRegistry<ControlServer.ClientID>, _ e: Engine,
+                       now: Timestamp) -> (moved: [Int], successor: Int?) {
+        let moved = ids.map { e.proxyGone(id: UInt16(truncatingIfNeeded: $0)) }
+        guard e.activeProxy == 0, let next = r.successor(now: now) else { return (moved, nil) }
+        e.proxyRegistered(id: UInt16(truncatingIfNeeded: next))
+        return (moved, next)
+    }
+
+    func announce(_ successor: Int?) {
         if let successor { logger.notice("proxy \(successor) takes new flows now") }
     }
 
-    /// When a proxy went away and none takes new flows now, the most recently registered one
-    /// still alive (heartbeating, or the watched one) does. Registry and engine locked.
-    static func fallBack(_ r: ProxyRegistry, _ e: Engine, now: Timestamp, limit: Timestamp.Duration) -> Int? {
-        guard e.activeProxy == 0 else { return nil }
-        var best: (order: UInt64, id: Int)?
-        for p in r.proxies.values where now.deciseconds <= p.lastHeartbeat.deciseconds &+ limit.deciseconds {
-            if p.order > best?.order ?? 0 { best = (p.order, p.id) }
-        }
-        if let w = r.watched, w.order > best?.order ?? 0 { best = (w.order, w.id) }
-        guard let best else { return nil }
-        e.proxyRegistered(id: UInt16(truncatingIfNeeded: best.id))
-        return best.id
-    }
-
     // MARK: A proxy of another make (HAProxy), watched through its pidfile
-
-    struct WatchedProxy {
-        var id: Int
-        var pid: Int32
-        var pidfd: Int32
-        var registeredAt: Timestamp
-        var order: UInt64
-    }
 
     /// Reads the pidfile when no watched proxy is alive; polls the pidfd of the one that is.
     /// Timer thread (the only one that changes `watched`).
@@ -326,16 +277,13 @@ final class Daemon: @unchecked Sendable {
             guard poll(&p, 1, 0) > 0 else { return }
             close(w.pidfd)
             let now = clock.now()
-            let (moved, successor) = registry.withLock { r -> (Int, Int?) in
-                r.watched = nil
-                r.lastDeadPid = w.pid
-                return engine.withLock { e in
-                    (e.proxyGone(id: UInt16(truncatingIfNeeded: w.id)), Daemon.fallBack(r, e, now: now, limit: heartbeatLimit))
-                }
+            let (moved, successor) = registry.withLock { r -> ([Int], Int?) in
+                _ = r.watchedDied()
+                return engine.withLock { Daemon.retire([w.id], r, $0, now: now) }
             }
             logger.warning("watched proxy exited: its flows are in bypass now", metadata: [
-                "pid": "\(w.pid)", "pidfile": "\(path)", "flows": "\(moved)"])
-            if let successor { logger.notice("proxy \(successor) takes new flows now") }
+                "pid": "\(w.pid)", "pidfile": "\(path)", "flows": "\(moved.first ?? 0)"])
+            announce(successor)
             return
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
@@ -347,15 +295,12 @@ final class Daemon: @unchecked Sendable {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         if poll(&p, 1, 0) > 0 {
             close(fd)
-            registry.withLock { $0.lastDeadPid = pid }
+            registry.withLock { $0.pidIsDead(pid) }
             return
         }
         let now = clock.now()
         let id = registry.withLock { r -> Int in
-            let id = r.nextProxyID
-            r.nextProxyID += 1
-            r.registrations += 1
-            r.watched = WatchedProxy(id: id, pid: pid, pidfd: fd, registeredAt: now, order: r.registrations)
+            let id = r.watch(pid: pid, pidfd: fd, now: now)
             engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
             return id
         }

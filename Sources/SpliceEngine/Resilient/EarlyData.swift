@@ -40,12 +40,11 @@ extension Engine {
     /// The proxy's socket facing the client is up: its held packets go to it, translated.
     func releasePending(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
         guard b.pointee.resilient.pendingToProxy > 0 else { return }
-        let r = b.pointee.resilient
         for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e {
             guard pendingBelongs(i) else { continue }
             let packet = pending.packet(i)
             if let p = TCPPacket(packet) {
-                translateTowardProxy(p, going: .original, state: r)
+                translateTowardProxy(p, going: .original, block: b)
                 p.fillChecksum()
                 inject(UnsafeRawBufferPointer(packet), to: table[e].addressB, local: true)
             }

@@ -100,7 +100,7 @@ extension Engine {
         }
         // The data path, either way: into the space of the proxy's socket that receives it,
         // and the sender's acknowledgement released to the other end as far as the proxy has it.
-        translateTowardProxy(p, going: dir, state: b.pointee.resilient)
+        translateTowardProxy(p, going: dir, block: b)
         releaseAck(speaking: dir, entry: e, block: b)
         // A packet for a local socket needs a complete checksum (KERNEL-NOTES.md).
         return .toProxy(length: p.bytes.count, mark: marks.toProxy, fillChecksum: info.checksumPartial)

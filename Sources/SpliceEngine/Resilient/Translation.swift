@@ -7,14 +7,14 @@ extension Engine {
     /// Rewrites an end's packet, going `d`, for the proxy's socket that receives it (the one
     /// speaking the other way): acknowledgement numbers and SACK edges into that socket's
     /// space, TSecr back into its clock, the window into the scale it reads.
-    func translateTowardProxy(_ p: TCPPacket, going d: FlowDirection, state r: ResilientState) {
-        let side = r.proxy[d.opposite]
+    func translateTowardProxy(_ p: TCPPacket, going d: FlowDirection, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        let side = b.pointee.resilient.proxy[d.opposite]
         let tcp = p.tcp
         let back = side.seqDelta.inverse
         if tcp.flags.contains(.ack) {
             tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + back)
         }
-        let shiftFrom = r.endShift[d], shiftTo = side.receiverShiftAtProxy
+        let shiftFrom = b.pointee.resilient.endShift[d], shiftTo = side.receiverShiftAtProxy
         if shiftFrom != shiftTo { tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo)) }
         if tcp.headerLength > TCPHeader.Field.minimumLength {
             let options = tcp.options
