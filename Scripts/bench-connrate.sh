@@ -222,7 +222,7 @@ PYEOF
     if [[ -s "$TEST_TMP/case-$case.json" ]]; then
         while IFS= read -r p; do
             [[ -z "$p" ]] || note_case "$case" "$p"
-        done < <(json_get '"\n".join(d["problems"])' <"$TEST_TMP/case-$case.json")
+        done < <(json_get lines problems <"$TEST_TMP/case-$case.json")
     fi
 }
 
@@ -417,4 +417,4 @@ PYEOF
 echo
 cat "$TEST_TMP/summary.json"
 echo
-[[ "$(json_get 'd["ok"]' <"$TEST_TMP/summary.json")" == True ]] || exit 1
+[[ "$(json_get ok <"$TEST_TMP/summary.json")" == True ]] || exit 1

@@ -100,8 +100,8 @@ MISSING=""
 resilient_check() {
     local st flows failovers
     st=$(status_json)
-    flows=$(printf '%s' "$st" | json_get 'd["resilient"]["flows"]')
-    failovers=$(printf '%s' "$st" | json_get 'd["resilient"]["failovers"]')
+    flows=$(printf '%s' "$st" | json_get resilient.flows)
+    failovers=$(printf '%s' "$st" | json_get resilient.failovers)
     log "$1: spliced counted $flows resilient flows, $failovers failovers"
     if ((flows < $2 || failovers != 0)); then
         NOTES+=("$1: only $flows resilient flows (expected >= $2) or $failovers failovers: the path was not the proxy's")

@@ -110,7 +110,7 @@ step "Halfway. The download goes through splice-proxy (splicectl flows; the prox
 splicectl flows 2>&1 | sed 's/^/    /'
 nsx "$NS_R" ss -Htnp "( sport = :$PORT or dport = :$PORT )" 2>/dev/null \
     | awk '{ printf "    %-6s %-22s %-22s %s\n", $1, $4, $5, $6 }'
-sent=$(flows_json | json_get 'sum(f["bytesReply"] for f in d)')
+sent=$(flows_json | json_get sum '*.bytesReply')
 awk -v b="$sent" -v t="$SIZE_MIB" 'BEGIN { printf "    the server has sent %.1f MiB of %d MiB so far\n", b / 1048576, t }'
 
 step "Killing splice-proxy with SIGKILL (pid $(bg_pid splice-proxy))"

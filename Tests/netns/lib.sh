@@ -32,7 +32,7 @@
 #   rules_install NS ARGS... / rules_remove NS ARGS...
 #   spliced_start [ARGS...]  start spliced in the router with a control socket
 #   splicectl ARGS...        run splicectl against that socket
-#   json_get EXPR            python expression on `d` (the JSON read from stdin)
+#   json_get QUERY [ARG...]  a path or query into the JSON on stdin (jsonq.py; no eval)
 #
 # Resilient mode (see the sections below for details):
 #   resilient_rules_install / resilient_spliced_start   rules with --tproxy-port, spliced --proxy-ports
@@ -78,6 +78,11 @@ _CLEANING=0
 
 log() {
     printf '[%s %s] %s\n' "$(date +%T)" "$TEST_NAME" "$*"
+}
+
+# report MSG: a measurement a passing test shows even without run.sh -v (never an assertion).
+report() {
+    log "report: $*"
 }
 
 fail() {
@@ -345,12 +350,11 @@ xfer_sha() {
     sed -n 's/.*SHA256=\([0-9a-f]\{64\}\).*/\1/p' "$1" | tail -n 1
 }
 
-# json_get EXPR: evaluate a python expression over d = the JSON on stdin.
+# json_get QUERY [ARG...]: what QUERY names in the JSON on stdin (Tests/netns/jsonq.py: a
+# path such as resilient.failovers, or sum/len/sorted/pick/pairs/lines/first/mib/is-list/
+# where/count-in over one); never code evaluated from bash.
 json_get() {
-    python3 -c 'import json, sys
-d = json.load(sys.stdin)
-v = eval(sys.argv[1])
-print(json.dumps(v) if isinstance(v, (dict, list)) else v)' "$1"
+    python3 "$NETNS_DIR/jsonq.py" "$@"
 }
 
 # --- tcpsplice pieces -----------------------------------------------------------------
@@ -422,7 +426,7 @@ flows_json() {
 
 # queue_packets_total: packets the running spliced has read from all its queues.
 queue_packets_total() {
-    status_json | json_get 'sum(q["packets"] for q in d["queues"])'
+    status_json | json_get sum 'queues.*.packets'
 }
 
 # find_flow SRC DST DPORT [STATE] [MODE]: print the first flow of
@@ -495,7 +499,7 @@ xfers_size_defaults() {
 
 # proxies_json: the `proxies` list of spliced's status, as JSON.
 proxies_json() {
-    status_json | json_get 'd.get("proxies", [])'
+    status_json | json_get 'proxies?[]'
 }
 
 # proxy_registered_pid PID: true when spliced lists a proxy with that pid.
@@ -525,7 +529,7 @@ wait_proxy_registered() {
 
 # wait_no_proxy [TIMEOUT_S]: until spliced lists no proxy at all.
 _no_proxy() {
-    [[ "$(proxies_json | json_get 'len(d)')" == 0 ]]
+    [[ "$(proxies_json | json_get len .)" == 0 ]]
 }
 wait_no_proxy() {
     wait_for "${1:-10}" "spliced to list no proxy (status.proxies empty)" _no_proxy
@@ -911,7 +915,7 @@ if len(flows) < minimum:
     print("  only %d flows to ports %s, expected at least %d" % (len(flows), sorted(ports), minimum), file=sys.stderr)
 sys.exit(1 if bad or len(flows) < minimum else 0)' "$mode" "$reason" "$min" "$ports" \
         || fail "not every flow to ports $ports is $mode/$reason (or fewer than $min flows)"
-    log "every flow to ports $ports ($(flows_json | json_get "len([f for f in d if str(f['dport']) in '$ports'.split(',')])") flows) is $mode/$reason"
+    log "every flow to ports $ports ($(flows_json | json_get count-in . dport "$ports") flows) is $mode/$reason"
 }
 
 # flows_of_clients_assert MODE REASON [--proxy ID] PORTS...: the flows of exactly
@@ -945,7 +949,7 @@ sys.exit(1 if bad or missing else 0)' "$mode" "$reason" "$proxy" "$@" \
 
 # resilient_stat KEY: one counter of status.resilient.
 resilient_stat() {
-    status_json | json_get "d['resilient']['$1']"
+    status_json | json_get "resilient.$1"
 }
 
 # resilient_assert_through_proxy N [PROXY_ID]: the N transfers go through the
@@ -1291,7 +1295,7 @@ impair_assert_active() {
 #   crowd_run NAME HOST PORT COUNT [CROWD ARGS...]
 #                                 crowd.py in the client; its JSON line in
 #                                 $TEST_TMP/crowd-NAME.json; returns crowd.py's status
-#   crowd_field NAME EXPR         a python expression on the JSON `d` of run NAME
+#   crowd_field NAME PATH         a path into the JSON of run NAME (json_get)
 CROWD_DIR=""
 CROWD_SHA=""
 CROWD_BYTES=0
@@ -1426,12 +1430,13 @@ paws_report() {
     for ns in client server; do
         [[ -s "$TEST_TMP/paws-$ns.pcap" ]] || continue
         tcpdump -n -tt -S -r "$TEST_TMP/paws-$ns.pcap" 2>/dev/null | python3 "$NETNS_DIR/tsorder.py" > "$TEST_TMP/paws-$ns.txt"
-        log "segments at the $ns with a TSval older than one it had seen (capture around the failover): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
-        head -40 "$TEST_TMP/paws-$ns.txt" | grep -v '^old: ' | sed 's/^/    /' >&2 || true
+        report "segments at the $ns with a TSval older than one it had seen (capture around the failover): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
+        local line
+        while IFS= read -r line; do report "    $line"; done < <(head -40 "$TEST_TMP/paws-$ns.txt" | grep -v '^old: ')
     done
     local raised
     raised=$(resilient_stat timestampsRaised 2>/dev/null || echo "n/a (no spliced)")
-    log "PAWS rejects $1: client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S)); TSvals raised by spliced: $raised"
+    report "PAWS rejects $1: client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S)); TSvals raised by spliced: $raised"
     if [[ "${PAWS_STRICT:-0}" != 0 ]] && ((c != PAWS_BASE_C || s != PAWS_BASE_S)); then
         fail "$1: the ends dropped segments with old timestamps (PAWS): client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S))"
     fi

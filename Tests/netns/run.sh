@@ -55,7 +55,12 @@ for t in "${tests[@]}"; do
     if [[ $rc -eq 0 ]]; then
         passed=$((passed + 1))
         printf 'PASS  %-34s %7ss\n' "$name" "$dur"
-        if ((VERBOSE)); then sed 's/^/    | /' "$out"; fi
+        if ((VERBOSE)); then
+            sed 's/^/    | /' "$out"
+        else
+            # Measurements a passing test reports (lib.sh report) are shown anyway.
+            grep -F '] report: ' "$out" | sed 's/^/    | /' || true
+        fi
     else
         failed=$((failed + 1))
         failed_names+=("$name")

@@ -61,9 +61,9 @@ log "during the transfers: queue packets $(queue_packets_total)"
 log "download flow: $DOWN_FLOW"
 log "upload flow:   $UP_FLOW"
 for f in "$DOWN_FLOW" "$UP_FLOW"; do
-    fam=$(printf '%s' "$f" | json_get 'd["family"]')
+    fam=$(printf '%s' "$f" | json_get family)
     [[ "$fam" == 4 ]] || fail "flow family is '$fam', expected 4: $f"
-    sport=$(printf '%s' "$f" | json_get 'd["sport"]')
+    sport=$(printf '%s' "$f" | json_get sport)
     ((sport >= 1024)) || fail "flow source port '$sport' is not the client's ephemeral port: $f"
 done
 
@@ -87,7 +87,7 @@ log "IPv6 download sha256 match"
 
 # Afterwards: the queue counters.
 st=$(status_json)
-log "status after: $(printf '%s' "$st" | json_get '{k: d[k] for k in ("queues", "verdicts", "flows")}')"
+log "status after: $(printf '%s' "$st" | json_get pick queues verdicts flows)"
 printf '%s' "$st" | python3 -c '
 import json, sys
 def need(cond, msg):

@@ -24,7 +24,7 @@ for i in 1 2 3 4 5 6; do
 done
 max_total=0
 while bg_alive fetch1 || bg_alive fetch6; do
-    t=$(status_json | json_get 'd["flows"]["total"]')
+    t=$(status_json | json_get flows.total)
     ((t > max_total)) && max_total=$t
     sleep 0.3
 done
@@ -33,7 +33,7 @@ for i in 1 2 3 4 5 6; do
     [[ $(sha256_of "$TEST_TMP/got$i") == "$WANT" ]] || fail "download $i differs with the table full"
 done
 st=$(status_json)
-full=$(printf '%s' "$st" | json_get 'd["flows"]["tableFull"]')
+full=$(printf '%s' "$st" | json_get flows.tableFull)
 ((full > 0)) || fail "flows.tableFull is $full after 6 concurrent flows with --max-flows 2: $st"
 ((max_total <= 2)) || fail "the table held $max_total flows with --max-flows 2"
 log "6 downloads intact; table peaked at $max_total flows, tableFull=$full"

@@ -225,10 +225,10 @@ proxy_start splice-proxy --heartbeat 0.25
 PROXY_ID=$(proxy_id_of "$(bg_pid splice-proxy)")
 
 active_proxy() {
-    status_json | json_get 'd["resilient"].get("activeProxy")'
+    status_json | json_get 'resilient.activeProxy?None'
 }
 ctl() {  # ctl FIELD: status.control.FIELD
-    status_json | json_get "d['control']['$1']"
+    status_json | json_get "control.$1"
 }
 listed_proxy() {  # listed_proxy NAME: true while status lists a proxy named NAME
     status_json | python3 -c '
@@ -297,7 +297,7 @@ for i in $(seq 1 10); do
     ms=$((($(date +%s%N) - t0) / 1000000))
     [[ $rc -eq 0 ]] || fail "splicectl status under abuse, probe $i: exit $rc after ${ms} ms (124: no answer in 5 s): $(cat "$TEST_TMP/probe.err")"
     ((ms > worst)) && worst=$ms
-    runs=$(json_get "d['control']['timerRuns']" <<<"$js")
+    runs=$(json_get control.timerRuns <<<"$js")
     if [[ -z "$t_first" ]]; then t_first=$t0; runs_first=$runs; fi
     t_last=$t0
     runs_last=$runs
@@ -326,7 +326,7 @@ late=$(awk '$1 == "PARTIAL" && $3 == "CLOSED" && $4 + 0 >= 10' "$(bg_log partial
 _unread_dropped() { (($(ctl droppedUnread) >= 20)); }
 wait_for 60 "the 20 non-readers to be dropped (status.control.droppedUnread)" _unread_dropped
 (($(ctl droppedSilent) >= 5)) || fail "status.control.droppedSilent is $(ctl droppedSilent), expected >= 5"
-log "half-line clients closed at $(awk '$3 == "CLOSED" { printf "%s ", $4 }' "$(bg_log partial)")s; status.control: $(status_json | json_get 'd["control"]')"
+log "half-line clients closed at $(awk '$3 == "CLOSED" { printf "%s ", $4 }' "$(bg_log partial)")s; status.control: $(status_json | json_get control)"
 bg_wait greedy 60 || fail "the greedy client failed"
 grep -q '^GREEDY answers=[1-9][0-9]*$' "$(bg_log greedy)" || fail "the greedy client was not served throughout: $(cat "$(bg_log greedy)")"
 log "greedy client: $(cat "$(bg_log greedy)")"
@@ -394,7 +394,7 @@ grep -q "too many open files" "$TEST_TMP/low.err" || fail "splicectl at the desc
 touch "$TEST_TMP/release-lowfd"
 bg_wait holder-lowfd 10 || fail "the holder failed"
 wait_for 5 "the second spliced to answer once the holder let go" _low_up
-nodesc=$(CTL_SOCK=$LOW_SOCK status_json | json_get "d['control']['refusedNoDescriptor']")
+nodesc=$(CTL_SOCK=$LOW_SOCK status_json | json_get control.refusedNoDescriptor)
 ((nodesc >= 5)) || fail "status.control.refusedNoDescriptor is $nodesc, expected >= 5 (3 + 2 waiting)"
 log "at the descriptor limit: refused with one line ($nodesc counted), no spin, answers again after"
 bg_kill spliced-lowfd TERM 10 || fail "the second spliced did not exit cleanly"

@@ -37,9 +37,13 @@ c = collections.Counter((f.get("mode"), f.get("reason"), f.get("proxy"), f.get("
 print(dict(c.most_common(8)))' "$CLIENT_IP"
 }
 # validated: handshakes replayed to a proxy so far (spliced's count of clients validated).
-validated() { status_json | json_get 'd["resilient"].get("clientsValidated", 0)'; }
+validated() { status_json | json_get 'resilient.clientsValidated?0'; }
 # engine_packets: packets spliced has seen, and what its queues dropped (full).
-engine_packets() { status_json | json_get 'd["packets"]["total"], sum(q.get("queueDropped") or 0 for q in d["queues"])' | tr -d "(),"; }
+engine_packets() {
+    local st
+    st=$(status_json)
+    echo "$(json_get packets.total <<<"$st") $(json_get sum 'queues.*.queueDropped' <<<"$st")"
+}
 declare -A PACKETS DROPS
 # crowd NAME: N downloads at once, all byte-exact or the test fails. Counts the engine's packets per
 # download and its queues' drops meanwhile.
@@ -76,10 +80,10 @@ wait_proxy_registered "$HAPROXY_PID" 10
 through_proxy haproxy HAProxy
 
 st=$(status_json)
-log "engine: $(json_get 'd["packets"]["total"]' <<<"$st") packets, queue drops $(json_get '[(q["number"], q.get("queueDropped")) for q in d["queues"]]' <<<"$st"), FIN/RST held $(json_get 'd["resilient"]["finRstHeld"]' <<<"$st"), RSS $(json_get 'd["memory"]["residentBytes"] >> 20' <<<"$st") MiB"
-b=$(crowd_field bypass 'd["seconds"]')
+log "engine: $(json_get packets.total <<<"$st") packets, queue drops $(json_get pairs queues number queueDropped <<<"$st"), FIN/RST held $(json_get resilient.finRstHeld <<<"$st"), RSS $(json_get mib memory.residentBytes <<<"$st") MiB"
+b=$(crowd_field bypass seconds)
 for run in bypass splice-proxy haproxy; do
-    s=$(crowd_field "$run" 'd["seconds"]')
-    log "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(python3 -c "print(round($s / $b, 2))")x bypass), connect $(crowd_field "$run" 'd["connect_ms"]["p50"]') ms p50, total $(crowd_field "$run" 'd["total_ms"]["p99"]') ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}"
+    s=$(crowd_field "$run" seconds)
+    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(python3 -c "print(round($s / $b, 2))")x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}"
 done
 log "PASS: $N concurrent downloads byte-exact through splice-proxy and through HAProxy"

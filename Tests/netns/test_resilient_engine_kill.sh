@@ -28,7 +28,7 @@ resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
 # The kill, a third of the way.
 xfers_wait_progress 333 120
 xfers_assert_running
-log "status.resilient before the kill: $(status_json | json_get 'd["resilient"]')"
+log "status.resilient before the kill: $(status_json | json_get resilient)"
 SPLICED_PID=$(bg_pid spliced)
 paws_capture_start
 rc=0

@@ -79,6 +79,6 @@ haproxy_start
 wait_proxy_registered "$HAPROXY_PID" 10
 requests haproxy
 st=$(status_json)
-check "the requests went through the proxies ($(json_get 'd["resilient"]["flows"]' <<<"$st") resilient flows)" \
-    [ "$(json_get 'd["resilient"]["flows"]' <<<"$st")" -ge $((2 * REQUESTS)) ]
+check "the requests went through the proxies ($(json_get resilient.flows <<<"$st") resilient flows)" \
+    [ "$(json_get resilient.flows <<<"$st")" -ge $((2 * REQUESTS)) ]
 log "PASS: $((2 * REQUESTS)) requests through splice-proxy and HAProxy, none waiting on a retransmission"

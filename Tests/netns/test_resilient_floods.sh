@@ -45,7 +45,7 @@ print(sum(1 for f in json.load(sys.stdin)
           if f.get("src") == src and f.get("mode") == mode and (not reason or f.get("reason") == reason)))' \
         "$CLIENT_IP" "$1" "${2:-}"
 }
-stat_of() { json_get "$2" <<<"$1"; }
+stat_of() { local st=$1; shift; json_get "$@" <<<"$st"; }
 
 # 1. Plain forwarding under the flood.
 flood_start flood-plain syn
@@ -58,18 +58,22 @@ resilient_start --max-flows "$MAXFLOWS"
 proxy_start
 overflows0=$(ns_counter "$NS_R" TcpExtListenOverflows)
 flood_start flood-paced syn "$PPS"
-_table_full() { [[ $(status_json | json_get 'd["flows"]["total"] >= d["flows"]["capacity"] - 16') == True ]]; }
+_table_full() {
+    local st
+    st=$(status_json)
+    (($(json_get flows.total <<<"$st") >= $(json_get flows.capacity <<<"$st") - 16))
+}
 wait_for 30 "the SYN flood to fill spliced's table ($MAXFLOWS flows)" _table_full
 real_clients resilient-paced
 st=$(status_json)
 bg_kill flood-paced KILL >/dev/null || true
-log "under $PPS SYN/s: flows $(stat_of "$st" 'd["flows"]["total"]') of $MAXFLOWS, early drops $(stat_of "$st" 'd["flows"].get("earlyDrops")'), clients validated $(stat_of "$st" 'd["resilient"].get("clientsValidated")'), RSS $(stat_of "$st" 'd["memory"]["residentBytes"] >> 20') MiB"
+log "under $PPS SYN/s: flows $(stat_of "$st" flows.total) of $MAXFLOWS, early drops $(stat_of "$st" 'flows.earlyDrops?None'), clients validated $(stat_of "$st" 'resilient.clientsValidated?None'), RSS $(stat_of "$st" mib memory.residentBytes) MiB"
 check "a full table makes room for new flows (early drops > 0)" \
-    [ "$(stat_of "$st" 'd["flows"].get("earlyDrops", 0) > 0')" = True ]
+    [ "$(stat_of "$st" 'flows.earlyDrops?0')" -gt 0 ]
 n=$(real_flows resilient)
 check "every real client's flow went through the proxy although the flood filled the table ($n of $REAL resilient)" [ "$n" -ge "$REAL" ]
 # The proxy saw the real clients only: REAL validated (a retransmitted SYN may add a few).
-v=$(stat_of "$st" 'd["resilient"].get("clientsValidated", 0)')
+v=$(stat_of "$st" 'resilient.clientsValidated?0')
 check "the proxy is engaged for the $REAL real clients only ($v clients validated)" [ "$v" -ge "$REAL" -a "$v" -le $((REAL + 5)) ]
 
 # 3. The flood as fast as hping3 goes.
@@ -78,26 +82,26 @@ sleep 2
 real_clients resilient-max
 st=$(status_json)
 bg_kill flood-max KILL >/dev/null || true
-v2=$(stat_of "$st" 'd["resilient"].get("clientsValidated", 0)')
-q=$(stat_of "$st" '[q for q in d["queues"] if q.get("role") == "handshakes"][0]')
+v2=$(stat_of "$st" 'resilient.clientsValidated?0')
+q=$(stat_of "$st" where queues role handshakes)
 log "as fast as hping3 goes: $((v2 - v)) of $REAL real clients through the proxy, the others let by unseen (bypass, $(real_flows bypass handshake-unseen) handshake-unseen, $(real_flows bypass picked-up-mid-stream) picked up); handshake queue: $q"
 check "no flood handshake reached the proxy ($((v2 - v)) clients validated for $REAL real ones)" [ $((v2 - v)) -le $((REAL + 5)) ]
 overflows1=$(ns_counter "$NS_R" TcpExtListenOverflows)
 check "the proxy's listen queue never overflowed ($((overflows1 - overflows0)) overflows)" [ "$((overflows1 - overflows0))" -eq 0 ]
 
 # 4. An ACK flood: lone ACKs picked up mid-stream.
-dropped0=$(status_json | json_get 'd["flows"].get("earlyDrops", 0)')
+dropped0=$(status_json | json_get 'flows.earlyDrops?0')
 flood_start flood-ack ack
 sleep 2
 real_clients resilient-ack
 st=$(status_json)
 bg_kill flood-ack KILL >/dev/null || true
-log "under the ACK flood: flows $(stat_of "$st" 'd["flows"]["total"]') of $MAXFLOWS, picked up $(stat_of "$st" 'd["flows"]["pickedUp"]'), early drops $(stat_of "$st" 'd["flows"].get("earlyDrops")'), table full $(stat_of "$st" 'd["flows"]["tableFull"]')"
+log "under the ACK flood: flows $(stat_of "$st" flows.total) of $MAXFLOWS, picked up $(stat_of "$st" flows.pickedUp), early drops $(stat_of "$st" 'flows.earlyDrops?None'), table full $(stat_of "$st" flows.tableFull)"
 check "the ACK flood's pickups were shed (early drops grew)" \
-    [ "$(stat_of "$st" "d['flows'].get('earlyDrops', 0) > $dropped0")" = True ]
+    [ "$(stat_of "$st" 'flows.earlyDrops?0')" -gt "$dropped0" ]
 
 # Latencies side by side (printed, not asserted).
 for run in plain resilient-paced resilient-max resilient-ack; do
-    log "latency $run: connect $(crowd_field "$run" 'd["connect_ms"]') total $(crowd_field "$run" 'd["total_ms"]') in $(crowd_field "$run" 'd["seconds"]') s"
+    report "latency $run: connect $(crowd_field "$run" connect_ms) total $(crowd_field "$run" total_ms) in $(crowd_field "$run" seconds) s"
 done
 log "PASS: real clients byte-exact through SYN and ACK floods, the proxy engaged for them only"

@@ -73,7 +73,7 @@ for f in json.load(sys.stdin):
 }
 
 policy_enabled() {
-    splicectl policy --json | json_get 'd.get("enabled", d.get("policy", {}).get("enabled"))'
+    splicectl policy --json | json_get first enabled policy.enabled
 }
 
 wait_no_proxy 5

@@ -40,6 +40,6 @@ xfers_verify
 paws_report "over the failover"
 flows_assert_all bypass proxy-died "$N"
 failovers=$(resilient_stat failovers)
-log "status.resilient: $(status_json | json_get 'd["resilient"]')"
+log "status.resilient: $(status_json | json_get resilient)"
 ((failovers >= N)) || fail "status shows $failovers failovers, expected at least $N"
 log "PASS"

@@ -96,10 +96,10 @@ spliced_start --queue 0
 out=$(splicectl status) || fail "splicectl status failed as root"
 [[ -n "$out" ]] || fail "splicectl status printed nothing"
 st=$(status_json)
-printf '%s' "$st" | json_get 'd["uptimeSeconds"] >= 0 and isinstance(d["queues"], list) and "verdicts" in d and "flows" in d and "memory" in d' \
+printf '%s' "$st" | json_get pick uptimeSeconds queues verdicts flows memory >/dev/null && printf '%s' "$st" | json_get is-list queues \
     | grep -qx True || fail "status --json lacks uptimeSeconds/queues/verdicts/flows/memory: $st"
 fl=$(flows_json)
-printf '%s' "$fl" | json_get 'isinstance(d, list)' | grep -qx True || fail "flows --json is not a JSON array: $fl"
+printf '%s' "$fl" | json_get is-list . | grep -qx True || fail "flows --json is not a JSON array: $fl"
 log "root: status and flows answer"
 
 as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
@@ -134,11 +134,15 @@ log "nobody, socket 0666: refused by the uid check, exit 3: $(head -n 1 <<<"$out
 # Started without --proxy-ports, the daemon's policy has no ports: enabling it
 # alone would claim every port.
 expect_usage "policy --enable, no ports in force" "no ports.*--ports" splicectl policy --enable
-[[ "$(splicectl policy --json | json_get 'd["enabled"]')" == False ]] || fail "policy --enable without ports enabled it: $(splicectl policy --json)"
+[[ "$(splicectl policy --json | json_get enabled)" == False ]] || fail "policy --enable without ports enabled it: $(splicectl policy --json)"
 splicectl policy --enable --ports 5001 >/dev/null || fail "splicectl policy --enable --ports 5001 failed"
-policy_now() { splicectl policy --json | json_get '[d["enabled"], sorted(d["ports"])]'; }
+policy_now() {
+    local p
+    p=$(splicectl policy --json)
+    echo "$(json_get enabled <<<"$p") $(json_get sorted ports <<<"$p")"
+}
 want=$(policy_now)
-[[ "$want" == "[true, [5001]]" ]] || fail "policy after --enable --ports 5001: $want"
+[[ "$want" == "True [5001]" ]] || fail "policy after --enable --ports 5001: $want"
 policy_usage_errors "$CTL_SOCK"
 [[ "$(policy_now)" == "$want" ]] || fail "a refused splicectl policy changed the policy: $(policy_now), was $want"
 # set_policy_raw JSON-POLICY: a set-policy request written by hand; prints the answer.
@@ -166,10 +170,10 @@ for case in '{"enabled":true,"ports":[],"servers":[],"clients":[]}|at least one 
             '{"enabled":true,"ports":[80],"servers":[],"clients":[""]}|empty|prefix'; do
     bad=${case%%|*} re=${case#*|}
     ans=$(set_policy_raw "$bad")
-    [[ "$(json_get 'd["ok"]' <<<"$ans")" == False ]] || fail "spliced accepted set-policy $bad: $ans"
+    [[ "$(json_get ok <<<"$ans")" == False ]] || fail "spliced accepted set-policy $bad: $ans"
     grep -Eiq -- "$re" <<<"$ans" || fail "spliced refused set-policy $bad without naming the problem (/$re/): $ans"
     [[ "$(policy_now)" == "$want" ]] || fail "the refused set-policy $bad changed the policy: $(policy_now)"
-    log "set-policy $bad refused: $(json_get 'd["error"]' <<<"$ans")"
+    log "set-policy $bad refused: $(json_get error <<<"$ans")"
 done
 
 # Daemon killed: the socket file stays, nothing listens.

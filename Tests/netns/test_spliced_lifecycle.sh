@@ -83,7 +83,7 @@ pid=$(bg_pid spliced)
 [[ -s "$TEST_TMP/spliced.pid" ]] || fail "no pidfile written"
 [[ $(tr -d ' \n' <"$TEST_TMP/spliced.pid") == "$pid" ]] || fail "pidfile says $(cat "$TEST_TMP/spliced.pid"), spliced is $pid"
 [[ $(queue_bound_count "$NS_R") -eq 2 ]] || fail "expected 2 bound queues, kernel shows: $(nsx "$NS_R" cat /proc/net/netfilter/nfnetlink_queue)"
-status_json | json_get 'sorted(q["number"] for q in d["queues"])' | grep -qx '\[0, 1\]' \
+status_json | json_get sorted 'queues.*.number' | grep -qx '\[0, 1\]' \
     || fail "status does not list queues 0 and 1: $(status_json)"
 log "spliced $pid: pidfile ok, queues 0 and 1 bound"
 
