@@ -205,9 +205,10 @@ final class Relay {
 
     /// Accepts at most `maximumAcceptsPerRound` connections, then serves the others: a crowd
     /// arriving at once is taken in steps (the listener stays readable, epoll reports it
-    /// again), so that the connections already open move their bytes meanwhile and the
-    /// engine's queues see a stream of handshakes rather than one burst of thousands (which
-    /// overflowed them). HAProxy's `tune.maxaccept` does the same, with the same default.
+    /// again), so that the connections already open move their bytes meanwhile rather than
+    /// wait behind thousands of accepts (HAProxy's `tune.maxaccept` does the same). No gain
+    /// was measurable in the 10,000-connection crowd, whose times swing with the engine's
+    /// queue (Docs/benchmarks.md); kept for the fairness.
     private func acceptAll(_ listener: Int32) {
         for _ in 0..<Relay.maximumAcceptsPerRound {
             guard canAccept else {
