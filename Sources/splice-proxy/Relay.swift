@@ -449,8 +449,8 @@ final class Relay {
         if d.sourceDone && d.inPipe == 0 && !d.shutdownSent && connected {
             // The direction's last byte is out: pass the half-close on. Not announced: it
             // relays the other end's FIN at the same place in the stream, which the engine
-            // lets through as it is (Docs/resilient.md); a message per close cost more than
-            // the relay itself in a crowd of short connections.
+            // lets through as it is (Docs/resilient.md); announcing it cost two control
+            // messages per short connection.
             shutdown(d.destination, Int32(SHUT_WR))
             d.shutdownSent = true
         }
