@@ -226,16 +226,30 @@ topo_create() {
     pcap_start
 }
 
-# pcap_start: with TCPSPLICE_PCAP=1 in the environment (a debugging aid, off in
-# the suite), capture the first 128 bytes of every TCP packet at the client's and
-# the server's eth0 into $TEST_TMP/client.pcap and server.pcap (kept with
+# capture_start NAME: tcpdump (headers only, 128 bytes) at the client's and the server's
+# eth0 into $TEST_TMP/NAME-c.pcap and NAME-s.pcap; capture_stop NAME ends both (what is in
+# flight is written first).
+capture_start() {
+    local ns n
+    for ns in c s; do
+        [[ $ns == c ]] && n=$NS_C || n=$NS_S
+        bg_start "pcap-$1-$ns" "$n" tcpdump -i eth0 -n -s 128 -B 16384 -U -w "$TEST_TMP/$1-$ns.pcap" tcp
+    done
+    sleep 1
+}
+capture_stop() {
+    local ns
+    sleep 0.5
+    for ns in c s; do bg_kill "pcap-$1-$ns" INT >/dev/null || true; done
+}
+
+# pcap_start: with TCPSPLICE_PCAP=1 in the environment (a debugging aid, off in the suite),
+# capture the whole test (capture_start all: $TEST_TMP/all-c.pcap and all-s.pcap, kept with
 # TCPSPLICE_KEEP_TMP=1).
 pcap_start() {
     [[ -n "${TCPSPLICE_PCAP:-}" ]] || return 0
     command -v tcpdump >/dev/null 2>&1 || fail "TCPSPLICE_PCAP is set but 'tcpdump' is not on PATH"
-    bg_start pcap-client "$NS_C" tcpdump -n -i eth0 -s 128 -U -w "$TEST_TMP/client.pcap" tcp
-    bg_start pcap-server "$NS_S" tcpdump -n -i eth0 -s 128 -U -w "$TEST_TMP/server.pcap" tcp
-    sleep 0.5
+    capture_start all
 }
 
 # --- background processes ---------------------------------------------------------
@@ -1397,7 +1411,7 @@ ns_counter() {
 # --- PAWS: segments an end dropped for an old timestamp -----------------------------------
 # paws_baseline: remembers TcpExtPAWSEstab of the client and the server (segments an end
 # dropped because their TSval was older than one it had seen). paws_report WHAT: prints how
-# much each grew since, the segments behind it when a capture was taken (paws_capture_*), and
+# much each grew since, the segments behind it when a capture was taken (capture_start paws), and
 # how many of the ends' packets spliced raised to the TSval the proxy had shown
 # (status.resilient.timestampsRaised: those that waited in the ends' queue while the proxy's
 # went ahead, Docs/resilient.md). A report, not an assertion, unless PAWS_STRICT=1
@@ -1408,29 +1422,14 @@ paws_baseline() {
     PAWS_BASE_C=$(ns_counter "$NS_C" TcpExtPAWSEstab)
     PAWS_BASE_S=$(ns_counter "$NS_S" TcpExtPAWSEstab)
 }
-# paws_capture_start / paws_capture_stop: tcpdump (headers only) at the client's and the
-# server's eth0 around a failover; paws_report then runs tsorder.py on both captures and
-# prints the segments that arrived with a TSval older than one already seen (at most 20 each).
-paws_capture_start() {
-    local ns n
-    for ns in client server; do
-        [[ $ns == client ]] && n=$NS_C || n=$NS_S
-        bg_start "paws-pcap-$ns" "$n" tcpdump -i eth0 -n -s 96 -B 16384 -U -w "$TEST_TMP/paws-$ns.pcap" tcp
-    done
-    sleep 0.3
-}
-paws_capture_stop() {
-    bg_kill paws-pcap-client INT || true
-    bg_kill paws-pcap-server INT || true
-}
 paws_report() {
     local c s ns
     c=$(ns_counter "$NS_C" TcpExtPAWSEstab)
     s=$(ns_counter "$NS_S" TcpExtPAWSEstab)
-    for ns in client server; do
+    for ns in c s; do
         [[ -s "$TEST_TMP/paws-$ns.pcap" ]] || continue
         tcpdump -n -tt -S -r "$TEST_TMP/paws-$ns.pcap" 2>/dev/null | python3 "$NETNS_DIR/tsorder.py" > "$TEST_TMP/paws-$ns.txt"
-        report "segments at the $ns with a TSval older than one it had seen (capture around the failover): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
+        report "segments at the $([[ $ns == c ]] && echo client || echo server) with a TSval older than one it had seen (capture around the failover): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
         local line
         while IFS= read -r line; do report "    $line"; done < <(head -40 "$TEST_TMP/paws-$ns.txt" | grep -v '^old: ')
     done

@@ -30,7 +30,7 @@ xfers_wait_progress 333 120
 xfers_assert_running
 log "status.resilient before the kill: $(status_json | json_get resilient)"
 SPLICED_PID=$(bg_pid spliced)
-paws_capture_start
+capture_start paws
 rc=0
 bg_kill spliced KILL || rc=$?
 [[ $rc -eq 137 ]] || fail "spliced exited with $rc after SIGKILL, expected 137"
@@ -47,7 +47,7 @@ _proxy_let_go() {
 wait_for 10 "splice-proxy to notice and drop its relayed connections" _proxy_let_go
 log "splice-proxy: $(grep 'lost spliced' "$(bg_log splice-proxy)" | tail -n 1)"
 bg_alive splice-proxy || fail "splice-proxy exited when spliced died (it should stay up and reconnect later)"
-paws_capture_stop
+capture_stop paws
 
 # spliced comes back while the transfers run.
 xfers_assert_running

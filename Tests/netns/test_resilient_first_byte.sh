@@ -19,21 +19,6 @@ crowd_prepare 1024
 nginx_start "$NS_S" "$XF_DOWN_PORT"
 resilient_start --proxy-pidfile "$TEST_TMP/haproxy.pid"
 
-# capture_start NAME: tcpdump at the client's and the server's eth0 (headers only).
-capture_start() {
-    local ns
-    for ns in c s; do
-        local n=$NS_C
-        [[ $ns == s ]] && n=$NS_S
-        bg_start "pcap-$1-$ns" "$n" tcpdump -i eth0 -n -s 128 -U -w "$TEST_TMP/$1-$ns.pcap" tcp
-    done
-    sleep 1
-}
-capture_stop() {
-    local ns
-    sleep 0.5
-    for ns in c s; do bg_kill "pcap-$1-$ns" INT >/dev/null || true; done
-}
 # resent NAME: the handshake and data segments that appear more than once in a capture.
 resent() {
     local ns

@@ -42,14 +42,14 @@ owners=$(nsx "$NS_R" ss -Htnp state established "( sport = :$XF_DOWN_PORT or spo
 xfers_wait_progress 333 120
 xfers_assert_running
 haproxy_alive || fail "haproxy (pid $HAPROXY_PID) is not running before the kill"
-paws_capture_start
+capture_start paws
 kill -KILL "$HAPROXY_PID"
 wait_for 10 "haproxy (pid $HAPROXY_PID) to die" eval '! haproxy_alive'
 log "haproxy (pid $HAPROXY_PID) killed with SIGKILL at progress $(xfers_progress_permille | tr ' ' /) per mille"
 wait_no_proxy 10
 flows_assert_all bypass proxy-died "$N"
 sleep 4
-paws_capture_stop
+capture_stop paws
 
 xfers_wait 240
 xfers_verify

@@ -28,12 +28,12 @@ resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
 # The kill, a third of the way.
 xfers_wait_progress 333 120
 xfers_assert_running
-paws_capture_start
+capture_start paws
 proxy_kill_now
 wait_no_proxy 10
 flows_assert_all bypass proxy-died "$N"
 sleep 4
-paws_capture_stop
+capture_stop paws
 
 xfers_wait 240
 xfers_verify
