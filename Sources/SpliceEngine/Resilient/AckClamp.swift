@@ -10,13 +10,14 @@ extension Engine {
     /// acknowledged too, with an ACK in that socket's translated state (next sequence number,
     /// window, timestamps).
     func releaseAck(speaking d: FlowDirection, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
-        var r = b.pointee.resilient
+        // Called for every end's packet: nothing here copies the mode's whole state.
         // The socket facing the client is up after the replayed handshake; the one facing the
         // server once its handshake ACK went through.
-        guard d == .reply ? r.phase >= .downEstablished : r.phase == .established else { return }
+        let phase = b.pointee.resilient.phase
+        guard d == .reply ? phase >= .downEstablished : phase == .established else { return }
         let end = b.pointee.ends[d]
         guard end.ackSeen else { return }
-        let side = r.proxy[d]
+        let side = b.pointee.resilient.proxy[d]
         let candidate = SeqNumber.earliest(end.ack, side.ownAck)
         guard candidate > side.ackGiven else { return }
         let entry = table[e]
@@ -24,9 +25,9 @@ extension Engine {
             into: buildBuffer, source: entry.address(sending: d), destination: entry.address(receiving: d),
             sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
             sequenceNumber: side.seqNext, acknowledgmentNumber: candidate, flags: .ack, window: side.window,
-            options: r.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none) else { return }
-        r.proxy[d].ackGiven = candidate
-        b.pointee.resilient = r
+            options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none)
+        else { return }
+        b.pointee.resilient.proxy[d].ackGiven = candidate
         counters.acksInjected &+= 1
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }

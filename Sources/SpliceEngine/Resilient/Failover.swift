@@ -49,10 +49,12 @@ extension Engine {
     func afterFailover(_ p: TCPPacket, dir: FlowDirection, block b: UnsafeMutablePointer<ConnectionBlock>,
                        info: PacketInfo) -> Verdict {
         // The receiver took TSvals in this sender's name from the proxy's socket speaking `dir`.
-        let r = b.pointee.resilient
-        let side = r.proxy[dir]
-        guard r.timestamps, side.tsvalShown, p.tcp.headerLength > TCPHeader.Field.minimumLength else { return .accept }
-        let floor = side.tsval
+        guard b.pointee.resilient.timestamps, b.pointee.resilient.proxy[dir].tsvalShown,
+              p.tcp.headerLength > TCPHeader.Field.minimumLength else { return .accept }
+        let floor = b.pointee.resilient.proxy[dir].tsval
+        // `track` has just recorded this packet's TSval (if it has one): the options are walked
+        // again only for a packet that may need raising.
+        guard timestamp(b.pointee.ends[dir].tsRecent, isOlderThan: floor) else { return .accept }
         let tcp = p.tcp
         let options = tcp.options
         guard let o = options.first(kind: TCPOptionKind.timestamps),
@@ -60,8 +62,6 @@ extension Engine {
               timestamp(value, isOlderThan: floor) else { return .accept }
         tcp.updateTimestamps(o, value: floor, echo: echo)
         counters.timestampsRaised &+= 1
-        var v = Verdict.acceptModified(length: p.bytes.count)
-        v.fillChecksum = info.checksumPartial && !info.gso
-        return v
+        return .acceptModified(length: p.bytes.count, info: info)
     }
 }
