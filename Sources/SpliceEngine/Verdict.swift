@@ -51,6 +51,13 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
     @inlinable public static func acceptModified(length: Int) -> Verdict {
         Verdict(action: .accept, rewrittenLength: length)
     }
+    /// Accept a packet rewritten in place on its way out: a small one whose field held only
+    /// the pseudo-header sum needs a full checksum; a large (GSO) one leaving through an
+    /// interface is segmented and checksummed again by the kernel whatever its field holds
+    /// (KERNEL-NOTES.md): no full sum over 64 KiB.
+    @inlinable public static func acceptModified(length: Int, info: PacketInfo) -> Verdict {
+        Verdict(action: .accept, rewrittenLength: length, fillChecksum: info.checksumPartial && !info.gso)
+    }
     /// Accept a packet rebuilt in the scratch buffer.
     @inlinable public static func acceptScratch(length: Int) -> Verdict {
         Verdict(action: .accept, rewrittenLength: length, inScratch: true)

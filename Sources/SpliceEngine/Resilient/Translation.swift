@@ -91,12 +91,7 @@ extension Engine {
         if let a = clampedAck, a > told { r.proxy[d].ackGiven = a }
         r.proxy[d].window = tcp.window
         if end > r.proxy[d].seqNext { r.proxy[d].seqNext = end }
-        // A small packet whose field held only the pseudo-header sum needs a full checksum; a
-        // large (GSO) one leaving through an interface is segmented and checksummed again by
-        // the kernel whatever its field holds (KERNEL-NOTES.md): no full sum over 64 KiB.
-        var v = Verdict.acceptModified(length: p.bytes.count)
-        v.fillChecksum = info.checksumPartial && !info.gso
-        return v
+        return .acceptModified(length: p.bytes.count, info: info)
     }
 
     /// Rewrites a packet of the proxy's socket speaking `d` in place into the ends' space;
