@@ -91,7 +91,7 @@ def main(argv):
         elif q == 'len':
             show(len(one(doc, args[0])))
         elif q == 'sorted':
-            show(sorted(walk(doc, args[0])) if '*' in args[0] else sorted(one(doc, args[0])))
+            show(sorted(one(doc, args[0])))
         elif q == 'pick':
             show({k: doc[k] for k in args})
         elif q == 'pairs':
