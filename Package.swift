@@ -3,8 +3,10 @@
 //
 // Module map (one job each):
 //   SpliceWire            packet library: IPv4/IPv6/TCP views, options, SeqNumber, checksums. No I/O.
+//   SpliceCounters        the engine's counters, grouped as the status report shows them. No I/O.
 //   SpliceEngine          flow table and verdict logic. No I/O.
 //   SpliceControlProtocol control-socket message types and framing. No I/O.
+//   SpliceDaemonCore      the daemon's logic: proxy registry, status report, flow records. No I/O.
 //   SpliceKernel          the kernel edge: NFQUEUE reader, raw-socket injector, Unix control sockets.
 //   spliced / splicectl / splice-proxy   the executables.
 import PackageDescription
@@ -35,8 +37,9 @@ let package = Package(
         ),
         .systemLibrary(name: "CLinuxSupport"),
         .target(name: "SpliceWire", swiftSettings: strict),
-        .target(name: "SpliceEngine", dependencies: ["SpliceWire"], swiftSettings: strict),
-        .target(name: "SpliceControlProtocol", swiftSettings: strict),
+        .target(name: "SpliceCounters", swiftSettings: strict),
+        .target(name: "SpliceEngine", dependencies: ["SpliceWire", "SpliceCounters"], swiftSettings: strict),
+        .target(name: "SpliceControlProtocol", dependencies: ["SpliceCounters"], swiftSettings: strict),
         .target(name: "SpliceDaemonCore", dependencies: ["SpliceEngine", "SpliceControlProtocol"], swiftSettings: strict),
         .target(
             name: "SpliceKernel",
@@ -73,7 +76,7 @@ let package = Package(
         ),
         .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire"], swiftSettings: strict),
-        .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol"], swiftSettings: strict),
+        .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol", "SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceKernelTests", dependencies: ["SpliceKernel", "SpliceControlProtocol"], swiftSettings: strict),
     ]
 )

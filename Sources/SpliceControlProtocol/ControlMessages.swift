@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+@_exported import SpliceCounters
 
 /// The control protocol between `spliced` and its clients (`splicectl`, `splice-proxy`):
 /// one JSON object per line over a Unix stream socket that only root can open.
@@ -164,8 +165,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var pid: Int32
     public var uptimeSeconds: Double
     public var queues: [QueueReport]
-    public var packets: PacketCounts
-    public var verdicts: VerdictCounts
+    public var packets: PacketCounters
+    public var verdicts: VerdictCounters
     public var flows: FlowCounts
     public var memory: MemoryReport
     public var proxies: [ProxyReport]
@@ -174,8 +175,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// The control socket's connections and the timer thread (absent from older daemons' reports).
     public var control: ControlReport?
 
-    public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounts,
-                verdicts: VerdictCounts, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
+    public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounters,
+                verdicts: VerdictCounters, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
                 resilient: ResilientReport? = nil, policy: PolicyConfig? = nil, control: ControlReport? = nil) {
         self.resilient = resilient
         self.policy = policy
@@ -273,122 +274,58 @@ public struct QueueReport: Codable, Sendable, Equatable {
     }
 }
 
-public struct PacketCounts: Codable, Sendable, Equatable {
-    public var total: UInt64
-    public var bytes: UInt64
-    public var tcp: UInt64
-    public var notTCP: UInt64
-    public var fragments: UInt64
-    public var malformed: UInt64
-    public var untracked: UInt64
-    public init(total: UInt64, bytes: UInt64, tcp: UInt64, notTCP: UInt64, fragments: UInt64, malformed: UInt64,
-                untracked: UInt64) {
-        self.total = total
-        self.bytes = bytes
-        self.tcp = tcp
-        self.notTCP = notTCP
-        self.fragments = fragments
-        self.malformed = malformed
-        self.untracked = untracked
-    }
-}
-
-public struct VerdictCounts: Codable, Sendable, Equatable {
-    public var accept: UInt64
-    public var acceptModified: UInt64
-    public var drop: UInt64
-    /// Packets handed to the proxy (NF_REPEAT with the proxy mark).
-    public var toProxy: UInt64?
-    public init(accept: UInt64, acceptModified: UInt64, drop: UInt64, toProxy: UInt64? = nil) {
-        self.accept = accept
-        self.acceptModified = acceptModified
-        self.drop = drop
-        self.toProxy = toProxy
-    }
-}
-
-/// The resilient mode's counters.
+/// The resilient mode's counters as the engine keeps them, and the proxy taking new flows now
+/// (in JSON, one object: the counters' keys beside `activeProxy`).
 public struct ResilientReport: Codable, Sendable, Equatable {
-    public var flows: UInt64
-    public var handshakeReplays: UInt64
-    public var fromProxyTranslated: UInt64
-    public var proxyPacketsDropped: UInt64
-    public var acksClamped: UInt64
-    public var acksInjected: UInt64
-    public var acksSuppressed: UInt64
-    public var finRstHeld: UInt64
-    public var finRstReleased: UInt64
-    public var finRstDiscarded: UInt64
-    public var failovers: UInt64
-    public var injectionFailures: UInt64
+    public var counters: ResilientCounters
     public var activeProxy: Int?
-    /// Unannounced FIN/RST of the proxy that found no room to be held (dropped).
-    public var finRstHoldFailed: UInt64?
-    /// Clients whose handshake ACK arrived, so that their handshake was replayed to the proxy
-    /// (a spoofed SYN never gets there).
-    public var clientsValidated: UInt64?
-    /// The client's packets held until the proxy's socket was up, and those dropped for lack of
-    /// room or time (the client sends them again).
-    public var pendingHeld: UInt64?
-    public var pendingDropped: UInt64?
-    /// Ends' packets after a failover whose TSval was raised to one the receiver had already
-    /// seen from the proxy (else dropped by the receiver's PAWS check).
-    public var timestampsRaised: UInt64?
-    public init(flows: UInt64, handshakeReplays: UInt64, fromProxyTranslated: UInt64, proxyPacketsDropped: UInt64,
-                acksClamped: UInt64, acksInjected: UInt64, acksSuppressed: UInt64, finRstHeld: UInt64,
-                finRstReleased: UInt64, finRstDiscarded: UInt64, failovers: UInt64, injectionFailures: UInt64,
-                activeProxy: Int?, finRstHoldFailed: UInt64? = nil, clientsValidated: UInt64? = nil,
-                pendingHeld: UInt64? = nil, pendingDropped: UInt64? = nil, timestampsRaised: UInt64? = nil) {
-        self.timestampsRaised = timestampsRaised
-        self.finRstHoldFailed = finRstHoldFailed
-        self.clientsValidated = clientsValidated
-        self.pendingHeld = pendingHeld
-        self.pendingDropped = pendingDropped
-        self.flows = flows
-        self.handshakeReplays = handshakeReplays
-        self.fromProxyTranslated = fromProxyTranslated
-        self.proxyPacketsDropped = proxyPacketsDropped
-        self.acksClamped = acksClamped
-        self.acksInjected = acksInjected
-        self.acksSuppressed = acksSuppressed
-        self.finRstHeld = finRstHeld
-        self.finRstReleased = finRstReleased
-        self.finRstDiscarded = finRstDiscarded
-        self.failovers = failovers
-        self.injectionFailures = injectionFailures
+    public init(counters: ResilientCounters, activeProxy: Int?) {
+        self.counters = counters
         self.activeProxy = activeProxy
     }
+    enum CodingKeys: String, CodingKey { case activeProxy }
+    public init(from decoder: any Decoder) throws {
+        counters = try ResilientCounters(from: decoder)
+        activeProxy = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Int.self, forKey: .activeProxy)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        try counters.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(activeProxy, forKey: .activeProxy)
+    }
 }
 
+/// The flow table now (entries by state and mode) and what happened to it (in JSON, one
+/// object: the events' keys beside the others).
 public struct FlowCounts: Codable, Sendable, Equatable {
     public var total: Int
     public var capacity: Int
     public var byState: [String: Int]
     public var byMode: [String: Int]
-    public var created: UInt64
-    public var pickedUp: UInt64
-    public var expired: UInt64
-    public var reopened: UInt64
-    /// New flows let through untracked because the table was full.
-    public var tableFull: UInt64
-    /// Flows that went on without a connection block because the pool was empty.
-    public var blocksExhausted: UInt64
-    /// Unconfirmed (or closed) flows removed to make room when the table was full (early drop).
-    public var earlyDrops: UInt64?
-    public init(total: Int, capacity: Int, byState: [String: Int], byMode: [String: Int], created: UInt64,
-                pickedUp: UInt64, expired: UInt64, reopened: UInt64, tableFull: UInt64, blocksExhausted: UInt64,
-                earlyDrops: UInt64? = nil) {
-        self.earlyDrops = earlyDrops
+    public var events: FlowEventCounters
+    public init(total: Int, capacity: Int, byState: [String: Int], byMode: [String: Int], events: FlowEventCounters) {
         self.total = total
         self.capacity = capacity
         self.byState = byState
         self.byMode = byMode
-        self.created = created
-        self.pickedUp = pickedUp
-        self.expired = expired
-        self.reopened = reopened
-        self.tableFull = tableFull
-        self.blocksExhausted = blocksExhausted
+        self.events = events
+    }
+    enum CodingKeys: String, CodingKey { case total, capacity, byState, byMode }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        total = try c.decode(Int.self, forKey: .total)
+        capacity = try c.decode(Int.self, forKey: .capacity)
+        byState = try c.decode([String: Int].self, forKey: .byState)
+        byMode = try c.decode([String: Int].self, forKey: .byMode)
+        events = try FlowEventCounters(from: decoder)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        try events.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(total, forKey: .total)
+        try c.encode(capacity, forKey: .capacity)
+        try c.encode(byState, forKey: .byState)
+        try c.encode(byMode, forKey: .byMode)
     }
 }
 

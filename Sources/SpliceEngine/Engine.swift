@@ -1,3 +1,4 @@
+import SpliceCounters
 import SpliceWire
 
 /// What the kernel told us about a queued packet, beyond its bytes.
@@ -21,66 +22,6 @@ public struct PacketInfo: Sendable {
         self.inInterface = inInterface
         self.outInterface = outInterface
     }
-}
-
-/// Running counts the engine keeps; read by `splicectl status`.
-public struct EngineCounters: Sendable, Equatable {
-    public var packets: UInt64 = 0
-    public var bytes: UInt64 = 0
-    public var tcpPackets: UInt64 = 0
-    public var notTCP: UInt64 = 0
-    public var fragments: UInt64 = 0
-    public var malformed: UInt64 = 0
-    public var verdictAccept: UInt64 = 0
-    public var verdictAcceptModified: UInt64 = 0
-    public var verdictDrop: UInt64 = 0
-    /// Packets handed to the proxy (NF_REPEAT with the proxy mark).
-    public var verdictToProxy: UInt64 = 0
-    public var flowsCreated: UInt64 = 0
-    public var flowsPickedUp: UInt64 = 0
-    public var flowsExpired: UInt64 = 0
-    public var flowsReopened: UInt64 = 0
-    /// New flows that found the table full and were let through untracked.
-    public var tableFull: UInt64 = 0
-    /// Flows not yet confirmed (a handshake not completed, a pickup seen one way only) or
-    /// closed, removed to make room for a new one when the table was full (conntrack's early
-    /// drop): a SYN or ACK flood cannot lock real clients out of the table.
-    public var earlyDrops: UInt64 = 0
-    /// Flows that could not get a connection block and went on with their entry alone.
-    public var blocksExhausted: UInt64 = 0
-    /// Packets of no known flow let through untracked (e.g. a stray RST).
-    public var untracked: UInt64 = 0
-    // Resilient mode (seed 000).
-    public var resilientFlows: UInt64 = 0
-    public var handshakeReplays: UInt64 = 0
-    public var fromProxyTranslated: UInt64 = 0
-    /// Packets of the proxy's sockets dropped: no resilient flow (unknown, bypassed, closed).
-    public var proxyPacketsDropped: UInt64 = 0
-    /// The proxy's acknowledgements held back to what the receiver had acknowledged.
-    public var acksClamped: UInt64 = 0
-    /// Acknowledgements released to a sender when its receiver caught up (injected).
-    public var acksInjected: UInt64 = 0
-    /// The proxy's pure ACKs dropped because they told the end nothing new.
-    public var acksSuppressed: UInt64 = 0
-    public var finRstHeld: UInt64 = 0
-    public var finRstReleased: UInt64 = 0
-    public var finRstDiscarded: UInt64 = 0
-    /// Unannounced FIN/RST that found no room to be held: dropped (the proxy's socket sends
-    /// its FIN again; a lost RST is answered again by the next packet).
-    public var finRstHoldFailed: UInt64 = 0
-    /// Clients whose ACK proved them before their handshake was replayed to the proxy.
-    public var clientsValidated: UInt64 = 0
-    /// The client's packets held while the proxy's socket was not up yet, given to it after;
-    /// and those that found no room (dropped: the client sends them again).
-    public var pendingHeld: UInt64 = 0
-    public var pendingDropped: UInt64 = 0
-    /// Flows moved to bypass because their proxy died.
-    public var failovers: UInt64 = 0
-    /// Ends' packets after a failover whose TSval was raised to one the receiver had already
-    /// seen from the proxy (`afterFailover`): each would otherwise have been dropped by PAWS.
-    public var timestampsRaised: UInt64 = 0
-    public var injectionFailures: UInt64 = 0
-    public init() {}
 }
 
 /// The verdict engine: no I/O. The daemon feeds it the packets it reads from the queue and
@@ -140,40 +81,40 @@ public final class Engine: @unchecked Sendable {
     /// (accept; for the proxy's own packets, which are queued fail-closed, drop).
     public func process(_ buffer: UnsafeMutableRawBufferPointer, scratch: UnsafeMutableRawBufferPointer? = nil,
                         info: PacketInfo, now: Timestamp) -> Verdict {
-        counters.packets &+= 1
-        counters.bytes &+= UInt64(buffer.count)
+        counters.packets.total &+= 1
+        counters.packets.bytes &+= UInt64(buffer.count)
         let fromProxy = info.hook == Hook.localOut
         let verdict: Verdict
         switch TCPPacket.parse(buffer) {
         case .tcp(let packet):
-            counters.tcpPackets &+= 1
+            counters.packets.tcp &+= 1
             if fromProxy {
                 verdict = fromProxySocket(packet, info: info, scratch: scratch ?? ownScratch, now: now)
             } else {
                 verdict = fromEnd(packet, info: info, scratch: scratch ?? ownScratch, now: now)
             }
         case .notTCP:
-            counters.notTCP &+= 1
+            counters.packets.notTCP &+= 1
             verdict = .accept
         case .fragment:
-            counters.fragments &+= 1
+            counters.packets.fragments &+= 1
             verdict = .accept
         case .malformed:
-            counters.malformed &+= 1
+            counters.packets.malformed &+= 1
             verdict = fromProxy ? .drop : .accept
         }
         switch verdict.action {
         case .accept:
-            if verdict.rewrittenLength == nil { counters.verdictAccept &+= 1 } else { counters.verdictAcceptModified &+= 1 }
-        case .drop: counters.verdictDrop &+= 1
-        case .repeatHook: counters.verdictToProxy &+= 1
+            if verdict.rewrittenLength == nil { counters.verdicts.accept &+= 1 } else { counters.verdicts.acceptModified &+= 1 }
+        case .drop: counters.verdicts.drop &+= 1
+        case .repeatHook: counters.verdicts.toProxy &+= 1
         }
         return verdict
     }
 
     /// Periodic work: expires idle flows, `budget` slots at a time; lets held packets go.
     public func tick(now: Timestamp, budget: Int = 4096) {
-        counters.flowsExpired &+= UInt64(table.expire(now: now, budget: budget))
+        counters.flows.expired &+= UInt64(table.expire(now: now, budget: budget))
         releaseHeld(now: now, force: false)
         expirePending(now: now)
     }
@@ -210,7 +151,7 @@ public final class Engine: @unchecked Sendable {
         // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT).
         if state.isClosed && dir == .original && flags.contains(.syn) && !flags.contains(.ack) {
             table.remove(e)
-            counters.flowsReopened &+= 1
+            counters.flows.reopened &+= 1
             return trackNew(p, now: now)
         }
 
@@ -267,7 +208,7 @@ public final class Engine: @unchecked Sendable {
         let tcp = p.tcp
         let flags = tcp.flags
         if flags.contains(.rst) {
-            counters.untracked &+= 1
+            counters.packets.untracked &+= 1
             return nil
         }
         let src = p.source, dst = p.destination
@@ -293,16 +234,16 @@ public final class Engine: @unchecked Sendable {
             ? table.insert(initiator: src, port: sport, responder: dst, port: dport, now: now)
             : table.insert(initiator: dst, port: dport, responder: src, port: sport, now: now)
         if inserted == nil && table.evictUnconfirmed() {
-            counters.earlyDrops &+= 1
+            counters.flows.earlyDrops &+= 1
             inserted = initiatorIsSource
                 ? table.insert(initiator: src, port: sport, responder: dst, port: dport, now: now)
                 : table.insert(initiator: dst, port: dport, responder: src, port: sport, now: now)
         }
         guard let e = inserted else {
-            counters.tableFull &+= 1
+            counters.flows.tableFull &+= 1
             return nil
         }
-        counters.flowsCreated &+= 1
+        counters.flows.created &+= 1
         table[e].state = state
         let dir: FlowDirection = initiatorIsSource ? .original : .reply
         table[e].count(bytes: tcp.payloadLength, from: dir)
@@ -310,14 +251,14 @@ public final class Engine: @unchecked Sendable {
         if pickedUp {
             table[e].flags.insert(.pickedUp)
             table[e].reason = .pickedUpMidStream
-            counters.flowsPickedUp &+= 1
+            counters.flows.pickedUp &+= 1
         }
         if flags.contains(.fin) {
             table[e].flags.insert(dir == .original ? .finA : .finB)
             table[e].state = .finWait
         }
         guard table.attachBlock(e), let b = table.block(e) else {
-            counters.blocksExhausted &+= 1
+            counters.flows.blocksExhausted &+= 1
             if state == .synSent && policy.claims(client: src, server: dst, serverPort: dport) {
                 table[e].reason = .noBlock
             }

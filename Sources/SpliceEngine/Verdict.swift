@@ -21,17 +21,31 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
     public var mark: UInt32?
     /// The rewritten packet still needs a complete TCP checksum (its field held only the
     /// pseudo-header sum). Left to `finish`, which the queue reader calls outside the engine's
-    /// lock, so that the sum over a 64 KiB packet does not hold the other queues up.
-    public var fillChecksum: Bool
+    /// lock, so that the sum over a 64 KiB packet does not hold the other queues up; the engine
+    /// says where the segment is and what its pseudo-header sums to, so that `finish` does not
+    /// parse the packet again.
+    public var pendingChecksum: PendingChecksum?
+
+    /// Where the TCP segment of a rewritten packet lies in its bytes, and its pseudo-header sum.
+    public struct PendingChecksum: Sendable, Equatable {
+        public var segmentOffset: Int
+        public var segmentLength: Int
+        public var pseudoHeader: Checksum.Accumulator
+        @inlinable public init(_ p: TCPPacket) {
+            segmentOffset = UnsafeRawPointer(p.tcp.bytes.baseAddress!) - UnsafeRawPointer(p.bytes.baseAddress!)
+            segmentLength = p.tcp.bytes.count
+            pseudoHeader = p.pseudoHeaderSum
+        }
+    }
 
     @inlinable
     public init(action: Action, rewrittenLength: Int? = nil, inScratch: Bool = false, mark: UInt32? = nil,
-                fillChecksum: Bool = false) {
+                pendingChecksum: PendingChecksum? = nil) {
         self.action = action
         self.rewrittenLength = rewrittenLength
         self.inScratch = inScratch
         self.mark = mark
-        self.fillChecksum = fillChecksum
+        self.pendingChecksum = pendingChecksum
     }
 
     /// Completes the rewritten packet (the full checksum, if asked for); returns its bytes, or
@@ -41,7 +55,10 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
         guard let length = rewrittenLength else { return nil }
         let source = inScratch ? scratch : packet
         let bytes = UnsafeMutableRawBufferPointer(rebasing: source[0..<min(length, source.count)])
-        if fillChecksum, let p = TCPPacket(bytes) { p.fillChecksum() }
+        if let c = pendingChecksum, c.segmentOffset + c.segmentLength <= bytes.count,
+           let tcp = TCPHeader(UnsafeMutableRawBufferPointer(rebasing: bytes[c.segmentOffset..<(c.segmentOffset + c.segmentLength)])) {
+            tcp.fillChecksum(pseudoHeader: c.pseudoHeader)
+        }
         return bytes
     }
 
@@ -55,17 +72,23 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
     /// the pseudo-header sum needs a full checksum; a large (GSO) one leaving through an
     /// interface is segmented and checksummed again by the kernel whatever its field holds
     /// (KERNEL-NOTES.md): no full sum over 64 KiB.
-    @inlinable public static func acceptModified(length: Int, info: PacketInfo) -> Verdict {
-        Verdict(action: .accept, rewrittenLength: length, fillChecksum: info.checksumPartial && !info.gso)
+    @inlinable public static func acceptModified(_ p: TCPPacket, info: PacketInfo) -> Verdict {
+        Verdict(action: .accept, rewrittenLength: p.bytes.count,
+                pendingChecksum: info.checksumPartial && !info.gso ? PendingChecksum(p) : nil)
     }
     /// Accept a packet rebuilt in the scratch buffer.
     @inlinable public static func acceptScratch(length: Int) -> Verdict {
         Verdict(action: .accept, rewrittenLength: length, inScratch: true)
     }
     /// Hand the (rewritten) packet to the proxy: repeat the hook with the proxy mark.
-    @inlinable public static func toProxy(length: Int?, inScratch: Bool = false, mark: UInt32,
-                                          fillChecksum: Bool = false) -> Verdict {
-        Verdict(action: .repeatHook, rewrittenLength: length, inScratch: inScratch, mark: mark, fillChecksum: fillChecksum)
+    @inlinable public static func toProxy(length: Int?, inScratch: Bool = false, mark: UInt32) -> Verdict {
+        Verdict(action: .repeatHook, rewrittenLength: length, inScratch: inScratch, mark: mark)
+    }
+    /// Hand a packet rewritten in place to the proxy; `fillChecksum`: its field held only the
+    /// pseudo-header sum (it goes to a local socket, which checks the sum).
+    @inlinable public static func toProxy(_ p: TCPPacket, mark: UInt32, fillChecksum: Bool) -> Verdict {
+        Verdict(action: .repeatHook, rewrittenLength: p.bytes.count, mark: mark,
+                pendingChecksum: fillChecksum ? PendingChecksum(p) : nil)
     }
 
     /// True when the kernel gets the packet back unchanged and unmarked: batchable.

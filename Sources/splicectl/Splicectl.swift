@@ -120,12 +120,13 @@ struct Status: ParsableCommand {
         }
         let p = s.packets
         print("packets: \(p.total) (\(Format.bytes(p.bytes))): tcp \(p.tcp), not-tcp \(p.notTCP), fragments \(p.fragments), malformed \(p.malformed), untracked \(p.untracked)")
-        print("verdicts: accept \(s.verdicts.accept), accept-modified \(s.verdicts.acceptModified), drop \(s.verdicts.drop), to-proxy \(s.verdicts.toProxy ?? 0)")
+        print("verdicts: accept \(s.verdicts.accept), accept-modified \(s.verdicts.acceptModified), drop \(s.verdicts.drop), to-proxy \(s.verdicts.toProxy)")
         let f = s.flows
         let states = f.byState.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         let modes = f.byMode.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         print("flows: \(f.total) of \(f.capacity)" + (states.isEmpty ? "" : " (\(states)); \(modes)"))
-        print("  created \(f.created), picked up mid-stream \(f.pickedUp), expired \(f.expired), reopened \(f.reopened), table full \(f.tableFull), early drops \(f.earlyDrops ?? 0), without block \(f.blocksExhausted)")
+        let ev = f.events
+        print("  created \(ev.created), picked up mid-stream \(ev.pickedUp), expired \(ev.expired), reopened \(ev.reopened), table full \(ev.tableFull), early drops \(ev.earlyDrops), without block \(ev.blocksExhausted)")
         let m = s.memory
         var mem = "memory: entry \(m.entryBytes) B, block \(m.blockBytes) B (\(m.blocksInUse) of \(m.blockCapacity) in use), index \(Format.bytes(UInt64(m.indexBytes)))"
         mem += "; table in use \(Format.bytes(UInt64(m.inUseBytes))), touched \(Format.bytes(UInt64(m.touchedBytes))), reserved \(Format.bytes(UInt64(m.reservedBytes)))"
@@ -135,12 +136,13 @@ struct Status: ParsableCommand {
         print(mem)
         if let p = s.policy { print("policy: \(Policy.describe(p))") }
         if let c = s.control { print("control: \(c.clients) of \(c.maxClients) connections, \(c.requests) requests; refused: too many \(c.refusedTooMany), no descriptor \(c.refusedNoDescriptor), not root \(c.refusedNotRoot); dropped: unread \(c.droppedUnread), over-long \(c.droppedOverlong), silent \(c.droppedSilent), idle \(c.closedIdle); timer runs \(c.timerRuns)") }
-        if let r = s.resilient {
+        if let report = s.resilient {
+            let r = report.counters
             print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
                   + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
-                  + "clients validated \(r.clientsValidated ?? 0), their early packets held \(r.pendingHeld ?? 0), dropped \(r.pendingDropped ?? 0); "
-                  + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed ?? 0); "
-                  + "failovers \(r.failovers), timestamps raised after them \(r.timestampsRaised ?? 0); injection failures \(r.injectionFailures)")
+                  + "clients validated \(r.clientsValidated), their early packets held \(r.pendingHeld), dropped \(r.pendingDropped); "
+                  + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed); "
+                  + "failovers \(r.failovers), timestamps raised after them \(r.timestampsRaised); injection failures \(r.injectionFailures)")
         }
         if s.proxies.isEmpty {
             print("proxies: none registered")

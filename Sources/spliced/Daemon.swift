@@ -309,10 +309,7 @@ final class Daemon: @unchecked Sendable {
 
     func status() -> StatusReport {
         let now = clock.now()
-        let (counters, counts, memory, blocks, capacity, total, blockCapacity, activeProxy, policy) = engine.withLock { e in
-            (e.counters, e.flowCounts(), e.table.memory, e.table.blockCount, e.table.capacity, e.table.count,
-             e.table.blockCapacity, e.activeProxy, e.policy)
-        }
+        let engineStatus = engine.withLock { $0.status() }
         let kernel = KernelQueueStats.read() ?? []
         let queueReports = queues.map { q -> QueueReport in
             let c = q.snapshot
@@ -324,40 +321,11 @@ final class Daemon: @unchecked Sendable {
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
         }
-        let mem = processMemory()
-        let inUse = total * memory.entryBytes + blocks * memory.blockBytes + memory.indexBytes
-        return StatusReport(
-            version: tcpspliceVersion, pid: pid, uptimeSeconds: now.seconds(since: Timestamp(deciseconds: 0)),
-            queues: queueReports,
-            packets: PacketCounts(total: counters.packets, bytes: counters.bytes, tcp: counters.tcpPackets,
-                                  notTCP: counters.notTCP, fragments: counters.fragments,
-                                  malformed: counters.malformed, untracked: counters.untracked),
-            verdicts: VerdictCounts(accept: counters.verdictAccept, acceptModified: counters.verdictAcceptModified,
-                                    drop: counters.verdictDrop, toProxy: counters.verdictToProxy),
-            flows: FlowCounts(total: total, capacity: capacity,
-                              byState: Dictionary(uniqueKeysWithValues: counts.byState.map { ($0.key.description, $0.value) }),
-                              byMode: Dictionary(uniqueKeysWithValues: counts.byMode.map { ($0.key.description, $0.value) }),
-                              created: counters.flowsCreated, pickedUp: counters.flowsPickedUp,
-                              expired: counters.flowsExpired, reopened: counters.flowsReopened,
-                              tableFull: counters.tableFull, blocksExhausted: counters.blocksExhausted,
-                              earlyDrops: counters.earlyDrops),
-            memory: MemoryReport(entryBytes: memory.entryBytes, blockBytes: memory.blockBytes, blocksInUse: blocks,
-                                 blockCapacity: blockCapacity, indexBytes: memory.indexBytes,
-                                 reservedBytes: memory.reservedBytes, touchedBytes: memory.touchedBytes,
-                                 inUseBytes: inUse, residentBytes: mem?.resident, peakResidentBytes: mem?.peak),
-            proxies: proxyReports(now: now),
-            resilient: ResilientReport(
-                flows: counters.resilientFlows, handshakeReplays: counters.handshakeReplays,
-                fromProxyTranslated: counters.fromProxyTranslated, proxyPacketsDropped: counters.proxyPacketsDropped,
-                acksClamped: counters.acksClamped, acksInjected: counters.acksInjected,
-                acksSuppressed: counters.acksSuppressed, finRstHeld: counters.finRstHeld,
-                finRstReleased: counters.finRstReleased, finRstDiscarded: counters.finRstDiscarded,
-                failovers: counters.failovers, injectionFailures: counters.injectionFailures + injector.failures,
-                activeProxy: activeProxy == 0 ? nil : Int(activeProxy),
-                finRstHoldFailed: counters.finRstHoldFailed, clientsValidated: counters.clientsValidated,
-                pendingHeld: counters.pendingHeld, pendingDropped: counters.pendingDropped,
-                timestampsRaised: counters.timestampsRaised),
-            policy: PolicyConfig(policy), control: controlReport())
+        let proxies = registry.withLock { $0.reports(now: now, pidfile: configuration.proxyPidfile) }
+        return StatusReport(engine: engineStatus, version: tcpspliceVersion, pid: pid,
+                            uptimeSeconds: now.seconds(since: Timestamp(deciseconds: 0)), queues: queueReports,
+                            proxies: proxies, control: controlReport(), injectorFailures: injector.failures,
+                            resident: processMemory())
     }
 
     func controlReport() -> ControlReport {
@@ -370,33 +338,9 @@ final class Daemon: @unchecked Sendable {
                              timerRuns: timerRuns.load(ordering: .relaxed))
     }
 
-    func proxyReports(now: Timestamp) -> [ProxyReport] {
-        let (proxies, watched) = registry.withLock { ($0.proxies, $0.watched) }
-        var out = proxies.values.sorted { $0.id < $1.id }.map {
-            ProxyReport(id: $0.id, name: $0.registration.name, pid: $0.registration.pid,
-                        listenPort: $0.registration.listenPort,
-                        registeredSecondsAgo: now.seconds(since: $0.registeredAt),
-                        lastHeartbeatSecondsAgo: now.seconds(since: $0.lastHeartbeat))
-        }
-        if let w = watched {
-            out.append(ProxyReport(id: w.id, name: "pidfile:\(configuration.proxyPidfile ?? "")", pid: w.pid, listenPort: nil,
-                                   registeredSecondsAgo: now.seconds(since: w.registeredAt), lastHeartbeatSecondsAgo: 0))
-        }
-        return out
-    }
-
     func flows() -> [FlowRecord] {
         let now = clock.now()
-        let snapshots = engine.withLock { $0.flows(now: now) }
-        return snapshots.map { f in
-            FlowRecord(family: f.initiator.isIPv4 ? 4 : 6, src: f.initiator.description, sport: f.initiatorPort,
-                       dst: f.responder.description, dport: f.responderPort, state: f.state.description,
-                       mode: f.mode.description, reason: f.reason.description, ageSeconds: f.ageSeconds,
-                       idleSeconds: f.idleSeconds, bytesOrig: f.bytesFromInitiator, bytesReply: f.bytesFromResponder,
-                       pickedUp: f.pickedUp, hasBlock: f.hasBlock,
-                       phase: f.phase == .none ? nil : f.phase.description,
-                       proxy: f.proxyID == 0 ? nil : Int(f.proxyID))
-        }
+        return engine.withLock { $0.flowRecords(now: now) }
     }
 }
 
@@ -413,17 +357,3 @@ struct MonotonicClock: Sendable {
 }
 
 let tcpspliceVersion = "0.1.0"
-
-extension PolicyConfig {
-    init(_ p: SplicePolicy) {
-        self.init(enabled: p.enabled, ports: p.ports.sorted(), servers: p.servers.map(\.description),
-                  clients: p.clients.map(\.description))
-    }
-}
-
-extension SplicePolicy {
-    /// Validates a policy from the control socket or the command line.
-    init(_ c: PolicyConfig) throws {
-        try self.init(validating: c.enabled, ports: c.ports, servers: c.servers, clients: c.clients)
-    }
-}

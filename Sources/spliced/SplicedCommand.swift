@@ -5,6 +5,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpliceControlProtocol
+import SpliceDaemonCore
 import SpliceEngine
 
 /// What the daemon was told to do, validated.

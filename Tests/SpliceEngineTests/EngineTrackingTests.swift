@@ -74,7 +74,7 @@ struct EngineTrackingTests {
         #expect(e.table.blockCount == 0)
         e.feed(c.syn, at: 1)
         #expect(e.flows(now: .seconds(1))[0].state == .synSent)
-        #expect(e.counters.flowsReopened == 1)
+        #expect(e.counters.flows.reopened == 1)
     }
 
     @Test("a flow first seen mid-stream is picked up as ESTABLISHED bypass, the lower port as server")
@@ -85,7 +85,7 @@ struct EngineTrackingTests {
         let f = e.flows(now: .seconds(0))[0]
         #expect(f.state == .established && f.pickedUp && f.reason == .pickedUpMidStream)
         #expect(f.initiator == c.client && f.responderPort == 80 && f.bytesFromResponder == 10)
-        #expect(e.counters.flowsPickedUp == 1)
+        #expect(e.counters.flows.pickedUp == 1)
     }
 
     @Test("a stray RST of no known flow is accepted untracked")
@@ -93,7 +93,7 @@ struct EngineTrackingTests {
         let c = Conversation()
         let e = engine()
         #expect(e.feed(c.packet(fromClient: true, flags: .rst, seq: SeqNumber(1))) == .accept)
-        #expect(e.table.count == 0 && e.counters.untracked == 1)
+        #expect(e.table.count == 0 && e.counters.packets.untracked == 1)
     }
 
     /// Whether the engine tracks the flow of conversation `c`.
@@ -112,15 +112,15 @@ struct EngineTrackingTests {
         let e = engine(capacity: 4)
         let old = (0..<4).map { conversation(port: 50000 + $0) }
         for c in old { #expect(e.feed(c.syn) == .accept) }
-        #expect(e.table.count == 4 && e.counters.earlyDrops == 0)
+        #expect(e.table.count == 4 && e.counters.flows.earlyDrops == 0)
         let newcomer = conversation(port: 51000)
         #expect(e.feed(newcomer.syn) == .accept)
         #expect(tracked(e, newcomer))
         #expect(e.table.count == 4 && old.filter { tracked(e, $0) }.count == 3)
-        #expect(e.counters.earlyDrops == 1 && e.counters.tableFull == 0 && e.counters.flowsCreated == 5)
+        #expect(e.counters.flows.earlyDrops == 1 && e.counters.flows.tableFull == 0 && e.counters.flows.created == 5)
         // A SYN flood goes on: every new SYN still finds room.
         for p in 0..<20 { e.feed(conversation(port: 52000 + p).syn) }
-        #expect(e.counters.earlyDrops == 21 && e.counters.tableFull == 0 && e.table.count == 4)
+        #expect(e.counters.flows.earlyDrops == 21 && e.counters.flows.tableFull == 0 && e.table.count == 4)
         // The newest can complete its handshake.
         let last = conversation(port: 52019)
         e.feed(last.synAck); e.feed(last.ack)
@@ -138,7 +138,7 @@ struct EngineTrackingTests {
         e.feed(half.syn); e.feed(half.synAck)
         let first = conversation(port: 51000)
         #expect(e.feed(first.syn) == .accept)
-        #expect(e.counters.earlyDrops == 1 && e.counters.tableFull == 0)
+        #expect(e.counters.flows.earlyDrops == 1 && e.counters.flows.tableFull == 0)
         #expect(!tracked(e, half) && tracked(e, first) && est.allSatisfy { tracked(e, $0) })
         // Now every flow is confirmed: a new one is let through untracked and the others stay.
         e.feed(first.synAck); e.feed(first.ack)
@@ -147,7 +147,7 @@ struct EngineTrackingTests {
         let refused = conversation(port: 51001)
         #expect(e.feed(refused.syn) == .accept)
         #expect(!tracked(e, refused) && all.allSatisfy { tracked(e, $0) })
-        #expect(e.counters.tableFull == 1 && e.counters.earlyDrops == 1 && e.table.count == 4)
+        #expect(e.counters.flows.tableFull == 1 && e.counters.flows.earlyDrops == 1 && e.table.count == 4)
         // A reset one is closed: it makes room when nothing unconfirmed is left.
         let reset = all[2]
         e.feed(reset.packet(fromClient: false, flags: .rst, seq: reset.serverISN + 1))
@@ -155,7 +155,7 @@ struct EngineTrackingTests {
         #expect(e.feed(admitted.syn) == .accept)
         #expect(tracked(e, admitted) && !tracked(e, reset))
         #expect(all.filter { $0.clientPort != reset.clientPort }.allSatisfy { tracked(e, $0) })
-        #expect(e.counters.earlyDrops == 2 && e.counters.tableFull == 1)
+        #expect(e.counters.flows.earlyDrops == 2 && e.counters.flows.tableFull == 1)
     }
 
     @Test("early drop: a pickup seen one way only is unconfirmed and goes before an established flow")
@@ -168,7 +168,7 @@ struct EngineTrackingTests {
         let c = conversation(port: 51000)
         e.feed(c.syn)
         #expect(tracked(e, c) && tracked(e, est) && !tracked(e, lone))
-        #expect(e.counters.earlyDrops == 1 && e.counters.tableFull == 0)
+        #expect(e.counters.flows.earlyDrops == 1 && e.counters.flows.tableFull == 0)
     }
 
     @Test("a mid-stream pickup seen one way only expires after unconfirmedPickup; one seen both ways does not")
@@ -182,14 +182,14 @@ struct EngineTrackingTests {
         #expect(e.flows(now: .seconds(1)).allSatisfy { $0.state == .established && $0.pickedUp })
         #expect(e.table.timeouts.unconfirmedPickup == .seconds(30))
         e.tick(now: .seconds(29))
-        #expect(tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flowsExpired == 0)
+        #expect(tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flows.expired == 0)
         e.tick(now: .seconds(31))
-        #expect(!tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flowsExpired == 1)
+        #expect(!tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flows.expired == 1)
         // The one seen both ways keeps ESTABLISHED's timeout (7200 s).
         e.tick(now: .seconds(3600))
-        #expect(tracked(e, bothWays) && e.counters.flowsExpired == 1)
+        #expect(tracked(e, bothWays) && e.counters.flows.expired == 1)
         e.tick(now: .seconds(7202))
-        #expect(!tracked(e, bothWays) && e.counters.flowsExpired == 2)
+        #expect(!tracked(e, bothWays) && e.counters.flows.expired == 2)
     }
 
     @Test("flows beyond the block pool go on with their entry alone")
@@ -200,7 +200,7 @@ struct EngineTrackingTests {
             c.clientPort = UInt16(50000 + p)
             e.feed(c.syn); e.feed(c.synAck); e.feed(c.ack)
         }
-        #expect(e.counters.blocksExhausted == 2)
+        #expect(e.counters.flows.blocksExhausted == 2)
         #expect(e.flows(now: .seconds(0)).allSatisfy { $0.state == .established })
     }
 
@@ -215,7 +215,7 @@ struct EngineTrackingTests {
         var frag = Conversation().syn
         frag[6] = 0x20   // more fragments
         #expect(e.feed(frag) == .accept)
-        #expect(e.counters.malformed == 2 && e.counters.notTCP == 1 && e.counters.fragments == 1)
+        #expect(e.counters.packets.malformed == 2 && e.counters.packets.notTCP == 1 && e.counters.packets.fragments == 1)
         #expect(e.table.count == 0)
     }
 
@@ -236,6 +236,6 @@ struct EngineTrackingTests {
         let e = engine()
         e.feed(c.syn, at: 0)
         e.tick(now: .seconds(121))
-        #expect(e.table.count == 0 && e.counters.flowsExpired == 1)
+        #expect(e.table.count == 0 && e.counters.flows.expired == 1)
     }
 }

@@ -15,7 +15,7 @@ struct HandshakeReplayTests {
         let rst = h.c.packet(fromClient: false, flags: [.rst, .ack], seq: SeqNumber(0), ack: h.c.clientISN + 1)
         let (v, out) = h.feed(rst)
         #expect(v == .accept && out == rst)
-        #expect(h.injector.packets.isEmpty && h.engine.counters.verdictToProxy == 0)
+        #expect(h.injector.packets.isEmpty && h.engine.counters.verdicts.toProxy == 0)
         #expect(h.engine.flows(now: .seconds(0))[0].state == .close)
     }
 
@@ -63,7 +63,7 @@ struct HandshakeReplayTests {
         let (v, out) = h.feed(h.serverSynAck, at: 1)
         #expect(v == .accept && out == h.serverSynAck)
         #expect(h.phase == .serverSynAck)
-        #expect(h.engine.counters.verdictToProxy == 0 && h.injector.packets.isEmpty)
+        #expect(h.engine.counters.verdicts.toProxy == 0 && h.injector.packets.isEmpty)
     }
 
     @Test("a client ACK that does not acknowledge the server's SYN-ACK is dropped; the right one still proves the client")
@@ -76,8 +76,8 @@ struct HandshakeReplayTests {
             #expect(h.feed(bad).0 == .drop)
         }
         #expect(h.phase == .serverSynAck && h.state == .synReceived)
-        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.clientsValidated == 0)
-        #expect(h.engine.counters.pendingHeld == 0 && h.injector.packets.isEmpty)
+        #expect(h.engine.counters.verdicts.toProxy == 0 && h.engine.counters.resilient.clientsValidated == 0)
+        #expect(h.engine.counters.resilient.pendingHeld == 0 && h.injector.packets.isEmpty)
         h.clientAckBecomesSyn()
         #expect(h.state == .established)
     }
@@ -92,12 +92,12 @@ struct HandshakeReplayTests {
         #expect(v == .accept && out == data)
         let f = h.engine.flows(now: .seconds(0))[0]
         #expect(f.mode == .bypass && f.reason == .handshakeUnseen && f.state == .established)
-        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.pendingHeld == 0)
+        #expect(h.engine.counters.verdicts.toProxy == 0 && h.engine.counters.resilient.pendingHeld == 0)
         #expect(h.injector.packets.isEmpty)
         // The server's SYN-ACK seen late changes nothing: untouched, still bypass.
         let (v2, out2) = h.feed(h.serverSynAck)
         #expect(v2 == .accept && out2 == h.serverSynAck)
-        #expect(h.engine.flows(now: .seconds(0))[0].mode == .bypass && h.engine.counters.verdictToProxy == 0)
+        #expect(h.engine.flows(now: .seconds(0))[0].mode == .bypass && h.engine.counters.verdicts.toProxy == 0)
     }
 
     @Test("the client's handshake ACK carrying data (its pure ACK lost) proves it: SYN to the proxy, the data held and given after the handshake ACK")
@@ -108,7 +108,7 @@ struct HandshakeReplayTests {
         let data = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
                                window: 700, ts: TCPTimestamps(value: 5200, echo: 90000), payload: payload)
         h.clientAckBecomesSyn(data)
-        #expect(h.engine.counters.pendingHeld == 1)
+        #expect(h.engine.counters.resilient.pendingHeld == 1)
         // The handshake ACK built for the proxy takes that packet's window and TSval.
         let released = h.proxySynAckAnswered(clientTSval: 5200, window: 700)
         #expect(released.count == 1)
@@ -127,7 +127,7 @@ struct HandshakeReplayTests {
         let fin = h.endPacket(fromClient: true, flags: [.fin, .ack], seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
                               window: h.clientAckWindow, ts: h.clientAckTS)
         h.clientAckBecomesSyn(fin)
-        #expect(h.engine.counters.pendingHeld == 1)
+        #expect(h.engine.counters.resilient.pendingHeld == 1)
         let released = h.proxySynAckAnswered()
         #expect(released.count == 1)
         guard let p = released.first else { return }
@@ -141,7 +141,7 @@ struct HandshakeReplayTests {
         let h = ResilientHarness()
         h.synAndSynAck()
         #expect(h.feed(h.proxySynAck, fromProxy: true).0 == .drop)
-        #expect(h.injector.packets.isEmpty && h.engine.counters.proxyPacketsDropped == 1)
+        #expect(h.injector.packets.isEmpty && h.engine.counters.resilient.proxyPacketsDropped == 1)
         #expect(h.phase == .serverSynAck)
     }
 

@@ -144,7 +144,7 @@ struct ResilientHarness {
     /// 1-2. The client's SYN goes to the server untouched, and the server's SYN-ACK to the client
     /// untouched: nothing reaches the proxy, nothing is injected.
     func synAndSynAck(at seconds: Double = 0) {
-        let toProxyBefore = engine.counters.verdictToProxy, injectedBefore = injector.packets.count
+        let toProxyBefore = engine.counters.verdicts.toProxy, injectedBefore = injector.packets.count
         let syn = clientSyn
         let (v1, out1) = feed(syn, at: seconds)
         #expect(v1 == .accept && out1 == syn)
@@ -153,7 +153,7 @@ struct ResilientHarness {
         let (v2, out2) = feed(synAck, at: seconds)
         #expect(v2 == .accept && out2 == synAck)
         #expect(phase == .serverSynAck && state == .synReceived)
-        #expect(engine.counters.verdictToProxy == toProxyBefore)
+        #expect(engine.counters.verdicts.toProxy == toProxyBefore)
         #expect(injector.packets.count == injectedBefore)
     }
 
@@ -163,7 +163,7 @@ struct ResilientHarness {
     @discardableResult
     func clientAckBecomesSyn(_ ack: [UInt8]? = nil, at seconds: Double = 0, partial: Bool = false,
                              synTSval: UInt32 = 5000) -> [UInt8] {
-        let validatedBefore = engine.counters.clientsValidated, injectedBefore = injector.packets.count
+        let validatedBefore = engine.counters.resilient.clientsValidated, injectedBefore = injector.packets.count
         let (v, out) = feed(ack ?? clientAck, at: seconds, partial: partial)
         #expect(v.action == .repeatHook && v.mark == engine.marks.toProxy && v.inScratch)
         let s = spec(out)
@@ -176,7 +176,7 @@ struct ResilientHarness {
         #expect(o.timestamps == TCPTimestamps(value: synTSval, echo: 0))
         #expect(valid(out))
         #expect(phase == .synToProxy)
-        #expect(engine.counters.clientsValidated == validatedBefore + 1)
+        #expect(engine.counters.resilient.clientsValidated == validatedBefore + 1)
         #expect(injector.packets.count == injectedBefore)
         return out
     }
@@ -250,7 +250,7 @@ struct ResilientSpliceTests {
         h.handshake()
         let f = h.engine.flows(now: .seconds(0))[0]
         #expect(f.mode == .resilient && f.reason == .policy && f.state == .established)
-        #expect(h.engine.counters.clientsValidated == 1 && h.engine.counters.pendingHeld == 0)
+        #expect(h.engine.counters.resilient.clientsValidated == 1 && h.engine.counters.resilient.pendingHeld == 0)
     }
 
     @Test("no proxy alive: a claimed flow stays in bypass, with the reason")
@@ -278,7 +278,7 @@ struct ResilientSpliceTests {
         // The server has not acknowledged those bytes: the client must not hear of them.
         #expect(s.acknowledgmentNumber == c.clientISN + 1)
         #expect(h.valid(out))
-        #expect(h.engine.counters.acksClamped >= 1)
+        #expect(h.engine.counters.resilient.acksClamped >= 1)
         // The server acknowledges 600 of them (to the proxy's up socket): the client is told 600 now.
         let injectedBefore = h.injector.packets.count
         let sAck = c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 601)
@@ -306,7 +306,7 @@ struct ResilientSpliceTests {
         // The same again says nothing new.
         let (v2, _) = h.feed(pAck, fromProxy: true)
         #expect(v2 == .drop)
-        #expect(h.engine.counters.acksSuppressed == 1)
+        #expect(h.engine.counters.resilient.acksSuppressed == 1)
     }
 
     @Test("the proxy dies: its flows are bypassed at once, and its packets never reach an end")
@@ -352,12 +352,12 @@ struct ResilientSpliceTests {
         let lateS = h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 1,
                                 ts: TCPTimestamps(value: 90010, echo: 5050), payload: [9])
         let (v2, out2) = h.feed(h.partial(lateS), partial: true)
-        #expect(v2.fillChecksum && h.options(out2).timestamps?.value == 90023 && h.valid(out2))
+        #expect(v2.pendingChecksum != nil && h.options(out2).timestamps?.value == 90023 && h.valid(out2))
         // Packets sent after the failover are newer: untouched.
         let fresh = h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 4, ack: c.serverISN + 2,
                                 ts: TCPTimestamps(value: 5200, echo: 90030))
         #expect(h.feed(fresh) == (.accept, fresh))
-        #expect(h.engine.counters.timestampsRaised == 2)
+        #expect(h.engine.counters.resilient.timestampsRaised == 2)
     }
 
     @Test("an unannounced FIN of the proxy is held, then released if the proxy is still alive")
@@ -367,7 +367,7 @@ struct ResilientSpliceTests {
         let c = h.c
         let fin = h.proxyPacket(down: true, flags: [.fin, .ack], seq: h.proxyDownISN + 1, ack: c.clientISN + 1)
         #expect(h.feed(fin, fromProxy: true, at: 1).0 == .drop)
-        #expect(h.engine.counters.finRstHeld == 1)
+        #expect(h.engine.counters.resilient.finRstHeld == 1)
         let before = h.injector.packets.count
         h.engine.tick(now: .seconds(1.1))
         #expect(h.injector.packets.count == before)
@@ -389,7 +389,7 @@ struct ResilientSpliceTests {
         h.engine.proxyGone(id: 1)
         h.engine.tick(now: .seconds(5))
         #expect(h.injector.packets.count == before)
-        #expect(h.engine.counters.finRstDiscarded == 1)
+        #expect(h.engine.counters.resilient.finRstDiscarded == 1)
     }
 
     @Test("an announced RST passes at once; an announced half-close does not let a RST through")
@@ -425,7 +425,7 @@ struct ResilientSpliceTests {
         let h = ResilientHarness()
         let stray = h.proxyPacket(down: true, flags: .ack, seq: SeqNumber(1), ack: SeqNumber(1), payload: 10)
         #expect(h.feed(stray, fromProxy: true).0 == .drop)
-        #expect(h.engine.counters.proxyPacketsDropped == 1)
+        #expect(h.engine.counters.resilient.proxyPacketsDropped == 1)
     }
 
     @Test("SACK edges and TSecr toward the proxy are translated into its space")
@@ -460,13 +460,13 @@ struct ResilientSpliceTests {
         data.withUnsafeMutableBytes { TCPPacket($0)!.fillPartialChecksum() }
         #expect(!h.valid(data))
         let (v, out) = h.feed(data, partial: true)
-        #expect(v.action == .repeatHook && v.fillChecksum)
+        #expect(v.action == .repeatHook && v.pendingChecksum != nil)
         #expect(h.valid(out))
         // From the proxy: a small one gets a full sum; a GSO one is left to the kernel.
         var pData = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1000, payload: 100)
         pData.withUnsafeMutableBytes { TCPPacket($0)!.fillPartialChecksum() }
         let (v2, out2) = h.feed(pData, fromProxy: true, partial: true)
-        #expect(v2.fillChecksum && h.valid(out2))
+        #expect(v2.pendingChecksum != nil && h.valid(out2))
     }
 
     // MARK: SYNPROXY-like handshake: the proxy hears of a flow only once the client is proven
@@ -482,11 +482,11 @@ struct ResilientSpliceTests {
         let (v2, out2) = h.feed(h.clientSyn, at: 1)
         #expect(v2 == .accept && out2 == h.clientSyn)
         #expect(h.phase == .serverSynAck)
-        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.handshakeReplays == 0)
-        #expect(h.engine.counters.clientsValidated == 0 && h.injector.packets.isEmpty)
+        #expect(h.engine.counters.verdicts.toProxy == 0 && h.engine.counters.resilient.handshakeReplays == 0)
+        #expect(h.engine.counters.resilient.clientsValidated == 0 && h.injector.packets.isEmpty)
         // The client's ACK: the first packet ever handed to the proxy, and it is the SYN.
         h.clientAckBecomesSyn(at: 1)
-        #expect(h.engine.counters.verdictToProxy == 1 && h.engine.counters.clientsValidated == 1)
+        #expect(h.engine.counters.verdicts.toProxy == 1 && h.engine.counters.resilient.clientsValidated == 1)
     }
 
     @Test("a spoofed SYN (no client ACK ever) never produces a packet to the proxy")
@@ -512,8 +512,8 @@ struct ResilientSpliceTests {
         }
         h.engine.tick(now: .seconds(5))
         #expect(verdicts.allSatisfy { $0.action != .repeatHook && $0.mark == nil && $0.rewrittenLength == nil })
-        #expect(h.engine.counters.verdictToProxy == 0 && h.engine.counters.handshakeReplays == 0)
-        #expect(h.engine.counters.clientsValidated == 0 && h.engine.counters.pendingHeld == 0)
+        #expect(h.engine.counters.verdicts.toProxy == 0 && h.engine.counters.resilient.handshakeReplays == 0)
+        #expect(h.engine.counters.resilient.clientsValidated == 0 && h.engine.counters.resilient.pendingHeld == 0)
         #expect(h.injector.packets.isEmpty)
         #expect(h.engine.table.count == 16)
     }
@@ -538,7 +538,7 @@ struct ResilientSpliceTests {
         // again in its place (the first may have been lost).
         let (vAck, outAck) = h.feed(h.clientAck)
         #expect(vAck.action == .repeatHook && vAck.inScratch && h.spec(outAck).flags == .syn)
-        #expect(h.engine.counters.pendingHeld == 2 && h.engine.counters.verdictToProxy == 2)
+        #expect(h.engine.counters.resilient.pendingHeld == 2 && h.engine.counters.verdicts.toProxy == 2)
         #expect(h.injector.packets.isEmpty)
         #expect(h.phase == .synToProxy)
 
@@ -565,7 +565,7 @@ struct ResilientSpliceTests {
         let count = h.injector.packets.count
         h.engine.tick(now: .seconds(10))
         #expect(h.injector.packets.count == count)
-        #expect(h.engine.counters.pendingDropped == 0)
+        #expect(h.engine.counters.resilient.pendingDropped == 0)
     }
 
     @Test("the client's pending packets go to the server unchanged, with a complete checksum, if the proxy dies")
@@ -582,7 +582,7 @@ struct ResilientSpliceTests {
         #expect(h.partial(first) != first && !h.valid(h.partial(first)))
         h.clientAckBecomesSyn(h.partial(first), partial: true)
         #expect(h.feed(h.partial(second), partial: true).0 == .drop)
-        #expect(h.engine.counters.pendingHeld == 2 && h.injector.packets.isEmpty)
+        #expect(h.engine.counters.resilient.pendingHeld == 2 && h.injector.packets.isEmpty)
 
         #expect(h.engine.proxyGone(id: 1) == 1)
         // To the wire (not the proxy's socket), byte for byte as the client sent them, but
@@ -599,7 +599,7 @@ struct ResilientSpliceTests {
         h.engine.tick(now: .seconds(10))
         #expect(h.feed(h.proxySynAck, fromProxy: true, at: 10).0 == .drop)
         #expect(h.injector.packets.count == 2)
-        #expect(h.engine.counters.pendingDropped == 0)
+        #expect(h.engine.counters.resilient.pendingDropped == 0)
         // The client's next packet goes on untouched.
         let third = h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 151, ack: c.serverISN + 1,
                                 window: h.clientAckWindow, payload: [0x43])
@@ -617,7 +617,7 @@ struct ResilientSpliceTests {
         let old = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 1, ack: c.serverISN + 1,
                               window: h.clientAckWindow, ts: h.clientAckTS, payload: oldPayload)
         h.clientAckBecomesSyn(old)
-        #expect(h.engine.counters.pendingHeld == 1)
+        #expect(h.engine.counters.resilient.pendingHeld == 1)
         let oldEntry = h.entry
         // The client gives up on it (RST) and reconnects from the same port.
         let rst = h.endPacket(fromClient: true, flags: .rst, seq: c.clientISN + 11)
@@ -626,14 +626,14 @@ struct ResilientSpliceTests {
         n.c.clientISN = SeqNumber(0x0abc_0000)
         n.c.serverISN = SeqNumber(0x4000_0000)
         n.synAndSynAck(at: reuseAt)
-        #expect(h.engine.counters.flowsReopened == 1)
+        #expect(h.engine.counters.flows.reopened == 1)
         #expect(n.entry != nil && n.entry == oldEntry)   // the point: the entry was reused
         #expect(h.engine.table.count == 1)
         let newPayload = [UInt8](repeating: 0x6e, count: 20)
         let new = n.endPacket(fromClient: true, flags: [.ack, .psh], seq: n.c.clientISN + 1, ack: n.c.serverISN + 1,
                               window: n.clientAckWindow, ts: n.clientAckTS, payload: newPayload)
         n.clientAckBecomesSyn(new, at: reuseAt)
-        #expect(h.engine.counters.pendingHeld == 2)
+        #expect(h.engine.counters.resilient.pendingHeld == 2)
         let before = h.injector.packets.count
         if proxyDies {
             #expect(h.engine.proxyGone(id: 1) == 1)
@@ -669,7 +669,7 @@ struct ResilientSpliceTests {
         let oldEntry = h.entry
         let fin = h.proxyPacket(down: true, flags: [.fin, .ack], seq: h.proxyDownISN + 1, ack: c.clientISN + 1)
         #expect(h.feed(fin, fromProxy: true, at: 1).0 == .drop)
-        #expect(h.engine.counters.finRstHeld == 1)
+        #expect(h.engine.counters.resilient.finRstHeld == 1)
         // The client resets, then reconnects from the same port before the hold is over.
         _ = h.feed(h.endPacket(fromClient: true, flags: .rst, seq: c.clientISN + 1), at: 1)
         var n = h
@@ -679,7 +679,7 @@ struct ResilientSpliceTests {
         let before = h.injector.packets.count
         h.engine.tick(now: .seconds(2))
         #expect(h.injector.packets.count == before)
-        #expect(h.engine.counters.finRstReleased == 0 && h.engine.counters.finRstDiscarded == 1)
+        #expect(h.engine.counters.resilient.finRstReleased == 0 && h.engine.counters.resilient.finRstDiscarded == 1)
     }
 
     @Test("a proxy RST for a flow in TIME_WAIT is dropped, never held nor sent")
@@ -701,10 +701,10 @@ struct ResilientSpliceTests {
         #expect(h.feed(rst, fromProxy: true, at: 1).0 == .drop)
         let upRst = h.proxyPacket(down: false, flags: .rst, seq: h.proxyUpISN + 2, ack: SeqNumber(0))
         #expect(h.feed(upRst, fromProxy: true, at: 1).0 == .drop)
-        #expect(h.engine.counters.finRstDiscarded == 2 && h.engine.counters.finRstHeld == 0)
+        #expect(h.engine.counters.resilient.finRstDiscarded == 2 && h.engine.counters.resilient.finRstHeld == 0)
         h.engine.tick(now: .seconds(5))
         #expect(h.injector.packets.count == before)
-        #expect(h.engine.counters.finRstReleased == 0)
+        #expect(h.engine.counters.resilient.finRstReleased == 0)
     }
 
     @Test("window scales: the proxy's windows are rescaled to what the end negotiated")

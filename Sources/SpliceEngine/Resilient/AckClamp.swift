@@ -28,7 +28,7 @@ extension Engine {
             options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none)
         else { return }
         b.pointee.resilient.proxy[d].ackGiven = candidate
-        counters.acksInjected &+= 1
+        counters.resilient.acksInjected &+= 1
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }
 }

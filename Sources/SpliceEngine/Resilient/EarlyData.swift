@@ -17,9 +17,9 @@ extension Engine {
                         proxyID: b.pointee.resilient.proxyID, towardClient: false,
                         deadline: now.deciseconds &+ Engine.pendingLifetime.deciseconds) {
             b.pointee.resilient.pendingToProxy &+= 1
-            counters.pendingHeld &+= 1
+            counters.resilient.pendingHeld &+= 1
         } else {
-            counters.pendingDropped &+= 1
+            counters.resilient.pendingDropped &+= 1
         }
     }
 
@@ -58,7 +58,7 @@ extension Engine {
         guard b.pointee.resilient.pendingToProxy > 0 else { return }
         for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e && pendingBelongs(i) {
             pending.free(i)
-            counters.pendingDropped &+= 1
+            counters.resilient.pendingDropped &+= 1
         }
         b.pointee.resilient.pendingToProxy = 0
     }
@@ -73,7 +73,7 @@ extension Engine {
                 b.pointee.resilient.pendingToProxy -= 1
             }
             pending.free(i)
-            counters.pendingDropped &+= 1
+            counters.resilient.pendingDropped &+= 1
         }
     }
 }

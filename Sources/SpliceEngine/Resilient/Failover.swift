@@ -21,10 +21,10 @@ extension Engine {
             table[e].reason = .proxyDied
             moved += 1
         }
-        counters.failovers &+= UInt64(moved)
+        counters.resilient.failovers &+= UInt64(moved)
         for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].proxyID == id {
             held.free(i)
-            counters.finRstDiscarded &+= 1
+            counters.resilient.finRstDiscarded &+= 1
         }
         // The client's packets held for the proxy's socket are the client's own: in bypass
         // they go to the server as they came (their checksum completed).
@@ -61,7 +61,7 @@ extension Engine {
               case .timestamps(let value, let echo) = options.value(of: o),
               timestamp(value, isOlderThan: floor) else { return .accept }
         tcp.updateTimestamps(o, value: floor, echo: echo)
-        counters.timestampsRaised &+= 1
-        return .acceptModified(length: p.bytes.count, info: info)
+        counters.resilient.timestampsRaised &+= 1
+        return .acceptModified(p, info: info)
     }
 }

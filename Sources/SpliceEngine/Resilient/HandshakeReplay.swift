@@ -14,7 +14,7 @@ extension Engine {
         }
         table[e].mode = .resilient
         table[e].reason = .policy
-        counters.resilientFlows &+= 1
+        counters.resilient.flows &+= 1
         b.pointee.resilient.phase = .clientSyn
         b.pointee.resilient.proxyID = activeProxy
         b.pointee.resilient.clientSynWindow = syn.window
@@ -61,7 +61,7 @@ extension Engine {
         }
         r.phase = .synToProxy
         b.pointee.resilient = r
-        counters.handshakeReplays &+= 1
+        counters.resilient.handshakeReplays &+= 1
         return .toProxy(length: n, inScratch: true, mark: marks.toProxy)
     }
 

@@ -33,9 +33,9 @@ extension Engine {
         if held.hold(UnsafeRawBufferPointer(p.bytes), entry: e, serial: b.pointee.serial,
                      proxyID: r.proxyID, towardClient: d == .reply,
                      deadline: r.holdSince &+ holdGrace.deciseconds) {
-            counters.finRstHeld &+= 1
+            counters.resilient.finRstHeld &+= 1
         } else {
-            counters.finRstHoldFailed &+= 1
+            counters.resilient.finRstHoldFailed &+= 1
         }
         return true
     }
@@ -74,9 +74,9 @@ extension Engine {
                 && table.block(e)?.pointee.serial == slot.serial && table.block(e)?.pointee.resilient.proxyID == slot.proxyID
             if alive {
                 inject(UnsafeRawBufferPointer(held.packet(i)), to: table[e].address(receiving: slot.towardClient ? .reply : .original), local: false)
-                counters.finRstReleased &+= 1
+                counters.resilient.finRstReleased &+= 1
             } else {
-                counters.finRstDiscarded &+= 1
+                counters.resilient.finRstDiscarded &+= 1
             }
             held.free(i)
         }

@@ -14,11 +14,11 @@ extension Engine {
         var r = b.pointee.resilient
         if flags.contains(.syn) {
             guard flags.contains(.ack), r.phase == .synToProxy || r.phase == .downEstablished else {
-                counters.proxyPacketsDropped &+= 1
+                counters.resilient.proxyPacketsDropped &+= 1
                 return .drop
             }
             guard tcp.acknowledgmentNumber == b.pointee.ends.original.isn + 1 else {
-                counters.proxyPacketsDropped &+= 1
+                counters.resilient.proxyPacketsDropped &+= 1
                 return .drop
             }
             let entry = table[e]
@@ -33,7 +33,7 @@ extension Engine {
                     inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
                 }
                 discardPending(entry: e, block: b)
-                counters.proxyPacketsDropped &+= 1
+                counters.resilient.proxyPacketsDropped &+= 1
                 return .drop
             }
             let summary = tcp.options.summary
@@ -70,11 +70,11 @@ extension Engine {
                 inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
             }
             releasePending(entry: e, block: b)
-            counters.handshakeReplays &+= 1
+            counters.resilient.handshakeReplays &+= 1
             return .drop
         }
         guard r.phase >= .downEstablished else {
-            counters.proxyPacketsDropped &+= 1
+            counters.resilient.proxyPacketsDropped &+= 1
             return .drop
         }
         let verdict = translateFromProxy(p, entry: e, block: b, state: &r, speaking: .reply, info: info, now: now)
@@ -91,7 +91,7 @@ extension Engine {
         var r = b.pointee.resilient
         if flags.contains(.syn) {
             guard !flags.contains(.ack), r.phase == .downEstablished || r.phase == .upstreamAnswered else {
-                counters.proxyPacketsDropped &+= 1
+                counters.resilient.proxyPacketsDropped &+= 1
                 return .drop
             }
             let summary = tcp.options.summary
@@ -124,11 +124,11 @@ extension Engine {
                 r.proxy.original.window = 0
             }
             b.pointee.resilient = r
-            counters.handshakeReplays &+= 1
+            counters.resilient.handshakeReplays &+= 1
             return .drop
         }
         guard r.phase >= .upstreamAnswered else {
-            counters.proxyPacketsDropped &+= 1
+            counters.resilient.proxyPacketsDropped &+= 1
             return .drop
         }
         if r.phase == .upstreamAnswered && flags.contains(.ack) && tcp.acknowledgmentNumber == b.pointee.ends.reply.isn + 1 {

@@ -83,7 +83,7 @@ extension Engine {
                 b.pointee.resilient.clientAckWindow = tcp.window
                 b.pointee.resilient.clientAckTSval = timestampsOption(tcp)?.value ?? 0
                 if tcp.payloadLength > 0 || flags.contains(.fin) { holdForProxy(p, entry: e, block: b, now: now) }
-                counters.clientsValidated &+= 1
+                counters.resilient.clientsValidated &+= 1
                 return replaySynToProxy(entry: e, block: b, scratch: scratch)
             case .synToProxy:
                 // The proxy's socket is not up yet: data waits for it. A pure ACK is the client
@@ -103,7 +103,7 @@ extension Engine {
         translateTowardProxy(p, going: dir, block: b)
         releaseAck(speaking: dir, entry: e, block: b)
         // A packet for a local socket needs a complete checksum (KERNEL-NOTES.md).
-        return .toProxy(length: p.bytes.count, mark: marks.toProxy, fillChecksum: info.checksumPartial)
+        return .toProxy(p, mark: marks.toProxy, fillChecksum: info.checksumPartial)
     }
 
     /// A packet of one of the proxy's sockets (OUTPUT, the proxy's queue, fail-closed): the
@@ -115,7 +115,7 @@ extension Engine {
               table[e].mode == .resilient, let b = table.block(e) else {
             // No flow the proxy may speak for: its packets carry its own sequence space and must
             // never reach the wire (unknown after an engine restart, bypassed after its death).
-            counters.proxyPacketsDropped &+= 1
+            counters.resilient.proxyPacketsDropped &+= 1
             return .drop
         }
         table[e].lastSeen = now.deciseconds
@@ -129,7 +129,7 @@ extension Engine {
     /// socket bound to that foreign address.
     func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, local: Bool) {
         guard let injector else {
-            counters.injectionFailures &+= 1
+            counters.resilient.injectionFailures &+= 1
             return
         }
         injector.inject(packet, to: destination, toLocalSocket: local)

@@ -72,7 +72,7 @@ extension Engine {
         // listener answering a late segment for a socket that is gone (a FIN the server sent
         // again while its ACK waited for the client's). The ends need nothing more.
         if flags.contains(.rst) && table[e].state == .timeWait {
-            counters.finRstDiscarded &+= 1
+            counters.resilient.finRstDiscarded &+= 1
             return .drop
         }
         if holdsClose(p, entry: e, block: b, state: &r, speaking: d, newSeq: newSeq, clamp: clamp,
@@ -81,17 +81,17 @@ extension Engine {
         }
 
         let clampedAck = rewriteFromProxy(p, state: &r, speaking: d, newSeq: newSeq, clamp: clamp)
-        counters.fromProxyTranslated &+= 1
+        counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
         let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
         if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == r.proxy[d].window && !hasSACK(tcp) {
-            counters.acksSuppressed &+= 1
+            counters.resilient.acksSuppressed &+= 1
             return .drop
         }
         if let a = clampedAck, a > told { r.proxy[d].ackGiven = a }
         r.proxy[d].window = tcp.window
         if end > r.proxy[d].seqNext { r.proxy[d].seqNext = end }
-        return .acceptModified(length: p.bytes.count, info: info)
+        return .acceptModified(p, info: info)
     }
 
     /// Rewrites a packet of the proxy's socket speaking `d` in place into the ends' space;
@@ -108,7 +108,7 @@ extension Engine {
             let a = SeqNumber.earliest(ack, clamp)
             if a != ack {
                 tcp.updateAcknowledgmentNumber(a)
-                counters.acksClamped &+= 1
+                counters.resilient.acksClamped &+= 1
             }
             clamped = a
         }

@@ -1,0 +1,91 @@
+/// The engine's counters, grouped by the section of `splicectl status` they feed. The engine
+/// counts into these types and the status report carries them as they are: a new counter is
+/// one field here (and the line that counts it); its JSON key is its name. No I/O, no
+/// dependencies: the engine and the control protocol both use it.
+
+/// Every packet the engine was given, by what it was.
+public struct PacketCounters: Codable, Sendable, Equatable {
+    public var total: UInt64 = 0
+    public var bytes: UInt64 = 0
+    public var tcp: UInt64 = 0
+    public var notTCP: UInt64 = 0
+    public var fragments: UInt64 = 0
+    public var malformed: UInt64 = 0
+    /// Packets of no known flow let through untracked (e.g. a stray RST).
+    public var untracked: UInt64 = 0
+    public init() {}
+}
+
+/// The verdicts returned to the kernel.
+public struct VerdictCounters: Codable, Sendable, Equatable {
+    public var accept: UInt64 = 0
+    public var acceptModified: UInt64 = 0
+    public var drop: UInt64 = 0
+    /// Packets handed to the proxy (NF_REPEAT with the proxy mark).
+    public var toProxy: UInt64 = 0
+    public init() {}
+}
+
+/// What happened to the flow table's entries.
+public struct FlowEventCounters: Codable, Sendable, Equatable {
+    public var created: UInt64 = 0
+    /// Flows first seen mid-stream (no SYN).
+    public var pickedUp: UInt64 = 0
+    public var expired: UInt64 = 0
+    /// A closed flow's tuple used again by a new SYN.
+    public var reopened: UInt64 = 0
+    /// New flows that found the table full and were let through untracked.
+    public var tableFull: UInt64 = 0
+    /// Flows not yet confirmed (a handshake not completed, a pickup seen one way only) or
+    /// closed, removed to make room for a new one when the table was full (conntrack's early
+    /// drop): a SYN or ACK flood cannot lock real clients out of the table.
+    public var earlyDrops: UInt64 = 0
+    /// Flows that could not get a connection block and went on with their entry alone.
+    public var blocksExhausted: UInt64 = 0
+    public init() {}
+}
+
+/// The resilient mode (seed 000).
+public struct ResilientCounters: Codable, Sendable, Equatable {
+    public var flows: UInt64 = 0
+    public var handshakeReplays: UInt64 = 0
+    public var fromProxyTranslated: UInt64 = 0
+    /// Packets of the proxy's sockets dropped: no resilient flow (unknown, bypassed, closed).
+    public var proxyPacketsDropped: UInt64 = 0
+    /// The proxy's acknowledgements held back to what the receiver had acknowledged.
+    public var acksClamped: UInt64 = 0
+    /// Acknowledgements released to a sender when its receiver caught up (injected).
+    public var acksInjected: UInt64 = 0
+    /// The proxy's pure ACKs dropped because they told the end nothing new.
+    public var acksSuppressed: UInt64 = 0
+    public var finRstHeld: UInt64 = 0
+    public var finRstReleased: UInt64 = 0
+    public var finRstDiscarded: UInt64 = 0
+    /// Unannounced FIN/RST that found no room to be held: dropped (the proxy's socket sends
+    /// its FIN again; a lost RST is answered again by the next packet).
+    public var finRstHoldFailed: UInt64 = 0
+    /// Clients whose ACK proved them before their handshake was replayed to the proxy (a
+    /// spoofed SYN never gets there).
+    public var clientsValidated: UInt64 = 0
+    /// The client's packets held while the proxy's socket was not up yet, given to it after;
+    /// and those that found no room (dropped: the client sends them again).
+    public var pendingHeld: UInt64 = 0
+    public var pendingDropped: UInt64 = 0
+    /// Flows moved to bypass because their proxy died.
+    public var failovers: UInt64 = 0
+    /// Ends' packets after a failover whose TSval was raised to one the receiver had already
+    /// seen from the proxy: each would otherwise have been dropped by PAWS.
+    public var timestampsRaised: UInt64 = 0
+    /// Packets the engine built that could not be sent (the daemon adds its injector's).
+    public var injectionFailures: UInt64 = 0
+    public init() {}
+}
+
+/// All of them, as the engine keeps them.
+public struct EngineCounters: Sendable, Equatable {
+    public var packets = PacketCounters()
+    public var verdicts = VerdictCounters()
+    public var flows = FlowEventCounters()
+    public var resilient = ResilientCounters()
+    public init() {}
+}
