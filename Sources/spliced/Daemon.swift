@@ -18,16 +18,14 @@ import SpliceWire
 final class Daemon: @unchecked Sendable {
     let configuration: DaemonConfiguration
     let logger: Logger
-    let engine: Mutex<Engine>
+    /// The engine and the proxy registry, and the rules that join them (SpliceDaemonCore).
+    let supervisor: Supervisor<ControlServer.ClientID>
     let queues: [NetfilterQueue]
     let control: ControlServer
     let stop = Atomic<Bool>(false)
     let clock = MonotonicClock()
     let pid = getpid()
     let injector: SpliceInjector
-    /// The proxies (control and timer threads). Lock order: the registry, then the engine;
-    /// never the registry inside the engine's lock.
-    let registry: Mutex<ProxyRegistry<ControlServer.ClientID>>
     /// Runs of the timer thread (status shows them).
     let timerRuns = Atomic<UInt64>(0)
 
@@ -41,9 +39,8 @@ final class Daemon: @unchecked Sendable {
         core.holdGrace = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.holdGraceMilliseconds / 100)))
         injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local)
         core.injector = injector
-        engine = Mutex(core)
-        registry = Mutex(ProxyRegistry(heartbeatLimit: Timestamp.Duration(
-            deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100))))
+        supervisor = Supervisor(engine: core, heartbeatLimit: Timestamp.Duration(
+            deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100)))
         var qs: [NetfilterQueue] = []
         for n in configuration.queues + configuration.proxyQueues + (configuration.synQueue.map { [$0] } ?? []) {
             var o = NetfilterQueue.Options()
@@ -87,7 +84,7 @@ final class Daemon: @unchecked Sendable {
             defer { done.leave() }
             let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
                 let now = clock.now()
-                return engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
+                return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
             }
             var fds = queues.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
             var current = queues[0].number
@@ -132,7 +129,7 @@ final class Daemon: @unchecked Sendable {
                 watchPidfile()
                 expireSilentProxies()
                 let now = clock.now()
-                engine.withLock { $0.tick(now: now) }
+                supervisor.engine.withLock { $0.tick(now: now) }
                 timerRuns.wrappingAdd(1, ordering: .relaxed)
                 usleep(50_000)
             }
@@ -169,53 +166,19 @@ final class Daemon: @unchecked Sendable {
     // MARK: Control requests (control thread)
 
     func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {
-        switch request.command {
-        case .status:
-            return ControlResponse(ok: true, status: status())
-        case .flows:
-            return ControlResponse(ok: true, flows: flows())
-        case .register:
-            guard let reg = request.proxy else { return .failure("register needs a \"proxy\" object") }
-            let now = clock.now()
-            let id = registry.withLock { r -> Int in
-                let id = r.register(client, reg, now: now)
-                engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
-                return id
-            }
+        let (response, event) = supervisor.handle(request, from: client, now: clock.now(),
+                                                  status: { status() }, flows: { flows() })
+        switch event {
+        case .registered(let id, let reg):
             // Its heartbeats are watched instead of its connection's idleness.
             control.setPersistent(client)
             logger.info("proxy registered", metadata: ["id": "\(id)", "name": "\(reg.name)", "pid": "\(reg.pid)"])
-            return ControlResponse(ok: true, proxyID: id)
-        case .heartbeat:
-            let now = clock.now()
-            guard registry.withLock({ $0.heartbeat(client, now: now) }) else { return .failure("heartbeat from a connection that has not registered") }
-            return ControlResponse(ok: true)
-        case .closing:
-            guard registry.withLock({ $0.isRegistered(client) }) else {
-                return .failure("closing from a connection that has not registered")
-            }
-            guard let c = request.close, let client = IPAddress(c.client), let server = IPAddress(c.server) else {
-                return .failure("closing needs a \"close\" object with client, clientPort, server, serverPort, towardClient")
-            }
-            let now = clock.now()
-            engine.withLock {
-                $0.proxyCloses(client: client, clientPort: c.clientPort, server: server, serverPort: c.serverPort,
-                               towardClient: c.towardClient, abortive: c.abortive, now: now)
-            }
-            return ControlResponse(ok: true)
-        case .policy:
-            return ControlResponse(ok: true, policy: engine.withLock { PolicyConfig($0.policy) })
-        case .setPolicy:
-            guard let p = request.policy else { return .failure("set-policy needs a \"policy\" object") }
-            do {
-                let policy = try SplicePolicy(p)
-                engine.withLock { $0.policy = policy }
-                logger.notice("policy changed", metadata: ["policy": "\(PolicyConfig(policy))"])
-                return ControlResponse(ok: true, policy: PolicyConfig(policy))
-            } catch {
-                return .failure("\(error)")
-            }
+        case .policyChanged(let policy):
+            logger.notice("policy changed", metadata: ["policy": "\(policy)"])
+        case nil:
+            break
         }
+        return response
     }
 
     /// A proxy that stopped heartbeating is as good as dead: its flows go to bypass (its own
@@ -223,15 +186,10 @@ final class Daemon: @unchecked Sendable {
     /// which tells it to drop its relays and register again. Timer thread.
     func expireSilentProxies() {
         let now = clock.now()
-        let (gone, moved, successor) = registry.withLock { r -> ([(client: ControlServer.ClientID, proxy: ProxyRegistry<ControlServer.ClientID>.Registered)], [Int], Int?) in
-            let silent = r.removeSilent(now: now)
-            guard !silent.isEmpty else { return ([], [], nil) }
-            let (moved, successor) = engine.withLock { Daemon.retire(silent.map(\.proxy.id), r, $0, now: now) }
-            return (silent, moved, successor)
-        }
-        for ((client, p), flows) in zip(gone, moved) {
-            logger.warning("proxy silent for \(now.seconds(since: p.lastHeartbeat))s: treating it as dead; its flows are in bypass now",
-                           metadata: ["id": "\(p.id)", "pid": "\(p.registration.pid)", "flows": "\(flows)"])
+        let (gone, successor) = supervisor.expireSilent(now: now)
+        for (client, r) in gone {
+            logger.warning("proxy silent for \(now.seconds(since: r.proxy.lastHeartbeat))s: treating it as dead; its flows are in bypass now",
+                           metadata: ["id": "\(r.proxy.id)", "pid": "\(r.proxy.registration.pid)", "flows": "\(r.flowsMoved)"])
             control.requestDisconnect(client)
         }
         announce(successor)
@@ -239,27 +197,11 @@ final class Daemon: @unchecked Sendable {
 
     /// A registered proxy's connection closed (control thread).
     func proxyGone(_ client: ControlServer.ClientID) {
-        let now = clock.now()
-        let result = registry.withLock { r -> (ProxyRegistry<ControlServer.ClientID>.Registered, [Int], Int?)? in
-            guard let p = r.remove(client) else { return nil }
-            let (moved, successor) = engine.withLock { Daemon.retire([p.id], r, $0, now: now) }
-            return (p, moved, successor)
-        }
-        guard let (p, moved, successor) = result else { return }
+        guard let (r, successor) = supervisor.connectionClosed(client, now: clock.now()) else { return }
         logger.warning("proxy gone: its flows are in bypass now", metadata: [
-            "id": "\(p.id)", "name": "\(p.registration.name)", "pid": "\(p.registration.pid)", "flows": "\(moved.first ?? 0)"])
+            "id": "\(r.proxy.id)", "name": "\(r.proxy.registration.name)", "pid": "\(r.proxy.registration.pid)",
+            "flows": "\(r.flowsMoved)"])
         announce(successor)
-    }
-
-    /// Proxies that are gone (already out of the registry): their flows go to bypass, and when
-    /// none takes new flows now, the registry's successor does. Returns the flows moved for
-    /// each, and the successor if one took over. Registry and engine locked.
-    static func retire(_ ids: [Int], _ r: ProxyRegistry<ControlServer.ClientID>, _ e: Engine,
-                       now: Timestamp) -> (moved: [Int], successor: Int?) {
-        let moved = ids.map { e.proxyGone(id: UInt16(truncatingIfNeeded: $0)) }
-        guard e.activeProxy == 0, let next = r.successor(now: now) else { return (moved, nil) }
-        e.proxyRegistered(id: UInt16(truncatingIfNeeded: next))
-        return (moved, next)
     }
 
     func announce(_ successor: Int?) {
@@ -272,44 +214,35 @@ final class Daemon: @unchecked Sendable {
     /// Timer thread (the only one that changes `watched`).
     func watchPidfile() {
         guard let path = configuration.proxyPidfile else { return }
-        if let w = registry.withLock({ $0.watched }) {
+        if let w = supervisor.registry.withLock({ $0.watched }) {
             var p = pollfd(fd: w.pidfd, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 0) > 0 else { return }
             close(w.pidfd)
-            let now = clock.now()
-            let (moved, successor) = registry.withLock { r -> ([Int], Int?) in
-                _ = r.watchedDied()
-                return engine.withLock { Daemon.retire([w.id], r, $0, now: now) }
-            }
+            guard let (r, successor) = supervisor.watchedExited(now: clock.now()) else { return }
             logger.warning("watched proxy exited: its flows are in bypass now", metadata: [
-                "pid": "\(w.pid)", "pidfile": "\(path)", "flows": "\(moved.first ?? 0)"])
+                "pid": "\(r.proxy.pid)", "pidfile": "\(path)", "flows": "\(r.flowsMoved)"])
             announce(successor)
             return
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
               let pid = Int32(text.split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? "") else { return }
-        guard pid > 0, pid != registry.withLock({ $0.lastDeadPid }) else { return }
+        guard pid > 0, pid != supervisor.registry.withLock({ $0.lastDeadPid }) else { return }
         let fd = tcpsplice_pidfd_open(pid)
         guard fd >= 0 else { return }
         // A pidfd of a process that already exited (a zombie, say) is readable at once.
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         if poll(&p, 1, 0) > 0 {
             close(fd)
-            registry.withLock { $0.pidIsDead(pid) }
+            supervisor.registry.withLock { $0.pidIsDead(pid) }
             return
         }
-        let now = clock.now()
-        let id = registry.withLock { r -> Int in
-            let id = r.watch(pid: pid, pidfd: fd, now: now)
-            engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
-            return id
-        }
+        let id = supervisor.watch(pid: pid, pidfd: fd, now: clock.now())
         logger.info("watching proxy", metadata: ["pid": "\(pid)", "pidfile": "\(path)", "id": "\(id)"])
     }
 
     func status() -> StatusReport {
         let now = clock.now()
-        let engineStatus = engine.withLock { $0.status() }
+        let engineStatus = supervisor.engine.withLock { $0.status() }
         let kernel = KernelQueueStats.read() ?? []
         let queueReports = queues.map { q -> QueueReport in
             let c = q.snapshot
@@ -321,7 +254,7 @@ final class Daemon: @unchecked Sendable {
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
         }
-        let proxies = registry.withLock { $0.reports(now: now, pidfile: configuration.proxyPidfile) }
+        let proxies = supervisor.registry.withLock { $0.reports(now: now, pidfile: configuration.proxyPidfile) }
         return StatusReport(engine: engineStatus, version: tcpspliceVersion, pid: pid,
                             uptimeSeconds: now.seconds(since: Timestamp(deciseconds: 0)), queues: queueReports,
                             proxies: proxies, control: controlReport(), injectorFailures: injector.failures,
@@ -340,7 +273,7 @@ final class Daemon: @unchecked Sendable {
 
     func flows() -> [FlowRecord] {
         let now = clock.now()
-        return engine.withLock { $0.flowRecords(now: now) }
+        return supervisor.engine.withLock { $0.flowRecords(now: now) }
     }
 }
 
