@@ -33,15 +33,24 @@
 #   spliced_start [ARGS...]  start spliced in the router with a control socket
 #   splicectl ARGS...        run splicectl against that socket
 #   json_get QUERY [ARG...]  a path or query into the JSON on stdin (jsonq.py; no eval)
+#   flowcheck SUBCMD [ARG...]   checks of the flows/status JSON on stdin (flowcheck.py; no
+#                            eval): find/count/list/modes of flows, the assertions below
+#   status_json / flows_json / find_flow SRC DST DPORT [STATE] [MODE]
 #
 # Resilient mode (see the sections below for details):
 #   resilient_rules_install / resilient_spliced_start   rules with --tproxy-port, spliced --proxy-ports
 #   proxy_start [NAME]       splice-proxy in the router, waits until spliced lists it
 #   haproxy_start            HAProxy as the transparent proxy (pidfile $HAPROXY_PIDFILE)
-#   wait_proxy_registered PID / wait_no_proxy / proxy_id_of PID / resilient_stat KEY
+#   proxy_registered_pid PID / wait_proxy_registered PID / wait_no_proxy / proxy_id_of PID /
+#   resilient_stat KEY
 #   xfers_prepare / xfers_servers_start / xfers_start / xfers_wait_progress /
 #   xfers_assert_running / xfers_wait / xfers_verify   N concurrent transfers, SHA-256 each
-#   flows_assert_all MODE REASON MIN / flows_of_clients_assert MODE REASON PORT...
+#   flows_assert_all MODE REASON MIN / flows_of_clients_assert MODE REASON PORT... /
+#   resilient_assert_through_proxy N [PROXY_ID]   (each a flowcheck.py assertion)
+#
+# Python helpers beside this file (none evaluates code passed from bash): xfer.py (the
+# transfers), jsonq.py (json_get), flowcheck.py (flowcheck: flow and status assertions,
+# transfer progress), crowd.py (crowd_run), tsorder.py (paws_report).
 
 set -euo pipefail
 
@@ -371,6 +380,13 @@ json_get() {
     python3 "$NETNS_DIR/jsonq.py" "$@"
 }
 
+# flowcheck SUBCOMMAND [ARG...]: a check of spliced's flows or status (the JSON on stdin),
+# Tests/netns/flowcheck.py: a failed assertion says what is wrong on stderr and returns 1;
+# never code evaluated from bash. Its docstring lists the subcommands.
+flowcheck() {
+    python3 "$NETNS_DIR/flowcheck.py" "$@"
+}
+
 # --- tcpsplice pieces -----------------------------------------------------------------
 need_bin() {
     local p="$TCPSPLICE_BIN/$1"
@@ -447,15 +463,7 @@ queue_packets_total() {
 # `splicectl flows --json` with those fields (state/mode "" = any), as JSON;
 # returns 1 when there is none.
 find_flow() {
-    flows_json | python3 -c '
-import json, sys
-src, dst, dport, state, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-for f in json.load(sys.stdin):
-    if f.get("src") == src and f.get("dst") == dst and f.get("dport") == dport \
-            and (not state or f.get("state") == state) and (not mode or f.get("mode") == mode):
-        print(json.dumps(f, sort_keys=True))
-        sys.exit(0)
-sys.exit(1)' "$1" "$2" "$3" "${4:-}" "${5:-}"
+    flows_json | flowcheck find --src "$1" --dst "$2" --dport "$3" --state "${4:-}" --mode "${5:-}"
 }
 
 # file_size PATH: bytes in PATH (0 if it does not exist yet).
@@ -518,22 +526,12 @@ proxies_json() {
 
 # proxy_registered_pid PID: true when spliced lists a proxy with that pid.
 proxy_registered_pid() {
-    status_json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-sys.exit(0 if any(p.get("pid") == int(sys.argv[1]) for p in d.get("proxies", [])) else 1)' "$1"
+    status_json | flowcheck proxy-listed --pid "$1"
 }
 
 # proxy_id_of PID: the id spliced gave the registered proxy with that pid.
 proxy_id_of() {
-    status_json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-for p in d.get("proxies", []):
-    if p.get("pid") == int(sys.argv[1]):
-        print(p["id"])
-        sys.exit(0)
-sys.exit(1)' "$1"
+    status_json | flowcheck proxy-id "$1"
 }
 
 # wait_proxy_registered PID [TIMEOUT_S]: until spliced lists a proxy with that pid.
@@ -756,40 +754,7 @@ _xf_upload_conn() {
 _xf_moved_all() {
     local name specs=()
     for name in "${XF_NAMES[@]}"; do specs+=("$name:${XF_KIND[$name]}"); done
-    python3 - "$TEST_TMP" "$XF_DIR" "${specs[@]}" <<'PYEOF'
-import os, re, sys
-tmp, xdir = sys.argv[1], sys.argv[2]
-def size(p):
-    try:
-        return os.stat(p).st_size
-    except OSError:
-        return 0
-accepted = {}
-try:
-    with open(os.path.join(tmp, "xf-serve-recv.log")) as f:
-        for line in f:
-            m = re.match(r"ACCEPTED CONN=(\d+) PEER=(\S+)$", line.strip())
-            if m:
-                accepted[m.group(2)] = m.group(1)
-except OSError:
-    pass
-for spec in sys.argv[3:]:
-    name, kind = spec.rsplit(":", 1)
-    if kind == "down":
-        print(name, size(os.path.join(xdir, "got", name)))
-        continue
-    tup = None
-    try:
-        with open(os.path.join(tmp, "xf-%s.log" % name)) as f:
-            for line in f:
-                if line.startswith("CONNECTED LOCAL="):
-                    tup = line.strip()[len("CONNECTED LOCAL="):]
-                    break
-    except OSError:
-        pass
-    n = accepted.get(tup) if tup else None
-    print(name, size(os.path.join(xdir, "recv", n)) if n else 0)
-PYEOF
+    flowcheck xfers-moved "$TEST_TMP" "$XF_DIR" "${specs[@]}"
 }
 
 # xfers_progress_permille: "MIN MAX" bytes moved by the transfers of the set, in
@@ -917,17 +882,7 @@ xfers_debug_dump() {
 # MODE with REASON. Prints the flows that are not on failure.
 flows_assert_all() {
     local mode=$1 reason=$2 min=$3 ports=${4:-$XF_DOWN_PORT,$XF_UP_PORT}
-    flows_json | python3 -c '
-import json, sys
-mode, reason, minimum = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ports = {int(p) for p in sys.argv[4].split(",")}
-flows = [f for f in json.load(sys.stdin) if f.get("dport") in ports]
-bad = [f for f in flows if f.get("mode") != mode or f.get("reason") != reason]
-for f in bad[:20]:
-    print("  not %s/%s: %s" % (mode, reason, json.dumps(f, sort_keys=True)), file=sys.stderr)
-if len(flows) < minimum:
-    print("  only %d flows to ports %s, expected at least %d" % (len(flows), sorted(ports), minimum), file=sys.stderr)
-sys.exit(1 if bad or len(flows) < minimum else 0)' "$mode" "$reason" "$min" "$ports" \
+    flows_json | flowcheck all "$mode" "$reason" "$min" "$ports" \
         || fail "not every flow to ports $ports is $mode/$reason (or fewer than $min flows)"
     log "every flow to ports $ports ($(flows_json | json_get count-in . dport "$ports") flows) is $mode/$reason"
 }
@@ -940,24 +895,9 @@ flows_of_clients_assert() {
     local mode=$1 reason=$2 proxy=-1
     shift 2
     if [[ "${1:-}" == --proxy ]]; then proxy=$2; shift 2; fi
-    flows_json | python3 -c '
-import json, sys
-mode, reason, proxy = sys.argv[1], sys.argv[2], int(sys.argv[3])
-want = {int(p) for p in sys.argv[4:]}
-byport = {}
-for f in json.load(sys.stdin):
-    p = f.get("sport")
-    if p in want and (p not in byport or f.get("ageSeconds", 0) < byport[p].get("ageSeconds", 0)):
-        byport[p] = f
-missing = sorted(want - set(byport))
-bad = [f for f in byport.values()
-       if f.get("mode") != mode or f.get("reason") != reason or (proxy >= 0 and f.get("proxy") != proxy)]
-for f in bad[:20]:
-    print("  not %s/%s%s: %s" % (mode, reason, " with proxy %d" % proxy if proxy >= 0 else "",
-                                 json.dumps(f, sort_keys=True)), file=sys.stderr)
-if missing:
-    print("  no flow listed for client ports %s" % missing, file=sys.stderr)
-sys.exit(1 if bad or missing else 0)' "$mode" "$reason" "$proxy" "$@" \
+    local opts=()
+    ((proxy < 0)) || opts=(--proxy "$proxy")
+    flows_json | flowcheck clients "${opts[@]}" "$mode" "$reason" "$@" \
         || fail "the flows of client ports $* are not all $mode/$reason$( ((proxy < 0)) || echo " with proxy $proxy")"
 }
 
@@ -975,11 +915,7 @@ resilient_assert_through_proxy() {
     local n=$1 id=${2:-} down up translated
     flows_assert_all resilient policy "$n"
     if [[ -n "$id" ]]; then
-        flows_json | python3 -c '
-import json, sys
-pid = int(sys.argv[1])
-bad = [f for f in json.load(sys.stdin) if f.get("mode") == "resilient" and f.get("proxy") != pid]
-sys.exit("flows with another proxy id than %d: %s" % (pid, bad[:3]) if bad else 0)' "$id" \
+        flows_json | flowcheck bound "$id" \
             || fail "resilient flows not bound to the proxy's id $id"
     fi
     down=$(nsx "$NS_R" ss -Htn state established "( sport = :$XF_DOWN_PORT or sport = :$XF_UP_PORT )" | wc -l)
@@ -990,13 +926,8 @@ sys.exit("flows with another proxy id than %d: %s" % (pid, bad[:3]) if bad else 
     ((translated > 0)) || fail "no packet of the proxy was translated (fromProxyTranslated=$translated)"
     # The ends' packets arrive on queue 0 (fail-open), the proxy's on queue 1
     # (fail-closed: a full queue drops them rather than let them out untranslated).
-    status_json | python3 -c '
-import json, sys
-q = {x["number"]: x for x in json.load(sys.stdin)["queues"]}
-bad = []
-if 0 not in q or q[0].get("failClosed") or q[0]["packets"] == 0: bad.append("queue 0: %s" % q.get(0))
-if 1 not in q or q[1].get("failClosed") is not True or q[1]["packets"] == 0: bad.append("queue 1: %s" % q.get(1))
-sys.exit("; ".join(bad) if bad else 0)' || fail "queues not as expected (0: the ends', fail-open; 1: the proxy's, fail-closed)"
+    status_json | flowcheck resilient-queues \
+        || fail "queues not as expected (0: the ends', fail-open; 1: the proxy's, fail-closed)"
 }
 
 # resilient_xfers_start N MIB RATE DST...: the common start of the failure tests

@@ -2,13 +2,16 @@
 # tcpsplice: run the network-namespace tests, Tests/netns/test_*.sh.
 #
 # Usage: Tests/netns/run.sh [-v] [PATTERN]
-#   PATTERN  only tests whose name contains it (e.g. "rules", "bypass")
+#   PATTERN  only tests whose name contains it (e.g. "rules", "bypass", "stacks[no-sack]")
 #   -v       show every test's output, not only the failures'
 #
 # Each test runs in its own bash process (with a time limit, TCPSPLICE_TEST_TIMEOUT
-# seconds, default 600), from any working directory. Prints PASS/FAIL and the
-# duration per test, the output of failed tests, and a last line exactly
-# "N passed, M failed". Exits non-zero if any test failed (or none matched).
+# seconds, default 600), from any working directory. A test with a line
+# "# variants: A B ..." runs once per variant, with VARIANTS=A and so on, each
+# reported on its own as NAME[A] (VARIANTS in run.sh's environment replaces the
+# list). Prints PASS/FAIL and the duration per run, the output of failed runs,
+# and a last line exactly "N passed, M failed" (counting runs). Exits non-zero
+# if any failed (or none matched).
 set -euo pipefail
 
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,19 +20,30 @@ PATTERN=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -v|--verbose) VERBOSE=1; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
         *) PATTERN=$1; shift ;;
     esac
 done
 TIMEOUT=${TCPSPLICE_TEST_TIMEOUT:-600}
 
+# tests: "PATH|VARIANT" per run ("PATH|" for a test without variants).
 tests=()
 for t in "$DIR"/test_*.sh; do
     [[ -e "$t" ]] || continue
     name=$(basename "$t" .sh)
-    [[ -z "$PATTERN" || "$name" == *"$PATTERN"* ]] || continue
-    tests+=("$t")
+    variants=$(sed -n 's/^# variants:[[:space:]]*//p' "$t" | head -n 1)
+    if [[ -z "$variants" ]]; then
+        if [[ -z "$PATTERN" || "$name" == *"$PATTERN"* ]]; then tests+=("$t|"); fi
+        continue
+    fi
+    [[ -z "${VARIANTS:-}" ]] || variants=$VARIANTS
+    for v in $variants; do
+        # PATTERN selects the test (every variant) or one variant by its full name.
+        if [[ -z "$PATTERN" || "$name" == *"$PATTERN"* || "$name[$v]" == *"$PATTERN"* ]]; then
+            tests+=("$t|$v")
+        fi
+    done
 done
 
 passed=0
@@ -44,17 +58,24 @@ fi
 outdir=$(mktemp -d "${TMPDIR:-/tmp}/tcpsplice-run.XXXXXX")
 trap 'rm -rf "$outdir"' EXIT
 
-for t in "${tests[@]}"; do
+for entry in "${tests[@]}"; do
+    t=${entry%|*}
+    variant=${entry##*|}
     name=$(basename "$t" .sh)
+    [[ -z "$variant" ]] || name="$name[$variant]"
     out="$outdir/$name.out"
     start=$(date +%s.%N)
     rc=0
     # timeout signals the test with TERM (its trap cleans up), KILL 30 s later.
-    (cd "$DIR" && timeout --kill-after=30 "$TIMEOUT" bash "$t") >"$out" 2>&1 </dev/null || rc=$?
+    (
+        cd "$DIR"
+        if [[ -n "$variant" ]]; then export VARIANTS=$variant; fi
+        timeout --kill-after=30 "$TIMEOUT" bash "$t"
+    ) >"$out" 2>&1 </dev/null || rc=$?
     dur=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
     if [[ $rc -eq 0 ]]; then
         passed=$((passed + 1))
-        printf 'PASS  %-34s %7ss\n' "$name" "$dur"
+        printf 'PASS  %-44s %7ss\n' "$name" "$dur"
         if ((VERBOSE)); then
             sed 's/^/    | /' "$out"
         else
@@ -66,7 +87,7 @@ for t in "${tests[@]}"; do
         failed_names+=("$name")
         why="exit $rc"
         [[ $rc -eq 124 ]] && why="timed out after ${TIMEOUT}s"
-        printf 'FAIL  %-34s %7ss  (%s)\n' "$name" "$dur" "$why"
+        printf 'FAIL  %-44s %7ss  (%s)\n' "$name" "$dur" "$why"
         sed 's/^/    | /' "$out"
     fi
 done

@@ -231,9 +231,7 @@ ctl() {  # ctl FIELD: status.control.FIELD
     status_json | json_get "control.$1"
 }
 listed_proxy() {  # listed_proxy NAME: true while status lists a proxy named NAME
-    status_json | python3 -c '
-import json, sys
-sys.exit(0 if any(p.get("name") == sys.argv[1] for p in json.load(sys.stdin).get("proxies", [])) else 1)' "$1"
+    status_json | flowcheck proxy-listed --name "$1"
 }
 not_listed_proxy() { ! listed_proxy "$1"; }
 

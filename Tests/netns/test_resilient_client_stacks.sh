@@ -18,10 +18,15 @@
 # bypass/proxy-died.
 #
 # Tunable: VARIANTS (space separated subset), XF_N, XF_MIB_EACH, XF_KIBPS.
+# run.sh runs the test once per variant of the next line (VARIANTS=one of them,
+# its own topology), each reported on its own: one failing variant hides no other.
+# Run alone, the test goes through VARIANTS (default: that line) in one topology.
+# variants: no-timestamps no-sack no-wscale small-mss all
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-VARIANTS=${VARIANTS:-no-timestamps no-sack no-wscale small-mss all}
+VARIANTS=${VARIANTS:-$(sed -n 's/^# variants:[[:space:]]*//p' "$0" | head -n 1)}
+[[ -n "$VARIANTS" ]] || fail "no variants (VARIANTS is empty and the '# variants:' line is missing)"
 xfers_size_defaults
 
 topo_create

@@ -30,11 +30,7 @@ resilient_start --proxy-pidfile "$TEST_TMP/haproxy.pid"
 
 # modes_of_client: how the client's flows are spread over modes, reasons and proxies.
 modes_of_client() {
-    flows_json | python3 -c '
-import json, sys, collections
-c = collections.Counter((f.get("mode"), f.get("reason"), f.get("proxy"), f.get("state"))
-                        for f in json.load(sys.stdin) if f.get("src") == sys.argv[1])
-print(dict(c.most_common(8)))' "$CLIENT_IP"
+    flows_json | flowcheck modes --src "$CLIENT_IP"
 }
 # validated: handshakes replayed to a proxy so far (spliced's count of clients validated).
 validated() { status_json | json_get 'resilient.clientsValidated?0'; }
@@ -84,6 +80,6 @@ log "engine: $(json_get packets.total <<<"$st") packets, queue drops $(json_get 
 b=$(crowd_field bypass seconds)
 for run in bypass splice-proxy haproxy; do
     s=$(crowd_field "$run" seconds)
-    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(python3 -c "print(round($s / $b, 2))")x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}"
+    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(awk -v s="$s" -v b="$b" 'BEGIN { printf "%.2f", s / b }')x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}"
 done
 log "PASS: $N concurrent downloads byte-exact through splice-proxy and through HAProxy"

@@ -62,10 +62,7 @@ _picked_up_all() {
     done
 }
 find_flow_by_sport() {
-    flows_json | python3 -c '
-import json, sys
-p = int(sys.argv[1])
-sys.exit(0 if any(f.get("sport") == p for f in json.load(sys.stdin)) else 1)' "$1"
+    flows_json | flowcheck find --sport "$1" >/dev/null
 }
 wait_for 15 "the restarted spliced to see a packet of every transfer" _picked_up_all
 mapfile -t OLD_PORTS < <(xfers_client_ports)

@@ -52,19 +52,12 @@ explain_resets() {
                   | grep -o "$CLIENT_IP\.[0-9]*" | sed 's/.*\.//' | sort -u | head -n 5); do
         log "reset: client port $port, its last packets at the client:"
         tcpdump -n -tt -S -r "$pcap" "port $port" 2>/dev/null | tail -n 20 | sed 's/^/    /'
-        log "reset: client port $port in spliced: $(flows_json | json_get count-in . sport "$port") flow(s); $(flows_json | python3 -c '
-import json, sys
-print([f for f in json.load(sys.stdin) if str(f.get("sport")) == sys.argv[1]])' "$port")"
+        log "reset: client port $port in spliced: $(flows_json | json_get count-in . sport "$port") flow(s); $(flows_json | flowcheck list --sport "$port")"
     done
 }
 # real_flows MODE [REASON]: how many flows of the real client's address have that mode (and reason).
 real_flows() {
-    flows_json | python3 -c '
-import json, sys
-src, mode, reason = sys.argv[1], sys.argv[2], sys.argv[3]
-print(sum(1 for f in json.load(sys.stdin)
-          if f.get("src") == src and f.get("mode") == mode and (not reason or f.get("reason") == reason)))' \
-        "$CLIENT_IP" "$1" "${2:-}"
+    flows_json | flowcheck count --src "$CLIENT_IP" --mode "$1" --reason "${2:-}"
 }
 stat_of() { local st=$1; shift; json_get "$@" <<<"$st"; }
 

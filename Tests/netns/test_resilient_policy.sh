@@ -59,15 +59,11 @@ fetch() {
 # expect NAME MODE REASON [PROXY_ID]: the flow of download NAME is in MODE/REASON
 # (bound to PROXY_ID when given).
 expect() {
-    local n=$1 mode=$2 reason=$3 id=${4:-} f
+    local n=$1 mode=$2 reason=$3 id=${4:-}
     flows_of_clients_assert "$mode" "$reason" "${PORT_OF[$n]}"
     if [[ -n "$id" ]]; then
-        f=$(flows_json | python3 -c '
-import json, sys
-for f in json.load(sys.stdin):
-    if f.get("sport") == int(sys.argv[1]):
-        print(f.get("proxy"))' "${PORT_OF[$n]}")
-        [[ "$f" == "$id" ]] || fail "flow of download $n is bound to proxy '$f', expected $id"
+        flows_json | flowcheck proxy-of "${PORT_OF[$n]}" "$id" \
+            || fail "flow of download $n is not bound to proxy $id alone (above: the proxies its flows are bound to)"
     fi
     log "download $n (client port ${PORT_OF[$n]}): $mode / $reason${id:+ / proxy $id}"
 }
