@@ -139,19 +139,25 @@ public final class FlowTable {
         }
     }
 
+    /// A slot of a slab: the head of its free list (index + 1, 0 = none; a free slot holds the
+    /// next one's link, read by `next`), else the next never-used slot; nil when full.
+    @inline(__always)
+    static func take(free: inout UInt32, highWater: inout UInt32, capacity: Int, next: (UInt32) -> UInt32) -> UInt32? {
+        if free != 0 {
+            let slot = free - 1
+            free = next(slot)
+            return slot
+        }
+        guard Int(highWater) < capacity else { return nil }
+        defer { highWater += 1 }
+        return highWater
+    }
+
     /// Adds a new flow with `a` as its initiator. Nil when the table is full.
     public func insert(initiator a: IPAddress, port pa: UInt16, responder b: IPAddress, port pb: UInt16,
                        now: Timestamp) -> UInt32? {
-        let e: UInt32
-        if freeEntryHead != 0 {
-            e = freeEntryHead - 1
-            freeEntryHead = entries[Int(e)].blockRef
-        } else if Int(entryHighWater) < capacity {
-            e = entryHighWater
-            entryHighWater += 1
-        } else {
-            return nil
-        }
+        guard let e = FlowTable.take(free: &freeEntryHead, highWater: &entryHighWater, capacity: capacity,
+                                     next: { entries[Int($0)].blockRef }) else { return nil }
         (entries + Int(e)).initialize(to: FlowEntry(a: a, portA: pa, b: b, portB: pb, now: now))
         let h = hash(a, pa, b, pb)
         var slot = Int(truncatingIfNeeded: h) & indexMask
@@ -207,16 +213,8 @@ public final class FlowTable {
     @discardableResult
     public func attachBlock(_ e: UInt32) -> Bool {
         if entries[Int(e)].blockRef != 0 { return true }
-        let b: UInt32
-        if freeBlockHead != 0 {
-            b = freeBlockHead - 1
-            freeBlockHead = blocks[Int(b)].owner
-        } else if Int(blockHighWater) < blockCapacity {
-            b = blockHighWater
-            blockHighWater += 1
-        } else {
-            return false
-        }
+        guard let b = FlowTable.take(free: &freeBlockHead, highWater: &blockHighWater, capacity: blockCapacity,
+                                     next: { blocks[Int($0)].owner }) else { return false }
         var block = ConnectionBlock()
         block.owner = e
         nextSerial &+= 1
