@@ -73,6 +73,12 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     public var pendingDropped: UInt64 = 0
     /// Flows moved to bypass because their proxy died.
     public var failovers: UInt64 = 0
+    /// Flows whose proxy did not answer the replayed handshake in time (`Engine.replayPatience`):
+    /// moved to bypass before it held any of their bytes.
+    public var replaysAbandoned: UInt64 = 0
+    /// Sockets of a proxy that no flow could take a packet from (a dead proxy's orphans, a
+    /// socket still holding a tuple a new connection reuses): reset, so that they let go.
+    public var staleSocketsReset: UInt64 = 0
     /// Ends' packets after a failover whose TSval was raised to one the receiver had already
     /// seen from the proxy: each would otherwise have been dropped by PAWS.
     public var timestampsRaised: UInt64 = 0

@@ -39,6 +39,11 @@ public final class Engine: @unchecked Sendable {
     public var injector: (any PacketInjector)?
     /// How long an unannounced FIN or RST from the proxy is held before it is let through.
     public var holdGrace = Timestamp.Duration(deciseconds: 3)
+    /// How long a replayed handshake may wait for the proxy's answer: past it, an end's packet
+    /// finds the flow moved to bypass (the proxy holds none of its bytes yet). The proxy's
+    /// SYN-ACK takes a millisecond; a replay lost on the way is sent again at the ends' next
+    /// retries, which the patience leaves room for.
+    public var replayPatience = Timestamp.Duration(deciseconds: 30)
     /// The proxy that takes new flows (0: none alive).
     public internal(set) var activeProxy: UInt16 = 0
     /// Built packets are written here (under the engine's lock).

@@ -76,6 +76,8 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case replayFailed
     /// The server's SYN-ACK went by unseen (a full handshake queue): the proxy cannot join.
     case handshakeUnseen
+    /// The proxy did not answer the replayed handshake in time: the flow went on alone.
+    case proxyNoAnswer
 
     public var description: String {
         switch self {
@@ -87,6 +89,7 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .noBlock: return "no-connection-block"
         case .replayFailed: return "replay-failed"
         case .handshakeUnseen: return "handshake-unseen"
+        case .proxyNoAnswer: return "proxy-no-answer"
         }
     }
 }

@@ -142,7 +142,9 @@ struct Status: ParsableCommand {
                   + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
                   + "clients validated \(r.clientsValidated), their early packets held \(r.pendingHeld), dropped \(r.pendingDropped); "
                   + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed); "
-                  + "failovers \(r.failovers), timestamps raised after them \(r.timestampsRaised); injection failures \(r.injectionFailures)")
+                  + "failovers \(r.failovers), timestamps raised after them \(r.timestampsRaised); "
+                  + "replays unanswered (to bypass) \(r.replaysAbandoned), stale proxy sockets reset \(r.staleSocketsReset); "
+                  + "injection failures \(r.injectionFailures)")
         }
         if s.proxies.isEmpty {
             print("proxies: none registered")

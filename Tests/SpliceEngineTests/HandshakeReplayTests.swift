@@ -66,6 +66,43 @@ struct HandshakeReplayTests {
         #expect(h.engine.counters.verdicts.toProxy == 0 && h.injector.packets.isEmpty)
     }
 
+    @Test("a replay the proxy leaves unanswered: within the patience nothing changes; past it, the next end packet finds the flow in bypass (proxy-no-answer)")
+    func replayUnanswered() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        h.clientAckBecomesSyn(at: 0)
+        // The server's data before the patience: dropped (the proxy's socket is not up).
+        let data = h.endPacket(fromClient: false, flags: .ack, seq: h.c.serverISN + 1, ack: h.c.clientISN + 1,
+                               ts: TCPTimestamps(value: 90100, echo: 5100), payload: [1, 2, 3])
+        #expect(h.feed(data, at: 2.9).0 == .drop)
+        #expect(h.phase == .synToProxy)
+        // Its retransmission after: the flow goes on alone, the packet as it came.
+        let (v, out) = h.feed(data, at: 3.1)
+        #expect(v == .accept && out == data)
+        let f = h.engine.flows(now: .seconds(3.1))[0]
+        #expect(f.mode == .bypass && f.reason == .proxyNoAnswer)
+        #expect(h.engine.counters.resilient.replaysAbandoned == 1)
+        // The proxy's late SYN-ACK finds no flow to speak for: dropped, and never reaches the client.
+        let late = h.proxyPacket(down: true, flags: [.syn, .ack], seq: h.proxyDownISN, ack: h.c.clientISN + 1)
+        #expect(h.feed(late, fromProxy: true, at: 3.2).0 == .drop)
+    }
+
+    @Test("a stale socket answering the replayed SYN with an ACK (a dead proxy's, holding the tuple) is reset; the real SYN-ACK after it is answered")
+    func staleSocketAnswersReplay() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        let challenge = h.proxyPacket(down: true, flags: .ack, seq: SeqNumber(123_456), ack: SeqNumber(654_321))
+        #expect(h.feed(challenge, fromProxy: true).0 == .drop)
+        #expect(h.injector.packets.count == 1 && h.engine.counters.resilient.staleSocketsReset == 1)
+        if let rst = h.injector.packets.first {
+            let s = h.spec(rst.bytes)
+            #expect(rst.local && s.flags == .rst && s.sequenceNumber == SeqNumber(654_321))
+        }
+        #expect(h.phase == .synToProxy)
+        h.proxySynAckAnswered()
+    }
+
     @Test("a client ACK that does not acknowledge the server's SYN-ACK is dropped; the right one still proves the client")
     func wrongAckDropped() {
         let h = ResilientHarness()

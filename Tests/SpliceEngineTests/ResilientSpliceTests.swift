@@ -293,6 +293,37 @@ struct ResilientSpliceTests {
         #expect(h.valid(h.injector.packets.last!.bytes))
     }
 
+    @Test("the client's ACK of the server's answer and FIN is released to the server at once, not when the up socket's own (delayed) ACK comes")
+    func releaseDoesNotWaitForProxyAck() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // The server's answer with its FIN, to the up socket, which delays its ACK (pingpong
+        // mode after a FIN): the engine sees nothing from it yet.
+        let answer = c.packet(fromClient: false, flags: [.fin, .psh, .ack], seq: c.serverISN + 1, ack: c.clientISN + 1, payload: 1024)
+        #expect(h.feed(answer).0.action == .repeatHook)
+        // The proxy relays it to the client (down socket, translated into the server's numbers).
+        let relayed = h.proxyPacket(down: true, flags: [.fin, .psh, .ack], seq: h.proxyDownISN + 1, ack: c.clientISN + 1, payload: 1024)
+        let (v, out) = h.feed(relayed, fromProxy: true)
+        #expect(v.action == .accept && h.spec(out).sequenceNumber == c.serverISN + 1)
+        // The client acknowledges the answer and the FIN: the server hears of it now.
+        let before = h.injector.packets.count
+        let cAck = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1026)
+        #expect(h.feed(cAck).0.action == .repeatHook)
+        #expect(h.injector.packets.count == before + 1)
+        guard h.injector.packets.count == before + 1 else { return }
+        let release = h.spec(h.injector.packets.last!.bytes)
+        #expect(release.flags == .ack && release.acknowledgmentNumber == c.serverISN + 1026)
+        #expect(release.source == c.client && release.destination == c.server && !h.injector.packets.last!.local)
+        // The up socket's ACK when it comes tells the server nothing new: not sent.
+        let late = h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 1026)
+        #expect(h.feed(late, fromProxy: true).0 == .drop)
+        // An acknowledgement past what the server sent is never passed on as such.
+        let tooFar = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 5000)
+        _ = h.feed(tooFar)
+        #expect(h.injector.packets.count == before + 1)
+    }
+
     @Test("a pure ACK of the proxy that tells the end nothing new is not sent")
     func redundantAckSuppressed() {
         let h = ResilientHarness()
@@ -420,12 +451,39 @@ struct ResilientSpliceTests {
         #expect(h.spec(out).sequenceNumber == c.serverISN + 1)
     }
 
-    @Test("packets of the proxy's sockets for unknown flows are dropped (fail-closed)")
+    @Test("packets of the proxy's sockets for unknown flows are dropped (fail-closed), and the stale socket is reset at the number it expects")
     func unknownProxyPacketDropped() {
         let h = ResilientHarness()
-        let stray = h.proxyPacket(down: true, flags: .ack, seq: SeqNumber(1), ack: SeqNumber(1), payload: 10)
+        let stray = h.proxyPacket(down: true, flags: .ack, seq: SeqNumber(1), ack: SeqNumber(4711), payload: 10)
         #expect(h.feed(stray, fromProxy: true).0 == .drop)
-        #expect(h.engine.counters.resilient.proxyPacketsDropped == 1)
+        #expect(h.engine.counters.resilient.proxyPacketsDropped == 1 && h.engine.counters.resilient.staleSocketsReset == 1)
+        #expect(h.injector.packets.count == 1)
+        guard let rst = h.injector.packets.first else { return }
+        let s = h.spec(rst.bytes)
+        // From the socket's peer (the client's tuple) to the socket (the server's), to a local socket.
+        #expect(rst.local && h.valid(rst.bytes) && s.flags == .rst && s.sequenceNumber == SeqNumber(4711))
+        #expect(s.source == h.c.client && s.sourcePort == h.c.clientPort)
+        #expect(s.destination == h.c.server && s.destinationPort == h.c.serverPort)
+        // Its own reset (a dead proxy's RST to nobody) and a SYN get no answer.
+        for flags: TCPFlags in [[.rst, .ack], .syn] {
+            let other = h.proxyPacket(down: false, flags: flags, seq: SeqNumber(9), ack: SeqNumber(77))
+            #expect(h.feed(other, fromProxy: true).0 == .drop)
+        }
+        #expect(h.injector.packets.count == 1 && h.engine.counters.resilient.proxyPacketsDropped == 3)
+    }
+
+    @Test("after its proxy died, a flow's stale proxy sockets are reset when they retransmit (they would catch the tuple's next replay)")
+    func deadProxySocketsReset() {
+        let h = ResilientHarness()
+        h.handshake()
+        #expect(h.engine.proxyGone(id: 1) == 1)
+        let before = h.injector.packets.count
+        // The dead proxy's down socket retransmits its FIN into the drop.
+        let fin = h.proxyPacket(down: true, flags: [.fin, .ack], seq: h.proxyDownISN + 1, ack: h.c.clientISN + 1)
+        #expect(h.feed(fin, fromProxy: true, at: 1).0 == .drop)
+        #expect(h.injector.packets.count == before + 1 && h.engine.counters.resilient.staleSocketsReset == 1)
+        let s = h.spec(h.injector.packets[before].bytes)
+        #expect(s.flags == .rst && s.sequenceNumber == h.c.clientISN + 1 && s.destinationPort == h.c.serverPort)
     }
 
     @Test("SACK edges and TSecr toward the proxy are translated into its space")

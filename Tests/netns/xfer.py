@@ -218,6 +218,10 @@ def connect(args):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.cc.encode("ascii"))
             s.settimeout(args.timeout)
             try:
+                if args.source_port:
+                    # A port a connection of a test used before (its tuple reused).
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("::" if ":" in args.host else "0.0.0.0", args.source_port))
                 s.connect((args.host, args.port))
             except OSError:
                 s.close()
@@ -283,6 +287,8 @@ def main():
                             help="keep retrying a refused connect this long [5]")
             sp.add_argument("--cc", default="",
                             help="congestion control of the socket (TCP_CONGESTION) [system's]")
+            sp.add_argument("--source-port", type=int, default=0,
+                            help="connect from this local port [0 = the kernel's choice]")
 
     sp = sub.add_parser("serve-send")
     common(sp, True)

@@ -6,9 +6,13 @@ import SpliceWire
 
 extension Engine {
     /// The end that sends `d` acknowledged more of the other end's data (its packet is on its
-    /// way to the proxy): tell the other end, up to what the proxy's socket speaking `d` has
-    /// acknowledged too, with an ACK in that socket's translated state (next sequence number,
-    /// window, timestamps).
+    /// way to the proxy): tell the other end, with an ACK in the translated state of the proxy's
+    /// socket speaking `d` (next sequence number, window, timestamps).
+    ///
+    /// What the receiver acknowledged it got through the proxy, so the proxy had it: the release
+    /// does not wait for that socket's own acknowledgement, which the kernel may delay by up to
+    /// 200 ms (a socket that received a FIN acknowledges in "pingpong" mode), long enough for
+    /// the sender to time out and send again. It never goes past what the sender sent.
     func releaseAck(speaking d: FlowDirection, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
         // Called for every end's packet: nothing here copies the mode's whole state.
         // The socket facing the client is up after the replayed handshake; the one facing the
@@ -18,7 +22,7 @@ extension Engine {
         let end = b.pointee.ends[d]
         guard end.ackSeen else { return }
         let side = b.pointee.resilient.proxy[d]
-        let candidate = SeqNumber.earliest(end.ack, side.ownAck)
+        let candidate = SeqNumber.earliest(end.ack, b.pointee.ends[d.opposite].nextSeq)
         guard candidate > side.ackGiven else { return }
         let entry = table[e]
         guard let n = TCPSegmentWriter.write(

@@ -41,7 +41,7 @@ extension Engine {
     /// FIG. 2A-2B: a SYN to the proxy, from the client, with the client's ISN and the options
     /// both ends negotiated, built into `scratch` in place of the client's ACK.
     func replaySynToProxy(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
-                          scratch: UnsafeMutableRawBufferPointer) -> Verdict {
+                          scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
         var r = b.pointee.resilient
         let client = b.pointee.ends.original.options
         let options = SynOptions(
@@ -59,10 +59,25 @@ extension Engine {
             table[e].reason = .replayFailed
             return .accept
         }
+        if r.phase != .synToProxy { r.replayedAt = now.deciseconds }
         r.phase = .synToProxy
         b.pointee.resilient = r
         counters.resilient.handshakeReplays &+= 1
         return .toProxy(length: n, inScratch: true, mark: marks.toProxy)
+    }
+
+    /// A replay the proxy left unanswered past `replayPatience` (its listener full, or a stale
+    /// socket of a dead proxy holding the tuple: `resetStaleSocket`): the flow goes on alone.
+    /// Lossless: the proxy has none of its bytes, and the client's held ones were dropped (it
+    /// sends them again). True when the flow was moved.
+    func abandonReplayIfLate(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, now: Timestamp) -> Bool {
+        guard b.pointee.resilient.phase == .synToProxy,
+              now.deciseconds &- b.pointee.resilient.replayedAt >= replayPatience.deciseconds else { return false }
+        discardPending(entry: e, block: b)
+        table[e].mode = .bypass
+        table[e].reason = .proxyNoAnswer
+        counters.resilient.replaysAbandoned &+= 1
+        return true
     }
 
 }

@@ -74,8 +74,9 @@ extension Engine {
             return .drop
         }
         guard r.phase >= .downEstablished else {
-            counters.resilient.proxyPacketsDropped &+= 1
-            return .drop
+            // Not the SYN-ACK of the socket the replay was for: another socket holds the tuple
+            // (a dead proxy's, not yet gone), answering the replayed SYN with an ACK.
+            return dropFromStaleSocket(p)
         }
         let verdict = translateFromProxy(p, entry: e, block: b, state: &r, speaking: .reply, info: info, now: now)
         b.pointee.resilient = r
@@ -128,8 +129,7 @@ extension Engine {
             return .drop
         }
         guard r.phase >= .upstreamAnswered else {
-            counters.resilient.proxyPacketsDropped &+= 1
-            return .drop
+            return dropFromStaleSocket(p)   // not the up socket's SYN: an older socket's packet
         }
         if r.phase == .upstreamAnswered && flags.contains(.ack) && tcp.acknowledgmentNumber == b.pointee.ends.reply.isn + 1 {
             r.phase = .established
@@ -137,5 +137,26 @@ extension Engine {
         let verdict = translateFromProxy(p, entry: e, block: b, state: &r, speaking: .original, info: info, now: now)
         b.pointee.resilient = r
         return verdict
+    }
+
+    /// A packet of a proxy's socket that no flow can take (the socket of a dead proxy, or of
+    /// a connection whose tuple a new one now uses): dropped, and the socket reset at the
+    /// number it expects next (its acknowledgement: a reset anywhere else is only challenged,
+    /// RFC 5961). Such a socket would otherwise linger retransmitting into the drop, and catch
+    /// the replayed SYN of a new connection with its tuple (TPROXY finds established sockets
+    /// first), which then never reaches the proxy's listener.
+    func dropFromStaleSocket(_ p: TCPPacket) -> Verdict {
+        counters.resilient.proxyPacketsDropped &+= 1
+        let tcp = p.tcp
+        let flags = tcp.flags
+        guard flags.contains(.ack), !flags.contains(.rst), !flags.contains(.syn),
+              let n = TCPSegmentWriter.write(
+                into: buildBuffer, source: p.destination, destination: p.source,
+                sourcePort: tcp.destinationPort, destinationPort: tcp.sourcePort,
+                sequenceNumber: tcp.acknowledgmentNumber, acknowledgmentNumber: SeqNumber(0), flags: .rst,
+                window: 0, options: .none) else { return .drop }
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: p.source, local: true)
+        counters.resilient.staleSocketsReset &+= 1
+        return .drop
     }
 }

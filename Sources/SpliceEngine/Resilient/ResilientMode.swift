@@ -34,6 +34,7 @@ extension Engine {
             if phase >= .downEstablished { resetProxySocket(p, entry: e, going: dir, block: b) }
             return .accept
         }
+        if abandonReplayIfLate(entry: e, block: b, now: now) { return .accept }
 
         if dir == .reply {
             if flags.contains(.syn) {
@@ -47,7 +48,7 @@ extension Engine {
                 case .synToProxy:
                     // The proxy has not answered the SYN it was given (lost on the way, its
                     // queue full): the server's retry sends it again.
-                    return replaySynToProxy(entry: e, block: b, scratch: scratch)
+                    return replaySynToProxy(entry: e, block: b, scratch: scratch, now: now)
                 case .downEstablished:
                     return .drop   // the proxy has not connected upstream yet; the server will retry
                 case .upstreamAnswered, .established:
@@ -84,7 +85,7 @@ extension Engine {
                 b.pointee.resilient.clientAckTSval = timestampsOption(tcp)?.value ?? 0
                 if tcp.payloadLength > 0 || flags.contains(.fin) { holdForProxy(p, entry: e, block: b, now: now) }
                 counters.resilient.clientsValidated &+= 1
-                return replaySynToProxy(entry: e, block: b, scratch: scratch)
+                return replaySynToProxy(entry: e, block: b, scratch: scratch, now: now)
             case .synToProxy:
                 // The proxy's socket is not up yet: data waits for it. A pure ACK is the client
                 // saying its handshake again (its data unanswered): the SYN may have been lost, so
@@ -93,7 +94,7 @@ extension Engine {
                     holdForProxy(p, entry: e, block: b, now: now)
                     return .drop
                 }
-                return replaySynToProxy(entry: e, block: b, scratch: scratch)
+                return replaySynToProxy(entry: e, block: b, scratch: scratch, now: now)
             case .downEstablished, .upstreamAnswered, .established:
                 break
             }
@@ -114,9 +115,9 @@ extension Engine {
                                           destination: p.destination, destinationPort: tcp.destinationPort),
               table[e].mode == .resilient, let b = table.block(e) else {
             // No flow the proxy may speak for: its packets carry its own sequence space and must
-            // never reach the wire (unknown after an engine restart, bypassed after its death).
-            counters.resilient.proxyPacketsDropped &+= 1
-            return .drop
+            // never reach the wire (unknown after an engine restart, bypassed after its death),
+            // and the socket that sent it is a stale one: reset, so that it lets go of the tuple.
+            return dropFromStaleSocket(p)
         }
         table[e].lastSeen = now.deciseconds
         if dir == .reply {

@@ -61,6 +61,8 @@ public struct ResilientState: Sendable {
     public var clientAckWindow: UInt16 = 0
     /// The client's packets held while the proxy's socket was not yet up (`PendingPackets`).
     public var pendingToProxy: UInt8 = 0
+    /// When the handshake was first replayed to the proxy (deciseconds).
+    public var replayedAt: UInt32 = 0
 
     /// The proxy's two sockets, each under the direction it speaks in: `.reply` is the socket
     /// facing the client ("down": it speaks as the server), `.original` the one facing the
