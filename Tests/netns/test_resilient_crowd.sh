@@ -76,7 +76,7 @@ wait_proxy_registered "$HAPROXY_PID" 10
 through_proxy haproxy HAProxy
 
 st=$(status_json)
-log "engine: $(json_get packets.total <<<"$st") packets, queue drops $(json_get pairs queues number queueDropped <<<"$st"), FIN/RST held $(json_get resilient.finRstHeld <<<"$st"), RSS $(json_get mib memory.residentBytes <<<"$st") MiB"
+log "engine: $(json_get packets.total <<<"$st") packets, queue drops $(json_get pairs queues number queueDropped <<<"$st"), FIN/RST held $(json_get resilient.finRstHeld <<<"$st"), replays the proxy left unanswered (those flows went on in bypass) $(json_get resilient.replaysAbandoned <<<"$st"), RSS $(json_get mib memory.residentBytes <<<"$st") MiB"
 b=$(crowd_field bypass seconds)
 for run in bypass splice-proxy haproxy; do
     s=$(crowd_field "$run" seconds)
