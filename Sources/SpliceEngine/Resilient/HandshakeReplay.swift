@@ -67,7 +67,7 @@ extension Engine {
     }
 
     /// A replay the proxy left unanswered past `replayPatience` (its listener full, or a stale
-    /// socket of a dead proxy holding the tuple: `resetStaleSocket`): the flow goes on alone.
+    /// socket of a dead proxy holding the tuple: `dropFromStaleSocket`): the flow goes on alone.
     /// Lossless: the proxy has none of its bytes, and the client's held ones were dropped (it
     /// sends them again). True when the flow was moved.
     func abandonReplayIfLate(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, now: Timestamp) -> Bool {
