@@ -11,7 +11,7 @@
 # Every stage runs even when an earlier one failed (except that the netns
 # tests get no binaries when the build failed, so the daemon tests fail
 # instead of testing stale ones). Prints a summary; the last line is
-# "total: N passed, M failed" counting the stages 1-4 and each netns test.
+# "total: N passed, M failed" counting the stages 1-4 and each netns test run (a test with variants: one run each).
 # Exits non-zero if anything failed. Needs root; reads no stdin.
 #
 # Usage: Scripts/test.sh [--no-setup] [NETNS_PATTERN]

@@ -50,7 +50,8 @@
 #
 # Python helpers beside this file (none evaluates code passed from bash): xfer.py (the
 # transfers), jsonq.py (json_get), flowcheck.py (flowcheck: flow and status assertions,
-# transfer progress), crowd.py (crowd_run), tsorder.py (paws_report).
+# transfer progress), crowd.py (crowd_run), tsorder.py (paws_report), resent.py (segments
+# a capture shows twice: test_resilient_first_byte).
 
 set -euo pipefail
 
