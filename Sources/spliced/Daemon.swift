@@ -37,6 +37,7 @@ final class Daemon: @unchecked Sendable {
         core.policy = configuration.policy
         core.marks = configuration.marks
         core.holdGrace = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.holdGraceMilliseconds / 100)))
+        core.replayPatience = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.replayPatienceMilliseconds / 100)))
         injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local)
         core.injector = injector
         supervisor = Supervisor(engine: core, heartbeatLimit: Timestamp.Duration(

@@ -29,6 +29,7 @@ struct DaemonConfiguration: Sendable {
     var proxyPidfile: String?
     var holdGraceMilliseconds: Int
     var heartbeatTimeoutMilliseconds: Int
+    var replayPatienceMilliseconds: Int
 }
 
 @main
@@ -120,6 +121,9 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds without a heartbeat after which a registered proxy is taken for dead.")
     var heartbeatTimeoutMs: Int = 5000
 
+    @Option(name: .long, parsing: .unconditional, help: "Milliseconds a handshake replayed to the proxy may go unanswered before its flow goes on alone (bypass, proxy-no-answer).")
+    var replayPatienceMs: Int = 3000
+
     func validate() throws {
         _ = try parsedProxyQueues(queues: try parsedQueues())
         guard maxFlows >= 1 && maxFlows <= 100_000_000 else {
@@ -143,6 +147,9 @@ struct SplicedCommand: ParsableCommand {
         }
         guard holdGraceMs >= 100 && holdGraceMs <= 10_000 else {
             throw ValidationError("--hold-grace-ms must be between 100 and 10000, not \(holdGraceMs)")
+        }
+        guard replayPatienceMs >= 500 && replayPatienceMs <= 60_000 else {
+            throw ValidationError("--replay-patience-ms must be between 500 and 60000, not \(replayPatienceMs)")
         }
     }
 
@@ -236,7 +243,8 @@ struct SplicedCommand: ParsableCommand {
                                          queueMaxLength: queueMaxLength, acceptWhenQueueFull: acceptWhenQueueFull, batch: batch, policy: try parsedPolicy(),
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,
                                          holdGraceMilliseconds: holdGraceMs,
-                                         heartbeatTimeoutMilliseconds: heartbeatTimeoutMs)
+                                         heartbeatTimeoutMilliseconds: heartbeatTimeoutMs,
+                                         replayPatienceMilliseconds: replayPatienceMs)
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)
