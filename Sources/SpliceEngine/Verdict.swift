@@ -25,23 +25,16 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
 
     /// nil: the bytes are unchanged. Otherwise the packet's new length; the new bytes are in the
     /// packet buffer itself, or in the scratch buffer when `inScratch`.
-    @inlinable public var rewrittenLength: Int? {
-        get { length == 0 ? nil : Int(length) }
-        set { length = UInt32(truncatingIfNeeded: newValue ?? 0) }
-    }
+    @inlinable public var rewrittenLength: Int? { length == 0 ? nil : Int(length) }
     /// A new packet mark, if any.
-    @inlinable public var mark: UInt32? {
-        get { hasMark ? markValue : nil }
-        set { hasMark = newValue != nil; markValue = newValue ?? 0 }
-    }
+    @inlinable public var mark: UInt32? { hasMark ? markValue : nil }
     /// The rewritten packet still needs a complete TCP checksum (its field held only the
     /// pseudo-header sum). Left to `finish`, which the queue reader calls outside the engine's
     /// lock, so that the sum over a 64 KiB packet does not hold the other queues up; the engine
     /// says where the segment starts (it runs to the end of the packet) and what its
     /// pseudo-header sums to, so that `finish` does not parse the packet again.
     @inlinable public var pendingChecksum: PendingChecksum? {
-        get { checksumSegmentOffset == 0 ? nil : PendingChecksum(segmentOffset: checksumSegmentOffset, pseudoHeader: checksumPseudoHeader) }
-        set { checksumSegmentOffset = newValue?.segmentOffset ?? 0; checksumPseudoHeader = newValue?.pseudoHeader ?? 0 }
+        checksumSegmentOffset == 0 ? nil : PendingChecksum(segmentOffset: checksumSegmentOffset, pseudoHeader: checksumPseudoHeader)
     }
 
     /// Where the TCP segment of a rewritten packet starts, and its pseudo-header sum (folded:
