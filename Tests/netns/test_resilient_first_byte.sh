@@ -52,17 +52,18 @@ requests() {
         i=$((i + 1))
     done
     log "$name: first byte after (s): ${firsts[*]}"
-    again=$(resent "$name")
+    local twice
+    twice=$(resent "$name")
     # A server whose answer is acknowledged only once the client has it (the clamp) measures a
     # longer round trip than its handshake showed, and may probe with its last segment a few
     # milliseconds later (a tail loss probe, RFC 8985): no stall, reported. A retransmission
     # timer (the 205 ms stall) never fires, and the handshake and the request go once.
-    report "$name: retransmission timeouts client +${timeouts[0]}, server +${timeouts[1]}; tail loss probes client +${probes[0]}, server +${probes[1]}${again:+; segments seen twice: $(tr '\n' ';' <<<"$again")}"
-    check "$name: no retransmission timer fired at either end in $REQUESTS connections (TcpExtTCPTimeouts: client +${timeouts[0]}, server +${timeouts[1]}; $again)" \
+    report "$name: retransmission timeouts client +${timeouts[0]}, server +${timeouts[1]}; tail loss probes client +${probes[0]}, server +${probes[1]}${twice:+; segments seen twice: $(tr '\n' ';' <<<"$twice")}"
+    check "$name: no retransmission timer fired at either end in $REQUESTS connections (TcpExtTCPTimeouts: client +${timeouts[0]}, server +${timeouts[1]}; $twice)" \
         [ "${timeouts[0]}" -eq 0 -a "${timeouts[1]}" -eq 0 ]
-    again=$(grep '^handshake ' <<<"$again" || true)
+    again=$(grep '^handshake ' <<<"$twice" || true)
     check "$name: no handshake segment sent twice in $REQUESTS connections: $again" [ -z "$again" ]
-    again=$(resent "$name" | grep -F -e "$name-c: ('$CLIENT_IP." -e "$name-s: ('$CLIENT_IP." || true)
+    again=$(grep -F -e "$name-c: ('$CLIENT_IP." -e "$name-s: ('$CLIENT_IP." <<<"$twice" || true)
     check "$name: no request sent twice in $REQUESTS connections: $again" [ -z "$again" ]
 }
 
