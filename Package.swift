@@ -5,6 +5,7 @@
 //   SpliceWire            packet library: IPv4/IPv6/TCP views, options, SeqNumber, checksums. No I/O.
 //   SpliceCounters        the engine's counters, grouped as the status report shows them. No I/O.
 //   SpliceEngine          flow table and verdict logic. No I/O.
+//   SpliceRules           splice rules: what the proxy reads of a request or response, and the action it takes. No I/O.
 //   SpliceControlProtocol control-socket message types and framing. No I/O.
 //   SpliceDaemonCore      the daemon's logic: proxy registry, status report, flow records. No I/O.
 //   SpliceKernel          the kernel edge: NFQUEUE reader, raw-socket injector, Unix control sockets.
@@ -39,8 +40,9 @@ let package = Package(
         .target(name: "SpliceWire", swiftSettings: strict),
         .target(name: "SpliceCounters", swiftSettings: strict),
         .target(name: "SpliceEngine", dependencies: ["SpliceWire", "SpliceCounters"], swiftSettings: strict),
-        .target(name: "SpliceControlProtocol", dependencies: ["SpliceCounters"], swiftSettings: strict),
-        .target(name: "SpliceDaemonCore", dependencies: ["SpliceEngine", "SpliceControlProtocol"], swiftSettings: strict),
+        .target(name: "SpliceRules", dependencies: ["SpliceWire"], swiftSettings: strict),
+        .target(name: "SpliceControlProtocol", dependencies: ["SpliceCounters", "SpliceRules"], swiftSettings: strict),
+        .target(name: "SpliceDaemonCore", dependencies: ["SpliceEngine", "SpliceControlProtocol", "SpliceRules"], swiftSettings: strict),
         .target(
             name: "SpliceKernel",
             dependencies: [
@@ -60,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "splicectl",
             dependencies: [
-                "SpliceKernel", "SpliceEngine", "SpliceControlProtocol",
+                "SpliceKernel", "SpliceEngine", "SpliceControlProtocol", "SpliceRules", "SpliceWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -68,12 +70,13 @@ let package = Package(
         .executableTarget(
             name: "splice-proxy",
             dependencies: [
-                "CLinuxSupport", "SpliceKernel", "SpliceWire", "SpliceControlProtocol",
+                "CLinuxSupport", "SpliceKernel", "SpliceWire", "SpliceControlProtocol", "SpliceRules",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
+        .testTarget(name: "SpliceRulesTests", dependencies: ["SpliceRules", "SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol", "SpliceWire"], swiftSettings: strict),

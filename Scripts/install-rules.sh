@@ -8,6 +8,7 @@
 # rules), then adds the jumps with `-C || -I`:
 #   mangle PREROUTING (position 1) -> TCPSPLICE_PRE  (queue, fail-open)
 #   raw OUTPUT        (position 1) -> TCPSPLICE_OUT  (inject-mark exemption)
+#   mangle OUTPUT     (position 1) -> TCPSPLICE_MOUT (a splice's conntrack mark)
 # The host's other rules are never touched. Undo with Scripts/remove-rules.sh.
 set -euo pipefail
 
@@ -44,6 +45,9 @@ Options:
                        loosens strict rp_filter (saved, restored on removal)
   --proxy-mark MARK    mark the engine sets on packets for the proxy   [0x5a5b]
   --local-mark MARK    mark of packets for local transparent sockets   [0x5a5c]
+  --splice-mark MARK   mark the engine sets on a spliced flow's packet; saved
+                       as the flow's conntrack mark, its data and ACKs then
+                       skip the queue (give spliced --splice-mark)    [0x5a5d]
   --route-table N      routing table for those packets                 [100]
   --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
                        spliced thread takes them (give spliced both)  [--queues]
@@ -72,6 +76,7 @@ SERVERS_ARG=""
 TPROXY_PORT_ARG=""
 PROXY_MARK_ARG=0x5a5b
 LOCAL_MARK_ARG=0x5a5c
+SPLICE_MARK_ARG=0x5a5d
 ROUTE_TABLE_ARG=100
 PROXY_QUEUE_ARG=""
 SYN_QUEUE_ARG=""
@@ -105,6 +110,7 @@ while [[ $# -gt 0 ]]; do
         --tproxy-port) need_value "$1" $#; TPROXY_PORT_ARG=$2; shift 2 ;;
         --proxy-mark) need_value "$1" $#; PROXY_MARK_ARG=$2; shift 2 ;;
         --local-mark) need_value "$1" $#; LOCAL_MARK_ARG=$2; shift 2 ;;
+        --splice-mark) need_value "$1" $#; SPLICE_MARK_ARG=$2; shift 2 ;;
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
         --syn-queue) need_value "$1" $#; SYN_QUEUE_ARG=$2; shift 2 ;;
@@ -203,13 +209,14 @@ parse_mark() {
 INJECT_MARK=$(parse_mark --inject-mark "$MARK_ARG")
 PROXY_MARK=$(parse_mark --proxy-mark "$PROXY_MARK_ARG")
 LOCAL_MARK=$(parse_mark --local-mark "$LOCAL_MARK_ARG")
+SPLICE_MARK=$(parse_mark --splice-mark "$SPLICE_MARK_ARG")
 TPROXY_PORT=""
 if [[ -n "$TPROXY_PORT_ARG" ]]; then
     is_uint "$TPROXY_PORT_ARG" && ((10#$TPROXY_PORT_ARG >= 1 && 10#$TPROXY_PORT_ARG <= 65535)) \
         || die "bad port '$TPROXY_PORT_ARG' in --tproxy-port (expected a number 1-65535)"
     TPROXY_PORT=$((10#$TPROXY_PORT_ARG))
-    [[ "$INJECT_MARK" != "$PROXY_MARK" && "$INJECT_MARK" != "$LOCAL_MARK" && "$PROXY_MARK" != "$LOCAL_MARK" ]] \
-        || die "--inject-mark, --proxy-mark and --local-mark must differ"
+    [[ $(printf '%s\n' "$INJECT_MARK" "$PROXY_MARK" "$LOCAL_MARK" "$SPLICE_MARK" | sort -u | wc -l) == 4 ]] \
+        || die "--inject-mark, --proxy-mark, --local-mark and --splice-mark must differ"
 fi
 is_uint "$ROUTE_TABLE_ARG" && ((10#$ROUTE_TABLE_ARG >= 1 && 10#$ROUTE_TABLE_ARG <= 252)) \
     || die "bad routing table '$ROUTE_TABLE_ARG' in --route-table (expected 1-252)"
@@ -312,6 +319,7 @@ render() {
         fi
         line=${line//@LOCAL_MARK@/$LOCAL_MARK}
         line=${line//@PROXY_MARK@/$PROXY_MARK}
+        line=${line//@SPLICE_MARK@/$SPLICE_MARK}
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}
@@ -343,6 +351,7 @@ if ((DRY_RUN)); then
         echo "### EOF"
         echo "### $ipt -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE || $ipt -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE"
         echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
+        echo "### $ipt -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT || $ipt -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT"
         if [[ -n "$TPROXY_PORT" ]]; then
             echo "### ip -$fam rule add fwmark $LOCAL_MARK lookup $ROUTE_TABLE"
             echo "### ip -$fam route add local $( [[ $fam == 4 ]] && echo 0.0.0.0/0 || echo ::/0 ) dev lo table $ROUTE_TABLE"
@@ -372,6 +381,10 @@ install_family() {
     if ! "$ipt" -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT 2>/dev/null; then
         "$ipt" -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT \
             || die "could not insert the jump to TCPSPLICE_OUT in IPv$fam raw OUTPUT"
+    fi
+    if ! "$ipt" -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT 2>/dev/null; then
+        "$ipt" -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT \
+            || die "could not insert the jump to TCPSPLICE_MOUT in IPv$fam mangle OUTPUT"
     fi
     local first
     first=$("$ipt" -w 10 -t mangle -S PREROUTING | sed -n 2p)
@@ -436,5 +449,5 @@ if [[ -n "$TPROXY_PORT" ]]; then
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi
-    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE; early demux off"
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK; early demux off"
 fi

@@ -31,3 +31,25 @@ static const int TCPSPLICE_IPV6_TRANSPARENT = 75;
 static inline ssize_t tcpsplice_splice(int from, int to, size_t len, unsigned int flags) {
     return splice(from, 0, to, 0, len, flags);
 }
+
+#include <sys/ioctl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+/// Bytes a TCP socket has received and not yet read (SIOCINQ), and bytes it has sent and not
+/// yet had acknowledged (SIOCOUTQ, a FIN counting one); -1 on error. (ioctl is variadic.)
+static inline int tcpsplice_inq(int fd) {
+    int n = 0;
+    return ioctl(fd, 0x541B /* SIOCINQ = FIONREAD */, &n) == 0 ? n : -1;
+}
+static inline int tcpsplice_outq(int fd) {
+    int n = 0;
+    return ioctl(fd, 0x5411 /* SIOCOUTQ = TIOCOUTQ */, &n) == 0 ? n : -1;
+}
+
+/// Puts a TCP socket in repair mode (TCP_REPAIR, CAP_NET_ADMIN): closed then, it leaves
+/// without a packet on the wire and without TIME_WAIT. 0 on success.
+static inline int tcpsplice_repair_on(int fd) {
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, 19 /* TCP_REPAIR */, &one, sizeof one);
+}

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 @_exported import SpliceCounters
+@_exported import SpliceRules
 
 /// The control protocol between `spliced` and its clients (`splicectl`, `splice-proxy`):
 /// one JSON object per line over a Unix stream socket that only root can open.
@@ -49,14 +50,44 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case policy
         /// Replace the splice policy (new flows only).
         case setPolicy = "set-policy"
+        /// A registered proxy reports its decision for a connection (`decision`); `splice` and
+        /// `bypass` make the splice pending.
+        case decide
+        /// A registered proxy has written out what it held and asks to step out (`decision`,
+        /// `force` past its drain bound). On `ok` it closes its sockets without a packet.
+        case stepOut = "step-out"
+        /// The splice rules in force.
+        case rules
+        /// Replace the whole rule set (`rules`; rules with id 0 get new ids).
+        case setRules = "set-rules"
+        /// Add `rule` at `position` (1-based; absent: at the end).
+        case addRule = "add-rule"
+        /// Remove the rule `ruleID`.
+        case removeRule = "remove-rule"
+        /// Move the rule `ruleID` to `position`.
+        case moveRule = "move-rule"
     }
 
     public var command: Command
     public var proxy: ProxyRegistration?
     public var close: CloseIntent?
     public var policy: PolicyConfig?
+    public var decision: FlowDecision?
+    public var force: Bool?
+    public var rules: RuleSet?
+    public var rule: SpliceRule?
+    public var ruleID: Int?
+    public var position: Int?
 
-    public init(command: Command, proxy: ProxyRegistration? = nil, close: CloseIntent? = nil, policy: PolicyConfig? = nil) {
+    public init(command: Command, proxy: ProxyRegistration? = nil, close: CloseIntent? = nil, policy: PolicyConfig? = nil,
+                decision: FlowDecision? = nil, force: Bool? = nil, rules: RuleSet? = nil, rule: SpliceRule? = nil,
+                ruleID: Int? = nil, position: Int? = nil) {
+        self.decision = decision
+        self.force = force
+        self.rules = rules
+        self.rule = rule
+        self.ruleID = ruleID
+        self.position = position
         self.command = command
         self.proxy = proxy
         self.close = close
@@ -123,6 +154,25 @@ public struct CloseIntent: Codable, Sendable, Equatable {
     }
 }
 
+/// A proxy's decision for one of its connections (the client's tuple), and the rule behind it.
+public struct FlowDecision: Codable, Sendable, Equatable {
+    public var client: String
+    public var clientPort: UInt16
+    public var server: String
+    public var serverPort: UInt16
+    public var action: RuleAction
+    /// The rule that matched; nil for the rules' default action.
+    public var rule: Int?
+    public init(client: String, clientPort: UInt16, server: String, serverPort: UInt16, action: RuleAction, rule: Int?) {
+        self.client = client
+        self.clientPort = clientPort
+        self.server = server
+        self.serverPort = serverPort
+        self.action = action
+        self.rule = rule
+    }
+}
+
 /// What a proxy says about itself when it registers.
 public struct ProxyRegistration: Codable, Sendable, Equatable {
     public var name: String
@@ -146,9 +196,24 @@ public struct ControlResponse: Codable, Sendable {
     public var proxyID: Int?
     /// For `policy` and `set-policy`: the policy in force.
     public var policy: PolicyConfig?
+    /// For `register` and the rule commands, and pushed unasked to every registered proxy at
+    /// each change: the splice rules in force.
+    public var rules: RuleSet?
+    /// For `decide` and `step-out`: the decision answered (the proxy matches it to its
+    /// connection), and for `step-out` the outcome: "drained", "fell-back", or "not-drained"
+    /// (with `ok` false: keep writing, ask again).
+    public var decision: FlowDecision?
+    public var outcome: String?
+    /// For `decide` and `step-out`: which of the two this answers (the proxy may have both
+    /// under way for one connection).
+    public var answers: ControlRequest.Command?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, flows: [FlowRecord]? = nil,
-                proxyID: Int? = nil, policy: PolicyConfig? = nil) {
+                proxyID: Int? = nil, policy: PolicyConfig? = nil, rules: RuleSet? = nil, decision: FlowDecision? = nil,
+                outcome: String? = nil) {
+        self.rules = rules
+        self.decision = decision
+        self.outcome = outcome
         self.ok = ok
         self.error = error
         self.status = status
@@ -174,10 +239,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var policy: PolicyConfig?
     /// The control socket's connections and the timer thread (absent from older daemons' reports).
     public var control: ControlReport?
+    /// Splices by outcome (absent from older daemons' reports).
+    public var splices: SpliceCounters?
 
     public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounters,
                 verdicts: VerdictCounters, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
-                resilient: ResilientReport? = nil, policy: PolicyConfig? = nil, control: ControlReport? = nil) {
+                resilient: ResilientReport? = nil, policy: PolicyConfig? = nil, control: ControlReport? = nil,
+                splices: SpliceCounters? = nil) {
+        self.splices = splices
         self.resilient = resilient
         self.policy = policy
         self.control = control
@@ -399,11 +468,30 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     /// Resilient flows: the handshake replay's phase, and the proxy serving the flow.
     public var phase: String?
     public var proxy: Int?
+    /// The proxy's decision for the flow (proxy, splice, bypass) and the rule that gave it (0:
+    /// the rules' default action); absent when the proxy reported none (HAProxy).
+    public var decision: String?
+    public var rule: Int?
+    /// The splice's progress ("pending", "spliced") and, once spliced, how: "drained" (nothing
+    /// was in flight through the proxy) or "fell-back" (the senders resend what it held).
+    public var splice: String?
+    public var spliceOutcome: String?
+    /// The ends' packets the engine saw for the flow, and of those, how many after the splice.
+    public var packets: UInt64?
+    public var packetsAfterSplice: UInt64?
     public init(family: Int, src: String, sport: UInt16, dst: String, dport: UInt16, state: String, mode: String,
                 reason: String, ageSeconds: Double, idleSeconds: Double, bytesOrig: UInt64, bytesReply: UInt64,
-                pickedUp: Bool, hasBlock: Bool, phase: String? = nil, proxy: Int? = nil) {
+                pickedUp: Bool, hasBlock: Bool, phase: String? = nil, proxy: Int? = nil, decision: String? = nil,
+                rule: Int? = nil, splice: String? = nil, spliceOutcome: String? = nil, packets: UInt64? = nil,
+                packetsAfterSplice: UInt64? = nil) {
         self.phase = phase
         self.proxy = proxy
+        self.decision = decision
+        self.rule = rule
+        self.splice = splice
+        self.spliceOutcome = spliceOutcome
+        self.packets = packets
+        self.packetsAfterSplice = packetsAfterSplice
         self.family = family
         self.src = src
         self.sport = sport

@@ -87,11 +87,41 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     public init() {}
 }
 
+/// Splices (seed 003): the proxy's decisions and how its steps out ended.
+public struct SpliceCounters: Codable, Sendable, Equatable {
+    /// Decisions the proxy reported, by action (its rule's or the default).
+    public var decidedProxy: UInt64 = 0
+    public var decidedSplice: UInt64 = 0
+    public var decidedBypass: UInt64 = 0
+    /// Decisions refused: the flow unknown, or no longer resilient (its proxy's failover, a
+    /// reset), or not yet established.
+    public var refused: UInt64 = 0
+    /// Splices done with nothing in flight through the proxy (every byte the ends sent was
+    /// acknowledged by the other end): no end resends anything.
+    public var drained: UInt64 = 0
+    /// Splices done past the proxy's drain bound with bytes still in flight: the senders send
+    /// those again (the clamp never acknowledged them).
+    public var fellBack: UInt64 = 0
+    /// Splices that never happened: the proxy died while they were pending (the flow went to
+    /// bypass), or it cancelled them (the connection ended first).
+    public var failed: UInt64 = 0
+    public var cancelled: UInt64 = 0
+    /// The proxy asked to step out before the engine saw the flow drained: asked to wait.
+    public var notYetDrained: UInt64 = 0
+    /// Window updates sent to the ends when a splice (or a failed one) reopened their windows.
+    public var windowUpdates: UInt64 = 0
+    /// A spliced flow's packets that still reached the engine: the first after the splice (it
+    /// sets the flow's conntrack mark), then SYN, FIN and RST (the flow's end).
+    public var packetsAfterSplice: UInt64 = 0
+    public init() {}
+}
+
 /// All of them, as the engine keeps them.
 public struct EngineCounters: Sendable, Equatable {
     public var packets = PacketCounters()
     public var verdicts = VerdictCounters()
     public var flows = FlowEventCounters()
     public var resilient = ResilientCounters()
+    public var splices = SpliceCounters()
     public init() {}
 }

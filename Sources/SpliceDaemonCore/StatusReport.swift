@@ -57,7 +57,7 @@ extension StatusReport {
                   packets: engine.counters.packets, verdicts: engine.counters.verdicts, flows: engine.flows,
                   memory: memory, proxies: proxies,
                   resilient: ResilientReport(counters: resilient, activeProxy: engine.activeProxy),
-                  policy: engine.policy, control: control)
+                  policy: engine.policy, control: control, splices: engine.counters.splices)
     }
 }
 
@@ -87,7 +87,13 @@ extension FlowRecord {
                   idleSeconds: f.idleSeconds, bytesOrig: f.bytesFromInitiator, bytesReply: f.bytesFromResponder,
                   pickedUp: f.pickedUp, hasBlock: f.hasBlock,
                   phase: f.phase == .none ? nil : f.phase.description,
-                  proxy: f.proxyID == 0 ? nil : Int(f.proxyID))
+                  proxy: f.proxyID == 0 ? nil : Int(f.proxyID),
+                  decision: f.decision == .none ? nil : f.decision.description,
+                  rule: f.decision == .none ? nil : Int(f.ruleID),
+                  splice: f.splice == .none ? nil : f.splice.description,
+                  spliceOutcome: f.splice == .spliced ? (f.spliceDrained ? "drained" : "fell-back") : nil,
+                  packets: f.hasBlock ? f.packets : nil,
+                  packetsAfterSplice: f.splice == .spliced ? f.packets &- UInt64(f.packetsAtSplice) : nil)
     }
 }
 

@@ -13,10 +13,14 @@ import SpliceWire
 public final class Supervisor<Client: Hashable & Sendable>: Sendable {
     public let engine: Mutex<Engine>
     public let registry: Mutex<ProxyRegistry<Client>>
+    /// The splice rules (seed 003): kept here, the one source of truth, and pushed to every
+    /// registered proxy, which applies them.
+    public let rules: Mutex<RuleStore>
 
-    public init(engine: sending Engine, heartbeatLimit: Timestamp.Duration) {
+    public init(engine: sending Engine, heartbeatLimit: Timestamp.Duration, rules: RuleSet = .empty) {
         self.engine = Mutex(engine)
         registry = Mutex(ProxyRegistry(heartbeatLimit: heartbeatLimit))
+        self.rules = Mutex(RuleStore(rules))
     }
 
     /// What a request did, beyond its response, for the daemon to log or act on.
@@ -24,6 +28,8 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         /// A proxy registered on the connection: watch its heartbeats, not its idleness.
         case registered(id: Int, ProxyRegistration)
         case policyChanged(PolicyConfig)
+        /// The rules changed: the daemon pushes them to every registered proxy.
+        case rulesChanged(RuleSet)
     }
 
     /// Answers a control request. `status` and `flows` are the daemon's (they read the kernel).
@@ -41,7 +47,7 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                 engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
                 return id
             }
-            return (ControlResponse(ok: true, proxyID: id), .registered(id: id, reg))
+            return (ControlResponse(ok: true, proxyID: id, rules: rules.withLock { $0.set }), .registered(id: id, reg))
         case .heartbeat:
             guard registry.withLock({ $0.heartbeat(client, now: now) }) else {
                 return (.failure("heartbeat from a connection that has not registered"), nil)
@@ -59,6 +65,10 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                                towardClient: c.towardClient, abortive: c.abortive, now: now)
             }
             return (ControlResponse(ok: true), nil)
+        case .decide, .stepOut:
+            return (spliceStep(request, from: client, now: now), nil)
+        case .rules, .setRules, .addRule, .removeRule, .moveRule:
+            return editRules(request)
         case .policy:
             return (ControlResponse(ok: true, policy: engine.withLock { PolicyConfig($0.policy) }), nil)
         case .setPolicy:
@@ -67,6 +77,81 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                 let policy = try SplicePolicy(p)
                 engine.withLock { $0.policy = policy }
                 return (ControlResponse(ok: true, policy: PolicyConfig(policy)), .policyChanged(PolicyConfig(policy)))
+            } catch {
+                return (.failure("\(error)"), nil)
+            }
+        }
+    }
+
+    /// A proxy's `decide` or `step-out` for one of its connections. The answer carries the
+    /// decision back, so that the proxy can match it to its connection.
+    private func spliceStep(_ request: ControlRequest, from client: Client, now: Timestamp) -> ControlResponse {
+        guard registry.withLock({ $0.isRegistered(client) }) else {
+            return .failure("\(request.command.rawValue) from a connection that has not registered")
+        }
+        guard let d = request.decision, let clientAddress = IPAddress(d.client), let server = IPAddress(d.server) else {
+            return .failure("\(request.command.rawValue) needs a \"decision\" object with client, clientPort, server, serverPort, action")
+        }
+        var answer = ControlResponse(ok: true, decision: d)
+        answer.answers = request.command
+        if request.command == .decide {
+            let action: ProxyDecision = switch d.action {
+            case .proxy: .proxy
+            case .splice: .splice
+            case .bypass: .bypass
+            }
+            let ruleID = UInt16(clamping: max(0, d.rule ?? 0))
+            let outcome = engine.withLock {
+                $0.decide(client: clientAddress, clientPort: d.clientPort, server: server, serverPort: d.serverPort,
+                          action: action, ruleID: ruleID, now: now)
+            }
+            if case .refused(let why) = outcome { answer.ok = false; answer.error = why }
+            return answer
+        }
+        let outcome = engine.withLock {
+            $0.stepOut(client: clientAddress, clientPort: d.clientPort, server: server, serverPort: d.serverPort,
+                       force: request.force ?? false, now: now)
+        }
+        switch outcome {
+        case .spliced(let drained):
+            answer.outcome = drained ? "drained" : "fell-back"
+        case .notDrained:
+            answer.ok = false
+            answer.outcome = "not-drained"
+            answer.error = "bytes are still in flight through the proxy"
+        case .refused(let why):
+            answer.ok = false
+            answer.error = why
+        }
+        return answer
+    }
+
+    /// The rule commands: every change is checked whole (the error names the rule and field)
+    /// and bumps the version; new connections follow it, existing ones keep their decision.
+    private func editRules(_ request: ControlRequest) -> (ControlResponse, Event?) {
+        rules.withLock { store in
+            do {
+                switch request.command {
+                case .rules:
+                    return (ControlResponse(ok: true, rules: store.set), nil)
+                case .setRules:
+                    guard let r = request.rules else { throw RuleError("set-rules needs a \"rules\" object") }
+                    try store.replace(r)
+                case .addRule:
+                    guard let r = request.rule else { throw RuleError("add-rule needs a \"rule\" object") }
+                    try store.add(r, at: request.position)
+                case .removeRule:
+                    guard let id = request.ruleID else { throw RuleError("remove-rule needs a \"ruleID\"") }
+                    try store.remove(id)
+                case .moveRule:
+                    guard let id = request.ruleID, let to = request.position else {
+                        throw RuleError("move-rule needs a \"ruleID\" and a \"position\"")
+                    }
+                    try store.move(id, to: to)
+                default:
+                    throw RuleError("not a rule command")
+                }
+                return (ControlResponse(ok: true, rules: store.set), .rulesChanged(store.set))
             } catch {
                 return (.failure("\(error)"), nil)
             }

@@ -52,8 +52,11 @@ public final class Engine: @unchecked Sendable {
     let ownScratch: UnsafeMutableRawBufferPointer
     /// FIN/RST packets of the proxy held until its liveness is known.
     var held = HeldPackets(capacity: 4096, slotBytes: 2048)
-    /// The client's packets that arrived before the proxy's socket facing it was up.
-    var pending = HeldPackets(capacity: 1024, slotBytes: 2048)
+    /// The client's packets that arrived before the proxy's socket facing it was up. A slot
+    /// holds a whole first flight as GRO hands it over (an upload's initial window of ten
+    /// segments, ~14.5 KB): with 2 KiB slots such packets were dropped and the client sent
+    /// them again, segment by segment. 16 MiB of address space, touched as slots are used.
+    var pending = HeldPackets(capacity: 1024, slotBytes: 16 << 10)
 
     public static let scratchBytes = 0x10000 + 256
 
@@ -131,6 +134,8 @@ public final class Engine: @unchecked Sendable {
         switch table[e].mode {
         case .resilient:
             return resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
+        case .spliced:
+            return splicedFromEnd(p)
         case .bypass where table[e].reason == .proxyDied:
             return afterFailover(p, dir: dir, block: b, info: info)
         default:
@@ -200,9 +205,10 @@ public final class Engine: @unchecked Sendable {
         if next != state {
             table[e].state = next
             // seed 004: the block goes at reset and at TIME_WAIT; a resilient flow keeps it
-            // until the proxy's last packets are through (released when the entry expires).
-            if (next == .close || next == .timeWait) && table[e].mode != .resilient { table.releaseBlock(e) }
-        } else if next == .close && table[e].mode != .resilient {
+            // until the proxy's last packets are through, a spliced one for its record
+            // (released when the entry expires).
+            if (next == .close || next == .timeWait) && !table[e].mode.keepsBlock { table.releaseBlock(e) }
+        } else if next == .close && !table[e].mode.keepsBlock {
             table.releaseBlock(e)
         }
         return (e, dir)
@@ -296,9 +302,12 @@ public final class Engine: @unchecked Sendable {
         let ack = tcp.acknowledgmentNumber
         end.packets &+= 1
         if end.packets == 1 || seqEnd > end.nextSeq { end.nextSeq = seqEnd }
-        if tcp.flags.contains(.ack) && (!end.ackSeen || ack > end.ack) {
-            end.ack = ack
-            end.ackSeen = true
+        if tcp.flags.contains(.ack) {
+            if !end.ackSeen || ack > end.ack {
+                end.ack = ack
+                end.ackSeen = true
+            }
+            end.window = tcp.window
         }
         if tcp.headerLength > TCPHeader.Field.minimumLength,
            let ts = tcp.options.first(kind: TCPOptionKind.timestamps),
@@ -329,6 +338,14 @@ public struct FlowSnapshot: Sendable, Equatable {
     public var responderOptions: EndOptions?
     public var phase: ResilientState.Phase
     public var proxyID: UInt16
+    /// The proxy's decision, the rule behind it (0: its default) and the splice's progress.
+    public var decision: ProxyDecision
+    public var ruleID: UInt16
+    public var splice: SpliceStage
+    public var spliceDrained: Bool
+    /// The ends' packets the engine saw, in all, and when the flow was spliced.
+    public var packets: UInt64
+    public var packetsAtSplice: UInt32
 }
 
 extension Engine {
@@ -346,7 +363,11 @@ extension Engine {
                 hasBlock: b != nil, pickedUp: e.flags.contains(.pickedUp),
                 initiatorOptions: (b?.ends.original.isnKnown ?? false) ? b?.ends.original.options : nil,
                 responderOptions: (b?.ends.reply.isnKnown ?? false) ? b?.ends.reply.options : nil,
-                phase: b?.resilient.phase ?? .none, proxyID: b?.resilient.proxyID ?? 0))
+                phase: b?.resilient.phase ?? .none, proxyID: b?.resilient.proxyID ?? 0,
+                decision: b?.resilient.decision ?? .none, ruleID: b?.resilient.ruleID ?? 0,
+                splice: b?.resilient.splice ?? .none, spliceDrained: b?.resilient.spliceDrained ?? false,
+                packets: (b?.ends.original.packets ?? 0) &+ (b?.ends.reply.packets ?? 0),
+                packetsAtSplice: b?.resilient.packetsAtSplice ?? 0))
         }
         return out
     }

@@ -148,6 +148,8 @@ public struct EndRecord: Sendable {
     public var finSeq = SeqNumber(0)
     /// Its latest TSval (when timestamps are in use).
     public var tsRecent: UInt32 = 0
+    /// The window field of its latest ACK (in its own scale).
+    public var window: UInt16 = 0
     public var packets: UInt64 = 0
     @inlinable public init() {}
 }

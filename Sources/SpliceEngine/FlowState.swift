@@ -48,6 +48,11 @@ public enum FlowMode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// Transferred to another proxy (seed 002).
     case transferred
 
+    /// Keeps its connection block through TIME_WAIT (released when the entry expires): a
+    /// resilient flow for the proxy's last packets, a spliced one for its record (the rule,
+    /// the splice's outcome, the packets the engine saw).
+    @inlinable public var keepsBlock: Bool { self == .resilient || self == .spliced }
+
     public var description: String {
         switch self {
         case .bypass: return "bypass"
@@ -78,6 +83,10 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case handshakeUnseen
     /// The proxy did not answer the replayed handshake in time: the flow went on alone.
     case proxyNoAnswer
+    /// The proxy's rule said splice, and it stepped out (seed 003).
+    case ruleSplice
+    /// The proxy's rule said bypass, and it stepped out at once.
+    case ruleBypass
 
     public var description: String {
         switch self {
@@ -90,6 +99,8 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .replayFailed: return "replay-failed"
         case .handshakeUnseen: return "handshake-unseen"
         case .proxyNoAnswer: return "proxy-no-answer"
+        case .ruleSplice: return "rule-splice"
+        case .ruleBypass: return "rule-bypass"
         }
     }
 }

@@ -124,4 +124,8 @@ public protocol PacketInjector: AnyObject {
     /// bound to a foreign address (the proxy's), so it is routed through `lo`.
     /// The caller says where it goes (the injector does not parse what the engine just built).
     func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool)
+    /// Sends a packet of a flow being spliced toward the wire with the splice mark: on its way
+    /// out the rules save that mark as the flow's conntrack mark, so that from this packet on
+    /// the flow's data skips the queue (no later packet can overtake an earlier one queued).
+    func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress)
 }

@@ -94,8 +94,8 @@ public final class ControlClient: @unchecked Sendable {
         return nil
     }
 
-    /// Reads whatever answers have arrived, without blocking, and returns the ones that
-    /// failed (for logging). Throws when the daemon closed the connection.
+    /// Reads whatever answers (and pushed messages) have arrived, without blocking, and
+    /// returns them in order. Throws when the daemon closed the connection.
     public func drainAnswers() throws -> [ControlResponse] {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -108,11 +108,11 @@ public final class ControlClient: @unchecked Sendable {
             if n == 0 { throw Failure.io("spliced closed the control connection") }
             chunk.withUnsafeBytes { buffer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
-        var failed: [ControlResponse] = []
+        var answers: [ControlResponse] = []
         while let line = buffer.nextLine() {
-            if let r = try? ControlFraming.decode(ControlResponse.self, from: line), !r.ok { failed.append(r) }
+            if let r = try? ControlFraming.decode(ControlResponse.self, from: line) { answers.append(r) }
         }
-        return failed
+        return answers
     }
 
     public func receive() throws -> ControlResponse {

@@ -482,6 +482,17 @@ public final class ControlServer: @unchecked Sendable {
         _ = write(wakeWrite, &b, 1)
     }
 
+    /// Queues an unasked message for a client (the rules pushed to a registered proxy); it goes
+    /// out with the client's next flush, under the same limits as its answers. Control thread
+    /// only (from within `handle`).
+    public func push(_ message: ControlResponse, to client: ClientID) {
+        guard let c = clients[client], let bytes = try? ControlFraming.encode(message) else { return }
+        let now = ControlServer.milliseconds()
+        if c.pendingOutput == 0 { c.outputSince = now }
+        c.output.append(contentsOf: bytes)
+        _ = c.flush(now: now)   // a broken connection is found by the next poll
+    }
+
     /// Keeps a connection open however long it is idle (a registered proxy: its heartbeats
     /// are watched instead). Control thread only.
     public func setPersistent(_ client: ClientID) {

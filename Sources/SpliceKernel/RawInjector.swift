@@ -73,14 +73,20 @@ public final class RawInjector: @unchecked Sendable {
 public final class SpliceInjector: PacketInjector, @unchecked Sendable {
     private let wire: RawInjector
     private let local: RawInjector
+    private let splice: RawInjector
     /// Packets that could not be sent (counted, never fatal). Written by the queue reader
     /// (under the engine's lock), read by the control thread: atomic.
     private let failureCount = Atomic<UInt64>(0)
     public var failures: UInt64 { failureCount.load(ordering: .relaxed) }
 
-    public init(wireMark: UInt32, localMark: UInt32) throws {
+    public init(wireMark: UInt32, localMark: UInt32, spliceMark: UInt32) throws {
         wire = try RawInjector(mark: wireMark)
         local = try RawInjector(mark: localMark)
+        splice = try RawInjector(mark: spliceMark)
+    }
+
+    public func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        do { try splice.send(packet, to: destination) } catch { failureCount.wrappingAdd(1, ordering: .relaxed) }
     }
 
     public func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinuxSupport
 import Logging
+import SpliceControlProtocol
 import SpliceWire
 
 /// The transparent relay: accepts connections TPROXY delivers, opens the upstream connection
@@ -20,6 +21,12 @@ final class Relay {
         var listenPort: UInt16
         var memoryBudget: Int
         var ipv6: Bool
+        /// How long a splice may take to drain before the proxy steps out anyway (the senders
+        /// then resend what the relay held: the engine never acknowledged it to them).
+        var drainBound = 2.0
+        /// How long every splice stays pending at least (tests that need splices caught
+        /// pending; 0 in service).
+        var minimumPending = 0.0
     }
 
     /// One direction of a connection: bytes from `source` to `destination` through a pipe,
@@ -35,6 +42,14 @@ final class Relay {
         var sourceDone = false
         var shutdownSent = false
         var bytes: UInt64 = 0
+        /// Read through userspace rather than a pipe, so that the splice rules can look at the
+        /// first bytes (the request, the response head): what is read is kept in `seen` (up to
+        /// `maxPeekLength`) and written on from `staged` before any pipe byte.
+        var inspect = false
+        var seen: [UInt8] = []
+        var staged: [UInt8] = []
+        /// Nothing held by the relay in this direction (neither staged nor in a pipe).
+        var empty: Bool { staged.isEmpty && inPipe == 0 }
     }
 
     struct Pipe {
@@ -55,6 +70,21 @@ final class Relay {
         var upInterest: UInt32 = 0
         var toServer: Direction
         var toClient: Direction
+        /// Where the connection stands with its splice rules (Decisions.swift).
+        var stage = Stage.relaying
+        /// The action decided and the rule that gave it (nil: the default action).
+        var action: RuleAction?
+        var rule: Int?
+        /// Rules whose request part matched and which wait for the response head, and what
+        /// applies if none of them matches it.
+        var candidates: [Int] = []
+        var fallback = RuleAction.proxy
+        var fallbackRule: Int?
+        /// When the first bytes are given up on; when the splice was asked for; when the
+        /// engine may next be asked to step out.
+        var deadline = 0.0
+        var spliceSince = 0.0
+        var nextAsk = 0.0
         init(id: Int, down: Int32, up: Int32, client: SocketAddress, server: SocketAddress,
              toServer: Direction, toClient: Direction) {
             self.id = id
@@ -70,6 +100,15 @@ final class Relay {
     let settings: Settings
     let logger: Logger
     let epoll: Int32
+    /// The splice rules spliced pushed (Decisions.swift), how to send it a message, and the
+    /// connections waiting for their first bytes or for their splice to drain.
+    var rules = RuleSet.empty
+    var sendToEngine: (ControlRequest) -> Void = { _ in }
+    var deciding = Set<Int>()
+    var pendingSplices = Set<Int>()
+    /// Connections by their tuple, for the engine's answers.
+    var byTuple: [String: Int] = [:]
+    var spliceCounts = SpliceTally()
     var listeners: [Int32] = []
     var connections: [Int: Connection] = [:]
     /// fd → connection id
@@ -337,6 +376,8 @@ final class Relay {
         connections[id] = c
         owners[down] = id
         owners[up] = id
+        byTuple[tupleKey(c)] = id
+        opened(c)
         c.downInterest = interest(c, fd: down)
         c.upInterest = interest(c, fd: up)
         rewatch(down, from: 0, to: c.downInterest)
@@ -346,31 +387,34 @@ final class Relay {
 
     // MARK: Moving bytes
 
-    private func interest(_ c: Connection, fd: Int32) -> UInt32 {
+    func interest(_ c: Connection, fd: Int32) -> UInt32 {
         // No EPOLLRDHUP: a peer's FIN shows as readable (a read of 0) while the direction
         // reads, and once it is read the socket must go quiet. Level-triggered, RDHUP fired
         // on every wait for each socket whose peer had closed while its other half still
         // ran (nginx's FIN while the client read the answer): thousands of such sockets
         // kept the relay busy doing nothing, at three times HAProxy's CPU in a crowd.
         var ev: UInt32 = 0
+        // Stepping out: nothing is read or written until the engine answers.
+        if c.stage == .steppingOut { return 0 }
         if fd == c.down {
-            if !c.toServer.sourceDone && !c.toServer.waitingForPipe && c.toServer.inPipe < c.toServer.capacity {
-                ev |= UInt32(EPOLLIN.rawValue)
-            }
-            if c.toClient.inPipe > 0 { ev |= UInt32(EPOLLOUT.rawValue) }
+            if Relay.wantsToRead(c.toServer) { ev |= UInt32(EPOLLIN.rawValue) }
+            if !c.toClient.empty { ev |= UInt32(EPOLLOUT.rawValue) }
         } else {
             if !c.upConnected {
                 return ev | UInt32(EPOLLOUT.rawValue)
             }
-            if !c.toClient.sourceDone && !c.toClient.waitingForPipe && c.toClient.inPipe < c.toClient.capacity {
-                ev |= UInt32(EPOLLIN.rawValue)
-            }
-            if c.toServer.inPipe > 0 { ev |= UInt32(EPOLLOUT.rawValue) }
+            if Relay.wantsToRead(c.toClient) { ev |= UInt32(EPOLLIN.rawValue) }
+            if !c.toServer.empty { ev |= UInt32(EPOLLOUT.rawValue) }
         }
         return ev
     }
 
-    private func service(_ c: Connection, fd: Int32, events: UInt32) {
+    private static func wantsToRead(_ d: Direction) -> Bool {
+        if d.sourceDone || d.waitingForPipe { return false }
+        return d.inspect ? d.staged.count < maxPeekLength : d.inPipe < d.capacity
+    }
+
+    func service(_ c: Connection, fd: Int32, events: UInt32) {
         if fd == c.up && !c.upConnected {
             var err: Int32 = 0
             var len = socklen_t(MemoryLayout<Int32>.size)
@@ -383,12 +427,14 @@ final class Relay {
             if events & UInt32(EPOLLOUT.rawValue) == 0 { return }
             c.upConnected = true
         }
+        guard c.stage != .steppingOut else { return }
         var ok = pump(&c.toServer, connected: c.upConnected, connection: c)
         if ok { ok = pump(&c.toClient, connected: true, connection: c) }
         guard ok else {
             abort(c)
             return
         }
+        if c.stage == .deciding || c.stage == .awaitingResponse { inspected(c) }
         if c.toServer.shutdownSent && c.toClient.shutdownSent {
             finish(c)
             return
@@ -401,7 +447,7 @@ final class Relay {
     /// Changes a socket's epoll interest. A socket that wants nothing leaves the set: hang-ups
     /// and errors are reported whatever the interest, so one whose both halves are shut (its
     /// work done, the other socket still writing) would otherwise be reported on every wait.
-    private func rewatch(_ fd: Int32, from old: UInt32, to new: UInt32) {
+    func rewatch(_ fd: Int32, from old: UInt32, to new: UInt32) {
         if new == 0 {
             _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
         } else {
@@ -414,6 +460,34 @@ final class Relay {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
         defer { if d.inPipe == 0 { releasePipe(&d) } }
         while true {
+            if !d.staged.isEmpty {
+                // Bytes the rules looked at go first, before any pipe byte.
+                guard connected else { break }
+                let n = d.staged.withUnsafeBytes { send(d.destination, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n > 0 {
+                    d.staged.removeFirst(n)
+                    d.bytes += UInt64(n)
+                    continue
+                }
+                if n < 0 && (errno == EAGAIN || errno == EINTR) { break }
+                return false
+            }
+            if d.inspect {
+                if d.sourceDone || d.seen.count >= maxPeekLength { break }
+                var chunk = [UInt8](repeating: 0, count: maxPeekLength - d.seen.count)
+                let n = chunk.withUnsafeMutableBytes { recv(d.source, $0.baseAddress, $0.count, 0) }
+                if n > 0 {
+                    d.seen.append(contentsOf: chunk[0..<n])
+                    d.staged.append(contentsOf: chunk[0..<n])
+                    continue
+                }
+                if n == 0 {
+                    d.sourceDone = true
+                    continue
+                }
+                if errno == EAGAIN || errno == EINTR { break }
+                return false
+            }
             if d.inPipe > 0 && connected, let p = d.pipe {
                 // No SPLICE_F_MORE: it sends with MSG_MORE, which corks a short segment (a
                 // request) in the socket until a timer pushes it, ~200 ms later. The kernel
@@ -446,7 +520,7 @@ final class Relay {
             if errno == EAGAIN || errno == EINTR { break }
             return false
         }
-        if d.sourceDone && d.inPipe == 0 && !d.shutdownSent && connected {
+        if d.sourceDone && d.empty && !d.shutdownSent && connected {
             // The direction's last byte is out: pass the half-close on. Not announced: it
             // relays the other end's FIN at the same place in the stream, which the engine
             // lets through as it is (Docs/resilient.md); announcing it cost two control
@@ -461,6 +535,11 @@ final class Relay {
 
     private func finish(_ c: Connection) {
         logger.debug("done \(c.client) -> \(c.server): \(c.toServer.bytes) up, \(c.toClient.bytes) down")
+        if c.stage == .pendingSplice {
+            // Both halves closed before the splice drained: nothing is left to splice.
+            sendToEngine(ControlRequest(command: .decide, decision: decision(c, .proxy)))
+            spliceCounts.cancelled += 1
+        }
         release(c)
     }
 
@@ -481,8 +560,11 @@ final class Relay {
         if closeIt { close(fd) }
     }
 
-    private func release(_ c: Connection, closeSockets: Bool = true) {
+    func release(_ c: Connection, closeSockets: Bool = true) {
         connections[c.id] = nil
+        deciding.remove(c.id)
+        pendingSplices.remove(c.id)
+        if byTuple[tupleKey(c)] == c.id { byTuple[tupleKey(c)] = nil }
         owners[c.down] = nil
         owners[c.up] = nil
         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.down, nil)

@@ -46,6 +46,14 @@ struct SpliceProxyCommand: ParsableCommand {
     @Flag(name: .customLong("no-ipv6"), help: "Do not listen on IPv6.")
     var noIPv6 = false
 
+    @Option(name: .long, parsing: .unconditional,
+            help: "Milliseconds a splice may take to drain before the proxy steps out anyway (the senders resend what it held).")
+    var spliceDrainMs: Int = 2000
+
+    @Option(name: .long, parsing: .unconditional,
+            help: "Milliseconds every splice stays pending at least: for tests that need splices caught pending (default 0).")
+    var minPendingMs: Int = 0
+
     @Option(name: .long, help: "Write the proxy's pid to this file.")
     var pidfile: String?
 
@@ -64,6 +72,12 @@ struct SpliceProxyCommand: ParsableCommand {
         guard memoryMiB >= 1 && memoryMiB <= 65536 else {
             throw ValidationError("--memory-mib must be between 1 and 65536, not \(memoryMiB)")
         }
+        guard spliceDrainMs >= 10 && spliceDrainMs <= 600_000 else {
+            throw ValidationError("--splice-drain-ms must be between 10 and 600000, not \(spliceDrainMs)")
+        }
+        guard minPendingMs >= 0 && minPendingMs <= 600_000 else {
+            throw ValidationError("--min-pending-ms must be between 0 and 600000, not \(minPendingMs)")
+        }
         if let problem = ControlProtocol.socketPathProblem(controlSocket) {
             throw ValidationError("--control-socket: \(problem)")
         }
@@ -80,7 +94,9 @@ struct SpliceProxyCommand: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let relay: Relay
         do {
-            relay = try Relay(settings: .init(listenPort: listenPort, memoryBudget: memoryMiB << 20, ipv6: !noIPv6),
+            relay = try Relay(settings: .init(listenPort: listenPort, memoryBudget: memoryMiB << 20, ipv6: !noIPv6,
+                                              drainBound: Double(spliceDrainMs) / 1000,
+                                              minimumPending: Double(minPendingMs) / 1000),
                               logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
@@ -97,6 +113,10 @@ struct SpliceProxyCommand: ParsableCommand {
         var nextTry = 0.0
         var lastBeat = 0.0
 
+        relay.sendToEngine = { request in
+            guard let control else { return }
+            try? control.send(request)
+        }
         relay.announceClose = { c, towardClient, abortive in
             guard let control else { return }
             let intent = CloseIntent(client: c.client.address.description, clientPort: c.client.port,
@@ -113,6 +133,7 @@ struct SpliceProxyCommand: ParsableCommand {
                     let reply = try client.request(ControlRequest(command: .register, proxy: registration))
                     relay.watch(client.fd, events: UInt32(EPOLLIN.rawValue) | UInt32(EPOLLRDHUP.rawValue), add: true)
                     control = client
+                    if let rules = reply.rules { take(rules, relay, logger) }
                     backoff = 0.1
                     lastBeat = now
                     logger.info("registered with spliced", metadata: ["id": "\(reply.proxyID ?? -1)", "port": "\(listenPort)"])
@@ -126,17 +147,32 @@ struct SpliceProxyCommand: ParsableCommand {
                 lastBeat = now
                 do { try c.send(ControlRequest(command: .heartbeat)) } catch { lostControl(&control, relay, logger, error) }
             }
-            relay.poll(timeoutMilliseconds: 100) { fd in
+            let soon = relay.runTimers(now: now)
+            relay.poll(timeoutMilliseconds: soon.map { max(1, Int32($0 * 1000)) } ?? 100) { fd in
                 guard let c = control, fd == c.fd else { return }
                 do {
-                    for failed in try c.drainAnswers() {
-                        logger.warning("spliced refused: \(failed.error ?? "?")")
+                    for answer in try c.drainAnswers() {
+                        if let rules = answer.rules {
+                            take(rules, relay, logger)
+                        } else if answer.decision != nil {
+                            relay.answered(answer)
+                        } else if !answer.ok {
+                            logger.warning("spliced refused: \(answer.error ?? "?")")
+                        }
                     }
                 } catch {
                     lostControl(&control, relay, logger, error)
                 }
             }
         }
+    }
+
+    /// Rules pushed by spliced (or given at registration): new connections follow them.
+    func take(_ rules: RuleSet, _ relay: Relay, _ logger: Logger) {
+        guard rules != relay.rules else { return }
+        relay.rules = rules
+        logger.info("splice rules in force", metadata: ["version": "\(rules.version)", "rules": "\(rules.rules.count)",
+                                                       "default": "\(rules.defaultAction.rawValue)"])
     }
 
     func lostControl(_ control: inout ControlClient?, _ relay: Relay, _ logger: Logger, _ error: any Error) {

@@ -6,6 +6,7 @@ import Foundation
 import SpliceControlProtocol
 import SpliceEngine
 import SpliceKernel
+import SpliceWire
 
 @main
 enum SplicectlMain {
@@ -45,7 +46,7 @@ struct Splicectl: ParsableCommand {
         3 spliced cannot be reached, refused us (not root) or refused the request; 64 a bad \
         argument.
         """,
-        subcommands: [Status.self, Flows.self, Policy.self])
+        subcommands: [Status.self, Flows.self, Policy.self, Rules.self])
 
     /// Accepted before the subcommand (moved after it by `SplicectlMain`); here so that they
     /// are listed in the help, and parsed when no subcommand follows.
@@ -69,9 +70,13 @@ struct SocketOptions: ParsableArguments {
     static let daemonFailure: Int32 = 3
 
     func request(_ command: ControlRequest.Command, policy: PolicyConfig? = nil) throws -> ControlResponse {
+        try request(ControlRequest(command: command, policy: policy))
+    }
+
+    func request(_ request: ControlRequest) throws -> ControlResponse {
         do {
             let client = try ControlClient(path: socket)
-            return try client.request(ControlRequest(command: command, policy: policy))
+            return try client.request(request)
         } catch {
             FileHandle.standardError.write(Data("splicectl: \(SocketOptions.explain(error, socket: socket))\n".utf8))
             throw ExitCode(SocketOptions.daemonFailure)
@@ -136,6 +141,11 @@ struct Status: ParsableCommand {
         print(mem)
         if let p = s.policy { print("policy: \(Policy.describe(p))") }
         if let c = s.control { print("control: \(c.clients) of \(c.maxClients) connections, \(c.requests) requests; refused: too many \(c.refusedTooMany), no descriptor \(c.refusedNoDescriptor), not root \(c.refusedNotRoot); dropped: unread \(c.droppedUnread), over-long \(c.droppedOverlong), silent \(c.droppedSilent), idle \(c.closedIdle); timer runs \(c.timerRuns)") }
+        if let x = s.splices {
+            print("splices: decided proxy \(x.decidedProxy), splice \(x.decidedSplice), bypass \(x.decidedBypass), refused \(x.refused); "
+                  + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained); "
+                  + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)")
+        }
         if let report = s.resilient {
             let r = report.counters
             print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
@@ -170,7 +180,11 @@ struct Flows: ParsableCommand {
             print("tcp\(f.family == 6 ? "6" : "") \(f.state) src=\(f.src) dst=\(f.dst) sport=\(f.sport) dport=\(f.dport) "
                   + "mode=\(f.mode) reason=\(f.reason) age=\(Format.seconds(f.ageSeconds)) idle=\(Format.seconds(f.idleSeconds)) "
                   + "bytes=\(f.bytesOrig)/\(f.bytesReply)" + (f.phase.map { " phase=\($0)" } ?? "")
-                  + (f.proxy.map { " proxy=\($0)" } ?? "") + (f.pickedUp ? " [picked-up]" : ""))
+                  + (f.proxy.map { " proxy=\($0)" } ?? "")
+                  + (f.decision.map { " decision=\($0)" } ?? "") + (f.rule.map { " rule=\($0 == 0 ? "default" : String($0))" } ?? "")
+                  + (f.splice.map { " splice=\($0)" } ?? "") + (f.spliceOutcome.map { " (\($0))" } ?? "")
+                  + (f.packets.map { " packets=\($0)" } ?? "") + (f.packetsAfterSplice.map { " after-splice=\($0)" } ?? "")
+                  + (f.pickedUp ? " [picked-up]" : ""))
         }
         FileHandle.standardError.write(Data("splicectl: \(flows.count) flow\(flows.count == 1 ? "" : "s")\n".utf8))
     }

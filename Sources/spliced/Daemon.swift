@@ -38,10 +38,11 @@ final class Daemon: @unchecked Sendable {
         core.marks = configuration.marks
         core.holdGrace = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.holdGraceMilliseconds / 100)))
         core.replayPatience = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.replayPatienceMilliseconds / 100)))
-        injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local)
+        injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local,
+                                      spliceMark: configuration.marks.spliced)
         core.injector = injector
         supervisor = Supervisor(engine: core, heartbeatLimit: Timestamp.Duration(
-            deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100)))
+            deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100)), rules: configuration.rules)
         var qs: [NetfilterQueue] = []
         for n in configuration.queues + configuration.proxyQueues + (configuration.synQueue.map { [$0] } ?? []) {
             var o = NetfilterQueue.Options()
@@ -176,6 +177,12 @@ final class Daemon: @unchecked Sendable {
             logger.info("proxy registered", metadata: ["id": "\(id)", "name": "\(reg.name)", "pid": "\(reg.pid)"])
         case .policyChanged(let policy):
             logger.notice("policy changed", metadata: ["policy": "\(policy)"])
+        case .rulesChanged(let rules):
+            // Every registered proxy gets them at once (new connections follow them).
+            let proxies = supervisor.registry.withLock { Array($0.proxies.keys) }
+            for p in proxies { control.push(ControlResponse(ok: true, rules: rules), to: p) }
+            logger.notice("splice rules changed", metadata: ["version": "\(rules.version)", "rules": "\(rules.rules.count)",
+                                                          "proxies": "\(proxies.count)"])
         case nil:
             break
         }

@@ -30,6 +30,7 @@ struct DaemonConfiguration: Sendable {
     var holdGraceMilliseconds: Int
     var heartbeatTimeoutMilliseconds: Int
     var replayPatienceMilliseconds: Int
+    var rules: RuleSet
 }
 
 @main
@@ -115,11 +116,17 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Mark of packets for local transparent sockets (as install-rules.sh --local-mark).")
     var localMark: String = SpliceMarks.hex(SpliceMarks().local)
 
+    @Option(name: .long, parsing: .unconditional, help: "Mark the engine sets on a spliced flow's packets; the rules save it as the flow's conntrack mark (as install-rules.sh --splice-mark).")
+    var spliceMark: String = SpliceMarks.hex(SpliceMarks().spliced)
+
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
     var holdGraceMs: Int = 300
 
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds without a heartbeat after which a registered proxy is taken for dead.")
     var heartbeatTimeoutMs: Int = 5000
+
+    @Option(name: .long, help: ArgumentHelp("Splice rules to start with: a JSON rule set as `splicectl rules --json` prints it (Docs/splicing.md).", valueName: "file"))
+    var rules: String?
 
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds a handshake replayed to the proxy may go unanswered before its flow goes on alone (bypass, proxy-no-answer).")
     var replayPatienceMs: Int = 3000
@@ -142,6 +149,7 @@ struct SplicedCommand: ParsableCommand {
         }
         _ = try parsedPolicy()
         _ = try parsedMarks()
+        _ = try parsedRules()
         guard heartbeatTimeoutMs >= 200 && heartbeatTimeoutMs <= 600_000 else {
             throw ValidationError("--heartbeat-timeout-ms must be between 200 and 600000, not \(heartbeatTimeoutMs)")
         }
@@ -174,6 +182,21 @@ struct SplicedCommand: ParsableCommand {
         return SplicePolicy(ports: Set(ports), servers: servers, clients: clients, enabled: true)
     }
 
+    /// The rule set of `--rules`, checked; the error names the file and the problem.
+    func parsedRules() throws -> RuleSet {
+        guard let rules else { return .empty }
+        guard let data = FileManager.default.contents(atPath: rules) else {
+            throw ValidationError("--rules: cannot read \(rules)")
+        }
+        let set: RuleSet
+        do { set = try JSONDecoder().decode(RuleSet.self, from: data) } catch {
+            throw ValidationError("--rules: \(rules) is not a rule set: \(ruleDecodingProblem(error))")
+        }
+        var store = RuleStore()
+        do { try store.replace(set) } catch { throw ValidationError("--rules: \(rules): \(error)") }
+        return store.set
+    }
+
     func parsedMarks() throws -> SpliceMarks {
         func mark(_ s: String, _ name: String) throws -> UInt32 {
             let v = s.hasPrefix("0x") ? UInt32(s.dropFirst(2), radix: 16) : UInt32(s)
@@ -184,8 +207,9 @@ struct SplicedCommand: ParsableCommand {
         m.inject = try mark(injectMark, "--inject-mark")
         m.toProxy = try mark(proxyMark, "--proxy-mark")
         m.local = try mark(localMark, "--local-mark")
-        guard Set([m.inject, m.toProxy, m.local]).count == 3 else {
-            throw ValidationError("--inject-mark, --proxy-mark and --local-mark must differ")
+        m.spliced = try mark(spliceMark, "--splice-mark")
+        guard Set([m.inject, m.toProxy, m.local, m.spliced]).count == 4 else {
+            throw ValidationError("--inject-mark, --proxy-mark, --local-mark and --splice-mark must differ")
         }
         return m
     }
@@ -244,7 +268,7 @@ struct SplicedCommand: ParsableCommand {
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,
                                          holdGraceMilliseconds: holdGraceMs,
                                          heartbeatTimeoutMilliseconds: heartbeatTimeoutMs,
-                                         replayPatienceMilliseconds: replayPatienceMs)
+                                         replayPatienceMilliseconds: replayPatienceMs, rules: try parsedRules())
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)
@@ -264,6 +288,17 @@ struct SplicedCommand: ParsableCommand {
         // failure to start does (Docs/cli.md).
         let status = daemon.run()
         if status != 0 { throw ExitCode(2) }
+    }
+}
+
+/// A JSON decoding error in a few words (the field's path and what is wrong).
+func ruleDecodingProblem(_ error: any Error) -> String {
+    func path(_ p: [any CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+    switch error as? DecodingError {
+    case .keyNotFound(let k, let c)?: return "\(path(c.codingPath + [k])) is missing"
+    case .typeMismatch(_, let c)?, .valueNotFound(_, let c)?: return "\(path(c.codingPath)): \(c.debugDescription)"
+    case .dataCorrupted(let c)?: return c.codingPath.isEmpty ? "not valid JSON" : "\(path(c.codingPath)): \(c.debugDescription)"
+    default: return "\(error)"
     }
 }
 

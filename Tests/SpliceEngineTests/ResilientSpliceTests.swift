@@ -13,6 +13,14 @@ final class RecordingInjector: PacketInjector {
         if actual != destination { misaddressed += 1 }
         packets.append((Array(packet), toLocalSocket))
     }
+    /// Packets sent with the splice mark (the window updates of a splice).
+    var splicing: [[UInt8]] = []
+    func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        var copy = Array(packet)
+        let actual = copy.withUnsafeMutableBytes { TCPPacket($0)?.destination }
+        if actual != destination { misaddressed += 1 }
+        splicing.append(Array(packet))
+    }
 }
 
 /// Drives one resilient flow through the engine, the way the kernel would hand its packets over.

@@ -20,6 +20,12 @@ extension Engine {
             table[e].mode = .bypass
             table[e].reason = .proxyDied
             moved += 1
+            if b.pointee.resilient.splice == .pending {
+                // Its senders were told a zero window: they go on at once, not at a probe.
+                b.pointee.resilient.splice = .none
+                counters.splices.failed &+= 1
+                reopenWindows(block: b, entry: e)
+            }
         }
         counters.resilient.failovers &+= UInt64(moved)
         for i in 0..<held.capacity where held.slots[i].inUse && held.slots[i].proxyID == id {

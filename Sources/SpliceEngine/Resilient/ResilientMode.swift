@@ -114,6 +114,14 @@ extension Engine {
         guard let (e, dir) = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
                                           destination: p.destination, destinationPort: tcp.destinationPort),
               table[e].mode == .resilient, let b = table.block(e) else {
+            if let (e, _) = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
+                                         destination: p.destination, destinationPort: tcp.destinationPort),
+               table[e].mode == .spliced {
+                // The proxy stepped out of this flow and closes its sockets without a word;
+                // anything they still send is dropped quietly.
+                counters.resilient.proxyPacketsDropped &+= 1
+                return .drop
+            }
             // No flow the proxy may speak for: its packets carry its own sequence space and must
             // never reach the wire (unknown after an engine restart, bypassed after its death),
             // and the socket that sent it is a stale one: reset, so that it lets go of the tuple.

@@ -73,6 +73,16 @@ public struct ResilientState: Sendable {
     /// Both ends negotiated timestamps (and so the proxy's sockets carry them too).
     public var timestamps = false
 
+    /// The proxy's decision for the flow (its splice rules, seed 003) and the splice's progress.
+    public var decision = ProxyDecision.none
+    /// The rule that decided (its id), 0 for the default action.
+    public var ruleID: UInt16 = 0
+    public var splice = SpliceStage.none
+    /// The splice was done drained (nothing in flight through the proxy), not by fallback.
+    public var spliceDrained = false
+    /// The ends' packets the engine had seen when the flow was spliced.
+    public var packetsAtSplice: UInt32 = 0
+
     /// A FIN or RST of the proxy's that it did not announce, held since (deciseconds).
     public var holdSince: UInt32 = 0
     public var holding = false
@@ -80,6 +90,38 @@ public struct ResilientState: Sendable {
     public static let intentRST: UInt8 = 2
 
     public init() {}
+}
+
+/// What the proxy decided for a flow (the action of the rule that matched, or its default).
+public enum ProxyDecision: UInt8, Sendable, CustomStringConvertible {
+    /// Nothing reported (a proxy without rules, such as HAProxy, or not decided yet).
+    case none = 0
+    case proxy, splice, bypass
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .proxy: return "proxy"
+        case .splice: return "splice"
+        case .bypass: return "bypass"
+        }
+    }
+}
+
+/// A splice's progress (seed 003, FIG. 14).
+public enum SpliceStage: UInt8, Sendable, CustomStringConvertible {
+    case none = 0
+    /// The proxy asked to step out: it writes out what it holds while the engine advertises a
+    /// zero window to both senders (nothing new comes in), until every byte is acknowledged.
+    case pending
+    /// The proxy stepped out: the flow's packets pass untouched, and skip the queue.
+    case spliced
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .pending: return "pending"
+        case .spliced: return "spliced"
+        }
+    }
 }
 
 /// One of the proxy's sockets, as the engine translates it (Linux's seqadj record,

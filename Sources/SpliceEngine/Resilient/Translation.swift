@@ -113,7 +113,13 @@ extension Engine {
             clamped = a
         }
         let shiftFrom = r.proxy[d].shift, shiftTo = r.endShift[d]
-        if shiftFrom != shiftTo { tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo)) }
+        if r.splice == .pending {
+            // A splice drains: the sender is told to send nothing more (seed 003's PENDING
+            // shrinks the window rather than hold acknowledgements).
+            if tcp.window != 0 { tcp.updateWindow(0) }
+        } else if shiftFrom != shiftTo {
+            tcp.updateWindow(Engine.rescale(tcp.window, from: shiftFrom, to: shiftTo))
+        }
         if tcp.headerLength > TCPHeader.Field.minimumLength {
             let options = tcp.options
             for o in options {

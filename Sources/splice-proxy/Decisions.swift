@@ -1,0 +1,210 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxSupport
+import SpliceControlProtocol
+import SpliceWire
+
+/// Where a relayed connection stands with the splice rules (seed 003; Docs/splicing.md).
+enum Stage: Equatable {
+    /// Waiting for the client's first bytes (read through userspace, written on as they come).
+    case deciding
+    /// The request matched rules that need the response head: waiting for it.
+    case awaitingResponse
+    /// Relaying, for good (`proxy`) or until the splice is asked for.
+    case relaying
+    /// The engine was told to splice: the senders see a zero window; the relay writes out
+    /// what it holds and waits until every byte it wrote is acknowledged.
+    case pendingSplice
+    /// Asked the engine to step out; nothing moves until it answers.
+    case steppingOut
+}
+
+/// Splices by outcome, as this proxy saw them (logged at exit and on SIGUSR1: see the run loop).
+struct SpliceTally {
+    var drained = 0
+    var fellBack = 0
+    var refused = 0
+    var cancelled = 0
+}
+
+extension Relay {
+    /// How soon the engine is asked again when it saw bytes still in flight.
+    static let askAgain = 0.002
+
+    func tupleKey(_ c: Connection) -> String { "\(c.client.address) \(c.client.port) \(c.server.address) \(c.server.port)" }
+
+    func decision(_ c: Connection, _ action: RuleAction) -> FlowDecision {
+        FlowDecision(client: c.client.address.description, clientPort: c.client.port,
+                     server: c.server.address.description, serverPort: c.server.port, action: action, rule: c.rule)
+    }
+
+    /// A new connection: the rules that can decide before any byte do; otherwise both
+    /// directions are read through userspace until the bytes the rules need have been seen.
+    func opened(_ c: Connection) {
+        let facts = ConnectionFacts(client: c.client.address, server: c.server.address, serverPort: c.server.port)
+        switch rules.decide(connection: facts) {
+        case .decided(let action, let rule):
+            apply(c, action, rule: rule)
+        case .needRequest, .needResponse:
+            c.stage = .deciding
+            c.toServer.inspect = true
+            c.toClient.inspect = rules.rules.contains { $0.match.needsResponse }
+            c.deadline = monotonicSeconds() + Double(rules.firstBytesTimeoutMilliseconds) / 1000
+            deciding.insert(c.id)
+        }
+    }
+
+    /// New bytes were read in a direction that is inspected: decide if they tell enough.
+    func inspected(_ c: Connection, timedOut: Bool = false) {
+        let facts = ConnectionFacts(client: c.client.address, server: c.server.address, serverPort: c.server.port)
+        if c.stage == .deciding {
+            let request = RequestFacts(firstBytes: c.toServer.seen, isFinal: timedOut || c.toServer.sourceDone)
+            switch rules.decide(connection: facts, request: request.proto == nil && request.isFinal ? nil : request) {
+            case .needRequest:
+                return
+            case .decided(let action, let rule):
+                apply(c, action, rule: rule)
+            case .needResponse(let candidates, let fallback, let fallbackRule):
+                c.stage = .awaitingResponse
+                c.candidates = candidates
+                c.fallback = fallback
+                c.fallbackRule = fallbackRule
+                c.toServer.inspect = false
+                c.toServer.seen = []
+                c.toClient.inspect = true
+                inspected(c, timedOut: timedOut)
+            }
+        } else if c.stage == .awaitingResponse {
+            let head: HTTPResponseHead?
+            switch HTTPResponseHead.parse(c.toClient.seen) {
+            case .complete(let h): head = h
+            case .incomplete where !timedOut && !c.toClient.sourceDone && c.toClient.seen.count < maxPeekLength: return
+            default: head = nil
+            }
+            if case .decided(let action, let rule) = rules.decide(response: head, candidates: c.candidates,
+                                                                    fallback: c.fallback, fallbackRuleID: c.fallbackRule) {
+                apply(c, action, rule: rule)
+            }
+        }
+    }
+
+    /// The decision taken: told to the engine (which shows it in `splicectl flows`); `splice`
+    /// and `bypass` start the splice. From here on the bytes go through pipes again.
+    func apply(_ c: Connection, _ action: RuleAction, rule: Int?) {
+        deciding.remove(c.id)
+        c.action = action
+        c.rule = rule
+        c.toServer.inspect = false
+        c.toClient.inspect = false
+        c.toServer.seen = []
+        c.toClient.seen = []
+        sendToEngine(ControlRequest(command: .decide, decision: decision(c, action)))
+        if action == .proxy {
+            c.stage = .relaying
+            return
+        }
+        c.stage = .pendingSplice
+        c.spliceSince = monotonicSeconds()
+        c.nextAsk = c.spliceSince
+        pendingSplices.insert(c.id)
+    }
+
+    /// Everything the relay wrote has been acknowledged, and it holds nothing: no byte is in
+    /// the pipes, staged, or unread in either socket.
+    func drained(_ c: Connection) -> Bool {
+        guard c.upConnected, c.toServer.empty, c.toClient.empty else { return false }
+        for fd in [c.down, c.up] where tcpsplice_inq(fd) != 0 || tcpsplice_outq(fd) != 0 { return false }
+        return true
+    }
+
+    /// The loop's timers: first bytes that did not come in time, splices to step out of.
+    /// Returns how soon it wants to run again (seconds), if sooner than the loop's own tick.
+    func runTimers(now: Double) -> Double? {
+        if !deciding.isEmpty {
+            for id in Array(deciding) {
+                guard let c = connections[id], now >= c.deadline else { continue }
+                inspected(c, timedOut: true)
+                if c.stage == .awaitingResponse { deciding.remove(id) }
+                refreshInterest(c)
+            }
+        }
+        guard !pendingSplices.isEmpty else { return nil }
+        for id in Array(pendingSplices) {
+            guard let c = connections[id], c.stage == .pendingSplice, now >= c.nextAsk else { continue }
+            let waited = now - c.spliceSince
+            guard waited >= settings.minimumPending else { continue }
+            let overdue = waited > settings.minimumPending + settings.drainBound
+            guard overdue || drained(c) else { continue }
+            c.stage = .steppingOut
+            refreshInterest(c)
+            var request = ControlRequest(command: .stepOut, decision: decision(c, c.action ?? .splice))
+            request.force = overdue
+            sendToEngine(request)
+        }
+        return Relay.askAgain
+    }
+
+    func refreshInterest(_ c: Connection) {
+        let d = interest(c, fd: c.down), u = interest(c, fd: c.up)
+        if d != c.downInterest { rewatch(c.down, from: c.downInterest, to: d); c.downInterest = d }
+        if u != c.upInterest { rewatch(c.up, from: c.upInterest, to: u); c.upInterest = u }
+    }
+
+    /// The engine's answer to a `decide` or `step-out`.
+    func answered(_ r: ControlResponse) {
+        guard let d = r.decision,
+              let id = byTuple["\(IPAddress(d.client) ?? IPAddress(ipv4: 0)) \(d.clientPort) \(IPAddress(d.server) ?? IPAddress(ipv4: 0)) \(d.serverPort)"],
+              let c = connections[id] else { return }
+        // A decision's answer: only a refusal matters (the splice will not happen).
+        if r.answers == .decide {
+            if !r.ok {
+                if c.stage == .pendingSplice || c.stage == .steppingOut {
+                    refused(c, r.error)
+                } else {
+                    logger.debug("spliced refused a decision: \(r.error ?? "?")")
+                }
+            }
+            return
+        }
+        switch c.stage {
+        case .steppingOut:
+            if r.ok {
+                if r.outcome == "drained" { spliceCounts.drained += 1 } else { spliceCounts.fellBack += 1 }
+                stepOut(c)
+            } else if r.outcome == "not-drained" {
+                // Bytes still in flight (the engine sees them, the sockets do not yet): wait.
+                c.stage = .pendingSplice
+                c.nextAsk = monotonicSeconds() + Relay.askAgain
+                refreshInterest(c)
+                service(c, fd: -1, events: 0)
+            } else {
+                refused(c, r.error)
+            }
+        default:
+            break
+        }
+    }
+
+    /// The engine will not splice the connection (it is no longer resilient, say): relay on.
+    private func refused(_ c: Connection, _ why: String?) {
+        spliceCounts.refused += 1
+        logger.debug("splice refused for \(c.client) -> \(c.server): \(why ?? "?")")
+        pendingSplices.remove(c.id)
+        c.stage = .relaying
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// The splice is done: the sockets go without a packet on the wire (TCP_REPAIR); the
+    /// engine forwards the flow from now on.
+    private func stepOut(_ c: Connection) {
+        let down = c.down, up = c.up
+        if tcpsplice_repair_on(down) != 0 || tcpsplice_repair_on(up) != 0 {
+            logger.error("TCP_REPAIR: \(String(cString: strerror(errno))); closing \(c.client) -> \(c.server) abortively (the engine drops what the sockets send)")
+        }
+        release(c, closeSockets: false)
+        close(down)
+        close(up)
+    }
+}
