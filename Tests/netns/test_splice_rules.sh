@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# tcpsplice test: splice rules by TLS server name (SNI), by the response's Content-Length,
+# and the default action when the first bytes do not come: each connection gets the action
+# its rule says, checked from `splicectl flows`, and every body arrives byte-exact (seed 003).
+#
+# Resilient rules and spliced for ports 80 and 443, splice-proxy registered; in the server
+# nginx (HTTP, port 80) and `openssl s_server -WWW` (HTTPS, port 443, a certificate for
+# secure.example made here: the TLS session runs end to end between curl and s_server, the
+# proxy only reads the ClientHello's server name and never holds a key). Rules:
+#   1  sni secure.example              -> splice (after the ClientHello)
+#   2  content-length above 1000000    -> splice (after the response head)
+#   default proxy, first bytes awaited 2 s
+# Checks, one connection each: HTTPS to secure.example: spliced by rule 1; HTTPS to
+# other.example: proxied (default); HTTP /big (2 MiB): spliced by rule 2 after its response
+# head; HTTP /small (10 KB): proxied (default). Then the default becomes bypass with 300 ms
+# for the first bytes: a client that waits 1 s before its request is bypassed at once by the
+# default (its proxy steps out without the bytes), and its answer is still byte-exact.
+# shellcheck source=Tests/netns/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+topo_create
+need_bin splicectl >/dev/null
+resilient_rules_install "80,443"
+resilient_spliced_start "80,443"
+proxy_start
+
+CROWD_DIR="$TEST_TMP/www"
+mkdir -p "$CROWD_DIR"
+head -c 2097152 /dev/urandom >"$CROWD_DIR/big"
+head -c 10000 /dev/urandom >"$CROWD_DIR/small"
+nginx_start "$NS_S" 80
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TEST_TMP/key.pem" -out "$TEST_TMP/cert.pem" \
+    -subj /CN=secure.example -days 2 >/dev/null 2>&1 || fail "openssl could not make a certificate"
+bg_start s_server "$NS_S" sh -c "cd '$CROWD_DIR' && exec openssl s_server -accept 443 -cert '$TEST_TMP/cert.pem' -key '$TEST_TMP/key.pem' -WWW -quiet"
+wait_port "$NS_S" 443
+
+splicectl rules add --sni secure.example --action splice --name secure >/dev/null || fail "rules add --sni failed"
+splicectl rules add --content-length-above 1000000 --action splice --name large >/dev/null || fail "rules add --content-length-above failed"
+log "rules in force:"$'\n'"$(splicectl rules)"
+sni_rule=$(splicectl rules --json | json_get 'rules.0.id')
+cl_rule=$(splicectl rules --json | json_get 'rules.1.id')
+
+# get NAME URL [CURL ARGS...]: the body into $TEST_TMP/NAME.body, checked against the file
+# the URL's path names; prints the client port.
+get() {
+    local name=$1 url=$2 file
+    shift 2
+    file="$CROWD_DIR/${url##*/}"
+    local port
+    port=$(nsx "$NS_C" curl -sS --max-time 60 -o "$TEST_TMP/$name.body" -w '%{local_port}' "$@" "$url") \
+        || fail "curl $name ($url) failed"
+    [[ "$(sha256_of "$TEST_TMP/$name.body")" == "$(sha256_of "$file")" ]] || fail "$name: the body of $url differs"
+    echo "$port"
+}
+# expect PORT DPORT MODE DECISION RULE: the flow of that client port.
+expect() {
+    local f
+    f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$SERVER_IP" --dport "$2" --sport "$1") \
+        || fail "no flow for client port $1"
+    [[ "$(json_get mode <<<"$f")" == "$3" && "$(json_get decision <<<"$f")" == "$4" && "$(json_get rule <<<"$f")" == "$5" ]] \
+        || fail "client port $1 to port $2: expected mode $3, decision $4, rule $5; the flow is $f"
+    log "  port $1 -> $2: mode $3, decision $4, rule $5$(json_get 'spliceOutcome?' <<<"$f" | sed 's/^./, splice &/;s/^, splice $//')"
+}
+
+p=$(get tls-secure https://secure.example/big -k --resolve "secure.example:443:$SERVER_IP")
+expect "$p" 443 spliced splice "$sni_rule"
+p=$(get tls-other https://other.example/small -k --resolve "other.example:443:$SERVER_IP")
+expect "$p" 443 resilient proxy 0
+p=$(get http-big "http://$SERVER_IP/big")
+expect "$p" 80 spliced splice "$cl_rule"
+p=$(get http-small "http://$SERVER_IP/small")
+expect "$p" 80 resilient proxy 0
+log "SNI and Content-Length rules: each connection got its rule's action, every body byte-exact"
+
+# The first bytes late: the default (bypass) at the timeout, before any byte.
+splicectl rules default --action bypass --first-bytes-timeout-ms 300 >/dev/null || fail "splicectl rules default failed"
+out=$(nsx "$NS_C" python3 - "$SERVER_IP" <<'PY'
+import hashlib, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=10)
+time.sleep(1.0)
+s.sendall(b"GET /small HTTP/1.1\r\nHost: late.example\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, _, body = data.partition(b"\r\n\r\n")
+print(s.getsockname()[1], hashlib.sha256(body).hexdigest())
+PY
+) || fail "the late client failed"
+read -r p sum <<<"$out"
+[[ "$sum" == "$(sha256_of "$CROWD_DIR/small")" ]] || fail "the late client's body differs"
+expect "$p" 80 spliced bypass 0
+log "a client silent past the first-bytes timeout got the default (bypass) and its answer byte-exact"
+log "status.splices: $(status_json | json_get splices)"
+log "PASS"
