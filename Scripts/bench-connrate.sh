@@ -12,6 +12,8 @@
 #                 --proxy-queue, spliced --proxy-ports, splice-proxy in the path
 #   resil-ha      the resilient path with an unmodified HAProxy as the transparent
 #                 proxy (Docs/resilient.md), watched by spliced through its pidfile
+#   spliced       the splice path (Docs/splicing.md): as resil-sp, with the splice
+#                 rule "GET -> splice": splice-proxy reads each request and steps out
 #
 # wrk (Debian's) in the client, nginx (Debian's) in the server serving a 1 KiB
 # file; every request on a new connection (wrk -H 'Connection: close', nginx
@@ -51,7 +53,7 @@
 #   --json FILE        also write the summary JSON to FILE (it is always the last
 #                      line of stdout)
 #   --no-setup         do not run Scripts/setup.sh
-#   --cases LIST       only these cases, comma-separated (default: all five)
+#   --cases LIST       only these cases, comma-separated (default: all six)
 #   (as root; ~5 x SECONDS plus ~30 s, plus ~60 s of settling before resil-ha)
 set -euo pipefail
 
@@ -90,8 +92,8 @@ while [[ $# -gt 0 ]]; do
             SETTLE=$2; shift 2 ;;
         --no-setup) SETUP=0; shift ;;
         --cases)
-            [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|resil-sp|resil-ha)(,(plain|bypass|haproxy|resil-sp|resil-ha))*$ ]] \
-                || die "--cases needs a comma-separated list of plain, bypass, haproxy, resil-sp, resil-ha"
+            [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|resil-sp|resil-ha|spliced)(,(plain|bypass|haproxy|resil-sp|resil-ha|spliced))*$ ]] \
+                || die "--cases needs a comma-separated list of plain, bypass, haproxy, resil-sp, resil-ha, spliced"
             ONLY=$2; shift 2 ;;
         -h|--help) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -125,7 +127,7 @@ export TCPSPLICE_STATE_DIR="$TEST_TMP/rules-state"
 
 PORT=80
 FILE_BYTES=1024
-CASES=(plain bypass haproxy resil-sp resil-ha)
+CASES=(plain bypass haproxy resil-sp resil-ha spliced)
 [[ -z "$ONLY" ]] || IFS=, read -r -a CASES <<<"$ONLY"
 declare -A NOTES=()     # case -> notes, one per line
 note_case() {
@@ -279,6 +281,15 @@ if overruns:
     print("PROBLEM %d netlink receive overruns at spliced's queues" % overruns)
 if s["flows_table_full"]:
     print("PROBLEM %d flows let through untracked (table full)" % s["flows_table_full"])
+spl = d.get("splices") or {}
+s["splices_drained"] = spl.get("drained")
+s["splices_fell_back"] = spl.get("fellBack")
+if mode == "spliced":
+    done = (spl.get("drained") or 0) + (spl.get("fellBack") or 0)
+    if done < requests:
+        print("PROBLEM only %d splices for %d connections (wrk's completed requests): not all were spliced" % (done, requests))
+    if s["failovers"]:
+        print("PROBLEM %d failovers (flows bypassed because the proxy was seen dead)" % s["failovers"])
 if mode == "resilient":
     want = requests + 1
     if (s["resilient_flows"] or 0) < want:
@@ -344,7 +355,7 @@ bg_kill haproxy-plain TERM || true
 fi
 
 # --- 4. resilient path, splice-proxy ------------------------------------------------------
-if wanted resil-sp || wanted resil-ha; then
+if wanted resil-sp || wanted resil-ha || wanted spliced; then
     on_cleanup "nsx '$NS_R' '$ROOT/Scripts/remove-rules.sh' --family 4"
     rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
 fi
@@ -361,7 +372,20 @@ bg_kill splice-proxy TERM || true
 bg_kill spliced-rsp TERM || log "spliced exited with status $? on SIGTERM"
 fi
 
-# --- 5. resilient path, HAProxy as the transparent proxy ------------------------------------
+# --- 5. the splice path: splice-proxy reads each request, splices, steps out ------------------
+if wanted spliced; then
+SPLICED_BG=spliced-spl spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+proxy_start splice-proxy-spl --no-ipv6
+splicectl rules add --method GET --action splice >/dev/null || fail "splicectl rules add failed"
+run_case spliced "$SERVER_IP"
+alive_after spliced spliced-spl
+alive_after spliced splice-proxy-spl
+spliced_after spliced spliced
+bg_kill splice-proxy-spl TERM || true
+bg_kill spliced-spl TERM || log "spliced exited with status $? on SIGTERM"
+fi
+
+# --- 6. resilient path, HAProxy as the transparent proxy ------------------------------------
 if wanted resil-ha; then
 SPLICED_BG=spliced-rha spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
 haproxy_start
@@ -410,7 +434,7 @@ def ratio(a, b):
     return round(a / b, 3) if a and b else None
 for c in cases:
     c["vs_plain"] = ratio(c.get("rps"), by.get("plain", {}).get("rps"))
-    if c["case"].startswith("resil-"):
+    if c["case"].startswith("resil-") or c["case"] == "spliced":
         c["vs_haproxy"] = ratio(c.get("rps"), by.get("haproxy", {}).get("rps"))
 def f(v, fmt):
     return fmt % v if v is not None else "n/a"

@@ -307,7 +307,11 @@ public final class Engine: @unchecked Sendable {
                 end.ack = ack
                 end.ackSeen = true
             }
-            end.window = tcp.window
+            // A SYN-ACK's window is not scaled: not what later ACKs say (RFC 7323 2.2).
+            if !tcp.flags.contains(.syn) {
+                end.window = tcp.window
+                end.windowKnown = true
+            }
         }
         if tcp.headerLength > TCPHeader.Field.minimumLength,
            let ts = tcp.options.first(kind: TCPOptionKind.timestamps),

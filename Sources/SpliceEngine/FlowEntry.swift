@@ -148,8 +148,10 @@ public struct EndRecord: Sendable {
     public var finSeq = SeqNumber(0)
     /// Its latest TSval (when timestamps are in use).
     public var tsRecent: UInt32 = 0
-    /// The window field of its latest ACK (in its own scale).
+    /// The window field of its latest ACK other than a SYN-ACK (in its own scale), when
+    /// `windowKnown`.
     public var window: UInt16 = 0
+    public var windowKnown = false
     public var packets: UInt64 = 0
     @inlinable public init() {}
 }

@@ -28,7 +28,9 @@ extension Engine {
         guard let n = TCPSegmentWriter.write(
             into: buildBuffer, source: entry.address(sending: d), destination: entry.address(receiving: d),
             sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
-            sequenceNumber: side.seqNext, acknowledgmentNumber: candidate, flags: .ack, window: side.window,
+            sequenceNumber: side.seqNext, acknowledgmentNumber: candidate, flags: .ack,
+            // A pending splice drains: the sender is told to send nothing more (Translation.swift).
+            window: b.pointee.resilient.splice == .pending ? 0 : side.window,
             options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none)
         else { return }
         b.pointee.resilient.proxy[d].ackGiven = candidate

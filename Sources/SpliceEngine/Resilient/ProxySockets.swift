@@ -53,7 +53,9 @@ extension Engine {
                 r.proxy.reply.ackGiven = b.pointee.ends.original.isn + 1
                 r.proxy.reply.ownAck = b.pointee.ends.original.isn + 1
                 r.proxy.reply.seqNext = b.pointee.ends.reply.isn + 1
-                r.proxy.reply.window = r.serverSynAckWindow
+                // What the server's SYN-ACK offered, in the scale the client reads later
+                // windows with (a SYN's own window is never scaled, RFC 7323 2.2).
+                r.proxy.reply.window = UInt16(r.serverSynAckWindow >> r.endShift.reply)
                 r.proxy.reply.tsval = r.serverSynAckTSval
                 r.proxy.reply.tsvalShown = true
                 r.proxy.reply.tsecr = proxyTS?.echo ?? 0

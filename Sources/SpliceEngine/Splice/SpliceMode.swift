@@ -148,11 +148,16 @@ extension Engine {
             // The TSval the receiver last took in the sender's name: the sender's own, or the
             // proxy's (biased low) if that is newer.
             let shown = b.pointee.resilient.proxy[from]
+            // Its window as its last ACK said it, or, if it has sent none but its SYN-ACK
+            // (a splice decided right after the handshake), that SYN-ACK's window scaled down.
+            let r = b.pointee.resilient
+            let window = sender.windowKnown ? sender.window
+                : UInt16(truncatingIfNeeded: Int(from == .reply ? r.serverSynAckWindow : r.clientSynWindow) >> Int(r.endShift[from]))
             let tsval = shown.tsvalShown && timestamp(sender.tsRecent, isOlderThan: shown.tsval) ? shown.tsval : sender.tsRecent
             guard let n = TCPSegmentWriter.write(
                 into: buildBuffer, source: entry.address(sending: from), destination: entry.address(receiving: from),
                 sourcePort: entry.port(sending: from), destinationPort: entry.port(receiving: from),
-                sequenceNumber: receiver.ack, acknowledgmentNumber: sender.ack, flags: .ack, window: sender.window,
+                sequenceNumber: receiver.ack, acknowledgmentNumber: sender.ack, flags: .ack, window: window,
                 options: timestamps ? .timestamps(TCPTimestamps(value: tsval, echo: receiver.tsRecent)) : .none)
             else { continue }
             counters.splices.windowUpdates &+= 1
