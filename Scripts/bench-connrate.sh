@@ -271,6 +271,11 @@ s = {
     "resilient_flows": res.get("flows"), "failovers": res.get("failovers"),
     "injection_failures": res.get("injectionFailures"),
 }
+spl = d.get("splices") or {}
+for k, v in (("decided", "decidedSplice"), ("drained", "drained"), ("fell_back", "fellBack"), ("cancelled", "cancelled"),
+             ("refused", "refused"), ("asked_to_wait", "notYetDrained")):
+    if v in spl:
+        s["splices_" + k] = spl[v]
 json.dump(s, open(out_path, "w"))
 print("INFO spliced counted: " + ", ".join("%s %s" % kv for kv in s.items() if kv[1] is not None))
 if not s["queue_packets"]:
@@ -281,13 +286,17 @@ if overruns:
     print("PROBLEM %d netlink receive overruns at spliced's queues" % overruns)
 if s["flows_table_full"]:
     print("PROBLEM %d flows let through untracked (table full)" % s["flows_table_full"])
-spl = d.get("splices") or {}
-s["splices_drained"] = spl.get("drained")
-s["splices_fell_back"] = spl.get("fellBack")
 if mode == "spliced":
-    done = (spl.get("drained") or 0) + (spl.get("fellBack") or 0)
-    if done < requests:
-        print("PROBLEM only %d splices for %d connections (wrk's completed requests): not all were spliced" % (done, requests))
+    # Every connection through the proxy is decided (GET -> splice), and every splice ends:
+    # spliced (drained or by fallback), or cancelled (the short answer and both FINs went
+    # through the proxy before the splice drained).
+    decided = spl.get("decidedSplice") or 0
+    done = (spl.get("drained") or 0) + (spl.get("fellBack") or 0) + (spl.get("cancelled") or 0)
+    if decided < (s["resilient_flows"] or 0):
+        print("PROBLEM only %d of %s connections through the proxy were decided splice" % (decided, s["resilient_flows"]))
+    # (Those wrk had open when it stopped may end neither way: it aborts them.)
+    if done + 256 < decided:
+        print("PROBLEM only %d of %d splices ended (spliced or cancelled)" % (done, decided))
     if s["failovers"]:
         print("PROBLEM %d failovers (flows bypassed because the proxy was seen dead)" % s["failovers"])
 if mode == "resilient":
