@@ -12,9 +12,10 @@
 #   default proxy, first bytes awaited 2 s
 # Checks, one connection each: HTTPS to secure.example: spliced by rule 1; HTTPS to
 # other.example: proxied (default); HTTP /big (2 MiB): spliced by rule 2 after its response
-# head; HTTP /small (10 KB): proxied (default). Then the default becomes bypass with 300 ms
-# for the first bytes: a client that waits 1 s before its request is bypassed at once by the
-# default (its proxy steps out without the bytes), and its answer is still byte-exact.
+# head, over IPv4 and over IPv6; HTTP /small (10 KB): proxied (default). Then the default
+# becomes bypass with 300 ms for the first bytes: a client that waits 1 s before its request
+# is bypassed by the default at the timeout (its proxy steps out without the bytes), and its
+# answer is still byte-exact.
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -70,6 +71,12 @@ p=$(get http-big "http://$SERVER_IP/big")
 expect "$p" 80 spliced splice "$cl_rule"
 p=$(get http-small "http://$SERVER_IP/small")
 expect "$p" 80 resilient proxy 0
+# The same over IPv6 (the rules and the splice mark in ip6tables).
+p=$(get http6-big "http://[$SERVER_IP6]/big")
+f=$(flows_json | flowcheck find --src "$CLIENT_IP6" --dst "$SERVER_IP6" --dport 80 --sport "$p") || fail "no IPv6 flow for client port $p"
+[[ "$(json_get mode <<<"$f")" == spliced && "$(json_get rule <<<"$f")" == "$cl_rule" && "$(json_get spliceOutcome <<<"$f")" == drained ]] \
+    || fail "the IPv6 download of /big was not spliced by rule $cl_rule: $f"
+log "  port $p -> 80 over IPv6: mode spliced, decision splice, rule $cl_rule, splice drained"
 log "SNI and Content-Length rules: each connection got its rule's action, every body byte-exact"
 
 # The first bytes late: the default (bypass) at the timeout, before any byte.
