@@ -23,8 +23,9 @@ usage() {
     cat <<'EOF'
 Usage: install-rules.sh [options]
 
-Install the tcpsplice NFQUEUE rules (chains TCPSPLICE_PRE in mangle PREROUTING
-and TCPSPLICE_OUT in raw OUTPUT). Idempotent; re-running replaces our rules.
+Install the tcpsplice NFQUEUE rules (chains TCPSPLICE_PRE in mangle PREROUTING,
+TCPSPLICE_OUT in raw OUTPUT, TCPSPLICE_MOUT in mangle OUTPUT). Idempotent;
+re-running replaces our rules.
 
 Options:
   --ports LIST         intercepted TCP ports, comma separated, ranges A:B allowed

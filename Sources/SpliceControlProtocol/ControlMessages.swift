@@ -9,7 +9,7 @@ import Foundation
 /// one JSON object per line over a Unix stream socket that only root can open.
 /// Docs/control-protocol.md describes it for other implementations.
 public enum ControlProtocol {
-    /// Protocol version, sent in `hello` replies and checked by clients.
+    /// Protocol version (Docs/control-protocol.md); no message carries it yet.
     public static let version = 1
     /// Where `spliced` listens unless told otherwise.
     public static let defaultSocketPath = "/run/tcpsplice/spliced.sock"

@@ -6,6 +6,8 @@ import SpliceRules
 public struct RuleStore: Sendable {
     public private(set) var set: RuleSet
     private var nextID: Int
+    /// The largest rule id (the flow table records the deciding rule in 16 bits).
+    public static let maximumID = 65535
 
     public init(_ initial: RuleSet = .empty) {
         set = initial
@@ -18,12 +20,16 @@ public struct RuleStore: Sendable {
         var r = r
         var seen = Set<Int>()
         for rule in r.rules where rule.id != 0 {
-            guard rule.id > 0, seen.insert(rule.id).inserted else {
-                throw RuleError("rule id \(rule.id) is given twice (or is negative)")
+            guard rule.id > 0, rule.id <= RuleStore.maximumID, seen.insert(rule.id).inserted else {
+                throw RuleError("rule id \(rule.id) is given twice, or is not from 1 to \(RuleStore.maximumID)")
             }
             nextID = max(nextID, rule.id + 1)
         }
         for i in r.rules.indices where r.rules[i].id == 0 {
+            // Ids are never reused; the flow table keeps them in 16 bits.
+            guard nextID <= RuleStore.maximumID else {
+                throw RuleError("no rule id left (ids go up to \(RuleStore.maximumID) and are never reused; load a set with explicit ids)")
+            }
             r.rules[i].id = nextID
             nextID += 1
         }

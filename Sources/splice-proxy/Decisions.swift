@@ -20,7 +20,8 @@ enum Stage: Equatable {
     case steppingOut
 }
 
-/// Splices by outcome, as this proxy saw them (logged at exit and on SIGUSR1: see the run loop).
+/// Splices by outcome, as this proxy saw them (logged when it loses spliced; `splicectl status`
+/// shows the engine's own counts).
 struct SpliceTally {
     var drained = 0
     var fellBack = 0
@@ -31,6 +32,8 @@ struct SpliceTally {
 extension Relay {
     /// How soon the engine is asked again when it saw bytes still in flight.
     static let askAgain = 0.002
+    /// How long the relay waits for the engine's answer to a step-out before relaying on.
+    static let answerPatience = 5.0
 
     func tupleKey(_ c: Connection) -> String { "\(c.client.address) \(c.client.port) \(c.server.address) \(c.server.port)" }
 
@@ -131,12 +134,18 @@ extension Relay {
         }
         guard !pendingSplices.isEmpty else { return nil }
         for id in Array(pendingSplices) {
+            if let c = connections[id], c.stage == .steppingOut, now - c.nextAsk > Relay.answerPatience {
+                // No answer (one that could not name its connection, say): relay on.
+                refused(c, "no answer from spliced in \(Relay.answerPatience) s")
+                continue
+            }
             guard let c = connections[id], c.stage == .pendingSplice, now >= c.nextAsk else { continue }
             let waited = now - c.spliceSince
             guard waited >= settings.minimumPending else { continue }
             let overdue = waited > settings.minimumPending + settings.drainBound
             guard overdue || drained(c) else { continue }
             c.stage = .steppingOut
+            c.nextAsk = now
             refreshInterest(c)
             var request = ControlRequest(command: .stepOut, decision: decision(c, c.action ?? .splice))
             request.force = overdue
@@ -187,7 +196,7 @@ extension Relay {
     }
 
     /// The engine will not splice the connection (it is no longer resilient, say): relay on.
-    private func refused(_ c: Connection, _ why: String?) {
+    func refused(_ c: Connection, _ why: String?) {
         spliceCounts.refused += 1
         logger.debug("splice refused for \(c.client) -> \(c.server): \(why ?? "?")")
         pendingSplices.remove(c.id)

@@ -546,6 +546,10 @@ final class Relay {
     /// Ends a connection abortively (RST both ways), announcing it to the engine first.
     func abort(_ c: Connection) {
         logger.debug("aborting \(c.client) -> \(c.server) (#\(c.id))")
+        if c.stage == .pendingSplice || c.stage == .steppingOut {
+            sendToEngine(ControlRequest(command: .decide, decision: decision(c, .proxy)))
+            spliceCounts.cancelled += 1
+        }
         announceClose(c, true, true)
         announceClose(c, false, true)
         abortSocket(c.down)

@@ -180,7 +180,10 @@ struct SpliceProxyCommand: ParsableCommand {
         control = nil
         let n = relay.connections.count
         relay.dropAll()
-        logger.error("lost spliced (\(error)); dropped \(n) connections, which go on in bypass")
+        let t = relay.spliceCounts
+        logger.error("lost spliced (\(error)); dropped \(n) connections, which go on in bypass",
+                     metadata: ["splices-drained": "\(t.drained)", "fell-back": "\(t.fellBack)", "refused": "\(t.refused)",
+                                "cancelled": "\(t.cancelled)"])
     }
 }
 

@@ -19,7 +19,7 @@ struct Rules: ParsableCommand {
         --ports. On the client's first bytes: --proto (http, tls, other), --method, --host (*.example.com for subdomains), \
         --path-prefix, --path-pattern (glob: * and ?), --header NAME[:VALUE], --sni, --after-bytes N. On the response \
         head: --status, --content-length-above, --content-type (prefix). Actions: proxy (stay in the path), splice (step \
-        out after the request, or after the response head for a rule with response matches), bypass (step out at once). \
+        out after the request, or after the response head for a rule with response matches), bypass (step out as soon as the rule matches: before any byte for a rule on the connection alone). \
         New connections follow a change at once; connections already decided keep their decision. See Docs/splicing.md.
         """)
     @OptionGroup var options: SocketOptions
@@ -57,6 +57,17 @@ struct Rules: ParsableCommand {
             throw ValidationError("rules \(operation) takes \(wanted == 0 ? "no operand" : wanted == 1 ? "one operand" : "two operands"), not \(operands.count)")
         }
         if operation == "add" { _ = try newRule() }
+        let matchGiven = [clients, servers, ports, proto, method, host, pathPrefix, pathPattern, header, sni, status,
+                          contentType, name].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil
+        if operation != "add" && (matchGiven || position != nil) {
+            throw ValidationError("match options, --name and --position belong to `rules add`, not `rules \(operation)`")
+        }
+        if operation != "add" && operation != "default" && action != nil {
+            throw ValidationError("--action belongs to `rules add` and `rules default`, not `rules \(operation)`")
+        }
+        if operation != "default" && firstBytesTimeoutMs != nil {
+            throw ValidationError("--first-bytes-timeout-ms belongs to `rules default`")
+        }
         if operation == "default" {
             guard action != nil || firstBytesTimeoutMs != nil else {
                 throw ValidationError("rules default needs --action and/or --first-bytes-timeout-ms")

@@ -293,7 +293,9 @@ struct SplicedCommand: ParsableCommand {
 
 /// A JSON decoding error in a few words (the field's path and what is wrong).
 func ruleDecodingProblem(_ error: any Error) -> String {
-    func path(_ p: [any CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+    func path(_ p: [any CodingKey]) -> String {
+        p.reduce("") { s, k in k.intValue.map { s + "[\($0)]" } ?? (s.isEmpty ? k.stringValue : s + "." + k.stringValue) }
+    }
     switch error as? DecodingError {
     case .keyNotFound(let k, let c)?: return "\(path(c.codingPath + [k])) is missing"
     case .typeMismatch(_, let c)?, .valueNotFound(_, let c)?: return "\(path(c.codingPath)): \(c.debugDescription)"
