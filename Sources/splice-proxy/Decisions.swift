@@ -76,6 +76,8 @@ extension Relay {
                 c.toServer.inspect = false
                 c.toServer.seen = []
                 c.toClient.inspect = true
+                // The response head gets a wait of its own (the same length), from now.
+                if !timedOut { c.deadline = monotonicSeconds() + Double(rules.firstBytesTimeoutMilliseconds) / 1000 }
                 inspected(c, timedOut: timedOut)
             }
         } else if c.stage == .awaitingResponse {
