@@ -15,14 +15,17 @@
 # head, over IPv4 and over IPv6; HTTP /small (10 KB): proxied (default). Then the default
 # becomes bypass with 300 ms for the first bytes: a client that waits 1 s before its request
 # is bypassed by the default at the timeout (its proxy steps out without the bytes), and its
-# answer is still byte-exact.
+# answer is still byte-exact. Last, a set loaded from a file (`splicectl rules load`) with a
+# rule per remaining kind of match: a request header (splice), a path pattern (bypass), the
+# response's status and Content-Type (splice after the head), and 1000 bytes of a protocol
+# that is neither HTTP nor TLS (an upload of xfer.py, spliced once they came).
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 topo_create
 need_bin splicectl >/dev/null
-resilient_rules_install "80,443"
-resilient_spliced_start "80,443"
+resilient_rules_install "80,443,$XF_UP_PORT"
+resilient_spliced_start "80,443,$XF_UP_PORT"
 proxy_start
 
 CROWD_DIR="$TEST_TMP/www"
@@ -42,11 +45,12 @@ sni_rule=$(splicectl rules --json | json_get 'rules.0.id')
 cl_rule=$(splicectl rules --json | json_get 'rules.1.id')
 
 # get NAME URL [CURL ARGS...]: the body into $TEST_TMP/NAME.body, checked against the file
-# the URL's path names; prints the client port.
+# the URL's path names under the servers' root; prints the client port.
 get() {
     local name=$1 url=$2 file
     shift 2
-    file="$CROWD_DIR/${url##*/}"
+    file=${url#*://}
+    file="$CROWD_DIR/${file#*/}"
     local port
     port=$(nsx "$NS_C" curl -sS --max-time 60 -o "$TEST_TMP/$name.body" -w '%{local_port}' "$@" "$url") \
         || fail "curl $name ($url) failed"
@@ -100,5 +104,39 @@ read -r p sum <<<"$out"
 [[ "$sum" == "$(sha256_of "$CROWD_DIR/small")" ]] || fail "the late client's body differs"
 expect "$p" 80 spliced bypass 0
 log "a client silent past the first-bytes timeout got the default (bypass) and its answer byte-exact"
+
+# The other kinds of match, on a new set loaded from a file: a header, a path pattern, the
+# response's status and type, the bytes of a protocol that is neither HTTP nor TLS.
+cat >"$TEST_TMP/rules2.json" <<'JSON'
+{"defaultAction": "proxy", "firstBytesTimeoutMilliseconds": 2000, "rules": [
+ {"action": "splice", "name": "flagged", "match": {"header": {"name": "X-Splice", "value": "yes"}}},
+ {"action": "bypass", "name": "bins", "match": {"pathPattern": "/files/*.bin"}},
+ {"action": "splice", "name": "text-ok", "match": {"method": "GET", "status": [200], "contentType": "text/plain", "pathPrefix": "/text/"}},
+ {"action": "splice", "name": "raw-uploads", "match": {"ports": [5002], "proto": "other", "afterBytes": 1000}}]}
+JSON
+splicectl rules load "$TEST_TMP/rules2.json" >/dev/null || fail "splicectl rules load failed"
+log "rules in force:"$'\n'"$(splicectl rules)"
+ids=($(splicectl rules --json | python3 -c 'import json,sys; print(" ".join(str(r["id"]) for r in json.load(sys.stdin)["rules"]))'))
+mkdir -p "$CROWD_DIR/files"
+head -c 500000 /dev/urandom >"$CROWD_DIR/files/a.bin"
+mkdir -p "$CROWD_DIR/text"
+head -c 600000 /dev/urandom | base64 >"$CROWD_DIR/text/notes.txt"   # nginx says text/plain (its default type)
+p=$(get flagged "http://$SERVER_IP/big" -H "X-Splice: yes")
+expect "$p" 80 spliced splice "${ids[0]}"
+p=$(get bins "http://$SERVER_IP/files/a.bin")
+expect "$p" 80 spliced bypass "${ids[1]}"
+p=$(get text-ok "http://$SERVER_IP/text/notes.txt")
+expect "$p" 80 spliced splice "${ids[2]}"
+p=$(get head-other "http://$SERVER_IP/big" -H "X-Splice: no")
+expect "$p" 80 resilient proxy 0
+# A raw upload (xfer.py push: no HTTP, no TLS) spliced once 1000 bytes came.
+xfers_prepare 0 1 4 raw
+xfers_servers_start $((4 << 20))
+xfers_start "$SERVER_IP"
+xfers_wait 60
+xfers_verify
+p=$(xfers_client_port rawu1)
+expect "$p" "$XF_UP_PORT" spliced splice "${ids[3]}"
+log "header, path pattern, response status and type, and after-bytes rules: each connection got its rule's action"
 log "status.splices: $(status_json | json_get splices)"
 log "PASS"
