@@ -87,6 +87,7 @@ final class EngineWorkload: PacketInjector, @unchecked Sendable {
     let info: PacketInfo
 
     func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {}
+    func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {}
 
     init(resilient: Bool) {
         let c = IPAddress("10.0.1.2")!, s = IPAddress("10.0.2.2")!
