@@ -116,18 +116,31 @@ struct RuleStoreTests {
         #expect(ids(s) == [10, 11, 12])
     }
 
-    @Test("replace with duplicate (or negative) ids is refused; nothing changes")
+    @Test("replace with duplicate, negative or too large ids is refused; nothing changes")
     func replaceDuplicates() throws {
         var s = RuleStore()
         try s.add(rule(80), at: nil)
         let before = s.set
-        #expect(throws: RuleError("rule id 2 is given twice (or is negative)")) {
+        #expect(throws: RuleError("rule id 2 is given twice, or is not from 1 to 65535")) {
             try s.replace(RuleSet(rules: [rule(81, id: 2), rule(82), rule(83, id: 2)]))
         }
         #expect(throws: RuleError.self) { try s.replace(RuleSet(rules: [rule(81, id: -3)])) }
+        #expect(throws: RuleError("rule id 65536 is given twice, or is not from 1 to 65535")) {
+            try s.replace(RuleSet(rules: [rule(81, id: 65536)]))
+        }
         #expect(s.set == before)
         try s.add(rule(84), at: nil)
         #expect(ids(s) == [1, 2] && s.set.version == 2)
+    }
+
+    @Test("ids run out at 65535 (never reused): a rule without an id is refused past it, one with an id is taken")
+    func idsRunOut() throws {
+        var s = RuleStore()
+        try s.replace(RuleSet(rules: [rule(80, id: 65535)]))
+        #expect(throws: RuleError.self) { try s.add(rule(81), at: nil) }
+        #expect(ids(s) == [65535])
+        try s.replace(RuleSet(rules: [rule(82, id: 7)]))
+        #expect(ids(s) == [7])
     }
 
     @Test("an invalid rule is refused with the validation's message; nothing changes, no id is used up")

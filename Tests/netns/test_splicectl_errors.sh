@@ -10,6 +10,9 @@
 #   --ports list (empty, an empty element, 0, past 65535, negative), a bad
 #   prefix, a socket path longer than sun_path; `--socket PATH` alone prints the
 #   help naming the subcommands;
+# - `rules` arguments that cannot work (an unknown operation, a rule without an action or
+#   with an empty host, a match of another operation, ...) exit 64 naming the problem; with
+#   a daemon, an unknown rule id is refused by it (exit 3, "no rule 99");
 # - a set-policy request written by hand with an empty or bad list of ports is
 #   refused by the daemon, and the policy in force stays;
 # - the daemon killed (stale socket left behind): non-zero, "not running".
@@ -70,6 +73,24 @@ policy_usage_errors() {
 }
 policy_usage_errors "$NOSOCK"
 
+# rules_usage_errors SOCKET: bad `rules` arguments, refused before anything is sent.
+rules_usage_errors() {
+    local sock=$1
+    expect_usage "rules bogus" "unknown rules operation 'bogus'" "$CTL" --socket "$sock" rules bogus
+    expect_usage "rules add without --action" "needs --action" "$CTL" --socket "$sock" rules add --host a.example
+    expect_usage "rules add --action maybe" "--action 'maybe' is not one of proxy, splice, bypass" "$CTL" --socket "$sock" rules add --action maybe
+    expect_usage "rules add --host ''" "host '' is empty" "$CTL" --socket "$sock" rules add --host '' --action splice
+    expect_usage "rules add --ports 0" "--ports: '0' is not a number from 1 to 65535" "$CTL" --socket "$sock" rules add --ports 0 --action splice
+    expect_usage "rules add --sni with --method" "cannot|never|sni" "$CTL" --socket "$sock" rules add --sni a.example --method GET --action splice
+    expect_usage "rules add --after-bytes 0" "afterBytes 0 is out of range" "$CTL" --socket "$sock" rules add --after-bytes 0 --action splice
+    expect_usage "rules remove x" "'x' is not a rule id" "$CTL" --socket "$sock" rules remove x
+    expect_usage "rules move 1" "takes two operands" "$CTL" --socket "$sock" rules move 1
+    expect_usage "rules remove 1 --host a" "belong to .rules add." "$CTL" --socket "$sock" rules remove 1 --host a.example
+    expect_usage "rules default without options" "needs --action" "$CTL" --socket "$sock" rules default
+    expect_usage "rules load of a missing file" "cannot read" "$CTL" --socket "$sock" rules load "$TEST_TMP/no-such-rules.json"
+}
+rules_usage_errors "$NOSOCK"
+
 LONGSOCK="$TEST_TMP/$(printf 's%.0s' {1..200}).sock"
 expect_usage "--socket of ${#LONGSOCK} bytes, before the subcommand" "--socket.*at most 107 bytes" "$CTL" --socket "$LONGSOCK" status
 expect_usage "--socket of ${#LONGSOCK} bytes, after the subcommand" "--socket.*at most 107 bytes" "$CTL" flows --socket "$LONGSOCK"
@@ -101,6 +122,10 @@ printf '%s' "$st" | json_get pick uptimeSeconds queues verdicts flows memory >/d
 fl=$(flows_json)
 printf '%s' "$fl" | json_get is-list . | grep -qx True || fail "flows --json is not a JSON array: $fl"
 log "root: status and flows answer"
+rules_usage_errors "$CTL_SOCK"
+expect_error "rules remove 99 (no such rule)" "no rule 99" splicectl rules remove 99
+rc=0; splicectl rules remove 99 >/dev/null 2>&1 || rc=$?
+[[ $rc -eq 3 ]] || fail "splicectl rules remove 99: exit $rc, expected 3 (the daemon refused it)"
 
 as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 "${as_nobody[@]}" "$CTL" --help >/dev/null 2>&1 \

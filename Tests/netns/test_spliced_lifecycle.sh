@@ -3,8 +3,9 @@
 # - bad arguments (a bad --queue, a bad --max-flows, a queue given to both
 #   --queue and --proxy-queue) exit non-zero with a message naming the option;
 #   negative numbers, bad --proxy-ports lists (empty, an empty element, 0, past
-#   65535), a bad prefix and a control socket path longer than sun_path exit 64
-#   naming the option and the problem;
+#   65535), a bad prefix, a control socket path longer than sun_path and a rules file
+#   it cannot use (unreadable, not a rule set, a bad rule) exit 64 naming the option
+#   and the problem;
 # - run as a non-root user: exit 2 (cannot start), saying it needs root;
 # - a second spliced on a queue the first has bound: exit 2 naming the queue and
 #   the other program, no abort (was a double free, exit 134); the first goes on;
@@ -64,6 +65,13 @@ usage_error "--proxy-ports.*65536.*out of range" --proxy-ports 65536 "${BADSOCK[
 usage_error "--proxy-ports.*-5.*out of range" --proxy-ports -5 "${BADSOCK[@]}"
 usage_error "--proxy-servers.*10\.0\.0\.0/33" --proxy-ports 80 --proxy-servers 10.0.0.0/33 "${BADSOCK[@]}"
 usage_error "--proxy-clients.*garbage" --proxy-ports 80 --proxy-clients garbage "${BADSOCK[@]}"
+# A rules file that cannot be used: named, with the problem (the rule and its field, or the
+# JSON path of what is missing).
+printf '{"rules": [{"action": "splice", "match": {"host": ""}}]}' >"$TEST_TMP/bad-rules.json"
+usage_error "--rules: .*bad-rules.json: rule 1: host '' is empty" --rules "$TEST_TMP/bad-rules.json" "${BADSOCK[@]}"
+printf '{"rules": [{"match": {}}]}' >"$TEST_TMP/no-action.json"
+usage_error "--rules: .*no-action.json is not a rule set: rules\[0\]\.action is missing" --rules "$TEST_TMP/no-action.json" "${BADSOCK[@]}"
+usage_error "--rules: cannot read" --rules "$TEST_TMP/none.json" "${BADSOCK[@]}"
 LONGSOCK="$TEST_TMP/$(printf 's%.0s' {1..200}).sock"
 usage_error "--control-socket.*${#LONGSOCK} bytes.*at most 107" --queue 0 --control-socket "$LONGSOCK"
 [[ ! -e "$LONGSOCK" ]] || fail "spliced created $LONGSOCK"
