@@ -39,7 +39,7 @@ let package = Package(
         .systemLibrary(name: "CLinuxSupport"),
         .target(name: "SpliceWire", swiftSettings: strict),
         .target(name: "SpliceCounters", swiftSettings: strict),
-        .target(name: "SpliceEngine", dependencies: ["SpliceWire", "SpliceCounters"], swiftSettings: strict),
+        .target(name: "SpliceEngine", dependencies: ["SpliceWire", "SpliceCounters", "SpliceRules"], swiftSettings: strict),
         .target(name: "SpliceRules", dependencies: ["SpliceWire"], swiftSettings: strict),
         .target(name: "SpliceControlProtocol", dependencies: ["SpliceCounters", "SpliceRules"], swiftSettings: strict),
         .target(name: "SpliceDaemonCore", dependencies: ["SpliceEngine", "SpliceControlProtocol", "SpliceRules"], swiftSettings: strict),
@@ -78,7 +78,7 @@ let package = Package(
         ),
         .testTarget(name: "SpliceRulesTests", dependencies: ["SpliceRules", "SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
-        .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire"], swiftSettings: strict),
+        .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire", "SpliceRules"], swiftSettings: strict),
         .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol", "SpliceWire"], swiftSettings: strict),
         .testTarget(name: "SpliceKernelTests", dependencies: ["SpliceKernel", "SpliceControlProtocol"], swiftSettings: strict),
     ]

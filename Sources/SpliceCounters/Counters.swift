@@ -93,6 +93,9 @@ public struct SpliceCounters: Codable, Sendable, Equatable {
     public var decidedProxy: UInt64 = 0
     public var decidedSplice: UInt64 = 0
     public var decidedBypass: UInt64 = 0
+    /// Flows the engine spliced from their SYN: their rules decided `splice` or `bypass` from
+    /// addresses and port alone, so the proxy was never engaged (not counted above).
+    public var decidedAtConnection: UInt64 = 0
     /// Decisions refused: the flow unknown, or no longer resilient (its proxy's failover, a
     /// reset), or not yet established.
     public var refused: UInt64 = 0

@@ -20,7 +20,9 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
     public init(engine: sending Engine, heartbeatLimit: Timestamp.Duration, rules: RuleSet = .empty) {
         self.engine = Mutex(engine)
         registry = Mutex(ProxyRegistry(heartbeatLimit: heartbeatLimit))
-        self.rules = Mutex(RuleStore(rules))
+        let store = RuleStore(rules)
+        self.rules = Mutex(store)
+        self.engine.withLock { $0.rules = store.set }
     }
 
     /// What a request did, beyond its response, for the daemon to log or act on.
@@ -151,7 +153,9 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                 default:
                     throw RuleError("not a rule command")
                 }
-                return (ControlResponse(ok: true, rules: store.set), .rulesChanged(store.set))
+                let set = store.set
+                engine.withLock { $0.rules = set }
+                return (ControlResponse(ok: true, rules: set), .rulesChanged(set))
             } catch {
                 return (.failure("\(error)"), nil)
             }

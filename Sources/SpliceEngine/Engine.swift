@@ -1,4 +1,5 @@
 import SpliceCounters
+import SpliceRules
 import SpliceWire
 
 /// What the kernel told us about a queued packet, beyond its bytes.
@@ -33,6 +34,10 @@ public final class Engine: @unchecked Sendable {
     public let started: Timestamp
     /// Which new flows go through the proxy.
     public var policy = SplicePolicy.bypassOnly
+    /// The splice rules (the daemon keeps them in step with the proxies' copy): a flow the
+    /// policy claims but whose rules decide `splice` or `bypass` from its addresses and port
+    /// alone never reaches the proxy (Splice/SpliceMode.swift, `spliceAtOnce`).
+    public var rules = RuleSet.empty
     /// The marks shared with the rules.
     public var marks = SpliceMarks()
     /// Where built packets go (released ACKs, replayed SYN-ACKs, held FIN/RST).

@@ -143,6 +143,7 @@ struct Status: ParsableCommand {
         if let c = s.control { print("control: \(c.clients) of \(c.maxClients) connections, \(c.requests) requests; refused: too many \(c.refusedTooMany), no descriptor \(c.refusedNoDescriptor), not root \(c.refusedNotRoot); dropped: unread \(c.droppedUnread), over-long \(c.droppedOverlong), silent \(c.droppedSilent), idle \(c.closedIdle); timer runs \(c.timerRuns)") }
         if let x = s.splices {
             print("splices: decided proxy \(x.decidedProxy), splice \(x.decidedSplice), bypass \(x.decidedBypass), refused \(x.refused); "
+                  + "spliced by the engine at the SYN \(x.decidedAtConnection); "
                   + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained); "
                   + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)")
         }

@@ -1,6 +1,7 @@
 import Testing
 import SpliceWire
 @testable import SpliceEngine
+import SpliceRules
 
 /// Flow splicing (seed 003): the proxy's decision, the pending splice's zero windows, the step
 /// out and its window updates, and the spliced flow's packets. Driven through the resilient
@@ -554,5 +555,45 @@ struct SpliceModeTests {
         let down = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 201, ack: c.clientISN + 101, payload: 10)
         let (v, out) = h.feed(down, fromProxy: true)
         #expect(v.action == .accept && h.spec(out).window != 0)
+    }
+
+    // MARK: Rules on the connection alone, applied by the engine at the SYN
+
+    @Test("a rule on the port alone that says bypass: spliced from the SYN, never handed to the proxy")
+    func spliceAtOnce() {
+        let h = ResilientHarness()
+        h.engine.rules = RuleSet(rules: [SpliceRule(id: 9, match: RuleMatch(ports: [80]), action: .bypass)])
+        let (v1, _) = h.feed(h.clientSyn)
+        #expect(v1 == .accept)
+        let (v2, _) = h.feed(h.serverSynAck)
+        #expect(v2 == .accept)
+        let (v3, out3) = h.feed(h.clientAck)
+        #expect(v3.action == .repeatHook && v3.mark == h.engine.marks.spliced && out3 == h.clientAck)
+        #expect(h.engine.counters.splices.decidedAtConnection == 1)
+        #expect(h.engine.counters.resilient.clientsValidated == 0 && h.injector.packets.isEmpty)
+        let s = snapshot(h)
+        #expect(s?.mode == .spliced && s?.reason == .ruleBypass && s?.decision == .bypass && s?.ruleID == 9)
+        #expect(s?.proxyID == 0)
+    }
+
+    @Test("a rule that needs the first bytes before it: the proxy is engaged as before")
+    func notAtOnceWhenBytesNeeded() {
+        let h = ResilientHarness()
+        h.engine.rules = RuleSet(rules: [SpliceRule(id: 1, match: RuleMatch(host: "a.example"), action: .proxy),
+                                         SpliceRule(id: 2, match: RuleMatch(ports: [80]), action: .bypass)])
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        #expect(h.engine.counters.splices.decidedAtConnection == 0)
+        #expect(snapshot(h)?.mode == .resilient)
+    }
+
+    @Test("the default action alone (no rule matches the connection) says splice: spliced from the SYN, rule 0")
+    func defaultAtOnce() {
+        let h = ResilientHarness()
+        h.engine.rules = RuleSet(rules: [SpliceRule(id: 4, match: RuleMatch(ports: [443]), action: .proxy)],
+                                 defaultAction: .splice)
+        _ = h.feed(h.clientSyn)
+        let s = snapshot(h)
+        #expect(s?.mode == .spliced && s?.reason == .ruleSplice && s?.decision == .splice && s?.ruleID == 0)
     }
 }

@@ -92,9 +92,9 @@ paws_report "over the splice"
 
 # Without loss, a drained splice resends nothing: transfers paced by their sender (xfer.py at
 # 4 MiB/s: no burst overflows a queue), two downloads and two uploads of 8 MiB on the
-# transfer ports, spliced by a rule on the port (decided before any byte): both ends'
-# TcpRetransSegs stay flat, and every splice is drained.
-splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --action splice --name paced >/dev/null \
+# transfer ports, spliced by the proxy after their first bytes: both ends' TcpRetransSegs stay
+# flat, and every splice is drained.
+splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action splice --name paced >/dev/null \
     || fail "splicectl rules add --ports failed"
 xfers_prepare 2 2 8 p
 xfers_servers_start $((4 << 20))

@@ -4,8 +4,8 @@
 # transfer notices (seed 003 on top of seed 000: every state of a splice survives either
 # death).
 #
-# Resilient rules and spliced for the transfer ports; a splice rule on those ports (decided
-# before any byte); splice-proxy with --min-pending-ms, so that each splice stays PENDING for
+# Resilient rules and spliced for the transfer ports; a splice rule on those ports and their
+# first bytes (neither HTTP nor TLS); splice-proxy with --min-pending-ms, so that each splice stays PENDING for
 # a while (its senders see a zero window, the relay holds nothing back) and can be caught
 # there. Half the transfers (of the 50 of 32 MiB, half downloads and half uploads,
 # paced) start first and are all spliced; then the other half start, and once at least a
@@ -31,7 +31,10 @@ HALF=$((N / 2))
 topo_create
 paws_baseline
 resilient_start
-splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --action splice --name transfers >/dev/null \
+# On the first bytes (a download's request line, an upload's first data: neither HTTP nor
+# TLS), so that the proxy reads them and decides (a rule on the port alone would be applied by
+# the engine at the SYN: the proxy would never see those connections).
+splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action splice --name transfers >/dev/null \
     || fail "splicectl rules add failed"
 proxy_start splice-proxy --min-pending-ms 3000
 PROXY_PID=$(bg_pid splice-proxy)

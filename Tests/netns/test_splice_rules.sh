@@ -18,7 +18,8 @@
 # answer is still byte-exact. Last, a set loaded from a file (`splicectl rules load`) with a
 # rule per remaining kind of match: a request header (splice), a path pattern (bypass), the
 # response's status and Content-Type (splice after the head), and 1000 bytes of a protocol
-# that is neither HTTP nor TLS (an upload of xfer.py, spliced once they came).
+# that is neither HTTP nor TLS (an upload of xfer.py, spliced once they came); then a rule on
+# the port alone, which the engine applies at the SYN without the proxy.
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -138,5 +139,21 @@ xfers_verify
 p=$(xfers_client_port rawu1)
 expect "$p" "$XF_UP_PORT" spliced splice "${ids[3]}"
 log "header, path pattern, response status and type, and after-bytes rules: each connection got its rule's action"
+
+# A rule on the connection alone: the engine applies it at the SYN, the proxy never sees the
+# connection, and the flow skips the queue from the client's handshake ACK on.
+splicectl rules add --ports 443 --action bypass --position 1 --name tls-direct >/dev/null || fail "rules add --ports 443 failed"
+direct_rule=$(splicectl rules --json | json_get 'rules.0.id')
+at0=$(status_json | json_get splices.decidedAtConnection)
+p=$(get tls-direct https://secure.example/big -k --resolve "secure.example:443:$SERVER_IP")
+f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$SERVER_IP" --dport 443 --sport "$p") || fail "no flow for client port $p"
+[[ "$(json_get mode <<<"$f")" == spliced && "$(json_get decision <<<"$f")" == bypass && "$(json_get rule <<<"$f")" == "$direct_rule" ]] \
+    || fail "the connection-level bypass rule was not applied by the engine: $f"
+[[ "$(json_get 'proxy?none' <<<"$f")" == none ]] || fail "the proxy was engaged for a connection-level bypass: $f"
+at1=$(status_json | json_get splices.decidedAtConnection)
+((at1 == at0 + 1)) || fail "status counts $((at1 - at0)) flows spliced by the engine at the SYN, expected 1"
+seen=$(json_get packets <<<"$f")
+((seen <= 8)) || fail "the engine saw $seen packets of a connection spliced at its SYN (expected its handshake and its end)"
+log "  port $p -> 443: spliced by the engine at the SYN (rule $direct_rule, bypass), no proxy, $seen packets seen"
 log "status.splices: $(status_json | json_get splices)"
 log "PASS"

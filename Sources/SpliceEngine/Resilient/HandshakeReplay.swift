@@ -8,6 +8,7 @@ extension Engine {
     func claimForProxy(_ e: UInt32, syn: TCPHeader, block b: UnsafeMutablePointer<ConnectionBlock>) {
         let entry = table[e]
         guard policy.claims(client: entry.addressA, server: entry.addressB, serverPort: entry.portB) else { return }
+        if spliceAtOnce(e, block: b) { return }
         guard activeProxy != 0 else {
             table[e].reason = .noProxy
             return

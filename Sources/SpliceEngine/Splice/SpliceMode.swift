@@ -1,3 +1,4 @@
+import SpliceRules
 import SpliceWire
 
 // Flow splicing to the original server (seed 003, FIG. 14-17; ../shared/DESIGN.md "spliced";
@@ -171,6 +172,27 @@ extension Engine {
                 inject(packet, to: entry.address(receiving: from), local: false)
             }
         }
+    }
+
+    /// A new flow the policy claims, whose rules decide `splice` or `bypass` from its
+    /// addresses and port alone (no rule before the deciding one needs its bytes): the proxy
+    /// would step out before the first byte, so it is never engaged. The flow is spliced from
+    /// its SYN: its first packet without SYN, FIN or RST (the client's handshake ACK) carries
+    /// the splice mark, and from then on it skips the queue. Any proxy, HAProxy included.
+    func spliceAtOnce(_ e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) -> Bool {
+        guard !rules.rules.isEmpty || rules.defaultAction != .proxy else { return false }
+        let entry = table[e]
+        guard case .decided(let action, let rule) = rules.decide(
+            connection: ConnectionFacts(client: entry.addressA, server: entry.addressB, serverPort: entry.portB)),
+            action != .proxy else { return false }
+        table[e].mode = .spliced
+        table[e].reason = action == .bypass ? .ruleBypass : .ruleSplice
+        b.pointee.resilient.decision = action == .bypass ? .bypass : .splice
+        b.pointee.resilient.ruleID = UInt16(clamping: max(0, rule ?? 0))
+        b.pointee.resilient.splice = .spliced
+        b.pointee.resilient.spliceDrained = true
+        counters.splices.decidedAtConnection &+= 1
+        return true
     }
 
     /// The entry that owns a block.
