@@ -62,7 +62,7 @@ extension Relay {
     func inspected(_ c: Connection, timedOut: Bool = false) {
         let facts = ConnectionFacts(client: c.client.address, server: c.server.address, serverPort: c.server.port)
         if c.stage == .deciding {
-            let request = RequestFacts(firstBytes: c.toServer.seen, isFinal: timedOut || c.toServer.sourceDone)
+            let request = RequestFacts(firstBytes: c.toServer.held, isFinal: timedOut || c.toServer.sourceDone)
             switch rules.decide(connection: facts, request: request.proto == nil && request.isFinal ? nil : request) {
             case .needRequest:
                 return
@@ -73,8 +73,7 @@ extension Relay {
                 c.candidates = candidates
                 c.fallback = fallback
                 c.fallbackRule = fallbackRule
-                c.toServer.inspect = false
-                c.toServer.seen = []
+                c.toServer.stopInspecting()
                 c.toClient.inspect = true
                 // The response head gets a wait of its own (the same length), from now.
                 if !timedOut { c.deadline = monotonicSeconds() + Double(rules.firstBytesTimeoutMilliseconds) / 1000 }
@@ -82,9 +81,9 @@ extension Relay {
             }
         } else if c.stage == .awaitingResponse {
             let head: HTTPResponseHead?
-            switch HTTPResponseHead.parse(c.toClient.seen) {
+            switch HTTPResponseHead.parse(c.toClient.held) {
             case .complete(let h): head = h
-            case .incomplete where !timedOut && !c.toClient.sourceDone && c.toClient.seen.count < maxPeekLength: return
+            case .incomplete where !timedOut && !c.toClient.sourceDone && c.toClient.held.count < maxPeekLength: return
             default: head = nil
             }
             if case .decided(let action, let rule) = rules.decide(response: head, candidates: c.candidates,
@@ -100,10 +99,8 @@ extension Relay {
         deciding.remove(c.id)
         c.action = action
         c.rule = rule
-        c.toServer.inspect = false
-        c.toClient.inspect = false
-        c.toServer.seen = []
-        c.toClient.seen = []
+        c.toServer.stopInspecting()
+        c.toClient.stopInspecting()
         sendToEngine(ControlRequest(command: .decide, decision: decision(c, action)))
         if action == .proxy {
             c.stage = .relaying
@@ -116,7 +113,7 @@ extension Relay {
     }
 
     /// Everything the relay wrote has been acknowledged, and it holds nothing: no byte is in
-    /// the pipes, staged, or unread in either socket.
+    /// the pipes, held unsent, or unread in either socket.
     func drained(_ c: Connection) -> Bool {
         guard c.upConnected, c.toServer.empty, c.toClient.empty else { return false }
         for fd in [c.down, c.up] where tcpsplice_inq(fd) != 0 || tcpsplice_outq(fd) != 0 { return false }

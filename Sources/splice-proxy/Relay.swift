@@ -43,13 +43,21 @@ final class Relay {
         var shutdownSent = false
         var bytes: UInt64 = 0
         /// Read through userspace rather than a pipe, so that the splice rules can look at the
-        /// first bytes (the request, the response head): what is read is kept in `seen` (up to
-        /// `maxPeekLength`) and written on from `staged` before any pipe byte.
+        /// first bytes (the request, the response head): `held` keeps every byte read so (up
+        /// to `maxPeekLength`), and its bytes from `heldSent` on are written on before any pipe
+        /// byte.
         var inspect = false
-        var seen: [UInt8] = []
-        var staged: [UInt8] = []
-        /// Nothing held by the relay in this direction (neither staged nor in a pipe).
-        var empty: Bool { staged.isEmpty && inPipe == 0 }
+        var held: [UInt8] = []
+        var heldSent = 0
+        /// Nothing held by the relay in this direction (nothing unsent, nothing in a pipe).
+        var empty: Bool { heldSent == held.count && inPipe == 0 }
+
+        /// The rules have seen what they need: later bytes go through a pipe again, and the
+        /// held ones are let go once written.
+        mutating func stopInspecting() {
+            inspect = false
+            if heldSent == held.count { held = []; heldSent = 0 }
+        }
     }
 
     struct Pipe {
@@ -411,7 +419,7 @@ final class Relay {
 
     private static func wantsToRead(_ d: Direction) -> Bool {
         if d.sourceDone || d.waitingForPipe { return false }
-        return d.inspect ? d.staged.count < maxPeekLength : d.inPipe < d.capacity
+        return d.inspect ? d.held.count < maxPeekLength : d.inPipe < d.capacity
     }
 
     func service(_ c: Connection, fd: Int32, events: UInt32) {
@@ -455,70 +463,72 @@ final class Relay {
         }
     }
 
+    /// What a read from a direction's source (or a write to its destination) of `n` bytes
+    /// means for the pump's loop: go on, wait for the socket, or a connection error. A read of
+    /// 0 is the source's FIN.
+    private enum Step { case again, wait, failed }
+    private static func step(_ n: Int, read: Bool, _ d: inout Direction) -> Step {
+        if n > 0 { return .again }
+        if n == 0 && read {
+            d.sourceDone = true
+            return .again
+        }
+        return n < 0 && (errno == EAGAIN || errno == EINTR) ? .wait : .failed
+    }
+
     /// Moves what it can; false on a connection error.
     private func pump(_ d: inout Direction, connected: Bool, connection c: Connection) -> Bool {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
         defer { if d.inPipe == 0 { releasePipe(&d) } }
-        while true {
-            if !d.staged.isEmpty {
+        pumping: while true {
+            let n: Int, read: Bool
+            if d.heldSent < d.held.count {
                 // Bytes the rules looked at go first, before any pipe byte.
                 guard connected else { break }
-                let n = d.staged.withUnsafeBytes { send(d.destination, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                n = d.held.withUnsafeBytes {
+                    send(d.destination, $0.baseAddress! + d.heldSent, $0.count - d.heldSent, Int32(MSG_NOSIGNAL))
+                }
+                read = false
                 if n > 0 {
-                    d.staged.removeFirst(n)
+                    d.heldSent += n
                     d.bytes += UInt64(n)
-                    continue
+                    if !d.inspect && d.heldSent == d.held.count { d.stopInspecting() }
                 }
-                if n < 0 && (errno == EAGAIN || errno == EINTR) { break }
-                return false
-            }
-            if d.inspect {
-                if d.sourceDone || d.seen.count >= maxPeekLength { break }
-                var chunk = [UInt8](repeating: 0, count: maxPeekLength - d.seen.count)
-                let n = chunk.withUnsafeMutableBytes { recv(d.source, $0.baseAddress, $0.count, 0) }
-                if n > 0 {
-                    d.seen.append(contentsOf: chunk[0..<n])
-                    d.staged.append(contentsOf: chunk[0..<n])
-                    continue
-                }
-                if n == 0 {
-                    d.sourceDone = true
-                    continue
-                }
-                if errno == EAGAIN || errno == EINTR { break }
-                return false
-            }
-            if d.inPipe > 0 && connected, let p = d.pipe {
+            } else if d.inspect {
+                if d.sourceDone || d.held.count >= maxPeekLength { break }
+                // Read straight into the end of `held` (at most up to maxPeekLength).
+                let start = d.held.count
+                d.held.append(contentsOf: repeatElement(0, count: maxPeekLength - start))
+                n = d.held.withUnsafeMutableBytes { recv(d.source, $0.baseAddress! + start, $0.count - start, 0) }
+                d.held.removeLast(d.held.count - start - max(0, n))
+                read = true
+            } else if d.inPipe > 0 && connected, let p = d.pipe {
                 // No SPLICE_F_MORE: it sends with MSG_MORE, which corks a short segment (a
                 // request) in the socket until a timer pushes it, ~200 ms later. The kernel
                 // sets MSG_MORE itself between the buffers of one splice.
-                let n = tcpsplice_splice(p.read, d.destination, d.inPipe, flags)
+                n = tcpsplice_splice(p.read, d.destination, d.inPipe, flags)
+                read = false
                 if n > 0 {
                     d.inPipe -= n
                     d.bytes += UInt64(n)
-                    continue
                 }
-                if n < 0 && (errno == EAGAIN || errno == EINTR) { break }
-                return false
+            } else {
+                if d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe { break }
+                if d.pipe == nil && !acquirePipe(&d) {
+                    d.waitingForPipe = true
+                    pipeWaiters.append(c.id)
+                    break
+                }
+                guard let p = d.pipe else { break }
+                n = tcpsplice_splice(d.source, p.write, p.capacity - d.inPipe, flags)
+                read = true
+                if n > 0 { d.inPipe += n }
             }
-            if d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe { break }
-            if d.pipe == nil && !acquirePipe(&d) {
-                d.waitingForPipe = true
-                pipeWaiters.append(c.id)
-                break
+            switch Relay.step(n, read: read, &d) {
+            case .again: continue pumping
+            case .wait: break pumping
+            case .failed: return false
             }
-            guard let p = d.pipe else { break }
-            let n = tcpsplice_splice(d.source, p.write, p.capacity - d.inPipe, flags)
-            if n > 0 {
-                d.inPipe += n
-                continue
-            }
-            if n == 0 {
-                d.sourceDone = true
-                continue
-            }
-            if errno == EAGAIN || errno == EINTR { break }
-            return false
         }
         if d.sourceDone && d.empty && !d.shutdownSent && connected {
             // The direction's last byte is out: pass the half-close on. Not announced: it

@@ -111,12 +111,10 @@ extension Engine {
     /// socket facing the client ("down") or the server ("up"), found by the ends' tuple.
     func fromProxySocket(_ p: TCPPacket, info: PacketInfo, scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
         let tcp = p.tcp
-        guard let (e, dir) = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
-                                          destination: p.destination, destinationPort: tcp.destinationPort),
-              table[e].mode == .resilient, let b = table.block(e) else {
-            if let (e, _) = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
-                                         destination: p.destination, destinationPort: tcp.destinationPort),
-               table[e].mode == .spliced {
+        let found = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
+                                 destination: p.destination, destinationPort: tcp.destinationPort)
+        guard let (e, dir) = found, table[e].mode == .resilient, let b = table.block(e) else {
+            if let (e, _) = found, table[e].mode == .spliced {
                 // The proxy stepped out of this flow and closes its sockets without a word;
                 // anything they still send is dropped quietly.
                 counters.resilient.proxyPacketsDropped &+= 1

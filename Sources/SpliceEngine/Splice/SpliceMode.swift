@@ -52,11 +52,12 @@ extension Engine {
     /// rule that gave it (0: its default).
     public func decide(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16,
                        action: ProxyDecision, ruleID: UInt16, now: Timestamp) -> DecideOutcome {
-        let found = resilientFlow(client: client, clientPort: clientPort, server: server, serverPort: serverPort)
-        guard case .success(let (_, b)) = found else {
+        let b: UnsafeMutablePointer<ConnectionBlock>
+        switch resilientFlow(client: client, clientPort: clientPort, server: server, serverPort: serverPort) {
+        case .success(let found): b = found.1
+        case .failure(let why):
             counters.splices.refused &+= 1
-            if case .failure(let why) = found { return .refused(why.description) }
-            return .refused("no such flow")
+            return .refused(why.description)
         }
         switch action {
         case .none, .proxy:
@@ -64,7 +65,7 @@ extension Engine {
             if b.pointee.resilient.splice == .pending {
                 b.pointee.resilient.splice = .none
                 counters.splices.cancelled &+= 1
-                reopenWindows(block: b, entry: lookupEntry(b))
+                reopenWindows(block: b, entry: b.pointee.owner)
             } else {
                 counters.splices.decidedProxy &+= 1
             }
@@ -91,11 +92,12 @@ extension Engine {
     /// passed). Spliced when every byte each end sent is acknowledged by the other end.
     public func stepOut(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16,
                         force: Bool, now: Timestamp) -> StepOutOutcome {
-        let found = resilientFlow(client: client, clientPort: clientPort, server: server, serverPort: serverPort)
-        guard case .success(let (e, b)) = found else {
+        let (e, b): (UInt32, UnsafeMutablePointer<ConnectionBlock>)
+        switch resilientFlow(client: client, clientPort: clientPort, server: server, serverPort: serverPort) {
+        case .success(let found): (e, b) = found
+        case .failure(let why):
             counters.splices.refused &+= 1
-            if case .failure(let why) = found { return .refused(why.description) }
-            return .refused("no such flow")
+            return .refused(why.description)
         }
         guard b.pointee.resilient.splice == .pending else {
             counters.splices.refused &+= 1
@@ -195,6 +197,4 @@ extension Engine {
         return true
     }
 
-    /// The entry that owns a block.
-    func lookupEntry(_ b: UnsafeMutablePointer<ConnectionBlock>) -> UInt32 { b.pointee.owner }
 }
