@@ -58,6 +58,32 @@ curl_get() {
         -H "Host: $host" "$@" "http://$SERVER_IP:$PORT$path" || fail "curl $name ($host$path) failed"
 }
 
+# First, before a full-speed download has loaded the links (its last resends could land in
+# the count): without loss, a drained splice resends nothing. Transfers paced by their sender
+# (xfer.py at 4 MiB/s: no burst overflows a queue), two downloads and two uploads of 8 MiB on
+# the transfer ports, spliced by the proxy after their first bytes: both ends' TcpRetransSegs
+# stay flat, and every splice is drained.
+splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action splice --name paced >/dev/null \
+    || fail "splicectl rules add --ports failed"
+xfers_prepare 2 2 8 p
+xfers_servers_start $((4 << 20))
+# resent: segments an end sent again, tail loss probes apart (a probe resends the last segment
+# when its ACK is late, which the resilient phase's clamp can make it before the splice;
+# Docs/resilient.md); resent_tlp: those probes.
+resent() { echo $(($(ns_counter "$1" TcpRetransSegs) - $(ns_counter "$1" TcpExtTCPLossProbes))); }
+resent_tlp() { ns_counter "$1" TcpExtTCPLossProbes; }
+retrans_c0=$(resent "$NS_C") retrans_s0=$(resent "$NS_S") tlp_c0=$(resent_tlp "$NS_C") tlp_s0=$(resent_tlp "$NS_S")
+drained0=$(status_json | json_get splices.drained)
+xfers_start "$SERVER_IP"
+xfers_wait 120
+xfers_verify
+retrans_c=$(($(resent "$NS_C") - retrans_c0)) retrans_s=$(($(resent "$NS_S") - retrans_s0))
+tlp_c=$(($(resent_tlp "$NS_C") - tlp_c0)) tlp_s=$(($(resent_tlp "$NS_S") - tlp_s0))
+drained=$(($(status_json | json_get splices.drained) - drained0))
+report "paced spliced transfers (2 down, 2 up): $drained drained splices; segments resent: client +$retrans_c, server +$retrans_s; tail loss probes: client +$tlp_c, server +$tlp_s"
+((drained == 4)) || fail "$drained of the 4 paced transfers were spliced drained"
+((retrans_c == 0 && retrans_s == 0)) || fail "a drained splice made the ends resend (client +$retrans_c, server +$retrans_s)"
+
 # The large download, alone: the router's forwarded packets against the engine's count.
 rx() { nsx "$NS_R" cat "/sys/class/net/$1/statistics/rx_packets"; }
 retrans_c0=$(ns_counter "$NS_C" TcpRetransSegs)
@@ -89,31 +115,6 @@ retrans_s=$(($(ns_counter "$NS_S" TcpRetransSegs) - retrans_s0))
 # forwarding does the same here): reported only. The check is the paced download below.
 report "retransmitted segments over the full-speed spliced download: client +$retrans_c, server +$retrans_s"
 paws_report "over the splice"
-
-# Without loss, a drained splice resends nothing: transfers paced by their sender (xfer.py at
-# 4 MiB/s: no burst overflows a queue), two downloads and two uploads of 8 MiB on the
-# transfer ports, spliced by the proxy after their first bytes: both ends' TcpRetransSegs stay
-# flat, and every splice is drained.
-splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action splice --name paced >/dev/null \
-    || fail "splicectl rules add --ports failed"
-xfers_prepare 2 2 8 p
-xfers_servers_start $((4 << 20))
-# resent: segments an end sent again, tail loss probes apart (a probe resends the last segment
-# when its ACK is late, which the resilient phase's clamp can make it before the splice;
-# Docs/resilient.md); resent_tlp: those probes.
-resent() { echo $(($(ns_counter "$1" TcpRetransSegs) - $(ns_counter "$1" TcpExtTCPLossProbes))); }
-resent_tlp() { ns_counter "$1" TcpExtTCPLossProbes; }
-retrans_c0=$(resent "$NS_C") retrans_s0=$(resent "$NS_S") tlp_c0=$(resent_tlp "$NS_C") tlp_s0=$(resent_tlp "$NS_S")
-drained0=$(status_json | json_get splices.drained)
-xfers_start "$SERVER_IP"
-xfers_wait 120
-xfers_verify
-retrans_c=$(($(resent "$NS_C") - retrans_c0)) retrans_s=$(($(resent "$NS_S") - retrans_s0))
-tlp_c=$(($(resent_tlp "$NS_C") - tlp_c0)) tlp_s=$(($(resent_tlp "$NS_S") - tlp_s0))
-drained=$(($(status_json | json_get splices.drained) - drained0))
-report "paced spliced transfers (2 down, 2 up): $drained drained splices; segments resent: client +$retrans_c, server +$retrans_s; tail loss probes: client +$tlp_c, server +$tlp_s"
-((drained == 4)) || fail "$drained of the 4 paced transfers were spliced drained"
-((retrans_c == 0 && retrans_s == 0)) || fail "a drained splice made the ends resend (client +$retrans_c, server +$retrans_s)"
 
 # What the rule does not match stays proxied.
 port_small=$(curl_get small files.example /small)
