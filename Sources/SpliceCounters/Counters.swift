@@ -96,6 +96,15 @@ public struct SpliceCounters: Codable, Sendable, Equatable {
     /// Flows the engine spliced from their SYN: their rules decided `splice` or `bypass` from
     /// addresses and port alone, so the proxy was never engaged (not counted above).
     public var decidedAtConnection: UInt64 = 0
+    /// Flows whose first bytes the engine read itself for their rules (`spliced
+    /// --request-reader engine`, the default); of those, the ones it spliced or bypassed from
+    /// the request (the proxy never engaged, not counted above), the ones it handed to the
+    /// proxy (the rule `proxy`, a rule on the response, a silent client), and the ones whose
+    /// first bytes came after the rules' timeout (the default action).
+    public var requestsRead: UInt64 = 0
+    public var decidedAtRequest: UInt64 = 0
+    public var requestsToProxy: UInt64 = 0
+    public var requestsLate: UInt64 = 0
     /// Decisions refused: the flow unknown, or no longer resilient (its proxy's failover, a
     /// reset), or not yet established.
     public var refused: UInt64 = 0

@@ -144,6 +144,7 @@ struct Status: ParsableCommand {
         if let x = s.splices {
             print("splices: decided proxy \(x.decidedProxy), splice \(x.decidedSplice), bypass \(x.decidedBypass), refused \(x.refused); "
                   + "spliced by the engine at the SYN \(x.decidedAtConnection); "
+                  + "requests read by the engine \(x.requestsRead): spliced from the request \(x.decidedAtRequest), to the proxy \(x.requestsToProxy), late \(x.requestsLate); "
                   + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained); "
                   + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)")
         }

@@ -576,9 +576,10 @@ struct SpliceModeTests {
         #expect(s?.proxyID == 0)
     }
 
-    @Test("a rule that needs the first bytes before it: the proxy is engaged as before")
+    @Test("a rule that needs the first bytes before it, read by the proxy: the proxy is engaged as before")
     func notAtOnceWhenBytesNeeded() {
         let h = ResilientHarness()
+        h.engine.requestReader = .proxy
         h.engine.rules = RuleSet(rules: [SpliceRule(id: 1, match: RuleMatch(host: "a.example"), action: .proxy),
                                          SpliceRule(id: 2, match: RuleMatch(ports: [80]), action: .bypass)])
         h.synAndSynAck()

@@ -60,7 +60,7 @@ extension Engine {
             table[e].reason = .replayFailed
             return .accept
         }
-        if r.phase != .synToProxy { r.replayedAt = now.deciseconds }
+        if r.phase != .synToProxy { r.phaseSince = now.deciseconds }
         r.phase = .synToProxy
         b.pointee.resilient = r
         counters.resilient.handshakeReplays &+= 1
@@ -73,7 +73,7 @@ extension Engine {
     /// sends them again). True when the flow was moved.
     func abandonReplayIfLate(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, now: Timestamp) -> Bool {
         guard b.pointee.resilient.phase == .synToProxy,
-              now.deciseconds &- b.pointee.resilient.replayedAt >= replayPatience.deciseconds else { return false }
+              now.deciseconds &- b.pointee.resilient.phaseSince >= replayPatience.deciseconds else { return false }
         discardPending(entry: e, block: b)
         table[e].mode = .bypass
         table[e].reason = .proxyNoAnswer

@@ -11,6 +11,7 @@ import SpliceWire
 //   ResilientMode.swift    this file: where the engine hands a resilient flow's packets over
 //   ResilientState.swift   what the connection block keeps for the mode
 //   HandshakeReplay.swift  the client proven by its ACK, the SYN replayed to the proxy
+//   (../Splice/RequestDecision.swift  or first its request read by the engine, for the rules)
 //   EarlyData.swift        the client's packets that came before the proxy's socket was up
 //   ProxySockets.swift     the proxy's two sockets: their handshakes, then their data
 //   Translation.swift      sequence, acknowledgement, window, timestamp and SACK rewriting
@@ -45,6 +46,9 @@ extension Engine {
                     // once the client's ACK shows the client exists.
                     learnServerSynAck(p.tcp, block: b)
                     return .accept
+                case .awaitingRequest:
+                    // The server, still waiting for the client's ACK the engine holds, tries again.
+                    return serverRetryAwaitingRequest(entry: e, block: b, scratch: scratch, now: now)
                 case .synToProxy:
                     // The proxy has not answered the SYN it was given (lost on the way, its
                     // queue full): the server's retry sends it again.
@@ -83,9 +87,18 @@ extension Engine {
                 guard flags.contains(.ack), tcp.acknowledgmentNumber == b.pointee.ends.reply.isn + 1 else { return .drop }
                 b.pointee.resilient.clientAckWindow = tcp.window
                 b.pointee.resilient.clientAckTSval = timestampsOption(tcp)?.value ?? 0
-                if tcp.payloadLength > 0 || flags.contains(.fin) { holdForProxy(p, entry: e, block: b, now: now) }
                 counters.resilient.clientsValidated &+= 1
+                if b.pointee.resilient.readsRequest {
+                    // The engine reads the request itself (Splice/RequestDecision.swift).
+                    b.pointee.resilient.phase = .awaitingRequest
+                    b.pointee.resilient.phaseSince = now.deciseconds
+                    counters.splices.requestsRead &+= 1
+                    return fromClientAwaitingRequest(p, entry: e, block: b, scratch: scratch, now: now)
+                }
+                if tcp.payloadLength > 0 || flags.contains(.fin) { holdForProxy(p, entry: e, block: b, now: now) }
                 return replaySynToProxy(entry: e, block: b, scratch: scratch, now: now)
+            case .awaitingRequest:
+                return fromClientAwaitingRequest(p, entry: e, block: b, scratch: scratch, now: now)
             case .synToProxy:
                 // The proxy's socket is not up yet: data waits for it. A pure ACK is the client
                 // saying its handshake again (its data unanswered): the SYN may have been lost, so

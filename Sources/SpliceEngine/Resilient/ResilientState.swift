@@ -19,6 +19,13 @@ public struct ResilientState: Sendable {
         /// the proof that the client exists (a spoofed SYN never gets this far, so a flood
         /// never reaches the proxy: SYNPROXY's rule).
         case serverSynAck
+        /// The client's ACK came, and the flow's rules need its first bytes, which the engine
+        /// reads itself (`Engine.requestDecisions`, Splice/RequestDecision.swift): the ACK and
+        /// the bytes are held, the server waits in SYN-RECEIVED, until the rules decide:
+        /// `splice` or `bypass` let the held packets go on to the server and the flow is
+        /// spliced without the proxy; `proxy` (or a rule on the response) replays the handshake
+        /// to the proxy as at `synToProxy`, with the bytes held for its socket.
+        case awaitingRequest
         /// The client's ACK was turned into a SYN to the proxy (client's ISN, the options both
         /// ends negotiated); the client's data is held until the proxy's socket is up.
         case synToProxy
@@ -35,6 +42,7 @@ public struct ResilientState: Sendable {
             case .none: return "none"
             case .clientSyn: return "client-syn"
             case .serverSynAck: return "server-synack"
+            case .awaitingRequest: return "awaiting-request"
             case .synToProxy: return "syn-to-proxy"
             case .downEstablished: return "down-established"
             case .upstreamAnswered: return "upstream-answered"
@@ -61,8 +69,13 @@ public struct ResilientState: Sendable {
     public var clientAckWindow: UInt16 = 0
     /// The client's packets held while the proxy's socket was not yet up (`PendingPackets`).
     public var pendingToProxy: UInt8 = 0
-    /// When the handshake was first replayed to the proxy (deciseconds).
-    public var replayedAt: UInt32 = 0
+    /// When the current phase began (deciseconds): for `awaitingRequest`, when the client's
+    /// handshake ACK came (its first bytes are awaited from then on); for `synToProxy`, when the
+    /// handshake was first replayed to the proxy.
+    public var phaseSince: UInt32 = 0
+    /// The flow's rules need the client's first bytes and the engine reads them itself: its
+    /// handshake ACK starts `awaitingRequest` instead of the replay.
+    public var readsRequest = false
 
     /// The proxy's two sockets, each under the direction it speaks in: `.reply` is the socket
     /// facing the client ("down": it speaks as the server), `.original` the one facing the
