@@ -13,7 +13,11 @@
 #   resil-ha      the resilient path with an unmodified HAProxy as the transparent
 #                 proxy (Docs/resilient.md), watched by spliced through its pidfile
 #   spliced       the splice path (Docs/splicing.md): as resil-sp, with the splice
-#                 rule "GET -> splice": splice-proxy reads each request and steps out
+#                 rule "GET -> splice", the engine reading each request (the default
+#                 request reader): every connection is spliced from its request, the
+#                 proxy never engaged
+#   spliced-px    the same with the proxy reading each request (request reader
+#                 `proxy`): splice-proxy reads it, decides and steps out
 #
 # wrk (Debian's) in the client, nginx (Debian's) in the server serving a 1 KiB
 # file; every request on a new connection (wrk -H 'Connection: close', nginx
@@ -53,7 +57,7 @@
 #   --json FILE        also write the summary JSON to FILE (it is always the last
 #                      line of stdout)
 #   --no-setup         do not run Scripts/setup.sh
-#   --cases LIST       only these cases, comma-separated (default: all six)
+#   --cases LIST       only these cases, comma-separated (default: all seven)
 #   (as root; ~5 x SECONDS plus ~30 s, plus ~60 s of settling before resil-ha)
 set -euo pipefail
 
@@ -92,8 +96,8 @@ while [[ $# -gt 0 ]]; do
             SETTLE=$2; shift 2 ;;
         --no-setup) SETUP=0; shift ;;
         --cases)
-            [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|resil-sp|resil-ha|spliced)(,(plain|bypass|haproxy|resil-sp|resil-ha|spliced))*$ ]] \
-                || die "--cases needs a comma-separated list of plain, bypass, haproxy, resil-sp, resil-ha, spliced"
+            [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|resil-sp|resil-ha|spliced|spliced-px)(,(plain|bypass|haproxy|resil-sp|resil-ha|spliced|spliced-px))*$ ]] \
+                || die "--cases needs a comma-separated list of plain, bypass, haproxy, resil-sp, resil-ha, spliced, spliced-px"
             ONLY=$2; shift 2 ;;
         -h|--help) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -127,7 +131,7 @@ export TCPSPLICE_STATE_DIR="$TEST_TMP/rules-state"
 
 PORT=80
 FILE_BYTES=1024
-CASES=(plain bypass haproxy resil-sp resil-ha spliced)
+CASES=(plain bypass haproxy resil-sp resil-ha spliced spliced-px)
 [[ -z "$ONLY" ]] || IFS=, read -r -a CASES <<<"$ONLY"
 declare -A NOTES=()     # case -> notes, one per line
 note_case() {
@@ -273,7 +277,8 @@ s = {
 }
 spl = d.get("splices") or {}
 for k, v in (("decided", "decidedSplice"), ("drained", "drained"), ("fell_back", "fellBack"), ("cancelled", "cancelled"),
-             ("refused", "refused"), ("asked_to_wait", "notYetDrained")):
+             ("refused", "refused"), ("asked_to_wait", "notYetDrained"), ("requests_read", "requestsRead"),
+             ("spliced_from_request", "decidedAtRequest"), ("requests_to_proxy", "requestsToProxy")):
     if v in spl:
         s["splices_" + k] = spl[v]
 json.dump(s, open(out_path, "w"))
@@ -287,6 +292,13 @@ if overruns:
 if s["flows_table_full"]:
     print("PROBLEM %d flows let through untracked (table full)" % s["flows_table_full"])
 if mode == "spliced":
+    # The engine reads every request (GET -> splice) and splices it: the proxy never engaged.
+    spliced = spl.get("decidedAtRequest") or 0
+    if spliced + 256 < (s["resilient_flows"] or 0):
+        print("PROBLEM only %d of %s connections were spliced by the engine from their request" % (spliced, s["resilient_flows"]))
+    if spl.get("decidedSplice"):
+        print("PROBLEM the proxy decided %d connections the engine should have spliced" % spl["decidedSplice"])
+if mode == "spliced-px":
     # Every connection through the proxy is decided (GET -> splice), and every splice ends:
     # spliced (drained or by fallback), or cancelled (the short answer and both FINs went
     # through the proxy before the splice drained).
@@ -367,7 +379,7 @@ bg_kill splice-proxy TERM || true
 bg_kill spliced-rsp TERM || log "spliced exited with status $? on SIGTERM"
 fi
 
-# --- 5. the splice path: splice-proxy reads each request, splices, steps out ------------------
+# --- 5. the splice path: the engine reads each request and splices it -----------------------
 if wanted spliced; then
 SPLICED_BG=spliced-spl spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
 proxy_start splice-proxy-spl --no-ipv6
@@ -378,6 +390,20 @@ alive_after spliced splice-proxy-spl
 spliced_after spliced spliced
 bg_kill splice-proxy-spl TERM || true
 bg_kill spliced-spl TERM || log "spliced exited with status $? on SIGTERM"
+fi
+
+# --- 5b. the splice path with the proxy reading each request --------------------------------
+if wanted spliced-px; then
+SPLICED_BG=spliced-spx spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+proxy_start splice-proxy-spx --no-ipv6
+splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default failed"
+splicectl rules add --method GET --action splice >/dev/null || fail "splicectl rules add failed"
+run_case spliced-px "$SERVER_IP"
+alive_after spliced-px spliced-spx
+alive_after spliced-px splice-proxy-spx
+spliced_after spliced-px spliced-px
+bg_kill splice-proxy-spx TERM || true
+bg_kill spliced-spx TERM || log "spliced exited with status $? on SIGTERM"
 fi
 
 # --- 6. resilient path, HAProxy as the transparent proxy ------------------------------------
@@ -429,7 +455,7 @@ def ratio(a, b):
     return round(a / b, 3) if a and b else None
 for c in cases:
     c["vs_plain"] = ratio(c.get("rps"), by.get("plain", {}).get("rps"))
-    if c["case"].startswith("resil-") or c["case"] == "spliced":
+    if c["case"].startswith("resil-") or c["case"].startswith("spliced"):
         c["vs_haproxy"] = ratio(c.get("rps"), by.get("haproxy", {}).get("rps"))
 def f(v, fmt):
     return fmt % v if v is not None else "n/a"
@@ -439,7 +465,7 @@ for c in cases:
     e = c.get("errors") or {}
     errs = "/".join(str(e.get(k, "?")) for k in ("connect", "read", "write", "timeout"))
     print(row % (c["case"], f(c.get("rps"), "%.0f"), f(c.get("vs_plain"), "%.2f"),
-                 f(c.get("vs_haproxy"), "%.2f") if c["case"].startswith("resil-") else "",
+                 f(c.get("vs_haproxy"), "%.2f") if "vs_haproxy" in c else "",
                  f(c.get("p50_ms"), "%.2f"), f(c.get("p99_ms"), "%.2f"), errs,
                  c.get("non_2xx_3xx", "n/a"), "none" if c["ok"] else "%d (see below)" % len(c["problems"])))
 for c in cases:

@@ -23,11 +23,14 @@
 #   http-plain     kernel forwarding, no rules
 #   http-haproxy   HAProxy alone, mode http, non-transparent (the L7 reference)
 #   http-resil     the resilient path, splice-proxy relaying the whole download
-#   http-spliced   the splice path: the rule "GET -> splice", splice-proxy reads
-#                  the request and steps out (Docs/splicing.md); checked spliced
+#   http-spliced   the splice path: the rule "GET -> splice", the engine reads
+#                  the request and splices the flow (Docs/splicing.md); checked
+#                  spliced from the request
+#   http-spliced-px  the same, splice-proxy reading the request (request reader
+#                  `proxy`) and stepping out; checked spliced
 #
 # and the connection rate of short requests (Scripts/bench-connrate.sh --cases
-# plain,haproxy,resil-sp,spliced: wrk, a new connection per request).
+# plain,haproxy,resil-sp,spliced,spliced-px: wrk, a new connection per request).
 #
 # Usage: Scripts/bench-throughput.sh [--time SECONDS] [--http-mib MIB] [--no-build]
 #        [--no-setup] [--no-connrate]
@@ -228,11 +231,17 @@ if have_tcpsplice; then
     proxy_start splice-proxy-http --no-ipv6
     http_case http-resil "http://$SERVER_IP:$HTTP_PORT/big"
     splicectl rules add --method GET --action splice >/dev/null || fail "splicectl rules add failed"
-    d0=$(status_json | json_get splices.drained)
+    d0=$(status_json | json_get splices.decidedAtRequest)
     http_case http-spliced "http://$SERVER_IP:$HTTP_PORT/big"
+    d1=$(status_json | json_get splices.decidedAtRequest)
+    ((d1 - d0 >= 4)) || NOTES+=("http-spliced: only $((d1 - d0)) of the 4 downloads were spliced by the engine from the request")
+    log "http-spliced: $((d1 - d0)) downloads spliced by the engine from the request"
+    splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default failed"
+    d0=$(status_json | json_get splices.drained)
+    http_case http-spliced-px "http://$SERVER_IP:$HTTP_PORT/big"
     d1=$(status_json | json_get splices.drained)
-    ((d1 - d0 >= 4)) || NOTES+=("http-spliced: only $((d1 - d0)) of the 4 downloads were spliced drained")
-    log "http-spliced: $((d1 - d0)) downloads spliced drained; status.splices $(status_json | json_get splices)"
+    ((d1 - d0 >= 4)) || NOTES+=("http-spliced-px: only $((d1 - d0)) of the 4 downloads were spliced drained by the proxy")
+    log "http-spliced-px: $((d1 - d0)) downloads spliced drained by the proxy; status.splices $(status_json | json_get splices)"
     RSS[splice-proxy-http]=$(vmhwm "$(bg_pid splice-proxy-http)")
     bg_kill splice-proxy-http TERM || true
     bg_kill spliced-http TERM || true
@@ -262,13 +271,13 @@ python3 - "$HTTP_RESULTS" <<'PYREPORT'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 bps = {c: float(b) for c, b, _ in rows if b != "n/a"}
-print("%-13s %10s %10s %12s  %s" % ("path", "Gbit/s", "vs plain", "vs haproxy", ""))
+print("%-16s %10s %10s %12s  %s" % ("path", "Gbit/s", "vs plain", "vs haproxy", ""))
 for c, b, note in rows:
     if b == "n/a":
-        print("%-13s %10s %10s %12s  %s" % (c, "n/a", "", "", note))
+        print("%-16s %10s %10s %12s  %s" % (c, "n/a", "", "", note))
         continue
     r = lambda k: "%.2f" % (float(b) / bps[k]) if bps.get(k) else "-"
-    print("%-13s %10.2f %10s %12s  %s" % (c, float(b) / 1e9, r("http-plain"), r("http-haproxy"), note))
+    print("%-16s %10.2f %10s %12s  %s" % (c, float(b) / 1e9, r("http-plain"), r("http-haproxy"), note))
 PYREPORT
 echo
 echo "peak RSS (VmHWM, KiB):"
@@ -287,7 +296,7 @@ status=0
 if ((CONNRATE)); then
     # The connection rate of short requests, in the same run (its own topology).
     echo
-    "$SCRIPT_DIR/bench-connrate.sh" --no-setup --bin "$TCPSPLICE_BIN" --cases plain,haproxy,resil-sp,spliced --time "$DURATION" \
+    "$SCRIPT_DIR/bench-connrate.sh" --no-setup --bin "$TCPSPLICE_BIN" --cases plain,haproxy,resil-sp,spliced,spliced-px --time "$DURATION" \
         || status=1
 fi
 exit "$status"

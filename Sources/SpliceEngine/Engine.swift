@@ -38,10 +38,6 @@ public final class Engine: @unchecked Sendable {
     /// policy claims but whose rules decide `splice` or `bypass` from its addresses and port
     /// alone never reaches the proxy (Splice/SpliceMode.swift, `spliceAtOnce`).
     public var rules = RuleSet.empty
-    /// Who reads the client's first bytes when the rules need them: the engine itself, so that
-    /// a flow its request rules splice never engages the proxy (Splice/RequestDecision.swift),
-    /// or the proxy, after the replay.
-    public var requestReader = RequestReader.engine
     /// The marks shared with the rules.
     public var marks = SpliceMarks()
     /// Where built packets go (released ACKs, replayed SYN-ACKs, held FIN/RST).

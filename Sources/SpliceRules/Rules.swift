@@ -136,14 +136,26 @@ public struct SpliceRule: Codable, Sendable, Equatable {
 
 /// The proxy's rules: an ordered list, where the first rule that matches decides, and what to
 /// do when none does.
+/// Who reads a connection's first bytes for the rules that need them.
+public enum RequestReader: String, Codable, Sendable, CaseIterable {
+    /// The engine, from its queue, before the proxy is engaged: a connection its request rules
+    /// splice or bypass never reaches the proxy (the default).
+    case engine
+    /// The proxy, after the handshake was replayed to it: it reads the request, decides, and
+    /// steps out of the connections it splices (PENDING, drained, TCP_REPAIR).
+    case proxy
+}
+
 public struct RuleSet: Codable, Sendable, Equatable {
     /// The rules in order; see `decide(connection:request:)` for how they are walked.
     public var rules: [SpliceRule]
     /// The action when no rule matches, when the client's first bytes do not come in time, or
     /// when they cannot be parsed.
     public var defaultAction: RuleAction
-    /// How long the proxy waits for the client's first bytes (10...600000).
+    /// How long the client's first bytes are awaited (10...600000).
     public var firstBytesTimeoutMilliseconds: Int
+    /// Who reads them. The rules on the response are always applied by the proxy.
+    public var requestReader: RequestReader
     /// Bumped by the daemon at every change.
     public var version: Int
 
@@ -153,17 +165,18 @@ public struct RuleSet: Codable, Sendable, Equatable {
     public static let timeoutRange = 10...600_000
 
     public init(rules: [SpliceRule] = [], defaultAction: RuleAction = .proxy,
-                firstBytesTimeoutMilliseconds: Int = 2000, version: Int = 0) {
+                firstBytesTimeoutMilliseconds: Int = 2000, requestReader: RequestReader = .engine, version: Int = 0) {
         self.rules = rules
         self.defaultAction = defaultAction
         self.firstBytesTimeoutMilliseconds = firstBytesTimeoutMilliseconds
+        self.requestReader = requestReader
         self.version = version
     }
 
     /// No rules: every connection takes the default action, `proxy`.
     public static let empty = RuleSet()
 
-    private enum CodingKeys: String, CodingKey { case rules, defaultAction, firstBytesTimeoutMilliseconds, version }
+    private enum CodingKeys: String, CodingKey { case rules, defaultAction, firstBytesTimeoutMilliseconds, requestReader, version }
 
     /// Decodes a rule set; every field may be left out and then takes its default.
     public init(from decoder: any Decoder) throws {
@@ -171,6 +184,7 @@ public struct RuleSet: Codable, Sendable, Equatable {
         rules = try c.decodeIfPresent([SpliceRule].self, forKey: .rules) ?? []
         defaultAction = try c.decodeIfPresent(RuleAction.self, forKey: .defaultAction) ?? .proxy
         firstBytesTimeoutMilliseconds = try c.decodeIfPresent(Int.self, forKey: .firstBytesTimeoutMilliseconds) ?? 2000
+        requestReader = try c.decodeIfPresent(RequestReader.self, forKey: .requestReader) ?? .engine
         version = try c.decodeIfPresent(Int.self, forKey: .version) ?? 0
     }
 

@@ -47,6 +47,7 @@ struct Rules: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Response Content-Length above this many bytes.") var contentLengthAbove: Int?
     @Option(name: .long, help: "Response Content-Type prefix, e.g. video/.") var contentType: String?
     @Option(name: .long, parsing: .unconditional, help: "With `default`: how long to wait for the client's first bytes.") var firstBytesTimeoutMs: Int?
+    @Option(name: .long, help: ArgumentHelp("With `default`: who reads the client's first bytes for the rules that need them: the engine (before the proxy is engaged) or the proxy (after the handshake is replayed to it).", valueName: "engine|proxy")) var requestReader: String?
 
     func validate() throws {
         guard ["list", "add", "remove", "move", "default", "load"].contains(operation) else {
@@ -68,11 +69,17 @@ struct Rules: ParsableCommand {
         if operation != "default" && firstBytesTimeoutMs != nil {
             throw ValidationError("--first-bytes-timeout-ms belongs to `rules default`")
         }
+        if operation != "default" && requestReader != nil {
+            throw ValidationError("--request-reader belongs to `rules default`")
+        }
         if operation == "default" {
-            guard action != nil || firstBytesTimeoutMs != nil else {
-                throw ValidationError("rules default needs --action and/or --first-bytes-timeout-ms")
+            guard action != nil || firstBytesTimeoutMs != nil || requestReader != nil else {
+                throw ValidationError("rules default needs --action, --first-bytes-timeout-ms and/or --request-reader")
             }
             if let action { _ = try parsedAction(action) }
+            if let r = requestReader, RequestReader(rawValue: r) == nil {
+                throw ValidationError("--request-reader '\(r)' is not one of engine, proxy")
+            }
             if let t = firstBytesTimeoutMs, !RuleSet.timeoutRange.contains(t) {
                 throw ValidationError("--first-bytes-timeout-ms \(t) is out of range (10-600000)")
             }
@@ -140,6 +147,7 @@ struct Rules: ParsableCommand {
             var set = try options.request(.rules).rules ?? .empty
             if let action { set.defaultAction = try parsedAction(action) }
             if let t = firstBytesTimeoutMs { set.firstBytesTimeoutMilliseconds = t }
+            if let r = requestReader.flatMap(RequestReader.init(rawValue:)) { set.requestReader = r }
             request = ControlRequest(command: .setRules, rules: set)
         case "load":
             let path = operands[0]
@@ -161,6 +169,6 @@ struct Rules: ParsableCommand {
         let set = try options.request(request).rules ?? .empty
         if options.json { return try printJSON(set) }
         for r in set.rules { print(r.describe()) }
-        print("default: \(set.defaultAction.rawValue) (first bytes awaited \(set.firstBytesTimeoutMilliseconds) ms); version \(set.version)")
+        print("default: \(set.defaultAction.rawValue) (first bytes awaited \(set.firstBytesTimeoutMilliseconds) ms, read by the \(set.requestReader.rawValue)); version \(set.version)")
     }
 }

@@ -38,7 +38,6 @@ final class Daemon: @unchecked Sendable {
         core.marks = configuration.marks
         core.holdGrace = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.holdGraceMilliseconds / 100)))
         core.replayPatience = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.replayPatienceMilliseconds / 100)))
-        core.requestReader = configuration.requestReader
         injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local,
                                       spliceMark: configuration.marks.spliced)
         core.injector = injector

@@ -31,7 +31,6 @@ struct DaemonConfiguration: Sendable {
     var heartbeatTimeoutMilliseconds: Int
     var replayPatienceMilliseconds: Int
     var rules: RuleSet
-    var requestReader: RequestReader
 }
 
 @main
@@ -132,9 +131,6 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds a handshake replayed to the proxy may go unanswered before its flow goes on alone (bypass, proxy-no-answer).")
     var replayPatienceMs: Int = 3000
 
-    @Option(name: .long, help: ArgumentHelp("Who reads a connection's first bytes when the rules need them: the engine, from the queue, before the proxy is engaged (a flow its request rules splice never reaches the proxy), or the proxy, after the handshake is replayed to it (Docs/splicing.md).", valueName: "engine|proxy"))
-    var requestReader: String = RequestReader.engine.rawValue
-
     func validate() throws {
         _ = try parsedProxyQueues(queues: try parsedQueues())
         guard maxFlows >= 1 && maxFlows <= 100_000_000 else {
@@ -162,9 +158,6 @@ struct SplicedCommand: ParsableCommand {
         }
         guard replayPatienceMs >= 500 && replayPatienceMs <= 60_000 else {
             throw ValidationError("--replay-patience-ms must be between 500 and 60000, not \(replayPatienceMs)")
-        }
-        guard RequestReader(rawValue: requestReader) != nil else {
-            throw ValidationError("--request-reader must be engine or proxy, not '\(requestReader)'")
         }
     }
 
@@ -275,8 +268,7 @@ struct SplicedCommand: ParsableCommand {
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,
                                          holdGraceMilliseconds: holdGraceMs,
                                          heartbeatTimeoutMilliseconds: heartbeatTimeoutMs,
-                                         replayPatienceMilliseconds: replayPatienceMs, rules: try parsedRules(),
-                                         requestReader: RequestReader(rawValue: requestReader) ?? .engine)
+                                         replayPatienceMilliseconds: replayPatienceMs, rules: try parsedRules())
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)

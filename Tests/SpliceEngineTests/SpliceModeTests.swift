@@ -579,9 +579,9 @@ struct SpliceModeTests {
     @Test("a rule that needs the first bytes before it, read by the proxy: the proxy is engaged as before")
     func notAtOnceWhenBytesNeeded() {
         let h = ResilientHarness()
-        h.engine.requestReader = .proxy
         h.engine.rules = RuleSet(rules: [SpliceRule(id: 1, match: RuleMatch(host: "a.example"), action: .proxy),
-                                         SpliceRule(id: 2, match: RuleMatch(ports: [80]), action: .bypass)])
+                                         SpliceRule(id: 2, match: RuleMatch(ports: [80]), action: .bypass)],
+                                 requestReader: .proxy)
         h.synAndSynAck()
         h.clientAckBecomesSyn()
         #expect(h.engine.counters.splices.decidedAtConnection == 0)

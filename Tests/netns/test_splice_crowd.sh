@@ -6,10 +6,13 @@
 # CROWD_N (2,000) connections at once, each downloading it once (Connection: close), and
 # checks every body's SHA-256. In one run, one after the other:
 #   1  bypass: the rules and spliced, no proxy registered (the reference for the time)
-#   2  spliced: splice-proxy registered with the rule "GET -> splice": it reads each request,
-#      decides, and steps out; every connection is counted decided (splice) and spliced
+#   2  spliced: splice-proxy registered with the rule "GET -> splice", the engine reading each
+#      request (the default): every connection is spliced from its request by the engine,
+#      the proxy never engaged
+#   3  spliced-proxy: the same rule, the proxy reading each request (request reader `proxy`):
+#      it decides and steps out; every connection is counted decided (splice) and spliced
 #      (drained, or fallen back: its sender resends what the proxy held; both lose nothing)
-#   3  resilient: the same proxy with the rule removed (default: proxy), for comparison
+#   4  resilient: the same proxy with the rule removed (default: proxy), for comparison
 # The times are printed side by side with their ratio to bypass, and the packets the engine
 # saw per download, never asserted.
 # shellcheck source=Tests/netns/lib.sh
@@ -42,11 +45,20 @@ splicectl rules add --method GET --action splice --name gets >/dev/null || fail 
 s0=$(splices)
 crowd spliced
 s1=$(splices)
+d() { echo $(($(json_get "$1" <<<"$s1") - $(json_get "$1" <<<"$s0"))); }
+at_request=$(d decidedAtRequest) read=$(d requestsRead) to_proxy=$(d requestsToProxy)
+report "spliced crowd, the engine reading: $read requests read, $at_request spliced from the request, $to_proxy handed to the proxy, $(d decidedSplice) decided by the proxy"
+((at_request == N)) || fail "$at_request of $N connections were spliced by the engine from their request (to the proxy: $to_proxy)"
+(($(d decidedSplice) == 0)) || fail "the proxy decided $(d decidedSplice) connections the engine should have spliced"
+
+splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default --request-reader proxy failed"
+s0=$(splices)
+crowd spliced-proxy
+s1=$(splices)
 log "status.splices before: $s0"
 log "status.splices after:  $s1"
-d() { echo $(($(json_get "$1" <<<"$s1") - $(json_get "$1" <<<"$s0"))); }
 decided=$(d decidedSplice) drained=$(d drained) fell=$(d fellBack) failed=$(d failed) cancelled=$(d cancelled) refused=$(d refused)
-report "spliced crowd: $decided decided splice, $drained spliced drained, $fell fell back, $cancelled cancelled (ended first), $failed failed, $refused refused"
+report "spliced crowd, the proxy reading: $decided decided splice, $drained spliced drained, $fell fell back, $cancelled cancelled (ended first), $failed failed, $refused refused"
 ((decided == N)) || fail "$decided of $N connections were decided splice by the rule"
 ((drained + fell + cancelled == N)) || fail "only $((drained + fell + cancelled)) of $N splices ended (drained $drained, fell back $fell, cancelled $cancelled)"
 ((drained + fell >= N * 9 / 10)) || fail "only $((drained + fell)) of $N connections were spliced"
@@ -56,7 +68,7 @@ splicectl rules remove "$rule" >/dev/null || fail "splicectl rules remove failed
 crowd resilient
 
 b=$(crowd_field bypass seconds)
-for run in bypass spliced resilient; do
+for run in bypass spliced spliced-proxy resilient; do
     s=$(crowd_field "$run" seconds)
     report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(awk -v s="$s" -v b="$b" 'BEGIN { printf "%.2f", s / b }')x bypass), first byte $(crowd_field "$run" first_byte_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download"
 done

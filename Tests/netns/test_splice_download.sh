@@ -6,15 +6,18 @@
 # nginx (Debian's) in the server, curl in the client. Rules, set with splicectl while nothing
 # runs: Host files.example and a path under /big/ -> splice; everything else -> proxy (the
 # default). Then:
-#   - curl downloads /big/file (SPLICE_MIB, default 1024 MiB) with Host files.example: its
-#     SHA-256 equals the file's; `splicectl flows` lists the flow spliced, by that rule,
-#     drained; of the packets the router forwarded for it, the engine saw well under 1%
-#     (after the splice only its FIN and the one that set the conntrack mark); no PAWS drop.
 #   - transfers paced by their sender (no loss: at full speed the veth queues here overflow,
-#     spliced or not), two downloads and two uploads spliced by a rule on their ports: all
-#     byte-exact and drained, and neither end resends anything (TcpRetransSegs less
-#     TcpExtTCPLossProbes flat at both ends: a drained splice resends nothing; the tail loss
-#     probes that the resilient phase's ACK clamp can cause before the splice are reported).
+#     spliced or not), two downloads and two uploads spliced by the proxy (request reader
+#     `proxy`) by a rule on their ports: all byte-exact and drained, and neither end resends
+#     anything (TcpRetransSegs less TcpExtTCPLossProbes flat at both ends: a drained splice
+#     resends nothing; the tail loss probes that the resilient phase's ACK clamp can cause
+#     before the splice are reported).
+#   - curl downloads /big/file (SPLICE_MIB, default 1024 MiB) with Host files.example, twice:
+#     the proxy reading the request and stepping out, then the engine reading it (the default:
+#     the proxy never engaged). Each time its SHA-256 equals the file's; `splicectl flows`
+#     lists the flow spliced, by that rule, drained; of the packets the router forwarded for
+#     it, the engine saw well under 1% (after the splice only its FIN and the one that set the
+#     conntrack mark); no PAWS drop.
 #   - curl fetches /small with Host files.example (path does not match) and /big/file's
 #     first MiB with Host other.example (host does not match): both proxied (decision proxy,
 #     rule default), both byte-exact.
@@ -63,6 +66,7 @@ curl_get() {
 # (xfer.py at 4 MiB/s: no burst overflows a queue), two downloads and two uploads of 8 MiB on
 # the transfer ports, spliced by the proxy after their first bytes: both ends' TcpRetransSegs
 # stay flat, and every splice is drained.
+splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default --request-reader proxy failed"
 splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action splice --name paced >/dev/null \
     || fail "splicectl rules add --ports failed"
 xfers_prepare 2 2 8 p
@@ -84,37 +88,48 @@ report "paced spliced transfers (2 down, 2 up): $drained drained splices; segmen
 ((drained == 4)) || fail "$drained of the 4 paced transfers were spliced drained"
 ((retrans_c == 0 && retrans_s == 0)) || fail "a drained splice made the ends resend (client +$retrans_c, server +$retrans_s)"
 
-# The large download, alone: the router's forwarded packets against the engine's count.
+# The large download, alone, read by the proxy then by the engine: the router's forwarded
+# packets against the engine's count.
 rx() { nsx "$NS_R" cat "/sys/class/net/$1/statistics/rx_packets"; }
-retrans_c0=$(ns_counter "$NS_C" TcpRetransSegs)
-retrans_s0=$(ns_counter "$NS_S" TcpRetransSegs)
-paws_baseline
-fwd0=$(($(rx rc0) + $(rx rs0)))
-t0=$(date +%s.%N)
-port=$(curl_get big files.example /big/file)
-t1=$(date +%s.%N)
-fwd=$(($(rx rc0) + $(rx rs0) - fwd0))
-got=$(sha256_of "$TEST_TMP/big.body")
-[[ "$got" == "$want_big" ]] || fail "the spliced download differs: sha256 $got, want $want_big"
-log "$MIB MiB spliced download byte-exact in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s (client port $port)"
+big_download() {
+    local reader=$1 retrans_c0 retrans_s0 fwd0 t0 t1 fwd got port flow seen after k v retrans_c retrans_s
+    splicectl rules default --request-reader "$reader" >/dev/null || fail "splicectl rules default --request-reader $reader failed"
+    rm -f "$TEST_TMP/big.body"
+    retrans_c0=$(ns_counter "$NS_C" TcpRetransSegs)
+    retrans_s0=$(ns_counter "$NS_S" TcpRetransSegs)
+    paws_baseline
+    fwd0=$(($(rx rc0) + $(rx rs0)))
+    t0=$(date +%s.%N)
+    port=$(curl_get big files.example /big/file)
+    t1=$(date +%s.%N)
+    fwd=$(($(rx rc0) + $(rx rs0) - fwd0))
+    got=$(sha256_of "$TEST_TMP/big.body")
+    [[ "$got" == "$want_big" ]] || fail "the download spliced by the $reader differs: sha256 $got, want $want_big"
+    log "$MIB MiB download spliced by the $reader byte-exact in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s (client port $port)"
 
-flow=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$SERVER_IP" --dport "$PORT" --sport "$port")
-log "its flow: $flow"
-for kv in "mode=spliced" "decision=splice" "rule=$big_rule" "splice=spliced" "spliceOutcome=drained" "reason=rule-splice"; do
-    k=${kv%%=*} v=${kv#*=}
-    [[ "$(json_get "$k" <<<"$flow")" == "$v" ]] || fail "the download's flow has $k=$(json_get "$k" <<<"$flow"), expected $v"
-done
-seen=$(json_get packets <<<"$flow")
-after=$(json_get packetsAfterSplice <<<"$flow")
-report "packets: the router received $fwd for the download (both sides); the engine saw $seen of them, $after after the splice"
-((seen * 100 < fwd)) || fail "the engine saw $seen of $fwd packets: not well under 1% (the data crossed the queue)"
-((after <= 8)) || fail "the engine saw $after packets after the splice (expected only the first and the FINs)"
-retrans_c=$(($(ns_counter "$NS_C" TcpRetransSegs) - retrans_c0))
-retrans_s=$(($(ns_counter "$NS_S" TcpRetransSegs) - retrans_s0))
-# At full speed the veth queues overflow and the server resends, spliced or not (plain
-# forwarding does the same here): reported only. The check is the paced download below.
-report "retransmitted segments over the full-speed spliced download: client +$retrans_c, server +$retrans_s"
-paws_report "over the splice"
+    flow=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$SERVER_IP" --dport "$PORT" --sport "$port")
+    log "its flow: $flow"
+    for kv in "mode=spliced" "decision=splice" "rule=$big_rule" "splice=spliced" "spliceOutcome=drained" "reason=rule-splice"; do
+        k=${kv%%=*} v=${kv#*=}
+        [[ "$(json_get "$k" <<<"$flow")" == "$v" ]] || fail "the download's flow has $k=$(json_get "$k" <<<"$flow"), expected $v"
+    done
+    if [[ $reader == engine ]]; then
+        [[ "$(json_get 'proxy?none' <<<"$flow")" == none ]] || fail "the proxy was engaged for a download the engine spliced: $flow"
+    fi
+    seen=$(json_get packets <<<"$flow")
+    after=$(json_get packetsAfterSplice <<<"$flow")
+    report "packets ($reader): the router received $fwd for the download (both sides); the engine saw $seen of them, $after after the splice"
+    ((seen * 100 < fwd)) || fail "the engine saw $seen of $fwd packets: not well under 1% (the data crossed the queue)"
+    ((after <= 8)) || fail "the engine saw $after packets after the splice (expected only the first and the FINs)"
+    retrans_c=$(($(ns_counter "$NS_C" TcpRetransSegs) - retrans_c0))
+    retrans_s=$(($(ns_counter "$NS_S" TcpRetransSegs) - retrans_s0))
+    # At full speed the veth queues overflow and the server resends, spliced or not (plain
+    # forwarding does the same here): reported only. The check is the paced transfers above.
+    report "retransmitted segments over the full-speed download spliced by the $reader: client +$retrans_c, server +$retrans_s"
+    paws_report "over the splice ($reader)"
+}
+big_download proxy
+big_download engine
 
 # What the rule does not match stays proxied.
 port_small=$(curl_get small files.example /small)

@@ -32,8 +32,10 @@ topo_create
 paws_baseline
 resilient_start
 # On the first bytes (a download's request line, an upload's first data: neither HTTP nor
-# TLS), so that the proxy reads them and decides (a rule on the port alone would be applied by
-# the engine at the SYN: the proxy would never see those connections).
+# TLS), read by the proxy, so that it decides and steps out through PENDING (a rule on the
+# port alone would be applied by the engine at the SYN, and the engine reading the bytes
+# itself would splice them at once: the proxy would never see those connections).
+splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default --request-reader proxy failed"
 splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action splice --name transfers >/dev/null \
     || fail "splicectl rules add failed"
 proxy_start splice-proxy --min-pending-ms 3000

@@ -14,8 +14,11 @@
 # other.example: proxied (default); HTTP /big (2 MiB): spliced by rule 2 after its response
 # head, over IPv4 and over IPv6; HTTP /small (10 KB): proxied (default). Then the default
 # becomes bypass with 300 ms for the first bytes: a client that waits 1 s before its request
-# is bypassed by the default at the timeout (its proxy steps out without the bytes), and its
-# answer is still byte-exact. Last, a set loaded from a file (`splicectl rules load`) with a
+# is bypassed by the default at the timeout (the engine takes it when the late bytes or the
+# server's SYN-ACK retry come), and its
+# answer is still byte-exact. The request rules are read by the engine (the default request
+# reader): the connections they splice or bypass never reach the proxy (checked: no proxy in
+# their flow); the rules on the response are the proxy's. Last, a set loaded from a file (`splicectl rules load`) with a
 # rule per remaining kind of match: a request header (splice), a path pattern (bypass), the
 # response's status and Content-Type (splice after the head), and 1000 bytes of a protocol
 # that is neither HTTP nor TLS (an upload of xfer.py, spliced once they came); then a rule on
@@ -68,8 +71,21 @@ expect() {
     log "  port $1 -> $2: mode $3, decision $4, rule $5$(json_get 'spliceOutcome?' <<<"$f" | sed 's/^./, splice &/;s/^, splice $//')"
 }
 
+# by_engine PORT DPORT: the flow of that client port was decided by the engine reading its
+# first bytes (the default request reader): the proxy was never engaged.
+by_engine() {
+    local f
+    f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$SERVER_IP" --dport "$2" --sport "$1") \
+        || fail "no flow for client port $1"
+    [[ "$(json_get 'proxy?none' <<<"$f")" == none ]] || fail "client port $1: the proxy was engaged, the engine should have decided: $f"
+}
+
+r0=$(status_json | json_get splices.decidedAtRequest)
 p=$(get tls-secure https://secure.example/big -k --resolve "secure.example:443:$SERVER_IP")
 expect "$p" 443 spliced splice "$sni_rule"
+by_engine "$p" 443
+(($(status_json | json_get splices.decidedAtRequest) == r0 + 1)) || fail "the SNI splice was not counted spliced by the engine from the request"
+log "  (the engine read the ClientHello: the proxy was never engaged)"
 p=$(get tls-other https://other.example/small -k --resolve "other.example:443:$SERVER_IP")
 expect "$p" 443 resilient proxy 0
 p=$(get http-big "http://$SERVER_IP/big")
@@ -86,6 +102,7 @@ log "SNI and Content-Length rules: each connection got its rule's action, every 
 
 # The first bytes late: the default (bypass) at the timeout, before any byte.
 splicectl rules default --action bypass --first-bytes-timeout-ms 300 >/dev/null || fail "splicectl rules default failed"
+late0=$(status_json | json_get splices.requestsLate)
 out=$(nsx "$NS_C" python3 - "$SERVER_IP" <<'PY'
 import hashlib, socket, sys, time
 s = socket.create_connection((sys.argv[1], 80), timeout=10)
@@ -104,7 +121,10 @@ PY
 read -r p sum <<<"$out"
 [[ "$sum" == "$(sha256_of "$CROWD_DIR/small")" ]] || fail "the late client's body differs"
 expect "$p" 80 spliced bypass 0
-log "a client silent past the first-bytes timeout got the default (bypass) and its answer byte-exact"
+by_engine "$p" 80
+late=$(($(status_json | json_get splices.requestsLate) - late0))
+((late == 1)) || fail "the engine counted $late requests late, expected 1"
+log "a client silent past the first-bytes timeout got the default (bypass) from the engine, and its answer byte-exact"
 
 # The other kinds of match, on a new set loaded from a file: a header, a path pattern, the
 # response's status and type, the bytes of a protocol that is neither HTTP nor TLS.
@@ -124,8 +144,10 @@ mkdir -p "$CROWD_DIR/text"
 head -c 600000 /dev/urandom | base64 >"$CROWD_DIR/text/notes.txt"   # nginx says text/plain (its default type)
 p=$(get flagged "http://$SERVER_IP/big" -H "X-Splice: yes")
 expect "$p" 80 spliced splice "${ids[0]}"
+by_engine "$p" 80
 p=$(get bins "http://$SERVER_IP/files/a.bin")
 expect "$p" 80 spliced bypass "${ids[1]}"
+by_engine "$p" 80
 p=$(get text-ok "http://$SERVER_IP/text/notes.txt")
 expect "$p" 80 spliced splice "${ids[2]}"
 p=$(get head-other "http://$SERVER_IP/big" -H "X-Splice: no")

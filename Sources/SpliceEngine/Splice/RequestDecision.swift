@@ -1,7 +1,9 @@
 import SpliceRules
 import SpliceWire
 
-// Request rules read by the engine itself (Docs/splicing.md, "Who reads the request").
+// Request rules read by the engine itself (Docs/splicing.md, "Who reads the request"), when
+// the rule set says so (`RuleSet.requestReader`, `engine` by default; `splicectl rules default
+// --request-reader engine|proxy`).
 //
 // A flow whose rules need the client's first bytes (a Host, a path, an SNI) would cost the
 // whole replay of its handshake to the proxy, the proxy's two sockets, two control messages and
@@ -24,14 +26,6 @@ import SpliceWire
 // speaks first, on a port with request rules, waits a second for the proxy, not the timeout).
 // Nothing here sends a byte the client did not send, or acknowledges one: a segment that
 // cannot be held (the pool full) is dropped, and the client sends it again.
-
-/// Who reads a connection's first bytes for the rules that need them.
-public enum RequestReader: String, Sendable, CaseIterable {
-    /// The engine, from its queue, before the proxy is engaged (the default).
-    case engine
-    /// The proxy, after the handshake was replayed to it (seed 003 as first built).
-    case proxy
-}
 
 extension Engine {
     /// A packet of the client while its first bytes are awaited: held, and the rules asked.
@@ -115,9 +109,12 @@ extension Engine {
         r.splice = .spliced
         r.spliceDrained = true
         r.packetsAtSplice = UInt32(truncatingIfNeeded: b.pointee.ends.original.packets &+ b.pointee.ends.reply.packets)
-        b.pointee.resilient = r
         counters.splices.decidedAtRequest &+= 1
+        // Sent on before the proxy is forgotten: the held slots name it.
+        b.pointee.resilient = r
         releaseHeldRequest(entry: e, block: b)
+        // Never engaged: `splicectl flows` shows no proxy, as for a flow spliced at its SYN.
+        b.pointee.resilient.proxyID = 0
         guard let p, !held else { return .drop }
         // Untouched, with the splice mark (`splicedFromEnd`).
         return p.tcp.flags.contains(.fin) ? .accept : Verdict(action: .repeatHook, mark: marks.spliced)

@@ -181,7 +181,7 @@ extension Engine {
     /// would step out before the first byte, so it is never engaged. The flow is spliced from
     /// its SYN: its first packet without SYN, FIN or RST (the client's handshake ACK) carries
     /// the splice mark, and from then on it skips the queue. Any proxy, HAProxy included.
-    /// When the rules need the flow's first bytes and the engine reads them (`requestReader`),
+    /// When the rules need the flow's first bytes and the engine reads them (`rules.requestReader`),
     /// the flow is marked to await them after its handshake (Splice/RequestDecision.swift).
     func spliceAtOnce(_ e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) -> Bool {
         guard !rules.rules.isEmpty || rules.defaultAction != .proxy else { return false }
@@ -189,7 +189,7 @@ extension Engine {
         let decision = rules.decide(
             connection: ConnectionFacts(client: entry.addressA, server: entry.addressB, serverPort: entry.portB))
         guard case .decided(let action, let rule) = decision else {
-            b.pointee.resilient.readsRequest = requestReader == .engine
+            b.pointee.resilient.readsRequest = rules.requestReader == .engine
             return false
         }
         guard action != .proxy else { return false }
