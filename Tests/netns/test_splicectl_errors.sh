@@ -87,6 +87,8 @@ rules_usage_errors() {
     expect_usage "rules move 1" "takes two operands" "$CTL" --socket "$sock" rules move 1
     expect_usage "rules remove 1 --host a" "belong to .rules add." "$CTL" --socket "$sock" rules remove 1 --host a.example
     expect_usage "rules default without options" "needs --action" "$CTL" --socket "$sock" rules default
+    expect_usage "rules default --request-reader kernel" "--request-reader 'kernel' is not one of engine, proxy" "$CTL" --socket "$sock" rules default --request-reader kernel
+    expect_usage "rules add --request-reader" "--request-reader belongs to .rules default." "$CTL" --socket "$sock" rules add --host a.example --action splice --request-reader proxy
     expect_usage "rules load of a missing file" "cannot read" "$CTL" --socket "$sock" rules load "$TEST_TMP/no-such-rules.json"
 }
 rules_usage_errors "$NOSOCK"
