@@ -71,8 +71,9 @@ extension Engine {
     /// the first bytes itself).
     func serverRetryAwaitingRequest(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
                                     scratch: UnsafeMutableRawBufferPointer, now: Timestamp) -> Verdict {
-        if requestWaitIsOver(b, now: now) && rules.defaultAction != .proxy {
-            counters.splices.requestsLate &+= 1
+        let late = requestWaitIsOver(b, now: now)
+        if late { counters.splices.requestsLate &+= 1 }
+        if late && rules.defaultAction != .proxy {
             // The SYN-ACK goes to the client, which acknowledges it again: that ACK, in the
             // spliced flow, completes the server's handshake and carries the splice mark.
             _ = applyRequestDecision(.decided(action: rules.defaultAction, ruleID: nil), current: nil, held: false,
