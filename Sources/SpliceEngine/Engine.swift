@@ -164,7 +164,12 @@ public final class Engine: @unchecked Sendable {
         let state = table[e].state
 
         // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT).
-        if state.isClosed && dir == .original && flags.contains(.syn) && !flags.contains(.ack) {
+        // A spliced flow whose FINs both went by is closed too: its last ACK skips the queue,
+        // so the table never sees it leave LAST_ACK; a client reusing the port (tcp_tw_reuse)
+        // opens a new connection there, which must meet the rules afresh, not inherit the old
+        // connection's splice (its handshake ACK would carry the splice mark).
+        if dir == .original && flags.contains(.syn) && !flags.contains(.ack)
+            && (state.isClosed || (state == .lastAck && table[e].mode == .spliced)) {
             table.remove(e)
             counters.flows.reopened &+= 1
             return trackNew(p, now: now)

@@ -496,6 +496,40 @@ struct RequestDecisionTests {
         #expect(snapshot(h)?.mode == .resilient)
     }
 
+    // MARK: port reuse
+
+    @Test("a new SYN on the tuple of a spliced flow whose FINs both went by (its last ACK unseen) opens a new flow that meets the rules afresh")
+    func portReuseAfterSplicedClose() {
+        var h = ResilientHarness()
+        h.engine.rules = Self.hostRules()
+        awaitRequest(h)
+        let request = Self.request(host: "a.example")
+        _ = h.feed(clientData(h, payload: request))
+        #expect(snapshot(h)?.mode == .spliced)
+        // Both FINs reach the engine (the last ACK skips the queue): LAST_ACK for good.
+        let clientFin = h.endPacket(fromClient: true, flags: [.fin, .ack], seq: h.c.clientISN + 1 + UInt32(request.count),
+                                    ack: h.c.serverISN + 1, window: 501, ts: TCPTimestamps(value: 5200, echo: 90000))
+        let serverFin = h.endPacket(fromClient: false, flags: [.fin, .ack], seq: h.c.serverISN + 1,
+                                    ack: h.c.clientISN + 2 + UInt32(request.count), window: 400,
+                                    ts: TCPTimestamps(value: 90100, echo: 5200))
+        #expect(h.feed(clientFin).0 == .accept && h.feed(serverFin).0 == .accept)
+        #expect(h.state == .lastAck)
+        // The client reuses the port: a new connection, new ISN; it awaits its request again.
+        h.c.clientISN = SeqNumber(777_000)
+        let (v, _) = h.feed(h.clientSyn, at: 1)
+        #expect(v == .accept)
+        #expect(h.engine.counters.flows.reopened == 1)
+        #expect(snapshot(h)?.mode == .resilient && h.phase == .clientSyn && h.state == .synSent)
+        #expect(block(h)?.pointee.resilient.readsRequest == true)
+        let (v2, _) = h.feed(h.serverSynAck, at: 1)
+        #expect(v2 == .accept && h.phase == .serverSynAck)
+        let (v3, _) = h.feed(h.clientAck, at: 1)
+        #expect(v3 == .drop && h.phase == .awaitingRequest)
+        // A request no rule splices goes to the proxy this time.
+        let (v4, out4) = h.feed(clientData(h, payload: Self.request(host: "b.example")), at: 1)
+        checkSynToProxy(h, v4, out4)
+    }
+
     // MARK: pure ACKs
 
     @Test("a pure ACK while the request is awaited is dropped and changes nothing; the request decides later")
