@@ -8,6 +8,8 @@
 #   haproxy       HAProxy (Debian's package) alone, mode tcp, non-transparent: the
 #                 client connects to the router's address, haproxy to nginx (the
 #                 userspace-proxy reference)
+#   haproxy-http  the same in mode http: HAProxy parses each request as the splice
+#                 path's rules do (the layer-7 reference)
 #   resil-sp      the resilient path: the rules with --tproxy-port and
 #                 --proxy-queue, spliced --proxy-ports, splice-proxy in the path
 #   resil-ha      the resilient path with an unmodified HAProxy as the transparent
@@ -57,7 +59,7 @@
 #   --json FILE        also write the summary JSON to FILE (it is always the last
 #                      line of stdout)
 #   --no-setup         do not run Scripts/setup.sh
-#   --cases LIST       only these cases, comma-separated (default: all seven)
+#   --cases LIST       only these cases, comma-separated (default: all eight)
 #   (as root; ~5 x SECONDS plus ~30 s, plus ~60 s of settling before resil-ha)
 set -euo pipefail
 
@@ -96,8 +98,8 @@ while [[ $# -gt 0 ]]; do
             SETTLE=$2; shift 2 ;;
         --no-setup) SETUP=0; shift ;;
         --cases)
-            [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|resil-sp|resil-ha|spliced|spliced-px)(,(plain|bypass|haproxy|resil-sp|resil-ha|spliced|spliced-px))*$ ]] \
-                || die "--cases needs a comma-separated list of plain, bypass, haproxy, resil-sp, resil-ha, spliced, spliced-px"
+            [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|haproxy-http|resil-sp|resil-ha|spliced|spliced-px)(,(plain|bypass|haproxy|haproxy-http|resil-sp|resil-ha|spliced|spliced-px))*$ ]] \
+                || die "--cases needs a comma-separated list of plain, bypass, haproxy, haproxy-http, resil-sp, resil-ha, spliced, spliced-px"
             ONLY=$2; shift 2 ;;
         -h|--help) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -131,7 +133,7 @@ export TCPSPLICE_STATE_DIR="$TEST_TMP/rules-state"
 
 PORT=80
 FILE_BYTES=1024
-CASES=(plain bypass haproxy resil-sp resil-ha spliced spliced-px)
+CASES=(plain bypass haproxy haproxy-http resil-sp resil-ha spliced spliced-px)
 [[ -z "$ONLY" ]] || IFS=, read -r -a CASES <<<"$ONLY"
 declare -A NOTES=()     # case -> notes, one per line
 note_case() {
@@ -268,6 +270,7 @@ qs = d.get("queues", [])
 res = d.get("resilient") or {}
 qdrop = sum((q.get("queueDropped") or 0) + (q.get("userDropped") or 0) for q in qs)
 overruns = sum(q.get("receiveOverruns") or 0 for q in qs)
+refused = sum(q.get("verdictSendFailures") or 0 for q in qs)
 s = {
     "flows_created": fl.get("created"), "flows_reopened": fl.get("reopened"),
     "flows_table_full": fl.get("tableFull"), "queue_packets": sum(q.get("packets", 0) for q in qs),
@@ -289,6 +292,8 @@ if qdrop:
     print("PROBLEM %d packets dropped at spliced's queues (kernel queue full or user drop)" % qdrop)
 if overruns:
     print("PROBLEM %d netlink receive overruns at spliced's queues" % overruns)
+if refused:
+    print("PROBLEM %d verdict sends refused by the kernel (their packets stayed queued)" % refused)
 if s["flows_table_full"]:
     print("PROBLEM %d flows let through untracked (table full)" % s["flows_table_full"])
 if mode == "spliced":
@@ -361,8 +366,16 @@ alive_after haproxy haproxy-plain
 bg_kill haproxy-plain TERM || true
 fi
 
+# --- 3b. HAProxy alone, mode http: the layer-7 reference for the splice path -----------------
+if wanted haproxy-http; then
+haproxy_alone_start haproxy-l7 http "$PORT" 4000 1m
+run_case haproxy-http "$ROUTER_IP_C"
+alive_after haproxy-http haproxy-l7
+bg_kill haproxy-l7 TERM || true
+fi
+
 # --- 4. resilient path, splice-proxy ------------------------------------------------------
-if wanted resil-sp || wanted resil-ha || wanted spliced; then
+if wanted resil-sp || wanted resil-ha || wanted spliced || wanted spliced-px; then
     on_cleanup "nsx '$NS_R' '$ROOT/Scripts/remove-rules.sh' --family 4"
     rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
 fi
@@ -457,15 +470,18 @@ for c in cases:
     c["vs_plain"] = ratio(c.get("rps"), by.get("plain", {}).get("rps"))
     if c["case"].startswith("resil-") or c["case"].startswith("spliced"):
         c["vs_haproxy"] = ratio(c.get("rps"), by.get("haproxy", {}).get("rps"))
+    if c["case"].startswith("spliced") and "haproxy-http" in by:
+        c["vs_haproxy_http"] = ratio(c.get("rps"), by["haproxy-http"].get("rps"))
 def f(v, fmt):
     return fmt % v if v is not None else "n/a"
-row = "%-9s %9s %9s %11s %8s %8s %17s %12s  %s"
-print(row % ("path", "conn/s", "vs plain", "vs haproxy", "p50 ms", "p99 ms", "sock err c/r/w/t", "non-2xx/3xx", "problems"))
+row = "%-12s %9s %9s %11s %9s %8s %8s %17s %12s  %s"
+print(row % ("path", "conn/s", "vs plain", "vs haproxy", "vs hap-http", "p50 ms", "p99 ms", "sock err c/r/w/t", "non-2xx/3xx", "problems"))
 for c in cases:
     e = c.get("errors") or {}
     errs = "/".join(str(e.get(k, "?")) for k in ("connect", "read", "write", "timeout"))
     print(row % (c["case"], f(c.get("rps"), "%.0f"), f(c.get("vs_plain"), "%.2f"),
                  f(c.get("vs_haproxy"), "%.2f") if "vs_haproxy" in c else "",
+                 f(c.get("vs_haproxy_http"), "%.2f") if "vs_haproxy_http" in c else "",
                  f(c.get("p50_ms"), "%.2f"), f(c.get("p99_ms"), "%.2f"), errs,
                  c.get("non_2xx_3xx", "n/a"), "none" if c["ok"] else "%d (see below)" % len(c["problems"])))
 for c in cases:

@@ -30,7 +30,8 @@
 #                  `proxy`) and stepping out; checked spliced
 #
 # and the connection rate of short requests (Scripts/bench-connrate.sh --cases
-# plain,haproxy,resil-sp,spliced,spliced-px: wrk, a new connection per request).
+# plain,haproxy,haproxy-http,resil-sp,spliced,spliced-px: wrk, a new connection per
+# request).
 #
 # Usage: Scripts/bench-throughput.sh [--time SECONDS] [--http-mib MIB] [--no-build]
 #        [--no-setup] [--no-connrate]
@@ -296,7 +297,7 @@ status=0
 if ((CONNRATE)); then
     # The connection rate of short requests, in the same run (its own topology).
     echo
-    "$SCRIPT_DIR/bench-connrate.sh" --no-setup --bin "$TCPSPLICE_BIN" --cases plain,haproxy,resil-sp,spliced,spliced-px --time "$DURATION" \
+    "$SCRIPT_DIR/bench-connrate.sh" --no-setup --bin "$TCPSPLICE_BIN" --cases plain,haproxy,haproxy-http,resil-sp,spliced,spliced-px --time "$DURATION" \
         || status=1
 fi
 exit "$status"

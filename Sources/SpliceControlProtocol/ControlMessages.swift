@@ -317,6 +317,11 @@ public struct QueueReport: Codable, Sendable, Equatable {
     public var packets: UInt64
     /// Verdict messages sent (a batch counts once).
     public var verdictMessages: UInt64
+    /// The `sendto` calls that carried them (a reader's round of verdicts goes in one); absent
+    /// from older daemons' reports.
+    public var verdictSends: UInt64?
+    /// Verdict sends the kernel refused: their packets stayed queued (should stay 0).
+    public var verdictSendFailures: UInt64?
     /// Receive errors of ENOBUFS: the socket buffer overflowed and the kernel dropped messages.
     public var receiveOverruns: UInt64
     /// The kernel's figures, absent if the proc file could not be read.
@@ -328,6 +333,7 @@ public struct QueueReport: Codable, Sendable, Equatable {
     public var portID: UInt32?
 
     public init(number: UInt16, failClosed: Bool? = nil, role: String? = nil, packets: UInt64, verdictMessages: UInt64,
+                verdictSends: UInt64? = nil, verdictSendFailures: UInt64? = nil,
                 receiveOverruns: UInt64, queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil,
                 portID: UInt32? = nil) {
         self.number = number
@@ -335,6 +341,8 @@ public struct QueueReport: Codable, Sendable, Equatable {
         self.failClosed = failClosed
         self.packets = packets
         self.verdictMessages = verdictMessages
+        self.verdictSends = verdictSends
+        self.verdictSendFailures = verdictSendFailures
         self.receiveOverruns = receiveOverruns
         self.queueTotal = queueTotal
         self.queueDropped = queueDropped

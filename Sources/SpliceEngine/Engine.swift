@@ -163,13 +163,10 @@ public final class Engine: @unchecked Sendable {
         }
         let state = table[e].state
 
-        // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT).
-        // A spliced flow whose FINs both went by is closed too: its last ACK skips the queue,
-        // so the table never sees it leave LAST_ACK; a client reusing the port (tcp_tw_reuse)
-        // opens a new connection there, which must meet the rules afresh, not inherit the old
-        // connection's splice (its handshake ACK would carry the splice mark).
-        if dir == .original && flags.contains(.syn) && !flags.contains(.ack)
-            && (state.isClosed || (state == .lastAck && table[e].mode == .spliced)) {
+        // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT):
+        // a new connection meets the policy and the rules afresh (a spliced flow's must not
+        // inherit the old splice: its handshake ACK would carry the splice mark).
+        if state.isClosed && dir == .original && flags.contains(.syn) && !flags.contains(.ack) {
             table.remove(e)
             counters.flows.reopened &+= 1
             return trackNew(p, now: now)
@@ -193,7 +190,12 @@ public final class Engine: @unchecked Sendable {
             let otherFin = dir == .original ? b.pointee.ends.reply.finSeq : b.pointee.ends.original.finSeq
             event.acksOtherFin = ack >= otherFin + 1
         }
-        let (next, seen) = Tracking.next(state: state, seen: table[e].flags, event: event)
+        var (next, seen) = Tracking.next(state: state, seen: table[e].flags, event: event)
+        // A spliced flow's last ACK skips the queue: once both FINs went by, it is over for the
+        // table (TIME_WAIT: evictable when the table is full, reopened by a new SYN). Left in
+        // LAST_ACK for its 30 s, flows ending at 12,000 a second filled the table, and a client
+        // reusing the port (tcp_tw_reuse) inherited the old connection's splice.
+        if next == .lastAck && table[e].mode == .spliced { next = .timeWait }
 
         // What the block keeps of this packet: the ends' ISNs and options, a FIN's position.
         if let b = block {

@@ -11,8 +11,11 @@ import SpliceEngine
 /// fail-open (the kernel accepts instead of dropping when the queue is full), a large receive
 /// buffer, and survives ENOBUFS. Verdicts: a packet accepted unchanged and unmarked is added
 /// to a batch (`NFQNL_MSG_VERDICT_BATCH` accepts every pending id up to the last one); any
-/// other verdict first flushes the batch, so that the kernel re-injects a flow's packets in
-/// the order they came. Nothing on the per-packet path allocates.
+/// other verdict but a drop first closes the batch, so that the kernel re-injects a flow's
+/// packets in the order they came (a drop re-injects nothing, and must reach the kernel before
+/// a batch that would cover its id). The verdict messages of one `drain` are written one after
+/// the other into the send buffer and go to the kernel in one `sendto`, which handles them in
+/// order. Nothing on the per-packet path allocates.
 public final class NetfilterQueue: @unchecked Sendable {
     public struct Options: Sendable {
         /// Packets the kernel may hold for us before it drops (or, with `failOpen`, accepts).
@@ -38,6 +41,10 @@ public final class NetfilterQueue: @unchecked Sendable {
     public struct Counters: Sendable {
         public var packets: UInt64 = 0
         public var verdictMessages: UInt64 = 0
+        /// `sendto` calls that carried them (one per `drain`, or more when the buffer filled).
+        public var verdictSends: UInt64 = 0
+        /// `sendto` calls of verdicts the kernel refused (their packets left queued).
+        public var verdictSendFailures: UInt64 = 0
         public var batchedAccepts: UInt64 = 0
         public var receiveOverruns: UInt64 = 0
         public var truncated: UInt64 = 0
@@ -58,6 +65,12 @@ public final class NetfilterQueue: @unchecked Sendable {
     private let attributeCount = Int(TS_NFQA_MAX) + 1
     private var pendingID: UInt32 = 0
     private var pendingCount = 0
+    /// Bytes of verdict messages written into `sendBuffer` and not yet sent.
+    private var sendUsed = 0
+    /// The most one `sendto` carries: netlink refuses a message longer than the socket's send
+    /// buffer (EMSGSIZE; `net.core.wmem_default` is 212,992 here), and a refused round would
+    /// leave its packets queued for good. One rewritten 64 KiB packet always fits.
+    static let sendLimit = 0x18000
     private var counters = Counters()
     /// A copy of the counters for the control thread, written by the reader after each drain.
     private let countersLock = Mutex(Counters())
@@ -79,7 +92,9 @@ public final class NetfilterQueue: @unchecked Sendable {
         fd = mnl_socket_get_fd(nl)
         receiveBufferSize = 0x10000 + 0x4000
         receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: receiveBufferSize, alignment: 16)
-        sendBufferSize = 0x10000 + 0x1000
+        // Room for a round of verdicts (up to `sendLimit`), rewritten packets of up to 64 KiB
+        // among them.
+        sendBufferSize = NetfilterQueue.sendLimit + 0x1000
         sendBuffer = UnsafeMutableRawPointer.allocate(byteCount: sendBufferSize, alignment: 16)
         attributes = .allocate(capacity: Int(TS_NFQA_MAX) + 1)
         scratch = .allocate(byteCount: 0x10000 + 256, alignment: 16)
@@ -201,6 +216,7 @@ public final class NetfilterQueue: @unchecked Sendable {
                 }
                 if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ENOBUFS { break }
                 flushBatch()
+                flushSends()
                 publishCounters()
                 throw SystemError("receiving from NFQUEUE \(number)", errno: e)
             }
@@ -208,6 +224,7 @@ public final class NetfilterQueue: @unchecked Sendable {
             drained += 1
         }
         flushBatch()
+        flushSends()
         publishCounters()
     }
 
@@ -256,8 +273,9 @@ public final class NetfilterQueue: @unchecked Sendable {
             accept(id)
             return
         }
-        // Anything else goes alone, after the batch, so that a flow's packets keep their order.
-        flushBatch()
+        // Anything else goes alone, after the batch, so that a flow's packets keep their order;
+        // a drop before it (the batch must not cover the dropped packet's id).
+        if verdict.action != .drop { flushBatch() }
         let newBytes = verdict.finish(packet: bytes, scratch: scratch).map(UnsafeRawBufferPointer.init)
         let code: UInt32
         switch verdict.action {
@@ -278,33 +296,50 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// Accepts every pending packet up to the last batched id, in one message.
     private func flushBatch() {
         guard pendingCount > 0 else { return }
-        let nlh = nfq_nlmsg_put(sendBuffer.assumingMemoryBound(to: CChar.self),
-                                Int32(NFQNL_MSG_VERDICT_BATCH.rawValue), UInt32(number))!
+        let nlh = nfq_nlmsg_put(nextMessage(payloadBytes: 0), Int32(NFQNL_MSG_VERDICT_BATCH.rawValue), UInt32(number))!
         nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: pendingID), Int32(TS_NF_ACCEPT))
-        send(nlh)
+        written(nlh)
         counters.batchedAccepts &+= UInt64(pendingCount)
         pendingCount = 0
     }
 
     private func sendVerdict(id: UInt32, verdict: UInt32, payload: UnsafeRawBufferPointer?, mark: UInt32? = nil) {
-        let nlh = nfq_nlmsg_put(sendBuffer.assumingMemoryBound(to: CChar.self),
+        let nlh = nfq_nlmsg_put(nextMessage(payloadBytes: payload?.count ?? 0),
                                 Int32(NFQNL_MSG_VERDICT.rawValue), UInt32(number))!
         nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: id), Int32(bitPattern: verdict))
         if let mark { nfq_nlmsg_verdict_put_mark(nlh, mark) }
         if let p = payload, let base = p.baseAddress {
             nfq_nlmsg_verdict_put_pkt(nlh, base, UInt32(p.count))
         }
-        send(nlh)
+        written(nlh)
     }
 
-    private func send(_ nlh: UnsafeMutablePointer<nlmsghdr>) {
+    /// Where the next verdict message goes in the send buffer: after those written, or at its
+    /// start once they are sent, when a message carrying `payloadBytes` would take the round
+    /// past `sendLimit`.
+    private func nextMessage(payloadBytes: Int) -> UnsafeMutablePointer<CChar> {
+        if sendUsed + payloadBytes + 256 > NetfilterQueue.sendLimit { flushSends() }
+        return (sendBuffer + sendUsed).assumingMemoryBound(to: CChar.self)
+    }
+
+    /// A message was written at `nextMessage`: it goes with the next `flushSends`.
+    private func written(_ nlh: UnsafeMutablePointer<nlmsghdr>) {
         counters.verdictMessages &+= 1
-        while mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len)) < 0 {
+        // libmnl keeps nlmsg_len a multiple of 4: the next message starts aligned.
+        sendUsed += Int(nlh.pointee.nlmsg_len)
+    }
+
+    /// Sends the verdict messages written so far, in one `sendto`.
+    private func flushSends() {
+        guard sendUsed > 0 else { return }
+        counters.verdictSends &+= 1
+        while mnl_socket_sendto(socket, sendBuffer, sendUsed) < 0 {
             if errno == EINTR || errno == ENOBUFS || errno == EAGAIN { continue }
-            // The packet stays queued until the kernel times it out; counted as an overrun.
-            counters.receiveOverruns &+= 1
+            // The packets stay queued (until the queue is unbound); counted.
+            counters.verdictSendFailures &+= 1
             break
         }
+        sendUsed = 0
     }
 
     /// Unbinds the queue (pending packets are dropped by the kernel and retransmitted by TCP).

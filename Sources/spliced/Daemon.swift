@@ -11,7 +11,7 @@ import SpliceEngine
 import SpliceKernel
 import SpliceWire
 
-/// The running daemon: one reader thread for all queues, the engine behind one lock, the
+/// The running daemon: a reader thread per queue (or one for all), the engine behind one lock, the
 /// control socket served from a thread of its own, and the timers (flow expiry, held FIN/RST
 /// release, silent proxies, the watched pidfile) on another, so that no control client can
 /// hold them up.
@@ -79,39 +79,30 @@ final class Daemon: @unchecked Sendable {
 
         let failed = Atomic<Bool>(false)
         let done = DispatchGroup()
-        // One thread serves every queue (poll on their sockets): the engine is behind one lock,
-        // and a thread per queue gained nothing on 2 cores (Docs/benchmarks.md).
-        done.enter()
-        let reader = Thread { [self] in
-            defer { done.leave() }
-            let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
-                let now = clock.now()
-                return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
-            }
-            var fds = queues.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
-            var current = queues[0].number
-            do {
-                while !stop.load(ordering: .relaxed) {
-                    let ready = poll(&fds, nfds_t(fds.count), 100)
-                    if ready < 0 {
-                        if errno == EINTR { continue }
-                        throw SystemError("waiting for the queues (poll)")
-                    }
-                    if ready == 0 { continue }
-                    for i in fds.indices where fds[i].revents != 0 {
-                        current = queues[i].number
-                        try queues[i].drain(handle: handle)
-                    }
-                }
-            } catch {
-                logger.critical("queue \(current) stopped: \(error)")
-                failed.store(true, ordering: .relaxed)
-                stop.store(true, ordering: .relaxed)
-                kill(pid, SIGTERM)
-            }
+        // The queues' readers: one thread for all (poll on their sockets), or one per queue
+        // (`--reader-threads per-queue`). The engine is behind one lock, taken per packet; a
+        // verdict's `sendto`, where the kernel carries the packet on (and, on one machine, the
+        // receiving end's TCP work), runs outside it.
+        let groups: [[NetfilterQueue]]
+        switch configuration.readers {
+        case .one: groups = [queues]
+        case .perQueue: groups = queues.map { [$0] }
+        case .handshakesApart:
+            let syn = queues.filter { $0.number == configuration.synQueue }
+            let rest = queues.filter { $0.number != configuration.synQueue }
+            groups = syn.isEmpty || rest.isEmpty ? [queues] : [rest, syn]
         }
-        reader.name = "queues"
-        reader.start()
+        var readers: [Thread] = []
+        for group in groups {
+            done.enter()
+            let reader = Thread { [self] in
+                defer { done.leave() }
+                readQueues(group, failed: failed)
+            }
+            reader.name = groups.count == 1 ? "queues" : "queues \(group.map { String($0.number) }.joined(separator: ","))"
+            readers.append(reader)
+        }
+        for reader in readers { reader.start() }
         done.enter()
         let controlThread = Thread { [self] in
             defer { done.leave() }
@@ -163,6 +154,36 @@ final class Daemon: @unchecked Sendable {
         control.shutdown()
         if let pidfile = configuration.pidfile { unlink(pidfile) }
         return failed.load(ordering: .relaxed) ? 1 : 0
+    }
+
+    /// A reader thread's loop over `group`'s queues, until `stop`; a failing queue stops the
+    /// daemon.
+    func readQueues(_ group: [NetfilterQueue], failed: borrowing Atomic<Bool>) {
+        let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
+            let now = clock.now()
+            return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
+        }
+        var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
+        var current = group[0].number
+        do {
+            while !stop.load(ordering: .relaxed) {
+                let ready = poll(&fds, nfds_t(fds.count), 100)
+                if ready < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("waiting for the queues (poll)")
+                }
+                if ready == 0 { continue }
+                for i in fds.indices where fds[i].revents != 0 {
+                    current = group[i].number
+                    try group[i].drain(handle: handle)
+                }
+            }
+        } catch {
+            logger.critical("queue \(current) stopped: \(error)")
+            failed.store(true, ordering: .relaxed)
+            stop.store(true, ordering: .relaxed)
+            kill(pid, SIGTERM)
+        }
     }
 
     // MARK: Control requests (control thread)
@@ -258,7 +279,7 @@ final class Daemon: @unchecked Sendable {
             let role = configuration.proxyQueues.contains(q.number) ? "proxy"
                 : q.number == configuration.synQueue ? "handshakes" : "ends"
             return QueueReport(number: q.number, failClosed: configuration.proxyQueues.contains(q.number), role: role,
-                               packets: c.packets, verdictMessages: c.verdictMessages,
+                               packets: c.packets, verdictMessages: c.verdictMessages, verdictSends: c.verdictSends, verdictSendFailures: c.verdictSendFailures,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
         }

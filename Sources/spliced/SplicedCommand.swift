@@ -31,6 +31,17 @@ struct DaemonConfiguration: Sendable {
     var heartbeatTimeoutMilliseconds: Int
     var replayPatienceMilliseconds: Int
     var rules: RuleSet
+    var readers: ReaderThreads
+}
+
+/// How the queues are read (`--reader-threads`).
+enum ReaderThreads: String, CaseIterable {
+    /// One thread polls every queue.
+    case one
+    /// The handshake queue (`--syn-queue`) on a thread of its own, the others on one.
+    case handshakesApart = "handshakes-apart"
+    /// A thread per queue.
+    case perQueue = "per-queue"
 }
 
 @main
@@ -131,6 +142,9 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds a handshake replayed to the proxy may go unanswered before its flow goes on alone (bypass, proxy-no-answer).")
     var replayPatienceMs: Int = 3000
 
+    @Option(name: .long, help: ArgumentHelp("How the queues are read: the handshake queue (--syn-queue) on a thread of its own and the others on one, one thread for all, or a thread per queue (Docs/benchmarks.md).", valueName: "handshakes-apart|one|per-queue"))
+    var readerThreads: String = ReaderThreads.handshakesApart.rawValue
+
     func validate() throws {
         _ = try parsedProxyQueues(queues: try parsedQueues())
         guard maxFlows >= 1 && maxFlows <= 100_000_000 else {
@@ -158,6 +172,9 @@ struct SplicedCommand: ParsableCommand {
         }
         guard replayPatienceMs >= 500 && replayPatienceMs <= 60_000 else {
             throw ValidationError("--replay-patience-ms must be between 500 and 60000, not \(replayPatienceMs)")
+        }
+        guard ReaderThreads(rawValue: readerThreads) != nil else {
+            throw ValidationError("--reader-threads must be handshakes-apart, one or per-queue, not '\(readerThreads)'")
         }
     }
 
@@ -268,7 +285,8 @@ struct SplicedCommand: ParsableCommand {
                                          marks: try parsedMarks(), proxyPidfile: proxyPidfile,
                                          holdGraceMilliseconds: holdGraceMs,
                                          heartbeatTimeoutMilliseconds: heartbeatTimeoutMs,
-                                         replayPatienceMilliseconds: replayPatienceMs, rules: try parsedRules())
+                                         replayPatienceMilliseconds: replayPatienceMs, rules: try parsedRules(),
+                                         readers: ReaderThreads(rawValue: readerThreads) ?? .handshakesApart)
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)

@@ -498,7 +498,7 @@ struct RequestDecisionTests {
 
     // MARK: port reuse
 
-    @Test("a new SYN on the tuple of a spliced flow whose FINs both went by (its last ACK unseen) opens a new flow that meets the rules afresh")
+    @Test("a spliced flow whose FINs both went by (its last ACK unseen) is in TIME_WAIT; a new SYN on its tuple opens a new flow that meets the rules afresh")
     func portReuseAfterSplicedClose() {
         var h = ResilientHarness()
         h.engine.rules = Self.hostRules()
@@ -506,14 +506,15 @@ struct RequestDecisionTests {
         let request = Self.request(host: "a.example")
         _ = h.feed(clientData(h, payload: request))
         #expect(snapshot(h)?.mode == .spliced)
-        // Both FINs reach the engine (the last ACK skips the queue): LAST_ACK for good.
+        // Both FINs reach the engine, the last ACK skips the queue: the flow is over for the
+        // table (TIME_WAIT, not LAST_ACK forever).
         let clientFin = h.endPacket(fromClient: true, flags: [.fin, .ack], seq: h.c.clientISN + 1 + UInt32(request.count),
                                     ack: h.c.serverISN + 1, window: 501, ts: TCPTimestamps(value: 5200, echo: 90000))
         let serverFin = h.endPacket(fromClient: false, flags: [.fin, .ack], seq: h.c.serverISN + 1,
                                     ack: h.c.clientISN + 2 + UInt32(request.count), window: 400,
                                     ts: TCPTimestamps(value: 90100, echo: 5200))
         #expect(h.feed(clientFin).0 == .accept && h.feed(serverFin).0 == .accept)
-        #expect(h.state == .lastAck)
+        #expect(h.state == .timeWait)
         // The client reuses the port: a new connection, new ISN; it awaits its request again.
         h.c.clientISN = SeqNumber(777_000)
         let (v, _) = h.feed(h.clientSyn, at: 1)

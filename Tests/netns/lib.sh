@@ -412,13 +412,17 @@ CTL_SOCK=""
 # spliced_start [ARGS...]: start spliced in the router (default --queue 0) with
 # its control socket and pidfile in $TEST_TMP; waits for the socket. The
 # background name is $SPLICED_BG (default "spliced"; set another one for a
-# second daemon in the same test).
+# second daemon in the same test). $SPLICED_EXTRA_ARGS (split on spaces) is
+# added to every start: e.g. SPLICED_EXTRA_ARGS="--reader-threads one" runs the
+# tests or the benchmarks with one reader thread.
 spliced_start() {
     local bin name=${SPLICED_BG:-spliced}
     bin=$(need_bin spliced)
     CTL_SOCK="$TEST_TMP/spliced.sock"
     local args=("$@")
     [[ ${#args[@]} -gt 0 ]] || args=(--queue 0)
+    # shellcheck disable=SC2206
+    [[ -z "${SPLICED_EXTRA_ARGS:-}" ]] || args+=($SPLICED_EXTRA_ARGS)
     bg_start "$name" "$NS_R" "$bin" "${args[@]}" --control-socket "$CTL_SOCK" \
         --pidfile "$TEST_TMP/spliced.pid"
     local deadline=$((SECONDS + 20))
