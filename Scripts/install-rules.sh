@@ -49,8 +49,6 @@ Options:
   --splice-mark MARK   mark the engine sets on a spliced flow's packet; saved
                        as the flow's conntrack mark, its data and ACKs then
                        skip the queue (give spliced --splice-mark)    [0x5a5d]
-                       (the splice mark with bit 16 flipped, 0x15a5d by default,
-                       marks a spliced flow after its first FIN)
   --route-table N      routing table for those packets                 [100]
   --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
                        spliced thread takes them (give spliced both)  [--queues]
@@ -213,8 +211,6 @@ INJECT_MARK=$(parse_mark --inject-mark "$MARK_ARG")
 PROXY_MARK=$(parse_mark --proxy-mark "$PROXY_MARK_ARG")
 LOCAL_MARK=$(parse_mark --local-mark "$LOCAL_MARK_ARG")
 SPLICE_MARK=$(parse_mark --splice-mark "$SPLICE_MARK_ARG")
-# A spliced flow after its first FIN (the engine's closing mark: the splice mark, bit 16 flipped).
-CLOSING_MARK=$(printf '0x%x' $((SPLICE_MARK ^ 0x10000)))
 TPROXY_PORT=""
 if [[ -n "$TPROXY_PORT_ARG" ]]; then
     is_uint "$TPROXY_PORT_ARG" && ((10#$TPROXY_PORT_ARG >= 1 && 10#$TPROXY_PORT_ARG <= 65535)) \
@@ -222,8 +218,6 @@ if [[ -n "$TPROXY_PORT_ARG" ]]; then
     TPROXY_PORT=$((10#$TPROXY_PORT_ARG))
     [[ $(printf '%s\n' "$INJECT_MARK" "$PROXY_MARK" "$LOCAL_MARK" "$SPLICE_MARK" | sort -u | wc -l) == 4 ]] \
         || die "--inject-mark, --proxy-mark, --local-mark and --splice-mark must differ"
-    [[ $(printf '%s\n' "$INJECT_MARK" "$PROXY_MARK" "$LOCAL_MARK" "$CLOSING_MARK" | sort -u | wc -l) == 4 ]] \
-        || die "--inject-mark, --proxy-mark and --local-mark must differ from the splice mark with bit 16 flipped ($CLOSING_MARK: the closing mark)"
 fi
 is_uint "$ROUTE_TABLE_ARG" && ((10#$ROUTE_TABLE_ARG >= 1 && 10#$ROUTE_TABLE_ARG <= 252)) \
     || die "bad routing table '$ROUTE_TABLE_ARG' in --route-table (expected 1-252)"
@@ -327,7 +321,6 @@ render() {
         line=${line//@LOCAL_MARK@/$LOCAL_MARK}
         line=${line//@PROXY_MARK@/$PROXY_MARK}
         line=${line//@SPLICE_MARK@/$SPLICE_MARK}
-        line=${line//@CLOSING_MARK@/$CLOSING_MARK}
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}

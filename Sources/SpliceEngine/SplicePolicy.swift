@@ -126,10 +126,6 @@ public struct SpliceMarks: Sendable, Equatable {
     /// A spliced flow's packets (set with NF_REPEAT; the rules save it as the flow's conntrack
     /// mark, and the flow's data and ACKs skip the queue from then on).
     public var spliced: UInt32 = 0x5a5d
-    /// A spliced flow's first FIN (set with NF_REPEAT; saved as the flow's conntrack mark, so
-    /// that the rest of the flow, its other FIN too, skips the queue): the splice mark with
-    /// bit 16 flipped, as install-rules.sh derives it.
-    public var splicedClosing: UInt32 { spliced ^ 0x10000 }
     public init() {}
     /// A mark as the rules and the options write it (`0x5a5a`).
     public static func hex(_ mark: UInt32) -> String { "0x" + String(mark, radix: 16) }

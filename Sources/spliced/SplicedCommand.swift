@@ -228,9 +228,6 @@ struct SplicedCommand: ParsableCommand {
         guard Set([m.inject, m.toProxy, m.local, m.spliced]).count == 4 else {
             throw ValidationError("--inject-mark, --proxy-mark, --local-mark and --splice-mark must differ")
         }
-        guard Set([m.inject, m.toProxy, m.local, m.splicedClosing]).count == 4 else {
-            throw ValidationError("--inject-mark, --proxy-mark and --local-mark must differ from the splice mark with bit 16 flipped (\(SpliceMarks.hex(m.splicedClosing)): the closing mark)")
-        }
         return m
     }
 

@@ -117,11 +117,8 @@ extension Engine {
         // Never engaged: `splicectl flows` shows no proxy, as for a flow spliced at its SYN.
         b.pointee.resilient.proxyID = 0
         guard let p, !held else { return .drop }
-        // The request came with the client's FIN: the rest of the flow will not show the engine
-        // another (the closing mark): it is over for the table, as at a spliced flow's first FIN.
-        if p.tcp.flags.contains(.fin) { table[e].state = .timeWait }
         // Untouched, with the splice mark (`splicedFromEnd`).
-        return splicedFromEnd(p)
+        return p.tcp.flags.contains(.fin) ? .accept : Verdict(action: .repeatHook, mark: marks.spliced)
     }
 
     /// The client's held segments of a flow the rules spliced go on to the server as they came

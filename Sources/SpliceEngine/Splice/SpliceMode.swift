@@ -129,14 +129,12 @@ extension Engine {
     }
 
     /// A spliced flow's packet from an end: untouched. One without SYN, FIN or RST gets the
-    /// splice mark (the rules save it as the flow's conntrack mark; later ones skip the queue);
-    /// its first FIN the closing mark (saved in the same way: the rest of the flow, its other FIN
-    /// too, skips the queue; the table took the flow to TIME_WAIT at that FIN).
+    /// splice mark (the rules save it as the flow's conntrack mark; later ones skip the queue).
     func splicedFromEnd(_ p: TCPPacket) -> Verdict {
         counters.splices.packetsAfterSplice &+= 1
         let flags = p.tcp.flags
-        if flags.contains(.syn) || flags.contains(.rst) { return .accept }
-        return Verdict(action: .repeatHook, mark: flags.contains(.fin) ? marks.splicedClosing : marks.spliced)
+        if flags.contains(.syn) || flags.contains(.fin) || flags.contains(.rst) { return .accept }
+        return Verdict(action: .repeatHook, mark: marks.spliced)
     }
 
     /// The zero windows of a pending splice are lifted: each end is sent the other end's
