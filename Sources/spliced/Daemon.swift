@@ -11,7 +11,7 @@ import SpliceEngine
 import SpliceKernel
 import SpliceWire
 
-/// The running daemon: a reader thread per queue (or one for all), the engine behind one lock, the
+/// The running daemon: one reader thread for all queues (or more), the engine behind one lock, the
 /// control socket served from a thread of its own, and the timers (flow expiry, held FIN/RST
 /// release, silent proxies, the watched pidfile) on another, so that no control client can
 /// hold them up.

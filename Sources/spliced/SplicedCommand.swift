@@ -142,8 +142,8 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds a handshake replayed to the proxy may go unanswered before its flow goes on alone (bypass, proxy-no-answer).")
     var replayPatienceMs: Int = 3000
 
-    @Option(name: .long, help: ArgumentHelp("How the queues are read: the handshake queue (--syn-queue) on a thread of its own and the others on one, one thread for all, or a thread per queue (Docs/benchmarks.md).", valueName: "handshakes-apart|one|per-queue"))
-    var readerThreads: String = ReaderThreads.handshakesApart.rawValue
+    @Option(name: .long, help: ArgumentHelp("How the queues are read: one thread for all, the handshake queue (--syn-queue) on a thread of its own and the others on one, or a thread per queue (Docs/architecture.md).", valueName: "one|handshakes-apart|per-queue"))
+    var readerThreads: String = ReaderThreads.one.rawValue
 
     func validate() throws {
         _ = try parsedProxyQueues(queues: try parsedQueues())
@@ -174,7 +174,7 @@ struct SplicedCommand: ParsableCommand {
             throw ValidationError("--replay-patience-ms must be between 500 and 60000, not \(replayPatienceMs)")
         }
         guard ReaderThreads(rawValue: readerThreads) != nil else {
-            throw ValidationError("--reader-threads must be handshakes-apart, one or per-queue, not '\(readerThreads)'")
+            throw ValidationError("--reader-threads must be one, handshakes-apart or per-queue, not '\(readerThreads)'")
         }
     }
 
@@ -286,7 +286,7 @@ struct SplicedCommand: ParsableCommand {
                                          holdGraceMilliseconds: holdGraceMs,
                                          heartbeatTimeoutMilliseconds: heartbeatTimeoutMs,
                                          replayPatienceMilliseconds: replayPatienceMs, rules: try parsedRules(),
-                                         readers: ReaderThreads(rawValue: readerThreads) ?? .handshakesApart)
+                                         readers: ReaderThreads(rawValue: readerThreads) ?? .one)
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)

@@ -55,6 +55,7 @@ usage_error "'-5'.*--queue-max-length.*out of range" --queue-max-length -5 "${BA
 usage_error "--hold-grace-ms.*-100" --hold-grace-ms -100 "${BADSOCK[@]}"
 usage_error "--heartbeat-timeout-ms.*-1" --heartbeat-timeout-ms -1 "${BADSOCK[@]}"
 usage_error "--replay-patience-ms.*between 500 and 60000.*100" --replay-patience-ms 100 "${BADSOCK[@]}"
+usage_error "--reader-threads must be one, handshakes-apart or per-queue, not .two." --reader-threads two "${BADSOCK[@]}"
 usage_error "--queue.*-1" --queue -1 "${BADSOCK[@]}"
 usage_error "--proxy-queue.*-2" --proxy-queue -2 "${BADSOCK[@]}"
 usage_error "--inject-mark.*-1" --inject-mark -1 "${BADSOCK[@]}"
