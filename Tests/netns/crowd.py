@@ -67,11 +67,11 @@ class Result:
         self.first_byte_ms = []
         self.total_ms = []
 
-        self.failed = []   # (local port or None, kind) of every download that was not ok
+        self.failed = []   # (local port or None, kind, bytes received) of every download not ok
 
-    def error(self, kind, port=None):
+    def error(self, kind, port=None, got=0):
         self.errors[kind] = self.errors.get(kind, 0) + 1
-        self.failed.append((port, kind))
+        self.failed.append((port, kind, got))
 
 
 def error_kind(exc):
@@ -91,6 +91,7 @@ async def one(args, request, res, sem):
         t0 = time.monotonic()
         writer = None
         port = None
+        got = 0
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(args.host, args.port), args.timeout)
@@ -107,6 +108,7 @@ async def one(args, request, res, sem):
                     break
                 if first is None:
                     first = time.monotonic()
+                got += len(data)
                 chunks.append(data)
             t2 = time.monotonic()
             raw = b"".join(chunks)
@@ -121,14 +123,14 @@ async def one(args, request, res, sem):
             res.first_byte_ms.append((first - t1) * 1000)
             res.total_ms.append((t2 - t0) * 1000)
             if len(body) < args.bytes:
-                res.error("short-body", port)
+                res.error("short-body", port, got)
             elif len(body) != args.bytes or hashlib.sha256(body).hexdigest() != args.sha256:
                 res.wrong += 1
-                res.failed.append((port, "wrong"))
+                res.failed.append((port, "wrong", got))
             else:
                 res.ok += 1
         except Exception as exc:  # every failure is counted by kind, none retried
-            res.error(error_kind(exc), port)
+            res.error(error_kind(exc), port, got)
         finally:
             if writer is not None:
                 writer.close()
@@ -158,8 +160,8 @@ async def run(args):
     }
     if args.failures:
         with open(args.failures, "w") as f:
-            for port, kind in res.failed:
-                f.write(f"{port if port is not None else '-'} {kind}\n")
+            for port, kind, got in res.failed:
+                f.write(f"{port if port is not None else '-'} {kind} after {got} bytes\n")
     return out
 
 

@@ -40,17 +40,20 @@ engine_packets() {
     st=$(status_json)
     echo "$(json_get packets.total <<<"$st") $(json_get sum 'queues.*.queueDropped' <<<"$st")"
 }
-declare -A PACKETS DROPS
+declare -A PACKETS DROPS SYNACKS
 # crowd NAME: N downloads at once, all byte-exact or the test fails. Counts the engine's packets per
-# download and its queues' drops meanwhile.
+# download and its queues' drops meanwhile, and the SYN-ACKs the server had to send again.
 crowd() {
-    local p0 d0 p1 d1
+    local p0 d0 p1 d1 s0 x0
     read -r p0 d0 < <(engine_packets)
+    s0=$(tcpext "$NS_S" TCPSynRetrans)
+    x0=$(tx_dropped "$NS_S" eth0)
     crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$N" --timeout 60 --deadline 300 \
-        || fail "crowd $1: $(cat "$TEST_TMP/crowd-$1.out"); first failures: $(head -n 5 "$TEST_TMP/crowd-$1.failed" | tr '\n' ' ')"
+        || fail "crowd $1: $(cat "$TEST_TMP/crowd-$1.out"); first failures: $(head -n 5 "$TEST_TMP/crowd-$1.failed" | tr '\n' ' '); the server sent $(($(tcpext "$NS_S" TCPSynRetrans) - s0)) SYN-ACKs again, its link refused $(($(tx_dropped "$NS_S" eth0) - x0)) packets"
     read -r p1 d1 < <(engine_packets)
     PACKETS[$1]=$(((p1 - p0) / N))
     DROPS[$1]=$((d1 - d0))
+    SYNACKS[$1]="$(($(tcpext "$NS_S" TCPSynRetrans) - s0)) SYN-ACKs sent again by the server (its link refused $(($(tx_dropped "$NS_S" eth0) - x0)) packets)"
 }
 
 # 1. Bypass.
@@ -80,6 +83,6 @@ log "engine: $(json_get packets.total <<<"$st") packets, queue drops $(json_get 
 b=$(crowd_field bypass seconds)
 for run in bypass splice-proxy haproxy; do
     s=$(crowd_field "$run" seconds)
-    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(awk -v s="$s" -v b="$b" 'BEGIN { printf "%.2f", s / b }')x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}"
+    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(awk -v s="$s" -v b="$b" 'BEGIN { printf "%.2f", s / b }')x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}; ${SYNACKS[$run]}"
 done
 log "PASS: $N concurrent downloads byte-exact through splice-proxy and through HAProxy"
