@@ -67,9 +67,11 @@ XF_NAMES=("${FIRST[@]}" "${SECOND[@]}")
 _some_pending() { (($(count_flows splice pending) >= (N - HALF) / 3)); }
 wait_for 30 "a third of the second half to be pending" _some_pending
 capture_start paws
+# The drained count first: a splice pending when the flows are counted drains after it, or
+# fails at the kill (counted the other way round, one that drained in between was neither).
+drained_n=$(status_json | json_get splices.drained)
 spliced_n=$(count_flows splice spliced)
 pending_n=$(count_flows splice pending)
-drained_n=$(status_json | json_get splices.drained)
 log "at the kill: $spliced_n flows spliced, $pending_n pending, the rest not yet decided"
 if [[ "$VARIANT" == proxy ]]; then
     proxy_kill_now
