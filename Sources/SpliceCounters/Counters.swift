@@ -49,9 +49,6 @@ public struct FlowEventCounters: Codable, Sendable, Equatable {
 public struct ResilientCounters: Codable, Sendable, Equatable {
     public var flows: UInt64 = 0
     public var handshakeReplays: UInt64 = 0
-    /// Clients' handshake ACKs copied to the server (the server's handshake done at once), and
-    /// again when the server's SYN-ACK came back before the proxy had connected upstream.
-    public var handshakeAcksForwarded: UInt64 = 0
     public var fromProxyTranslated: UInt64 = 0
     /// Packets of the proxy's sockets dropped: no resilient flow (unknown, bypassed, closed).
     public var proxyPacketsDropped: UInt64 = 0

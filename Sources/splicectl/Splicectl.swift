@@ -150,7 +150,7 @@ struct Status: ParsableCommand {
         }
         if let report = s.resilient {
             let r = report.counters
-            print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.handshakeAcksForwarded) handshake ACKs copied to servers, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
+            print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
                   + "acks clamped \(r.acksClamped), released \(r.acksInjected), suppressed \(r.acksSuppressed); "
                   + "clients validated \(r.clientsValidated), their early packets held \(r.pendingHeld), dropped \(r.pendingDropped); "
                   + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed); "

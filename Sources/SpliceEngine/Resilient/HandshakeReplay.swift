@@ -39,31 +39,6 @@ extension Engine {
         b.pointee.resilient = r
     }
 
-    /// The client's handshake ACK, copied to the server as a pure ACK (any data it carried waits
-    /// for the proxy's socket, which sends it upstream). The server completes its handshake when
-    /// the client did, as without us, instead of waiting in SYN-RECEIVED until the proxy has
-    /// accepted the replay and connected upstream: under a crowd that took longer than the
-    /// server's first SYN-ACK timeout, and up to 9,255 SYN-ACKs of 10,000 connections came back
-    /// through the queue, each turned into one more SYN for the proxy (Docs/resilient.md). Sent
-    /// again when the server's SYN-ACK comes again before the up socket is connected (`echo`:
-    /// that SYN-ACK's TSval, which Linux 6.18 checks against those it sent). Nothing of the
-    /// server's reaches the client before the up socket is connected (the mode drops it until
-    /// then), so a server that speaks first sends its first bytes again, to the up socket.
-    func forwardHandshakeAck(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, echo: UInt32) {
-        let r = b.pointee.resilient
-        let entry = table[e]
-        guard let n = TCPSegmentWriter.write(
-            into: buildBuffer, source: entry.addressA, destination: entry.addressB,
-            sourcePort: entry.portA, destinationPort: entry.portB,
-            sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: b.pointee.ends.reply.isn + 1,
-            flags: .ack, window: r.clientAckWindow,
-            options: r.timestamps ? .timestamps(TCPTimestamps(value: r.clientAckTSval, echo: echo)) : .none)
-        else { return }
-        b.pointee.resilient.serverHandshakeDone = true
-        counters.resilient.handshakeAcksForwarded &+= 1
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: false)
-    }
-
     /// FIG. 2A-2B: a SYN to the proxy, from the client, with the client's ISN and the options
     /// both ends negotiated, built into `scratch` in place of the client's ACK.
     func replaySynToProxy(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,

@@ -100,9 +100,7 @@ extension Engine {
             let summary = tcp.options.summary
             r.proxy.original.isn = tcp.sequenceNumber
             r.proxy.original.seqDelta = SeqDelta(from: tcp.sequenceNumber, to: b.pointee.ends.original.isn)
-            // The server's clock of the client: from the ACK it was given, else from the SYN.
-            r.proxy.original.tsDelta = TimestampDelta(from: summary.timestamps?.value ?? 0,
-                                                      to: r.serverHandshakeDone ? r.clientAckTSval : r.clientSynTSval)
+            r.proxy.original.tsDelta = TimestampDelta(from: summary.timestamps?.value ?? 0, to: r.clientSynTSval)
             let server = b.pointee.ends.reply.options
             let scaling = server.windowScale != 0xff && summary.windowScale != nil
             r.proxy.original.shift = scaling ? min(summary.windowScale ?? 0, 14) : 0

@@ -51,15 +51,10 @@ extension Engine {
                     return serverRetryAwaitingRequest(entry: e, block: b, scratch: scratch, now: now)
                 case .synToProxy:
                     // The proxy has not answered the SYN it was given (lost on the way, its
-                    // queue full): the server's retry sends it again. The server did not get
-                    // the client's ACK either: it gets it again.
-                    forwardHandshakeAck(entry: e, block: b, echo: timestampsOption(tcp)?.value ?? 0)
+                    // queue full): the server's retry sends it again.
                     return replaySynToProxy(entry: e, block: b, scratch: scratch, now: now)
                 case .downEstablished:
-                    // The proxy has not connected upstream yet: the server, which did not get the
-                    // client's ACK, gets it again; its SYN-ACK goes no further.
-                    forwardHandshakeAck(entry: e, block: b, echo: timestampsOption(tcp)?.value ?? 0)
-                    return .drop
+                    return .drop   // the proxy has not connected upstream yet; the server will retry
                 case .upstreamAnswered, .established:
                     break          // a retransmitted SYN-ACK: the up socket answers it with an ACK
                 case .none:
@@ -101,7 +96,6 @@ extension Engine {
                     return fromClientAwaitingRequest(p, entry: e, block: b, scratch: scratch, now: now)
                 }
                 if tcp.payloadLength > 0 || flags.contains(.fin) { holdForProxy(p, entry: e, block: b, now: now) }
-                forwardHandshakeAck(entry: e, block: b, echo: timestampsOption(tcp)?.echo ?? 0)
                 return replaySynToProxy(entry: e, block: b, scratch: scratch, now: now)
             case .awaitingRequest:
                 return fromClientAwaitingRequest(p, entry: e, block: b, scratch: scratch, now: now)

@@ -67,9 +67,6 @@ public struct ResilientState: Sendable {
     /// the engine gives the proxy's SYN-ACK.
     public var clientAckTSval: UInt32 = 0
     public var clientAckWindow: UInt16 = 0
-    /// The client's handshake ACK was copied to the server (`forwardHandshakeAck`): the server's
-    /// handshake is complete, and the up socket's timestamps start from that ACK's TSval.
-    public var serverHandshakeDone = false
     /// The client's packets held while the proxy's socket was not yet up (`PendingPackets`).
     public var pendingToProxy: UInt8 = 0
     /// When the current phase began (deciseconds): for `awaitingRequest`, when the client's
