@@ -44,16 +44,16 @@ declare -A PACKETS DROPS SYNACKS
 # crowd NAME: N downloads at once, all byte-exact or the test fails. Counts the engine's packets per
 # download and its queues' drops meanwhile, and the SYN-ACKs the server had to send again.
 crowd() {
-    local p0 d0 p1 d1 s0 x0
+    local p0 d0 p1 d1 s0 x0 rc=0
     read -r p0 d0 < <(engine_packets)
-    s0=$(tcpext "$NS_S" TCPSynRetrans)
+    s0=$(ns_counter "$NS_S" TcpExtTCPSynRetrans)
     x0=$(tx_dropped "$NS_S" eth0)
-    crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$N" --timeout 60 --deadline 300 \
-        || fail "crowd $1: $(cat "$TEST_TMP/crowd-$1.out"); first failures: $(head -n 5 "$TEST_TMP/crowd-$1.failed" | tr '\n' ' '); the server sent $(($(tcpext "$NS_S" TCPSynRetrans) - s0)) SYN-ACKs again, its link refused $(($(tx_dropped "$NS_S" eth0) - x0)) packets"
+    crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$N" --timeout 60 --deadline 300 || rc=$?
+    SYNACKS[$1]="$(($(ns_counter "$NS_S" TcpExtTCPSynRetrans) - s0)) SYN-ACKs sent again by the server (its link refused $(($(tx_dropped "$NS_S" eth0) - x0)) packets)"
+    ((rc == 0)) || fail "crowd $1: $(cat "$TEST_TMP/crowd-$1.out"); first failures: $(head -n 5 "$TEST_TMP/crowd-$1.failed" | tr '\n' ' '); ${SYNACKS[$1]}"
     read -r p1 d1 < <(engine_packets)
     PACKETS[$1]=$(((p1 - p0) / N))
     DROPS[$1]=$((d1 - d0))
-    SYNACKS[$1]="$(($(tcpext "$NS_S" TCPSynRetrans) - s0)) SYN-ACKs sent again by the server (its link refused $(($(tx_dropped "$NS_S" eth0) - x0)) packets)"
 }
 
 # 1. Bypass.
