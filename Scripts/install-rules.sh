@@ -56,6 +56,17 @@ Options:
                        --syn-queue N): under a SYN flood past what the engine
                        can take, new flows go by unseen (bypass) instead of
                        delaying the established ones              [--queues]
+  --service LIST       layer-7 balancer: service addresses ADDR:PORT (IPv6 as
+                       [ADDR]:PORT), comma separated, where splice-proxy
+                       --service listens. Their connections and the answers to
+                       --balancer-ports are queued (fail-open) and untracked;
+                       sets net.ipv4.conf.all.accept_local=1 (a joined packet
+                       arrives with a source address of this host), saved and
+                       restored on removal (Docs/balancer.md)
+  --balancer-ports A:B the local ports the balancer's backend connections
+                       leave from (splice-proxy --balancer-ports) [61000:65535]
+  --balancer-mark MARK mark of the balancer's sockets (splice-proxy
+                       --balancer-mark; spliced --balancer-mark)     [0x5a5e]
   --dry-run            print the rendered rules and the jump commands; change
                        nothing
   -h, --help           this help
@@ -81,6 +92,9 @@ SPLICE_MARK_ARG=0x5a5d
 ROUTE_TABLE_ARG=100
 PROXY_QUEUE_ARG=""
 SYN_QUEUE_ARG=""
+SERVICE_ARG=""
+BAL_PORTS_ARG=61000:65535
+BAL_MARK_ARG=0x5a5e
 
 need_value() {
     # need_value OPTION REMAINING_ARG_COUNT
@@ -115,6 +129,9 @@ while [[ $# -gt 0 ]]; do
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
         --syn-queue) need_value "$1" $#; SYN_QUEUE_ARG=$2; shift 2 ;;
+        --service) need_value "$1" $#; SERVICE_ARG+="${SERVICE_ARG:+,}$2"; shift 2 ;;
+        --balancer-ports) need_value "$1" $#; BAL_PORTS_ARG=$2; shift 2 ;;
+        --balancer-mark) need_value "$1" $#; BAL_MARK_ARG=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -122,6 +139,13 @@ while [[ $# -gt 0 ]]; do
 done
 
 # --- validation --------------------------------------------------------------
+# validate_prefix_early ITEM ADDR -> 4 for a valid dotted quad, dies otherwise.
+validate_prefix_early() {
+    [[ "$2" =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || die "bad address in service '$1' in --service"
+    local i
+    for i in 1 2 3 4; do ((10#${BASH_REMATCH[$i]} <= 255)) || die "bad address in service '$1' in --service"; done
+    echo 4
+}
 # is_uint STR: decimal digits only, at most 10 of them.
 is_uint() { [[ "$1" =~ ^[0-9]{1,10}$ ]]; }
 
@@ -211,6 +235,29 @@ INJECT_MARK=$(parse_mark --inject-mark "$MARK_ARG")
 PROXY_MARK=$(parse_mark --proxy-mark "$PROXY_MARK_ARG")
 LOCAL_MARK=$(parse_mark --local-mark "$LOCAL_MARK_ARG")
 SPLICE_MARK=$(parse_mark --splice-mark "$SPLICE_MARK_ARG")
+BAL_MARK=$(parse_mark --balancer-mark "$BAL_MARK_ARG")
+[[ "$BAL_PORTS_ARG" =~ ^[0-9]{1,5}:[0-9]{1,5}$ ]] \
+    || die "bad port range '$BAL_PORTS_ARG' in --balancer-ports (expected LOW:HIGH)"
+bal_lo=$((10#${BAL_PORTS_ARG%%:*})); bal_hi=$((10#${BAL_PORTS_ARG#*:}))
+((bal_lo >= 1 && bal_hi <= 65535 && bal_lo <= bal_hi)) \
+    || die "bad port range '$BAL_PORTS_ARG' in --balancer-ports (1-65535, LOW <= HIGH)"
+BAL_PORTS="$bal_lo:$bal_hi"
+# Services: "4 ADDR PORT" / "6 ADDR PORT" lines.
+SERVICES=""
+if [[ -n "$SERVICE_ARG" ]]; then
+    IFS=',' read -r -a svc_items <<<"$SERVICE_ARG"
+    for item in "${svc_items[@]}"; do
+        if [[ "$item" =~ ^\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})$ ]]; then
+            svc_fam=6; svc_addr=${BASH_REMATCH[1]}; svc_port=${BASH_REMATCH[2]}
+        elif [[ "$item" =~ ^([0-9.]+):([0-9]{1,5})$ ]]; then
+            svc_fam=$(validate_prefix_early "$item" "${BASH_REMATCH[1]}"); svc_addr=${BASH_REMATCH[1]}; svc_port=${BASH_REMATCH[2]}
+        else
+            die "bad service '$item' in --service (expected ADDR:PORT, IPv6 as [ADDR]:PORT)"
+        fi
+        ((10#$svc_port >= 1 && 10#$svc_port <= 65535)) || die "bad port in service '$item' in --service (1-65535)"
+        SERVICES+="$svc_fam $svc_addr $((10#$svc_port))"$'\n'
+    done
+fi
 TPROXY_PORT=""
 if [[ -n "$TPROXY_PORT_ARG" ]]; then
     is_uint "$TPROXY_PORT_ARG" && ((10#$TPROXY_PORT_ARG >= 1 && 10#$TPROXY_PORT_ARG <= 65535)) \
@@ -318,6 +365,25 @@ render() {
             ((queue_rules)) || continue
             line=${line#@Q@}
         fi
+        if [[ "$line" == @B@* ]]; then
+            line=${line#@B@}
+            local svc_lines
+            svc_lines=$(printf '%s' "$SERVICES" | awk -v f="$fam" '$1 == f')
+            [[ -n "$svc_lines" ]] || continue
+            if [[ "$line" == *@SVC_ADDR@* ]]; then
+                local sf sa sp one
+                while read -r sf sa sp; do
+                    one=${line//@SVC_ADDR@/$sa}
+                    one=${one//@SVC_PORT@/$sp}
+                    one=${one//@INJECT_MARK@/$INJECT_MARK}
+                    one=${one//@QUEUE@/$QUEUE_SPEC}
+                    printf '%s\n' "$one"
+                done <<<"$svc_lines"
+                continue
+            fi
+            line=${line//@BAL_PORTS@/$BAL_PORTS}
+            line=${line//@BAL_MARK@/$BAL_MARK}
+        fi
         line=${line//@LOCAL_MARK@/$LOCAL_MARK}
         line=${line//@PROXY_MARK@/$PROXY_MARK}
         line=${line//@SPLICE_MARK@/$SPLICE_MARK}
@@ -353,6 +419,7 @@ if ((DRY_RUN)); then
         echo "### $ipt -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE || $ipt -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE"
         echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
         echo "### $ipt -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT || $ipt -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT"
+        echo "### $ipt -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE || $ipt -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE"
         if [[ -n "$TPROXY_PORT" ]]; then
             echo "### ip -$fam rule add fwmark $LOCAL_MARK lookup $ROUTE_TABLE"
             echo "### ip -$fam route add local $( [[ $fam == 4 ]] && echo 0.0.0.0/0 || echo ::/0 ) dev lo table $ROUTE_TABLE"
@@ -386,6 +453,10 @@ install_family() {
     if ! "$ipt" -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT 2>/dev/null; then
         "$ipt" -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT \
             || die "could not insert the jump to TCPSPLICE_MOUT in IPv$fam mangle OUTPUT"
+    fi
+    if ! "$ipt" -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE 2>/dev/null; then
+        "$ipt" -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE \
+            || die "could not insert the jump to TCPSPLICE_RPRE in IPv$fam raw PREROUTING"
     fi
     local first
     first=$("$ipt" -w 10 -t mangle -S PREROUTING | sed -n 2p)
@@ -428,8 +499,15 @@ install_sysctls() {
         grep -q "^$key " "$state" || printf '%s %s\n' "$key" "$old" >>"$state"
         sysctl -qw "$key=$2" >/dev/null || die "could not set $key=$2"
     }
-    set_saved net.ipv4.tcp_early_demux 0
-    set_saved net.ipv4.ip_early_demux 0
+    if [[ -n "$TPROXY_PORT" ]]; then
+        set_saved net.ipv4.tcp_early_demux 0
+        set_saved net.ipv4.ip_early_demux 0
+    fi
+    if [[ -n "$SERVICES" ]]; then
+        # A joined packet arrives with a source address of this host (the service address,
+        # or the balancer's own); without accept_local it is dropped as a martian.
+        set_saved net.ipv4.conf.all.accept_local 1
+    fi
     local f v
     for f in /proc/sys/net/ipv4/conf/*/rp_filter; do
         v=$(<"$f")
@@ -445,8 +523,11 @@ for fam in "${families[@]}"; do
     install_family "$fam"
     if [[ -n "$TPROXY_PORT" ]]; then install_routing "$fam"; fi
 done
+if [[ -n "$TPROXY_PORT" || -n "$SERVICES" ]]; then install_sysctls; fi
+if [[ -n "$SERVICES" ]]; then
+    note "balancer: services $(printf '%s' "$SERVICES" | awk '{printf "%s%s:%s", (NR>1?", ":""), $2, $3}'), backend ports $BAL_PORTS, mark $BAL_MARK; accept_local on"
+fi
 if [[ -n "$TPROXY_PORT" ]]; then
-    install_sysctls
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi

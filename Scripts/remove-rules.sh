@@ -98,7 +98,7 @@ remove_family() {
     # Saving lists only the tables that exist; it never creates one.
     save=$("$ipt_save" 2>/dev/null) || die "$ipt_save failed"
     local spec table chain
-    for spec in mangle:TCPSPLICE_PRE mangle:TCPSPLICE_MOUT raw:TCPSPLICE_OUT; do
+    for spec in mangle:TCPSPLICE_PRE mangle:TCPSPLICE_MOUT raw:TCPSPLICE_OUT raw:TCPSPLICE_RPRE; do
         table=${spec%%:*}
         chain=${spec#*:}
         script=$(removal_script "$save" "$table" "$chain")

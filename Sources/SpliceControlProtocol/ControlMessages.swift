@@ -66,6 +66,21 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case removeRule = "remove-rule"
         /// Move the rule `ruleID` to `position`.
         case moveRule = "move-rule"
+        /// Add the pool `pool` (its name must be new).
+        case addPool = "add-pool"
+        /// Remove the pool `poolName` (no rule may name it).
+        case removePool = "remove-pool"
+        /// Add `member` to the pool `poolName`.
+        case addMember = "add-member"
+        /// Remove the member of the pool `poolName` whose key is `member`'s.
+        case removeMember = "remove-member"
+        /// Drain the member of the pool `poolName` whose key is `member`'s: no new requests.
+        case drainMember = "drain-member"
+        /// Take such a member back: it takes new requests again.
+        case undrainMember = "undrain-member"
+        /// A registered proxy's join of a client's connection to its connection to a backend
+        /// (`join`: `prepare` shuts the windows, `join` joins when drained, `cancel`).
+        case join
     }
 
     public var command: Command
@@ -78,10 +93,21 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var rule: SpliceRule?
     public var ruleID: Int?
     public var position: Int?
+    public var join: JoinMessage?
+    /// For `add-pool`: the pool.
+    public var pool: Pool?
+    /// For `remove-pool` and the member commands: the pool's name.
+    public var poolName: String?
+    /// For the member commands: the member (for all but `add-member`, only its key counts).
+    public var member: Backend?
 
     public init(command: Command, proxy: ProxyRegistration? = nil, close: CloseIntent? = nil, policy: PolicyConfig? = nil,
                 decision: FlowDecision? = nil, force: Bool? = nil, rules: RuleSet? = nil, rule: SpliceRule? = nil,
-                ruleID: Int? = nil, position: Int? = nil) {
+                ruleID: Int? = nil, position: Int? = nil, pool: Pool? = nil, poolName: String? = nil,
+                member: Backend? = nil) {
+        self.pool = pool
+        self.poolName = poolName
+        self.member = member
         self.decision = decision
         self.force = force
         self.rules = rules
@@ -173,16 +199,50 @@ public struct FlowDecision: Codable, Sendable, Equatable {
     }
 }
 
+/// A balancer join as the proxy asks for it (Docs/balancer.md): the client's connection to
+/// the service address, the proxy's connection to the backend, and for `join` the bytes the
+/// proxy read from and wrote to each of its two sockets.
+public struct JoinMessage: Codable, Sendable, Equatable {
+    public enum Step: String, Codable, Sendable { case prepare, join, cancel }
+    public var step: Step
+    public var client: String
+    public var clientPort: UInt16
+    public var service: String
+    public var servicePort: UInt16
+    public var local: String
+    public var localPort: UInt16
+    public var backend: String
+    public var backendPort: UInt16
+    public var readFromClient: UInt64?
+    public var writtenToClient: UInt64?
+    public var readFromBackend: UInt64?
+    public var writtenToBackend: UInt64?
+    /// The rule that decided (nil: the default action) and the pool it named.
+    public var rule: Int?
+    public var pool: String?
+    public init(step: Step, client: String, clientPort: UInt16, service: String, servicePort: UInt16,
+                local: String, localPort: UInt16, backend: String, backendPort: UInt16) {
+        self.step = step
+        self.client = client; self.clientPort = clientPort
+        self.service = service; self.servicePort = servicePort
+        self.local = local; self.localPort = localPort
+        self.backend = backend; self.backendPort = backendPort
+    }
+}
+
 /// What a proxy says about itself when it registers.
 public struct ProxyRegistration: Codable, Sendable, Equatable {
     public var name: String
     public var pid: Int32
     /// The local port its transparent listener accepts on.
     public var listenPort: UInt16?
-    public init(name: String, pid: Int32, listenPort: UInt16? = nil) {
+    /// The balancer's service addresses it listens on ("address:port"; Docs/balancer.md).
+    public var services: [String]?
+    public init(name: String, pid: Int32, listenPort: UInt16? = nil, services: [String]? = nil) {
         self.name = name
         self.pid = pid
         self.listenPort = listenPort
+        self.services = services
     }
 }
 
@@ -207,6 +267,8 @@ public struct ControlResponse: Codable, Sendable {
     /// For `decide` and `step-out`: which of the two this answers (the proxy may have both
     /// under way for one connection).
     public var answers: ControlRequest.Command?
+    /// For `join`: the join answered.
+    public var join: JoinMessage?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, flows: [FlowRecord]? = nil,
                 proxyID: Int? = nil, policy: PolicyConfig? = nil, rules: RuleSet? = nil, decision: FlowDecision? = nil,
@@ -241,6 +303,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var control: ControlReport?
     /// Splices by outcome (absent from older daemons' reports).
     public var splices: SpliceCounters?
+    /// The layer-7 balancer's joins.
+    public var balancer: BalancerCounters?
 
     public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounters,
                 verdicts: VerdictCounters, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
@@ -487,6 +551,10 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     /// The ends' packets the engine saw for the flow, and of those, how many after the splice.
     public var packets: UInt64?
     public var packetsAfterSplice: UInt64?
+    /// A balancer connection's join ("pending", "joined") and the far end of the connection
+    /// it is joined to.
+    public var join: String?
+    public var joinedTo: String?
     public init(family: Int, src: String, sport: UInt16, dst: String, dport: UInt16, state: String, mode: String,
                 reason: String, ageSeconds: Double, idleSeconds: Double, bytesOrig: UInt64, bytesReply: UInt64,
                 pickedUp: Bool, hasBlock: Bool, phase: String? = nil, proxy: Int? = nil, decision: String? = nil,

@@ -128,6 +128,26 @@ public struct SpliceCounters: Codable, Sendable, Equatable {
     public init() {}
 }
 
+/// The layer-7 balancer's joins (seed 003 claim 10; Docs/balancer.md).
+public struct BalancerCounters: Codable, Sendable, Equatable {
+    /// Joins the proxy announced (its windows shut while it drains), and joins done.
+    public var prepared: UInt64 = 0
+    public var joined: UInt64 = 0
+    /// Asked before the engine saw both connections drained: asked to wait.
+    public var notYetDrained: UInt64 = 0
+    /// Refused (a connection unknown, its handshake unseen, a FIN already sent, or still
+    /// not drained at the proxy's bound), and cancelled by the proxy.
+    public var refused: UInt64 = 0
+    public var cancelled: UInt64 = 0
+    /// Packets of joined connections translated onto their peer.
+    public var translated: UInt64 = 0
+    /// Packets the proxy's sockets sent after their join (dropped: they close silently).
+    public var proxyPacketsDropped: UInt64 = 0
+    /// Window updates sent to the ends when a join reopened their windows.
+    public var windowUpdates: UInt64 = 0
+    public init() {}
+}
+
 /// All of them, as the engine keeps them.
 public struct EngineCounters: Sendable, Equatable {
     public var packets = PacketCounters()
@@ -135,5 +155,6 @@ public struct EngineCounters: Sendable, Equatable {
     public var flows = FlowEventCounters()
     public var resilient = ResilientCounters()
     public var splices = SpliceCounters()
+    public var balancer = BalancerCounters()
     public init() {}
 }

@@ -1,8 +1,8 @@
 import SpliceRules
 
-/// The daemon's splice rules and the edits `splicectl rules` makes to them. Every edit is
-/// checked whole before it takes effect (a refused edit changes nothing), gives new rules ids
-/// no rule had before, and bumps the version the proxies compare.
+/// The daemon's splice rules and pools, and the edits `splicectl rules` and `splicectl pools`
+/// make to them. Every edit is checked whole before it takes effect (a refused edit changes
+/// nothing), gives new rules ids no rule had before, and bumps the version the proxies compare.
 public struct RuleStore: Sendable {
     public private(set) var set: RuleSet
     private var nextID: Int
@@ -77,5 +77,70 @@ public struct RuleStore: Sendable {
         let rule = r.rules.remove(at: i)
         r.rules.insert(rule, at: position - 1)
         try commit(r)
+    }
+
+    // MARK: Pools
+
+    /// Adds a pool at the end of the pools; refused when one has its name.
+    public mutating func addPool(_ pool: Pool) throws {
+        var r = set
+        if r.pools.contains(where: { $0.name == pool.name }) { throw RuleError("pool '\(pool.name)' exists already") }
+        r.pools.append(pool)
+        try commit(r)
+    }
+
+    /// Removes a pool; refused while rules name it (the error lists them).
+    public mutating func removePool(_ name: String) throws {
+        var r = set
+        let i = try poolIndex(name)
+        let users = r.rules.filter { $0.pool == name }.map { String($0.id) }
+        if !users.isEmpty {
+            throw RuleError("pool '\(name)' is used by rule\(users.count == 1 ? "" : "s") \(users.joined(separator: ", ")): remove \(users.count == 1 ? "it" : "them") or give \(users.count == 1 ? "it" : "them") another pool first")
+        }
+        r.pools.remove(at: i)
+        try commit(r)
+    }
+
+    /// Adds a member at the end of a pool's backends; refused when one has its key.
+    public mutating func addMember(pool: String, _ b: Backend) throws {
+        var r = set
+        let i = try poolIndex(pool)
+        if r.pools[i].backends.contains(where: { $0.key == b.key }) {
+            throw RuleError("pool '\(pool)' has a member \(b.key) already")
+        }
+        r.pools[i].backends.append(b)
+        try commit(r)
+    }
+
+    /// Removes a pool's member by its key ("10.0.0.11:80", "[2001:db8::11]:80").
+    public mutating func removeMember(pool: String, key: String) throws {
+        var r = set
+        let (i, m) = try memberIndex(pool: pool, key: key)
+        r.pools[i].backends.remove(at: m)
+        try commit(r)
+    }
+
+    /// Drains a pool's member (it takes no new requests) or takes it back.
+    public mutating func setDrained(pool: String, key: String, _ drained: Bool) throws {
+        var r = set
+        let (i, m) = try memberIndex(pool: pool, key: key)
+        r.pools[i].backends[m].drained = drained
+        try commit(r)
+    }
+
+    private func poolIndex(_ name: String) throws -> Int {
+        guard let i = set.pools.firstIndex(where: { $0.name == name }) else { throw RuleError("no pool '\(name)'") }
+        return i
+    }
+
+    /// The pool's index and its member's; `key` is matched as `Backend.key` writes it, so any
+    /// spelling of the address will do.
+    private func memberIndex(pool: String, key: String) throws -> (Int, Int) {
+        let i = try poolIndex(pool)
+        let wanted = (try? Backend.parse(key))?.key ?? key
+        guard let m = set.pools[i].backends.firstIndex(where: { $0.key == wanted }) else {
+            throw RuleError("pool '\(pool)' has no member \(wanted)")
+        }
+        return (i, m)
     }
 }

@@ -58,6 +58,7 @@ extension StatusReport {
                   memory: memory, proxies: proxies,
                   resilient: ResilientReport(counters: resilient, activeProxy: engine.activeProxy),
                   policy: engine.policy, control: control, splices: engine.counters.splices)
+        balancer = engine.counters.balancer
     }
 }
 
@@ -94,6 +95,11 @@ extension FlowRecord {
                   spliceOutcome: f.splice == .spliced ? (f.spliceDrained ? "drained" : "fell-back") : nil,
                   packets: f.hasBlock ? f.packets : nil,
                   packetsAfterSplice: f.splice == .spliced ? f.packets &- UInt64(f.packetsAtSplice) : nil)
+        if f.join != .none {
+            join = f.join.description
+            joinedTo = f.joinedTo
+            rule = Int(f.joinRule)
+        }
     }
 }
 

@@ -44,9 +44,19 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
             return (ControlResponse(ok: true, flows: flows()), nil)
         case .register:
             guard let reg = request.proxy else { return (.failure("register needs a \"proxy\" object"), nil) }
+            var services: [ServiceAddress] = []
+            for text in reg.services ?? [] {
+                guard let s = Supervisor.parseService(text) else {
+                    return (.failure("register: bad service address '\(text)' (expected ADDRESS:PORT, [IPv6]:PORT)"), nil)
+                }
+                services.append(s)
+            }
             let id = registry.withLock { r -> Int in
                 let id = r.register(client, reg, now: now)
-                engine.withLock { $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id)) }
+                engine.withLock {
+                    $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id))
+                    $0.services.formUnion(services)
+                }
                 return id
             }
             return (ControlResponse(ok: true, proxyID: id, rules: rules.withLock { $0.set }), .registered(id: id, reg))
@@ -69,7 +79,10 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
             return (ControlResponse(ok: true), nil)
         case .decide, .stepOut:
             return (spliceStep(request, from: client, now: now), nil)
-        case .rules, .setRules, .addRule, .removeRule, .moveRule:
+        case .join:
+            return (joinStep(request, from: client, now: now), nil)
+        case .rules, .setRules, .addRule, .removeRule, .moveRule,
+             .addPool, .removePool, .addMember, .removeMember, .drainMember, .undrainMember:
             return editRules(request)
         case .policy:
             return (ControlResponse(ok: true, policy: engine.withLock { PolicyConfig($0.policy) }), nil)
@@ -128,8 +141,60 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         return answer
     }
 
-    /// The rule commands: every change is checked whole (the error names the rule and field)
-    /// and bumps the version; new connections follow it, existing ones keep their decision.
+    /// "10.0.0.1:80" or "[2001:db8::1]:80".
+    static func parseService(_ text: String) -> ServiceAddress? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port != 0 else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard let address = IPAddress(host) else { return nil }
+        return ServiceAddress(address: address, port: port)
+    }
+
+    /// A proxy's `join` (prepare, join, cancel) of its two balancer connections.
+    private func joinStep(_ request: ControlRequest, from client: Client, now: Timestamp) -> ControlResponse {
+        guard registry.withLock({ $0.isRegistered(client) }) else {
+            return .failure("join from a connection that has not registered")
+        }
+        guard let m = request.join, let c = IPAddress(m.client), let s = IPAddress(m.service),
+              let l = IPAddress(m.local), let b = IPAddress(m.backend) else {
+            return .failure("join needs a \"join\" object with step, client, clientPort, service, servicePort, local, localPort, backend, backendPort")
+        }
+        var r = JoinRequest(client: c, clientPort: m.clientPort, service: s, servicePort: m.servicePort,
+                            local: l, localPort: m.localPort, backend: b, backendPort: m.backendPort)
+        r.readFromClient = m.readFromClient ?? 0
+        r.writtenToClient = m.writtenToClient ?? 0
+        r.readFromBackend = m.readFromBackend ?? 0
+        r.writtenToBackend = m.writtenToBackend ?? 0
+        r.ruleID = UInt16(clamping: max(0, m.rule ?? 0))
+        var answer = ControlResponse(ok: true)
+        answer.answers = .join
+        answer.join = m
+        let outcome: Engine.JoinOutcome = engine.withLock {
+            switch m.step {
+            case .prepare: return $0.prepareJoin(r)
+            case .join: return $0.join(r, now: now)
+            case .cancel:
+                $0.cancelJoin(r)
+                return .accepted
+            }
+        }
+        switch outcome {
+        case .accepted:
+            answer.outcome = m.step == .join ? "joined" : m.step.rawValue
+        case .notDrained:
+            answer.ok = false
+            answer.outcome = "not-drained"
+            answer.error = "bytes are still in flight through the proxy"
+        case .refused(let why):
+            answer.ok = false
+            answer.error = why
+        }
+        return answer
+    }
+
+    /// The rule and pool commands: every change is checked whole (the error names the rule or
+    /// pool and the field) and bumps the version; new connections follow it, existing ones keep
+    /// their decision (and their backend).
     private func editRules(_ request: ControlRequest) -> (ControlResponse, Event?) {
         rules.withLock { store in
             do {
@@ -150,6 +215,21 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                         throw RuleError("move-rule needs a \"ruleID\" and a \"position\"")
                     }
                     try store.move(id, to: to)
+                case .addPool:
+                    guard let p = request.pool else { throw RuleError("add-pool needs a \"pool\" object") }
+                    try store.addPool(p)
+                case .removePool:
+                    guard let name = request.poolName else { throw RuleError("remove-pool needs a \"poolName\"") }
+                    try store.removePool(name)
+                case .addMember, .removeMember, .drainMember, .undrainMember:
+                    guard let name = request.poolName, let member = request.member else {
+                        throw RuleError("\(request.command.rawValue) needs a \"poolName\" and a \"member\" object")
+                    }
+                    switch request.command {
+                    case .addMember: try store.addMember(pool: name, member)
+                    case .removeMember: try store.removeMember(pool: name, key: member.key)
+                    default: try store.setDrained(pool: name, key: member.key, request.command == .drainMember)
+                    }
                 default:
                     throw RuleError("not a rule command")
                 }

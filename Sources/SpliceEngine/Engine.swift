@@ -38,6 +38,8 @@ public final class Engine: @unchecked Sendable {
     /// policy claims but whose rules decide `splice` or `bypass` from its addresses and port
     /// alone never reaches the proxy (Splice/SpliceMode.swift, `spliceAtOnce`).
     public var rules = RuleSet.empty
+    /// The balancer's service addresses, as its proxies registered them (Splice/Join.swift).
+    public var services = Set<ServiceAddress>()
     /// The marks shared with the rules.
     public var marks = SpliceMarks()
     /// Where built packets go (released ACKs, replayed SYN-ACKs, held FIN/RST).
@@ -101,7 +103,9 @@ public final class Engine: @unchecked Sendable {
         switch TCPPacket.parse(buffer) {
         case .tcp(let packet):
             counters.packets.tcp &+= 1
-            if fromProxy {
+            if fromProxy && info.mark == marks.balancer {
+                verdict = fromBalancerSocket(packet, info: info, now: now)
+            } else if fromProxy {
                 verdict = fromProxySocket(packet, info: info, scratch: scratch ?? ownScratch, now: now)
             } else {
                 verdict = fromEnd(packet, info: info, scratch: scratch ?? ownScratch, now: now)
@@ -141,6 +145,8 @@ public final class Engine: @unchecked Sendable {
             return resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
         case .spliced:
             return splicedFromEnd(p)
+        case .joined:
+            return joinedFromEnd(p, entry: e, dir: dir, block: b, info: info, now: now)
         case .bypass where table[e].reason == .proxyDied:
             return afterFailover(p, dir: dir, block: b, info: info)
         default:
@@ -152,14 +158,16 @@ public final class Engine: @unchecked Sendable {
 
     /// Follows TCP from an end's packet: finds or creates the flow, updates its state and its
     /// connection block. Nil when the packet belongs to no flow (table full, stray RST).
-    func track(_ p: TCPPacket, now: Timestamp) -> (UInt32, FlowDirection)? {
+    /// `local`: a packet of the balancer's own sockets (or one translated onto them): a new
+    /// flow it starts is a balancer connection, never claimed for the proxy.
+    func track(_ p: TCPPacket, now: Timestamp, local: Bool = false) -> (UInt32, FlowDirection)? {
         let tcp = p.tcp
         let flags = tcp.flags
         let src = p.source, dst = p.destination
         let sport = tcp.sourcePort, dport = tcp.destinationPort
 
         guard let (e, dir) = table.lookup(source: src, sourcePort: sport, destination: dst, destinationPort: dport) else {
-            return trackNew(p, now: now)
+            return trackNew(p, now: now, local: local)
         }
         let state = table[e].state
 
@@ -169,7 +177,7 @@ public final class Engine: @unchecked Sendable {
         if state.isClosed && dir == .original && flags.contains(.syn) && !flags.contains(.ack) {
             table.remove(e)
             counters.flows.reopened &+= 1
-            return trackNew(p, now: now)
+            return trackNew(p, now: now, local: local)
         }
 
         table[e].lastSeen = now.deciseconds
@@ -227,7 +235,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// The first packet of a flow the table does not know.
-    func trackNew(_ p: TCPPacket, now: Timestamp) -> (UInt32, FlowDirection)? {
+    func trackNew(_ p: TCPPacket, now: Timestamp, local: Bool = false) -> (UInt32, FlowDirection)? {
         let tcp = p.tcp
         let flags = tcp.flags
         if flags.contains(.rst) {
@@ -297,7 +305,13 @@ public final class Engine: @unchecked Sendable {
             let seqEnd = tcp.sequenceNumber + UInt32(tcp.payloadLength)
             b.pointee.ends[dir].finSeq = seqEnd
         }
-        if state == .synSent { claimForProxy(e, syn: tcp, block: b) }
+        if local || (state == .synSent && isService(dst, dport)) {
+            // The balancer's: its own socket's, or a client's to a service address.
+            table[e].mode = .balanced
+            table[e].reason = .service
+        } else if state == .synSent {
+            claimForProxy(e, syn: tcp, block: b)
+        }
         return (e, dir)
     }
 
@@ -362,6 +376,11 @@ public struct FlowSnapshot: Sendable, Equatable {
     /// The ends' packets the engine saw, in all, and when the flow was spliced.
     public var packets: UInt64
     public var packetsAtSplice: UInt32
+    /// A balancer connection's join, and the far end of the connection it is joined to
+    /// (the backend, for the client's connection; the client, for the backend's).
+    public var join: JoinStage = .none
+    public var joinedTo: String?
+    public var joinRule: UInt16 = 0
 }
 
 extension Engine {
@@ -384,6 +403,16 @@ extension Engine {
                 splice: b?.resilient.splice ?? .none, spliceDrained: b?.resilient.spliceDrained ?? false,
                 packets: (b?.ends.original.packets ?? 0) &+ (b?.ends.reply.packets ?? 0),
                 packetsAtSplice: b?.resilient.packetsAtSplice ?? 0))
+            if let j = b?.join, j.stage != .none {
+                out[out.count - 1].join = j.stage
+                out[out.count - 1].joinRule = j.ruleID
+                if j.stage == .joined, let pb = table.block(j.peer), pb.pointee.serial == j.peerSerial {
+                    let peer = table[j.peer]
+                    // The peer's far end: the backend (responder) for the client's connection.
+                    let (a, p) = j.facesClient ? (peer.addressB, peer.portB) : (peer.addressA, peer.portA)
+                    out[out.count - 1].joinedTo = a.isIPv4 ? "\(a):\(p)" : "[\(a)]:\(p)"
+                }
+            }
         }
         return out
     }

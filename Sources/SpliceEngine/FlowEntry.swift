@@ -168,6 +168,8 @@ public struct ConnectionBlock: Sendable {
     public var serial: UInt32 = 0
     /// The resilient mode's state (seed 000), `.none` phase for other flows.
     public var resilient = ResilientState()
+    /// The balancer's join (Splice/Join.swift), `.none` stage for other flows.
+    public var join = JoinState()
 
     @inlinable public init() {}
 }

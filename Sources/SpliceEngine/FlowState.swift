@@ -47,11 +47,17 @@ public enum FlowMode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case spliced
     /// Transferred to another proxy (seed 002).
     case transferred
+    /// A connection of the layer-7 balancer, between an end and the proxy's own socket (the
+    /// client and the service address, or the proxy and a backend): watched, not joined yet.
+    case balanced
+    /// Joined to its peer connection (seed 003 claim 10): the engine translates every packet
+    /// of its far end onto the peer connection (Splice/Join.swift).
+    case joined
 
     /// Keeps its connection block through TIME_WAIT (released when the entry expires): a
     /// resilient flow for the proxy's last packets, a spliced one for its record (the rule,
     /// the splice's outcome, the packets the engine saw).
-    @inlinable public var keepsBlock: Bool { self == .resilient || self == .spliced }
+    @inlinable public var keepsBlock: Bool { self == .resilient || self == .spliced || self == .joined }
 
     public var description: String {
         switch self {
@@ -59,6 +65,8 @@ public enum FlowMode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .resilient: return "resilient"
         case .spliced: return "spliced"
         case .transferred: return "transferred"
+        case .balanced: return "balanced"
+        case .joined: return "joined"
         }
     }
 }
@@ -87,6 +95,8 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case ruleSplice
     /// The proxy's rule said bypass, and it stepped out at once.
     case ruleBypass
+    /// A connection to a service address of the balancer, or from the proxy to a backend.
+    case service
 
     public var description: String {
         switch self {
@@ -101,6 +111,7 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .proxyNoAnswer: return "proxy-no-answer"
         case .ruleSplice: return "rule-splice"
         case .ruleBypass: return "rule-bypass"
+        case .service: return "service"
         }
     }
 }

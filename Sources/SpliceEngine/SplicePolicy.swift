@@ -126,6 +126,9 @@ public struct SpliceMarks: Sendable, Equatable {
     /// A spliced flow's packets (set with NF_REPEAT; the rules save it as the flow's conntrack
     /// mark, and the flow's data and ACKs skip the queue from then on).
     public var spliced: UInt32 = 0x5a5d
+    /// Packets of the balancer's own sockets (SO_MARK): queued from OUTPUT so that the engine
+    /// sees both connections it may join (Splice/Join.swift).
+    public var balancer: UInt32 = 0x5a5e
     public init() {}
     /// A mark as the rules and the options write it (`0x5a5a`).
     public static func hex(_ mark: UInt32) -> String { "0x" + String(mark, radix: 16) }

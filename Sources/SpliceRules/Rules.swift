@@ -114,23 +114,29 @@ public struct SpliceRule: Codable, Sendable, Equatable {
     public var name: String?
     public var match: RuleMatch
     public var action: RuleAction
+    /// The pool (of the set's `pools`) the balancer sends the rule's connections to; only with
+    /// `splice`. Nil: the service's own pool (Docs/balancer.md).
+    public var pool: String?
 
-    public init(id: Int = 0, name: String? = nil, match: RuleMatch, action: RuleAction) {
+    public init(id: Int = 0, name: String? = nil, match: RuleMatch, action: RuleAction, pool: String? = nil) {
         self.id = id
         self.name = name
         self.match = match
         self.action = action
+        self.pool = pool
     }
 
-    private enum CodingKeys: String, CodingKey { case id, name, match, action }
+    private enum CodingKeys: String, CodingKey { case id, name, match, action, pool }
 
-    /// Decodes a rule; `id` may be left out (0) and so may `match` (a rule that matches anything).
+    /// Decodes a rule; `id` may be left out (0) and so may `match` (a rule that matches
+    /// anything) and `pool`.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decodeIfPresent(Int.self, forKey: .id) ?? 0
         name = try c.decodeIfPresent(String.self, forKey: .name)
         match = try c.decodeIfPresent(RuleMatch.self, forKey: .match) ?? RuleMatch()
         action = try c.decode(RuleAction.self, forKey: .action)
+        pool = try c.decodeIfPresent(String.self, forKey: .pool)
     }
 }
 
@@ -158,25 +164,33 @@ public struct RuleSet: Codable, Sendable, Equatable {
     public var requestReader: RequestReader
     /// Bumped by the daemon at every change.
     public var version: Int
+    /// The layer-7 balancer's backend pools, which rules name (`SpliceRule.pool`).
+    public var pools: [Pool]
 
     /// The most rules a set may hold.
     public static let maxRules = 256
+    /// The most pools a set may hold.
+    public static let maxPools = 64
     /// The valid range of `firstBytesTimeoutMilliseconds`.
     public static let timeoutRange = 10...600_000
 
     public init(rules: [SpliceRule] = [], defaultAction: RuleAction = .proxy,
-                firstBytesTimeoutMilliseconds: Int = 2000, requestReader: RequestReader = .engine, version: Int = 0) {
+                firstBytesTimeoutMilliseconds: Int = 2000, requestReader: RequestReader = .engine, version: Int = 0,
+                pools: [Pool] = []) {
         self.rules = rules
         self.defaultAction = defaultAction
         self.firstBytesTimeoutMilliseconds = firstBytesTimeoutMilliseconds
         self.requestReader = requestReader
         self.version = version
+        self.pools = pools
     }
 
     /// No rules: every connection takes the default action, `proxy`.
     public static let empty = RuleSet()
 
-    private enum CodingKeys: String, CodingKey { case rules, defaultAction, firstBytesTimeoutMilliseconds, requestReader, version }
+    private enum CodingKeys: String, CodingKey {
+        case rules, defaultAction, firstBytesTimeoutMilliseconds, requestReader, version, pools
+    }
 
     /// Decodes a rule set; every field may be left out and then takes its default.
     public init(from decoder: any Decoder) throws {
@@ -186,6 +200,7 @@ public struct RuleSet: Codable, Sendable, Equatable {
         firstBytesTimeoutMilliseconds = try c.decodeIfPresent(Int.self, forKey: .firstBytesTimeoutMilliseconds) ?? 2000
         requestReader = try c.decodeIfPresent(RequestReader.self, forKey: .requestReader) ?? .engine
         version = try c.decodeIfPresent(Int.self, forKey: .version) ?? 0
+        pools = try c.decodeIfPresent([Pool].self, forKey: .pools) ?? []
     }
 
     /// Whether any rule needs the client's first bytes (a rule on the response needs them too:

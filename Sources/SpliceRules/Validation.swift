@@ -12,13 +12,30 @@ extension RuleSet {
     /// with '/' or '*', a header name that is not an HTTP token, afterBytes outside 1...16384,
     /// a status outside 100...599, a negative contentLengthAbove, an empty contentType, and
     /// combinations that can never match (HTTP fields or a response match with proto tls or
-    /// other or with sni; sni with proto http or other).
+    /// other or with sni; sni with proto http or other); a `pool` that is not in the set, or
+    /// given with an action other than splice.
+    ///
+    /// The pools are checked before the rules (`Pool.problem()`), each named by its name, as
+    /// in "pool 'web': backend 10.0.0.1:80: weight 0 is out of range (1-256)", or by its
+    /// position from 1 when the name itself is wrong ("pool 2: name '' is empty"). Refused:
+    /// more than 64 pools, two pools with the same name. A pool may be empty.
     public func validate() throws(RuleError) {
         if rules.count > RuleSet.maxRules {
             throw RuleError("\(rules.count) rules: more than \(RuleSet.maxRules)")
         }
         if !RuleSet.timeoutRange.contains(firstBytesTimeoutMilliseconds) {
             throw RuleError("firstBytesTimeoutMilliseconds \(firstBytesTimeoutMilliseconds) is out of range (10-600000)")
+        }
+        if pools.count > RuleSet.maxPools {
+            throw RuleError("\(pools.count) pools: more than \(RuleSet.maxPools)")
+        }
+        var poolNames: Set<String> = []
+        for (i, pool) in pools.enumerated() {
+            if let problem = Pool.nameProblem(pool.name) { throw RuleError("pool \(i + 1): \(problem)") }
+            if !poolNames.insert(pool.name).inserted {
+                throw RuleError("pool '\(pool.name)': name is used by an earlier pool")
+            }
+            if let problem = pool.problem() { throw RuleError("pool '\(pool.name)': \(problem)") }
         }
         var seenIDs: Set<Int> = []
         for (i, rule) in rules.enumerated() {
@@ -27,7 +44,62 @@ extension RuleSet {
                 throw RuleError("\(label): id \(rule.id) is used by an earlier rule")
             }
             if let problem = rule.problem() { throw RuleError("\(label): \(problem)") }
+            if let pool = rule.pool {
+                if !poolNames.contains(pool) { throw RuleError("\(label): pool '\(pool)' is not a pool of the set") }
+                if rule.action != .splice {
+                    throw RuleError("\(label): pool '\(pool)' is only for action splice, not \(rule.action.rawValue)")
+                }
+            }
         }
+    }
+}
+
+extension Pool {
+    /// Why `name` cannot be a pool's name, or nil: it must be 1 to 64 of A-Z a-z 0-9 _ . -.
+    static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "name '' is empty" }
+        if name.utf8.count > 64 { return "name '\(name)' is longer than 64 characters" }
+        let allowed = name.utf8.allSatisfy { c in
+            let lower = c | 0x20
+            return isDigit(c) || (lower >= UInt8(ascii: "a") && lower <= UInt8(ascii: "z"))
+                || c == UInt8(ascii: "_") || c == UInt8(ascii: ".") || c == UInt8(ascii: "-")
+        }
+        if !allowed { return "name '\(name)' may hold only A-Z a-z 0-9 _ . -" }
+        return nil
+    }
+
+    /// The first thing wrong with the pool, past its name, or nil: a hashHeader that is
+    /// missing for header-hash, given for another method, or not a header name; more than 64
+    /// backends; a backend whose address does not parse, with port 0 or a weight outside
+    /// 1...256; two backends with the same key.
+    func problem() -> String? {
+        switch (method, hashHeader) {
+        case (.headerHash, nil):
+            return "method header-hash needs a hashHeader"
+        case (.headerHash, let header?):
+            if header.isEmpty || !header.utf8.allSatisfy(isTokenByte) {
+                return "hashHeader '\(header)' is not a header name (a token: no ':', whitespace or other separator)"
+            }
+        case (_, .some):
+            return "hashHeader is only for method header-hash, not \(method.rawValue)"
+        case (_, nil):
+            break
+        }
+        if backends.count > Pool.maxBackends {
+            return "\(backends.count) backends: more than \(Pool.maxBackends)"
+        }
+        var keys: Set<String> = []
+        for b in backends {
+            guard IPAddress(b.address) != nil else {
+                return "backend \(b.key): address '\(b.address)' is not an IPv4 or IPv6 address"
+            }
+            if b.port == 0 { return "backend \(b.key): port 0 is not a port" }
+            if !Backend.weightRange.contains(b.weight) {
+                return "backend \(b.key): weight \(b.weight) is out of range (\(Backend.weightRange.lowerBound)-\(Backend.weightRange.upperBound))"
+            }
+            if !keys.insert(b.key).inserted { return "backend \(b.key) is given twice" }
+        }
+        return nil
     }
 }
 
@@ -118,7 +190,7 @@ extension SpliceRule {
     ///
     ///     #3 splice  host=*.example.com path-prefix=/videos/ content-length>1000000  # big videos
     ///
-    /// A rule with no field set shows "any".
+    /// A rule with no field set shows "any"; the pool comes after the fields ("any pool=web").
     public func describe() -> String {
         let m = match
         var fields: [String] = []
@@ -137,8 +209,10 @@ extension SpliceRule {
         add("status=", m.status?.map(String.init).joined(separator: ","))
         add("content-length>", m.contentLengthAbove.map(String.init))
         add("content-type=", m.contentType)
+        if fields.isEmpty { fields.append("any") }
+        add("pool=", pool)
         let action = padded(action.rawValue, width: 6)
-        var line = "#\(id) \(action)  " + (fields.isEmpty ? "any" : fields.joined(separator: " "))
+        var line = "#\(id) \(action)  " + fields.joined(separator: " ")
         if let name { line += "  # \(name)" }
         return line
     }

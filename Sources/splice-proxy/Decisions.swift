@@ -45,6 +45,14 @@ extension Relay {
     /// A new connection: the rules that can decide before any byte do; otherwise both
     /// directions are read through userspace until the bytes the rules need have been seen.
     func opened(_ c: Connection) {
+        if c.service != nil {
+            // A balancer connection: its backend is picked from its request, always read.
+            c.stage = .deciding
+            c.toServer.inspect = true
+            c.deadline = monotonicSeconds() + Double(rules.firstBytesTimeoutMilliseconds) / 1000
+            deciding.insert(c.id)
+            return
+        }
         let facts = ConnectionFacts(client: c.client.address, server: c.server.address, serverPort: c.server.port)
         switch rules.decide(connection: facts) {
         case .decided(let action, let rule):
@@ -68,6 +76,10 @@ extension Relay {
                 return
             case .decided(let action, let rule):
                 apply(c, action, rule: rule)
+            case .needResponse(_, let fallback, let fallbackRule) where c.service != nil:
+                // The balancer does not wait for a response it has no backend for yet: the
+                // rules on the response are passed over.
+                apply(c, fallback, rule: fallbackRule)
             case .needResponse(let candidates, let fallback, let fallbackRule):
                 c.stage = .awaitingResponse
                 c.candidates = candidates
@@ -97,6 +109,10 @@ extension Relay {
     /// and `bypass` start the splice. From here on the bytes go through pipes again.
     func apply(_ c: Connection, _ action: RuleAction, rule: Int?) {
         deciding.remove(c.id)
+        if c.service != nil {
+            applyService(c, action, rule: rule)
+            return
+        }
         c.action = action
         c.rule = rule
         c.toServer.stopInspecting()
@@ -139,6 +155,10 @@ extension Relay {
                 continue
             }
             guard let c = connections[id], c.stage == .pendingSplice, now >= c.nextAsk else { continue }
+            if c.service != nil {
+                joinTimer(c, now: now)
+                continue
+            }
             let waited = now - c.spliceSince
             guard waited >= settings.minimumPending else { continue }
             let overdue = waited > settings.minimumPending + settings.drainBound
@@ -161,6 +181,10 @@ extension Relay {
 
     /// The engine's answer to a `decide` or `step-out`.
     func answered(_ r: ControlResponse) {
+        if r.answers == .join {
+            joinAnswered(r)
+            return
+        }
         guard let d = r.decision,
               let id = byTuple["\(IPAddress(d.client) ?? IPAddress(ipv4: 0)) \(d.clientPort) \(IPAddress(d.server) ?? IPAddress(ipv4: 0)) \(d.serverPort)"],
               let c = connections[id] else { return }
@@ -194,6 +218,16 @@ extension Relay {
         }
     }
 
+    /// The splice will not happen: the engine is told (a decision `proxy`, or a join cancelled).
+    func cancelSplice(_ c: Connection) {
+        if c.service != nil {
+            if c.joinPrepared { sendJoin(c, .cancel) }
+        } else {
+            sendToEngine(ControlRequest(command: .decide, decision: decision(c, .proxy)))
+        }
+        spliceCounts.cancelled += 1
+    }
+
     /// The engine will not splice the connection (it is no longer resilient, say): relay on.
     func refused(_ c: Connection, _ why: String?) {
         spliceCounts.refused += 1
@@ -206,7 +240,7 @@ extension Relay {
 
     /// The splice is done: the sockets go without a packet on the wire (TCP_REPAIR); the
     /// engine forwards the flow from now on.
-    private func stepOut(_ c: Connection) {
+    func stepOut(_ c: Connection) {
         let down = c.down, up = c.up
         if tcpsplice_repair_on(down) != 0 || tcpsplice_repair_on(up) != 0 {
             logger.error("TCP_REPAIR: \(String(cString: strerror(errno))); closing \(c.client) -> \(c.server) abortively (the engine drops what the sockets send)")

@@ -27,6 +27,13 @@ final class Relay {
         /// How long every splice stays pending at least (tests that need splices caught
         /// pending; 0 in service).
         var minimumPending = 0.0
+        /// The balancer's service addresses (Balancer.swift), each with the pool its
+        /// connections go to when the deciding rule names none.
+        var services: [Service] = []
+        /// The local ports the connections to backends leave from (the rules queue their
+        /// answers), and the mark their sockets carry (the rules queue their packets).
+        var balancerPorts: ClosedRange<UInt16> = 61000...65535
+        var balancerMark: UInt32 = 0x5a5e
     }
 
     /// One direction of a connection: bytes from `source` to `destination` through a pipe,
@@ -42,6 +49,9 @@ final class Relay {
         var sourceDone = false
         var shutdownSent = false
         var bytes: UInt64 = 0
+        /// Bytes read from the source (a balancer join's accounting: a proxy may write more or
+        /// fewer than it read).
+        var bytesRead: UInt64 = 0
         /// Read through userspace rather than a pipe, so that the splice rules can look at the
         /// first bytes (the request, the response head): `held` keeps every byte read so (up
         /// to `maxPeekLength`), and its bytes from `heldSent` on are written on before any pipe
@@ -93,6 +103,21 @@ final class Relay {
         var deadline = 0.0
         var spliceSince = 0.0
         var nextAsk = 0.0
+        /// A balancer connection (Balancer.swift): the service it came to, whether its up
+        /// socket was connected yet (it is, once the backend is picked), the backend, the
+        /// up socket's local address, the pool.
+        var service: Int?
+        var upStarted = true
+        var backend: SocketAddress?
+        var local: SocketAddress?
+        var pool: String?
+        var joinPrepared = false
+        /// The engine has shut the windows for the join (or refused it): the request may go to
+        /// the backend now. Written before, the backend could answer at once and close, and
+        /// the join would come too late.
+        var joinReady = false
+        /// Bytes may be written to the up socket.
+        var mayWriteUp: Bool { upConnected && (service == nil || action != .splice || joinReady) }
         init(id: Int, down: Int32, up: Int32, client: SocketAddress, server: SocketAddress,
              toServer: Direction, toClient: Direction) {
             self.id = id
@@ -135,6 +160,12 @@ final class Relay {
     /// Called before the relay closes a socket on purpose (towardClient: the down socket).
     var announceClose: (Connection, Bool, Bool) -> Void = { _, _, _ in }
     var totalAccepted: UInt64 = 0
+    /// The balancer's listeners (fd -> service index), member picking, open connections per
+    /// backend, the next local port to try.
+    var serviceListeners: [Int32: Int] = [:]
+    var balancer = Balancer()
+    var activeByBackend: [String: Int] = [:]
+    var nextLocalPort: UInt16 = 0
 
     static let minimumPipe = 64 * 1024
     static let backlog: Int32 = 65535
@@ -179,6 +210,7 @@ final class Relay {
         guard epoll >= 0 else { throw RelayError("epoll_create1: \(String(cString: strerror(errno)))") }
         try listen(family: AF_INET)
         if settings.ipv6 { try listen(family: AF_INET6) }
+        for (i, s) in settings.services.enumerated() { try listenService(s, index: i) }
     }
 
     private func listen(family: Int32) throws {
@@ -230,7 +262,7 @@ final class Relay {
         for i in 0..<Int(n) {
             let fd = events[i].data.fd
             if listeners.contains(fd) {
-                acceptAll(fd)
+                acceptAll(fd, service: serviceListeners[fd])
             } else if let id = owners[fd], let c = connections[id] {
                 service(c, fd: fd, events: events[i].events)
             } else {
@@ -256,7 +288,7 @@ final class Relay {
     /// wait behind thousands of accepts (HAProxy's `tune.maxaccept` does the same). No gain
     /// was measurable in the 10,000-connection crowd, whose times swing with the engine's
     /// queue (Docs/benchmarks.md); kept for the fairness.
-    private func acceptAll(_ listener: Int32) {
+    private func acceptAll(_ listener: Int32, service: Int?) {
         for _ in 0..<Relay.maximumAcceptsPerRound {
             guard canAccept else {
                 pauseAccepting()
@@ -270,7 +302,7 @@ final class Relay {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             totalAccepted += 1
-            open(down: fd)
+            if let service { openService(down: fd, service: service) } else { open(down: fd) }
         }
     }
 
@@ -404,6 +436,7 @@ final class Relay {
         var ev: UInt32 = 0
         // Stepping out: nothing is read or written until the engine answers.
         if c.stage == .steppingOut { return 0 }
+        if fd == c.up && !c.upStarted { return 0 }
         if fd == c.down {
             if Relay.wantsToRead(c.toServer) { ev |= UInt32(EPOLLIN.rawValue) }
             if !c.toClient.empty { ev |= UInt32(EPOLLOUT.rawValue) }
@@ -412,7 +445,7 @@ final class Relay {
                 return ev | UInt32(EPOLLOUT.rawValue)
             }
             if Relay.wantsToRead(c.toClient) { ev |= UInt32(EPOLLIN.rawValue) }
-            if !c.toServer.empty { ev |= UInt32(EPOLLOUT.rawValue) }
+            if !c.toServer.empty && c.mayWriteUp { ev |= UInt32(EPOLLOUT.rawValue) }
         }
         return ev
     }
@@ -434,10 +467,11 @@ final class Relay {
             }
             if events & UInt32(EPOLLOUT.rawValue) == 0 { return }
             c.upConnected = true
+            if c.service != nil { backendConnected(c) }
         }
         guard c.stage != .steppingOut else { return }
-        var ok = pump(&c.toServer, connected: c.upConnected, connection: c)
-        if ok { ok = pump(&c.toClient, connected: true, connection: c) }
+        var ok = pump(&c.toServer, connected: c.mayWriteUp, connection: c)
+        if ok && c.upStarted { ok = pump(&c.toClient, connected: true, connection: c) }
         guard ok else {
             abort(c)
             return
@@ -502,6 +536,7 @@ final class Relay {
                 n = d.held.withUnsafeMutableBytes { recv(d.source, $0.baseAddress! + start, $0.count - start, 0) }
                 d.held.removeLast(d.held.count - start - max(0, n))
                 read = true
+                if n > 0 { d.bytesRead += UInt64(n) }
             } else if d.inPipe > 0 && connected, let p = d.pipe {
                 // No SPLICE_F_MORE: it sends with MSG_MORE, which corks a short segment (a
                 // request) in the socket until a timer pushes it, ~200 ms later. The kernel
@@ -522,7 +557,7 @@ final class Relay {
                 guard let p = d.pipe else { break }
                 n = tcpsplice_splice(d.source, p.write, p.capacity - d.inPipe, flags)
                 read = true
-                if n > 0 { d.inPipe += n }
+                if n > 0 { d.inPipe += n; d.bytesRead += UInt64(n) }
             }
             switch Relay.step(n, read: read, &d) {
             case .again: continue pumping
@@ -547,8 +582,7 @@ final class Relay {
         logger.debug("done \(c.client) -> \(c.server): \(c.toServer.bytes) up, \(c.toClient.bytes) down")
         if c.stage == .pendingSplice {
             // Both halves closed before the splice drained: nothing is left to splice.
-            sendToEngine(ControlRequest(command: .decide, decision: decision(c, .proxy)))
-            spliceCounts.cancelled += 1
+            cancelSplice(c)
         }
         release(c)
     }
@@ -556,10 +590,7 @@ final class Relay {
     /// Ends a connection abortively (RST both ways), announcing it to the engine first.
     func abort(_ c: Connection) {
         logger.debug("aborting \(c.client) -> \(c.server) (#\(c.id))")
-        if c.stage == .pendingSplice || c.stage == .steppingOut {
-            sendToEngine(ControlRequest(command: .decide, decision: decision(c, .proxy)))
-            spliceCounts.cancelled += 1
-        }
+        if c.stage == .pendingSplice || c.stage == .steppingOut { cancelSplice(c) }
         announceClose(c, true, true)
         announceClose(c, false, true)
         abortSocket(c.down)
@@ -568,13 +599,14 @@ final class Relay {
         close(c.up)
     }
 
-    private func abortSocket(_ fd: Int32, closeIt: Bool = true) {
+    func abortSocket(_ fd: Int32, closeIt: Bool = true) {
         var l = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         if closeIt { close(fd) }
     }
 
     func release(_ c: Connection, closeSockets: Bool = true) {
+        if let b = c.backend { activeByBackend[b.description, default: 1] -= 1 }
         connections[c.id] = nil
         deciding.remove(c.id)
         pendingSplices.remove(c.id)

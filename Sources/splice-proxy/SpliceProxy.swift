@@ -54,6 +54,24 @@ struct SpliceProxyCommand: ParsableCommand {
             help: "Milliseconds every splice stays pending at least: for tests that need splices caught pending (default 0).")
     var minPendingMs: Int = 0
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A service address of the layer-7 balancer to listen on (an address of this host, e.g. on lo), and the pool its connections go to when the deciding rule names none; repeatable (Docs/balancer.md).",
+        valueName: "ADDRESS:PORT=POOL"))
+    var service: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The local ports the balancer's connections to backends leave from (install-rules.sh --balancer-ports); above the kernel's ephemeral range, so that it never hands them out itself.",
+        valueName: "LOW:HIGH"))
+    var balancerPorts: String = "61000:65535"
+
+    @Option(name: .long, parsing: .unconditional, help: "Mark of the balancer's sockets (install-rules.sh --balancer-mark, spliced --balancer-mark).")
+    var balancerMark: String = "0x5a5e"
+
+    var parsedBalancerMark: UInt32? {
+        let v = balancerMark.hasPrefix("0x") ? UInt32(balancerMark.dropFirst(2), radix: 16) : UInt32(balancerMark)
+        return v == 0 ? nil : v
+    }
+
     @Option(name: .long, help: "Write the proxy's pid to this file.")
     var pidfile: String?
 
@@ -78,9 +96,24 @@ struct SpliceProxyCommand: ParsableCommand {
         guard minPendingMs >= 0 && minPendingMs <= 600_000 else {
             throw ValidationError("--min-pending-ms must be between 0 and 600000, not \(minPendingMs)")
         }
+        for s in service where Service.parse(s) == nil {
+            throw ValidationError("--service '\(s)': expected ADDRESS:PORT=POOL (IPv6 as [ADDRESS]:PORT=POOL)")
+        }
+        guard parsedBalancerMark != nil else {
+            throw ValidationError("--balancer-mark must be a non-zero mark (hex 0x... or decimal), not '\(balancerMark)'")
+        }
+        guard parsedBalancerPorts != nil else {
+            throw ValidationError("--balancer-ports '\(balancerPorts)': expected LOW:HIGH, two ports from 1 to 65535 with LOW <= HIGH")
+        }
         if let problem = ControlProtocol.socketPathProblem(controlSocket) {
             throw ValidationError("--control-socket: \(problem)")
         }
+    }
+
+    var parsedBalancerPorts: ClosedRange<UInt16>? {
+        let parts = balancerPorts.split(omittingEmptySubsequences: false, whereSeparator: { $0 == ":" || $0 == "-" })
+        guard parts.count == 2, let lo = UInt16(parts[0]), let hi = UInt16(parts[1]), lo >= 1, lo <= hi else { return nil }
+        return lo...hi
     }
 
     func run() throws {
@@ -96,7 +129,10 @@ struct SpliceProxyCommand: ParsableCommand {
         do {
             relay = try Relay(settings: .init(listenPort: listenPort, memoryBudget: memoryMiB << 20, ipv6: !noIPv6,
                                               drainBound: Double(spliceDrainMs) / 1000,
-                                              minimumPending: Double(minPendingMs) / 1000),
+                                              minimumPending: Double(minPendingMs) / 1000,
+                                              services: service.compactMap(Service.parse),
+                                              balancerPorts: parsedBalancerPorts ?? 61000...65535,
+                                              balancerMark: parsedBalancerMark ?? 0x5a5e),
                               logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
@@ -107,7 +143,8 @@ struct SpliceProxyCommand: ParsableCommand {
             let fd = open(pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             if fd >= 0 { _ = write(fd, text, text.utf8.count); close(fd) }
         }
-        let registration = ProxyRegistration(name: name, pid: getpid(), listenPort: listenPort)
+        let registration = ProxyRegistration(name: name, pid: getpid(), listenPort: listenPort,
+                                             services: service.compactMap(Service.parse).map { "\($0.address)" })
         var control: ControlClient?
         var backoff = 0.1
         var nextTry = 0.0
@@ -154,7 +191,7 @@ struct SpliceProxyCommand: ParsableCommand {
                     for answer in try c.drainAnswers() {
                         if let rules = answer.rules {
                             take(rules, relay, logger)
-                        } else if answer.decision != nil {
+                        } else if answer.decision != nil || answer.join != nil {
                             relay.answered(answer)
                         } else if !answer.ok {
                             logger.warning("spliced refused: \(answer.error ?? "?")")

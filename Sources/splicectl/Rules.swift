@@ -20,6 +20,7 @@ struct Rules: ParsableCommand {
         --path-prefix, --path-pattern (glob: * and ?), --header NAME[:VALUE], --sni, --after-bytes N. On the response \
         head: --status, --content-length-above, --content-type (prefix). Actions: proxy (stay in the path), splice (step \
         out after the request, or after the response head for a rule with response matches), bypass (step out as soon as the rule matches: before any byte for a rule on the connection alone). \
+        With splice, --pool NAME sends the balancer's connections to a pool of `splicectl pools` (Docs/balancer.md). \
         New connections follow a change at once; connections already decided keep their decision. See Docs/splicing.md.
         """)
     @OptionGroup var options: SocketOptions
@@ -32,6 +33,7 @@ struct Rules: ParsableCommand {
     @Option(name: .long, help: "proxy, splice or bypass.") var action: String?
     @Option(name: .long, parsing: .unconditional, help: "Where the new rule goes (1 = first; default: last).") var position: Int?
     @Option(name: .long, help: "A label shown with the rule.") var name: String?
+    @Option(name: .long, help: "With --action splice: the pool (splicectl pools) the balancer sends the connections to.") var pool: String?
     @Option(name: .long, help: "Client prefixes, comma separated.") var clients: String?
     @Option(name: .long, help: "Server prefixes, comma separated.") var servers: String?
     @Option(name: .long, parsing: .unconditional, help: "Server ports, comma separated.") var ports: String?
@@ -59,9 +61,9 @@ struct Rules: ParsableCommand {
         }
         if operation == "add" { _ = try newRule() }
         let matchGiven = [clients, servers, ports, proto, method, host, pathPrefix, pathPattern, header, sni, status,
-                          contentType, name].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil
+                          contentType, name, pool].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil
         if operation != "add" && (matchGiven || position != nil) {
-            throw ValidationError("match options, --name and --position belong to `rules add`, not `rules \(operation)`")
+            throw ValidationError("match options, --name, --pool and --position belong to `rules add`, not `rules \(operation)`")
         }
         if operation != "add" && operation != "default" && action != nil {
             throw ValidationError("--action belongs to `rules add` and `rules default`, not `rules \(operation)`")
@@ -126,8 +128,15 @@ struct Rules: ParsableCommand {
                               header: headerMatch, sni: sni, afterBytes: afterBytes,
                               status: try numbers("--status", status, 100...599),
                               contentLengthAbove: contentLengthAbove, contentType: contentType)
-        let rule = SpliceRule(name: name, match: match, action: try parsedAction(action))
-        do { try RuleSet(rules: [rule]).validate() } catch {
+        let rule = SpliceRule(name: name, match: match, action: try parsedAction(action), pool: pool)
+        if let pool {
+            guard rule.action == .splice else {
+                throw ValidationError("--pool needs --action splice (a pool is only for connections spliced to it), not --action \(action)")
+            }
+            try Pools.checkName(pool, label: "--pool: ")
+        }
+        // Whether the pool exists is spliced's to say; here it is given one of that name.
+        do { try RuleSet(rules: [rule], pools: pool.map { [Pool(name: $0)] } ?? []).validate() } catch {
             throw ValidationError(error.description.replacingOccurrences(of: "rule 1: ", with: ""))
         }
         if let position, position < 1 { throw ValidationError("--position \(position) is out of range (from 1)") }

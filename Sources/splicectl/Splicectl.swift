@@ -46,7 +46,7 @@ struct Splicectl: ParsableCommand {
         3 spliced cannot be reached, refused us (not root) or refused the request; 64 a bad \
         argument.
         """,
-        subcommands: [Status.self, Flows.self, Policy.self, Rules.self])
+        subcommands: [Status.self, Flows.self, Policy.self, Rules.self, Pools.self])
 
     /// Accepted before the subcommand (moved after it by `SplicectlMain`); here so that they
     /// are listed in the help, and parsed when no subcommand follows.
@@ -186,6 +186,7 @@ struct Flows: ParsableCommand {
                   + (f.decision.map { " decision=\($0)" } ?? "") + (f.rule.map { " rule=\($0 == 0 ? "default" : String($0))" } ?? "")
                   + (f.splice.map { " splice=\($0)" } ?? "") + (f.spliceOutcome.map { " (\($0))" } ?? "")
                   + (f.packets.map { " packets=\($0)" } ?? "") + (f.packetsAfterSplice.map { " after-splice=\($0)" } ?? "")
+                  + (f.join.map { " join=\($0)" } ?? "") + (f.joinedTo.map { " joined-to=\($0)" } ?? "")
                   + (f.pickedUp ? " [picked-up]" : ""))
         }
         FileHandle.standardError.write(Data("splicectl: \(flows.count) flow\(flows.count == 1 ? "" : "s")\n".utf8))

@@ -130,6 +130,9 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Mark the engine sets on a spliced flow's packets; the rules save it as the flow's conntrack mark (as install-rules.sh --splice-mark).")
     var spliceMark: String = SpliceMarks.hex(SpliceMarks().spliced)
 
+    @Option(name: .long, parsing: .unconditional, help: "Mark of the balancer's own sockets (as install-rules.sh --balancer-mark and splice-proxy --balancer-mark).")
+    var balancerMark: String = SpliceMarks.hex(SpliceMarks().balancer)
+
     @Option(name: .long, parsing: .unconditional, help: "Milliseconds an unannounced FIN or RST of the proxy is held before it is let through.")
     var holdGraceMs: Int = 300
 
@@ -225,8 +228,9 @@ struct SplicedCommand: ParsableCommand {
         m.toProxy = try mark(proxyMark, "--proxy-mark")
         m.local = try mark(localMark, "--local-mark")
         m.spliced = try mark(spliceMark, "--splice-mark")
-        guard Set([m.inject, m.toProxy, m.local, m.spliced]).count == 4 else {
-            throw ValidationError("--inject-mark, --proxy-mark, --local-mark and --splice-mark must differ")
+        m.balancer = try mark(balancerMark, "--balancer-mark")
+        guard Set([m.inject, m.toProxy, m.local, m.spliced, m.balancer]).count == 5 else {
+            throw ValidationError("--inject-mark, --proxy-mark, --local-mark, --splice-mark and --balancer-mark must differ")
         }
         return m
     }

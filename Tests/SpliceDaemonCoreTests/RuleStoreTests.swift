@@ -179,3 +179,114 @@ struct RuleStoreTests {
         #expect(ids(s) == [7, 5, 4, 6] && s.set.version == 4)
     }
 }
+
+// MARK: Pools
+
+extension RuleStoreTests {
+    func member(_ last: Int, weight: Int = 1) -> Backend { Backend(address: "10.0.0.\(last)", port: 80, weight: weight) }
+    func members(_ s: RuleStore, _ pool: String) -> [String] {
+        s.set.pools.first { $0.name == pool }?.backends.map { $0.key + ($0.drained ? " drained" : "") } ?? []
+    }
+
+    /// The RuleError an edit throws (its description), nil when it is accepted.
+    func refusal(_ edit: () throws -> Void) -> String? {
+        do { try edit(); return nil } catch { return "\(error)" }
+    }
+
+    @Test("pools and members are added, drained, taken back and removed; each edit bumps the version")
+    func poolEdits() throws {
+        var s = RuleStore()
+        try s.addPool(Pool(name: "web", backends: [member(1)]))
+        #expect(s.set.pools.map(\.name) == ["web"] && s.set.version == 1)
+        try s.addPool(Pool(name: "images", method: .sourceHash))
+        #expect(s.set.pools.map(\.name) == ["web", "images"] && s.set.version == 2)
+        try s.addMember(pool: "web", member(2, weight: 3))
+        #expect(members(s, "web") == ["10.0.0.1:80", "10.0.0.2:80"] && s.set.version == 3)
+        #expect(s.set.pools[0].backends[1].weight == 3)
+        try s.setDrained(pool: "web", key: "10.0.0.1:80", true)
+        #expect(members(s, "web") == ["10.0.0.1:80 drained", "10.0.0.2:80"] && s.set.version == 4)
+        try s.setDrained(pool: "web", key: "10.0.0.1:80", false)
+        #expect(members(s, "web") == ["10.0.0.1:80", "10.0.0.2:80"] && s.set.version == 5)
+        try s.removeMember(pool: "web", key: "10.0.0.1:80")
+        #expect(members(s, "web") == ["10.0.0.2:80"] && s.set.version == 6)
+        try s.removePool("images")
+        #expect(s.set.pools.map(\.name) == ["web"] && s.set.version == 7)
+        // The rules are untouched by it all.
+        #expect(s.set.rules.isEmpty)
+    }
+
+    @Test("a member is found by its key in any spelling of its address")
+    func memberKeys() throws {
+        var s = RuleStore()
+        try s.addPool(Pool(name: "v6", backends: [Backend(address: "2001:db8::11", port: 443)]))
+        try s.setDrained(pool: "v6", key: "[2001:DB8:0::11]:443", true)
+        #expect(members(s, "v6") == ["[2001:db8::11]:443 drained"])
+        #expect(refusal { try s.addMember(pool: "v6", Backend(address: "2001:db8:0:0::11", port: 443)) }
+            == "pool 'v6' has a member [2001:db8::11]:443 already")
+        try s.removeMember(pool: "v6", key: "[2001:db8::11]:443")
+        #expect(members(s, "v6").isEmpty)
+    }
+
+    @Test("refused pool edits name the pool (and the rules using it); nothing changes")
+    func refusedPoolEdits() throws {
+        var s = RuleStore()
+        try s.addPool(Pool(name: "web", backends: [member(1)]))
+        try s.addPool(Pool(name: "idle"))
+        try s.add(SpliceRule(match: RuleMatch(host: "a.example"), action: .splice, pool: "web"), at: nil)
+        try s.add(rule(81), at: nil)
+        try s.add(SpliceRule(match: RuleMatch(host: "b.example"), action: .splice, pool: "web"), at: nil)
+        let before = s.set
+        let cases: [(String, () throws -> Void)] = [
+            ("pool 'web' exists already", { try s.addPool(Pool(name: "web")) }),
+            ("pool 3: name '' is empty", { try s.addPool(Pool(name: "")) }),
+            ("pool 'hh': method header-hash needs a hashHeader", { try s.addPool(Pool(name: "hh", method: .headerHash)) }),
+            ("pool 'web' is used by rules 1, 3: remove them or give them another pool first", { try s.removePool("web") }),
+            ("no pool 'nope'", { try s.removePool("nope") }),
+            ("no pool 'nope'", { try s.addMember(pool: "nope", self.member(2)) }),
+            ("pool 'web' has a member 10.0.0.1:80 already", { try s.addMember(pool: "web", self.member(1, weight: 2)) }),
+            ("pool 'web': backend 10.0.0.2:80: weight 300 is out of range (1-256)",
+             { try s.addMember(pool: "web", self.member(2, weight: 300)) }),
+            ("pool 'web': backend 10.0.0.2:0: port 0 is not a port",
+             { try s.addMember(pool: "web", Backend(address: "10.0.0.2", port: 0)) }),
+            ("pool 'web' has no member 10.0.0.9:80", { try s.removeMember(pool: "web", key: "10.0.0.9:80") }),
+            ("no pool 'nope'", { try s.removeMember(pool: "nope", key: "10.0.0.1:80") }),
+            ("pool 'web' has no member 10.0.0.9:80", { try s.setDrained(pool: "web", key: "10.0.0.9:80", true) }),
+            ("no pool 'nope'", { try s.setDrained(pool: "nope", key: "10.0.0.1:80", true) }),
+            ("rule 4: pool 'nope' is not a pool of the set",
+             { try s.add(SpliceRule(match: RuleMatch(), action: .splice, pool: "nope"), at: nil) }),
+            ("rule 4: pool 'web' is only for action splice, not proxy",
+             { try s.add(SpliceRule(match: RuleMatch(), action: .proxy, pool: "web"), at: nil) }),
+        ]
+        for (message, edit) in cases {
+            #expect(refusal(edit) == message)
+        }
+        #expect(s.set == before)
+        // One rule left using it: named alone.
+        try s.remove(1)
+        #expect(refusal { try s.removePool("web") } == "pool 'web' is used by rule 3: remove it or give it another pool first")
+        try s.remove(3)
+        try s.removePool("web")
+        #expect(s.set.pools.map(\.name) == ["idle"])
+    }
+
+    @Test("a pool a rule uses may be emptied, and drained whole")
+    func emptyPoolInUse() throws {
+        var s = RuleStore()
+        try s.addPool(Pool(name: "web", backends: [member(1)]))
+        try s.add(SpliceRule(match: RuleMatch(), action: .splice, pool: "web"), at: nil)
+        try s.setDrained(pool: "web", key: "10.0.0.1:80", true)
+        try s.removeMember(pool: "web", key: "10.0.0.1:80")
+        #expect(members(s, "web").isEmpty && s.set.rules[0].pool == "web")
+    }
+
+    @Test("pools come and go with a replacing set; rules naming them are checked against it")
+    func replaceWithPools() throws {
+        var s = RuleStore()
+        try s.replace(RuleSet(rules: [SpliceRule(match: RuleMatch(), action: .splice, pool: "web")],
+                              pools: [Pool(name: "web", backends: [member(1)])]))
+        #expect(s.set.pools.count == 1 && ids(s) == [1] && s.set.version == 1)
+        #expect(refusal { try s.replace(RuleSet(rules: [SpliceRule(match: RuleMatch(), action: .splice, pool: "web")])) }
+            == "rule 2: pool 'web' is not a pool of the set")
+        #expect(s.set.pools.count == 1)
+    }
+}

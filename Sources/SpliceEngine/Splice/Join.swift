@@ -1,0 +1,345 @@
+import SpliceWire
+
+// The layer-7 balancer's join (seed 003 claim 10, FIG. 14; Docs/balancer.md). Two ordinary
+// connections meet in the proxy: the client's to a service address (its socket P1 listens
+// there) and the proxy's own to the backend it picked (P2, from a port of the balancer's
+// range). Both carry the balancer mark from their sockets, so the engine sees their packets
+// and the ends' (the rules queue the service address and the balancer's ports).
+//
+//   balanced   watched: the engine learns each connection's ISNs, options, clocks; accepts all
+//   pending    the proxy decided to join: its sockets' windows go out as zero, so the ends stop
+//              while it writes out what it holds (the window shrinks; no ACK is held)
+//   joined     every byte the proxy wrote is acknowledged and it has read every byte its
+//              sockets acknowledged: each far end's packets are translated onto the other
+//              connection (addresses, ports, sequence and acknowledgement numbers, window
+//              scale, timestamps, SACK edges), the proxy's sockets close without a packet
+//              (TCP_REPAIR), and whatever they still send is dropped
+//
+// The deltas come from the ISNs the engine saw and the byte counts the proxy reports (what it
+// read from and wrote to each socket), so a proxy that rewrote the request (added a header)
+// is accounted for: seed 000's delta accounting.
+
+/// Where a balancer connection stands with its join.
+public enum JoinStage: UInt8, Sendable, CustomStringConvertible {
+    case none
+    case pending
+    case joined
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .pending: return "pending"
+        case .joined: return "joined"
+        }
+    }
+}
+
+/// What a balancer connection's block keeps of its join. The translation fields apply to the
+/// packets of this connection's far end (the client, or the backend) on their way to the
+/// peer connection's far end.
+public struct JoinState: Sendable {
+    public var stage = JoinStage.none
+    /// This connection faces the client (initiator: the client, responder: the service);
+    /// otherwise it faces a backend (initiator: the proxy's socket, responder: the backend).
+    public var facesClient = false
+    /// The peer connection: its entry and its block's serial (a reused entry is never taken
+    /// for it).
+    public var peer: UInt32 = 0
+    public var peerSerial: UInt32 = 0
+    public var seqDelta = SeqDelta.zero
+    public var ackDelta = SeqDelta.zero
+    /// TSval into the peer's far end's view of the proxy's clock; TSecr back into the far
+    /// end's own clock (the peer's `tsDelta`).
+    public var tsDelta = TimestampDelta.zero
+    public var echoDelta = TimestampDelta.zero
+    /// The far end's window scale, and the one the peer's far end reads windows with.
+    public var fromShift: UInt8 = 0
+    public var toShift: UInt8 = 0
+    /// Options the peer connection did not negotiate, taken out (NOPs).
+    public var stripTimestamps = false
+    public var stripSACK = false
+    /// The rule that decided, and the far end's packets the engine saw when joined.
+    public var ruleID: UInt16 = 0
+    public var packetsAtJoin: UInt32 = 0
+    @inlinable public init() {}
+
+    /// A joined connection's state (see the fields).
+    init(facesClient: Bool, peer: UInt32, peerSerial: UInt32, seqDelta: SeqDelta, ackDelta: SeqDelta,
+         tsDelta: TimestampDelta, echoDelta: TimestampDelta, fromShift: UInt8, toShift: UInt8,
+         stripTimestamps: Bool, stripSACK: Bool, ruleID: UInt16, packetsAtJoin: UInt32) {
+        stage = .joined
+        self.facesClient = facesClient
+        self.peer = peer; self.peerSerial = peerSerial
+        self.seqDelta = seqDelta; self.ackDelta = ackDelta
+        self.tsDelta = tsDelta; self.echoDelta = echoDelta
+        self.fromShift = fromShift; self.toShift = toShift
+        self.stripTimestamps = stripTimestamps; self.stripSACK = stripSACK
+        self.ruleID = ruleID; self.packetsAtJoin = packetsAtJoin
+    }
+}
+
+/// A join as the proxy asks for it: its two connections, and for `prepare == false` the
+/// bytes it read from and wrote to each socket since the handshake.
+public struct JoinRequest: Sendable, Equatable {
+    public var client: IPAddress
+    public var clientPort: UInt16
+    public var service: IPAddress
+    public var servicePort: UInt16
+    public var local: IPAddress
+    public var localPort: UInt16
+    public var backend: IPAddress
+    public var backendPort: UInt16
+    public var readFromClient: UInt64 = 0
+    public var writtenToClient: UInt64 = 0
+    public var readFromBackend: UInt64 = 0
+    public var writtenToBackend: UInt64 = 0
+    public var ruleID: UInt16 = 0
+    public init(client: IPAddress, clientPort: UInt16, service: IPAddress, servicePort: UInt16,
+                local: IPAddress, localPort: UInt16, backend: IPAddress, backendPort: UInt16) {
+        self.client = client; self.clientPort = clientPort
+        self.service = service; self.servicePort = servicePort
+        self.local = local; self.localPort = localPort
+        self.backend = backend; self.backendPort = backendPort
+    }
+}
+
+extension Engine {
+    public enum JoinOutcome: Equatable, Sendable {
+        /// `prepare`: the windows are shut; the join itself: done.
+        case accepted
+        /// Bytes are still in flight through the proxy, or unread in its sockets: ask again.
+        case notDrained
+        case refused(String)
+    }
+
+    /// TSvals handed across a join are biased this far (ms ticks) above the proxy's clock, so
+    /// that an end's packet sent just before the join and delivered after it (reordered) still
+    /// looks newer to the other end than the proxy's last one (PAWS).
+    static let joinTimestampBias: UInt32 = 1000
+
+    /// Is `address:port` a service address of the balancer (a proxy registered it)?
+    func isService(_ address: IPAddress, _ port: UInt16) -> Bool {
+        services.contains(ServiceAddress(address: address, port: port))
+    }
+
+    /// The two balanced connections of a request, or why not.
+    func balancedPair(_ r: JoinRequest) -> Result<(UInt32, UInt32), JoinRefusal> {
+        guard let (c, cd) = table.lookup(source: r.client, sourcePort: r.clientPort, destination: r.service, destinationPort: r.servicePort),
+              cd == .original, table.block(c) != nil else { return .failure(JoinRefusal("the client's connection is unknown")) }
+        guard let (k, kd) = table.lookup(source: r.local, sourcePort: r.localPort, destination: r.backend, destinationPort: r.backendPort),
+              kd == .original, table.block(k) != nil else { return .failure(JoinRefusal("the backend connection is unknown")) }
+        for e in [c, k] where table[e].mode != .balanced {
+            return .failure(JoinRefusal("a connection is \(table[e].mode), not balanced"))
+        }
+        return .success((c, k))
+    }
+
+    struct JoinRefusal: Error { var description: String; init(_ d: String) { description = d } }
+
+    /// The proxy decided to join its two connections: their windows are shut from now on.
+    public func prepareJoin(_ r: JoinRequest) -> JoinOutcome {
+        guard case .success(let (c, k)) = balancedPair(r) else {
+            counters.balancer.refused &+= 1
+            if case .failure(let why) = balancedPair(r) { return .refused(why.description) }
+            return .refused("?")
+        }
+        for e in [c, k] { table.block(e)!.pointee.join.stage = JoinStage.pending }
+        table.block(c)!.pointee.join.facesClient = true
+        counters.balancer.prepared &+= 1
+        return .accepted
+    }
+
+    /// The proxy gives up a join it prepared (its connection ended, or it keeps relaying):
+    /// the ends' windows are reopened.
+    public func cancelJoin(_ r: JoinRequest) {
+        guard case .success(let (c, k)) = balancedPair(r) else { return }
+        var wasPending = false
+        for e in [c, k] {
+            let b = table.block(e)!
+            if b.pointee.join.stage == JoinStage.pending { wasPending = true }
+            b.pointee.join.stage = JoinStage.none
+        }
+        if wasPending { counters.balancer.cancelled &+= 1 }
+    }
+
+    /// Joins the proxy's two connections, when nothing is in flight through it.
+    public func join(_ r: JoinRequest, now: Timestamp) -> JoinOutcome {
+        let c: UInt32, k: UInt32
+        switch balancedPair(r) {
+        case .success(let pair): (c, k) = pair
+        case .failure(let why):
+            counters.balancer.refused &+= 1
+            return .refused(why.description)
+        }
+        let cb = table.block(c)!, kb = table.block(k)!
+        guard cb.pointee.join.stage == .pending, kb.pointee.join.stage == .pending else {
+            counters.balancer.refused &+= 1
+            return .refused("no join is prepared for these connections")
+        }
+        let client = cb.pointee.ends.original, p1 = cb.pointee.ends.reply
+        let p2 = kb.pointee.ends.original, backend = kb.pointee.ends.reply
+        guard client.isnKnown, p1.isnKnown, p2.isnKnown, backend.isnKnown else {
+            counters.balancer.refused &+= 1
+            return .refused("a handshake went by unseen")
+        }
+        guard !table[c].flags.contains(.finA), !table[c].flags.contains(.finB),
+              !table[k].flags.contains(.finA), !table[k].flags.contains(.finB) else {
+            counters.balancer.refused &+= 1
+            return .refused("a connection is closing")
+        }
+        // Where each socket stands, in its connection's sequence space.
+        let clientRead = client.isn + 1 + UInt32(truncatingIfNeeded: r.readFromClient)
+        let p1Next = p1.isn + 1 + UInt32(truncatingIfNeeded: r.writtenToClient)
+        let p2Next = p2.isn + 1 + UInt32(truncatingIfNeeded: r.writtenToBackend)
+        let backendRead = backend.isn + 1 + UInt32(truncatingIfNeeded: r.readFromBackend)
+        // Drained: each end has acknowledged all the proxy wrote to it (and the proxy sent it
+        // all), and no socket acknowledged a byte the proxy did not read and hand on.
+        let drained = client.ackSeen && client.ack == p1Next && p1.nextSeq == p1Next
+            && backend.ackSeen && backend.ack == p2Next && p2.nextSeq == p2Next
+            && (!p1.ackSeen || p1.ack <= clientRead) && (!p2.ackSeen || p2.ack <= backendRead)
+        guard drained else {
+            counters.balancer.notYetDrained &+= 1
+            return .notDrained
+        }
+        // Window scales in use on each connection (both ends offered them), timestamps, SACK.
+        func shifts(_ a: EndRecord, _ b: EndRecord) -> (UInt8, UInt8) {
+            let on = a.options.windowScale != 0xff && b.options.windowScale != 0xff
+            return on ? (a.options.windowScale, b.options.windowScale) : (0, 0)
+        }
+        let (clientShift, p1Shift) = shifts(client, p1)
+        let (p2Shift, backendShift) = shifts(p2, backend)
+        let tsClientSide = client.options.timestamps && p1.options.timestamps
+        let tsBackendSide = p2.options.timestamps && backend.options.timestamps
+        let sackClientSide = client.options.sackPermitted && p1.options.sackPermitted
+        let sackBackendSide = p2.options.sackPermitted && backend.options.sackPermitted
+        // Each far end's clock carried into the proxy's clock on the other connection, biased.
+        let toBackendTS = TimestampDelta(rawValue: p2.tsRecent &+ Engine.joinTimestampBias &- client.tsRecent)
+        let toClientTS = TimestampDelta(rawValue: p1.tsRecent &+ Engine.joinTimestampBias &- backend.tsRecent)
+
+        let sc = cb.pointee.serial, sk = kb.pointee.serial
+        cb.pointee.join = JoinState(
+            facesClient: true, peer: k, peerSerial: sk,
+            seqDelta: SeqDelta(rawValue: p2Next.rawValue &- clientRead.rawValue),
+            ackDelta: SeqDelta(rawValue: backendRead.rawValue &- p1Next.rawValue),
+            tsDelta: toBackendTS, echoDelta: toClientTS, fromShift: clientShift, toShift: p2Shift,
+            stripTimestamps: !tsBackendSide, stripSACK: !sackBackendSide, ruleID: r.ruleID,
+            packetsAtJoin: UInt32(truncatingIfNeeded: client.packets))
+        kb.pointee.join = JoinState(
+            facesClient: false, peer: c, peerSerial: sc,
+            seqDelta: SeqDelta(rawValue: p1Next.rawValue &- backendRead.rawValue),
+            ackDelta: SeqDelta(rawValue: clientRead.rawValue &- p2Next.rawValue),
+            tsDelta: toClientTS, echoDelta: toBackendTS, fromShift: backendShift, toShift: p1Shift,
+            stripTimestamps: !tsClientSide, stripSACK: !sackClientSide, ruleID: r.ruleID,
+            packetsAtJoin: UInt32(truncatingIfNeeded: backend.packets))
+        for e in [c, k] {
+            table[e].mode = .joined
+            table[e].reason = .ruleSplice
+        }
+        counters.balancer.joined &+= 1
+        // The windows the proxy's sockets shut are reopened: each end gets the other end's
+        // latest acknowledgement and window, translated, as from the proxy's socket it knew.
+        reopenJoined(from: k, to: c, timestamps: tsClientSide)
+        reopenJoined(from: c, to: k, timestamps: tsBackendSide)
+        _ = now
+        return .accepted
+    }
+
+    /// A window update to the far end of `to`, made of the far end of `from`'s latest
+    /// acknowledgement and window.
+    func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool) {
+        guard let fb = table.block(f), let tb = table.block(t) else { return }
+        let fj = fb.pointee.join, tj = tb.pointee.join
+        let fromFar: FlowDirection = fj.facesClient ? .original : .reply
+        let toFar: FlowDirection = tj.facesClient ? .original : .reply
+        let sender = fb.pointee.ends[fromFar], receiver = tb.pointee.ends[toFar]
+        let toNear = tb.pointee.ends[toFar.opposite]
+        guard sender.ackSeen else { return }
+        let window = sender.windowKnown ? Engine.rescale(sender.window, from: fj.fromShift, to: fj.toShift) : 0xffff
+        let entry = table[t]
+        let options: TCPSegmentWriter.Options = timestamps
+            ? .timestamps(TCPTimestamps(value: fj.tsDelta.forward(sender.tsRecent), echo: receiver.tsRecent)) : .none
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.address(sending: toFar.opposite), destination: entry.address(sending: toFar),
+            sourcePort: entry.port(sending: toFar.opposite), destinationPort: entry.port(sending: toFar),
+            sequenceNumber: toNear.nextSeq, acknowledgmentNumber: sender.ack + fj.ackDelta, flags: .ack,
+            window: window, options: options) else { return }
+        counters.balancer.windowUpdates &+= 1
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: toFar), local: false)
+    }
+
+    /// A packet of one of the proxy's balancer sockets (OUTPUT, the balancer mark): watched
+    /// before a join, its window shut while the join is pending, dropped once joined.
+    func fromBalancerSocket(_ p: TCPPacket, info: PacketInfo, now: Timestamp) -> Verdict {
+        guard let (e, _) = track(p, now: now, local: true) else { return .accept }
+        switch table[e].mode {
+        case .joined:
+            counters.balancer.proxyPacketsDropped &+= 1
+            return .drop
+        case .balanced:
+            guard let b = table.block(e), b.pointee.join.stage == .pending else { return .accept }
+            let tcp = p.tcp
+            guard tcp.window != 0, !tcp.flags.contains(.syn) else { return .accept }
+            tcp.updateWindow(0)
+            return .acceptModified(p, info: info)
+        default:
+            return .accept
+        }
+    }
+
+    /// A far end's packet of a joined connection, translated onto the peer connection.
+    func joinedFromEnd(_ p: TCPPacket, entry e: UInt32, dir: FlowDirection,
+                       block b: UnsafeMutablePointer<ConnectionBlock>, info: PacketInfo, now: Timestamp) -> Verdict {
+        let j = b.pointee.join
+        let far: FlowDirection = j.facesClient ? .original : .reply
+        guard dir == far, j.stage == .joined else { return .accept }
+        guard let pb = table.block(j.peer), pb.pointee.serial == j.peerSerial else {
+            // The peer is gone (expired): nothing to translate onto.
+            return .drop
+        }
+        let peer = table[j.peer]
+        // The peer's far end receives; the proxy's socket there (its near end) sends.
+        let peerFar: FlowDirection = j.facesClient ? .reply : .original
+        let tcp = p.tcp
+        let partial = info.checksumPartial
+        p.updateSource(peer.address(sending: peerFar.opposite), partial: partial)
+        p.updateDestination(peer.address(sending: peerFar), partial: partial)
+        tcp.updateSourcePort(peer.port(sending: peerFar.opposite))
+        tcp.updateDestinationPort(peer.port(sending: peerFar))
+        tcp.updateSequenceNumber(tcp.sequenceNumber + j.seqDelta)
+        let flags = tcp.flags
+        if flags.contains(.ack) { tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + j.ackDelta) }
+        if j.fromShift != j.toShift && !flags.contains(.syn) {
+            tcp.updateWindow(Engine.rescale(tcp.window, from: j.fromShift, to: j.toShift))
+        }
+        if tcp.headerLength > TCPHeader.Field.minimumLength {
+            let options = tcp.options
+            for o in options {
+                switch options.value(of: o) {
+                case .timestamps(let value, let echo):
+                    if j.stripTimestamps {
+                        tcp.replaceWithNOPs(o)
+                    } else {
+                        tcp.updateTimestamps(o, value: j.tsDelta.forward(value), echo: echo == 0 ? 0 : j.echoDelta.back(echo))
+                    }
+                case .sack:
+                    if j.stripSACK { tcp.replaceWithNOPs(o) } else { tcp.shiftSACKBlocks(o, by: j.ackDelta.signed) }
+                default: break
+                }
+            }
+        }
+        counters.balancer.translated &+= 1
+        // The peer's table entry follows the packet as its near end's (its state, FIN, RST).
+        _ = track(p, now: now, local: true)
+        return .acceptModified(p, info: info)
+    }
+}
+
+/// A service address of the balancer (the proxy listens there; the engine never claims its
+/// connections for the resilient mode).
+public struct ServiceAddress: Hashable, Sendable {
+    public var address: IPAddress
+    public var port: UInt16
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+}

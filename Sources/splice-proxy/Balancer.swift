@@ -1,0 +1,254 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxSupport
+import SpliceControlProtocol
+import SpliceWire
+
+// The layer-7 balancer (seed 003 claim 10; Docs/balancer.md). A client connects to a service
+// address, where the proxy listens with an ordinary socket (P1). The proxy reads the request,
+// the rules name a pool (or the service's own), a member is picked, and the proxy connects to
+// it from a port of the balancer's range (P2) and writes the request on. For `splice`, it then
+// asks the engine to join the two connections: `prepare` (the engine shuts the windows its
+// sockets advertise), and once it holds nothing and every byte it wrote is acknowledged,
+// `join` with the bytes it read and wrote on each socket; on `joined` both sockets close
+// without a packet (TCP_REPAIR) and the engine forwards the joined flows. For `proxy`, it
+// relays, as a plain balancing proxy.
+
+/// A service address and the pool its connections go to when the deciding rule names none.
+struct Service {
+    var address: SocketAddress
+    var pool: String
+
+    /// "ADDRESS:PORT=POOL" (IPv6 as [ADDRESS]:PORT=POOL).
+    static func parse(_ text: String) -> Service? {
+        guard let eq = text.lastIndex(of: "=") else { return nil }
+        let pool = String(text[text.index(after: eq)...])
+        let hostPort = text[..<eq]
+        guard !pool.isEmpty, let colon = hostPort.lastIndex(of: ":"),
+              let port = UInt16(hostPort[hostPort.index(after: colon)...]), port != 0 else { return nil }
+        var host = String(hostPort[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard let address = IPAddress(host) else { return nil }
+        return Service(address: SocketAddress(address: address, port: port), pool: pool)
+    }
+}
+
+extension Relay {
+    /// A listener on a service address: an ordinary socket, carrying the balancer mark (its
+    /// connections' packets are queued to the engine, fail-open).
+    func listenService(_ s: Service, index: Int) throws {
+        let fd = socket(s.address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw RelayError("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        try setBalancerMark(fd)
+        guard s.address.withSockaddr({ bind(fd, $0, $1) }) == 0 else {
+            let e = String(cString: strerror(errno))
+            close(fd)
+            throw RelayError("binding the service listener to \(s.address): \(e) (is the address on this host, e.g. on lo?)")
+        }
+        guard Glibc.listen(fd, Relay.backlog) == 0 else { throw RelayError("listen: \(String(cString: strerror(errno)))") }
+        listeners.append(fd)
+        serviceListeners[fd] = index
+        watch(fd, events: UInt32(EPOLLIN.rawValue), add: true)
+    }
+
+    func setBalancerMark(_ fd: Int32) throws {
+        var mark = settings.balancerMark
+        guard setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
+            throw RelayError("SO_MARK: \(String(cString: strerror(errno))) (needs root / CAP_NET_ADMIN)")
+        }
+    }
+
+    /// A client's connection to a service: its up socket exists (not connected) until the
+    /// request has picked a backend.
+    func openService(down: Int32, service: Int) {
+        guard let local = SocketAddress.local(of: down), let client = SocketAddress.peer(of: down) else {
+            close(down)
+            return
+        }
+        let up = socket(client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard up >= 0, (try? setBalancerMark(up)) != nil else {
+            if up >= 0 { close(up) }
+            abortSocket(down)
+            return
+        }
+        var one: Int32 = 1
+        setsockopt(down, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(up, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let id = nextID
+        nextID += 1
+        let c = Connection(id: id, down: down, up: up, client: client, server: local,
+                           toServer: Direction(source: down, destination: up),
+                           toClient: Direction(source: up, destination: down))
+        c.service = service
+        c.upStarted = false
+        connections[id] = c
+        owners[down] = id
+        owners[up] = id
+        byTuple[tupleKey(c)] = id
+        opened(c)
+        c.downInterest = interest(c, fd: down)
+        rewatch(down, from: 0, to: c.downInterest)
+    }
+
+    /// The rules decided for a balancer connection: pick a member of the rule's pool (or the
+    /// service's), connect to it, and for `splice` join once connected and drained.
+    func applyService(_ c: Connection, _ action: RuleAction, rule: Int?) {
+        c.action = action
+        c.rule = rule
+        c.toServer.stopInspecting()
+        let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
+        let poolName = named ?? settings.services[c.service!].pool
+        c.pool = poolName
+        guard let pool = rules.pools.first(where: { $0.name == poolName }) else {
+            logger.warning("no pool '\(poolName)' for \(c.client) -> \(c.server): resetting the client")
+            abort(c)
+            return
+        }
+        let hashHeader = pool.hashHeader
+        let request = RequestFacts(firstBytes: c.toServer.held, isFinal: true)
+        let key = BalanceKey(client: c.client.address, request: request, hashHeader: hashHeader)
+        guard let member = balancer.pick(pool, key: key, down: [], active: activeByBackend),
+              let address = IPAddress(member.address) else {
+            logger.warning("pool '\(poolName)' has no member to take \(c.client) -> \(c.server): resetting the client")
+            abort(c)
+            return
+        }
+        let backend = SocketAddress(address: address, port: member.port)
+        guard connectBackend(c, to: backend) else {
+            abort(c)
+            return
+        }
+        if action == .proxy {
+            c.stage = .relaying
+        } else {
+            c.stage = .pendingSplice
+            c.spliceSince = monotonicSeconds()
+            c.nextAsk = c.spliceSince
+            pendingSplices.insert(c.id)
+        }
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// Connects the up socket to `backend` from a port of the balancer's range (bound
+    /// explicitly: the kernel never hands these ports out itself, and the rules queue their
+    /// answers).
+    private func connectBackend(_ c: Connection, to backend: SocketAddress) -> Bool {
+        let range = settings.balancerPorts
+        let span = Int(range.upperBound) - Int(range.lowerBound) + 1
+        var bound = false
+        for _ in 0..<min(span, 256) {
+            if nextLocalPort < range.lowerBound || nextLocalPort > range.upperBound { nextLocalPort = range.lowerBound }
+            let port = nextLocalPort
+            nextLocalPort = port == range.upperBound ? range.lowerBound : port + 1
+            let any = SocketAddress(address: backend.address.isIPv4 ? IPAddress(ipv4: 0) : IPAddress(high: 0, low: 0), port: port)
+            if any.withSockaddr({ bind(c.up, $0, $1) }) == 0 { bound = true; break }
+            if errno != EADDRINUSE { break }
+        }
+        guard bound else {
+            logger.warning("no free port in \(range) for \(c.client) -> \(backend): \(String(cString: strerror(errno)))")
+            return false
+        }
+        let rc = backend.withSockaddr { connect(c.up, $0, $1) }
+        guard rc == 0 || errno == EINPROGRESS else {
+            logger.warning("cannot connect to backend \(backend): \(String(cString: strerror(errno)))")
+            return false
+        }
+        c.backend = backend
+        c.local = SocketAddress.local(of: c.up)
+        c.upStarted = true
+        c.upConnected = rc == 0
+        activeByBackend[backend.description, default: 0] += 1
+        c.upInterest = interest(c, fd: c.up)
+        rewatch(c.up, from: 0, to: c.upInterest)
+        if c.upConnected { backendConnected(c) }
+        logger.debug("balancing \(c.client) -> \(c.server) to \(backend) from \(c.local.map { "\($0)" } ?? "?") (#\(c.id))")
+        return true
+    }
+
+    /// The backend answered: a join to make is announced (the engine has seen both handshakes).
+    func backendConnected(_ c: Connection) {
+        guard c.stage == .pendingSplice, !c.joinPrepared else { return }
+        c.joinPrepared = true
+        sendJoin(c, .prepare)
+    }
+
+    func sendJoin(_ c: Connection, _ step: JoinMessage.Step) {
+        guard let backend = c.backend, let local = c.local else { return }
+        var m = JoinMessage(step: step, client: c.client.address.description, clientPort: c.client.port,
+                            service: c.server.address.description, servicePort: c.server.port,
+                            local: local.address.description, localPort: local.port,
+                            backend: backend.address.description, backendPort: backend.port)
+        if step == .join {
+            m.readFromClient = c.toServer.bytesRead
+            m.writtenToBackend = c.toServer.bytes
+            m.readFromBackend = c.toClient.bytesRead
+            m.writtenToClient = c.toClient.bytes
+        }
+        m.rule = c.rule
+        m.pool = c.pool
+        var request = ControlRequest(command: .join)
+        request.join = m
+        sendToEngine(request)
+    }
+
+    /// A pending join's turn in the timers: joined once drained; past the drain bound, given
+    /// up (the connection stays proxied: nothing was lost, the proxy still holds it).
+    func joinTimer(_ c: Connection, now: Double) {
+        guard c.joinPrepared else { return }
+        let waited = now - c.spliceSince
+        guard waited >= settings.minimumPending else { return }
+        if waited > settings.minimumPending + settings.drainBound {
+            sendJoin(c, .cancel)
+            c.joinPrepared = false
+            spliceCounts.fellBack += 1
+            pendingSplices.remove(c.id)
+            c.stage = .relaying
+            refreshInterest(c)
+            return
+        }
+        guard drained(c) else { return }
+        c.stage = .steppingOut
+        c.nextAsk = now
+        refreshInterest(c)
+        sendJoin(c, .join)
+    }
+
+    /// The engine's answer to a `join` message.
+    func joinAnswered(_ r: ControlResponse) {
+        guard let m = r.join,
+              let id = byTuple["\(IPAddress(m.client) ?? IPAddress(ipv4: 0)) \(m.clientPort) \(IPAddress(m.service) ?? IPAddress(ipv4: 0)) \(m.servicePort)"],
+              let c = connections[id] else { return }
+        switch m.step {
+        case .cancel:
+            return
+        case .prepare:
+            c.joinReady = true
+            if !r.ok && (c.stage == .pendingSplice || c.stage == .steppingOut) {
+                c.joinPrepared = false
+                refused(c, r.error)
+            } else {
+                refreshInterest(c)
+                service(c, fd: -1, events: 0)
+            }
+        case .join:
+            guard c.stage == .steppingOut else { return }
+            if r.ok {
+                spliceCounts.drained += 1
+                stepOut(c)
+            } else if r.outcome == "not-drained" {
+                c.stage = .pendingSplice
+                c.nextAsk = monotonicSeconds() + Relay.askAgain
+                refreshInterest(c)
+                service(c, fd: -1, events: 0)
+            } else {
+                sendJoin(c, .cancel)
+                c.joinPrepared = false
+                refused(c, r.error)
+            }
+        }
+    }
+}

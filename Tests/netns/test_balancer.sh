@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# tcpsplice test: the layer-7 balancer (seed 003 claim 10; Docs/balancer.md). A client, the
+# router, three backends in namespaces of their own (Python's http.server, each logging its
+# requests). The router holds the service address 10.77.9.1:80 on lo; splice-proxy listens
+# there, reads each request, picks a pool member by the splice rules, connects to it from a
+# port of the balancer's range, writes the request on, and asks spliced to join the client's
+# connection to that one: from then on the engine translates every packet (addresses, ports,
+# sequence numbers, windows, timestamps, SACK) and the proxy holds no socket of it.
+#
+# Pools and rules set with splicectl:
+#   pool web     round robin over the three backends (the service's default pool)
+#   pool images  backend 2 alone
+#   rule 1  --host img.example       -> splice to pool images
+#   rule 2  --path-prefix /api/      -> proxy (stays in the proxy, balanced over web)
+#   default splice (pool web)
+# Checks: requests for img.example all land on backend 2, joined, byte-exact (2 MiB); /api/
+# stays proxied; 30 default requests spread 10/10/10 over the backends (counted from their
+# logs), each joined; a 32 MiB download joined is byte-exact; `splicectl flows` shows the
+# joined pairs (mode joined, the rule); a drained member takes no new requests; and a crowd
+# of concurrent short requests through the balancer is byte-exact.
+# shellcheck source=Tests/netns/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+VIP=10.77.9.1
+BACKENDS=("$SERVER_IP" 10.77.12.2 10.77.13.2)
+
+topo_create
+need_bin splicectl >/dev/null
+# Backends 2 and 3, each behind a link of its own from the router.
+for i in 2 3; do
+    ns_add "b$i"
+    eval "NS_B$i=\$NS_LAST"
+    ns=$NS_LAST
+    ip -n "$ns" link add eth0 type veth peer name rb$i netns "$NS_R" || fail "cannot create the veth of backend $i"
+    ip -n "$ns" addr add "10.77.1$i.2/24" dev eth0
+    ip -n "$NS_R" addr add "10.77.1$i.1/24" dev rb$i
+    ip -n "$ns" link set eth0 up
+    ip -n "$NS_R" link set rb$i up
+    end_link_queue "$ns" eth0
+    ip -n "$ns" route add default via "10.77.1$i.1"
+done
+NS_B1=$NS_S
+BACKEND_NS=("$NS_B1" "$NS_B2" "$NS_B3")
+ip -n "$NS_R" addr add "$VIP/32" dev lo || fail "cannot put the service address on the router's lo"
+
+# Each backend serves its own name at /whoami and the same files elsewhere (so a body tells
+# which backend sent it only through /whoami; the big files are byte-checked).
+WWW="$TEST_TMP/www"
+mkdir -p "$WWW/shared/api"
+head -c $((32 << 20)) /dev/urandom >"$WWW/shared/big32"
+head -c $((2 << 20)) /dev/urandom >"$WWW/shared/big2"
+head -c 20000 /dev/urandom >"$WWW/shared/small"
+echo "api answer" >"$WWW/shared/api/v1"
+for i in 1 2 3; do
+    mkdir -p "$WWW/b$i"
+    cp -r "$WWW/shared/." "$WWW/b$i/"
+    echo "backend$i" >"$WWW/b$i/whoami"
+    bg_start "backend$i" "${BACKEND_NS[$((i - 1))]}" python3 -m http.server --bind "${BACKENDS[$((i - 1))]}" \
+        --directory "$WWW/b$i" 80
+    wait_port "${BACKEND_NS[$((i - 1))]}" 80
+done
+# requests_on I: the requests backend I logged so far (http.server logs one line per request).
+requests_on() { grep -c '"GET ' "$TEST_TMP/backend$1.log" 2>/dev/null || true; }
+
+rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80"
+on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
+spliced_start --queue 0
+proxy_start splice-proxy --service "$VIP:80=web"
+
+splicectl pools add web --method round-robin --backend "${BACKENDS[0]}:80" --backend "${BACKENDS[1]}:80" \
+    --backend "${BACKENDS[2]}:80" >/dev/null || fail "pools add web failed"
+splicectl pools add images --backend "${BACKENDS[1]}:80" >/dev/null || fail "pools add images failed"
+splicectl rules add --host img.example --action splice --pool images --name images >/dev/null || fail "rules add --pool failed"
+splicectl rules add --path-prefix /api/ --action proxy --name api >/dev/null || fail "rules add api failed"
+splicectl rules default --action splice >/dev/null || fail "rules default failed"
+log "pools:"$'\n'"$(splicectl pools)"
+log "rules:"$'\n'"$(splicectl rules)"
+
+# get NAME PATH [CURL ARGS...]: GET http://VIP/PATH into $TEST_TMP/NAME.body; prints the
+# client port.
+get() {
+    local name=$1 path=$2
+    shift 2
+    nsx "$NS_C" curl -sS --max-time 60 -o "$TEST_TMP/$name.body" -w '%{local_port}' "$@" "http://$VIP/$path" \
+        || fail "curl $name (/$path) failed"
+}
+same() { [[ "$(sha256_of "$1")" == "$(sha256_of "$2")" ]] || fail "$3: the body differs from the backend's file"; }
+# joined PORT: the client connection of that port is joined (mode joined in splicectl flows).
+joined() {
+    local f
+    f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$VIP" --dport 80 --sport "$1") || fail "no flow for client port $1"
+    [[ "$(json_get mode <<<"$f")" == joined ]] || fail "client port $1: expected mode joined, the flow is $f"
+}
+
+# 1. Content partitioning: img.example goes to backend 2 alone, joined.
+before2=$(requests_on 2)
+for k in 1 2 3; do
+    port=$(get "img$k" big2 -H 'Host: img.example')
+    same "$TEST_TMP/img$k.body" "$WWW/shared/big2" "img.example request $k"
+    joined "$port"
+done
+(( $(requests_on 2) - before2 == 3 )) || fail "img.example: backend 2 logged $(( $(requests_on 2) - before2 )) requests, expected 3"
+log "img.example: 3 requests, all on backend 2, joined, byte-exact (2 MiB each)"
+
+# 2. A rule that keeps the connection in the proxy (balanced over pool web, not joined).
+port=$(get api api/v1)
+same "$TEST_TMP/api.body" "$WWW/shared/api/v1" "/api/v1"
+f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$VIP" --dport 80 --sport "$port") || fail "no flow for /api/v1"
+[[ "$(json_get mode <<<"$f")" != joined ]] || fail "/api/v1 was joined; rule 2 says proxy: $f"
+log "/api/v1: proxied (mode $(json_get mode <<<"$f")), byte-exact"
+
+# 3. Round robin: 30 default requests, 10 on each backend, each joined.
+declare -a base
+for i in 1 2 3; do base[$i]=$(requests_on "$i"); done
+declare -A who=()
+for k in $(seq 1 30); do
+    port=$(get "rr$k" whoami)
+    joined "$port"
+    n=$(<"$TEST_TMP/rr$k.body")
+    who[$n]=$(( ${who[$n]:-0} + 1 ))
+done
+for i in 1 2 3; do
+    got=$(( $(requests_on "$i") - base[i] ))
+    [[ "$got" == 10 && "${who[backend$i]:-0}" == 10 ]] \
+        || fail "round robin: backend $i logged $got requests and answered ${who[backend$i]:-0}, expected 10 of 30"
+done
+log "round robin: 30 requests, 10 on each backend (their logs), all joined"
+
+# 4. A large download through a join: byte-exact.
+get big big32 >/dev/null
+same "$TEST_TMP/big.body" "$WWW/shared/big32" "32 MiB download"
+log "32 MiB download joined: byte-exact"
+
+# 5. splicectl flows shows the joined pairs: the client's connection and the backend one.
+pairs=$(splicectl flows | grep -c 'mode=joined' || true)
+((pairs >= 2)) || fail "splicectl flows lists $pairs joined connections"
+log "splicectl flows: $pairs joined connections, e.g.:"$'\n'"$(splicectl flows | grep 'mode=joined' | head -2)"
+
+# 6. A drained member takes no new requests.
+splicectl pools drain web "${BACKENDS[0]}:80" >/dev/null || fail "pools drain failed"
+for i in 1 2 3; do base[$i]=$(requests_on "$i"); done
+for k in $(seq 1 12); do get "dr$k" whoami >/dev/null; done
+(( $(requests_on 1) == base[1] )) || fail "the drained backend 1 took $(( $(requests_on 1) - base[1] )) new requests"
+splicectl pools undrain web "${BACKENDS[0]}:80" >/dev/null || fail "pools undrain failed"
+log "drained member: no new request in 12"
+
+# 7. A crowd of concurrent short requests through the balancer: all byte-exact.
+N=${BAL_CROWD_N:-400}
+nsx "$NS_C" python3 "$NETNS_DIR/crowd.py" --host "$VIP" --port 80 --path /small --count "$N" \
+    --concurrency "$N" --sha256 "$(sha256_of "$WWW/shared/small")" --bytes 20000 --timeout 60 \
+    --json "$TEST_TMP/crowd.json" --failures "$TEST_TMP/crowd-failures.txt" \
+    || fail "crowd: $(cat "$TEST_TMP/crowd.json" 2>/dev/null) (failures: $(head -5 "$TEST_TMP/crowd-failures.txt" 2>/dev/null))"
+log "crowd: $N concurrent requests, all byte-exact: $(cat "$TEST_TMP/crowd.json")"
+log "balancer counters: $(status_json | json_get 'balancer?none')"
+report "balancer: partitioning, round robin, drain, 32 MiB and a crowd of $N through joined flows, byte-exact"
