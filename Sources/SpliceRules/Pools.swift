@@ -112,18 +112,22 @@ public struct Pool: Codable, Sendable, Equatable {
     /// The members, at most 64, with unique keys. May be empty: connections a rule sends to an
     /// empty pool stay proxied.
     public var backends: [Backend]
+    /// How the proxy checks its members (none: every member is taken as up).
+    public var check: HealthCheck?
 
     /// The most backends a pool may hold.
     public static let maxBackends = 64
 
-    public init(name: String, method: BalanceMethod = .roundRobin, hashHeader: String? = nil, backends: [Backend] = []) {
+    public init(name: String, method: BalanceMethod = .roundRobin, hashHeader: String? = nil, backends: [Backend] = [],
+                check: HealthCheck? = nil) {
         self.name = name
         self.method = method
         self.hashHeader = hashHeader
         self.backends = backends
+        self.check = check
     }
 
-    private enum CodingKeys: String, CodingKey { case name, method, hashHeader, backends }
+    private enum CodingKeys: String, CodingKey { case name, method, hashHeader, backends, check }
 
     /// Decodes a pool; `method` (round robin), `hashHeader` and `backends` (none) may be left
     /// out.
@@ -133,5 +137,71 @@ public struct Pool: Codable, Sendable, Equatable {
         method = try c.decodeIfPresent(BalanceMethod.self, forKey: .method) ?? .roundRobin
         hashHeader = try c.decodeIfPresent(String.self, forKey: .hashHeader)
         backends = try c.decodeIfPresent([Backend].self, forKey: .backends) ?? []
+        check = try c.decodeIfPresent(HealthCheck.self, forKey: .check)
+    }
+}
+
+/// A pool's health check, run by each proxy against each member: a TCP connect, or an HTTP
+/// request whose answer must carry the expected status. A member failing `fall` checks in a
+/// row is taken out (no new request goes to it) until it passes `rise` in a row.
+public struct HealthCheck: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable { case tcp, http }
+    public var kind: Kind
+    /// HTTP: the path asked for ("/" by default) and the status expected (200 by default).
+    public var path: String?
+    public var expectStatus: Int?
+    /// Between two checks of a member, and how long one may take (milliseconds).
+    public var intervalMilliseconds: Int
+    public var timeoutMilliseconds: Int
+    public var fall: Int
+    public var rise: Int
+
+    public static let intervalRange = 50...60_000
+    public static let timeoutRange = 10...60_000
+    public static let countRange = 1...100
+
+    public init(kind: Kind, path: String? = nil, expectStatus: Int? = nil, intervalMilliseconds: Int = 1000,
+                timeoutMilliseconds: Int = 1000, fall: Int = 2, rise: Int = 2) {
+        self.kind = kind
+        self.path = path
+        self.expectStatus = expectStatus
+        self.intervalMilliseconds = intervalMilliseconds
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.fall = fall
+        self.rise = rise
+    }
+
+    private enum CodingKeys: String, CodingKey { case kind, path, expectStatus, intervalMilliseconds, timeoutMilliseconds, fall, rise }
+
+    /// Decodes a check; everything but `kind` may be left out.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decode(Kind.self, forKey: .kind)
+        path = try c.decodeIfPresent(String.self, forKey: .path)
+        expectStatus = try c.decodeIfPresent(Int.self, forKey: .expectStatus)
+        intervalMilliseconds = try c.decodeIfPresent(Int.self, forKey: .intervalMilliseconds) ?? 1000
+        timeoutMilliseconds = try c.decodeIfPresent(Int.self, forKey: .timeoutMilliseconds) ?? 1000
+        fall = try c.decodeIfPresent(Int.self, forKey: .fall) ?? 2
+        rise = try c.decodeIfPresent(Int.self, forKey: .rise) ?? 2
+    }
+
+    /// The first thing wrong with the check, or nil.
+    public func problem() -> String? {
+        if !HealthCheck.intervalRange.contains(intervalMilliseconds) {
+            return "check: intervalMilliseconds \(intervalMilliseconds) is out of range (50-60000)"
+        }
+        if !HealthCheck.timeoutRange.contains(timeoutMilliseconds) {
+            return "check: timeoutMilliseconds \(timeoutMilliseconds) is out of range (10-60000)"
+        }
+        if !HealthCheck.countRange.contains(fall) { return "check: fall \(fall) is out of range (1-100)" }
+        if !HealthCheck.countRange.contains(rise) { return "check: rise \(rise) is out of range (1-100)" }
+        if kind == .tcp && (path != nil || expectStatus != nil) {
+            return "check: path and expectStatus are for kind http, not tcp"
+        }
+        if let p = path, !p.hasPrefix("/") || p.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
+            return "check: path '\(p)' must start with '/' and hold no space or control character"
+        }
+        if let s = expectStatus, !(100...599).contains(s) { return "check: expectStatus \(s) is out of range (100-599)" }
+        return nil
     }
 }

@@ -85,6 +85,7 @@ extension Pool {
         case (_, nil):
             break
         }
+        if let problem = check?.problem() { return problem }
         if backends.count > Pool.maxBackends {
             return "\(backends.count) backends: more than \(Pool.maxBackends)"
         }

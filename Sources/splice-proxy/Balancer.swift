@@ -110,13 +110,14 @@ extension Relay {
         let hashHeader = pool.hashHeader
         let request = RequestFacts(firstBytes: c.toServer.held, isFinal: true)
         let key = BalanceKey(client: c.client.address, request: request, hashHeader: hashHeader)
-        guard let member = balancer.pick(pool, key: key, down: [], active: activeByBackend),
+        guard let member = balancer.pick(pool, key: key, down: health?.down(pool: poolName) ?? [], active: activeByBackend),
               let address = IPAddress(member.address) else {
             logger.warning("pool '\(poolName)' has no member to take \(c.client) -> \(c.server): resetting the client")
             abort(c)
             return
         }
         let backend = SocketAddress(address: address, port: member.port)
+        if settings.forwardedFor { insertForwardedFor(c) }
         guard connectBackend(c, to: backend) else {
             abort(c)
             return
@@ -131,6 +132,48 @@ extension Relay {
         }
         refreshInterest(c)
         service(c, fd: -1, events: 0)
+    }
+
+    /// Adds `X-Forwarded-For: <client>` after the request line of an HTTP request the relay
+    /// holds (nothing of it written yet). The bytes written to the backend then outnumber the
+    /// bytes read from the client: the join carries both counts, and the engine's sequence
+    /// delta accounts for the difference.
+    private func insertForwardedFor(_ c: Connection) {
+        guard c.toServer.heldSent == 0, case .http? = RequestFacts(firstBytes: c.toServer.held, isFinal: true).proto,
+              let lineEnd = c.toServer.held.firstIndex(of: 0x0a) else { return }
+        c.toServer.held.insert(contentsOf: Array("X-Forwarded-For: \(c.client.address)\r\n".utf8), at: lineEnd + 1)
+    }
+
+    /// The connect to the picked member failed before a byte went to it: the member is down
+    /// (a passive check) and another one is tried, on a new socket under the same descriptor.
+    /// False when none is left (or the connection already wrote to the backend).
+    func retryBackend(_ c: Connection) -> Bool {
+        guard let failed = c.backend, let poolName = c.pool, c.toServer.bytes == 0, c.retries < 2,
+              let pool = rules.pools.first(where: { $0.name == poolName }) else { return false }
+        c.retries += 1
+        let failedKey = pool.backends.first { IPAddress($0.address) == failed.address && $0.port == failed.port }?.key
+        if let failedKey { health?.failed(pool: poolName, key: failedKey) }
+        activeByBackend[failed.description, default: 1] -= 1
+        var down = health?.down(pool: poolName) ?? []
+        if let failedKey { down.insert(failedKey) }
+        let key = BalanceKey(client: c.client.address, request: RequestFacts(firstBytes: c.toServer.held, isFinal: true),
+                             hashHeader: pool.hashHeader)
+        guard let member = balancer.pick(pool, key: key, down: down, active: activeByBackend),
+              let address = IPAddress(member.address) else { return false }
+        let fresh = socket(c.client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fresh >= 0 else { return false }
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
+        var one: Int32 = 1
+        setsockopt(fresh, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard (try? setBalancerMark(fresh)) != nil, dup2(fresh, c.up) == c.up else { close(fresh); return false }
+        _ = fcntl(c.up, F_SETFD, FD_CLOEXEC)
+        close(fresh)
+        c.upInterest = 0
+        c.upConnected = false
+        c.joinPrepared = false
+        c.joinReady = false
+        logger.info("retrying \(c.client) -> \(c.server) on \(member.key) (\(failed) failed)")
+        return connectBackend(c, to: SocketAddress(address: address, port: member.port))
     }
 
     /// Connects the up socket to `backend` from a port of the balancer's range (bound

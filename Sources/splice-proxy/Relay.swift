@@ -34,6 +34,9 @@ final class Relay {
         /// answers), and the mark their sockets carry (the rules queue their packets).
         var balancerPorts: ClosedRange<UInt16> = 61000...65535
         var balancerMark: UInt32 = 0x5a5e
+        /// Add `X-Forwarded-For: <client>` to the requests it balances (the bytes added
+        /// become a sequence delta the join accounts for).
+        var forwardedFor = false
     }
 
     /// One direction of a connection: bytes from `source` to `destination` through a pipe,
@@ -112,6 +115,8 @@ final class Relay {
         var local: SocketAddress?
         var pool: String?
         var joinPrepared = false
+        /// Members tried again after a failed connect.
+        var retries = 0
         /// The engine has shut the windows for the join (or refused it): the request may go to
         /// the backend now. Written before, the backend could answer at once and close, and
         /// the join would come too late.
@@ -164,6 +169,7 @@ final class Relay {
     /// backend, the next local port to try.
     var serviceListeners: [Int32: Int] = [:]
     var balancer = Balancer()
+    var health: HealthChecker?
     var activeByBackend: [String: Int] = [:]
     var nextLocalPort: UInt16 = 0
 
@@ -461,7 +467,8 @@ final class Relay {
             var len = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(c.up, SOL_SOCKET, SO_ERROR, &err, &len)
             if err != 0 {
-                logger.warning("upstream \(c.client) -> \(c.server) failed: \(String(cString: strerror(err)))")
+                logger.warning("upstream \(c.client) -> \(c.backend ?? c.server) failed: \(String(cString: strerror(err)))")
+                if c.service != nil && retryBackend(c) { return }
                 abort(c)
                 return
             }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinuxSupport
 import SpliceWire
 
 /// An IPv4 or IPv6 socket address, converted to and from `sockaddr_storage`.
@@ -79,4 +80,9 @@ struct SocketAddress: CustomStringConvertible {
     }
 
     var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
+}
+
+/// A new non-blocking, close-on-exec TCP socket of `family`, or -1 (errno set).
+func newStreamSocket(family: Int32) -> Int32 {
+    socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
 }

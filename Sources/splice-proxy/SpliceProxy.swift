@@ -64,6 +64,9 @@ struct SpliceProxyCommand: ParsableCommand {
         valueName: "LOW:HIGH"))
     var balancerPorts: String = "61000:65535"
 
+    @Flag(name: .long, help: "Add an X-Forwarded-For header with the client's address to the HTTP requests the balancer sends to backends.")
+    var forwardedFor = false
+
     @Option(name: .long, parsing: .unconditional, help: "Mark of the balancer's sockets (install-rules.sh --balancer-mark, spliced --balancer-mark).")
     var balancerMark: String = "0x5a5e"
 
@@ -132,7 +135,8 @@ struct SpliceProxyCommand: ParsableCommand {
                                               minimumPending: Double(minPendingMs) / 1000,
                                               services: service.compactMap(Service.parse),
                                               balancerPorts: parsedBalancerPorts ?? 61000...65535,
-                                              balancerMark: parsedBalancerMark ?? 0x5a5e),
+                                              balancerMark: parsedBalancerMark ?? 0x5a5e,
+                                              forwardedFor: forwardedFor),
                               logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
@@ -150,6 +154,11 @@ struct SpliceProxyCommand: ParsableCommand {
         var nextTry = 0.0
         var lastBeat = 0.0
 
+        if !service.isEmpty {
+            let checker = HealthChecker(logger: logger)
+            relay.health = checker
+            checker.start()
+        }
         relay.sendToEngine = { request in
             guard let control else { return }
             try? control.send(request)
@@ -208,6 +217,7 @@ struct SpliceProxyCommand: ParsableCommand {
     func take(_ rules: RuleSet, _ relay: Relay, _ logger: Logger) {
         guard rules != relay.rules else { return }
         relay.rules = rules
+        relay.health?.update(pools: rules.pools)
         logger.info("splice rules in force", metadata: ["version": "\(rules.version)", "rules": "\(rules.rules.count)",
                                                        "default": "\(rules.defaultAction.rawValue)"])
     }

@@ -37,6 +37,18 @@ struct Pools: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With `add`: a member, ADDRESS:PORT[:WEIGHT] ([IPv6]:PORT[:WEIGHT]); repeat for more.",
                                             valueName: "member"))
     var backend: [String] = []
+    @Option(name: .long, help: ArgumentHelp("With `add`: the members' health check, run by each proxy: a TCP connect, or an HTTP GET whose answer must carry --check-status.", valueName: "tcp|http"))
+    var check: String?
+    @Option(name: .long, help: "With `--check http`: the path asked for (default /).")
+    var checkPath: String?
+    @Option(name: .long, parsing: .unconditional, help: "With `--check http`: the status expected (default 200).")
+    var checkStatus: Int?
+    @Option(name: .long, parsing: .unconditional, help: "With `--check`: milliseconds between two checks of a member (default 1000).")
+    var checkIntervalMs: Int?
+    @Option(name: .long, parsing: .unconditional, help: "With `--check`: milliseconds a check may take (default 1000).")
+    var checkTimeoutMs: Int?
+    @Option(name: .long, parsing: .unconditional, help: "With `--check`: failed checks in a row that take a member out (default 2); as many passed ones bring it back.")
+    var checkFall: Int?
 
     static let operandCounts = ["list": 0, "add": 1, "remove": 1, "member-add": 2, "member-remove": 2, "drain": 2, "undrain": 2]
     static let operationList = "list, add, remove, member-add, member-remove, drain or undrain"
@@ -49,8 +61,8 @@ struct Pools: ParsableCommand {
             let expected = wanted == 0 ? "no operand" : wanted == 1 ? "one operand (NAME)" : "two operands (NAME ADDRESS:PORT)"
             throw ValidationError("pools \(operation) takes \(expected), not \(operands.count)")
         }
-        if operation != "add" && (method != nil || hashHeader != nil || !backend.isEmpty) {
-            throw ValidationError("--method, --hash-header and --backend belong to `pools add`, not `pools \(operation)`")
+        if operation != "add" && (method != nil || hashHeader != nil || !backend.isEmpty || check != nil) {
+            throw ValidationError("--method, --hash-header, --backend and --check belong to `pools add`, not `pools \(operation)`")
         }
         if operation == "add" { _ = try newPool() }
         if wanted > 0 { try Pools.checkName(operands[0]) }
@@ -83,7 +95,20 @@ struct Pools: ParsableCommand {
         let backends = try backend.map { text in
             do { return try Backend.parse(text) } catch { throw ValidationError("--backend: \(error)") }
         }
-        let pool = Pool(name: operands[0], method: m, hashHeader: hashHeader, backends: backends)
+        var healthCheck: HealthCheck?
+        if let check {
+            guard let kind = HealthCheck.Kind(rawValue: check) else {
+                throw ValidationError("--check '\(check)' is not tcp or http")
+            }
+            var h = HealthCheck(kind: kind, path: checkPath, expectStatus: checkStatus)
+            if let v = checkIntervalMs { h.intervalMilliseconds = v }
+            if let v = checkTimeoutMs { h.timeoutMilliseconds = v }
+            if let v = checkFall { h.fall = v; h.rise = v }
+            healthCheck = h
+        } else if checkPath != nil || checkStatus != nil || checkIntervalMs != nil || checkTimeoutMs != nil || checkFall != nil {
+            throw ValidationError("--check-path, --check-status, --check-interval-ms, --check-timeout-ms and --check-fall need --check tcp|http")
+        }
+        let pool = Pool(name: operands[0], method: m, hashHeader: hashHeader, backends: backends, check: healthCheck)
         try Pools.checkName(pool.name)
         do { try RuleSet(pools: [pool]).validate() } catch { throw ValidationError(error.description) }
         return pool
@@ -134,7 +159,10 @@ struct Pools: ParsableCommand {
     static func table(_ pools: [Pool]) -> String {
         guard !pools.isEmpty else { return "" }
         let rows = pools.map { p -> [String] in
-            let method = p.hashHeader.map { "\(p.method.rawValue)(\($0))" } ?? p.method.rawValue
+            var method = p.hashHeader.map { "\(p.method.rawValue)(\($0))" } ?? p.method.rawValue
+            if let c = p.check {
+                method += " check=\(c.kind.rawValue)" + (c.path.map { ":\($0)" } ?? "") + "/\(c.intervalMilliseconds)ms"
+            }
             let members = p.backends.isEmpty ? "(none)" : p.backends.map { b in
                 "\(b.key) weight=\(b.weight)" + (b.drained ? " drained" : "")
             }.joined(separator: ", ")

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # tcpsplice test: the layer-7 balancer (seed 003 claim 10; Docs/balancer.md). A client, the
-# router, three backends in namespaces of their own (Python's http.server, each logging its
-# requests). The router holds the service address 10.77.9.1:80 on lo; splice-proxy listens
+# router, three backends in namespaces of their own (Tests/netns/backend.py: Python's threading
+# HTTP server, each logging its requests). The router holds the service address 10.77.9.1:80 on lo; splice-proxy listens
 # there, reads each request, picks a pool member by the splice rules, connects to it from a
 # port of the balancer's range, writes the request on, and asks spliced to join the client's
 # connection to that one: from then on the engine translates every packet (addresses, ports,
 # sequence numbers, windows, timestamps, SACK) and the proxy holds no socket of it.
 #
 # Pools and rules set with splicectl:
-#   pool web     round robin over the three backends (the service's default pool)
+#   pool web     round robin over the three backends (the service's default pool), an HTTP
+#                health check every 200 ms
 #   pool images  backend 2 alone
 #   rule 1  --host img.example       -> splice to pool images
 #   rule 2  --path-prefix /api/      -> proxy (stays in the proxy, balanced over web)
 #   default splice (pool web)
-# Checks: requests for img.example all land on backend 2, joined, byte-exact (2 MiB); /api/
-# stays proxied; 30 default requests spread 10/10/10 over the backends (counted from their
-# logs), each joined; a 32 MiB download joined is byte-exact; `splicectl flows` shows the
-# joined pairs (mode joined, the rule); a drained member takes no new requests; and a crowd
-# of concurrent short requests through the balancer is byte-exact.
+# The proxy adds X-Forwarded-For to every request: the join's sequence delta carries the bytes
+# it added. Checks: requests for img.example all land on backend 2, joined, byte-exact
+# (2 MiB); /api/ stays proxied; the header reached the backend (GET /headers) and the answer
+# came back through the joined flow; 30 default requests spread 10/10/10 over the backends
+# (counted from their logs), each joined; a 32 MiB download joined is byte-exact; `splicectl
+# flows` shows the joined pairs (mode joined, the backend, the rule); a drained member takes no
+# new requests; a killed member is taken out by the health check and every request after
+# succeeds on the others, and it is taken back once it runs again; a crowd of concurrent short
+# requests through the balancer (2,000 by default) is byte-exact.
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -55,20 +60,21 @@ for i in 1 2 3; do
     mkdir -p "$WWW/b$i"
     cp -r "$WWW/shared/." "$WWW/b$i/"
     echo "backend$i" >"$WWW/b$i/whoami"
-    bg_start "backend$i" "${BACKEND_NS[$((i - 1))]}" python3 -m http.server --bind "${BACKENDS[$((i - 1))]}" \
-        --directory "$WWW/b$i" 80
+    bg_start "backend$i" "${BACKEND_NS[$((i - 1))]}" python3 "$NETNS_DIR/backend.py" "backend$i" \
+        "${BACKENDS[$((i - 1))]}" 80 "$WWW/b$i"
     wait_port "${BACKEND_NS[$((i - 1))]}" 80
 done
-# requests_on I: the requests backend I logged so far (http.server logs one line per request).
-requests_on() { grep -c '"GET ' "$TEST_TMP/backend$1.log" 2>/dev/null || true; }
+# requests_on I: the requests backend I logged so far (one line per request, all its runs).
+requests_on() { cat "$TEST_TMP/backend$1.log" "$TEST_TMP/backend$1-again.log" 2>/dev/null | grep -c "^REQ backend$1 GET /[^h]" || true; }
 
 rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80"
 on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 spliced_start --queue 0
-proxy_start splice-proxy --service "$VIP:80=web"
+proxy_start splice-proxy --service "$VIP:80=web" --forwarded-for
 
 splicectl pools add web --method round-robin --backend "${BACKENDS[0]}:80" --backend "${BACKENDS[1]}:80" \
-    --backend "${BACKENDS[2]}:80" >/dev/null || fail "pools add web failed"
+    --backend "${BACKENDS[2]}:80" --check http --check-path /whoami --check-interval-ms 200 --check-fall 2 \
+    >/dev/null || fail "pools add web failed"
 splicectl pools add images --backend "${BACKENDS[1]}:80" >/dev/null || fail "pools add images failed"
 splicectl rules add --host img.example --action splice --pool images --name images >/dev/null || fail "rules add --pool failed"
 splicectl rules add --path-prefix /api/ --action proxy --name api >/dev/null || fail "rules add api failed"
@@ -109,6 +115,12 @@ f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$VIP" --dport 80 --spo
 [[ "$(json_get mode <<<"$f")" != joined ]] || fail "/api/v1 was joined; rule 2 says proxy: $f"
 log "/api/v1: proxied (mode $(json_get mode <<<"$f")), byte-exact"
 
+# 2b. The header the proxy added reached the backend, and its answer came back joined.
+port=$(get headers headers -H 'Host: img.example')
+grep -q "^X-Forwarded-For: $CLIENT_IP" "$TEST_TMP/headers.body" || fail "the backend did not receive X-Forwarded-For: $(cat "$TEST_TMP/headers.body")"
+joined "$port"
+log "X-Forwarded-For: $CLIENT_IP reached the backend; the request grew by $(( ${#CLIENT_IP} + 19 )) bytes, every body since came back through the join's delta"
+
 # 3. Round robin: 30 default requests, 10 on each backend, each joined.
 declare -a base
 for i in 1 2 3; do base[$i]=$(requests_on "$i"); done
@@ -144,8 +156,24 @@ for k in $(seq 1 12); do get "dr$k" whoami >/dev/null; done
 splicectl pools undrain web "${BACKENDS[0]}:80" >/dev/null || fail "pools undrain failed"
 log "drained member: no new request in 12"
 
-# 7. A crowd of concurrent short requests through the balancer: all byte-exact.
-N=${BAL_CROWD_N:-400}
+# 7. A killed member: the health check takes it out, and no request fails after that.
+bg_kill backend3 KILL || true
+wait_for 10 "the proxy to take backend 3 out" grep -q "member ${BACKENDS[2]}:80 is down" "$TEST_TMP/splice-proxy.log"
+for i in 1 2; do base[$i]=$(requests_on "$i"); done
+for k in $(seq 1 20); do get "hc$k" whoami >/dev/null; done
+(( $(requests_on 1) + $(requests_on 2) - base[1] - base[2] == 20 )) \
+    || fail "after backend 3 died, backends 1 and 2 logged $(( $(requests_on 1) + $(requests_on 2) - base[1] - base[2] )) of 20 requests"
+log "killed member: taken out by the health check; 20 requests after, all answered by the two others"
+bg_start backend3-again "$NS_B3" python3 "$NETNS_DIR/backend.py" backend3 "${BACKENDS[2]}" 80 "$WWW/b3"
+wait_port "$NS_B3" 80
+wait_for 10 "the proxy to take backend 3 back" grep -q "member ${BACKENDS[2]}:80 is up" "$TEST_TMP/splice-proxy.log"
+base[3]=$(requests_on 3)
+for k in $(seq 1 6); do get "hb$k" whoami >/dev/null; done
+(( $(requests_on 3) > base[3] )) || fail "backend 3, running again, took none of 6 requests"
+log "member back: backend 3 takes requests again"
+
+# 8. A crowd of concurrent short requests through the balancer: all byte-exact.
+N=${BAL_CROWD_N:-2000}
 nsx "$NS_C" python3 "$NETNS_DIR/crowd.py" --host "$VIP" --port 80 --path /small --count "$N" \
     --concurrency "$N" --sha256 "$(sha256_of "$WWW/shared/small")" --bytes 20000 --timeout 60 \
     --json "$TEST_TMP/crowd.json" --failures "$TEST_TMP/crowd-failures.txt" \

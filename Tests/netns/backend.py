@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""A test backend for the balancer tests: Python's threading HTTP server over a directory, with
+a listen backlog a crowd fits in (http.server's is 5: a crowd's SYNs would be dropped and
+retried a second later), one log line per request on stdout ("REQ <name> <method> <path>
+<client> <status>"; "CHECK ..." for the proxy's health checks), and GET /headers answering with the request's header block as the body (the
+header-insertion test reads what the backend received).
+
+Usage: backend.py NAME ADDRESS PORT DIRECTORY
+"""
+import functools
+import http.server
+import socket
+import sys
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    server_name_tag = "?"
+
+    def log_request(self, code="-", size="-"):
+        # A health check is logged apart ("CHECK"): the tests count the requests ("REQ").
+        kind = "CHECK" if self.headers.get("User-Agent", "").startswith("tcpsplice-health-check") else "REQ"
+        sys.stdout.write(f"{kind} {self.server_name_tag} {self.command} {self.path} {self.client_address[0]} {code}\n")
+        sys.stdout.flush()
+
+    def log_message(self, fmt, *args):  # errors and the rest: stderr, as http.server does
+        sys.stderr.write("%s - %s\n" % (self.address_string(), fmt % args))
+
+    def do_GET(self):
+        if self.path == "/headers":
+            body = str(self.headers).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 4096
+    daemon_threads = True
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    name, address, port, directory = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    Handler.server_name_tag = name
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    Server.address_family = family
+    server = Server((address, port), functools.partial(Handler, directory=directory))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
