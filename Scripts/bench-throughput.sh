@@ -33,9 +33,14 @@
 # plain,haproxy,haproxy-http,resil-sp,spliced,spliced-px: wrk, a new connection per
 # request).
 #
+# Then the layer-7 balancer against HAProxy as an HTTP balancer over the same
+# three backends (Scripts/bench-balancer.sh --time SECONDS --http-mib MIB: plain,
+# haproxy-lb, splice-lb; the download in Gbit/s and wrk's requests/s, on a
+# topology of its own).
+#
 # Usage: Scripts/bench-throughput.sh [--time SECONDS] [--http-mib MIB] [--no-build]
-#        [--no-setup] [--no-connrate]
-#        (as root; ~10 x SECONDS plus ~2 min, and a release build unless --no-build)
+#        [--no-setup] [--no-connrate] [--no-balancer]
+#        (as root; ~13 x SECONDS plus ~3 min, and a release build unless --no-build)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +53,7 @@ BUILD=1
 SETUP=1
 HTTP_MIB=1024
 CONNRATE=1
+BALANCER=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --time|-t)
@@ -58,8 +64,9 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -ge 1 ]] || die "--http-mib needs a number of MiB"
             HTTP_MIB=$2; shift 2 ;;
         --no-connrate) CONNRATE=0; shift ;;
+        --no-balancer) BALANCER=0; shift ;;
         --no-setup) SETUP=0; shift ;;
-        -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -298,6 +305,12 @@ if ((CONNRATE)); then
     # The connection rate of short requests, in the same run (its own topology).
     echo
     "$SCRIPT_DIR/bench-connrate.sh" --no-setup --bin "$TCPSPLICE_BIN" --cases plain,haproxy,haproxy-http,resil-sp,spliced,spliced-px --time "$DURATION" \
+        || status=1
+fi
+if ((BALANCER)); then
+    # The layer-7 balancer against HAProxy as a balancer, in the same run (its own topology).
+    echo
+    "$SCRIPT_DIR/bench-balancer.sh" --no-setup --bin "$TCPSPLICE_BIN" --time "$DURATION" --http-mib "$HTTP_MIB" \
         || status=1
 fi
 exit "$status"

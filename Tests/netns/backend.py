@@ -2,12 +2,14 @@
 """A test backend for the balancer tests: Python's threading HTTP server over a directory, with
 a listen backlog a crowd fits in (http.server's is 5: a crowd's SYNs would be dropped and
 retried a second later), one log line per request on stdout ("REQ <name> <method> <path>
-<client> <status>"; "CHECK ..." for the proxy's health checks), and GET /headers answering with the request's header block as the body (the
-header-insertion test reads what the backend received).
+<client> <status>"; "CHECK ..." for the proxy's health checks), GET /headers answering with the request's header block as the body (the
+header-insertion test reads what the backend received), and POST answering with the SHA-256 of
+the body it received (uploads). ADDRESS "::" takes IPv4 and IPv6.
 
 Usage: backend.py NAME ADDRESS PORT DIRECTORY
 """
 import functools
+import hashlib
 import http.server
 import socket
 import sys
@@ -35,6 +37,23 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.write(body)
             return
         super().do_GET()
+
+    def do_POST(self):
+        """An upload: the answer is the SHA-256 of the body received (hex, one line)."""
+        left = int(self.headers.get("Content-Length", "0"))
+        h = hashlib.sha256()
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+        body = (h.hexdigest() + "\n").encode()
+        self.send_response(200 if left == 0 else 400)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 class Server(http.server.ThreadingHTTPServer):
