@@ -148,6 +148,10 @@ struct Status: ParsableCommand {
                   + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained); "
                   + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)")
         }
+        if let b = s.balancer, b.prepared > 0 || b.refused > 0 {
+            print("balancer: joins prepared \(b.prepared), joined \(b.joined), asked to wait \(b.notYetDrained), refused \(b.refused), cancelled \(b.cancelled); "
+                  + "packets translated \(b.translated), proxy packets dropped after a join \(b.proxyPacketsDropped), window updates \(b.windowUpdates)")
+        }
         if let report = s.resilient {
             let r = report.counters
             print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "

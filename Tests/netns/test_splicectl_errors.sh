@@ -93,6 +93,29 @@ rules_usage_errors() {
 }
 rules_usage_errors "$NOSOCK"
 
+# pools_usage_errors SOCKET: bad `pools` arguments (and `rules add --pool`), refused before
+# anything is sent.
+pools_usage_errors() {
+    local sock=$1
+    expect_usage "pools bogus" "unknown pools operation 'bogus'" "$CTL" --socket "$sock" pools bogus
+    expect_usage "pools add without a name" "takes one operand" "$CTL" --socket "$sock" pools add
+    expect_usage "pools add 'we b'" "may hold only" "$CTL" --socket "$sock" pools add 'we b'
+    expect_usage "pools add --method fastest" "--method 'fastest' is not one of" "$CTL" --socket "$sock" pools add web --method fastest
+    expect_usage "pools add --backend 10.0.0.1" "backend '10.0.0.1': no port" "$CTL" --socket "$sock" pools add web --backend 10.0.0.1
+    expect_usage "pools add --backend 10.0.0.1:0" "port '0' is not a port" "$CTL" --socket "$sock" pools add web --backend 10.0.0.1:0
+    expect_usage "pools add --backend weight 0" "weight '0'" "$CTL" --socket "$sock" pools add web --backend 10.0.0.1:80:0
+    expect_usage "pools add --backend twice" "given twice" "$CTL" --socket "$sock" pools add web --backend 10.0.0.1:80 --backend 10.0.0.1:80
+    expect_usage "pools add header-hash without header" "needs --hash-header" "$CTL" --socket "$sock" pools add web --method header-hash
+    expect_usage "pools add --check ping" "--check 'ping' is not tcp or http" "$CTL" --socket "$sock" pools add web --check ping
+    expect_usage "pools add --check-path without --check" "need --check" "$CTL" --socket "$sock" pools add web --check-path /
+    expect_usage "pools add --check tcp --check-path" "path and expectStatus are for kind http" "$CTL" --socket "$sock" pools add web --check tcp --check-path /x
+    expect_usage "pools add --check-interval-ms 1" "intervalMilliseconds 1 is out of range" "$CTL" --socket "$sock" pools add web --check http --check-interval-ms 1
+    expect_usage "pools drain without a member" "takes two operands" "$CTL" --socket "$sock" pools drain web
+    expect_usage "pools drain with a weight" "without a weight" "$CTL" --socket "$sock" pools drain web 10.0.0.1:80:2
+    expect_usage "rules add --pool with --action proxy" "--pool.*splice" "$CTL" --socket "$sock" rules add --host a.example --action proxy --pool web
+}
+pools_usage_errors "$NOSOCK"
+
 LONGSOCK="$TEST_TMP/$(printf 's%.0s' {1..200}).sock"
 expect_usage "--socket of ${#LONGSOCK} bytes, before the subcommand" "--socket.*at most 107 bytes" "$CTL" --socket "$LONGSOCK" status
 expect_usage "--socket of ${#LONGSOCK} bytes, after the subcommand" "--socket.*at most 107 bytes" "$CTL" flows --socket "$LONGSOCK"
@@ -125,6 +148,15 @@ fl=$(flows_json)
 printf '%s' "$fl" | json_get is-list . | grep -qx True || fail "flows --json is not a JSON array: $fl"
 log "root: status and flows answer"
 rules_usage_errors "$CTL_SOCK"
+pools_usage_errors "$CTL_SOCK"
+# Refused by spliced (the CLI cannot know): a pool that does not exist, a member not in it, a
+# pool in use.
+expect_error "pools remove of no pool" "no pool|not a pool" "$CTL" --socket "$CTL_SOCK" pools remove nosuch
+expect_error "rules add --pool of no pool" "'nosuch' is not a pool" "$CTL" --socket "$CTL_SOCK" rules add --host a.example --action splice --pool nosuch
+"$CTL" --socket "$CTL_SOCK" pools add errpool --backend 10.0.0.1:80 >/dev/null || fail "pools add errpool failed"
+expect_error "pools drain of no member" "10\.0\.0\.2:80" "$CTL" --socket "$CTL_SOCK" pools drain errpool 10.0.0.2:80
+"$CTL" --socket "$CTL_SOCK" rules add --host a.example --action splice --pool errpool >/dev/null || fail "rules add --pool errpool failed"
+expect_error "pools remove of a pool in use" "used by rule" "$CTL" --socket "$CTL_SOCK" pools remove errpool
 expect_error "rules remove 99 (no such rule)" "no rule 99" splicectl rules remove 99
 rc=0; splicectl rules remove 99 >/dev/null 2>&1 || rc=$?
 [[ $rc -eq 3 ]] || fail "splicectl rules remove 99: exit $rc, expected 3 (the daemon refused it)"
