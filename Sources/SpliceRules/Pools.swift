@@ -110,7 +110,8 @@ public struct Pool: Codable, Sendable, Equatable {
     /// only.
     public var hashHeader: String?
     /// The members, at most 64, with unique keys. May be empty: connections a rule sends to an
-    /// empty pool stay proxied.
+    /// empty pool (or one whose members are all down or drained) are reset by the proxy: there
+    /// is no backend to relay them to.
     public var backends: [Backend]
     /// How the proxy checks its members (none: every member is taken as up).
     public var check: HealthCheck?

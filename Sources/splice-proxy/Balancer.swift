@@ -94,44 +94,69 @@ extension Relay {
     }
 
     /// The rules decided for a balancer connection: pick a member of the rule's pool (or the
-    /// service's), connect to it, and for `splice` join once connected and drained.
+    /// service's), connect to it, and for `splice` join once connected and drained. A
+    /// connection already connected (its rules waited for the response head) keeps its backend:
+    /// `splice` now shuts the windows and joins what is left of the response.
     func applyService(_ c: Connection, _ action: RuleAction, rule: Int?) {
         c.action = action
         c.rule = rule
         c.toServer.stopInspecting()
-        let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
-        let poolName = named ?? settings.services[c.service!].pool
-        c.pool = poolName
-        guard let pool = rules.pools.first(where: { $0.name == poolName }) else {
-            logger.warning("no pool '\(poolName)' for \(c.client) -> \(c.server): resetting the client")
-            abort(c)
-            return
+        c.toClient.stopInspecting()
+        if c.backend == nil {
+            let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
+            guard pickAndConnect(c, pool: named ?? settings.services[c.service!].pool) else { return }
         }
-        let hashHeader = pool.hashHeader
-        let request = RequestFacts(firstBytes: c.toServer.held, isFinal: true)
-        let key = BalanceKey(client: c.client.address, request: request, hashHeader: hashHeader)
-        guard let member = balancer.pick(pool, key: key, down: health?.down(pool: poolName) ?? [], active: activeByBackend),
-              let address = IPAddress(member.address) else {
-            logger.warning("pool '\(poolName)' has no member to take \(c.client) -> \(c.server): resetting the client")
-            abort(c)
-            return
-        }
-        let backend = SocketAddress(address: address, port: member.port)
-        if settings.forwardedFor { insertForwardedFor(c) }
-        guard connectBackend(c, to: backend) else {
-            abort(c)
-            return
-        }
-        if action == .proxy {
+        if action == .proxy || !engineConnected {
+            // (Without spliced no join can be made: the connection is relayed.)
             c.stage = .relaying
+            c.joinReady = true
         } else {
             c.stage = .pendingSplice
             c.spliceSince = monotonicSeconds()
             c.nextAsk = c.spliceSince
             pendingSplices.insert(c.id)
+            if c.upConnected { backendConnected(c) }
         }
         refreshInterest(c)
         service(c, fd: -1, events: 0)
+    }
+
+    /// Rules that need the response head matched the request: the request goes to a backend at
+    /// once (the pool of the first such rule that names one, or the service's), its answer's
+    /// head is read, and then the rules decide (a small answer stays proxied, a large one is
+    /// joined for the rest of its body).
+    func awaitResponse(_ c: Connection, candidates: [Int]) {
+        c.toServer.stopInspecting()
+        c.toClient.inspect = true
+        let named = candidates.lazy.compactMap { id in self.rules.rules.first { $0.id == id }?.pool }.first
+        guard pickAndConnect(c, pool: named ?? settings.services[c.service!].pool) else { return }
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// Picks a member of `poolName` for the connection's request and connects to it; false (the
+    /// client reset) when there is no such pool or no member to take it.
+    private func pickAndConnect(_ c: Connection, pool poolName: String) -> Bool {
+        c.pool = poolName
+        guard let pool = rules.pools.first(where: { $0.name == poolName }) else {
+            logger.warning("no pool '\(poolName)' for \(c.client) -> \(c.server): resetting the client")
+            abort(c)
+            return false
+        }
+        let request = RequestFacts(firstBytes: c.toServer.held, isFinal: true)
+        let key = BalanceKey(client: c.client.address, request: request, hashHeader: pool.hashHeader)
+        guard let member = balancer.pick(pool, key: key, down: health?.down(pool: poolName) ?? [], active: activeByBackend),
+              let address = IPAddress(member.address) else {
+            logger.warning("pool '\(poolName)' has no member to take \(c.client) -> \(c.server): resetting the client")
+            abort(c)
+            return false
+        }
+        if settings.forwardedFor { insertForwardedFor(c) }
+        guard connectBackend(c, to: SocketAddress(address: address, port: member.port)) else {
+            abort(c)
+            return false
+        }
+        return true
     }
 
     /// Adds `X-Forwarded-For: <client>` after the request line of an HTTP request the relay
@@ -247,6 +272,7 @@ extension Relay {
         if waited > settings.minimumPending + settings.drainBound {
             sendJoin(c, .cancel)
             c.joinPrepared = false
+            c.joinReady = true
             spliceCounts.fellBack += 1
             pendingSplices.remove(c.id)
             c.stage = .relaying
@@ -258,6 +284,19 @@ extension Relay {
         c.nextAsk = now
         refreshInterest(c)
         sendJoin(c, .join)
+    }
+
+    /// spliced is gone: a connection waiting for its join is relayed instead (its request
+    /// written if the answer to `prepare` never came).
+    func keepRelayingWithoutEngine(_ c: Connection) {
+        guard c.stage == .pendingSplice || c.stage == .steppingOut else { return }
+        pendingSplices.remove(c.id)
+        c.joinPrepared = false
+        c.joinReady = true
+        spliceCounts.cancelled += 1
+        c.stage = .relaying
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
     }
 
     /// The engine's answer to a `join` message.

@@ -76,10 +76,16 @@ extension Relay {
                 return
             case .decided(let action, let rule):
                 apply(c, action, rule: rule)
-            case .needResponse(_, let fallback, let fallbackRule) where c.service != nil:
-                // The balancer does not wait for a response it has no backend for yet: the
-                // rules on the response are passed over.
-                apply(c, fallback, rule: fallbackRule)
+            case .needResponse(let candidates, let fallback, let fallbackRule) where c.service != nil:
+                // A balancer connection: its request goes to a backend first (Balancer.swift).
+                deciding.remove(c.id)
+                c.stage = .awaitingResponse
+                c.candidates = candidates
+                c.fallback = fallback
+                c.fallbackRule = fallbackRule
+                c.deadline = monotonicSeconds() + Double(rules.firstBytesTimeoutMilliseconds) / 1000
+                deciding.insert(c.id)
+                awaitResponse(c, candidates: candidates)
             case .needResponse(let candidates, let fallback, let fallbackRule):
                 c.stage = .awaitingResponse
                 c.candidates = candidates

@@ -170,6 +170,8 @@ final class Relay {
     var serviceListeners: [Int32: Int] = [:]
     var balancer = Balancer()
     var health: HealthChecker?
+    /// spliced is on the control channel (joins can be asked for).
+    var engineConnected = false
     var activeByBackend: [String: Int] = [:]
     var nextLocalPort: UInt16 = 0
 
@@ -635,7 +637,14 @@ final class Relay {
     /// Drops every connection without a word on the wire (the engine is gone: our packets
     /// would be dropped anyway, and the ends go on in bypass).
     func dropAll() {
+        engineConnected = false
         for c in Array(connections.values) {
+            if c.service != nil {
+                // A balancer connection not joined is an ordinary local connection (its packets
+                // are queued fail-open): the proxy goes on relaying it, a join given up.
+                keepRelayingWithoutEngine(c)
+                continue
+            }
             abortSocket(c.down)
             abortSocket(c.up, closeIt: false)
             release(c, closeSockets: false)
