@@ -64,6 +64,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The wrk output parser both connection-rate benchmarks share.
+export TCPSPLICE_SCRIPTS_LIB="$SCRIPT_DIR/lib"
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=Scripts/lib/common.sh
 . "$SCRIPT_DIR/lib/common.sh"
@@ -190,45 +192,14 @@ run_case() {
     sed 's/^/    /' "$TEST_TMP/wrk-$case.out" "$TEST_TMP/wrk-$case.err"
     python3 - "$case" "$url" "$rc" "$TEST_TMP/wrk-$case.out" "$TEST_TMP/wrk-$case.err" \
         "$TEST_TMP/case-$case.json" <<'PYEOF' || note_case "$case" "could not parse wrk's output"
-import json, re, sys
+import json, os, sys
+sys.path.insert(0, os.environ["TCPSPLICE_SCRIPTS_LIB"])
+import wrk_result
 case, url, rc, out_path, err_path, json_path = sys.argv[1:7]
 out = open(out_path).read()
 err = open(err_path).read().strip()
-UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-def ms(v, u):
-    return float(v) * UNIT_MS[u]
 r = {"case": case, "url": url, "wrk_status": int(rc), "problems": []}
-m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-r["rps"] = float(m.group(1)) if m else None
-m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", out, re.M)
-r["requests"] = int(m.group(1)) if m else None
-r["seconds"] = round(ms(m.group(2), m.group(3)) / 1e3, 3) if m else None
-for p in ("50", "75", "90", "99"):
-    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m|h)\s*$" % p, out, re.M)
-    r["p%s_ms" % p] = round(ms(m.group(1), m.group(2)), 3) if m else None
-m = re.search(r"^\s+Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)", out, re.M)
-if m:
-    r["avg_ms"] = round(ms(m.group(1), m.group(2)), 3)
-    r["max_ms"] = round(ms(m.group(5), m.group(6)), 3)
-# wrk prints these two lines only when a count is not zero.
-m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-r["errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m \
-    else {"connect": 0, "read": 0, "write": 0, "timeout": 0}
-m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-r["non_2xx_3xx"] = int(m.group(1)) if m else 0
-if int(rc) != 0:
-    r["problems"].append("wrk exited with status %s" % rc)
-if err:
-    r["problems"].append("wrk stderr: " + err[:200].replace("\n", " "))
-if r["rps"] is None or r["requests"] is None:
-    r["problems"].append("no result in wrk's output")
-elif r["requests"] == 0:
-    r["problems"].append("no request completed")
-errs = {k: v for k, v in r["errors"].items() if v}
-if errs:
-    r["problems"].append("socket errors: " + ", ".join("%s %d" % kv for kv in errs.items()))
-if r["non_2xx_3xx"]:
-    r["problems"].append("%d responses not 2xx/3xx" % r["non_2xx_3xx"])
+wrk_result.parse(out, err, rc, r)
 json.dump(r, open(json_path, "w"))
 for p in r["problems"]:
     print(p)

@@ -127,6 +127,16 @@ out=$("$PROXY" --memory-mib -5 2>&1) || rc=$?
 rc=0
 out=$("$PROXY" --listen-port -1 2>&1) || rc=$?
 [[ $rc -eq 64 ]] && grep -q -- "'-1'.*--listen-port.*out of range" <<<"$out" || fail "splice-proxy --listen-port -1: exit $rc: $out"
+# The balancer's options name the bad value.
+for bad in "--service 10.0.0.1:80|--service '10.0.0.1:80': expected ADDRESS:PORT=POOL" \
+           "--service 10.0.0.1:0=web|--service '10.0.0.1:0=web'" \
+           "--balancer-ports 65000:61000|--balancer-ports '65000:61000'" \
+           "--balancer-mark 0|--balancer-mark must be a non-zero mark"; do
+    rc=0
+    # shellcheck disable=SC2086 # the option and its value, split on purpose
+    out=$("$PROXY" ${bad%%|*} 2>&1) || rc=$?
+    [[ $rc -eq 64 ]] && grep -qF -- "${bad#*|}" <<<"$out" || fail "splice-proxy ${bad%%|*}: exit $rc: $out"
+done
 proxy_start splice-proxy --memory-mib 8 --no-ipv6
 [[ -z "$(nsx "$NS_R" ss -Hltn6 "sport = :$TPROXY_PORT")" ]] || fail "splice-proxy --no-ipv6 listens on IPv6: $(nsx "$NS_R" ss -Hltn "sport = :$TPROXY_PORT")"
 [[ -n "$(nsx "$NS_R" ss -Hltn4 "sport = :$TPROXY_PORT")" ]] || fail "splice-proxy does not listen on IPv4 port $TPROXY_PORT"

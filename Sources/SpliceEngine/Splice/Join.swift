@@ -118,7 +118,7 @@ extension Engine {
 
     /// Is `address:port` a service address of the balancer (a proxy registered it)?
     func isService(_ address: IPAddress, _ port: UInt16) -> Bool {
-        services.contains(ServiceAddress(address: address, port: port))
+        !services.isEmpty && services.contains(ServiceAddress(address: address, port: port))
     }
 
     /// The two balanced connections of a request, or why not.
