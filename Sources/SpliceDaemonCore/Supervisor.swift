@@ -128,15 +128,9 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                        force: request.force ?? false, now: now)
         }
         switch outcome {
-        case .spliced(let drained):
-            answer.outcome = drained ? "drained" : "fell-back"
-        case .notDrained:
-            answer.ok = false
-            answer.outcome = "not-drained"
-            answer.error = "bytes are still in flight through the proxy"
-        case .refused(let why):
-            answer.ok = false
-            answer.error = why
+        case .spliced(let drained): answer.outcome = drained ? "drained" : "fell-back"
+        case .notDrained: answer.notDrained()
+        case .refused(let why): answer.refuse(why)
         }
         return answer
     }
@@ -179,15 +173,9 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
             }
         }
         switch outcome {
-        case .accepted:
-            answer.outcome = m.step == .join ? "joined" : m.step.rawValue
-        case .notDrained:
-            answer.ok = false
-            answer.outcome = "not-drained"
-            answer.error = "bytes are still in flight through the proxy"
-        case .refused(let why):
-            answer.ok = false
-            answer.error = why
+        case .accepted: answer.outcome = m.step == .join ? "joined" : m.step.rawValue
+        case .notDrained: answer.notDrained()
+        case .refused(let why): answer.refuse(why)
         }
         return answer
     }
@@ -298,5 +286,19 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
             e.proxyRegistered(id: UInt16(truncatingIfNeeded: next))
             return (moved, next)
         }
+    }
+}
+
+extension ControlResponse {
+    /// The answer to a `step-out` or `join` whose bytes are still in flight: ask again.
+    mutating func notDrained() {
+        ok = false
+        outcome = "not-drained"
+        error = "bytes are still in flight through the proxy"
+    }
+
+    mutating func refuse(_ why: String) {
+        ok = false
+        error = why
     }
 }
