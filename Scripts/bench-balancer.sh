@@ -156,16 +156,7 @@ if ((SETUP)); then "$SCRIPT_DIR/setup.sh"; fi
 require_tools wrk haproxy nginx curl python3 ip
 [[ "$BIN" == /* ]] || BIN="$PWD/$BIN"
 [[ -z "$JSON_OUT" || "$JSON_OUT" == /* ]] || JSON_OUT="$PWD/$JSON_OUT"
-have_bins() {
-    [[ -x "$BIN/spliced" && -x "$BIN/splicectl" && -x "$BIN/splice-proxy" ]]
-}
-if ! have_bins; then
-    [[ "$(basename "$BIN")" == release ]] \
-        || die "no spliced/splicectl/splice-proxy in $BIN, and it is not a release directory to build into"
-    note "no release binaries in $BIN: building them"
-    (cd "$ROOT" && swift build -c release --scratch-path "$(dirname "$BIN")") || die "release build failed"
-    have_bins || die "the build left no spliced/splicectl/splice-proxy in $BIN"
-fi
+ensure_release_bins "$BIN" "$ROOT"
 export TCPSPLICE_BIN="$BIN"
 
 # shellcheck source=Tests/netns/lib.sh

@@ -67,3 +67,16 @@ state_file() {
     ns=$(stat -L -c %i /proc/self/ns/net 2>/dev/null || echo host)
     echo "${TCPSPLICE_STATE_DIR:-/run/tcpsplice}/rules-netns-$ns.saved"
 }
+
+# ensure_release_bins BIN ROOT: spliced, splicectl and splice-proxy in BIN, built into it
+# (a release directory) when missing. The benchmarks' binaries.
+ensure_release_bins() {
+    local bin=$1 root=$2
+    _have_bins() { [[ -x "$bin/spliced" && -x "$bin/splicectl" && -x "$bin/splice-proxy" ]]; }
+    _have_bins && return 0
+    [[ "$(basename "$bin")" == release ]] \
+        || die "no spliced/splicectl/splice-proxy in $bin, and it is not a release directory to build into"
+    note "no release binaries in $bin: building them"
+    (cd "$root" && swift build -c release --scratch-path "$(dirname "$bin")") || die "release build failed"
+    _have_bins || die "the build left no spliced/splicectl/splice-proxy in $bin"
+}
