@@ -79,6 +79,22 @@ struct JoinTests {
         // Two window updates: to the client (as from the service) and to the backend.
         #expect(inj.packets.count == 2)
         #expect(inj.misaddressed == 0)
+        // Each carries its proxy socket's last TSval (P1 9002, P2 502), not the translated
+        // clock 1,000 ticks ahead: a packet that socket sent before the join, whose verdict
+        // leaves after the update, must not look older to the end (PAWS).
+        for var sent in inj.packets.map(\.bytes) {
+            sent.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { Issue.record("unparsable window update"); return }
+                let ts = p.tcp.options.summary.timestamps
+                if p.destination == client {
+                    #expect(ts?.value == 9002 && ts?.echo == 102)
+                    #expect(p.tcp.window == 400)               // the backend's 100 << 9 >> 7
+                } else {
+                    #expect(ts?.value == 502 && ts?.echo == 77001)
+                }
+                #expect(p.checksumIsValid)
+            }
+        }
         let modes = e.flows(now: .seconds(1)).map(\.mode)
         #expect(modes == [.joined, .joined])
         #expect(e.flows(now: .seconds(1)).contains { $0.joinedTo == "10.0.2.2:80" && $0.joinRule == 3 })

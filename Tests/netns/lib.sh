@@ -1213,6 +1213,8 @@ impair_links() {
     _impair_rule "$NS_C" 6 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$CLIENT_IP6"
     _impair_rule "$NS_S" 4 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$SERVER_IP"
     _impair_rule "$NS_S" 6 TSTEST_IMPAIR_IN "-i eth0" "$dup" duplicate -j TEE --gateway "$SERVER_IP6"
+    # Those copies are made after an end's capture point (paws_report).
+    [[ "$dup" == 0 ]] || IMPAIR_INGRESS_COPIES=1
     log "links impaired both ways: loss $loss, duplication $dup, reordering $reorder (slow class $slow); GSO/TSO/GRO off"
 }
 
@@ -1476,7 +1478,7 @@ paws_report() {
     for ns in c s; do
         [[ -s "$TEST_TMP/paws-$ns.pcap" ]] || continue
         tcpdump -n -tt -S -r "$TEST_TMP/paws-$ns.pcap" 2>/dev/null | python3 "$NETNS_DIR/tsorder.py" > "$TEST_TMP/paws-$ns.txt"
-        report "segments at the $([[ $ns == c ]] && echo client || echo server) with a TSval older than one it had seen (capture around the failover): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
+        report "segments at the $([[ $ns == c ]] && echo client || echo server) with a TSval older than one it had seen, on the wire (capture): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
         local line
         while IFS= read -r line; do report "    $line"; done < <(head -40 "$TEST_TMP/paws-$ns.txt" | grep -v '^old: ')
     done
@@ -1484,6 +1486,15 @@ paws_report() {
     raised=$(resilient_stat timestampsRaised 2>/dev/null || echo "n/a (no spliced)")
     report "PAWS rejects $1: client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S)); TSvals raised by spliced: $raised"
     if [[ "${PAWS_STRICT:-1}" != 0 ]] && ((c != PAWS_BASE_C || s != PAWS_BASE_S)); then
-        fail "$1: the ends dropped segments with old timestamps (PAWS): client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S))"
+        # The ingress duplication (impair_links) makes its copies after the capture point, and
+        # a copy can reach TCP behind a newer segment: such a reject is the impairment's own.
+        # Excused only when both ends' captures show no old segment at all (a wrong TSval of
+        # the engine's, or a proxy packet let out after a join, would be on the wire).
+        if [[ -n "${IMPAIR_INGRESS_COPIES:-}" && -s "$TEST_TMP/paws-c.txt" && -s "$TEST_TMP/paws-s.txt" ]] \
+            && [[ "$(tail -1 "$TEST_TMP/paws-c.txt")" == "old: 0" && "$(tail -1 "$TEST_TMP/paws-s.txt")" == "old: 0" ]]; then
+            report "$1: no segment on the wire had an old TSval at either end: the rejects were of copies the ingress duplication made after the capture point"
+        else
+            fail "$1: the ends dropped segments with old timestamps (PAWS): client +$((c - PAWS_BASE_C)), server +$((s - PAWS_BASE_S))"
+        fi
     fi
 }

@@ -3,10 +3,11 @@
 
 Reads `tcpdump -n -tt -S -r CAPTURE` on stdin (a capture taken at one end's interface, so in
 the order that end's TCP received them). Per direction of each connection it keeps the newest
-TSval seen so far; a later segment whose TSval is older than that by more than one tick, and
-that is not a plain duplicate ACK (Linux forgives those: tcp_disordered_ack), is printed with
-what came before it. Prints a last line `old: N`. Used by the failover tests (lib.sh
-paws_report) to show which segments a PAWSEstab growth was.
+TSval seen so far; a later segment whose TSval is older than that by more than one tick is
+printed with what came before it, unless it is a plain duplicate ACK no older than the replay
+window Linux forgives (tcp_disordered_ack: about an RTO, at least 200 ms; REPLAY_TICKS, in ms
+ticks). Prints a last line `old: N`. Used by the failover and balancer tests (lib.sh
+paws_report) to show which segments a PAWSEstab growth was, and whether any was on the wire.
 """
 import re
 import sys
@@ -16,6 +17,9 @@ SEQ = re.compile(r'seq (\d+)(?::(\d+))?')
 ACK = re.compile(r'ack (\d+)')
 TS = re.compile(r'TS val (\d+) ecr (\d+)')
 LEN = re.compile(r'length (\d+)')
+# A late pure ACK is forgiven when it is at most this many ticks older (Linux: the RTO, whose
+# floor is 200 ms; ms ticks).
+REPLAY_TICKS = 200
 
 
 def older(a, b):
@@ -45,11 +49,13 @@ def main():
             acked[key] = ack
         if key in newest:
             nv, nt, nline = newest[key]
-            if older(tsval, (nv - 1) & 0xFFFFFFFF) and (length > 0 or 'F' in flags or advances):
+            behind = (nv - tsval) & 0xFFFFFFFF
+            if older(tsval, (nv - 1) & 0xFFFFFFFF) and (length > 0 or 'F' in flags or advances
+                                                        or behind > REPLAY_TICKS):
                 old += 1
                 if old <= 20:
                     print(f"old TSval: {raw.strip()}")
-                    print(f"   newest before it ({(t - nt) * 1000:.1f} ms earlier, {(nv - tsval) & 0xFFFFFFFF} ticks newer): {nline}")
+                    print(f"   newest before it ({(t - nt) * 1000:.1f} ms earlier, {behind} ticks newer): {nline}")
             if older(nv, tsval):
                 newest[key] = (tsval, t, raw.strip())
         else:

@@ -255,8 +255,14 @@ extension Engine {
         guard sender.ackSeen else { return }
         let window = sender.windowKnown ? Engine.rescale(sender.window, from: fj.fromShift, to: fj.toShift) : 0xffff
         let entry = table[t]
+        // Its TSval is the proxy socket's last, not the translated clock (which runs 1,000
+        // ticks ahead): a packet that socket sent just before the join may still be on its way
+        // (its verdict is sent outside the engine's lock, so it can leave after this update),
+        // and must not look older than this update (PAWS would drop it; a late pure ACK is
+        // forgiven only within about an RTO). Reordered segments of the far end, translated,
+        // still arrive newer than this update: the bias covers them.
         let options: TCPSegmentWriter.Options = timestamps
-            ? .timestamps(TCPTimestamps(value: fj.tsDelta.forward(sender.tsRecent), echo: receiver.tsRecent)) : .none
+            ? .timestamps(TCPTimestamps(value: toNear.tsRecent, echo: receiver.tsRecent)) : .none
         guard let n = TCPSegmentWriter.write(
             into: buildBuffer, source: entry.address(sending: toFar.opposite), destination: entry.address(sending: toFar),
             sourcePort: entry.port(sending: toFar.opposite), destinationPort: entry.port(sending: toFar),
