@@ -195,21 +195,25 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// The netlink socket, for poll(2) when one thread serves several queues.
     public var fileDescriptor: Int32 { fd }
 
-    /// Handles what is waiting, without blocking: at most `batchLimit` receives, then the
-    /// batch of accepts is flushed. For a loop that polls several queues' descriptors.
     private func publishCounters() {
         let c = counters
         countersLock.withLock { $0 = c }
     }
 
-    public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
+    /// Handles what is waiting, without blocking: at most `receives` receives (default
+    /// `receivesPerDrain`), then the batch of verdicts is flushed. For a loop that polls
+    /// several queues' descriptors, and for the daemon's barrier before a splice takes a flow
+    /// out of the queue (everything queued so far seen and given its verdict).
+    public func drain(receives: Int? = nil,
+                      handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
+        let limit = receives ?? options.receivesPerDrain
         var drained = 0
         var overruns = 0
-        while drained < options.receivesPerDrain {
+        while drained < limit {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
             if n < 0 {
                 let e = errno
-                if e == ENOBUFS && overruns < options.receivesPerDrain {
+                if e == ENOBUFS && overruns < limit {
                     counters.receiveOverruns &+= 1
                     overruns += 1
                     continue

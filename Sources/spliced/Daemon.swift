@@ -28,6 +28,12 @@ final class Daemon: @unchecked Sendable {
     let injector: SpliceInjector
     /// Runs of the timer thread (status shows them).
     let timerRuns = Atomic<UInt64>(0)
+    /// The queues as the reader threads share them out, and one lock per group, held while
+    /// that group's queues are drained (by their reader, or by the queue barrier).
+    let readerGroups: [[NetfilterQueue]]
+    let groupLocks: [NSLock]
+    /// Receives per queue the barrier makes at most (a flood never empties a queue).
+    static let barrierReceives = 256
 
     init(configuration: DaemonConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -64,6 +70,15 @@ final class Daemon: @unchecked Sendable {
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
+        switch configuration.readers {
+        case .one: readerGroups = [qs]
+        case .perQueue: readerGroups = qs.map { [$0] }
+        case .handshakesApart:
+            let syn = qs.filter { $0.number == configuration.synQueue }
+            let rest = qs.filter { $0.number != configuration.synQueue }
+            readerGroups = syn.isEmpty || rest.isEmpty ? [qs] : [rest, syn]
+        }
+        groupLocks = readerGroups.map { _ in NSLock() }
         control = try ControlServer(path: configuration.controlSocket)
     }
 
@@ -83,21 +98,13 @@ final class Daemon: @unchecked Sendable {
         // (`--reader-threads per-queue`). The engine is behind one lock, taken per packet; a
         // verdict's `sendto`, where the kernel carries the packet on (and, on one machine, the
         // receiving end's TCP work), runs outside it.
-        let groups: [[NetfilterQueue]]
-        switch configuration.readers {
-        case .one: groups = [queues]
-        case .perQueue: groups = queues.map { [$0] }
-        case .handshakesApart:
-            let syn = queues.filter { $0.number == configuration.synQueue }
-            let rest = queues.filter { $0.number != configuration.synQueue }
-            groups = syn.isEmpty || rest.isEmpty ? [queues] : [rest, syn]
-        }
+        let groups = readerGroups
         var readers: [Thread] = []
-        for group in groups {
+        for (g, group) in groups.enumerated() {
             done.enter()
             let reader = Thread { [self] in
                 defer { done.leave() }
-                readQueues(group, failed: failed)
+                readQueues(group, lock: groupLocks[g], failed: failed)
             }
             reader.name = groups.count == 1 ? "queues" : "queues \(group.map { String($0.number) }.joined(separator: ","))"
             readers.append(reader)
@@ -158,11 +165,7 @@ final class Daemon: @unchecked Sendable {
 
     /// A reader thread's loop over `group`'s queues, until `stop`; a failing queue stops the
     /// daemon.
-    func readQueues(_ group: [NetfilterQueue], failed: borrowing Atomic<Bool>) {
-        let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
-            let now = clock.now()
-            return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
-        }
+    func readQueues(_ group: [NetfilterQueue], lock: NSLock, failed: borrowing Atomic<Bool>) {
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
         var current = group[0].number
         do {
@@ -175,7 +178,9 @@ final class Daemon: @unchecked Sendable {
                 if ready == 0 { continue }
                 for i in fds.indices where fds[i].revents != 0 {
                     current = group[i].number
-                    try group[i].drain(handle: handle)
+                    lock.lock()
+                    defer { lock.unlock() }
+                    try group[i].drain(handle: handlePacket)
                 }
             }
         } catch {
@@ -186,11 +191,43 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// One queued packet through the engine (a reader thread, or the queue barrier).
+    func handlePacket(_ bytes: UnsafeMutableRawBufferPointer, _ scratch: UnsafeMutableRawBufferPointer, _ info: PacketInfo) -> Verdict {
+        let now = clock.now()
+        return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
+    }
+
+    /// Runs `body` once every packet the kernel had queued has been seen by the engine and
+    /// given its verdict: the readers are held off and the queues drained here first. A
+    /// splice's step-out and a join check that nothing is in flight through the proxy and then
+    /// take the flow out of the queue (the conntrack mark) or onto the other connection; a
+    /// packet still queued, unseen, would be missed by that check and overtaken by the
+    /// flow's next ones, which skip the queue (the receiver takes the reordering for a loss
+    /// and its sender resends). What can still slip by is a packet queued in the
+    /// microseconds between the last receive here and the step itself.
+    func withQueuesDrained<T>(_ body: () -> T) -> T {
+        for l in groupLocks { l.lock() }
+        defer { for l in groupLocks.reversed() { l.unlock() } }
+        for q in queues where q.number != configuration.synQueue {
+            do {
+                try q.drain(receives: Daemon.barrierReceives, handle: handlePacket)
+            } catch {
+                // Its reader meets the same error next and stops the daemon.
+                logger.error("queue \(q.number), drained before a splice step: \(error)")
+            }
+        }
+        return body()
+    }
+
     // MARK: Control requests (control thread)
 
     func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {
-        let (response, event) = supervisor.handle(request, from: client, now: clock.now(),
-                                                  status: { status() }, flows: { flows() })
+        let takesFlowOut = request.command == .stepOut || (request.command == .join && request.join?.step == .join)
+        let (response, event) = takesFlowOut
+            ? withQueuesDrained {
+                supervisor.handle(request, from: client, now: clock.now(), status: { status() }, flows: { flows() })
+            }
+            : supervisor.handle(request, from: client, now: clock.now(), status: { status() }, flows: { flows() })
         switch event {
         case .registered(let id, let reg):
             // Its heartbeats are watched instead of its connection's idleness.

@@ -9,9 +9,9 @@
 #   - transfers paced by their sender (no loss: at full speed the veth queues here overflow,
 #     spliced or not), two downloads and two uploads spliced by the proxy (request reader
 #     `proxy`) by a rule on their ports: all byte-exact and drained, and neither end resends
-#     anything (TcpRetransSegs less TcpExtTCPLossProbes flat at both ends: a drained splice
-#     resends nothing; the tail loss probes that the resilient phase's ACK clamp can cause
-#     before the splice are reported).
+#     anything for lost (fast and slow-start retransmissions and retransmission timeouts
+#     flat at both ends: a drained splice loses nothing; the tail loss probes that the
+#     resilient phase's ACK clamp can cause before the splice are reported).
 #   - curl downloads /big/file (SPLICE_MIB, default 1024 MiB) with Host files.example, twice:
 #     the proxy reading the request and stepping out, then the engine reading it (the default:
 #     the proxy never engaged). Each time its SHA-256 equals the file's; `splicectl flows`
@@ -71,22 +71,26 @@ splicectl rules add --ports "$XF_DOWN_PORT,$XF_UP_PORT" --proto other --action s
     || fail "splicectl rules add --ports failed"
 xfers_prepare 2 2 8 p
 xfers_servers_start $((4 << 20))
-# resent: segments an end sent again, tail loss probes apart (a probe resends the last segment
-# when its ACK is late, which the resilient phase's clamp can make it before the splice;
-# Docs/resilient.md); resent_tlp: those probes.
-resent() { echo $(($(ns_counter "$1" TcpRetransSegs) - $(ns_counter "$1" TcpExtTCPLossProbes))); }
-resent_tlp() { ns_counter "$1" TcpExtTCPLossProbes; }
-retrans_c0=$(resent "$NS_C") retrans_s0=$(resent "$NS_S") tlp_c0=$(resent_tlp "$NS_C") tlp_s0=$(resent_tlp "$NS_S")
+# recoveries: the times an end took a segment for lost and sent it again (fast and slow-start
+# retransmissions, retransmission timeouts). Tail loss probes are reported apart: a probe goes
+# when an ACK is late, which the resilient phase's clamp can make it before the splice
+# (Docs/resilient.md), and sends new data or the last segment again.
+recoveries() { echo $(($(ns_counter "$1" TcpExtTCPFastRetrans) + $(ns_counter "$1" TcpExtTCPSlowStartRetrans) + $(ns_counter "$1" TcpExtTCPTimeouts))); }
+probes() { ns_counter "$1" TcpExtTCPLossProbes; }
+resent() { ns_counter "$1" TcpRetransSegs; }
+rec_c0=$(recoveries "$NS_C") rec_s0=$(recoveries "$NS_S") tlp_c0=$(probes "$NS_C") tlp_s0=$(probes "$NS_S")
+resent_c0=$(resent "$NS_C") resent_s0=$(resent "$NS_S")
 drained0=$(status_json | json_get splices.drained)
 xfers_start "$SERVER_IP"
 xfers_wait 120
 xfers_verify
-retrans_c=$(($(resent "$NS_C") - retrans_c0)) retrans_s=$(($(resent "$NS_S") - retrans_s0))
-tlp_c=$(($(resent_tlp "$NS_C") - tlp_c0)) tlp_s=$(($(resent_tlp "$NS_S") - tlp_s0))
+rec_c=$(($(recoveries "$NS_C") - rec_c0)) rec_s=$(($(recoveries "$NS_S") - rec_s0))
+tlp_c=$(($(probes "$NS_C") - tlp_c0)) tlp_s=$(($(probes "$NS_S") - tlp_s0))
+resent_c=$(($(resent "$NS_C") - resent_c0)) resent_s=$(($(resent "$NS_S") - resent_s0))
 drained=$(($(status_json | json_get splices.drained) - drained0))
-report "paced spliced transfers (2 down, 2 up): $drained drained splices; segments resent: client +$retrans_c, server +$retrans_s; tail loss probes: client +$tlp_c, server +$tlp_s"
+report "paced spliced transfers (2 down, 2 up): $drained drained splices; loss recoveries (fast, slow-start, timeout): client +$rec_c, server +$rec_s; tail loss probes: client +$tlp_c, server +$tlp_s; segments resent in all: client +$resent_c, server +$resent_s"
 ((drained == 4)) || fail "$drained of the 4 paced transfers were spliced drained"
-((retrans_c == 0 && retrans_s == 0)) || fail "a drained splice made the ends resend (client +$retrans_c, server +$retrans_s)"
+((rec_c == 0 && rec_s == 0)) || fail "a drained splice made the ends take segments for lost (client +$rec_c, server +$rec_s)"
 
 # The large download, alone, read by the proxy then by the engine: the router's forwarded
 # packets against the engine's count.
