@@ -47,6 +47,21 @@ static inline int tcpsplice_outq(int fd) {
     return ioctl(fd, 0x5411 /* SIOCOUTQ = TIOCOUTQ */, &n) == 0 ? n : -1;
 }
 
+/// The MSS the peer of a connected TCP socket allows (its SYN's MSS option, when it binds the
+/// send size: the current send MSS plus the timestamps option the kernel took off it); 0 on
+/// error.
+static inline int tcpsplice_peer_mss(int fd) {
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return 0;
+    return (int)info.tcpi_snd_mss + ((info.tcpi_options & TCPI_OPT_TIMESTAMPS) ? 12 : 0);
+}
+
+/// Sets the MSS a TCP socket will advertise (TCP_MAXSEG, before connect). 0 on success.
+static inline int tcpsplice_set_mss(int fd, int mss) {
+    return setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
+}
+
 /// Puts a TCP socket in repair mode (TCP_REPAIR, CAP_NET_ADMIN): closed then, it leaves
 /// without a packet on the wire and without TIME_WAIT. 0 on success.
 static inline int tcpsplice_repair_on(int fd) {

@@ -43,6 +43,11 @@ extension Relay {
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         try setBalancerMark(fd)
+        if let mss = settings.serviceMSS, tcpsplice_set_mss(fd, Int32(mss)) != 0 {
+            let e = String(cString: strerror(errno))
+            close(fd)
+            throw RelayError("TCP_MAXSEG \(mss) on the service listener \(s.address): \(e)")
+        }
         guard s.address.withSockaddr({ bind(fd, $0, $1) }) == 0 else {
             let e = String(cString: strerror(errno))
             close(fd)
@@ -220,6 +225,7 @@ extension Relay {
             logger.warning("no free port in \(range) for \(c.client) -> \(backend): \(String(cString: strerror(errno)))")
             return false
         }
+        clampBackendMSS(c)
         let rc = backend.withSockaddr { connect(c.up, $0, $1) }
         guard rc == 0 || errno == EINPROGRESS else {
             logger.warning("cannot connect to backend \(backend): \(String(cString: strerror(errno)))")
@@ -235,6 +241,20 @@ extension Relay {
         if c.upConnected { backendConnected(c) }
         logger.debug("balancing \(c.client) -> \(c.server) to \(backend) from \(c.local.map { "\($0)" } ?? "?") (#\(c.id))")
         return true
+    }
+
+    /// The backend connection advertises no more than the client allows (its SYN's MSS, as
+    /// far as it binds; the kernel takes the smaller of this and the route's), so that once
+    /// the two are joined the backend's segments still fit the client. (The other way, the
+    /// client's segments keep the size the service's SYN-ACK allowed: `--service-mss`.)
+    func clampBackendMSS(_ c: Connection) {
+        let peer = tcpsplice_peer_mss(c.down)
+        guard peer > 0 else { return }
+        if tcpsplice_set_mss(c.up, peer) != 0 {
+            logger.warning("TCP_MAXSEG \(peer) on the backend connection of \(c.client): \(String(cString: strerror(errno)))")
+        } else {
+            logger.debug("backend connection of \(c.client): MSS \(peer), as the client allows")
+        }
     }
 
     /// The backend answered: a join to make is announced (the engine has seen both handshakes).

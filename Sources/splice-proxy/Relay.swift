@@ -37,6 +37,8 @@ final class Relay {
         /// Add `X-Forwarded-For: <client>` to the requests it balances (the bytes added
         /// become a sequence delta the join accounts for).
         var forwardedFor = false
+        /// The MSS the service listeners advertise (nil: the route's).
+        var serviceMSS: Int?
     }
 
     /// One direction of a connection: bytes from `source` to `destination` through a pipe,

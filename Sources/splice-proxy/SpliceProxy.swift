@@ -64,6 +64,11 @@ struct SpliceProxyCommand: ParsableCommand {
         valueName: "LOW:HIGH"))
     var balancerPorts: String = "61000:65535"
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The MSS the service listeners advertise to clients (TCP_MAXSEG; default: the route's). Lower it when a backend's path has a smaller MTU than the clients': once joined, the clients' segments go to the backends at the size this allowed (Docs/balancer.md).",
+        valueName: "BYTES"))
+    var serviceMss: Int?
+
     @Flag(name: .long, help: "Add an X-Forwarded-For header with the client's address to the HTTP requests the balancer sends to backends.")
     var forwardedFor = false
 
@@ -102,6 +107,9 @@ struct SpliceProxyCommand: ParsableCommand {
         for s in service where Service.parse(s) == nil {
             throw ValidationError("--service '\(s)': expected ADDRESS:PORT=POOL (IPv6 as [ADDRESS]:PORT=POOL)")
         }
+        if let m = serviceMss, !(88...65495).contains(m) {
+            throw ValidationError("--service-mss must be between 88 and 65495 bytes, not \(m)")
+        }
         guard parsedBalancerMark != nil else {
             throw ValidationError("--balancer-mark must be a non-zero mark (hex 0x... or decimal), not '\(balancerMark)'")
         }
@@ -136,7 +144,7 @@ struct SpliceProxyCommand: ParsableCommand {
                                               services: service.compactMap(Service.parse),
                                               balancerPorts: parsedBalancerPorts ?? 61000...65535,
                                               balancerMark: parsedBalancerMark ?? 0x5a5e,
-                                              forwardedFor: forwardedFor),
+                                              forwardedFor: forwardedFor, serviceMSS: serviceMss),
                               logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")

@@ -147,6 +147,12 @@ struct JoinTests {
         // A proxy socket's packet after the join is dropped.
         let late = feed(e, from: vip, 80, to: client, 40000, flags: .ack, seq: p1ISN + 1, ack: cISN + 101, proxy: true)
         #expect(late.verdict == .drop)
+        // Its RST too (TCP_REPAIR failed), and the joined flows' state does not see it.
+        let states = e.flows(now: .seconds(1)).map(\.state)
+        let reset = feed(e, from: local, 61000, to: backend, 80, flags: [.rst, .ack], seq: p2ISN + 121, ack: bISN + 501, proxy: true)
+        #expect(reset.verdict == .drop)
+        #expect(e.flows(now: .seconds(1)).map(\.state) == states)
+        #expect(e.flows(now: .seconds(1)).allSatisfy { $0.mode == .joined })
     }
 
     @Test func unknownOrUnpreparedConnectionsAreRefused() {

@@ -10,7 +10,8 @@
 # show no old segment; lib.sh paws_report; BAL_CAPTURE=0 turns the captures off). The
 # variants turn TCP options off on one end only, so that the two joined connections differ:
 # timestamps, SACK, window scaling, a small MSS (536), on the client and on the backend, then
-# all of them on both.
+# all of them on both. With a small MSS, the end's capture shows no segment larger than it
+# allows (for the backend's, the proxy runs with --service-mss 536).
 # The variants `reordered` and `reordered-all-off` reorder 3% of the packets as well, and there
 # the PAWS count is reported beside plain forwarding's in the same run, not held to 0: on these
 # links plain forwarding itself has the ends drop a few segments as old (a fast retransmission
@@ -44,7 +45,14 @@ wait_port "$NS_S" 80
 rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80,[$VIP6]:80"
 on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 spliced_start --queue 0
-proxy_start splice-proxy --service "$VIP:80=one" --service "[$VIP6]:80=one6"
+# A backend that allows small segments only is served with the service MSS lowered to match
+# (splice-proxy --service-mss: once joined, the client's segments reach the backend at the size
+# the service's SYN-ACK allowed); given when every variant of the run has it.
+SERVICE_MSS=()
+if ! grep -qvwE 'backend-small-mss|all-off|reordered-all-off' <<<"$(tr ' ' '\n' <<<"$VARIANTS" | grep -v '^$')"; then
+    SERVICE_MSS=(--service-mss 536)
+fi
+proxy_start splice-proxy --service "$VIP:80=one" --service "[$VIP6]:80=one6" "${SERVICE_MSS[@]}"
 splicectl pools add one --backend "$SERVER_IP:80" >/dev/null || fail "pools add one failed"
 splicectl pools add one6 --backend "[$SERVER_IP6]:80" >/dev/null || fail "pools add one6 failed"
 splicectl rules default --action splice >/dev/null || fail "rules default failed"
@@ -61,6 +69,8 @@ defaults() {
     ip -n "$NS_C" -6 route change default via "$ROUTER_IP6_C"
     ip -n "$NS_S" route change default via "$ROUTER_IP_S"
     ip -n "$NS_S" -6 route change default via "$ROUTER_IP6_S"
+    ip -n "$NS_S" route del "$ROUTER_IP_S/32" dev eth0 2>/dev/null || true
+    ip -n "$NS_S" -6 route del "$ROUTER_IP6_S/128" dev eth0 2>/dev/null || true
 }
 # off NS OPTION: one option off in one namespace.
 off() {
@@ -73,7 +83,13 @@ off() {
             local via=$ROUTER_IP_C via6=$ROUTER_IP6_C
             [[ "$1" == "$NS_S" ]] && { via=$ROUTER_IP_S; via6=$ROUTER_IP6_S; }
             ip -n "$1" route change default via "$via" advmss 536
-            ip -n "$1" -6 route change default via "$via6" advmss 536 ;;
+            ip -n "$1" -6 route change default via "$via6" advmss 536
+            # The backend talks to the router's own address (the proxy's port), on the link:
+            # a host route carries the small MSS there.
+            if [[ "$1" == "$NS_S" ]]; then
+                ip -n "$1" route replace "$via/32" dev eth0 advmss 536
+                ip -n "$1" -6 route replace "$via6/128" dev eth0 advmss 536
+            fi ;;
     esac
 }
 set_variant() {
@@ -100,6 +116,15 @@ if [[ -n "${BAL_PLAIN:-}" || "$VARIANTS" == reordered* ]]; then
     done
     PAWS_STRICT=0 paws_report "plain forwarding, 3 downloads of 1 MiB at $RATE/s"
 fi
+# segments_fit END ADDRESS ADDRESS6 MSS: the largest segment the end received (capture) carries
+# at most MSS bytes.
+segments_fit() {
+    local largest
+    largest=$(tcpdump -n -r "$TEST_TMP/paws-$1.pcap" "tcp and (dst host $2 or dst host $3)" 2>/dev/null \
+        | sed -n 's/.* length \([0-9]*\).*/\1/p' | sort -n | tail -1)
+    report "$v: the largest segment the $([[ $1 == c ]] && echo client || echo backend) received: ${largest:-?} bytes (it allows $4)"
+    [[ -n "$largest" ]] && ((largest <= $4)) || fail "$v: the $([[ $1 == c ]] && echo client || echo backend) received a segment of ${largest:-?} bytes, more than the $4 it allows"
+}
 joined_before=0
 for v in $VARIANTS; do
     set_variant "$v"
@@ -118,7 +143,15 @@ for v in $VARIANTS; do
     joined=$(status_json | json_get 'balancer.joined')
     (( joined - joined_before == 4 )) || fail "$v: $((joined - joined_before)) of the variant's 4 connections were joined"
     joined_before=$joined
-    [[ "${BAL_CAPTURE:-1}" == 0 ]] || capture_stop paws
+    if [[ "${BAL_CAPTURE:-1}" != 0 ]]; then
+        capture_stop paws
+        # Each end receives segments no larger than the MSS it advertised, the joined ones
+        # included (the backend connection takes the client's MSS; the service, --service-mss).
+        case "$v" in client-small-mss|all-off|reordered-all-off) segments_fit c "$CLIENT_IP" "$CLIENT_IP6" 536 ;; esac
+        case "$v" in backend-small-mss|all-off|reordered-all-off)
+            if ((${#SERVICE_MSS[@]})); then segments_fit s "$SERVER_IP" "$SERVER_IP6" 536; fi ;;
+        esac
+    fi
     if [[ "$v" == reordered* ]]; then PAWS_STRICT=0 paws_report "$v"; else paws_report "$v"; fi
     log "$v: 1 MiB down and 1 MiB up at $RATE/s through a join, IPv4 and IPv6, byte-exact, no PAWS drop"
 done

@@ -131,7 +131,8 @@ out=$("$PROXY" --listen-port -1 2>&1) || rc=$?
 for bad in "--service 10.0.0.1:80|--service '10.0.0.1:80': expected ADDRESS:PORT=POOL" \
            "--service 10.0.0.1:0=web|--service '10.0.0.1:0=web'" \
            "--balancer-ports 65000:61000|--balancer-ports '65000:61000'" \
-           "--balancer-mark 0|--balancer-mark must be a non-zero mark"; do
+           "--balancer-mark 0|--balancer-mark must be a non-zero mark" \
+           "--service-mss 40|--service-mss must be between 88 and 65495 bytes, not 40"; do
     rc=0
     # shellcheck disable=SC2086 # the option and its value, split on purpose
     out=$("$PROXY" ${bad%%|*} 2>&1) || rc=$?

@@ -275,6 +275,15 @@ extension Engine {
     /// A packet of one of the proxy's balancer sockets (OUTPUT, the balancer mark): watched
     /// before a join, its window shut while the join is pending, dropped once joined.
     func fromBalancerSocket(_ p: TCPPacket, info: PacketInfo, now: Timestamp) -> Verdict {
+        // Once joined, the entry follows the far ends alone: a packet the proxy's socket still
+        // sends (its RST, if TCP_REPAIR failed) is dropped before it can touch the state. A
+        // new SYN on a closed entry (the port taken again) is tracked: it reopens the entry.
+        if let (e, _) = table.lookup(source: p.source, sourcePort: p.tcp.sourcePort,
+                                     destination: p.destination, destinationPort: p.tcp.destinationPort),
+           table[e].mode == .joined, !(table[e].state.isClosed && p.tcp.flags.contains(.syn)) {
+            counters.balancer.proxyPacketsDropped &+= 1
+            return .drop
+        }
         guard let (e, _) = track(p, now: now, local: true) else { return .accept }
         switch table[e].mode {
         case .joined:
