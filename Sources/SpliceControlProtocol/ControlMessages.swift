@@ -81,6 +81,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         /// A registered proxy's join of a client's connection to its connection to a backend
         /// (`join`: `prepare` shuts the windows, `join` joins when drained, `cancel`).
         case join
+        /// Reset every flow joined to the backend `member` (address and port) at both ends:
+        /// a proxy's health check took it out, or the operator does (`splicectl pools reset`).
+        /// The answer's `flowsReset` says how many.
+        case resetBackend = "reset-backend"
     }
 
     public var command: Command
@@ -264,6 +268,8 @@ public struct ControlResponse: Codable, Sendable {
     /// (with `ok` false: keep writing, ask again).
     public var decision: FlowDecision?
     public var outcome: String?
+    /// For `reset-backend`: the joined flows reset.
+    public var flowsReset: Int?
     /// For `decide` and `step-out`: which of the two this answers (the proxy may have both
     /// under way for one connection).
     public var answers: ControlRequest.Command?

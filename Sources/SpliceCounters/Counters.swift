@@ -145,6 +145,9 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     public var proxyPacketsDropped: UInt64 = 0
     /// Window updates sent to the ends when a join reopened their windows.
     public var windowUpdates: UInt64 = 0
+    /// Joined flows reset because their backend was taken out (`reset-backend`: its health
+    /// check failed, or the operator said so).
+    public var resetForBackend: UInt64 = 0
     public init() {}
 }
 

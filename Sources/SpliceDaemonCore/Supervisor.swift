@@ -81,6 +81,13 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
             return (spliceStep(request, from: client, now: now), nil)
         case .join:
             return (joinStep(request, from: client, now: now), nil)
+        case .resetBackend:
+            guard let m = request.member, let address = IPAddress(m.address), m.port != 0 else {
+                return (.failure("reset-backend needs a \"member\" object with an address and a port"), nil)
+            }
+            var answer = ControlResponse(ok: true)
+            answer.flowsReset = engine.withLock { $0.resetJoined(backend: address, port: m.port) }
+            return (answer, nil)
         case .rules, .setRules, .addRule, .removeRule, .moveRule,
              .addPool, .removePool, .addMember, .removeMember, .drainMember, .undrainMember:
             return editRules(request)

@@ -145,6 +145,11 @@ extension Relay {
     /// The loop's timers: first bytes that did not come in time, splices to step out of.
     /// Returns how soon it wants to run again (seconds), if sooner than the loop's own tick.
     func runTimers(now: Double) -> Double? {
+        if let health {
+            for b in health.takeNewlyDown() where engineConnected {
+                sendToEngine(ControlRequest(command: .resetBackend, member: b))
+            }
+        }
         if !deciding.isEmpty {
             for id in Array(deciding) {
                 guard let c = connections[id], now >= c.deadline else { continue }

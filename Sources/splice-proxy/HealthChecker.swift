@@ -28,6 +28,9 @@ final class HealthChecker: Sendable {
     private struct State {
         var pools: [Pool] = []
         var records: [Member: Record] = [:]
+        /// Members the active checks took out since the relay last asked: their joined flows
+        /// are to be reset.
+        var newlyDown: [Backend] = []
     }
 
     private let state = Mutex(State())
@@ -53,6 +56,16 @@ final class HealthChecker: Sendable {
             var out: Set<String> = []
             for (m, r) in s.records where m.pool == pool && r.down { out.insert(m.key) }
             return out
+        }
+    }
+
+    /// The members the active checks took out since the last call (the relay asks the engine
+    /// to reset the flows joined to them: a joined flow goes on past the proxy, and nothing
+    /// else would end it while its backend does not answer).
+    func takeNewlyDown() -> [Backend] {
+        state.withLock { s in
+            defer { s.newlyDown = [] }
+            return s.newlyDown
         }
     }
 
@@ -106,7 +119,11 @@ final class HealthChecker: Sendable {
                     } else {
                         r.passes = 0
                         r.fails += 1
-                        if !r.down && r.fails >= c.fall { r.down = true; return "down" }
+                        if !r.down && r.fails >= c.fall {
+                            r.down = true
+                            if !s.newlyDown.contains(where: { $0.key == b.key }) { s.newlyDown.append(b) }
+                            return "down"
+                        }
                     }
                     return nil
                 }

@@ -16,6 +16,8 @@ struct Pools: ParsableCommand {
         pools member-remove NAME A:P          remove a member
         pools drain NAME A:P                  the member takes no new requests
         pools undrain NAME A:P                the member takes new requests again
+        pools reset A:P                       reset every flow joined to that backend, at both
+                                              ends (as when its health check takes it out)
 
         An IPv6 member is written in brackets: [2001:db8::11]:80:2. Methods: round-robin, \
         weighted-round-robin, least-connections, source-hash, host-hash, path-hash, sni-hash, and \
@@ -25,7 +27,7 @@ struct Pools: ParsableCommand {
         """)
     @OptionGroup var options: SocketOptions
 
-    @Argument(help: "list, add, remove, member-add, member-remove, drain or undrain.")
+    @Argument(help: "list, add, remove, member-add, member-remove, drain, undrain or reset.")
     var operation: String = "list"
     @Argument(help: "The pool's NAME, then ADDRESS:PORT[:WEIGHT] for the member operations.")
     var operands: [String] = []
@@ -50,23 +52,29 @@ struct Pools: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "With `--check`: failed checks in a row that take a member out (default 2); as many passed ones bring it back.")
     var checkFall: Int?
 
-    static let operandCounts = ["list": 0, "add": 1, "remove": 1, "member-add": 2, "member-remove": 2, "drain": 2, "undrain": 2]
-    static let operationList = "list, add, remove, member-add, member-remove, drain or undrain"
+    static let operandCounts = ["list": 0, "add": 1, "remove": 1, "member-add": 2, "member-remove": 2, "drain": 2, "undrain": 2,
+                                "reset": 1]
+    static let operationList = "list, add, remove, member-add, member-remove, drain, undrain or reset"
 
     func validate() throws {
         guard let wanted = Pools.operandCounts[operation] else {
             throw ValidationError("unknown pools operation '\(operation)' (expected \(Pools.operationList))")
         }
         guard operands.count == wanted else {
-            let expected = wanted == 0 ? "no operand" : wanted == 1 ? "one operand (NAME)" : "two operands (NAME ADDRESS:PORT)"
+            let expected = wanted == 0 ? "no operand" : operation == "reset" ? "one operand (ADDRESS:PORT)"
+                : wanted == 1 ? "one operand (NAME)" : "two operands (NAME ADDRESS:PORT)"
             throw ValidationError("pools \(operation) takes \(expected), not \(operands.count)")
         }
         if operation != "add" && (method != nil || hashHeader != nil || !backend.isEmpty || check != nil) {
             throw ValidationError("--method, --hash-header, --backend and --check belong to `pools add`, not `pools \(operation)`")
         }
         if operation == "add" { _ = try newPool() }
-        if wanted > 0 { try Pools.checkName(operands[0]) }
-        if wanted == 2 { _ = try member() }
+        if operation == "reset" {
+            _ = try member()
+        } else {
+            if wanted > 0 { try Pools.checkName(operands[0]) }
+            if wanted == 2 { _ = try member() }
+        }
     }
 
     /// A usage error when `name` cannot be a pool's name, as spliced would say it, after
@@ -117,7 +125,7 @@ struct Pools: ParsableCommand {
     /// The member operand: with a weight for `member-add`, without for the others (they go by
     /// the member's key).
     func member() throws -> Backend {
-        let text = operands[1]
+        let text = operands[operation == "reset" ? 0 : 1]
         let b: Backend
         do { b = try Backend.parse(text) } catch { throw ValidationError("\(error)") }
         let afterAddress = text.hasPrefix("[") ? text[(text.firstIndex(of: "]") ?? text.startIndex)...] : text[...]
@@ -142,6 +150,13 @@ struct Pools: ParsableCommand {
             request = ControlRequest(command: .drainMember, poolName: operands[0], member: try member())
         case "undrain":
             request = ControlRequest(command: .undrainMember, poolName: operands[0], member: try member())
+        case "reset":
+            let b = try member()
+            let n = try options.request(ControlRequest(command: .resetBackend, member: b)).flowsReset ?? 0
+            struct Reset: Encodable { var backend: String; var flowsReset: Int }
+            if options.json { return try printJSON(Reset(backend: b.key, flowsReset: n)) }
+            print("\(n) joined flow\(n == 1 ? "" : "s") to \(b.key) reset")
+            return
         default:
             break
         }

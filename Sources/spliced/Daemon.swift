@@ -244,6 +244,9 @@ final class Daemon: @unchecked Sendable {
         case nil:
             break
         }
+        if request.command == .resetBackend, let n = response.flowsReset, let m = request.member {
+            logger.notice("joined flows reset: their backend was taken out", metadata: ["backend": "\(m.key)", "flows": "\(n)"])
+        }
         return response
     }
 

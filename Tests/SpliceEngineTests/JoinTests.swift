@@ -155,6 +155,44 @@ struct JoinTests {
         #expect(e.flows(now: .seconds(1)).allSatisfy { $0.mode == .joined })
     }
 
+    @Test func aBackendTakenOutHasItsJoinedFlowsResetAtBothEnds() {
+        let (e, inj, r) = setUp()
+        _ = e.prepareJoin(r)
+        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 121, window: 100,
+             ts: TCPTimestamps(value: 77001, echo: 502))
+        #expect(e.join(r, now: .seconds(1)) == .accepted)
+        // 500 bytes of the backend's answer went to the client; the client has not acknowledged them.
+        feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 1, ack: p2ISN + 121,
+             window: 100, ts: TCPTimestamps(value: 77010, echo: 502), payload: 500)
+        inj.packets.removeAll()
+        #expect(e.resetJoined(backend: IPAddress("10.0.2.9")!, port: 80) == 0)
+        #expect(e.resetJoined(backend: backend, port: 81) == 0)
+        #expect(e.resetJoined(backend: backend, port: 80) == 1)
+        #expect(e.counters.balancer.resetForBackend == 1)
+        var toClient: [SeqNumber] = [], toBackend: [SeqNumber] = []
+        for var sent in inj.packets.map(\.bytes) {
+            sent.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { Issue.record("unparsable reset"); return }
+                #expect(p.tcp.flags.contains(.rst))
+                #expect(p.checksumIsValid)
+                if p.destination == client {
+                    #expect(p.source == vip && p.tcp.sourcePort == 80 && p.tcp.destinationPort == 40000)
+                    toClient.append(p.tcp.sequenceNumber)
+                } else {
+                    #expect(p.destination == backend && p.source == local && p.tcp.sourcePort == 61000)
+                    toBackend.append(p.tcp.sequenceNumber)
+                }
+            }
+        }
+        // The client: at what it expects after the 500 bytes, and at its last acknowledgement.
+        #expect(toClient == [p1ISN + 501, p1ISN + 1])
+        // The backend: at what it acknowledged last, which is all the proxy wrote.
+        #expect(toBackend == [p2ISN + 121])
+        #expect(e.flows(now: .seconds(1)).allSatisfy { $0.state == .close })
+        // Done once: the entries are closed.
+        #expect(e.resetJoined(backend: backend, port: 80) == 0)
+    }
+
     @Test func unknownOrUnpreparedConnectionsAreRefused() {
         let (e, _, r) = setUp()
         var other = r

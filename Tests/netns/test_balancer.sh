@@ -21,7 +21,9 @@
 # (counted from their logs), each joined; a 32 MiB download joined is byte-exact; `splicectl
 # flows` shows the joined pairs (mode joined, the backend, the rule); a drained member takes no
 # new requests; a killed member is taken out by the health check and every request after
-# succeeds on the others, and it is taken back once it runs again; a crowd of concurrent short
+# succeeds on the others, and it is taken back once it runs again; a hung member (SIGSTOP) is
+# taken out by its health check and the download joined to it ends with a reset, not hung, as
+# does one reset with `splicectl pools reset`; a crowd of concurrent short
 # requests through the balancer (2,000 by default) is byte-exact; a rule on the response's
 # Content-Length joins a large answer after its head and leaves a small one proxied; with
 # spliced killed, the proxy relays new requests without joining them.
@@ -174,6 +176,43 @@ base[3]=$(requests_on 3)
 for k in $(seq 1 6); do get "hb$k" whoami >/dev/null; done
 (( $(requests_on 3) > base[3] )) || fail "backend 3, running again, took none of 6 requests"
 log "member back: backend 3 takes requests again"
+
+# 7b. A hung member: a download joined to it stops; its health check takes it out and the
+# engine resets the flows joined to it at both ends (as a balancer closes the sessions of a
+# server it marks down): the client's transfer ends with a reset, not hung. Then
+# `splicectl pools reset` does the same on the operator's word.
+splicectl pools add hang --backend "${BACKENDS[2]}:80" --check http --check-path /whoami --check-interval-ms 200 \
+    --check-fall 2 >/dev/null || fail "pools add hang failed"
+splicectl rules add --host hang.example --action splice --pool hang --name hang >/dev/null || fail "rules add hang failed"
+# hang_download NAME: a paced 32 MiB download from backend 3 (32 s at 1 MiB/s), in the background.
+hang_download() {
+    bg_start "$1" "$NS_C" curl -sS --max-time 60 --limit-rate 1M -H 'Host: hang.example' -o "$TEST_TMP/$1.body" "http://$VIP/big32"
+    wait_for 10 "the download $1 to be joined to backend 3" eval \
+        "splicectl flows | grep -q 'mode=joined.*joined-to=${BACKENDS[2]}:80'"
+    sleep 1
+}
+reset0=$(status_json | json_get balancer.resetForBackend)
+hang_download hung
+kill -STOP "$(bg_pid backend3-again)"
+rc=0
+bg_wait hung 20 || rc=$?
+kill -CONT "$(bg_pid backend3-again)"
+((rc == 56)) || fail "the download joined to the hung backend 3 ended with curl exit $rc, not 56 (reset): $(cat "$TEST_TMP/hung.log")"
+grep -q "member ${BACKENDS[2]}:80 is down" "$TEST_TMP/splice-proxy.log" || fail "the proxy did not take the hung backend 3 out"
+((${#reset0} > 0 && $(status_json | json_get balancer.resetForBackend) > reset0)) || fail "spliced reset no joined flow"
+got=$(stat -c %s "$TEST_TMP/hung.body" 2>/dev/null || echo 0)
+cmp -n "$got" "$TEST_TMP/hung.body" "$WWW/shared/big32" || fail "the $got bytes the client got before the reset differ from the file's first ones"
+wait_for 10 "the proxy to take backend 3 back" eval "(( \$(grep -c 'member ${BACKENDS[2]}:80 is up' '$TEST_TMP/splice-proxy.log') >= 3 ))"
+log "hung member: taken out by its health check, the joined download reset after $got bytes (all the file's own), curl exit 56"
+hang_download cut
+out=$(splicectl pools reset "${BACKENDS[2]}:80") || fail "splicectl pools reset failed: $out"
+[[ "$out" == "1 joined flow to ${BACKENDS[2]}:80 reset" ]] || fail "splicectl pools reset said: $out"
+rc=0
+bg_wait cut 20 || rc=$?
+((rc == 56)) || fail "the download reset by splicectl ended with curl exit $rc, not 56: $(cat "$TEST_TMP/cut.log")"
+splicectl rules remove "$(splicectl rules --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["rules"] if r.get("name") == "hang"][0])')" >/dev/null \
+    || fail "rules remove hang failed"
+log "splicectl pools reset: $out; the client's download ended with a reset"
 
 # 8. A crowd of concurrent short requests through the balancer: all byte-exact.
 N=${BAL_CROWD_N:-2000}

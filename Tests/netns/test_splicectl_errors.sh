@@ -112,6 +112,8 @@ pools_usage_errors() {
     expect_usage "pools add --check-interval-ms 1" "intervalMilliseconds 1 is out of range" "$CTL" --socket "$sock" pools add web --check http --check-interval-ms 1
     expect_usage "pools drain without a member" "takes two operands" "$CTL" --socket "$sock" pools drain web
     expect_usage "pools drain with a weight" "without a weight" "$CTL" --socket "$sock" pools drain web 10.0.0.1:80:2
+    expect_usage "pools reset without a member" "takes one operand .ADDRESS:PORT." "$CTL" --socket "$sock" pools reset
+    expect_usage "pools reset of a pool name" "backend 'web': no port" "$CTL" --socket "$sock" pools reset web
     expect_usage "rules add --pool with --action proxy" "--pool.*splice" "$CTL" --socket "$sock" rules add --host a.example --action proxy --pool web
 }
 pools_usage_errors "$NOSOCK"

@@ -243,6 +243,46 @@ extension Engine {
         return .accepted
     }
 
+    /// The backend `address:port` is gone (its health check failed, or the operator took it
+    /// out): every flow joined to it is reset at both ends, as a balancer closes the client
+    /// connections of a server it marks down, so that no client waits on a backend that will
+    /// not answer. Each end gets an RST at the sequence number it expects next (and, when the
+    /// engine saw more than it acknowledged, one at its last acknowledgement too: one of the two
+    /// is exact, RFC 5961); both entries are closed. Returns how many joined flows.
+    public func resetJoined(backend address: IPAddress, port: UInt16) -> Int {
+        var found: [(UInt32, UInt32)] = []
+        table.forEach { k, entry, block in
+            guard entry.mode == .joined, let j = block?.join, j.stage == .joined, !j.facesClient,
+                  entry.addressB == address, entry.portB == port, !entry.state.isClosed else { return }
+            found.append((j.peer, k))
+        }
+        var reset = 0
+        for (c, k) in found {
+            for e in [c, k] {
+                guard let b = table.block(e) else { continue }
+                // The far end: the client (initiator) of the client's connection, the backend
+                // (responder) of the backend one; the RST comes from the near end's address.
+                let far: FlowDirection = b.pointee.join.facesClient ? .original : .reply
+                let near = b.pointee.ends[far.opposite], farEnd = b.pointee.ends[far]
+                let entry = table[e]
+                var seqs = [near.nextSeq]
+                if farEnd.ackSeen && farEnd.ack != near.nextSeq { seqs.append(farEnd.ack) }
+                for seq in seqs {
+                    guard let n = TCPSegmentWriter.write(
+                        into: buildBuffer, source: entry.address(sending: far.opposite), destination: entry.address(sending: far),
+                        sourcePort: entry.port(sending: far.opposite), destinationPort: entry.port(sending: far),
+                        sequenceNumber: seq, acknowledgmentNumber: farEnd.nextSeq, flags: [.rst, .ack],
+                        window: 0, options: .none) else { continue }
+                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: far), local: false)
+                }
+                table[e].state = .close
+            }
+            reset += 1
+        }
+        counters.balancer.resetForBackend &+= UInt64(reset)
+        return reset
+    }
+
     /// A window update to the far end of `to`, made of the far end of `from`'s latest
     /// acknowledgement and window.
     func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool) {
