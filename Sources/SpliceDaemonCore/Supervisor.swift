@@ -142,6 +142,28 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         return answer
     }
 
+    /// The answer to a registered proxy's `step-out` or `join` (its join step) while packets
+    /// wait that the engine has not seen: not drained, ask again. Nil for anything else.
+    public func notYetSeen(_ request: ControlRequest, from client: Client) -> ControlResponse? {
+        guard registry.withLock({ $0.isRegistered(client) }) else { return nil }
+        var answer = ControlResponse(ok: true)
+        switch request.command {
+        case .stepOut:
+            guard let d = request.decision else { return nil }
+            answer.decision = d
+            answer.answers = .stepOut
+        case .join:
+            guard let m = request.join, m.step == .join else { return nil }
+            answer.join = m
+            answer.answers = .join
+        default:
+            return nil
+        }
+        answer.notDrained()
+        engine.withLock { $0.countDeferredForQueue() }
+        return answer
+    }
+
     /// "10.0.0.1:80" or "[2001:db8::1]:80".
     static func parseService(_ text: String) -> ServiceAddress? {
         guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port != 0 else { return nil }

@@ -195,25 +195,21 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// The netlink socket, for poll(2) when one thread serves several queues.
     public var fileDescriptor: Int32 { fd }
 
+    /// Handles what is waiting, without blocking: at most `batchLimit` receives, then the
+    /// batch of accepts is flushed. For a loop that polls several queues' descriptors.
     private func publishCounters() {
         let c = counters
         countersLock.withLock { $0 = c }
     }
 
-    /// Handles what is waiting, without blocking: at most `receives` receives (default
-    /// `receivesPerDrain`), then the batch of verdicts is flushed. For a loop that polls
-    /// several queues' descriptors, and for the daemon's barrier before a splice takes a flow
-    /// out of the queue (everything queued so far seen and given its verdict).
-    public func drain(receives: Int? = nil,
-                      handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
-        let limit = receives ?? options.receivesPerDrain
+    public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
         var drained = 0
         var overruns = 0
-        while drained < limit {
+        while drained < options.receivesPerDrain {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
             if n < 0 {
                 let e = errno
-                if e == ENOBUFS && overruns < limit {
+                if e == ENOBUFS && overruns < options.receivesPerDrain {
                     counters.receiveOverruns &+= 1
                     overruns += 1
                     continue

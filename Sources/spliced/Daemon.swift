@@ -28,12 +28,12 @@ final class Daemon: @unchecked Sendable {
     let injector: SpliceInjector
     /// Runs of the timer thread (status shows them).
     let timerRuns = Atomic<UInt64>(0)
-    /// The queues as the reader threads share them out, and one lock per group, held while
-    /// that group's queues are drained (by their reader, or by the queue barrier).
-    let readerGroups: [[NetfilterQueue]]
-    let groupLocks: [NSLock]
-    /// Receives per queue the barrier makes at most (a flood never empties a queue).
-    static let barrierReceives = 256
+    /// Readers in the middle of a turn (packets received, verdicts not all sent yet).
+    let readersInTurn = Atomic<Int>(0)
+    /// Control thread only: how many times a flow's step-out or join was answered
+    /// "not-drained" because the queues held packets the engine had not seen yet.
+    var deferred: [String: Int] = [:]
+    static let deferralsPerFlow = 3
 
     init(configuration: DaemonConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -70,15 +70,6 @@ final class Daemon: @unchecked Sendable {
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
-        switch configuration.readers {
-        case .one: readerGroups = [qs]
-        case .perQueue: readerGroups = qs.map { [$0] }
-        case .handshakesApart:
-            let syn = qs.filter { $0.number == configuration.synQueue }
-            let rest = qs.filter { $0.number != configuration.synQueue }
-            readerGroups = syn.isEmpty || rest.isEmpty ? [qs] : [rest, syn]
-        }
-        groupLocks = readerGroups.map { _ in NSLock() }
         control = try ControlServer(path: configuration.controlSocket)
     }
 
@@ -98,13 +89,21 @@ final class Daemon: @unchecked Sendable {
         // (`--reader-threads per-queue`). The engine is behind one lock, taken per packet; a
         // verdict's `sendto`, where the kernel carries the packet on (and, on one machine, the
         // receiving end's TCP work), runs outside it.
-        let groups = readerGroups
+        let groups: [[NetfilterQueue]]
+        switch configuration.readers {
+        case .one: groups = [queues]
+        case .perQueue: groups = queues.map { [$0] }
+        case .handshakesApart:
+            let syn = queues.filter { $0.number == configuration.synQueue }
+            let rest = queues.filter { $0.number != configuration.synQueue }
+            groups = syn.isEmpty || rest.isEmpty ? [queues] : [rest, syn]
+        }
         var readers: [Thread] = []
-        for (g, group) in groups.enumerated() {
+        for group in groups {
             done.enter()
             let reader = Thread { [self] in
                 defer { done.leave() }
-                readQueues(group, lock: groupLocks[g], failed: failed)
+                readQueues(group, failed: failed)
             }
             reader.name = groups.count == 1 ? "queues" : "queues \(group.map { String($0.number) }.joined(separator: ","))"
             readers.append(reader)
@@ -165,7 +164,11 @@ final class Daemon: @unchecked Sendable {
 
     /// A reader thread's loop over `group`'s queues, until `stop`; a failing queue stops the
     /// daemon.
-    func readQueues(_ group: [NetfilterQueue], lock: NSLock, failed: borrowing Atomic<Bool>) {
+    func readQueues(_ group: [NetfilterQueue], failed: borrowing Atomic<Bool>) {
+        let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
+            let now = clock.now()
+            return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
+        }
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
         var current = group[0].number
         do {
@@ -178,9 +181,9 @@ final class Daemon: @unchecked Sendable {
                 if ready == 0 { continue }
                 for i in fds.indices where fds[i].revents != 0 {
                     current = group[i].number
-                    lock.lock()
-                    defer { lock.unlock() }
-                    try group[i].drain(handle: handlePacket)
+                    readersInTurn.add(1, ordering: .acquiringAndReleasing)
+                    defer { readersInTurn.subtract(1, ordering: .releasing) }
+                    try group[i].drain(handle: handle)
                 }
             }
         } catch {
@@ -191,43 +194,54 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// One queued packet through the engine (a reader thread, or the queue barrier).
-    func handlePacket(_ bytes: UnsafeMutableRawBufferPointer, _ scratch: UnsafeMutableRawBufferPointer, _ info: PacketInfo) -> Verdict {
-        let now = clock.now()
-        return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
-    }
-
-    /// Runs `body` once every packet the kernel had queued has been seen by the engine and
-    /// given its verdict: the readers are held off and the queues drained here first. A
-    /// splice's step-out and a join check that nothing is in flight through the proxy and then
-    /// take the flow out of the queue (the conntrack mark) or onto the other connection; a
-    /// packet still queued, unseen, would be missed by that check and overtaken by the
-    /// flow's next ones, which skip the queue (the receiver takes the reordering for a loss
-    /// and its sender resends). What can still slip by is a packet queued in the
-    /// microseconds between the last receive here and the step itself.
-    func withQueuesDrained<T>(_ body: () -> T) -> T {
-        for l in groupLocks { l.lock() }
-        defer { for l in groupLocks.reversed() { l.unlock() } }
-        for q in queues where q.number != configuration.synQueue {
-            do {
-                try q.drain(receives: Daemon.barrierReceives, handle: handlePacket)
-            } catch {
-                // Its reader meets the same error next and stops the daemon.
-                logger.error("queue \(q.number), drained before a splice step: \(error)")
-            }
-        }
-        return body()
-    }
-
     // MARK: Control requests (control thread)
 
+    /// Does the engine have packets still to see: one waiting in a queue (not received yet),
+    /// or a reader in its turn (received, verdicts not all sent)? The handshake queue apart.
+    func queuesHoldUnseen() -> Bool {
+        if readersInTurn.load(ordering: .acquiring) > 0 { return true }
+        var byte: UInt8 = 0
+        for q in queues where q.number != configuration.synQueue {
+            if recv(q.fileDescriptor, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) > 0 { return true }
+        }
+        return false
+    }
+
+    /// A splice's step-out and a join check that nothing is in flight through the proxy, then
+    /// take the flow out of the queue (the conntrack mark) or onto the other connection. A
+    /// segment of the flow still queued, unseen, would be missed by that check and then
+    /// overtaken by the flow's next ones, which skip the queue (the receiver takes the
+    /// reordering for a loss and its sender resends). So while the queues hold packets the
+    /// engine has not seen, the answer is "not-drained" (the proxy asks again 2 ms later), up
+    /// to `deferralsPerFlow` times a flow: a queue that never empties (a crowd, a flood) only
+    /// delays a splice a little. Returns that answer, or nil to go on.
+    func deferUntilSeen(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse? {
+        let key: String
+        switch request.command {
+        case .stepOut:
+            guard let d = request.decision else { return nil }
+            key = "\(d.client) \(d.clientPort) \(d.server) \(d.serverPort)"
+        case .join:
+            guard let m = request.join, m.step == .join else { return nil }
+            key = "\(m.client) \(m.clientPort) \(m.service) \(m.servicePort)"
+        default:
+            return nil
+        }
+        let count = deferred[key] ?? 0
+        guard count < Daemon.deferralsPerFlow, queuesHoldUnseen(),
+              let answer = supervisor.notYetSeen(request, from: client) else {
+            deferred.removeValue(forKey: key)
+            return nil
+        }
+        if deferred.count >= 100_000 { deferred.removeAll(keepingCapacity: true) }
+        deferred[key] = count + 1
+        return answer
+    }
+
     func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {
-        let takesFlowOut = request.command == .stepOut || (request.command == .join && request.join?.step == .join)
-        let (response, event) = takesFlowOut
-            ? withQueuesDrained {
-                supervisor.handle(request, from: client, now: clock.now(), status: { status() }, flows: { flows() })
-            }
-            : supervisor.handle(request, from: client, now: clock.now(), status: { status() }, flows: { flows() })
+        if let answer = deferUntilSeen(request, from: client) { return answer }
+        let (response, event) = supervisor.handle(request, from: client, now: clock.now(),
+                                                  status: { status() }, flows: { flows() })
         switch event {
         case .registered(let id, let reg):
             // Its heartbeats are watched instead of its connection's idleness.

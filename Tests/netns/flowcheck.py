@@ -54,7 +54,7 @@ def problem(msg):
 
 # --- flows ------------------------------------------------------------------------------
 FILTERS = (('src', str), ('dst', str), ('sport', int), ('dport', int),
-           ('state', str), ('mode', str), ('reason', str))
+           ('state', str), ('mode', str), ('reason', str), ('joinedTo', str))
 
 
 def add_filters(p):

@@ -144,14 +144,20 @@ done
 log "round robin: 30 requests, 10 on each backend (their logs), all joined"
 
 # 4. A large download through a join: byte-exact.
-get big big32 >/dev/null
+bigport=$(get big big32)
 same "$TEST_TMP/big.body" "$WWW/shared/big32" "32 MiB download"
 log "32 MiB download joined: byte-exact"
 
-# 5. splicectl flows shows the joined pairs: the client's connection and the backend one.
-pairs=$(splicectl flows | grep -c 'mode=joined' || true)
-((pairs >= 2)) || fail "splicectl flows lists $pairs joined connections"
-log "splicectl flows: $pairs joined connections, e.g.:"$'\n'"$(splicectl flows | grep 'mode=joined' | head -2)"
+# 5. splicectl flows shows the download's joined pair: the client's connection, joined to a
+# backend, and that backend connection (from a port of the balancer's range), joined to the client.
+f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$VIP" --dport 80 --sport "$bigport") || fail "no flow for the download"
+to=$(json_get joinedTo <<<"$f")
+[[ "$(json_get mode <<<"$f")" == joined && " ${BACKENDS[*]/%/:80} " == *" $to "* ]] \
+    || fail "the download's connection is not joined to a backend: $f"
+peer=$(flows_json | flowcheck find --dst "${to%:*}" --dport 80 --mode joined --joinedTo "$CLIENT_IP:$bigport") \
+    || fail "no backend connection to $to joined to $CLIENT_IP:$bigport: $(splicectl flows | grep 'mode=joined' | head -4)"
+((${#peer} > 0 && $(json_get sport <<<"$peer") >= 61000)) || fail "the backend connection does not leave from the balancer's ports: $peer"
+log "splicectl flows: the download's pair, e.g.:"$'\n'"$(splicectl flows | grep -E "(:$bigport .*mode=joined|joined-to=$CLIENT_IP:$bigport)" | head -2)"
 
 # 6. A drained member takes no new requests.
 splicectl pools drain web "${BACKENDS[0]}:80" >/dev/null || fail "pools drain failed"
@@ -184,27 +190,31 @@ log "member back: backend 3 takes requests again"
 splicectl pools add hang --backend "${BACKENDS[2]}:80" --check http --check-path /whoami --check-interval-ms 200 \
     --check-fall 2 >/dev/null || fail "pools add hang failed"
 splicectl rules add --host hang.example --action splice --pool hang --name hang >/dev/null || fail "rules add hang failed"
-# hang_download NAME: a paced 32 MiB download from backend 3 (32 s at 1 MiB/s), in the background.
+# hang_download NAME PORT: a paced 32 MiB download from backend 3 (32 s at 1 MiB/s) from the
+# client's port PORT, in the background, once it is joined.
 hang_download() {
-    bg_start "$1" "$NS_C" curl -sS --max-time 60 --limit-rate 1M -H 'Host: hang.example' -o "$TEST_TMP/$1.body" "http://$VIP/big32"
+    bg_start "$1" "$NS_C" curl -sS --max-time 60 --limit-rate 1M --local-port "$2" -H 'Host: hang.example' \
+        -o "$TEST_TMP/$1.body" "http://$VIP/big32"
     wait_for 10 "the download $1 to be joined to backend 3" eval \
-        "splicectl flows | grep -q 'mode=joined.*joined-to=${BACKENDS[2]}:80'"
+        "splicectl flows | grep -q 'src=$CLIENT_IP dst=$VIP sport=$2 .*mode=joined.*joined-to=${BACKENDS[2]}:80'"
     sleep 1
 }
 reset0=$(status_json | json_get balancer.resetForBackend)
-hang_download hung
+up_lines() { grep -c "member ${BACKENDS[2]}:80 is up" "$TEST_TMP/splice-proxy.log" || true; }
+up0=$(up_lines)
+hang_download hung 45001
 kill -STOP "$(bg_pid backend3-again)"
 rc=0
 bg_wait hung 20 || rc=$?
 kill -CONT "$(bg_pid backend3-again)"
-((rc == 56)) || fail "the download joined to the hung backend 3 ended with curl exit $rc, not 56 (reset): $(cat "$TEST_TMP/hung.log")"
+((rc == 56)) || fail "the download joined to the hung backend 3 ended with curl exit $rc, not 56 (reset): $(cat "$TEST_TMP/hung.log"); flows to it: $(splicectl flows | grep "${BACKENDS[2]}" | grep -v TIME_WAIT)"
 grep -q "member ${BACKENDS[2]}:80 is down" "$TEST_TMP/splice-proxy.log" || fail "the proxy did not take the hung backend 3 out"
 ((${#reset0} > 0 && $(status_json | json_get balancer.resetForBackend) > reset0)) || fail "spliced reset no joined flow"
 got=$(stat -c %s "$TEST_TMP/hung.body" 2>/dev/null || echo 0)
 cmp -n "$got" "$TEST_TMP/hung.body" "$WWW/shared/big32" || fail "the $got bytes the client got before the reset differ from the file's first ones"
-wait_for 10 "the proxy to take backend 3 back" eval "(( \$(grep -c 'member ${BACKENDS[2]}:80 is up' '$TEST_TMP/splice-proxy.log') >= 3 ))"
+wait_for 10 "the proxy to take backend 3 back" eval '(( $(up_lines) > up0 ))'
 log "hung member: taken out by its health check, the joined download reset after $got bytes (all the file's own), curl exit 56"
-hang_download cut
+hang_download cut 45002
 out=$(splicectl pools reset "${BACKENDS[2]}:80") || fail "splicectl pools reset failed: $out"
 [[ "$out" == "1 joined flow to ${BACKENDS[2]}:80 reset" ]] || fail "splicectl pools reset said: $out"
 rc=0

@@ -31,6 +31,12 @@ extension Engine {
         case refused(String)
     }
 
+    /// A step-out or join the daemon answered "not-drained" because the queues held packets
+    /// the engine had not seen yet.
+    public func countDeferredForQueue() {
+        counters.splices.deferredForQueue &+= 1
+    }
+
     /// The flow of the proxy's connection from `client` to `server`, if it is resilient.
     func resilientFlow(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16)
         -> Result<(UInt32, UnsafeMutablePointer<ConnectionBlock>), SpliceRefusal> {
