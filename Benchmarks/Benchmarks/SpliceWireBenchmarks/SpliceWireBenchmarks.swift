@@ -87,56 +87,39 @@ let benchmarks: @Sendable () -> Void = {
     }
 }
 
-/// Two balancer connections joined in an engine, and a backend's segment fed again and again.
-final class JoinWorkload: PacketInjector, @unchecked Sendable {
+/// An engine, and one packet fed through it again and again (copied in first each time: the
+/// engine rewrites it in place). The workloads below set up the flow the packet belongs to.
+class EngineLoop: PacketInjector, @unchecked Sendable {
     let engine = Engine(table: FlowTable(capacity: 1 << 16, seed: 1))
-    let packet: [UInt8]
+    var packet: [UInt8] = []
+    var info = PacketInfo()
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Engine.scratchBytes, alignment: 16)
-    let info = PacketInfo(hook: Engine.Hook.preRouting, checksumPartial: true)
 
     func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {}
     func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {}
 
-    init() {
-        let client = IPAddress("10.0.1.2")!, vip = IPAddress("10.0.9.1")!
-        let local = IPAddress("10.0.2.1")!, backend = IPAddress("10.0.2.2")!
-        func pkt(_ src: IPAddress, _ sport: UInt16, _ dst: IPAddress, _ dport: UInt16, _ flags: TCPFlags,
-                 _ seq: UInt32, _ ack: UInt32, _ len: Int = 0, syn: SynOptions? = nil) -> [UInt8] {
-            var spec = TCPPacketSpec(source: src, destination: dst, sourcePort: sport, destinationPort: dport,
-                                     sequenceNumber: SeqNumber(seq), acknowledgmentNumber: SeqNumber(ack), flags: flags,
-                                     payload: [UInt8](repeating: 7, count: len))
-            if let syn { spec.setSynOptions(syn) } else { spec.options = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7] }
-            return spec.bytes()
-        }
-        let opts = SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
-                              timestamps: TCPTimestamps(value: 1, echo: 0))
-        engine.services = [ServiceAddress(address: vip, port: 80)]
-        let pre = PacketInfo(hook: Engine.Hook.preRouting)
-        let out = PacketInfo(hook: Engine.Hook.localOut, mark: SpliceMarks().balancer)
-        let handshakes: [([UInt8], PacketInfo)] = [
-            (pkt(client, 40000, vip, 80, .syn, 100, 0, syn: opts), pre),
-            (pkt(vip, 80, client, 40000, [.syn, .ack], 5000, 101, syn: opts), out),
-            (pkt(client, 40000, vip, 80, .ack, 101, 5001), pre),
-            (pkt(local, 61000, backend, 80, .syn, 7000, 0, syn: opts), out),
-            (pkt(backend, 80, local, 61000, [.syn, .ack], 900, 7001, syn: opts), pre),
-            (pkt(local, 61000, backend, 80, .ack, 7001, 901), out),
-        ]
-        let scratchBuffer = scratch
-        let engine = self.engine
-        for (p, i) in handshakes {
-            var b = p
-            _ = b.withUnsafeMutableBytes { engine.process($0, scratch: scratchBuffer, info: i, now: Timestamp(deciseconds: 1)) }
-        }
-        let r = JoinRequest(client: client, clientPort: 40000, service: vip, servicePort: 80,
-                            local: local, localPort: 61000, backend: backend, backendPort: 80)
-        precondition(engine.prepareJoin(r) == .accepted && engine.join(r, now: Timestamp(deciseconds: 1)) == .accepted,
-                     "the join workload's connections did not join")
-        packet = pkt(backend, 80, local, 61000, .ack, 901, 7001, 1448)
-        engine.injector = self
+    static let synOptions = SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                                       timestamps: TCPTimestamps(value: 1, echo: 0))
+
+    /// A segment: with `syn`'s options, or else a timestamps option.
+    static func segment(_ src: IPAddress, _ sport: UInt16, _ dst: IPAddress, _ dport: UInt16, _ flags: TCPFlags,
+                        _ seq: UInt32, _ ack: UInt32, _ len: Int = 0, syn: SynOptions? = nil) -> [UInt8] {
+        var spec = TCPPacketSpec(source: src, destination: dst, sourcePort: sport, destinationPort: dport,
+                                 sequenceNumber: SeqNumber(seq), acknowledgmentNumber: SeqNumber(ack), flags: flags,
+                                 payload: [UInt8](repeating: 7, count: len))
+        if let syn { spec.setSynOptions(syn) } else { spec.options = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7] }
+        return spec.bytes()
     }
 
-    /// One packet through the engine (copied in first: the engine rewrites it in place).
+    /// The set-up packets, through the engine once each.
+    func feed(_ packets: [([UInt8], PacketInfo)]) {
+        for (p, i) in packets {
+            var b = p
+            _ = b.withUnsafeMutableBytes { engine.process($0, scratch: scratch, info: i, now: Timestamp(deciseconds: 1)) }
+        }
+    }
+
     @inline(never)
     func run() -> Verdict {
         packet.withUnsafeBytes { buffer.copyMemory(from: $0) }
@@ -147,69 +130,63 @@ final class JoinWorkload: PacketInjector, @unchecked Sendable {
     }
 }
 
+/// Two balancer connections joined in an engine, and a backend's segment fed again and again.
+final class JoinWorkload: EngineLoop, @unchecked Sendable {
+    override init() {
+        super.init()
+        let client = IPAddress("10.0.1.2")!, vip = IPAddress("10.0.9.1")!
+        let local = IPAddress("10.0.2.1")!, backend = IPAddress("10.0.2.2")!
+        let pkt = EngineLoop.segment, opts = EngineLoop.synOptions
+        engine.services = [ServiceAddress(address: vip, port: 80)]
+        let pre = PacketInfo(hook: Engine.Hook.preRouting)
+        let out = PacketInfo(hook: Engine.Hook.localOut, mark: SpliceMarks().balancer)
+        feed([
+            (pkt(client, 40000, vip, 80, .syn, 100, 0, 0, opts), pre),
+            (pkt(vip, 80, client, 40000, [.syn, .ack], 5000, 101, 0, opts), out),
+            (pkt(client, 40000, vip, 80, .ack, 101, 5001, 0, nil), pre),
+            (pkt(local, 61000, backend, 80, .syn, 7000, 0, 0, opts), out),
+            (pkt(backend, 80, local, 61000, [.syn, .ack], 900, 7001, 0, opts), pre),
+            (pkt(local, 61000, backend, 80, .ack, 7001, 901, 0, nil), out),
+        ])
+        let r = JoinRequest(client: client, clientPort: 40000, service: vip, servicePort: 80,
+                            local: local, localPort: 61000, backend: backend, backendPort: 80)
+        precondition(engine.prepareJoin(r) == .accepted && engine.join(r, now: Timestamp(deciseconds: 1)) == .accepted,
+                     "the join workload's connections did not join")
+        packet = pkt(backend, 80, local, 61000, .ack, 901, 7001, 1448, nil)
+        info = PacketInfo(hook: Engine.Hook.preRouting, checksumPartial: true)
+        engine.injector = self
+    }
+}
+
 /// A flow established in an engine, and one of its packets fed again and again.
-final class EngineWorkload: PacketInjector, @unchecked Sendable {
-    let engine = Engine(table: FlowTable(capacity: 1 << 16, seed: 1))
-    let packet: [UInt8]
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
-    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Engine.scratchBytes, alignment: 16)
-    let info: PacketInfo
-
-    func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {}
-    func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {}
-
+final class EngineWorkload: EngineLoop, @unchecked Sendable {
     init(resilient: Bool) {
+        super.init()
         let c = IPAddress("10.0.1.2")!, s = IPAddress("10.0.2.2")!
+        let opts = EngineLoop.synOptions
         func pkt(_ fromClient: Bool, _ flags: TCPFlags, _ seq: UInt32, _ ack: UInt32, _ len: Int = 0,
-                 syn: SynOptions? = nil, proxy: Bool = false) -> [UInt8] {
-            var spec = TCPPacketSpec(source: fromClient ? c : s, destination: fromClient ? s : c,
-                                     sourcePort: fromClient ? 40000 : 80, destinationPort: fromClient ? 80 : 40000,
-                                     sequenceNumber: SeqNumber(seq), acknowledgmentNumber: SeqNumber(ack), flags: flags,
-                                     payload: [UInt8](repeating: 7, count: len))
-            if let syn { spec.setSynOptions(syn) } else {
-                spec.options = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]
-            }
-            return spec.bytes()
+                 syn: SynOptions? = nil) -> [UInt8] {
+            fromClient ? EngineLoop.segment(c, 40000, s, 80, flags, seq, ack, len, syn: syn)
+                : EngineLoop.segment(s, 80, c, 40000, flags, seq, ack, len, syn: syn)
         }
-        let opts = SynOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
-                              timestamps: TCPTimestamps(value: 1, echo: 0))
-        engine.injector = nil
         if resilient {
             engine.policy = SplicePolicy(ports: [80], enabled: true)
             engine.proxyRegistered(id: 1)
         }
-        var sequence = [pkt(true, .syn, 100, 0, syn: opts), pkt(false, [.syn, .ack], 900, 101, syn: opts)]
-        var fromProxy = [false, false]
+        let pre = PacketInfo(hook: Engine.Hook.preRouting), out = PacketInfo(hook: Engine.Hook.localOut)
+        var setup = [(pkt(true, .syn, 100, 0, syn: opts), pre), (pkt(false, [.syn, .ack], 900, 101, syn: opts), pre),
+                     (pkt(true, .ack, 101, 901), pre)]                                  // client ACK
         if resilient {
             // The validated handshake: the client's ACK becomes the SYN to the proxy, which answers.
-            sequence.append(pkt(true, .ack, 101, 901)); fromProxy.append(false)                       // client ACK
-            sequence.append(pkt(false, [.syn, .ack], 5000, 101, syn: opts)); fromProxy.append(true)   // proxy SYN-ACK
-            sequence.append(pkt(true, .syn, 7000, 0, syn: opts)); fromProxy.append(true)              // proxy SYN up
-            sequence.append(pkt(true, .ack, 7001, 901)); fromProxy.append(true)                       // proxy ACK up
-        } else {
-            sequence.append(pkt(true, .ack, 101, 901)); fromProxy.append(false)
+            setup += [(pkt(false, [.syn, .ack], 5000, 101, syn: opts), out),        // proxy SYN-ACK
+                      (pkt(true, .syn, 7000, 0, syn: opts), out),                   // proxy SYN up
+                      (pkt(true, .ack, 7001, 901), out)]                            // proxy ACK up
         }
+        feed(setup)
         info = PacketInfo(hook: Engine.Hook.preRouting, checksumPartial: resilient)
         packet = resilient ? pkt(true, .ack, 101, 901, 1448) : pkt(true, .ack, 101, 901)
-        let scratchBuffer = scratch
-        let engine = self.engine
-        for (p, proxy) in zip(sequence, fromProxy) {
-            var b = p
-            let i = PacketInfo(hook: proxy ? Engine.Hook.localOut : Engine.Hook.preRouting)
-            _ = b.withUnsafeMutableBytes { engine.process($0, scratch: scratchBuffer, info: i, now: Timestamp(deciseconds: 1)) }
-        }
         engine.injector = self
         precondition(!resilient || engine.flows(now: Timestamp(deciseconds: 1)).first?.phase == .established,
                      "the resilient workload's flow did not reach the established phase")
-    }
-
-    /// One packet through the engine (copied in first: the engine rewrites it in place).
-    @inline(never)
-    func run() -> Verdict {
-        packet.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<packet.count])
-        let v = engine.process(bytes, scratch: scratch, info: info, now: Timestamp(deciseconds: 2))
-        _ = v.finish(packet: bytes, scratch: scratch)
-        return v
     }
 }
