@@ -162,13 +162,18 @@ public final class Engine: @unchecked Sendable {
     /// flow it starts is a balancer connection, never claimed for the proxy.
     func track(_ p: TCPPacket, now: Timestamp, local: Bool = false) -> (UInt32, FlowDirection)? {
         let tcp = p.tcp
-        let flags = tcp.flags
-        let src = p.source, dst = p.destination
-        let sport = tcp.sourcePort, dport = tcp.destinationPort
-
-        guard let (e, dir) = table.lookup(source: src, sourcePort: sport, destination: dst, destinationPort: dport) else {
+        guard let (e, dir) = table.lookup(source: p.source, sourcePort: tcp.sourcePort,
+                                          destination: p.destination, destinationPort: tcp.destinationPort) else {
             return trackNew(p, now: now, local: local)
         }
+        return track(p, entry: e, dir: dir, now: now, local: local)
+    }
+
+    /// `track` for a packet whose flow the caller has found already (`e`, in direction `dir`):
+    /// no second lookup.
+    func track(_ p: TCPPacket, entry e: UInt32, dir: FlowDirection, now: Timestamp, local: Bool) -> (UInt32, FlowDirection)? {
+        let tcp = p.tcp
+        let flags = tcp.flags
         let state = table[e].state
 
         // A new SYN from the initiator on a closed flow reopens it (port reuse after TIME_WAIT):

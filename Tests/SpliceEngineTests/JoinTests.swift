@@ -58,6 +58,14 @@ struct JoinTests {
         return (e, inj, r)
     }
 
+    /// Prepared, the backend's acknowledgement of the proxy's 120 bytes seen, joined.
+    func joinDrained(_ e: Engine, _ r: JoinRequest) {
+        #expect(e.prepareJoin(r) == .accepted)
+        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 121, window: 100,
+             ts: TCPTimestamps(value: 77001, echo: 502))
+        #expect(e.join(r, now: .seconds(1)) == .accepted)
+    }
+
     @Test func watchesThenShutsWindowsThenJoinsWhenDrained() {
         let (e, inj, r) = setUp()
         #expect(e.table.count == 2)
@@ -102,10 +110,7 @@ struct JoinTests {
 
     @Test func translatesBothWaysWithValidChecksums() {
         let (e, _, r) = setUp()
-        _ = e.prepareJoin(r)
-        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 121, window: 100,
-             ts: TCPTimestamps(value: 77001, echo: 502))
-        #expect(e.join(r, now: .seconds(1)) == .accepted)
+        joinDrained(e, r)
 
         // The backend's response: onto the client's connection, as from the service.
         let down = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 1, ack: p2ISN + 121,
@@ -157,10 +162,7 @@ struct JoinTests {
 
     @Test func aBackendTakenOutHasItsJoinedFlowsResetAtBothEnds() {
         let (e, inj, r) = setUp()
-        _ = e.prepareJoin(r)
-        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 121, window: 100,
-             ts: TCPTimestamps(value: 77001, echo: 502))
-        #expect(e.join(r, now: .seconds(1)) == .accepted)
+        joinDrained(e, r)
         // 500 bytes of the backend's answer went to the client; the client has not acknowledged them.
         feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 1, ack: p2ISN + 121,
              window: 100, ts: TCPTimestamps(value: 77010, echo: 502), payload: 500)

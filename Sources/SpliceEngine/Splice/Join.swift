@@ -318,26 +318,20 @@ extension Engine {
         // Once joined, the entry follows the far ends alone: a packet the proxy's socket still
         // sends (its RST, if TCP_REPAIR failed) is dropped before it can touch the state. A
         // new SYN on a closed entry (the port taken again) is tracked: it reopens the entry.
-        if let (e, _) = table.lookup(source: p.source, sourcePort: p.tcp.sourcePort,
-                                     destination: p.destination, destinationPort: p.tcp.destinationPort),
-           table[e].mode == .joined, !(table[e].state.isClosed && p.tcp.flags.contains(.syn)) {
+        let found = table.lookup(source: p.source, sourcePort: p.tcp.sourcePort,
+                                 destination: p.destination, destinationPort: p.tcp.destinationPort)
+        if let (e, _) = found, table[e].mode == .joined, !(table[e].state.isClosed && p.tcp.flags.contains(.syn)) {
             counters.balancer.proxyPacketsDropped &+= 1
             return .drop
         }
-        guard let (e, _) = track(p, now: now, local: true) else { return .accept }
-        switch table[e].mode {
-        case .joined:
-            counters.balancer.proxyPacketsDropped &+= 1
-            return .drop
-        case .balanced:
-            guard let b = table.block(e), b.pointee.join.stage == .pending else { return .accept }
-            let tcp = p.tcp
-            guard tcp.window != 0, !tcp.flags.contains(.syn) else { return .accept }
-            tcp.updateWindow(0)
-            return .acceptModified(p, info: info)
-        default:
-            return .accept
-        }
+        let tracked = found.map { track(p, entry: $0.0, dir: $0.1, now: now, local: true) } ?? trackNew(p, now: now, local: true)
+        // A pending join: the window the socket advertises goes out as zero.
+        guard let (e, _) = tracked, table[e].mode == .balanced, let b = table.block(e),
+              b.pointee.join.stage == .pending else { return .accept }
+        let tcp = p.tcp
+        guard tcp.window != 0, !tcp.flags.contains(.syn) else { return .accept }
+        tcp.updateWindow(0)
+        return .acceptModified(p, info: info)
     }
 
     /// A far end's packet of a joined connection, translated onto the peer connection.
@@ -382,8 +376,9 @@ extension Engine {
             }
         }
         counters.balancer.translated &+= 1
-        // The peer's table entry follows the packet as its near end's (its state, FIN, RST).
-        _ = track(p, now: now, local: true)
+        // The peer's table entry follows the packet as its near end's (its state, FIN, RST):
+        // the entry is known, no lookup.
+        _ = track(p, entry: j.peer, dir: peerFar.opposite, now: now, local: true)
         return .acceptModified(p, info: info)
     }
 }
