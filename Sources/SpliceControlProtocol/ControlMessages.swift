@@ -207,7 +207,10 @@ public struct FlowDecision: Codable, Sendable, Equatable {
 /// the service address, the proxy's connection to the backend, and for `join` the bytes the
 /// proxy read from and wrote to each of its two sockets.
 public struct JoinMessage: Codable, Sendable, Equatable {
-    public enum Step: String, Codable, Sendable { case prepare, join, cancel }
+    /// `prepare`, `join`, `cancel`; for a join for one response (`returnAfter`), `arm` once
+    /// the proxy's sockets are back in place (the flow may return to them) and `release` to
+    /// give the return up (answered `returned`, or `joined` for the connection's life).
+    public enum Step: String, Codable, Sendable { case prepare, join, cancel, arm, release }
     public var step: Step
     public var client: String
     public var clientPort: UInt16
@@ -221,6 +224,10 @@ public struct JoinMessage: Codable, Sendable, Equatable {
     public var writtenToClient: UInt64?
     public var readFromBackend: UInt64?
     public var writtenToBackend: UInt64?
+    /// For `join`: join for one response, whose bytes still to come from the backend (after
+    /// `readFromBackend`) are these; the flow then returns to the proxy (keep-alive
+    /// re-routing, Docs/balancer.md). Nil: joined for the connection's life.
+    public var returnAfter: UInt64?
     /// The rule that decided (nil: the default action) and the pool it named.
     public var rule: Int?
     public var pool: String?

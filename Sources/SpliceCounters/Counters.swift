@@ -151,6 +151,13 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// Joined flows reset because their backend was taken out (`reset-backend`: its health
     /// check failed, or the operator said so).
     public var resetForBackend: UInt64 = 0
+    /// Joins for one response (keep-alive re-routing): returned to the proxy at the
+    /// response's end; packets kept from the other end meanwhile (the client's next request,
+    /// the backend's bytes past the response); backend FINs at a response's end kept for the
+    /// proxy's socket (FIN processing).
+    public var returned: UInt64 = 0
+    public var heldBack: UInt64 = 0
+    public var finsProcessed: UInt64 = 0
     public init() {}
 }
 

@@ -189,15 +189,28 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         r.readFromBackend = m.readFromBackend ?? 0
         r.writtenToBackend = m.writtenToBackend ?? 0
         r.ruleID = UInt16(clamping: max(0, m.rule ?? 0))
+        r.returnAfter = m.returnAfter
         var answer = ControlResponse(ok: true)
         answer.answers = .join
         answer.join = m
+        if m.step == .arm || m.step == .release {
+            let outcome = engine.withLock { $0.returnStep(r, arm: m.step == .arm) }
+            switch outcome {
+            case .armed: answer.outcome = "armed"
+            case .returned: answer.outcome = "returned"
+            case .joinedForLife: answer.outcome = "joined"
+            case .refused(let why): answer.refuse(why)
+            }
+            return answer
+        }
         let outcome: Engine.JoinOutcome = engine.withLock {
             switch m.step {
             case .prepare: return $0.prepareJoin(r)
             case .join: return $0.join(r, now: now)
             case .cancel:
                 $0.cancelJoin(r)
+                return .accepted
+            case .arm, .release:
                 return .accepted
             }
         }

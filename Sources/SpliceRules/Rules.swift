@@ -117,16 +117,36 @@ public struct SpliceRule: Codable, Sendable, Equatable {
     /// The pool (of the set's `pools`) the balancer sends the rule's connections to; only with
     /// `splice`. Nil: the service's own pool (Docs/balancer.md).
     public var pool: String?
+    /// The balancer's keep-alive re-routing, with `splice`: each request of a connection is
+    /// decided on its own, and only its response is joined; at the response's end the flow
+    /// returns to the proxy, which reads the next request (Docs/balancer.md).
+    public var perRequest: Bool
+    /// With `perRequest`: what becomes of a backend's FIN after a response (Connection: close).
+    public var fin: FinHandling
 
-    public init(id: Int = 0, name: String? = nil, match: RuleMatch, action: RuleAction, pool: String? = nil) {
+    public init(id: Int = 0, name: String? = nil, match: RuleMatch, action: RuleAction, pool: String? = nil,
+                perRequest: Bool = false, fin: FinHandling = .propagate) {
         self.id = id
         self.name = name
         self.match = match
         self.action = action
         self.pool = pool
+        self.perRequest = perRequest
+        self.fin = fin
     }
 
-    private enum CodingKeys: String, CodingKey { case id, name, match, action, pool }
+    private enum CodingKeys: String, CodingKey { case id, name, match, action, pool, perRequest, fin }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encodeIfPresent(name, forKey: .name)
+        try c.encode(match, forKey: .match)
+        try c.encode(action, forKey: .action)
+        try c.encodeIfPresent(pool, forKey: .pool)
+        if perRequest { try c.encode(perRequest, forKey: .perRequest) }
+        if fin != .propagate { try c.encode(fin, forKey: .fin) }
+    }
 
     /// Decodes a rule; `id` may be left out (0) and so may `match` (a rule that matches
     /// anything) and `pool`.
@@ -137,7 +157,19 @@ public struct SpliceRule: Codable, Sendable, Equatable {
         match = try c.decodeIfPresent(RuleMatch.self, forKey: .match) ?? RuleMatch()
         action = try c.decode(RuleAction.self, forKey: .action)
         pool = try c.decodeIfPresent(String.self, forKey: .pool)
+        perRequest = try c.decodeIfPresent(Bool.self, forKey: .perRequest) ?? false
+        fin = try c.decodeIfPresent(FinHandling.self, forKey: .fin) ?? .propagate
     }
+}
+
+/// A backend's FIN at the end of a response joined for one request (seed 003: a FIN is
+/// propagated through the splice or processed by the node).
+public enum FinHandling: String, Codable, Sendable, CaseIterable {
+    /// The FIN goes through: the client's connection ends with the backend's.
+    case propagate
+    /// The proxy's socket takes it: the backend connection ends there, the client's stays
+    /// open for its next request (told so: the response's `Connection: close` is taken out).
+    case process
 }
 
 /// The proxy's rules: an ordered list, where the first rule that matches decides, and what to

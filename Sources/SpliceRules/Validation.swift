@@ -50,6 +50,12 @@ extension RuleSet {
                     throw RuleError("\(label): pool '\(pool)' is only for action splice, not \(rule.action.rawValue)")
                 }
             }
+            if rule.perRequest && rule.action != .splice {
+                throw RuleError("\(label): perRequest is only for action splice, not \(rule.action.rawValue)")
+            }
+            if rule.fin == .process && !rule.perRequest {
+                throw RuleError("\(label): fin process needs perRequest (the client's connection must come back to the proxy)")
+            }
         }
     }
 }
@@ -212,6 +218,8 @@ extension SpliceRule {
         add("content-type=", m.contentType)
         if fields.isEmpty { fields.append("any") }
         add("pool=", pool)
+        if perRequest { fields.append("per-request") }
+        if fin == .process { fields.append("fin=process") }
         let action = padded(action.rawValue, width: 6)
         var line = "#\(id) \(action)  " + fields.joined(separator: " ")
         if let name { line += "  # \(name)" }

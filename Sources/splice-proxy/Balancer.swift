@@ -105,12 +105,24 @@ extension Relay {
     func applyService(_ c: Connection, _ action: RuleAction, rule: Int?) {
         c.action = action
         c.rule = rule
+        let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
+        let poolName = named ?? settings.services[c.service!].pool
+        if action == .splice, engineConnected, let r = rule.flatMap({ id in rules.rules.first { $0.id == id } }),
+           r.perRequest, RequestFacts.bodyless(c.toServer.held) {
+            startPerRequest(c, pool: poolName, finProcess: r.fin == .process)
+            return
+        }
+        c.perRequest = false
+        c.holdUp = false
+        c.toServer.paused = false
+        c.toClient.paused = false
+        c.toClient.readLimit = .max
         c.toServer.stopInspecting()
         c.toClient.stopInspecting()
-        if c.backend == nil {
-            let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
-            guard pickAndConnect(c, pool: named ?? settings.services[c.service!].pool) else { return }
+        if c.backend == nil || c.handedBack {
+            guard chooseBackend(c, pool: poolName) else { return }
         }
+        c.handedBack = false
         if action == .proxy || !engineConnected {
             // (Without spliced no join can be made: the connection is relayed.)
             c.stage = .relaying
@@ -134,14 +146,18 @@ extension Relay {
         c.toServer.stopInspecting()
         c.toClient.inspect = true
         let named = candidates.lazy.compactMap { id in self.rules.rules.first { $0.id == id }?.pool }.first
-        guard pickAndConnect(c, pool: named ?? settings.services[c.service!].pool) else { return }
+        c.holdUp = false
+        c.toClient.paused = false
+        c.toClient.readLimit = .max
+        guard chooseBackend(c, pool: named ?? settings.services[c.service!].pool) else { return }
+        c.handedBack = false
         refreshInterest(c)
         service(c, fd: -1, events: 0)
     }
 
     /// Picks a member of `poolName` for the connection's request and connects to it; false (the
     /// client reset) when there is no such pool or no member to take it.
-    private func pickAndConnect(_ c: Connection, pool poolName: String) -> Bool {
+    func chooseBackend(_ c: Connection, pool poolName: String) -> Bool {
         c.pool = poolName
         guard let pool = rules.pools.first(where: { $0.name == poolName }) else {
             logger.warning("no pool '\(poolName)' for \(c.client) -> \(c.server): resetting the client")
@@ -156,11 +172,57 @@ extension Relay {
             abort(c)
             return false
         }
+        let target = SocketAddress(address: address, port: member.port)
         if settings.forwardedFor { insertForwardedFor(c) }
-        guard connectBackend(c, to: SocketAddress(address: address, port: member.port)) else {
+        if let previous = c.backend {
+            // A keep-alive connection's next request: the backend connection is kept when the
+            // request goes to the same member (and it is still open), else closed for a new one.
+            if previous.address == target.address && previous.port == target.port && c.upConnected && !c.backendClosing && tcpsplice_inq(c.up) == 0 {
+                logger.debug("request of \(c.client) to \(target) on the kept backend connection (#\(c.id))")
+                return true
+            }
+            guard replaceBackendSocket(c) else {
+                abort(c)
+                return false
+            }
+        }
+        guard connectBackend(c, to: target) else {
             abort(c)
             return false
         }
+        return true
+    }
+
+    /// A keep-alive connection's backend connection is closed (a FIN, as the kernel closes a
+    /// socket) and a new socket takes its descriptor; the counts of the backend side start
+    /// again (the engine sees a new connection).
+    private func replaceBackendSocket(_ c: Connection) -> Bool {
+        let fresh = socket(c.client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fresh >= 0, (try? setBalancerMark(fresh)) != nil else {
+            if fresh >= 0 { close(fresh) }
+            return false
+        }
+        var one: Int32 = 1
+        setsockopt(fresh, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let old = c.backend { activeByBackend[old.description, default: 1] -= 1 }
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
+        guard dup2(fresh, c.up) == c.up else { close(fresh); return false }
+        _ = fcntl(c.up, F_SETFD, FD_CLOEXEC)
+        close(fresh)
+        c.upInterest = 0
+        c.upConnected = false
+        c.upStarted = false
+        c.backend = nil
+        c.local = nil
+        c.backendClosing = false
+        c.joinPrepared = false
+        c.joinReady = false
+        c.retries = 0
+        c.toServer.bytes = 0
+        c.toClient.bytesRead = 0
+        c.toClient.sourceDone = false
+        c.toServer.shutdownSent = false
+        c.toClient.readLimit = .max
         return true
     }
 
@@ -275,6 +337,10 @@ extension Relay {
             m.writtenToBackend = c.toServer.bytes
             m.readFromBackend = c.toClient.bytesRead
             m.writtenToClient = c.toClient.bytes
+            if c.perRequest {
+                c.returnAfter = c.responseEnd - c.toClient.bytesRead
+                m.returnAfter = c.returnAfter
+            }
         }
         m.rule = c.rule
         m.pool = c.pool
@@ -295,8 +361,20 @@ extension Relay {
             c.joinReady = true
             spliceCounts.fellBack += 1
             pendingSplices.remove(c.id)
-            c.stage = .relaying
+            // (A per-request connection's response is relayed to its end.)
+            c.stage = c.perRequest ? .relayingResponse : .relaying
             refreshInterest(c)
+            return
+        }
+        if c.perRequest && c.toClient.bytesRead == c.responseEnd {
+            // The whole response came through the proxy while the join was pending: no join;
+            // the response is relayed to its end.
+            sendJoin(c, .cancel)
+            c.joinPrepared = false
+            pendingSplices.remove(c.id)
+            c.stage = .relayingResponse
+            refreshInterest(c)
+            service(c, fd: -1, events: 0)
             return
         }
         guard drained(c) else { return }
@@ -314,7 +392,7 @@ extension Relay {
         c.joinPrepared = false
         c.joinReady = true
         spliceCounts.cancelled += 1
-        c.stage = .relaying
+        c.stage = c.perRequest ? .relayingResponse : .relaying
         refreshInterest(c)
         service(c, fd: -1, events: 0)
     }
@@ -326,6 +404,11 @@ extension Relay {
               let c = connections[id] else { return }
         switch m.step {
         case .cancel:
+            return
+        case .arm:
+            armAnswered(c, r)
+            return
+        case .release:
             return
         case .prepare:
             c.joinReady = true
@@ -340,7 +423,7 @@ extension Relay {
             guard c.stage == .steppingOut else { return }
             if r.ok {
                 spliceCounts.drained += 1
-                stepOut(c)
+                if c.perRequest && c.returnAfter > 0 { handBack(c) } else { stepOut(c) }
             } else if r.outcome == "not-drained" {
                 c.stage = .pendingSplice
                 c.nextAsk = monotonicSeconds() + Relay.askAgain

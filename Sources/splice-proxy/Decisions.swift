@@ -13,6 +13,8 @@ enum Stage: Equatable {
     case awaitingResponse
     /// Relaying, for good (`proxy`) or until the splice is asked for.
     case relaying
+    /// Relaying one response of a per-request connection, up to its end (Balancer.swift).
+    case relayingResponse
     /// The engine was told to splice: the senders see a zero window; the relay writes out
     /// what it holds and waits until every byte it wrote is acknowledged.
     case pendingSplice
@@ -27,6 +29,8 @@ struct SpliceTally {
     var fellBack = 0
     var refused = 0
     var cancelled = 0
+    /// Joins for one response whose sockets were taken over (keep-alive re-routing).
+    var handedBack = 0
 }
 
 extension Relay {
@@ -69,6 +73,16 @@ extension Relay {
     /// New bytes were read in a direction that is inspected: decide if they tell enough.
     func inspected(_ c: Connection, timedOut: Bool = false) {
         let facts = ConnectionFacts(client: c.client.address, server: c.server.address, serverPort: c.server.port)
+        if c.stage == .deciding && c.handedBack && c.toServer.held.isEmpty && (timedOut || c.toServer.sourceDone) {
+            // A keep-alive connection back from a response: the client closed it, or sent
+            // nothing more in time.
+            closeKeepAlive(c)
+            return
+        }
+        if c.stage == .awaitingResponse && c.perRequest {
+            perRequestResponse(c, timedOut: timedOut)
+            return
+        }
         if c.stage == .deciding {
             let request = RequestFacts(firstBytes: c.toServer.held, isFinal: timedOut || c.toServer.sourceDone)
             switch rules.decide(connection: facts, request: request.proto == nil && request.isFinal ? nil : request) {
@@ -244,7 +258,7 @@ extension Relay {
         spliceCounts.refused += 1
         logger.debug("splice refused for \(c.client) -> \(c.server): \(why ?? "?")")
         pendingSplices.remove(c.id)
-        c.stage = .relaying
+        c.stage = c.perRequest ? .relayingResponse : .relaying
         refreshInterest(c)
         service(c, fd: -1, events: 0)
     }

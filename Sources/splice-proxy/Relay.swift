@@ -39,6 +39,11 @@ final class Relay {
         var forwardedFor = false
         /// The MSS the service listeners advertise (nil: the route's).
         var serviceMSS: Int?
+        /// Per-request rules: responses with more bytes than this left after their head are
+        /// joined, smaller ones relayed; and how long a connection back from a response waits
+        /// for its next request.
+        var perRequestJoinAbove: UInt64 = 16384
+        var keepAliveTimeout = 30.0
     }
 
     /// One direction of a connection: bytes from `source` to `destination` through a pipe,
@@ -64,6 +69,14 @@ final class Relay {
         var inspect = false
         var held: [UInt8] = []
         var heldSent = 0
+        /// Not read for now (a per-request connection: the client's next request waits for
+        /// the response; the backend is not read between responses).
+        var paused = false
+        /// Read no further than this many bytes in all (a per-request connection: the end of
+        /// the response).
+        var readLimit: UInt64 = .max
+        /// How many bytes may still be read (0: none for now).
+        var readRoom: Int { paused ? 0 : Int(min(UInt64(Int.max), readLimit &- min(readLimit, bytesRead))) }
         /// Nothing held by the relay in this direction (nothing unsent, nothing in a pipe).
         var empty: Bool { heldSent == held.count && inPipe == 0 }
 
@@ -123,8 +136,25 @@ final class Relay {
         /// the backend now. Written before, the backend could answer at once and close, and
         /// the join would come too late.
         var joinReady = false
+        /// Keep-alive re-routing (Balancer.swift): this connection's requests are decided one
+        /// by one (its rule said `perRequest`), the backend's FIN after a response is processed
+        /// (`fin process`), the response's end in the bytes read from the backend, the bytes
+        /// of the response a join for it was asked with, the connection came back from a join,
+        /// the backend will close (or closed) its connection, the next request is held back
+        /// until its backend is chosen, the response head is held back until it is looked at.
+        var perRequest = false
+        var finProcess = false
+        var requestIsHead = false
+        var idleCheck = false
+        var responseStart: UInt64 = 0
+        var responseEnd: UInt64 = 0
+        var returnAfter: UInt64 = 0
+        var handedBack = false
+        var backendClosing = false
+        var holdUp = false
+        var holdResponse = false
         /// Bytes may be written to the up socket.
-        var mayWriteUp: Bool { upConnected && (service == nil || action != .splice || joinReady) }
+        var mayWriteUp: Bool { upConnected && !holdUp && (service == nil || action != .splice || joinReady) }
         init(id: Int, down: Int32, up: Int32, client: SocketAddress, server: SocketAddress,
              toServer: Direction, toClient: Direction) {
             self.id = id
@@ -461,7 +491,7 @@ final class Relay {
     }
 
     private static func wantsToRead(_ d: Direction) -> Bool {
-        if d.sourceDone || d.waitingForPipe { return false }
+        if d.sourceDone || d.waitingForPipe || d.readRoom == 0 { return false }
         return d.inspect ? d.held.count < maxPeekLength : d.inPipe < d.capacity
     }
 
@@ -482,12 +512,17 @@ final class Relay {
         }
         guard c.stage != .steppingOut else { return }
         var ok = pump(&c.toServer, connected: c.mayWriteUp, connection: c)
-        if ok && c.upStarted { ok = pump(&c.toClient, connected: true, connection: c) }
+        if ok && c.upStarted { ok = pump(&c.toClient, connected: !c.holdResponse, connection: c) }
         guard ok else {
             abort(c)
             return
         }
         if c.stage == .deciding || c.stage == .awaitingResponse { inspected(c) }
+        if c.stage == .relayingResponse && c.toClient.bytesRead == c.responseEnd && c.toClient.empty {
+            // A relayed response is out: the connection waits for its next request.
+            nextRequest(c)
+        }
+        guard connections[c.id] != nil else { return }
         if c.toServer.shutdownSent && c.toClient.shutdownSent {
             finish(c)
             return
@@ -540,10 +575,10 @@ final class Relay {
                     if !d.inspect && d.heldSent == d.held.count { d.stopInspecting() }
                 }
             } else if d.inspect {
-                if d.sourceDone || d.held.count >= maxPeekLength { break }
+                if d.sourceDone || d.held.count >= maxPeekLength || d.readRoom == 0 { break }
                 // Read straight into the end of `held` (at most up to maxPeekLength).
                 let start = d.held.count
-                d.held.append(contentsOf: repeatElement(0, count: maxPeekLength - start))
+                d.held.append(contentsOf: repeatElement(0, count: min(maxPeekLength - start, d.readRoom)))
                 n = d.held.withUnsafeMutableBytes { recv(d.source, $0.baseAddress! + start, $0.count - start, 0) }
                 d.held.removeLast(d.held.count - start - max(0, n))
                 read = true
@@ -559,14 +594,14 @@ final class Relay {
                     d.bytes += UInt64(n)
                 }
             } else {
-                if d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe { break }
+                if d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe || d.readRoom == 0 { break }
                 if d.pipe == nil && !acquirePipe(&d) {
                     d.waitingForPipe = true
                     pipeWaiters.append(c.id)
                     break
                 }
                 guard let p = d.pipe else { break }
-                n = tcpsplice_splice(d.source, p.write, p.capacity - d.inPipe, flags)
+                n = tcpsplice_splice(d.source, p.write, min(p.capacity - d.inPipe, d.readRoom), flags)
                 read = true
                 if n > 0 { d.inPipe += n; d.bytesRead += UInt64(n) }
             }

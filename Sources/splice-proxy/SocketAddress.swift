@@ -5,7 +5,7 @@ import CLinuxSupport
 import SpliceWire
 
 /// An IPv4 or IPv6 socket address, converted to and from `sockaddr_storage`.
-struct SocketAddress: CustomStringConvertible {
+struct SocketAddress: CustomStringConvertible, Equatable {
     var address: IPAddress
     var port: UInt16
 

@@ -69,6 +69,16 @@ struct SpliceProxyCommand: ParsableCommand {
         valueName: "BYTES"))
     var serviceMss: Int?
 
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
+        "Per-request rules (splicectl rules add --per-request): a response with more than this many bytes left after its head is joined; a smaller one is relayed by the proxy (a join costs a few round trips of its own).",
+        valueName: "BYTES"))
+    var perRequestJoinAbove: Int = 16384
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
+        "How long a keep-alive connection that came back to the proxy after a response may wait for its next request before the proxy closes it.",
+        valueName: "MS"))
+    var keepAliveTimeoutMs: Int = 30_000
+
     @Flag(name: .long, help: "Add an X-Forwarded-For header with the client's address to the HTTP requests the balancer sends to backends.")
     var forwardedFor = false
 
@@ -107,6 +117,12 @@ struct SpliceProxyCommand: ParsableCommand {
         for s in service where Service.parse(s) == nil {
             throw ValidationError("--service '\(s)': expected ADDRESS:PORT=POOL (IPv6 as [ADDRESS]:PORT=POOL)")
         }
+        guard perRequestJoinAbove >= 0 && perRequestJoinAbove <= 1 << 40 else {
+            throw ValidationError("--per-request-join-above must be between 0 and \(1 << 40) bytes, not \(perRequestJoinAbove)")
+        }
+        guard keepAliveTimeoutMs >= 10 && keepAliveTimeoutMs <= 3_600_000 else {
+            throw ValidationError("--keep-alive-timeout-ms must be between 10 and 3600000, not \(keepAliveTimeoutMs)")
+        }
         if let m = serviceMss, !(88...65495).contains(m) {
             throw ValidationError("--service-mss must be between 88 and 65495 bytes, not \(m)")
         }
@@ -144,7 +160,9 @@ struct SpliceProxyCommand: ParsableCommand {
                                               services: service.compactMap(Service.parse),
                                               balancerPorts: parsedBalancerPorts ?? 61000...65535,
                                               balancerMark: parsedBalancerMark ?? 0x5a5e,
-                                              forwardedFor: forwardedFor, serviceMSS: serviceMss),
+                                              forwardedFor: forwardedFor, serviceMSS: serviceMss,
+                                              perRequestJoinAbove: UInt64(perRequestJoinAbove),
+                                              keepAliveTimeout: Double(keepAliveTimeoutMs) / 1000),
                               logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")

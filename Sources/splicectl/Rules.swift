@@ -34,6 +34,8 @@ struct Rules: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Where the new rule goes (1 = first; default: last).") var position: Int?
     @Option(name: .long, help: "A label shown with the rule.") var name: String?
     @Option(name: .long, help: "With --action splice: the pool (splicectl pools) the balancer sends the connections to.") var pool: String?
+    @Flag(name: .long, help: "With --action splice on a balancer service: decide each request of a keep-alive connection on its own and join only its response; the flow comes back to the proxy at the response's end.") var perRequest = false
+    @Option(name: .long, help: ArgumentHelp("With --per-request: a backend's FIN after a response goes through to the client (propagate) or ends only the backend connection (process).", valueName: "propagate|process")) var fin: String?
     @Option(name: .long, help: "Client prefixes, comma separated.") var clients: String?
     @Option(name: .long, help: "Server prefixes, comma separated.") var servers: String?
     @Option(name: .long, parsing: .unconditional, help: "Server ports, comma separated.") var ports: String?
@@ -61,9 +63,9 @@ struct Rules: ParsableCommand {
         }
         if operation == "add" { _ = try newRule() }
         let matchGiven = [clients, servers, ports, proto, method, host, pathPrefix, pathPattern, header, sni, status,
-                          contentType, name, pool].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil
+                          contentType, name, pool, fin].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil || perRequest
         if operation != "add" && (matchGiven || position != nil) {
-            throw ValidationError("match options, --name, --pool and --position belong to `rules add`, not `rules \(operation)`")
+            throw ValidationError("match options, --name, --pool, --per-request, --fin and --position belong to `rules add`, not `rules \(operation)`")
         }
         if operation != "add" && operation != "default" && action != nil {
             throw ValidationError("--action belongs to `rules add` and `rules default`, not `rules \(operation)`")
@@ -128,7 +130,13 @@ struct Rules: ParsableCommand {
                               header: headerMatch, sni: sni, afterBytes: afterBytes,
                               status: try numbers("--status", status, 100...599),
                               contentLengthAbove: contentLengthAbove, contentType: contentType)
-        let rule = SpliceRule(name: name, match: match, action: try parsedAction(action), pool: pool)
+        var finHandling = FinHandling.propagate
+        if let fin {
+            guard let f = FinHandling(rawValue: fin) else { throw ValidationError("--fin '\(fin)': expected propagate or process") }
+            finHandling = f
+        }
+        let rule = SpliceRule(name: name, match: match, action: try parsedAction(action), pool: pool,
+                              perRequest: perRequest, fin: finHandling)
         if let pool {
             guard rule.action == .splice else {
                 throw ValidationError("--pool needs --action splice (a pool is only for connections spliced to it), not --action \(action)")

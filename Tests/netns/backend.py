@@ -6,7 +6,12 @@ retried a second later), one log line per request on stdout ("REQ <name> <method
 header-insertion test reads what the backend received), and POST answering with the SHA-256 of
 the body it received (uploads). ADDRESS "::" takes IPv4 and IPv6.
 
-Usage: backend.py NAME ADDRESS PORT DIRECTORY
+MODE (optional): "1.0" (the default: HTTP/1.0, one request per connection), "keepalive"
+(HTTP/1.1, persistent connections, Content-Length on every answer) or "close" (HTTP/1.1,
+but "Connection: close" on every answer and the connection closed after it: the balancer's
+FIN-processing test).
+
+Usage: backend.py NAME ADDRESS PORT DIRECTORY [MODE]
 """
 import functools
 import hashlib
@@ -26,6 +31,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # errors and the rest: stderr, as http.server does
         sys.stderr.write("%s - %s\n" % (self.address_string(), fmt % args))
+
+    close_always = False
+
+    def end_headers(self):
+        if self.close_always:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        super().end_headers()
 
     def do_GET(self):
         if self.path == "/headers":
@@ -62,10 +75,16 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
     name, address, port, directory = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    mode = sys.argv[5] if len(sys.argv) == 6 else "1.0"
+    if mode not in ("1.0", "keepalive", "close"):
+        sys.exit(f"backend.py: MODE {mode!r}: expected 1.0, keepalive or close")
     Handler.server_name_tag = name
+    if mode != "1.0":
+        Handler.protocol_version = "HTTP/1.1"
+    Handler.close_always = mode == "close"
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     Server.address_family = family
     server = Server((address, port), functools.partial(Handler, directory=directory))

@@ -30,28 +30,9 @@
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-VIP=10.77.9.1
-BACKENDS=("$SERVER_IP" 10.77.12.2 10.77.13.2)
-
 topo_create
 need_bin splicectl >/dev/null
-# Backends 2 and 3, each behind a link of its own from the router.
-for i in 2 3; do
-    ns_add "b$i"
-    eval "NS_B$i=\$NS_LAST"
-    ns=$NS_LAST
-    ip -n "$ns" link add eth0 type veth peer name rb$i netns "$NS_R" || fail "cannot create the veth of backend $i"
-    ip -n "$ns" addr add "10.77.1$i.2/24" dev eth0
-    ip -n "$NS_R" addr add "10.77.1$i.1/24" dev rb$i
-    ip -n "$ns" link set eth0 up
-    ip -n "$NS_R" link set rb$i up
-    end_link_queue "$ns" eth0
-    ip -n "$ns" route add default via "10.77.1$i.1"
-done
-NS_B1=$NS_S
-BACKEND_NS=("$NS_B1" "$NS_B2" "$NS_B3")
-ip -n "$NS_R" addr add "$VIP/32" dev lo || fail "cannot put the service address on the router's lo"
-
+balancer_topology
 # Each backend serves its own name at /whoami and the same files elsewhere (so a body tells
 # which backend sent it only through /whoami; the big files are byte-checked).
 WWW="$TEST_TMP/www"

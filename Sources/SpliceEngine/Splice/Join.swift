@@ -60,6 +60,16 @@ public struct JoinState: Sendable {
     /// The rule that decided, and the far end's packets the engine saw when joined.
     public var ruleID: UInt16 = 0
     public var packetsAtJoin: UInt32 = 0
+    /// A join for one response (keep-alive re-routing): the flow returns to the proxy's
+    /// sockets once the response has gone through. Facing the client: `returnAt` is where the
+    /// request ended (the client's bytes past it are the next request: never sent on to the
+    /// backend) and `returnAck` the client's acknowledgement of the response's last byte;
+    /// facing the backend: `returnAt` is where the response ends (its FIN there is kept from
+    /// the client). `armed`: the proxy has its sockets back in place, the return may happen.
+    public var returns = false
+    public var armed = false
+    public var returnAt = SeqNumber(0)
+    public var returnAck = SeqNumber(0)
     @inlinable public init() {}
 
     /// A joined connection's state (see the fields).
@@ -93,6 +103,9 @@ public struct JoinRequest: Sendable, Equatable {
     public var readFromBackend: UInt64 = 0
     public var writtenToBackend: UInt64 = 0
     public var ruleID: UInt16 = 0
+    /// A join for one response: the backend's bytes still to come after `readFromBackend`
+    /// until the response ends (nil: joined for the connection's life).
+    public var returnAfter: UInt64?
     public init(client: IPAddress, clientPort: UInt16, service: IPAddress, servicePort: UInt16,
                 local: IPAddress, localPort: UInt16, backend: IPAddress, backendPort: UInt16) {
         self.client = client; self.clientPort = clientPort
@@ -230,6 +243,14 @@ extension Engine {
             tsDelta: toClientTS, echoDelta: toBackendTS, fromShift: backendShift, toShift: p1Shift,
             stripTimestamps: !tsClientSide, stripSACK: !sackClientSide, ruleID: r.ruleID,
             packetsAtJoin: UInt32(truncatingIfNeeded: backend.packets))
+        if let n = r.returnAfter {
+            let rest = UInt32(truncatingIfNeeded: n)
+            cb.pointee.join.returns = true
+            cb.pointee.join.returnAt = clientRead
+            cb.pointee.join.returnAck = p1Next + rest
+            kb.pointee.join.returns = true
+            kb.pointee.join.returnAt = backendRead + rest
+        }
         for e in [c, k] {
             table[e].mode = .joined
             table[e].reason = .ruleSplice
@@ -344,10 +365,23 @@ extension Engine {
             // The peer is gone (expired): nothing to translate onto.
             return .drop
         }
+        let tcp = p.tcp
+        var returnAfter = false
+        if j.returns {
+            switch returnCheck(tcp, join: j, block: b) {
+            case .translate: break
+            case .translateThenReturn: returnAfter = true
+            case .returnNow:
+                // The client's next request, the response acknowledged: the flow is the
+                // proxy's again, and this packet goes to its socket as it is.
+                returnToProxy(e, b)
+                return .accept
+            case .drop: return .drop
+            }
+        }
         let peer = table[j.peer]
         // The peer's far end receives; the proxy's socket there (its near end) sends.
         let peerFar: FlowDirection = j.facesClient ? .reply : .original
-        let tcp = p.tcp
         let partial = info.checksumPartial
         p.updateSource(peer.address(sending: peerFar.opposite), partial: partial)
         p.updateDestination(peer.address(sending: peerFar), partial: partial)
@@ -379,7 +413,108 @@ extension Engine {
         // The peer's table entry follows the packet as its near end's (its state, FIN, RST):
         // the entry is known, no lookup.
         _ = track(p, entry: j.peer, dir: peerFar.opposite, now: now, local: true)
+        if returnAfter { returnToProxy(e, b) }
         return .acceptModified(p, info: info)
+    }
+
+    enum ReturnStep { case translate, translateThenReturn, returnNow, drop }
+
+    /// A packet of a join for one response: what becomes of it. The backend's bytes past the
+    /// response never reach the client, nor does its FIN at the response's end (the proxy's
+    /// socket takes it after the return: FIN processing); the client's bytes past its request
+    /// never reach the backend (they are the next request: dropped until the return, then
+    /// resent to the proxy's socket). The client's acknowledgement of the response's last byte
+    /// returns the flow, once the proxy armed it.
+    func returnCheck(_ tcp: TCPHeader, join j: JoinState, block b: UnsafeMutablePointer<ConnectionBlock>) -> ReturnStep {
+        let flags = tcp.flags
+        let seq = tcp.sequenceNumber
+        let dataEnd = seq + UInt32(tcp.payloadLength)
+        if !j.facesClient {
+            if dataEnd > j.returnAt {
+                counters.balancer.heldBack &+= 1
+                return .drop
+            }
+            if flags.contains(.fin) {
+                counters.balancer.finsProcessed &+= 1
+                if tcp.payloadLength == 0 { return .drop }
+                tcp.updateFlags(flags.subtracting(.fin))
+            }
+            return .translate
+        }
+        let covers = j.armed && flags.contains(.ack) && !(tcp.acknowledgmentNumber < j.returnAck)
+        if dataEnd > j.returnAt || (flags.contains(.fin) && !(seq < j.returnAt)) {
+            if covers { return .returnNow }
+            counters.balancer.heldBack &+= 1
+            return .drop
+        }
+        return covers ? .translateThenReturn : .translate
+    }
+
+    /// The join for one response is over: both connections are the proxy's again (its
+    /// sockets, taken over in repair mode at the join, are in step with the ends), watched as
+    /// before the join.
+    func returnToProxy(_ e: UInt32, _ b: UnsafeMutablePointer<ConnectionBlock>) {
+        let k = b.pointee.join.peer
+        b.pointee.join = JoinState()
+        table[e].mode = .balanced
+        table[e].reason = .service
+        if let kb = table.block(k) {
+            kb.pointee.join = JoinState()
+            table[k].mode = .balanced
+            table[k].reason = .service
+        }
+        counters.balancer.returned &+= 1
+    }
+
+    /// The pair of a join for one response, found by its client connection.
+    func returningPair(_ r: JoinRequest) -> (UInt32, UnsafeMutablePointer<ConnectionBlock>)? {
+        guard let (c, cd) = table.lookup(source: r.client, sourcePort: r.clientPort, destination: r.service, destinationPort: r.servicePort),
+              cd == .original, let cb = table.block(c) else { return nil }
+        return (c, cb)
+    }
+
+    public enum ReturnOutcome: Equatable, Sendable {
+        /// Armed: the flow returns when the client acknowledges the response.
+        case armed
+        /// The flow is the proxy's again (it already was, or it returned now).
+        case returned
+        /// Released: joined for the rest of the connection's life.
+        case joinedForLife
+        case refused(String)
+    }
+
+    /// The proxy has its sockets back in place: the flow may return. It returns at once when
+    /// the client has already acknowledged the whole response.
+    public func armReturn(_ r: JoinRequest) -> ReturnOutcome {
+        guard let (c, cb) = returningPair(r) else { return .refused("the client's connection is unknown") }
+        if table[c].mode == .balanced { return .returned }
+        guard table[c].mode == .joined, cb.pointee.join.returns, cb.pointee.join.facesClient else {
+            return .refused("the connection is not joined for one response")
+        }
+        cb.pointee.join.armed = true
+        let client = cb.pointee.ends.original
+        if client.ackSeen && !(client.ack < cb.pointee.join.returnAck) {
+            returnToProxy(c, cb)
+            return .returned
+        }
+        return .armed
+    }
+
+    public func returnStep(_ r: JoinRequest, arm: Bool) -> ReturnOutcome {
+        arm ? armReturn(r) : releaseReturn(r)
+    }
+
+    /// The proxy gives up the return (its connection idled out, or it lost its sockets): a
+    /// flow still joined stays joined for its life; one already returned is the proxy's.
+    public func releaseReturn(_ r: JoinRequest) -> ReturnOutcome {
+        guard let (c, cb) = returningPair(r) else { return .refused("the client's connection is unknown") }
+        if table[c].mode == .balanced { return .returned }
+        guard table[c].mode == .joined, cb.pointee.join.returns else { return .joinedForLife }
+        let k = cb.pointee.join.peer
+        cb.pointee.join.returns = false
+        cb.pointee.join.armed = false
+        table.block(k)?.pointee.join.returns = false
+        return .joinedForLife
     }
 }
 

@@ -1,0 +1,64 @@
+// What the balancer's keep-alive re-routing needs to know of a request and its response
+// (Docs/balancer.md, "Keep-alive re-routing"): where a request without a body ends, how many
+// bytes its response has, whether the backend closes after it, and the response head a client
+// keeps its connection open with.
+
+extension HTTPRequestHead {
+    /// `bytes` are exactly one whole HTTP/1.1 request without a body (no Content-Length other
+    /// than 0, no Transfer-Encoding, nothing after the head): the request ends where its head
+    /// does, and the client is not expected to send more before the response.
+    public static func isWholeBodyless(_ bytes: [UInt8]) -> Bool {
+        guard case .complete(let h) = parse(bytes), h.headLength == bytes.count, h.version == "HTTP/1.1" else { return false }
+        if h.headers.contains(where: { $0.name == "transfer-encoding" }) { return false }
+        return h.headers.allSatisfy { $0.name != "content-length" || $0.value == "0" }
+    }
+}
+
+extension RequestFacts {
+    /// See `HTTPRequestHead.isWholeBodyless`.
+    public static func bodyless(_ bytes: [UInt8]) -> Bool { HTTPRequestHead.isWholeBodyless(bytes) }
+}
+
+extension HTTPResponseHead {
+    /// The bytes of the body after the head, when the head tells (nil: chunked, or delimited
+    /// by the close). `method`: the request's (a HEAD's response has no body).
+    public func bodyLength(method: String) -> Int? {
+        if method == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 { return 0 }
+        return contentLength
+    }
+
+    /// The backend closes its connection after this response: `Connection: close`, or an
+    /// HTTP/1.0 response without `Connection: keep-alive`.
+    public var closesConnection: Bool {
+        let tokens = headers.filter { $0.name == "connection" }
+            .flatMap { $0.value.lowercased().split(separator: ",").map { String($0.filter { $0 != " " && $0 != "\t" }) } }
+        if tokens.contains("close") { return true }
+        return version == "HTTP/1.0" && !tokens.contains("keep-alive")
+    }
+
+    /// The head `bytes` (this response's, `headLength` long) as a client keeps its
+    /// connection open with: HTTP/1.1 on the status line, no `Connection` header lines (the
+    /// proxy processes the backend's close; the client's connection goes on).
+    public static func keepingAlive(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var start = bytes.startIndex
+        var first = true
+        while start < bytes.endIndex {
+            let lf = bytes[start...].firstIndex(of: 0x0a) ?? (bytes.endIndex - 1)
+            let line = bytes[start...lf]
+            if first {
+                out.append(contentsOf: Array("HTTP/1.1".utf8))
+                out.append(contentsOf: line.dropFirst(8))
+                first = false
+            } else {
+                let name = line.prefix { $0 != 0x3a }
+                if !(name.count == 10 && String(decoding: name, as: UTF8.self).lowercased() == "connection") {
+                    out.append(contentsOf: line)
+                }
+            }
+            start = lf + 1
+        }
+        return out
+    }
+}

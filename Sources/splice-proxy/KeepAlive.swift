@@ -1,0 +1,242 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxSupport
+import SpliceControlProtocol
+import SpliceRules
+import SpliceWire
+
+// Keep-alive re-routing (seed 003: FIG. 14, FIN processing; Docs/balancer.md). A rule with
+// `perRequest` decides each request of a connection on its own. The request (whole, without a
+// body) goes to the member its rules pick, on the kept backend connection when it is the same
+// member; the proxy reads the response head and knows where the response ends. A response
+// with more left than `--per-request-join-above` is joined for that response only: the engine
+// forwards it, and the proxy's two sockets are taken over at once by new ones in repair mode,
+// set where the connections will stand at the response's end (the client's: the response's
+// last byte sent; the backend's: its last byte received), and silent until then (every packet
+// of the pair is the engine's while joined). Once the client acknowledges the response's last
+// byte, the engine hands the flow back: the client's next request reaches the proxy's new
+// socket, and it all starts again. A smaller response is relayed to its end.
+
+extension Relay {
+    /// How far ahead of the old socket's clock a socket taking over a connection starts its
+    /// timestamps: past the joined flow's translated clock (1,000 ticks ahead of the proxy's
+    /// at the join, Engine.joinTimestampBias), so that no end sees an older timestamp (PAWS).
+    static let handBackClockLead: UInt32 = 2000
+
+    /// A per-request rule decided: the request goes to a member (the kept backend connection
+    /// when it is the same), and the response head is awaited; the client is not read meanwhile.
+    func startPerRequest(_ c: Connection, pool: String, finProcess: Bool) {
+        if case .complete(let h) = HTTPRequestHead.parse(c.toServer.held) { c.requestIsHead = h.method == "HEAD" }
+        c.holdUp = false
+        guard chooseBackend(c, pool: pool) else { return }
+        c.perRequest = true
+        c.finProcess = finProcess
+        c.handedBack = false
+        // The request may go at once: the join, if any, is for the response.
+        c.joinReady = true
+        c.toServer.stopInspecting()
+        c.toServer.paused = true
+        c.toClient.inspect = true
+        c.toClient.held = []
+        c.toClient.heldSent = 0
+        c.toClient.paused = false
+        c.toClient.readLimit = .max
+        c.holdResponse = true
+        c.responseStart = c.toClient.bytesRead
+        c.stage = .awaitingResponse
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// The response head of a per-request connection: joined for this response (with its end),
+    /// or relayed to its end; a response whose end the head does not tell (chunked, or
+    /// delimited by the close) is joined for the connection's life, as is one after which the
+    /// backend closes when the rule propagates the FIN. With `fin process`, the head is given
+    /// to the client as one that keeps the connection (its `Connection: close` taken out) and
+    /// the backend's FIN is left to the proxy's socket.
+    func perRequestResponse(_ c: Connection, timedOut: Bool) {
+        let held = c.toClient.held
+        let head: HTTPResponseHead
+        switch HTTPResponseHead.parse(held) {
+        case .complete(let h): head = h
+        case .incomplete where !timedOut && !c.toClient.sourceDone && held.count < maxPeekLength: return
+        default:
+            logger.debug("no response head for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): relayed as it is")
+            perRequestEnds(c, join: false)
+            return
+        }
+        guard let body = head.bodyLength(method: c.requestIsHead ? "HEAD" : "GET") else {
+            perRequestEnds(c, join: true)
+            return
+        }
+        let closes = head.closesConnection
+        if closes && !c.finProcess {
+            perRequestEnds(c, join: true)
+            return
+        }
+        let total = UInt64(head.headLength + body)
+        guard c.toClient.bytesRead - c.responseStart <= total else {
+            // More than the response came: not the HTTP the head promised.
+            perRequestEnds(c, join: false)
+            return
+        }
+        if closes {
+            c.toClient.held = HTTPResponseHead.keepingAlive(held[0..<head.headLength]) + held[head.headLength...]
+            c.backendClosing = true
+        }
+        c.responseEnd = c.responseStart + total
+        c.toClient.readLimit = c.responseEnd
+        c.holdResponse = false
+        c.toClient.stopInspecting()
+        if c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove {
+            c.stage = .pendingSplice
+            c.spliceSince = monotonicSeconds()
+            c.nextAsk = c.spliceSince
+            pendingSplices.insert(c.id)
+            c.joinPrepared = true
+            sendJoin(c, .prepare)
+        } else {
+            c.stage = .relayingResponse
+        }
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// The connection leaves keep-alive re-routing: relayed, or joined, for the rest of its life.
+    private func perRequestEnds(_ c: Connection, join: Bool) {
+        c.perRequest = false
+        c.holdResponse = false
+        c.toServer.paused = false
+        c.toClient.paused = false
+        c.toClient.readLimit = .max
+        c.toClient.stopInspecting()
+        guard join, engineConnected else {
+            c.stage = .relaying
+            refreshInterest(c)
+            service(c, fd: -1, events: 0)
+            return
+        }
+        c.stage = .pendingSplice
+        c.spliceSince = monotonicSeconds()
+        c.nextAsk = c.spliceSince
+        pendingSplices.insert(c.id)
+        c.joinPrepared = true
+        sendJoin(c, .prepare)
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// Joined for one response: the proxy's sockets are taken over by new ones standing where
+    /// the connections will be at the response's end, and the engine is told it may hand the
+    /// flow back (`arm`).
+    func handBack(_ c: Connection) {
+        let rest = c.returnAfter
+        var sd = tcpsplice_tcp_state(), su = tcpsplice_tcp_state()
+        guard let backend = c.backend, let local = c.local,
+              tcpsplice_repair_read(c.down, &sd) == 0, tcpsplice_repair_read(c.up, &su) == 0 else {
+            giveUpReturn(c, String(cString: strerror(errno)))
+            return
+        }
+        let r = UInt32(truncatingIfNeeded: rest)
+        guard takeOver(c.down, local: c.server, peer: c.client, state: sd, send: sd.snd_seq &+ r, receive: sd.rcv_seq),
+              takeOver(c.up, local: local, peer: backend, state: su, send: su.snd_seq, receive: su.rcv_seq &+ r) else {
+            giveUpReturn(c, String(cString: strerror(errno)))
+            return
+        }
+        c.downInterest = 0
+        c.upInterest = 0
+        // The response's bytes the engine carries count as read from the backend and written
+        // to the client: the next join's counts stay in each connection's sequence space.
+        c.toClient.bytes += rest
+        c.toClient.bytesRead += rest
+        c.returnAfter = 0
+        c.joinPrepared = false
+        pendingSplices.remove(c.id)
+        spliceCounts.handedBack += 1
+        sendJoin(c, .arm)
+        nextRequest(c)
+    }
+
+    /// A new socket takes over connection `fd` (repair mode): bound to `local`, connected to
+    /// `peer` without a packet, its next sequence numbers `send` and `receive`, the old
+    /// socket's options and windows, its clock ahead (`handBackClockLead`). The old socket
+    /// goes silently (it is in repair mode) when the new one takes its descriptor.
+    private func takeOver(_ fd: Int32, local: SocketAddress, peer: SocketAddress, state: tcpsplice_tcp_state,
+                          send: UInt32, receive: UInt32) -> Bool {
+        let fresh = socket(peer.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fresh >= 0 else { return false }
+        guard (try? setBalancerMark(fresh)) != nil else { close(fresh); return false }
+        var one: Int32 = 1
+        setsockopt(fresh, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var st = state
+        guard local.withSockaddr({ tcpsplice_repair_prepare(fresh, $0, $1, &st, send, receive) }) == 0 else {
+            logger.error("taking over \(local) -> \(peer): \(String(cString: strerror(errno)))")
+            close(fresh)
+            return false
+        }
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
+        guard dup2(fresh, fd) == fd else { close(fresh); return false }
+        close(fresh)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let clock = state.ts_clock &+ Relay.handBackClockLead
+        guard peer.withSockaddr({ tcpsplice_repair_finish(fd, $0, $1, &st, receive, clock) }) == 0 else {
+            logger.error("taking over \(local) -> \(peer) (connect in repair mode): \(String(cString: strerror(errno)))")
+            return false
+        }
+        return true
+    }
+
+    /// The sockets could not be taken over: the flow stays joined for its life (`release`),
+    /// and the proxy's sockets go without a packet.
+    private func giveUpReturn(_ c: Connection, _ why: String) {
+        logger.error("keep-alive hand-back of \(c.client) -> \(c.server): \(why); the connection stays joined to \(c.backend.map { "\($0)" } ?? "?")")
+        sendJoin(c, .release)
+        _ = tcpsplice_repair_on(c.down)
+        _ = tcpsplice_repair_on(c.up)
+        release(c)
+    }
+
+    /// A per-request connection's response is out (joined or relayed): its next request is
+    /// read and decided; the backend is not read meanwhile, nor is anything written to it.
+    func nextRequest(_ c: Connection) {
+        c.stage = .deciding
+        c.handedBack = true
+        c.action = nil
+        c.rule = nil
+        c.holdUp = true
+        c.toServer.paused = false
+        c.toServer.inspect = true
+        c.toServer.held = []
+        c.toServer.heldSent = 0
+        c.toClient.paused = true
+        c.deadline = monotonicSeconds() + settings.keepAliveTimeout
+        deciding.insert(c.id)
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// A keep-alive connection with no request: closed when the client closed it; after the
+    /// keep-alive wait, closed once the engine says the flow came back (a response still
+    /// joined, a long download, keeps it waiting).
+    func closeKeepAlive(_ c: Connection) {
+        if c.toServer.sourceDone || !engineConnected || c.backend == nil {
+            release(c)
+            return
+        }
+        c.idleCheck = true
+        c.deadline = monotonicSeconds() + settings.keepAliveTimeout
+        sendJoin(c, .arm)
+    }
+
+    /// The engine's answer to an `arm`: after the keep-alive wait, a flow that came back (or
+    /// that the engine no longer knows) is closed.
+    func armAnswered(_ c: Connection, _ r: ControlResponse) {
+        if !r.ok { logger.debug("arming the return of \(c.client) refused: \(r.error ?? "?")") }
+        guard c.idleCheck else { return }
+        c.idleCheck = false
+        if (!r.ok || r.outcome == "returned") && c.stage == .deciding && c.toServer.held.isEmpty {
+            release(c)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""A keep-alive HTTP/1.1 client for the balancer's per-request tests: ONE TCP connection, the
+requests sent one after another on it (each after the previous answer was read whole), each
+body's SHA-256 checked against the file it must be. Never reconnects: a connection the other
+side closes before the last answer is a failure (unless --expect-close says after which
+answer the close must come: FIN propagation).
+
+Usage: keepalive.py HOST PORT ROOT PATH... [--expect-close N] [--header 'Name: value']
+  ROOT: the directory the paths are files of (the expected bodies).
+Prints one JSON line: {"answers": N, "local_port": P, "closed_after": N or null}; exits 1
+with the reason on stderr when an answer is wrong, missing, or out of order.
+"""
+import hashlib
+import json
+import os
+import socket
+import sys
+
+
+def read_head(sock, buf):
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    end = buf.index(b"\r\n\r\n") + 4
+    return buf[:end].decode("latin-1"), buf[end:]
+
+
+def main():
+    args = sys.argv[1:]
+    expect_close = None
+    headers = []
+    while "--expect-close" in args:
+        i = args.index("--expect-close")
+        expect_close = int(args[i + 1])
+        del args[i:i + 2]
+    while "--header" in args:
+        i = args.index("--header")
+        headers.append(args[i + 1])
+        del args[i:i + 2]
+    host, port, root, paths = args[0], int(args[1]), args[2], args[3:]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_connection((host, port), timeout=60) if family == socket.AF_INET else \
+        socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        sock.settimeout(60)
+        sock.connect((host, port))
+    local_port = sock.getsockname()[1]
+    buf = b""
+    closed_after = None
+    for n, path in enumerate(paths, 1):
+        extra = "".join(h + "\r\n" for h in headers)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
+        head, buf = read_head(sock, buf)
+        if head is None:
+            if expect_close is not None and n == expect_close + 1:
+                closed_after = n - 1
+                break
+            sys.exit(f"request {n} ({path}): the connection closed before an answer")
+        status = head.split(" ", 2)[1]
+        length = None
+        close = False
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+            if name.strip().lower() == "connection" and "close" in value.lower():
+                close = True
+        if status != "200" or length is None:
+            sys.exit(f"request {n} ({path}): status {status}, Content-Length {length}: {head!r}")
+        while len(buf) < length:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                sys.exit(f"request {n} ({path}): the connection closed after {len(buf)} of {length} body bytes")
+            buf += chunk
+        body, buf = buf[:length], buf[length:]
+        with open(os.path.join(root, path.lstrip("/")), "rb") as f:
+            want = hashlib.sha256(f.read()).hexdigest()
+        got = hashlib.sha256(body).hexdigest()
+        if got != want:
+            sys.exit(f"request {n} ({path}): the body differs from the file ({len(body)} bytes)")
+        if close:
+            # The server said it closes: the next read must be the end of the stream.
+            rest = sock.recv(1)
+            if rest:
+                sys.exit(f"request {n} ({path}): Connection: close, but more bytes followed")
+            closed_after = n
+            if expect_close != n:
+                sys.exit(f"request {n} ({path}): the answer said Connection: close (expected the connection to stay)")
+            break
+    if expect_close is not None and closed_after != expect_close:
+        sys.exit(f"expected the connection to close after answer {expect_close}, it closed after {closed_after}")
+    print(json.dumps({"answers": n if closed_after is None else closed_after, "local_port": local_port,
+                      "closed_after": closed_after}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# tcpsplice test: the balancer's keep-alive re-routing and FIN processing (seed 003: FIG. 14,
+# "FIN propagated or processed"; Docs/balancer.md, "Keep-alive re-routing"). Client, router,
+# three backends (HTTP/1.1 keep-alive on port 80; on port 8080 the same servers answer with
+# "Connection: close" and close after every answer). Rules with --per-request decide each
+# request of a connection on its own: a large response is joined for that response only (the
+# engine carries it; the proxy's sockets are taken over in repair mode where the connections
+# will stand at its end) and the flow comes back to the proxy when the client has it all; a
+# small one is relayed. Checks, each on ONE client connection (Tests/netns/keepalive.py, which
+# never reconnects and checks every body's SHA-256 and their order):
+#   1. 20 requests by path prefix move between the three backends (/a/ -> 1, /b/ -> 2,
+#      /c/ -> 3), each landing where its rule says (the backends' own logs), the large answers
+#      joined and handed back (spliced's counters), X-Forwarded-For added to each (a new
+#      sequence delta per join); no PAWS reject at the client or the backends;
+#   2. 6 requests balanced round robin over the three backends: 2 on each;
+#   3. FIN processing: 6 requests to backends that close after each answer: the client's
+#      connection stays, every answer byte-exact, spread over the backends, the backends' FINs
+#      taken by the proxy (spliced's counter);
+#   4. FIN propagation (the rule's default): the backend's close ends the client's connection
+#      after the first answer.
+# shellcheck source=Tests/netns/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+topo_create
+need_bin splicectl >/dev/null
+balancer_topology
+
+WWW="$TEST_TMP/www"
+for d in a b c rr z p; do mkdir -p "$WWW/$d"; done
+for d in a b c rr z p; do
+    head -c $((1 << 20)) /dev/urandom >"$WWW/$d/big"
+    head -c 300000 /dev/urandom >"$WWW/$d/mid"
+    head -c 3000 /dev/urandom >"$WWW/$d/small"
+done
+for i in 1 2 3; do
+    ns=${BACKEND_NS[$((i - 1))]}
+    bg_start "backend$i" "$ns" python3 "$NETNS_DIR/backend.py" "backend$i" "${BACKENDS[$((i - 1))]}" 80 "$WWW" keepalive
+    bg_start "closing$i" "$ns" python3 "$NETNS_DIR/backend.py" "closing$i" "${BACKENDS[$((i - 1))]}" 8080 "$WWW" close
+    wait_port "$ns" 80
+    wait_port "$ns" 8080
+done
+# logged NAME PREFIX: requests for paths under PREFIX that backend NAME logged.
+logged() { grep -c "^REQ $1 GET $2" "$TEST_TMP/$1.log" || true; }
+logged_is() { (( $(logged "$1" "$2") == $3 )); }
+
+rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80"
+on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
+spliced_start --queue 0
+proxy_start splice-proxy --service "$VIP:80=web" --forwarded-for
+
+b=("${BACKENDS[0]}" "${BACKENDS[1]}" "${BACKENDS[2]}")
+splicectl pools add web --method round-robin --backend "${b[0]}:80" --backend "${b[1]}:80" --backend "${b[2]}:80" >/dev/null \
+    || fail "pools add web failed"
+splicectl pools add closing --method round-robin --backend "${b[0]}:8080" --backend "${b[1]}:8080" --backend "${b[2]}:8080" >/dev/null \
+    || fail "pools add closing failed"
+for i in 1 2 3; do
+    splicectl pools add "p$i" --backend "${b[$((i - 1))]}:80" >/dev/null || fail "pools add p$i failed"
+done
+splicectl rules add --path-prefix /a/ --action splice --pool p1 --per-request >/dev/null || fail "rules add /a/ failed"
+splicectl rules add --path-prefix /b/ --action splice --pool p2 --per-request >/dev/null || fail "rules add /b/ failed"
+splicectl rules add --path-prefix /c/ --action splice --pool p3 --per-request >/dev/null || fail "rules add /c/ failed"
+splicectl rules add --path-prefix /rr/ --action splice --pool web --per-request >/dev/null || fail "rules add /rr/ failed"
+splicectl rules add --path-prefix /z/ --action splice --pool closing --per-request --fin process >/dev/null \
+    || fail "rules add /z/ failed"
+splicectl rules add --path-prefix /p/ --action splice --pool closing --per-request >/dev/null || fail "rules add /p/ failed"
+splicectl rules default --action splice >/dev/null || fail "rules default failed"
+log "rules:"$'\n'"$(splicectl rules)"
+
+paws_b() { local i s=0; for i in 1 2 3; do s=$((s + $(ns_counter "${BACKEND_NS[$((i - 1))]}" TcpExtPAWSEstab))); done; echo "$s"; }
+counter() { status_json | json_get "balancer.$1"; }
+settle() { local d=$((SECONDS + 5)); until "$@"; do ((SECONDS < d)) || return 1; sleep 0.1; done; }
+keepalive() { nsx "$NS_C" python3 "$NETNS_DIR/keepalive.py" "$VIP" 80 "$WWW" "$@"; }
+
+# 1. One connection, 20 requests moving between the backends by path.
+paths=()
+for k in $(seq 1 20); do
+    d=$(printf 'a\nb\nc\n' | sed -n "$(( (k - 1) % 3 + 1 ))p")
+    f=$(printf 'big\nsmall\nmid\nbig\n' | sed -n "$(( (k - 1) % 4 + 1 ))p")
+    paths+=("/$d/$f")
+done
+joins=0
+for p in "${paths[@]}"; do [[ $p == */small ]] || joins=$((joins + 1)); done
+returned0=$(counter returned)
+paws_c0=$(ns_counter "$NS_C" TcpExtPAWSEstab)
+paws_b0=$(paws_b)
+out=$(keepalive "${paths[@]}") || fail "the keep-alive connection of 20 requests failed: $out"
+[[ "$(json_get answers <<<"$out")" == 20 ]] || fail "expected 20 answers on one connection: $out"
+for i in 1 2 3; do
+    d=$(printf 'a\nb\nc\n' | sed -n "${i}p")
+    want=0
+    for p in "${paths[@]}"; do [[ $p == /$d/* ]] && want=$((want + 1)); done
+    settle logged_is "backend$i" "/$d/" "$want" \
+        || fail "backend $i logged $(logged "backend$i" "/$d/") requests for /$d/, expected $want"
+    for other in 1 2 3; do
+        [[ $other == "$i" ]] && continue
+        (( $(logged "backend$other" "/$d/") == 0 )) || fail "backend $other answered a /$d/ request (rule: backend $i)"
+    done
+done
+# (The last join comes back when the client's FIN or last acknowledgement reaches the proxy's
+# socket, which may be just after the client is done.)
+returned_is() { (( $(counter returned) - returned0 == joins )); }
+settle returned_is || true
+returned=$(( $(counter returned) - returned0 ))
+((returned == joins)) || fail "$joins answers larger than the join threshold, but $returned joins came back to the proxy"
+paws_c=$(( $(ns_counter "$NS_C" TcpExtPAWSEstab) - paws_c0 ))
+paws_bk=$(( $(paws_b) - paws_b0 ))
+((paws_c == 0 && paws_bk == 0)) || fail "PAWS rejects: client +$paws_c, backends +$paws_bk"
+log "one connection, 20 requests over 3 backends by path: all byte-exact and in order; $joins large answers joined and handed back ($returned), the small ones relayed; PAWS rejects client +0, backends +0; requests held back from the backend while joined: $(counter heldBack)"
+
+# 2. Round robin per request on one connection.
+for i in 1 2 3; do rr0[$i]=$(logged "backend$i" /rr/); done
+out=$(keepalive /rr/big /rr/mid /rr/big /rr/big /rr/mid /rr/big) || fail "the round-robin keep-alive connection failed: $out"
+for i in 1 2 3; do
+    settle logged_is "backend$i" /rr/ $((rr0[i] + 2)) \
+        || fail "round robin per request: backend $i logged $(( $(logged "backend$i" /rr/) - rr0[i] )) of 6, expected 2"
+done
+log "round robin per request: 6 requests on one connection, 2 on each backend"
+
+# 3. FIN processing: the backends close after every answer; the client's connection stays.
+fins0=$(counter finsProcessed)
+out=$(keepalive /z/big /z/big /z/mid /z/big /z/small /z/big) || fail "FIN processing: the keep-alive connection failed: $out"
+[[ "$(json_get answers <<<"$out")" == 6 ]] || fail "FIN processing: expected 6 answers on one connection: $out"
+for i in 1 2 3; do
+    settle logged_is "closing$i" /z/ 2 \
+        || fail "FIN processing: backend $i (port 8080) logged $(logged "closing$i" /z/) of 6 requests, expected 2"
+done
+fins=$(( $(counter finsProcessed) - fins0 ))
+((fins > 0)) || fail "FIN processing: no backend FIN was kept from the client (finsProcessed +0)"
+log "FIN processing: 6 answers from backends that close after each, one client connection, byte-exact; backend FINs kept for the proxy: $fins"
+
+# 4. FIN propagation: the client's connection ends with the backend's.
+out=$(keepalive /p/big /p/big --expect-close 1) || fail "FIN propagation: $out"
+log "FIN propagation: the client's connection closed after the first answer, as the backend's did"
+log "balancer counters: $(status_json | json_get 'balancer?none')"
