@@ -1,0 +1,126 @@
+import Testing
+import SpliceWire
+@testable import SpliceEngine
+
+/// A join for one response (keep-alive re-routing; Splice/Join.swift `returnCheck`): the
+/// backend's bytes past the response and its FIN at the response's end never reach the client,
+/// the client's next request never reaches the backend, and the flow returns to the proxy's
+/// sockets when the client acknowledges the response, once the proxy armed the return.
+extension JoinTests {
+    /// Joined with 1,000 response bytes still to come from the backend.
+    func joinedForOneResponse() -> (Engine, JoinRequest) {
+        var (e, _, r) = setUp()
+        r.returnAfter = 1000
+        joinDrained(e, r)
+        return (e, r)
+    }
+
+    func modes(_ e: Engine) -> [FlowMode] { e.flows(now: .seconds(1)).map(\.mode) }
+
+    /// The backend's last 500 bytes of the response (the first 500 already went).
+    func responseEnd(_ e: Engine, fin: Bool = false) -> Sent {
+        feed(e, from: backend, 80, to: local, 61000, flags: fin ? [.ack, .psh, .fin] : [.ack, .psh], seq: bISN + 501,
+             ack: p2ISN + 121, window: 100, ts: TCPTimestamps(value: 77011, echo: 502), payload: 500)
+    }
+
+    @Test func theBackendsBytesPastTheResponseAndItsFinStayFromTheClient() {
+        let (e, _) = joinedForOneResponse()
+        let first = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 1, ack: p2ISN + 121,
+                         window: 100, ts: TCPTimestamps(value: 77010, echo: 502), payload: 500)
+        #expect(first.verdict.rewrittenLength != nil)
+        // 600 bytes from 500 on: 100 of them past the response.
+        let over = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 501, ack: p2ISN + 121,
+                        ts: TCPTimestamps(value: 77011, echo: 502), payload: 600)
+        #expect(over.verdict == .drop)
+        // The response's last bytes with the backend's FIN: translated, the FIN taken off.
+        let last = responseEnd(e, fin: true)
+        #expect(last.verdict.rewrittenLength != nil)
+        var b = last.bytes
+        b.withUnsafeMutableBytes { buf in
+            guard let p = TCPPacket(buf) else { Issue.record("unparsable"); return }
+            #expect(p.destination == client)
+            #expect(!p.tcp.flags.contains(.fin))
+            #expect(p.checksumIsValid)
+        }
+        // A FIN alone at the response's end: dropped (the proxy's socket takes it later).
+        let fin = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .fin], seq: bISN + 1001, ack: p2ISN + 121,
+                       ts: TCPTimestamps(value: 77012, echo: 502))
+        #expect(fin.verdict == .drop)
+        #expect(e.counters.balancer.heldBack == 1)
+        #expect(e.counters.balancer.finsProcessed == 2)
+        #expect(modes(e) == [.joined, .joined])
+    }
+
+    @Test func theClientsNextRequestNeverReachesTheBackendAndTheFlowReturnsOnceArmed() {
+        let (e, r) = joinedForOneResponse()
+        responseEnd(e)
+        // The client acknowledges the whole response before the proxy armed the return: the
+        // acknowledgement goes to the backend, the flow stays joined.
+        let ack = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 1001,
+                       ts: TCPTimestamps(value: 120, echo: 10_000))
+        #expect(ack.verdict.rewrittenLength != nil)
+        #expect(modes(e) == [.joined, .joined])
+        // Its next request comes before the return: dropped (it will be sent again).
+        let early = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
+                         ts: TCPTimestamps(value: 121, echo: 10_000), payload: 80)
+        #expect(early.verdict == .drop)
+        #expect(e.counters.balancer.heldBack == 1)
+        // Armed: the response is acknowledged already, so the flow returns at once; the
+        // request sent again goes to the proxy's socket as it is.
+        #expect(e.armReturn(r) == .returned)
+        #expect(modes(e) == [.balanced, .balanced])
+        #expect(e.counters.balancer.returned == 1)
+        let again = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
+                         ts: TCPTimestamps(value: 130, echo: 10_000), payload: 80)
+        #expect(again.verdict == .accept)
+        // And the next request can be joined again (to this backend or another).
+        #expect(e.prepareJoin(r) == .accepted)
+    }
+
+    @Test func armedTheClientsLastAcknowledgementReturnsTheFlow() {
+        let (e, r) = joinedForOneResponse()
+        #expect(e.armReturn(r) == .armed)
+        responseEnd(e)
+        // An acknowledgement short of the response's end: translated, still joined.
+        let part = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 501,
+                        ts: TCPTimestamps(value: 120, echo: 10_000))
+        #expect(part.verdict.rewrittenLength != nil)
+        #expect(modes(e) == [.joined, .joined])
+        // The last one: translated to the backend (which must see it), and the flow returns.
+        let last = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 1001,
+                        ts: TCPTimestamps(value: 121, echo: 10_000))
+        var b = last.bytes
+        b.withUnsafeMutableBytes { buf in
+            guard let p = TCPPacket(buf) else { Issue.record("unparsable"); return }
+            #expect(p.destination == backend && p.tcp.acknowledgmentNumber == bISN + 1001)
+            #expect(p.checksumIsValid)
+        }
+        #expect(modes(e) == [.balanced, .balanced])
+        // The backend's answers to the proxy's socket from now on are its own again.
+        let backendAck = feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1001, ack: p2ISN + 121,
+                              ts: TCPTimestamps(value: 77020, echo: 502))
+        #expect(backendAck.verdict == .accept)
+    }
+
+    @Test func aRequestCarryingTheLastAcknowledgementGoesToTheProxyAsItIs() {
+        let (e, r) = joinedForOneResponse()
+        #expect(e.armReturn(r) == .armed)
+        responseEnd(e)
+        let request = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
+                           ts: TCPTimestamps(value: 121, echo: 10_000), payload: 80)
+        #expect(request.verdict == .accept)
+        #expect(modes(e) == [.balanced, .balanced])
+    }
+
+    @Test func aReleasedReturnLeavesTheFlowJoinedForLife() {
+        let (e, r) = joinedForOneResponse()
+        #expect(e.releaseReturn(r) == .joinedForLife)
+        responseEnd(e)
+        // The client's next request now goes to the backend, as for any joined flow.
+        let next = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
+                        ts: TCPTimestamps(value: 121, echo: 10_000), payload: 80)
+        #expect(next.verdict.rewrittenLength != nil)
+        #expect(e.armReturn(r) != .armed)
+        #expect(modes(e) == [.joined, .joined])
+    }
+}
