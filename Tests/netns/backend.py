@@ -3,7 +3,8 @@
 a listen backlog a crowd fits in (http.server's is 5: a crowd's SYNs would be dropped and
 retried a second later), one log line per request on stdout ("REQ <name> <method> <path>
 <client> <status>"; "CHECK ..." for the proxy's health checks), GET /headers answering with the request's header block as the body (the
-header-insertion test reads what the backend received), and POST answering with the SHA-256 of
+header-insertion test reads what the backend received), GET /who/... answering with
+its name (GET /hold/MS/... after MS milliseconds), and POST answering with the SHA-256 of
 the body it received (uploads). ADDRESS "::" takes IPv4 and IPv6.
 
 MODE (optional): "1.0" (the default: HTTP/1.0, one request per connection), "keepalive"
@@ -18,6 +19,7 @@ import hashlib
 import http.server
 import socket
 import sys
+import time
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -41,6 +43,18 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
     def do_GET(self):
+        if self.path.startswith("/who/") or self.path.startswith("/hold/"):
+            # Its own name (the selection-method tests count who answered); /hold/MS answers
+            # after MS milliseconds (a connection the balancer holds open meanwhile).
+            if self.path.startswith("/hold/"):
+                time.sleep(int(self.path.split("/")[2]) / 1000)
+            body = (self.server_name_tag + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path == "/headers":
             body = str(self.headers).encode()
             self.send_response(200)
