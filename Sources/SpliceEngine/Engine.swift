@@ -409,7 +409,7 @@ extension Engine {
                 packets: (b?.ends.original.packets ?? 0) &+ (b?.ends.reply.packets ?? 0),
                 packetsAtSplice: b?.resilient.packetsAtSplice ?? 0))
             if let j = b?.join, j.stage != .none {
-                out[out.count - 1].join = j.stage
+                out[out.count - 1].join = j.stage == .joined && e.state == .timeWait ? .waiting : j.stage
                 out[out.count - 1].joinRule = j.ruleID
                 if j.stage == .joined, let pb = table.block(j.peer), pb.pointee.serial == j.peerSerial {
                     let peer = table[j.peer]

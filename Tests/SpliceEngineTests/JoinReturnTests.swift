@@ -124,3 +124,27 @@ extension JoinTests {
         #expect(modes(e) == [.joined, .joined])
     }
 }
+
+extension JoinTests {
+    @Test func aJoinedPairClosedByBothEndsWaitsAndStillTranslates() {
+        let (e, _, r) = setUp()
+        joinDrained(e, r)
+        // The backend answers 10 bytes and closes; the client acknowledges and closes too.
+        feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh, .fin], seq: bISN + 1, ack: p2ISN + 121,
+             ts: TCPTimestamps(value: 77010, echo: 502), payload: 10)
+        feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .fin], seq: cISN + 101, ack: p1ISN + 12,
+             ts: TCPTimestamps(value: 120, echo: 10_000))
+        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 12, ack: p2ISN + 122,
+             ts: TCPTimestamps(value: 77011, echo: 1000))
+        let flows = e.flows(now: .seconds(1))
+        #expect(flows.allSatisfy { $0.state == .timeWait && $0.join == .waiting && $0.mode == .joined })
+        // A late retransmission of the backend's FIN is still carried to the client.
+        let late = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .fin], seq: bISN + 11, ack: p2ISN + 122,
+                        ts: TCPTimestamps(value: 77012, echo: 1000))
+        var b = late.bytes
+        b.withUnsafeMutableBytes { buf in
+            guard let p = TCPPacket(buf) else { Issue.record("unparsable"); return }
+            #expect(p.destination == client && p.tcp.sequenceNumber == p1ISN + 11)
+        }
+    }
+}

@@ -24,11 +24,16 @@ public enum JoinStage: UInt8, Sendable, CustomStringConvertible {
     case none
     case pending
     case joined
+    /// Shown, never stored: a joined pair whose FINs have both been acknowledged, kept for
+    /// 2*MSL (the table's TIME_WAIT, 120 s) so that a late retransmission is still translated
+    /// (FIG. 14's WAITING).
+    case waiting
     public var description: String {
         switch self {
         case .none: return "none"
         case .pending: return "pending"
         case .joined: return "joined"
+        case .waiting: return "waiting"
         }
     }
 }
