@@ -46,8 +46,8 @@ extension RuleSet {
             if let problem = rule.problem() { throw RuleError("\(label): \(problem)") }
             if let pool = rule.pool {
                 if !poolNames.contains(pool) { throw RuleError("\(label): pool '\(pool)' is not a pool of the set") }
-                if rule.action != .splice {
-                    throw RuleError("\(label): pool '\(pool)' is only for action splice, not \(rule.action.rawValue)")
+                if rule.action == .bypass {
+                    throw RuleError("\(label): pool '\(pool)' is only for actions splice and proxy, not \(rule.action.rawValue)")
                 }
             }
             if rule.perRequest && rule.action != .splice {

@@ -160,8 +160,9 @@ extension Relay {
     /// Returns how soon it wants to run again (seconds), if sooner than the loop's own tick.
     func runTimers(now: Double) -> Double? {
         if let health {
-            for b in health.takeNewlyDown() where engineConnected {
-                sendToEngine(ControlRequest(command: .resetBackend, member: b))
+            for b in health.takeNewlyDown() {
+                if engineConnected { sendToEngine(ControlRequest(command: .resetBackend, member: b)) }
+                cutConnections(to: b)
             }
         }
         if !deciding.isEmpty {
@@ -240,6 +241,22 @@ extension Relay {
             }
         default:
             break
+        }
+    }
+
+    /// A member the health check took out: the connections the proxy still relays to it are
+    /// reset, as the joined ones are by the engine (a hung backend would leave them waiting);
+    /// a keep-alive connection waiting for its next request just gets a new backend
+    /// connection for it.
+    func cutConnections(to member: Backend) {
+        guard let address = IPAddress(member.address) else { return }
+        for c in Array(connections.values) where c.backend?.address == address && c.backend?.port == member.port {
+            if c.stage == .deciding && c.handedBack {
+                c.backendClosing = true
+                continue
+            }
+            logger.info("resetting \(c.client) -> \(c.server): its backend \(member.key) is down")
+            abort(c)
         }
     }
 

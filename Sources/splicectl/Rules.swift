@@ -138,8 +138,8 @@ struct Rules: ParsableCommand {
         let rule = SpliceRule(name: name, match: match, action: try parsedAction(action), pool: pool,
                               perRequest: perRequest, fin: finHandling)
         if let pool {
-            guard rule.action == .splice else {
-                throw ValidationError("--pool needs --action splice (a pool is only for connections spliced to it), not --action \(action)")
+            guard rule.action != .bypass else {
+                throw ValidationError("--pool needs --action splice or proxy (the balancer's connections go to the pool, joined or relayed), not --action \(action)")
             }
             try Pools.checkName(pool, label: "--pool: ")
         }

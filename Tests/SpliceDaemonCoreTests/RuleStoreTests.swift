@@ -254,8 +254,8 @@ extension RuleStoreTests {
             ("no pool 'nope'", { try s.setDrained(pool: "nope", key: "10.0.0.1:80", true) }),
             ("rule 4: pool 'nope' is not a pool of the set",
              { try s.add(SpliceRule(match: RuleMatch(), action: .splice, pool: "nope"), at: nil) }),
-            ("rule 4: pool 'web' is only for action splice, not proxy",
-             { try s.add(SpliceRule(match: RuleMatch(), action: .proxy, pool: "web"), at: nil) }),
+            ("rule 4: pool 'web' is only for actions splice and proxy, not bypass",
+             { try s.add(SpliceRule(match: RuleMatch(), action: .bypass, pool: "web"), at: nil) }),
         ]
         for (message, edit) in cases {
             #expect(refusal(edit) == message)

@@ -138,10 +138,8 @@ struct PoolTests {
          "rule 2: pool 'web' is not a pool of the set"),
         (RuleSet(rules: [SpliceRule(id: 9, match: RuleMatch(), action: .splice, pool: "")], pools: [Pool(name: "web")]),
          "rule 9: pool '' is not a pool of the set"),
-        (RuleSet(rules: [SpliceRule(id: 9, match: RuleMatch(), action: .proxy, pool: "web")], pools: [Pool(name: "web")]),
-         "rule 9: pool 'web' is only for action splice, not proxy"),
         (RuleSet(rules: [SpliceRule(match: RuleMatch(), action: .bypass, pool: "web")], pools: [Pool(name: "web")]),
-         "rule 1: pool 'web' is only for action splice, not bypass"),
+         "rule 1: pool 'web' is only for actions splice and proxy, not bypass"),
     ] as [(RuleSet, String)])
     func bad(_ set: RuleSet, _ message: String) {
         #expect(Self.problem(set) == message)

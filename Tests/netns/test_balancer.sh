@@ -184,25 +184,36 @@ reset0=$(status_json | json_get balancer.resetForBackend)
 up_lines() { grep -c "member ${BACKENDS[2]}:80 is up" "$TEST_TMP/splice-proxy.log" || true; }
 up0=$(up_lines)
 hang_download hung 45001
+# Beside it, a download the proxy relays (rule action proxy, pool hang): the proxy resets it.
+splicectl rules add --host hangp.example --action proxy --pool hang --name hangp >/dev/null || fail "rules add hangp failed"
+bg_start relayed "$NS_C" curl -sS --max-time 60 --limit-rate 1M -H 'Host: hangp.example' -o "$TEST_TMP/relayed.body" "http://$VIP/big32"
+wait_for 10 "the relayed download to start" eval '[[ -s "$TEST_TMP/relayed.body" ]]'
 kill -STOP "$(bg_pid backend3-again)"
 rc=0
 bg_wait hung 20 || rc=$?
+rcp=0
+bg_wait relayed 20 || rcp=$?
 kill -CONT "$(bg_pid backend3-again)"
+((rcp == 56)) || fail "the download the proxy relayed from the hung backend 3 ended with curl exit $rcp, not 56 (reset): $(cat "$TEST_TMP/relayed.log")"
+gotp=$(stat -c %s "$TEST_TMP/relayed.body")
+cmp -n "$gotp" "$TEST_TMP/relayed.body" "$WWW/shared/big32" || fail "the relayed download's $gotp bytes before the reset differ from the file's"
 ((rc == 56)) || fail "the download joined to the hung backend 3 ended with curl exit $rc, not 56 (reset): $(cat "$TEST_TMP/hung.log"); flows to it: $(splicectl flows | grep "${BACKENDS[2]}" | grep -v TIME_WAIT)"
 grep -q "member ${BACKENDS[2]}:80 is down" "$TEST_TMP/splice-proxy.log" || fail "the proxy did not take the hung backend 3 out"
 ((${#reset0} > 0 && $(status_json | json_get balancer.resetForBackend) > reset0)) || fail "spliced reset no joined flow"
 got=$(stat -c %s "$TEST_TMP/hung.body" 2>/dev/null || echo 0)
 cmp -n "$got" "$TEST_TMP/hung.body" "$WWW/shared/big32" || fail "the $got bytes the client got before the reset differ from the file's first ones"
 wait_for 10 "the proxy to take backend 3 back" eval '(( $(up_lines) > up0 ))'
-log "hung member: taken out by its health check, the joined download reset after $got bytes (all the file's own), curl exit 56"
+log "hung member: taken out by its health check, the joined download reset after $got bytes (all the file's own), curl exit 56; the relayed one reset by the proxy after $gotp bytes"
 hang_download cut 45002
 out=$(splicectl pools reset "${BACKENDS[2]}:80") || fail "splicectl pools reset failed: $out"
 [[ "$out" == "1 joined flow to ${BACKENDS[2]}:80 reset" ]] || fail "splicectl pools reset said: $out"
 rc=0
 bg_wait cut 20 || rc=$?
 ((rc == 56)) || fail "the download reset by splicectl ended with curl exit $rc, not 56: $(cat "$TEST_TMP/cut.log")"
-splicectl rules remove "$(splicectl rules --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["rules"] if r.get("name") == "hang"][0])')" >/dev/null \
-    || fail "rules remove hang failed"
+for name in hang hangp; do
+    splicectl rules remove "$(splicectl rules --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["rules"] if r.get("name") == sys.argv[1]][0])' "$name")" >/dev/null \
+        || fail "rules remove $name failed"
+done
 log "splicectl pools reset: $out; the client's download ended with a reset"
 
 # 8. A crowd of concurrent short requests through the balancer: all byte-exact.

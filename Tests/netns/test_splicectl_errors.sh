@@ -114,7 +114,7 @@ pools_usage_errors() {
     expect_usage "pools drain with a weight" "without a weight" "$CTL" --socket "$sock" pools drain web 10.0.0.1:80:2
     expect_usage "pools reset without a member" "takes one operand .ADDRESS:PORT." "$CTL" --socket "$sock" pools reset
     expect_usage "pools reset of a pool name" "backend 'web': no port" "$CTL" --socket "$sock" pools reset web
-    expect_usage "rules add --pool with --action proxy" "--pool.*splice" "$CTL" --socket "$sock" rules add --host a.example --action proxy --pool web
+    expect_usage "rules add --pool with --action bypass" "--pool needs --action splice or proxy" "$CTL" --socket "$sock" rules add --host a.example --action bypass --pool web
     expect_usage "rules add --per-request with --action proxy" "perRequest is only for action splice" "$CTL" --socket "$sock" rules add --action proxy --per-request
     expect_usage "rules add --fin process without --per-request" "fin process needs perRequest" "$CTL" --socket "$sock" rules add --action splice --fin process
     expect_usage "rules add --fin bogus" "--fin 'bogus': expected propagate or process" "$CTL" --socket "$sock" rules add --action splice --per-request --fin bogus
