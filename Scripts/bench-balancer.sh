@@ -39,6 +39,12 @@
 #      request's first byte written to the answer's last byte read: the connect
 #      is not in it), wrk's socket errors and answers neither 2xx nor 3xx. One
 #      curl fetch first checks the file's SHA-256 through that path.
+#   3. keep-alive requests (--keepalive-kib, default 1024 KiB; 0: none): wrk with
+#      its persistent connections (no Connection: close), the same levels; for
+#      splice-lb a rule `splicectl rules add --action splice --per-request` is
+#      added for it (Docs/balancer.md, keep-alive re-routing): every request's
+#      response joined for itself and handed back to the proxy at its end, the
+#      next request routed again (`returned` counted beside `joined`).
 # Every backend's access log counts the requests and the connections each
 # backend served in each wrk run (so the spread over the backends shows, and
 # HAProxy's reuse of its server connections). For splice-lb, spliced's counters
@@ -68,6 +74,7 @@
 # Usage: Scripts/bench-balancer.sh [--time SECONDS] [--http-mib MIB]
 #            [--connections N[,N...]] [--threads N] [--tries N]
 #            [--backend-keepalive SECONDS] [--haproxy keep-alive|reuse-always|server-close]
+#            [--keepalive-kib KIB]
 #            [--bin DIR] [--json FILE] [--no-setup]
 #   --time SECONDS          wrk's duration per case and level (default 10)
 #   --http-mib MIB          size of the downloaded file (default 1024)
@@ -80,6 +87,8 @@
 #                           HAProxy cannot reuse its server connections)
 #   --haproxy MODE          HAProxy's connection handling (see haproxy-lb above):
 #                           keep-alive (default), reuse-always, server-close
+#   --keepalive-kib KIB     the keep-alive requests' file (default 1024; 0: no
+#                           keep-alive measurement)
 #   --bin DIR               spliced, splicectl, splice-proxy from DIR (default
 #                           .build/release; built with `swift build -c release`
 #                           when missing, with --scratch-path DIR/.. when DIR ends
@@ -87,6 +96,8 @@
 #   --json FILE             also write the summary as JSON to FILE
 #   --no-setup              do not run Scripts/setup.sh (then wrk, haproxy, nginx
 #                           and curl must already be installed)
+#   BENCH_PROXY_ARGS (environment): more splice-proxy options for splice-lb, such
+#   as "--log-level debug" (with TCPSPLICE_KEEP_TMP=1 the logs are kept)
 #   (as root: namespaces, iptables; ~3 x (number of levels x SECONDS + 3 x the
 #   download) plus ~30 s)
 set -euo pipefail
@@ -105,6 +116,7 @@ THREADS=2
 TRIES=3
 BACKEND_KEEPALIVE=75
 HAPROXY_MODE=keep-alive
+KA_KIB=1024
 BIN="$ROOT/.build/release"
 JSON_OUT=""
 SETUP=1
@@ -133,6 +145,9 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && "$2" =~ ^(keep-alive|reuse-always|server-close)$ ]] \
                 || die "--haproxy needs keep-alive, reuse-always or server-close"
             HAPROXY_MODE=$2; shift 2 ;;
+        --keepalive-kib)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--keepalive-kib needs a number of KiB (0 = none)"
+            KA_KIB=$2; shift 2 ;;
         --bin)
             [[ $# -ge 2 && -n "$2" ]] || die "--bin needs a directory"
             BIN=$2; shift 2 ;;
@@ -213,6 +228,8 @@ make_random_file "$WWW/big" "$HTTP_MIB"
 BIG_SHA=$(sha256_of "$WWW/big")
 head -c "$FILE_BYTES" /dev/urandom >"$WWW/f"
 FILE_SHA=$(sha256_of "$WWW/f")
+head -c $((KA_KIB * 1024)) /dev/urandom >"$WWW/ka"
+KA_SHA=$(sha256_of "$WWW/ka")
 for i in 1 2 3; do
     nginx_start_named "nginx-b$i" "${B_NS[$((i - 1))]}" "${B_IPS[$((i - 1))]}" "$PORT" "$WWW" "$BACKEND_KEEPALIVE"
 done
@@ -262,7 +279,8 @@ def bal(d, k):
     return (d.get("balancer") or {}).get(k) or 0
 def qsum(d, *keys):
     return sum((q.get(k) or 0) for q in d.get("queues", []) for k in keys)
-keys = ("prepared", "joined", "notYetDrained", "refused", "cancelled", "translated", "proxyPacketsDropped", "windowUpdates")
+keys = ("prepared", "joined", "notYetDrained", "refused", "cancelled", "translated", "proxyPacketsDropped", "windowUpdates",
+        "returned", "heldBack")
 r = {k: bal(after, k) - bal(before, k) for k in keys}
 r["queue_packets"] = qsum(after, "packets") - qsum(before, "packets")
 r["queue_dropped"] = qsum(after, "queueDropped", "userDropped") - qsum(before, "queueDropped", "userDropped")
@@ -361,23 +379,28 @@ json.dump(r, open(out, "w"))
 PYEOF
 }
 
-# short_requests CASE HOST CONNS: a curl check of /f, then wrk (a new connection per request);
-# wrk's result, the backends' spread, the daemons' CPU and spliced's counters in
-# $TEST_TMP/wrk-CASE-cCONNS.json.
+# short_requests CASE HOST CONNS [keepalive]: a curl check of /f, then wrk (a new connection per
+# request); with `keepalive`, of /ka on wrk's persistent connections. wrk's result, the
+# backends' spread, the daemons' CPU and spliced's counters in $TEST_TMP/wrk-CASE-cCONNS.json
+# (wrk-CASE-ka-cCONNS.json).
 short_requests() {
     local case=$1 url="http://$2:$PORT/f" conns=$3 got="$TEST_TMP/got-$1" rc=0 t0 t1 from tag="$1-c$3" line
+    local close=(-H 'Connection: close') sha=$FILE_SHA
+    if [[ "${4:-}" == keepalive ]]; then
+        url="http://$2:$PORT/ka" tag="$1-ka-c$3" close=() sha=$KA_SHA
+    fi
     if ! nsx "$NS_C" curl -sS --max-time 10 -H 'Connection: close' -o "$got" "$url" 2>"$TEST_TMP/curl-$tag.err"; then
         note_case "$case" "curl check of $url failed: $(head -c 200 "$TEST_TMP/curl-$tag.err" | tr '\n' ' ')"
-    elif [[ "$(sha256_of "$got")" != "$FILE_SHA" ]]; then
+    elif [[ "$(sha256_of "$got")" != "$sha" ]]; then
         note_case "$case" "curl check of $url: the file arrived with another SHA-256 ($(stat -c %s "$got") bytes)"
     fi
     sleep 1.5   # the backends' access logs flush within a second
     from=$(log_lines)
     status_save "$TEST_TMP/st-$tag-0.json" || note_case "$case" "splicectl status failed"
     t0=$(cpu_ticks "${DAEMON_PIDS[@]}")
-    log "$case: wrk -t $THREADS -c $conns -d ${DURATION}s --latency -H 'Connection: close' $url"
+    log "$case: wrk -t $THREADS -c $conns -d ${DURATION}s --latency ${close[*]} $url"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$conns" -d "${DURATION}s" --latency \
-        -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" || rc=$?
+        "${close[@]}" "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" || rc=$?
     t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
     sed 's/^/    /' "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err"
     sleep 1.5
@@ -406,7 +429,7 @@ PYEOF
     local requests
     requests=$(json_get 'requests?0' <"$TEST_TMP/wrk-$tag.json" 2>/dev/null || echo 0)
     [[ "$requests" =~ ^[0-9]+$ ]] || requests=0
-    status_delta "$case" "c=$conns" "$TEST_TMP/st-$tag-0.json" "$TEST_TMP/st-$tag-1.json" $((requests * 9 / 10)) \
+    status_delta "$case" "${4:+$4-}c=$conns" "$TEST_TMP/st-$tag-0.json" "$TEST_TMP/st-$tag-1.json" $((requests * 9 / 10)) \
         "$TEST_TMP/spl-$tag.json"
 }
 
@@ -420,6 +443,16 @@ run_case() {
     local c
     download "$1" "http://$2:$PORT/big"
     for c in "${CONNS_LEVELS[@]}"; do short_requests "$1" "$2" "$c"; done
+    ((KA_KIB > 0)) || return 0
+    if ((WITH_SPLICED)); then
+        splicectl rules add --action splice --per-request --name keepalive --position 1 >/dev/null \
+            || fail "splicectl rules add --per-request failed"
+    fi
+    for c in "${CONNS_LEVELS[@]}"; do short_requests "$1" "$2" "$c" keepalive; done
+    if ((WITH_SPLICED)); then
+        splicectl rules remove "$(splicectl rules --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["rules"] if r.get("name") == "keepalive"][0])')" >/dev/null \
+            || fail "splicectl rules remove keepalive failed"
+    fi
 }
 
 # --- 1. plain: straight to backend 1 through kernel forwarding -------------------------------
@@ -432,7 +465,7 @@ run_case plain "${B_IPS[0]}"
 on_cleanup "nsx '$NS_R' '$ROOT/Scripts/remove-rules.sh'"
 rules_install "$NS_R" --ports "$PORT" --queues 0 --service "$VIP:$PORT"
 SPLICED_BG=spliced-lb spliced_start --queue 0
-proxy_start splice-proxy-lb --service "$VIP:$PORT=web"
+proxy_start splice-proxy-lb --service "$VIP:$PORT=web" ${BENCH_PROXY_ARGS:-}
 wait_for 10 "splice-proxy listening on $VIP:$PORT" _listening_on "$NS_R" "$VIP" "$PORT"
 splicectl pools add web --method round-robin --backend "${B_IPS[0]}:$PORT" --backend "${B_IPS[1]}:$PORT" \
     --backend "${B_IPS[2]}:$PORT" >/dev/null || fail "splicectl pools add web failed"
@@ -501,10 +534,10 @@ case "$HAPROXY_MODE" in
 esac
 echo "haproxy-lb: HAProxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }'), mode http, balance roundrobin, $HAPROXY_DESC; backends' nginx keepalive_timeout $BACKEND_KEEPALIVE"
 python3 - "$TEST_TMP" "$HTTP_MIB" "$TRIES" "$DURATION" "$THREADS" "$FILE_BYTES" "$(nproc)" "$(uname -r)" \
-    "$LOAD_BEFORE" "$BACKEND_KEEPALIVE" "$HAPROXY_MODE" "$CONNS_LIST" "${CASES[@]}" <<'PYEOF'
+    "$LOAD_BEFORE" "$BACKEND_KEEPALIVE" "$HAPROXY_MODE" "$CONNS_LIST" "$KA_KIB" "${CASES[@]}" <<'PYEOF'
 import json, os, sys, time
-tmp, mib, tries, duration, threads, fbytes, cores, kernel, load, keepalive, haproxy_mode, conns_list = sys.argv[1:13]
-names = sys.argv[13:]
+tmp, mib, tries, duration, threads, fbytes, cores, kernel, load, keepalive, haproxy_mode, conns_list, ka_kib = sys.argv[1:14]
+names = sys.argv[14:]
 levels = [int(x) for x in conns_list.split(",")]
 def load_json(p):
     try:
@@ -521,31 +554,35 @@ for n in names:
     sp = load_json("spl-%s-dl.json" % n)
     if sp is not None:
         c["download"]["spliced"] = sp
-    c["requests"] = []
-    for lv in levels:
-        w = load_json("wrk-%s-c%d.json" % (n, lv)) or {"case": n, "connections": lv, "rps": None}
-        w.pop("problems", None)
-        w["backends"] = load_json("spread-%s-c%d.json" % (n, lv))
-        sp = load_json("spl-%s-c%d.json" % (n, lv))
-        if sp is not None:
-            w["spliced"] = sp
-        c["requests"].append(w)
+    for kind, prefix in (("requests", ""), ("keepalive", "ka-")):
+        c[kind] = []
+        if kind == "keepalive" and int(ka_kib) == 0:
+            continue
+        for lv in levels:
+            w = load_json("wrk-%s-%sc%d.json" % (n, prefix, lv)) or {"case": n, "connections": lv, "rps": None}
+            w.pop("problems", None)
+            w["backends"] = load_json("spread-%s-%sc%d.json" % (n, prefix, lv))
+            sp = load_json("spl-%s-%sc%d.json" % (n, prefix, lv))
+            if sp is not None:
+                w["spliced"] = sp
+            c[kind].append(w)
     c["problems"] = [x for x in open(os.path.join(tmp, "notes-%s.txt" % n)).read().splitlines() if x]
     c["ok"] = not c["problems"]
     cases[n] = c
 def dl(n):
     return (cases.get(n) or {}).get("download", {}).get("bps")
-def rps(n, lv):
-    for w in (cases.get(n) or {}).get("requests", []):
+def rps(n, lv, kind="requests"):
+    for w in (cases.get(n) or {}).get(kind, []):
         if w["connections"] == lv:
             return w.get("rps")
 for n, c in cases.items():
     d = c["download"]
     d["vs_plain"] = ratio(d.get("bps"), dl("plain"))
     d["vs_haproxy_lb"] = ratio(d.get("bps"), dl("haproxy-lb"))
-    for w in c["requests"]:
-        w["vs_plain"] = ratio(w.get("rps"), rps("plain", w["connections"]))
-        w["vs_haproxy_lb"] = ratio(w.get("rps"), rps("haproxy-lb", w["connections"]))
+    for kind in ("requests", "keepalive"):
+        for w in c[kind]:
+            w["vs_plain"] = ratio(w.get("rps"), rps("plain", w["connections"], kind))
+            w["vs_haproxy_lb"] = ratio(w.get("rps"), rps("haproxy-lb", w["connections"], kind))
 
 print()
 print("1. HTTP download of %s MiB (curl, best of %s; one more checked by SHA-256):" % (mib, tries))
@@ -559,13 +596,14 @@ for n in names:
                  f(d.get("vs_haproxy_lb"), "%.2f") if n != "plain" else "",
                  joined, f(d.get("daemon_cpu_s"), "%.2f") if n != "plain" else "",
                  "none" if cases[n]["ok"] else "see below"))
-print()
-print("2. Short requests: wrk -t %s -d %ss, a new connection per request (Connection: close), %s bytes:" % (threads, duration, fbytes))
-row = "%-11s %5s %9s %9s %14s %8s %8s %16s %8s %20s %20s %16s %7s %10s"
-print(row % ("path", "conns", "req/s", "vs plain", "vs haproxy-lb", "p50 ms", "p99 ms", "sock err c/r/w/t",
-             "non-2xx", "backend requests", "backend conns", "joined", "CPU s", "CPU us/req"))
-for n in names:
-    for w in cases[n]["requests"]:
+def request_table(kind, title):
+  print()
+  print(title)
+  row = "%-11s %5s %9s %9s %14s %8s %8s %16s %8s %20s %20s %16s %7s %10s"
+  print(row % ("path", "conns", "req/s", "vs plain", "vs haproxy-lb", "p50 ms", "p99 ms", "sock err c/r/w/t",
+               "non-2xx", "backend requests", "backend conns", "joined", "CPU s", "CPU us/req"))
+  for n in names:
+    for w in cases[n][kind]:
         e = w.get("errors") or {}
         errs = "/".join(str(e.get(k, "?")) for k in ("connect", "read", "write", "timeout"))
         b = w.get("backends") or {}
@@ -579,6 +617,11 @@ for n in names:
                      "/".join(map(str, b.get("requests", []))) or "n/a",
                      "/".join(map(str, b.get("connections", []))) or "n/a",
                      joined, f(cpu, "%.2f") if n != "plain" else "", f(per_req, "%.0f") if n != "plain" else ""))
+request_table("requests", "2. Short requests: wrk -t %s -d %ss, a new connection per request (Connection: close), %s bytes:"
+              % (threads, duration, fbytes))
+if int(ka_kib):
+    request_table("keepalive", "3. Keep-alive requests: wrk -t %s -d %ss on its persistent connections, %s KiB (splice-lb: a --per-request rule,"
+                  " each response joined for itself and handed back):" % (threads, duration, ka_kib))
 print("   (backend requests/conns: what backends 1/2/3 logged during the wrk run; joined: the joins spliced")
 print("   counted during it, of those the proxy asked for (the rest were refused or cancelled and stayed in")
 print("   the proxy); CPU: the router daemons' user+system time during the run, and per completed request)")
@@ -596,6 +639,11 @@ for lv in levels:
     print("   req/s c=%-3d splice-lb / haproxy-lb %s (aim >= 1.0: %s), haproxy-lb / plain %s, splice-lb / plain %s"
           % (lv, f(r, "%.2f"), "n/a" if r is None else ("met" if r >= 1.0 else "NOT met"),
              f(ratio(rps("haproxy-lb", lv), rps("plain", lv)), "%.2f"), f(ratio(rps("splice-lb", lv), rps("plain", lv)), "%.2f")))
+for lv in levels if int(ka_kib) else []:
+    r = ratio(rps("splice-lb", lv, "keepalive"), rps("haproxy-lb", lv, "keepalive"))
+    aims["keepalive_vs_haproxy_lb_c%d" % lv] = r
+    print("   keep-alive c=%-3d splice-lb / haproxy-lb %s (no aim), haproxy-lb / plain %s"
+          % (lv, f(r, "%.2f"), f(ratio(rps("haproxy-lb", lv, "keepalive"), rps("plain", lv, "keepalive")), "%.2f")))
 rss = load_json("rss.json") or {}
 print()
 print("Peak RSS (VmHWM, KiB): spliced %s, splice-proxy %s, haproxy %s"
@@ -609,7 +657,7 @@ if problems:
 summary = {
     "benchmark": "balancer", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "http_mib": int(mib), "tries": int(tries), "duration_s": int(duration), "threads": int(threads),
-    "connections": levels, "file_bytes": int(fbytes), "cores": int(cores), "kernel": kernel,
+    "connections": levels, "file_bytes": int(fbytes), "keepalive_kib": int(ka_kib), "cores": int(cores), "kernel": kernel,
     "loadavg_before": load, "backend_keepalive_s": int(keepalive), "haproxy_mode": haproxy_mode,
     "peak_rss_kib": rss, "aims": aims, "ok": not problems, "cases": [cases[n] for n in names],
 }

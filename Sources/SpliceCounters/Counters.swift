@@ -157,6 +157,8 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// proxy's socket (FIN processing).
     public var returned: UInt64 = 0
     public var heldBack: UInt64 = 0
+    /// Of those, the client's packets given to the proxy's socket at the return.
+    public var heldReleased: UInt64 = 0
     public var finsProcessed: UInt64 = 0
     public init() {}
 }

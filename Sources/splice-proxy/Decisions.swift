@@ -79,6 +79,11 @@ extension Relay {
             closeKeepAlive(c)
             return
         }
+        if c.stage == .deciding && c.service != nil && c.toServer.held.isEmpty && !timedOut && !c.toServer.sourceDone {
+            // A balancer connection is decided on its request (its member may hang on it):
+            // nothing to decide on before its first byte, even for a rule that matches anything.
+            return
+        }
         if c.stage == .awaitingResponse && c.perRequest {
             perRequestResponse(c, timedOut: timedOut)
             return

@@ -27,6 +27,7 @@ extension Relay {
     /// A per-request rule decided: the request goes to a member (the kept backend connection
     /// when it is the same), and the response head is awaited; the client is not read meanwhile.
     func startPerRequest(_ c: Connection, pool: String, finProcess: Bool) {
+        logger.debug("request of \(c.client): \(String(decoding: c.toServer.held.prefix { $0 != 0x0d }, as: UTF8.self)) (\(c.toServer.held.count) bytes, \(c.toServer.bytesRead) read from the client in all, handed back: \(c.handedBack)) (#\(c.id))")
         if case .complete(let h) = HTTPRequestHead.parse(c.toServer.held) { c.requestIsHead = h.method == "HEAD" }
         c.holdUp = false
         guard chooseBackend(c, pool: pool) else { return }
@@ -89,6 +90,7 @@ extension Relay {
         c.toClient.readLimit = c.responseEnd
         c.holdResponse = false
         c.toClient.stopInspecting()
+        logger.debug("response for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): \(total) bytes, \(c.responseEnd - c.toClient.bytesRead) left: \(c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove ? "joined" : "relayed")\(closes ? ", the backend's FIN processed" : "") (#\(c.id))")
         if c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove {
             c.stage = .pendingSplice
             c.spliceSince = monotonicSeconds()
@@ -105,6 +107,7 @@ extension Relay {
 
     /// The connection leaves keep-alive re-routing: relayed, or joined, for the rest of its life.
     private func perRequestEnds(_ c: Connection, join: Bool) {
+        logger.debug("\(c.client) -> \(c.server) leaves per-request routing: \(join ? "joined" : "relayed") for its life (#\(c.id))")
         c.perRequest = false
         c.holdResponse = false
         c.toServer.paused = false
@@ -154,6 +157,7 @@ extension Relay {
         c.joinPrepared = false
         pendingSplices.remove(c.id)
         spliceCounts.handedBack += 1
+        logger.debug("\(c.client) -> \(c.server): sockets taken over, \(rest) response bytes joined (#\(c.id))")
         sendJoin(c, .arm)
         nextRequest(c)
     }

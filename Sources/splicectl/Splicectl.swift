@@ -151,7 +151,7 @@ struct Status: ParsableCommand {
         if let b = s.balancer, b.prepared > 0 || b.refused > 0 {
             print("balancer: joins prepared \(b.prepared), joined \(b.joined), asked to wait \(b.notYetDrained), refused \(b.refused), cancelled \(b.cancelled); "
                   + "packets translated \(b.translated), proxy packets dropped after a join \(b.proxyPacketsDropped), window updates \(b.windowUpdates), reset with their backend \(b.resetForBackend); "
-                  + "joined for one response and returned \(b.returned), packets held back \(b.heldBack), backend FINs processed \(b.finsProcessed)")
+                  + "joined for one response and returned \(b.returned), packets held back \(b.heldBack) (given to the proxy at the return \(b.heldReleased)), backend FINs processed \(b.finsProcessed)")
         }
         if let report = s.resilient {
             let r = report.counters

@@ -9,10 +9,16 @@ import SpliceWire
 extension JoinTests {
     /// Joined with 1,000 response bytes still to come from the backend.
     func joinedForOneResponse() -> (Engine, JoinRequest) {
-        var (e, _, r) = setUp()
+        let (e, _, r) = joinedForOneResponseInjecting()
+        return (e, r)
+    }
+
+    func joinedForOneResponseInjecting() -> (Engine, RecordingInjector, JoinRequest) {
+        var (e, inj, r) = setUp()
         r.returnAfter = 1000
         joinDrained(e, r)
-        return (e, r)
+        inj.packets.removeAll()
+        return (e, inj, r)
     }
 
     func modes(_ e: Engine) -> [FlowMode] { e.flows(now: .seconds(1)).map(\.mode) }
@@ -52,7 +58,7 @@ extension JoinTests {
     }
 
     @Test func theClientsNextRequestNeverReachesTheBackendAndTheFlowReturnsOnceArmed() {
-        let (e, r) = joinedForOneResponse()
+        let (e, inj, r) = joinedForOneResponseInjecting()
         responseEnd(e)
         // The client acknowledges the whole response before the proxy armed the return: the
         // acknowledgement goes to the backend, the flow stays joined.
@@ -60,16 +66,28 @@ extension JoinTests {
                        ts: TCPTimestamps(value: 120, echo: 10_000))
         #expect(ack.verdict.rewrittenLength != nil)
         #expect(modes(e) == [.joined, .joined])
-        // Its next request comes before the return: dropped (it will be sent again).
+        // Its next request comes before the return: held (not sent on).
         let early = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
                          ts: TCPTimestamps(value: 121, echo: 10_000), payload: 80)
         #expect(early.verdict == .drop)
         #expect(e.counters.balancer.heldBack == 1)
-        // Armed: the response is acknowledged already, so the flow returns at once; the
-        // request sent again goes to the proxy's socket as it is.
+        #expect(inj.packets.isEmpty)
+        // Armed: the response is acknowledged already, so the flow returns at once, and the
+        // held request goes to the proxy's socket as the client sent it.
         #expect(e.armReturn(r) == .returned)
         #expect(modes(e) == [.balanced, .balanced])
         #expect(e.counters.balancer.returned == 1)
+        #expect(e.counters.balancer.heldReleased == 1)
+        #expect(inj.packets.count == 1)
+        for var sent in inj.packets.map(\.bytes) {
+            sent.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { Issue.record("unparsable"); return }
+                #expect(p.source == client && p.destination == vip && p.tcp.destinationPort == 80)
+                #expect(p.tcp.sequenceNumber == cISN + 101 && p.tcp.payloadLength == 80)
+                #expect(p.checksumIsValid)
+            }
+        }
+        // A request the client sends again goes there too.
         let again = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
                          ts: TCPTimestamps(value: 130, echo: 10_000), payload: 80)
         #expect(again.verdict == .accept)

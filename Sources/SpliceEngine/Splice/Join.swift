@@ -381,6 +381,9 @@ extension Engine {
                 // proxy's again, and this packet goes to its socket as it is.
                 returnToProxy(e, b)
                 return .accept
+            case .holdForReturn:
+                holdUntilReturn(p, entry: e, block: b, now: now)
+                return .drop
             case .drop: return .drop
             }
         }
@@ -422,13 +425,13 @@ extension Engine {
         return .acceptModified(p, info: info)
     }
 
-    enum ReturnStep { case translate, translateThenReturn, returnNow, drop }
+    enum ReturnStep { case translate, translateThenReturn, returnNow, holdForReturn, drop }
 
     /// A packet of a join for one response: what becomes of it. The backend's bytes past the
     /// response never reach the client, nor does its FIN at the response's end (the proxy's
     /// socket takes it after the return: FIN processing); the client's bytes past its request
-    /// never reach the backend (they are the next request: dropped until the return, then
-    /// resent to the proxy's socket). The client's acknowledgement of the response's last byte
+    /// never reach the backend (they are the next request: held until the return, then given
+    /// to the proxy's socket). The client's acknowledgement of the response's last byte
     /// returns the flow, once the proxy armed it.
     func returnCheck(_ tcp: TCPHeader, join j: JoinState, block b: UnsafeMutablePointer<ConnectionBlock>) -> ReturnStep {
         let flags = tcp.flags
@@ -450,7 +453,7 @@ extension Engine {
         if dataEnd > j.returnAt || (flags.contains(.fin) && !(seq < j.returnAt)) {
             if covers { return .returnNow }
             counters.balancer.heldBack &+= 1
-            return .drop
+            return .holdForReturn
         }
         return covers ? .translateThenReturn : .translate
     }
@@ -469,6 +472,36 @@ extension Engine {
             table[k].reason = .service
         }
         counters.balancer.returned &+= 1
+        releaseHeldForReturn(entry: e, block: b)
+    }
+
+    /// Keeps a copy of the client's packet past its request (its next request, sent as soon
+    /// as it had the response, often before the proxy armed the return) for the proxy's socket.
+    /// (The balancer's connection block has no resilient flow: its count of packets held for
+    /// the proxy serves here.) When the pool is full it is dropped: the client sends it again.
+    func holdUntilReturn(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, now: Timestamp) {
+        if b.pointee.resilient.pendingToProxy < Engine.pendingPerFlow,
+           pending.hold(UnsafeRawBufferPointer(p.bytes), entry: e, serial: b.pointee.serial, proxyID: 0,
+                        towardClient: false, deadline: now.deciseconds &+ Engine.pendingLifetime.deciseconds) {
+            b.pointee.resilient.pendingToProxy &+= 1
+        }
+    }
+
+    /// The flow returned: the client's packets held for it go to the proxy's socket, as the
+    /// client sent them.
+    func releaseHeldForReturn(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        guard b.pointee.resilient.pendingToProxy > 0 else { return }
+        for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e {
+            guard pendingBelongs(i) else { continue }
+            let packet = pending.packet(i)
+            if let p = TCPPacket(packet) {
+                p.fillChecksum()
+                inject(UnsafeRawBufferPointer(packet), to: table[e].addressB, local: true)
+                counters.balancer.heldReleased &+= 1
+            }
+            pending.free(i)
+        }
+        b.pointee.resilient.pendingToProxy = 0
     }
 
     /// The pair of a join for one response, found by its client connection.
