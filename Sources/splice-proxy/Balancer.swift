@@ -112,13 +112,9 @@ extension Relay {
             startPerRequest(c, pool: poolName, finProcess: r.fin == .process)
             return
         }
-        c.perRequest = false
+        leavePerRequest(c)
         c.holdUp = false
-        c.toServer.paused = false
-        c.toClient.paused = false
-        c.toClient.readLimit = .max
         c.toServer.stopInspecting()
-        c.toClient.stopInspecting()
         if c.backend == nil || c.handedBack {
             guard chooseBackend(c, pool: poolName) else { return }
         }
@@ -128,10 +124,7 @@ extension Relay {
             c.stage = .relaying
             c.joinReady = true
         } else {
-            c.stage = .pendingSplice
-            c.spliceSince = monotonicSeconds()
-            c.nextAsk = c.spliceSince
-            pendingSplices.insert(c.id)
+            awaitJoin(c)
             if c.upConnected { backendConnected(c) }
         }
         refreshInterest(c)
@@ -197,26 +190,12 @@ extension Relay {
     /// socket) and a new socket takes its descriptor; the counts of the backend side start
     /// again (the engine sees a new connection).
     private func replaceBackendSocket(_ c: Connection) -> Bool {
-        let fresh = socket(c.client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fresh >= 0, (try? setBalancerMark(fresh)) != nil else {
-            if fresh >= 0 { close(fresh) }
-            return false
-        }
-        var one: Int32 = 1
-        setsockopt(fresh, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         if let old = c.backend { activeByBackend[old.description, default: 1] -= 1 }
-        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
-        guard dup2(fresh, c.up) == c.up else { close(fresh); return false }
-        _ = fcntl(c.up, F_SETFD, FD_CLOEXEC)
-        close(fresh)
-        c.upInterest = 0
-        c.upConnected = false
-        c.upStarted = false
         c.backend = nil
+        guard freshBackendSocket(c) else { return false }
+        c.upStarted = false
         c.local = nil
         c.backendClosing = false
-        c.joinPrepared = false
-        c.joinReady = false
         c.retries = 0
         c.toServer.bytes = 0
         c.toClient.bytesRead = 0
@@ -252,11 +231,19 @@ extension Relay {
                              hashHeader: pool.hashHeader)
         guard let member = balancer.pick(pool, key: key, down: down, active: activeByBackend),
               let address = IPAddress(member.address) else { return false }
+        guard freshBackendSocket(c) else { return false }
+        logger.info("retrying \(c.client) -> \(c.server) on \(member.key) (\(failed) failed)")
+        return connectBackend(c, to: SocketAddress(address: address, port: member.port))
+    }
+
+    /// A new socket (the balancer mark, TCP_NODELAY) takes the up socket's descriptor; the old
+    /// one is closed as the kernel closes any socket. Not connected yet.
+    private func freshBackendSocket(_ c: Connection) -> Bool {
         let fresh = socket(c.client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fresh >= 0 else { return false }
-        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
         var one: Int32 = 1
         setsockopt(fresh, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
         guard (try? setBalancerMark(fresh)) != nil, dup2(fresh, c.up) == c.up else { close(fresh); return false }
         _ = fcntl(c.up, F_SETFD, FD_CLOEXEC)
         close(fresh)
@@ -264,8 +251,7 @@ extension Relay {
         c.upConnected = false
         c.joinPrepared = false
         c.joinReady = false
-        logger.info("retrying \(c.client) -> \(c.server) on \(member.key) (\(failed) failed)")
-        return connectBackend(c, to: SocketAddress(address: address, port: member.port))
+        return true
     }
 
     /// Connects the up socket to `backend` from a port of the balancer's range (bound
@@ -317,6 +303,15 @@ extension Relay {
         } else {
             logger.debug("backend connection of \(c.client): MSS \(peer), as the client allows")
         }
+    }
+
+    /// The join is asked for (announced with `prepare` once the backend connection is up):
+    /// the timers take it from here (`joinTimer`).
+    func awaitJoin(_ c: Connection) {
+        c.stage = .pendingSplice
+        c.spliceSince = monotonicSeconds()
+        c.nextAsk = c.spliceSince
+        pendingSplices.insert(c.id)
     }
 
     /// The backend answered: a join to make is announced (the engine has seen both handshakes).

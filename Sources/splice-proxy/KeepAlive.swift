@@ -92,12 +92,8 @@ extension Relay {
         c.toClient.stopInspecting()
         logger.debug("response for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): \(total) bytes, \(c.responseEnd - c.toClient.bytesRead) left: \(c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove ? "joined" : "relayed")\(closes ? ", the backend's FIN processed" : "") (#\(c.id))")
         if c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove {
-            c.stage = .pendingSplice
-            c.spliceSince = monotonicSeconds()
-            c.nextAsk = c.spliceSince
-            pendingSplices.insert(c.id)
-            c.joinPrepared = true
-            sendJoin(c, .prepare)
+            awaitJoin(c)
+            backendConnected(c)
         } else {
             c.stage = .relayingResponse
         }
@@ -108,26 +104,26 @@ extension Relay {
     /// The connection leaves keep-alive re-routing: relayed, or joined, for the rest of its life.
     private func perRequestEnds(_ c: Connection, join: Bool) {
         logger.debug("\(c.client) -> \(c.server) leaves per-request routing: \(join ? "joined" : "relayed") for its life (#\(c.id))")
+        leavePerRequest(c)
+        if join && engineConnected {
+            awaitJoin(c)
+            backendConnected(c)
+        } else {
+            c.stage = .relaying
+        }
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// Per-request routing is over for the connection (or never began): both directions are
+    /// read freely, through pipes.
+    func leavePerRequest(_ c: Connection) {
         c.perRequest = false
         c.holdResponse = false
         c.toServer.paused = false
         c.toClient.paused = false
         c.toClient.readLimit = .max
         c.toClient.stopInspecting()
-        guard join, engineConnected else {
-            c.stage = .relaying
-            refreshInterest(c)
-            service(c, fd: -1, events: 0)
-            return
-        }
-        c.stage = .pendingSplice
-        c.spliceSince = monotonicSeconds()
-        c.nextAsk = c.spliceSince
-        pendingSplices.insert(c.id)
-        c.joinPrepared = true
-        sendJoin(c, .prepare)
-        refreshInterest(c)
-        service(c, fd: -1, events: 0)
     }
 
     /// Joined for one response: the proxy's sockets are taken over by new ones standing where

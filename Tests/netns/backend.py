@@ -36,6 +36,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     close_always = False
 
+    def answer_text(self, text, status=200):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def end_headers(self):
         if self.close_always:
             self.send_header("Connection", "close")
@@ -48,20 +56,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             # after MS milliseconds (a connection the balancer holds open meanwhile).
             if self.path.startswith("/hold/"):
                 time.sleep(int(self.path.split("/")[2]) / 1000)
-            body = (self.server_name_tag + "\n").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer_text(self.server_name_tag + "\n")
             return
         if self.path == "/headers":
-            body = str(self.headers).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer_text(str(self.headers))
             return
         super().do_GET()
 
@@ -75,12 +73,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 break
             h.update(chunk)
             left -= len(chunk)
-        body = (h.hexdigest() + "\n").encode()
-        self.send_response(200 if left == 0 else 400)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer_text(h.hexdigest() + "\n", 200 if left == 0 else 400)
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -39,12 +39,18 @@ extension Engine {
 
     /// The proxy's socket facing the client is up: its held packets go to it, translated.
     func releasePending(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        givePendingToProxy(entry: e, block: b) { translateTowardProxy($0, going: .original, block: b) }
+    }
+
+    /// Flow `e`'s held client packets, each made ready by `prepare`, go to the proxy's socket
+    /// (local delivery, a complete checksum).
+    func givePendingToProxy(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, _ prepare: (TCPPacket) -> Void) {
         guard b.pointee.resilient.pendingToProxy > 0 else { return }
         for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e {
             guard pendingBelongs(i) else { continue }
             let packet = pending.packet(i)
             if let p = TCPPacket(packet) {
-                translateTowardProxy(p, going: .original, block: b)
+                prepare(p)
                 p.fillChecksum()
                 inject(UnsafeRawBufferPointer(packet), to: table[e].addressB, local: true)
             }

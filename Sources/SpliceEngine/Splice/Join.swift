@@ -490,18 +490,7 @@ extension Engine {
     /// The flow returned: the client's packets held for it go to the proxy's socket, as the
     /// client sent them.
     func releaseHeldForReturn(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
-        guard b.pointee.resilient.pendingToProxy > 0 else { return }
-        for i in 0..<pending.capacity where pending.slots[i].inUse && pending.slots[i].entry == e {
-            guard pendingBelongs(i) else { continue }
-            let packet = pending.packet(i)
-            if let p = TCPPacket(packet) {
-                p.fillChecksum()
-                inject(UnsafeRawBufferPointer(packet), to: table[e].addressB, local: true)
-                counters.balancer.heldReleased &+= 1
-            }
-            pending.free(i)
-        }
-        b.pointee.resilient.pendingToProxy = 0
+        givePendingToProxy(entry: e, block: b) { _ in counters.balancer.heldReleased &+= 1 }
     }
 
     /// The pair of a join for one response, found by its client connection.
