@@ -418,7 +418,8 @@ extension Relay {
             guard c.stage == .steppingOut else { return }
             if r.ok {
                 spliceCounts.drained += 1
-                if c.perRequest && c.returnAfter > 0 { handBack(c) } else { stepOut(c) }
+                // A join for one response comes back: the sockets are taken over, never let go.
+                if c.perRequest { handBack(c) } else { stepOut(c) }
             } else if r.outcome == "not-drained" {
                 c.stage = .pendingSplice
                 c.nextAsk = monotonicSeconds() + Relay.askAgain
