@@ -108,12 +108,11 @@ extension Relay {
         let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
         let poolName = named ?? settings.services[c.service!].pool
         if action == .splice, engineConnected, let r = rule.flatMap({ id in rules.rules.first { $0.id == id } }),
-           r.perRequest, RequestFacts.bodyless(c.toServer.held) {
+           r.perRequest, HTTPRequestHead.isWholeBodyless(c.toServer.held) {
             startPerRequest(c, pool: poolName, finProcess: r.fin == .process)
             return
         }
         leavePerRequest(c)
-        c.holdUp = false
         c.toServer.stopInspecting()
         if c.backend == nil || c.handedBack {
             guard chooseBackend(c, pool: poolName) else { return }
@@ -139,7 +138,6 @@ extension Relay {
         c.toServer.stopInspecting()
         c.toClient.inspect = true
         let named = candidates.lazy.compactMap { id in self.rules.rules.first { $0.id == id }?.pool }.first
-        c.holdUp = false
         c.toClient.paused = false
         c.toClient.readLimit = .max
         guard chooseBackend(c, pool: named ?? settings.services[c.service!].pool) else { return }
@@ -332,10 +330,7 @@ extension Relay {
             m.writtenToBackend = c.toServer.bytes
             m.readFromBackend = c.toClient.bytesRead
             m.writtenToClient = c.toClient.bytes
-            if c.perRequest {
-                c.returnAfter = c.responseEnd - c.toClient.bytesRead
-                m.returnAfter = c.returnAfter
-            }
+            if c.perRequest { m.returnAfter = c.responseEnd - c.toClient.bytesRead }
         }
         m.rule = c.rule
         m.pool = c.pool

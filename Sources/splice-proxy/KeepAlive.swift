@@ -29,7 +29,6 @@ extension Relay {
     func startPerRequest(_ c: Connection, pool: String, finProcess: Bool) {
         logger.debug("request of \(c.client): \(String(decoding: c.toServer.held.prefix { $0 != 0x0d }, as: UTF8.self)) (\(c.toServer.held.count) bytes, \(c.toServer.bytesRead) read from the client in all, handed back: \(c.handedBack)) (#\(c.id))")
         if case .complete(let h) = HTTPRequestHead.parse(c.toServer.held) { c.requestIsHead = h.method == "HEAD" }
-        c.holdUp = false
         guard chooseBackend(c, pool: pool) else { return }
         c.perRequest = true
         c.finProcess = finProcess
@@ -43,7 +42,6 @@ extension Relay {
         c.toClient.heldSent = 0
         c.toClient.paused = false
         c.toClient.readLimit = .max
-        c.holdResponse = true
         c.responseStart = c.toClient.bytesRead
         c.stage = .awaitingResponse
         refreshInterest(c)
@@ -88,14 +86,19 @@ extension Relay {
         }
         c.responseEnd = c.responseStart + total
         c.toClient.readLimit = c.responseEnd
-        c.holdResponse = false
         c.toClient.stopInspecting()
         logger.debug("response for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): \(total) bytes, \(c.responseEnd - c.toClient.bytesRead) left: \(c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove ? "joined" : "relayed")\(closes ? ", the backend's FIN processed" : "") (#\(c.id))")
-        if c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove {
+        carryOn(c, join: c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove, else: .relayingResponse)
+    }
+
+    /// The join is asked for now (the backend connection is up), or the connection goes on in
+    /// stage `relay`.
+    private func carryOn(_ c: Connection, join: Bool, else relay: Stage) {
+        if join {
             awaitJoin(c)
             backendConnected(c)
         } else {
-            c.stage = .relayingResponse
+            c.stage = relay
         }
         refreshInterest(c)
         service(c, fd: -1, events: 0)
@@ -105,21 +108,13 @@ extension Relay {
     private func perRequestEnds(_ c: Connection, join: Bool) {
         logger.debug("\(c.client) -> \(c.server) leaves per-request routing: \(join ? "joined" : "relayed") for its life (#\(c.id))")
         leavePerRequest(c)
-        if join && engineConnected {
-            awaitJoin(c)
-            backendConnected(c)
-        } else {
-            c.stage = .relaying
-        }
-        refreshInterest(c)
-        service(c, fd: -1, events: 0)
+        carryOn(c, join: join && engineConnected, else: .relaying)
     }
 
     /// Per-request routing is over for the connection (or never began): both directions are
     /// read freely, through pipes.
     func leavePerRequest(_ c: Connection) {
         c.perRequest = false
-        c.holdResponse = false
         c.toServer.paused = false
         c.toClient.paused = false
         c.toClient.readLimit = .max
@@ -130,7 +125,8 @@ extension Relay {
     /// the connections will be at the response's end, and the engine is told it may hand the
     /// flow back (`arm`).
     func handBack(_ c: Connection) {
-        let rest = c.returnAfter
+        // (Nothing was read since the join was asked for: the connection stood still.)
+        let rest = c.responseEnd - c.toClient.bytesRead
         var sd = tcpsplice_tcp_state(), su = tcpsplice_tcp_state()
         guard let backend = c.backend, let local = c.local,
               tcpsplice_repair_read(c.down, &sd) == 0, tcpsplice_repair_read(c.up, &su) == 0 else {
@@ -149,7 +145,6 @@ extension Relay {
         // to the client: the next join's counts stay in each connection's sequence space.
         c.toClient.bytes += rest
         c.toClient.bytesRead += rest
-        c.returnAfter = 0
         c.joinPrepared = false
         pendingSplices.remove(c.id)
         spliceCounts.handedBack += 1
@@ -204,7 +199,6 @@ extension Relay {
         c.handedBack = true
         c.action = nil
         c.rule = nil
-        c.holdUp = true
         c.toServer.paused = false
         c.toServer.inspect = true
         c.toServer.held = []

@@ -139,20 +139,20 @@ final class Relay {
         /// Keep-alive re-routing (Balancer.swift): this connection's requests are decided one
         /// by one (its rule said `perRequest`), the backend's FIN after a response is processed
         /// (`fin process`), the response's end in the bytes read from the backend, the bytes
-        /// of the response a join for it was asked with, the connection came back from a join,
-        /// the backend will close (or closed) its connection, the next request is held back
-        /// until its backend is chosen, the response head is held back until it is looked at.
+        /// the connection came back from a join, the backend will close (or closed) its
+        /// connection.
         var perRequest = false
         var finProcess = false
         var requestIsHead = false
         var idleCheck = false
         var responseStart: UInt64 = 0
         var responseEnd: UInt64 = 0
-        var returnAfter: UInt64 = 0
         var handedBack = false
         var backendClosing = false
-        var holdUp = false
-        var holdResponse = false
+        /// The next request is held back until its backend is chosen; the response head is held
+        /// back until it is looked at.
+        var holdUp: Bool { handedBack && stage == .deciding }
+        var holdResponse: Bool { perRequest && stage == .awaitingResponse }
         /// Bytes may be written to the up socket.
         var mayWriteUp: Bool { upConnected && !holdUp && (service == nil || action != .splice || joinReady) }
         init(id: Int, down: Int32, up: Int32, client: SocketAddress, server: SocketAddress,
