@@ -193,31 +193,29 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         var answer = ControlResponse(ok: true)
         answer.answers = .join
         answer.join = m
-        if m.step == .arm || m.step == .release {
-            let outcome = engine.withLock { $0.returnStep(r, arm: m.step == .arm) }
+        func joined(_ outcome: Engine.JoinOutcome, done: String) {
+            switch outcome {
+            case .accepted: answer.outcome = done
+            case .notDrained: answer.notDrained()
+            case .refused(let why): answer.refuse(why)
+            }
+        }
+        func returned(_ outcome: Engine.ReturnOutcome) {
             switch outcome {
             case .armed: answer.outcome = "armed"
             case .returned: answer.outcome = "returned"
             case .joinedForLife: answer.outcome = "joined"
             case .refused(let why): answer.refuse(why)
             }
-            return answer
         }
-        let outcome: Engine.JoinOutcome = engine.withLock {
-            switch m.step {
-            case .prepare: return $0.prepareJoin(r)
-            case .join: return $0.join(r, now: now)
-            case .cancel:
-                $0.cancelJoin(r)
-                return .accepted
-            case .arm, .release:
-                return .accepted
-            }
-        }
-        switch outcome {
-        case .accepted: answer.outcome = m.step == .join ? "joined" : m.step.rawValue
-        case .notDrained: answer.notDrained()
-        case .refused(let why): answer.refuse(why)
+        switch m.step {
+        case .prepare: joined(engine.withLock { $0.prepareJoin(r) }, done: "prepare")
+        case .join: joined(engine.withLock { $0.join(r, now: now) }, done: "joined")
+        case .cancel:
+            engine.withLock { $0.cancelJoin(r) }
+            answer.outcome = "cancel"
+        case .arm: returned(engine.withLock { $0.armReturn(r) })
+        case .release: returned(engine.withLock { $0.releaseReturn(r) })
         }
         return answer
     }

@@ -141,8 +141,7 @@ extension Engine {
 
     /// The two balanced connections of a request, or why not.
     func balancedPair(_ r: JoinRequest) -> Result<(UInt32, UInt32), JoinRefusal> {
-        guard let (c, cd) = table.lookup(source: r.client, sourcePort: r.clientPort, destination: r.service, destinationPort: r.servicePort),
-              cd == .original, table.block(c) != nil else { return .failure(JoinRefusal("the client's connection is unknown")) }
+        guard let (c, _) = clientConnection(r) else { return .failure(JoinRefusal("the client's connection is unknown")) }
         guard let (k, kd) = table.lookup(source: r.local, sourcePort: r.localPort, destination: r.backend, destinationPort: r.backendPort),
               kd == .original, table.block(k) != nil else { return .failure(JoinRefusal("the backend connection is unknown")) }
         for e in [c, k] where table[e].mode != .balanced {
@@ -493,8 +492,8 @@ extension Engine {
         givePendingToProxy(entry: e, block: b) { _ in counters.balancer.heldReleased &+= 1 }
     }
 
-    /// The pair of a join for one response, found by its client connection.
-    func returningPair(_ r: JoinRequest) -> (UInt32, UnsafeMutablePointer<ConnectionBlock>)? {
+    /// The client's connection to the service a join request names, and its block.
+    func clientConnection(_ r: JoinRequest) -> (UInt32, UnsafeMutablePointer<ConnectionBlock>)? {
         guard let (c, cd) = table.lookup(source: r.client, sourcePort: r.clientPort, destination: r.service, destinationPort: r.servicePort),
               cd == .original, let cb = table.block(c) else { return nil }
         return (c, cb)
@@ -513,7 +512,7 @@ extension Engine {
     /// The proxy has its sockets back in place: the flow may return. It returns at once when
     /// the client has already acknowledged the whole response.
     public func armReturn(_ r: JoinRequest) -> ReturnOutcome {
-        guard let (c, cb) = returningPair(r) else { return .refused("the client's connection is unknown") }
+        guard let (c, cb) = clientConnection(r) else { return .refused("the client's connection is unknown") }
         if table[c].mode == .balanced { return .returned }
         guard table[c].mode == .joined, cb.pointee.join.returns, cb.pointee.join.facesClient else {
             return .refused("the connection is not joined for one response")
@@ -527,14 +526,10 @@ extension Engine {
         return .armed
     }
 
-    public func returnStep(_ r: JoinRequest, arm: Bool) -> ReturnOutcome {
-        arm ? armReturn(r) : releaseReturn(r)
-    }
-
     /// The proxy gives up the return (its connection idled out, or it lost its sockets): a
     /// flow still joined stays joined for its life; one already returned is the proxy's.
     public func releaseReturn(_ r: JoinRequest) -> ReturnOutcome {
-        guard let (c, cb) = returningPair(r) else { return .refused("the client's connection is unknown") }
+        guard let (c, cb) = clientConnection(r) else { return .refused("the client's connection is unknown") }
         if table[c].mode == .balanced { return .returned }
         guard table[c].mode == .joined, cb.pointee.join.returns else { return .joinedForLife }
         let k = cb.pointee.join.peer
