@@ -14,11 +14,6 @@ extension HTTPRequestHead {
     }
 }
 
-extension RequestFacts {
-    /// See `HTTPRequestHead.isWholeBodyless`.
-    public static func bodyless(_ bytes: [UInt8]) -> Bool { HTTPRequestHead.isWholeBodyless(bytes) }
-}
-
 extension HTTPResponseHead {
     /// The bytes of the body after the head, when the head tells (nil: chunked, or delimited
     /// by the close). `method`: the request's (a HEAD's response has no body).

@@ -137,8 +137,8 @@ requests hdr-none 10 | sed 's#/who/hdr-none/#/who/hdr/#g' | run hdr-none 5
 [[ "$(counts hdr-none | tr ' ' '\n' | grep -c '^10$')" == 1 ]] \
     || fail "header-hash without the header: 10 requests from one client went $(counts hdr-none), expected all to one backend"
 log "header-hash without X-User: 10 requests from one client address, all to one backend ($(counts hdr-none))"
-c=(10 10 10)
-for n in 1 2 3; do c[$((n - 1))]=$(logged "$n" src); done
+c=()
+for n in 1 2 3; do c+=("$(logged "$n" src)"); done
 (( c[0] + c[1] + c[2] == 300 )) || fail "source hash: the backends logged ${c[*]} requests, expected 300 in all"
 
 # Consistent hashing: backend 3 drained in pool host; the hosts of 1 and 2 stay.
