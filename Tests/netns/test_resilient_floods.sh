@@ -32,28 +32,38 @@ crowd_prepare 65536
 nginx_start "$NS_S" "$XF_DOWN_PORT"
 
 # real_clients NAME: the crowd of real clients, all byte-exact or the test fails. Their
-# packets are captured at the client (headers only); on a failure the last packets of each
-# connection that was reset are printed, with what spliced lists for it.
+# packets are captured at the client and the server (headers only); on a failure the last
+# packets of each connection that failed are printed, with what spliced lists for it.
 real_clients() {
     local rc=0
     bg_start "pcap-$1" "$NS_C" tcpdump -i eth0 -n -s 96 -U -w "$TEST_TMP/real-$1.pcap" \
         "tcp and host $CLIENT_IP and port $XF_DOWN_PORT"
+    bg_start "pcaps-$1" "$NS_S" tcpdump -i eth0 -n -s 96 -U -w "$TEST_TMP/real-$1-server.pcap" \
+        "tcp and host $CLIENT_IP and port $XF_DOWN_PORT"
     sleep 0.3
     crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$REAL" --concurrency 10 --timeout 30 --deadline 120 || rc=$?
-    bg_kill "pcap-$1" INT >/dev/null || true
     if ((rc != 0)); then
-        explain_resets "$1"
+        sleep 1 # the capture's last packets (a reset ends the client's wait) written out
+        bg_kill "pcap-$1" INT >/dev/null || true
+        bg_kill "pcaps-$1" INT >/dev/null || true
+        explain_failures "$1"
         fail "real clients under the flood ($1): $(cat "$TEST_TMP/crowd-$1.out")"
     fi
+    bg_kill "pcap-$1" INT >/dev/null || true
+    bg_kill "pcaps-$1" INT >/dev/null || true
 }
-explain_resets() {
-    local pcap="$TEST_TMP/real-$1.pcap" port
-    for port in $(tcpdump -n -r "$pcap" 'tcp[tcpflags] & tcp-rst != 0' 2>/dev/null \
-                  | grep -o "$CLIENT_IP\.[0-9]*" | sed 's/.*\.//' | sort -u | head -n 5); do
-        log "reset: client port $port, its last packets at the client:"
-        tcpdump -n -tt -S -r "$pcap" "port $port" 2>/dev/null | tail -n 20 | sed 's/^/    /'
-        log "reset: client port $port in spliced: $(flows_json | json_get count-in . sport "$port") flow(s); $(flows_json | flowcheck list --sport "$port")"
-    done
+# explain_failures NAME: for each client connection that failed (crowd.py's list, at most 5),
+# its last packets at the client and what spliced lists for it.
+explain_failures() {
+    local pcap="$TEST_TMP/real-$1.pcap" port kind
+    while read -r port kind _; do
+        [[ $port == - ]] && { log "failure before the connection was up: $kind"; continue; }
+        log "$kind: client port $port, its last packets at the client:"
+        tcpdump -n -tt -S -r "$pcap" "port $port" 2>/dev/null | tail -n 25 | sed 's/^/    /'
+        log "$kind: client port $port, its last packets at the server:"
+        tcpdump -n -tt -S -r "${pcap%.pcap}-server.pcap" "port $port" 2>/dev/null | tail -n 25 | sed 's/^/    /'
+        log "$kind: client port $port in spliced: $(flows_json | json_get count-in . sport "$port") flow(s); $(flows_json | flowcheck list --sport "$port")"
+    done < <(head -n 5 "$TEST_TMP/crowd-$1.failed")
 }
 # real_flows MODE [REASON]: how many flows of the real client's address have that mode (and reason).
 real_flows() {
