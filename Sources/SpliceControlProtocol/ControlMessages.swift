@@ -228,6 +228,11 @@ public struct JoinMessage: Codable, Sendable, Equatable {
     /// `readFromBackend`) are these; the flow then returns to the proxy (keep-alive
     /// re-routing, Docs/balancer.md). Nil: joined for the connection's life.
     public var returnAfter: UInt64?
+    /// For `join`: join only this direction ("to-client": the backend's bytes; "to-server":
+    /// the client's), the proxy relaying the other on its sockets. Nil: both ways. A `join`
+    /// on a pair joined one way, once the relayed direction is over at the proxy, joins it
+    /// too (the counts say where the proxy left it).
+    public var oneWay: String?
     /// The rule that decided (nil: the default action) and the pool it named.
     public var rule: Int?
     public var pool: String?
@@ -568,6 +573,9 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     /// it is joined to.
     public var join: String?
     public var joinedTo: String?
+    /// A one-way join: the direction joined ("to-client", "to-server"); the proxy relays the
+    /// other.
+    public var joinOneWay: String?
     public init(family: Int, src: String, sport: UInt16, dst: String, dport: UInt16, state: String, mode: String,
                 reason: String, ageSeconds: Double, idleSeconds: Double, bytesOrig: UInt64, bytesReply: UInt64,
                 pickedUp: Bool, hasBlock: Bool, phase: String? = nil, proxy: Int? = nil, decision: String? = nil,

@@ -160,6 +160,16 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// Of those, the client's packets given to the proxy's socket at the return.
     public var heldReleased: UInt64 = 0
     public var finsProcessed: UInt64 = 0
+    /// One-way joins (one direction joined, the other relayed by the proxy), and those whose
+    /// relayed direction ended and that became joins both ways.
+    public var oneWayJoined: UInt64 = 0
+    public var oneWayCompleted: UInt64 = 0
+    /// One-way: far ends' packets given to the proxy's sockets (the relayed direction's data,
+    /// the acknowledgements of it), the proxy's packets rewritten into the joined flow, and
+    /// ACKs made to carry an acknowledgement to the other side.
+    public var oneWayToProxy: UInt64 = 0
+    public var oneWayFromProxy: UInt64 = 0
+    public var oneWayAcks: UInt64 = 0
     public init() {}
 }
 

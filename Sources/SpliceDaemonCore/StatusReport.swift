@@ -98,6 +98,7 @@ extension FlowRecord {
         if f.join != .none {
             join = f.join.description
             joinedTo = f.joinedTo
+            joinOneWay = f.joinOneWay?.rawValue
             rule = Int(f.joinRule)
         }
     }

@@ -190,6 +190,12 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         r.writtenToBackend = m.writtenToBackend ?? 0
         r.ruleID = UInt16(clamping: max(0, m.rule ?? 0))
         r.returnAfter = m.returnAfter
+        if let w = m.oneWay {
+            guard let d = JoinDirection(rawValue: w) else {
+                return .failure("join: oneWay '\(w)': expected to-client or to-server")
+            }
+            r.oneWay = d
+        }
         var answer = ControlResponse(ok: true)
         answer.answers = .join
         answer.join = m

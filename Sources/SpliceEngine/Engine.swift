@@ -386,6 +386,8 @@ public struct FlowSnapshot: Sendable, Equatable {
     public var join: JoinStage = .none
     public var joinedTo: String?
     public var joinRule: UInt16 = 0
+    /// A one-way join: the direction joined (the other is relayed by the proxy).
+    public var joinOneWay: JoinDirection?
 }
 
 extension Engine {
@@ -411,6 +413,11 @@ extension Engine {
             if let j = b?.join, j.stage != .none {
                 out[out.count - 1].join = j.stage == .joined && e.state == .timeWait ? .waiting : j.stage
                 out[out.count - 1].joinRule = j.ruleID
+                if j.oneWay != .none {
+                    // The client's connection receives a join to the client (its far end is
+                    // the destination); the backend's sends it (the source).
+                    out[out.count - 1].joinOneWay = j.facesClient == (j.oneWay == .destination) ? .toClient : .toServer
+                }
                 if j.stage == .joined, let pb = table.block(j.peer), pb.pointee.serial == j.peerSerial {
                     let peer = table[j.peer]
                     // The peer's far end: the backend (responder) for the client's connection.

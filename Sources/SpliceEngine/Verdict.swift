@@ -92,6 +92,12 @@ public struct Verdict: Sendable, Equatable, CustomStringConvertible {
         Verdict(action: .accept, rewrittenLength: p.bytes.count,
                 pendingChecksum: info.checksumPartial && !info.gso ? PendingChecksum(p) : nil)
     }
+    /// Accept a packet rewritten in place on its way to a local socket, which checks the sum: a
+    /// field that held only the pseudo-header sum gets the full checksum, GSO or not.
+    @inlinable public static func acceptModifiedLocal(_ p: TCPPacket, info: PacketInfo) -> Verdict {
+        Verdict(action: .accept, rewrittenLength: p.bytes.count,
+                pendingChecksum: info.checksumPartial ? PendingChecksum(p) : nil)
+    }
     /// Accept a packet rebuilt in the scratch buffer.
     @inlinable public static func acceptScratch(length: Int) -> Verdict {
         Verdict(action: .accept, rewrittenLength: length, inScratch: true)

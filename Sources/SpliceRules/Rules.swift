@@ -123,9 +123,12 @@ public struct SpliceRule: Codable, Sendable, Equatable {
     public var perRequest: Bool
     /// With `perRequest`: what becomes of a backend's FIN after a response (Connection: close).
     public var fin: FinHandling
+    /// With `splice` on a balancer service: join only this direction; the proxy keeps relaying
+    /// the other (seed 003's unidirectional splice). Nil: both ways.
+    public var oneWay: OneWay?
 
     public init(id: Int = 0, name: String? = nil, match: RuleMatch, action: RuleAction, pool: String? = nil,
-                perRequest: Bool = false, fin: FinHandling = .propagate) {
+                perRequest: Bool = false, fin: FinHandling = .propagate, oneWay: OneWay? = nil) {
         self.id = id
         self.name = name
         self.match = match
@@ -133,9 +136,10 @@ public struct SpliceRule: Codable, Sendable, Equatable {
         self.pool = pool
         self.perRequest = perRequest
         self.fin = fin
+        self.oneWay = oneWay
     }
 
-    private enum CodingKeys: String, CodingKey { case id, name, match, action, pool, perRequest, fin }
+    private enum CodingKeys: String, CodingKey { case id, name, match, action, pool, perRequest, fin, oneWay }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -146,6 +150,7 @@ public struct SpliceRule: Codable, Sendable, Equatable {
         try c.encodeIfPresent(pool, forKey: .pool)
         if perRequest { try c.encode(perRequest, forKey: .perRequest) }
         if fin != .propagate { try c.encode(fin, forKey: .fin) }
+        try c.encodeIfPresent(oneWay, forKey: .oneWay)
     }
 
     /// Decodes a rule; `id` may be left out (0) and so may `match` (a rule that matches
@@ -159,7 +164,16 @@ public struct SpliceRule: Codable, Sendable, Equatable {
         pool = try c.decodeIfPresent(String.self, forKey: .pool)
         perRequest = try c.decodeIfPresent(Bool.self, forKey: .perRequest) ?? false
         fin = try c.decodeIfPresent(FinHandling.self, forKey: .fin) ?? .propagate
+        oneWay = try c.decodeIfPresent(OneWay.self, forKey: .oneWay)
     }
+}
+
+/// The direction a one-way splice joins (Docs/balancer.md).
+public enum OneWay: String, Codable, Sendable, CaseIterable {
+    /// The backend's bytes to the client (a large response); the proxy keeps reading the client.
+    case toClient = "to-client"
+    /// The client's bytes to the backend (a large upload); the proxy keeps reading the backend.
+    case toServer = "to-server"
 }
 
 /// A backend's FIN at the end of a response joined for one request (seed 003: a FIN is

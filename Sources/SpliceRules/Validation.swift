@@ -53,6 +53,12 @@ extension RuleSet {
             if rule.perRequest && rule.action != .splice {
                 throw RuleError("\(label): perRequest is only for action splice, not \(rule.action.rawValue)")
             }
+            if rule.oneWay != nil && rule.action != .splice {
+                throw RuleError("\(label): oneWay is only for action splice, not \(rule.action.rawValue)")
+            }
+            if rule.oneWay != nil && rule.perRequest {
+                throw RuleError("\(label): oneWay and perRequest do not go together (a one-way join lasts the connection's life)")
+            }
             if rule.fin == .process && !rule.perRequest {
                 throw RuleError("\(label): fin process needs perRequest (the client's connection must come back to the proxy)")
             }
@@ -220,6 +226,7 @@ extension SpliceRule {
         add("pool=", pool)
         if perRequest { fields.append("per-request") }
         if fin == .process { fields.append("fin=process") }
+        add("one-way=", oneWay?.rawValue)
         let action = padded(action.rawValue, width: 6)
         var line = "#\(id) \(action)  " + fields.joined(separator: " ")
         if let name { line += "  # \(name)" }

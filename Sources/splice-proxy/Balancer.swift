@@ -113,6 +113,7 @@ extension Relay {
             return
         }
         leavePerRequest(c)
+        c.oneWay = action == .splice ? rule.flatMap { id in rules.rules.first { $0.id == id }?.oneWay } : nil
         c.toServer.stopInspecting()
         if c.backend == nil || c.handedBack {
             guard chooseBackend(c, pool: poolName) else { return }
@@ -331,6 +332,7 @@ extension Relay {
             m.readFromBackend = c.toClient.bytesRead
             m.writtenToClient = c.toClient.bytes
             if c.perRequest { m.returnAfter = c.responseEnd - c.toClient.bytesRead }
+            m.oneWay = c.oneWay?.rawValue
         }
         m.rule = c.rule
         m.pool = c.pool
@@ -344,6 +346,16 @@ extension Relay {
     func joinTimer(_ c: Connection, now: Double) {
         guard c.joinPrepared else { return }
         let waited = now - c.spliceSince
+        if c.oneWayJoined {
+            // A one-way join's other direction: asked for once the relayed direction drained
+            // (no bound: the engine keeps the joined direction meanwhile; a socket error aborts).
+            guard drained(c) else { return }
+            c.stage = .steppingOut
+            c.nextAsk = now
+            refreshInterest(c)
+            sendJoin(c, .join)
+            return
+        }
         guard waited >= settings.minimumPending else { return }
         if waited > settings.minimumPending + settings.drainBound {
             sendJoin(c, .cancel)
@@ -414,12 +426,23 @@ extension Relay {
             if r.ok {
                 spliceCounts.drained += 1
                 // A join for one response comes back: the sockets are taken over, never let go.
-                if c.perRequest { handBack(c) } else { stepOut(c) }
+                // A one-way join keeps them to relay the other direction, until that is over.
+                if c.perRequest {
+                    handBack(c)
+                } else if c.oneWay != nil && !c.oneWayJoined {
+                    enterOneWay(c)
+                } else {
+                    stepOut(c)
+                }
             } else if r.outcome == "not-drained" {
                 c.stage = .pendingSplice
                 c.nextAsk = monotonicSeconds() + Relay.askAgain
                 refreshInterest(c)
                 service(c, fd: -1, events: 0)
+            } else if c.oneWayJoined {
+                // The engine lost the one-way join: the sockets are out of step with the ends.
+                logger.warning("one-way join of \(c.client) -> \(c.server) could not be completed: \(r.error ?? "?"); aborting it")
+                abort(c)
             } else {
                 sendJoin(c, .cancel)
                 c.joinPrepared = false

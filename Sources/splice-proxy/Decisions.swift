@@ -31,6 +31,8 @@ struct SpliceTally {
     var cancelled = 0
     /// Joins for one response whose sockets were taken over (keep-alive re-routing).
     var handedBack = 0
+    /// One-way joins made (the other direction relayed).
+    var oneWay = 0
 }
 
 extension Relay {

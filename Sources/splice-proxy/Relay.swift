@@ -149,6 +149,10 @@ final class Relay {
         var responseEnd: UInt64 = 0
         var handedBack = false
         var backendClosing = false
+        /// A one-way join (OneWay.swift): the direction its rule joins, and whether it is
+        /// joined (the proxy then relays the other direction only).
+        var oneWay: OneWay?
+        var oneWayJoined = false
         /// The next request is held back until its backend is chosen; the response head is held
         /// back until it is looked at.
         var holdUp: Bool { handedBack && stage == .deciding }
@@ -476,6 +480,9 @@ final class Relay {
         var ev: UInt32 = 0
         // Stepping out: nothing is read or written until the engine answers.
         if c.stage == .steppingOut { return 0 }
+        // One-way joined: the socket facing the joined direction's sender gets none of its
+        // bytes; readable means reset (or a fault): watched for that.
+        if c.oneWayJoined && fd == oneWaySenderSocket(c) { ev |= UInt32(EPOLLIN.rawValue) }
         if fd == c.up && !c.upStarted { return 0 }
         if fd == c.down {
             if Relay.wantsToRead(c.toServer) { ev |= UInt32(EPOLLIN.rawValue) }
@@ -511,6 +518,11 @@ final class Relay {
             if c.service != nil { backendConnected(c) }
         }
         guard c.stage != .steppingOut else { return }
+        if c.oneWayJoined && fd == oneWaySenderSocket(c) && events & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+            && !oneWaySocketQuiet(c) {
+            abort(c)
+            return
+        }
         var ok = pump(&c.toServer, connected: c.mayWriteUp, connection: c)
         if ok && c.upStarted { ok = pump(&c.toClient, connected: !c.holdResponse, connection: c) }
         guard ok else {
@@ -521,6 +533,10 @@ final class Relay {
         if c.stage == .relayingResponse && c.toClient.bytesRead == c.responseEnd && c.toClient.empty {
             // A relayed response is out: the connection waits for its next request.
             nextRequest(c)
+        }
+        if c.oneWayJoined && c.stage == .relaying && (c.oneWay == .toClient ? c.toServer : c.toClient).shutdownSent {
+            // The relayed direction is over: the rest of the flow is the engine's.
+            completeOneWay(c)
         }
         guard connections[c.id] != nil else { return }
         if c.toServer.shutdownSent && c.toClient.shutdownSent {
@@ -676,6 +692,12 @@ final class Relay {
     func dropAll() {
         engineConnected = false
         for c in Array(connections.values) {
+            if c.oneWayJoined {
+                // Its sockets are in step with the ends only through the engine's rewriting:
+                // the connection ends (the sender of the joined direction gets an exact reset).
+                abort(c)
+                continue
+            }
             if c.service != nil {
                 // A balancer connection not joined is an ordinary local connection (its packets
                 // are queued fail-open): the proxy goes on relaying it, a join given up.

@@ -35,6 +35,7 @@ struct Rules: ParsableCommand {
     @Option(name: .long, help: "A label shown with the rule.") var name: String?
     @Option(name: .long, help: "With --action splice: the pool (splicectl pools) the balancer sends the connections to.") var pool: String?
     @Flag(name: .long, help: "With --action splice on a balancer service: decide each request of a keep-alive connection on its own and join only its response; the flow comes back to the proxy at the response's end.") var perRequest = false
+    @Option(name: .long, help: ArgumentHelp("With --action splice on a balancer service: join only this direction (the backend's bytes to the client, or the client's to the backend); the proxy keeps relaying the other.", valueName: "to-client|to-server")) var oneWay: String?
     @Option(name: .long, help: ArgumentHelp("With --per-request: a backend's FIN after a response goes through to the client (propagate) or ends only the backend connection (process).", valueName: "propagate|process")) var fin: String?
     @Option(name: .long, help: "Client prefixes, comma separated.") var clients: String?
     @Option(name: .long, help: "Server prefixes, comma separated.") var servers: String?
@@ -63,9 +64,9 @@ struct Rules: ParsableCommand {
         }
         if operation == "add" { _ = try newRule() }
         let matchGiven = [clients, servers, ports, proto, method, host, pathPrefix, pathPattern, header, sni, status,
-                          contentType, name, pool, fin].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil || perRequest
+                          contentType, name, pool, fin, oneWay].contains { $0 != nil } || afterBytes != nil || contentLengthAbove != nil || perRequest
         if operation != "add" && (matchGiven || position != nil) {
-            throw ValidationError("match options, --name, --pool, --per-request, --fin and --position belong to `rules add`, not `rules \(operation)`")
+            throw ValidationError("match options, --name, --pool, --per-request, --fin, --one-way and --position belong to `rules add`, not `rules \(operation)`")
         }
         if operation != "add" && operation != "default" && action != nil {
             throw ValidationError("--action belongs to `rules add` and `rules default`, not `rules \(operation)`")
@@ -135,8 +136,13 @@ struct Rules: ParsableCommand {
             guard let f = FinHandling(rawValue: fin) else { throw ValidationError("--fin '\(fin)': expected propagate or process") }
             finHandling = f
         }
+        var direction: OneWay?
+        if let oneWay {
+            guard let d = OneWay(rawValue: oneWay) else { throw ValidationError("--one-way '\(oneWay)': expected to-client or to-server") }
+            direction = d
+        }
         let rule = SpliceRule(name: name, match: match, action: try parsedAction(action), pool: pool,
-                              perRequest: perRequest, fin: finHandling)
+                              perRequest: perRequest, fin: finHandling, oneWay: direction)
         if let pool {
             guard rule.action != .bypass else {
                 throw ValidationError("--pool needs --action splice or proxy (the balancer's connections go to the pool, joined or relayed), not --action \(action)")
@@ -145,7 +151,11 @@ struct Rules: ParsableCommand {
         }
         // Whether the pool exists is spliced's to say; here it is given one of that name.
         do { try RuleSet(rules: [rule], pools: pool.map { [Pool(name: $0)] } ?? []).validate() } catch {
-            throw ValidationError(error.description.replacingOccurrences(of: "rule 1: ", with: ""))
+            // (The rule's JSON fields named as this command's flags.)
+            throw ValidationError(error.description.replacingOccurrences(of: "rule 1: ", with: "")
+                .replacingOccurrences(of: "perRequest", with: "--per-request")
+                .replacingOccurrences(of: "oneWay", with: "--one-way")
+                .replacingOccurrences(of: "fin process", with: "--fin process"))
         }
         if let position, position < 1 { throw ValidationError("--position \(position) is out of range (from 1)") }
         return rule

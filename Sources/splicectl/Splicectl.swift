@@ -151,7 +151,8 @@ struct Status: ParsableCommand {
         if let b = s.balancer, b.prepared > 0 || b.refused > 0 {
             print("balancer: joins prepared \(b.prepared), joined \(b.joined), asked to wait \(b.notYetDrained), refused \(b.refused), cancelled \(b.cancelled); "
                   + "packets translated \(b.translated), proxy packets dropped after a join \(b.proxyPacketsDropped), window updates \(b.windowUpdates), reset with their backend \(b.resetForBackend); "
-                  + "joined for one response and returned \(b.returned), packets held back \(b.heldBack) (given to the proxy at the return \(b.heldReleased)), backend FINs processed \(b.finsProcessed)")
+                  + "joined for one response and returned \(b.returned), packets held back \(b.heldBack) (given to the proxy at the return \(b.heldReleased)), backend FINs processed \(b.finsProcessed); "
+                  + "one-way joins \(b.oneWayJoined) (both ways after the relayed direction ended \(b.oneWayCompleted)): packets to the proxy \(b.oneWayToProxy), from the proxy rewritten \(b.oneWayFromProxy), ACKs made \(b.oneWayAcks)")
         }
         if let report = s.resilient {
             let r = report.counters
@@ -192,6 +193,7 @@ struct Flows: ParsableCommand {
                   + (f.splice.map { " splice=\($0)" } ?? "") + (f.spliceOutcome.map { " (\($0))" } ?? "")
                   + (f.packets.map { " packets=\($0)" } ?? "") + (f.packetsAfterSplice.map { " after-splice=\($0)" } ?? "")
                   + (f.join.map { " join=\($0)" } ?? "") + (f.joinedTo.map { " joined-to=\($0)" } ?? "")
+                  + (f.joinOneWay.map { " one-way=\($0)" } ?? "")
                   + (f.pickedUp ? " [picked-up]" : ""))
         }
         FileHandle.standardError.write(Data("splicectl: \(flows.count) flow\(flows.count == 1 ? "" : "s")\n".utf8))

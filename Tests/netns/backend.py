@@ -4,8 +4,10 @@ a listen backlog a crowd fits in (http.server's is 5: a crowd's SYNs would be dr
 retried a second later), one log line per request on stdout ("REQ <name> <method> <path>
 <client> <status>"; "CHECK ..." for the proxy's health checks), GET /headers answering with the request's header block as the body (the
 header-insertion test reads what the backend received), GET /who/... answering with
-its name (GET /hold/MS/... after MS milliseconds), and POST answering with the SHA-256 of
-the body it received (uploads). ADDRESS "::" takes IPv4 and IPv6.
+its name (GET /hold/MS/... after MS milliseconds), POST answering with the SHA-256 of
+the body it received (uploads), and PUT /duplex/FILE answering with FILE at once while it
+reads the request's body, both at the same time ("DUPLEX <name> <path> <bytes> <sha256>" of
+the body on stdout: the one-way join test). ADDRESS "::" takes IPv4 and IPv6.
 
 MODE (optional): "1.0" (the default: HTTP/1.0, one request per connection), "keepalive"
 (HTTP/1.1, persistent connections, Content-Length on every answer) or "close" (HTTP/1.1,
@@ -17,8 +19,10 @@ Usage: backend.py NAME ADDRESS PORT DIRECTORY [MODE]
 import functools
 import hashlib
 import http.server
+import os
 import socket
 import sys
+import threading
 import time
 
 
@@ -74,6 +78,48 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             h.update(chunk)
             left -= len(chunk)
         self.answer_text(h.hexdigest() + "\n", 200 if left == 0 else 400)
+
+
+    def do_PUT(self):
+        """PUT /duplex/FILE: FILE sent while the body is read (a full-duplex exchange)."""
+        if not self.path.startswith("/duplex/"):
+            self.send_error(404)
+            return
+        path = self.translate_path(self.path[len("/duplex"):])
+        try:
+            f = open(path, "rb")
+        except OSError:
+            self.send_error(404)
+            return
+        left = int(self.headers.get("Content-Length", "0"))
+        got = {"bytes": 0, "sha": hashlib.sha256()}
+
+        def read_body():
+            n = left
+            while n > 0:
+                chunk = self.rfile.read(min(n, 1 << 16))
+                if not chunk:
+                    break
+                got["sha"].update(chunk)
+                got["bytes"] += len(chunk)
+                n -= len(chunk)
+
+        reader = threading.Thread(target=read_body)
+        reader.start()
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            while True:
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+        reader.join()
+        sys.stdout.write(f"DUPLEX {self.server_name_tag} {self.path} {got['bytes']} {got['sha'].hexdigest()}\n")
+        sys.stdout.flush()
 
 
 class Server(http.server.ThreadingHTTPServer):

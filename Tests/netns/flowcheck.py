@@ -54,7 +54,8 @@ def problem(msg):
 
 # --- flows ------------------------------------------------------------------------------
 FILTERS = (('src', str), ('dst', str), ('sport', int), ('dport', int),
-           ('state', str), ('mode', str), ('reason', str), ('joinedTo', str))
+           ('state', str), ('mode', str), ('reason', str), ('joinedTo', str),
+           ('joinOneWay', str))
 
 
 def add_filters(p):

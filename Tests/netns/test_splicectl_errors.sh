@@ -115,9 +115,12 @@ pools_usage_errors() {
     expect_usage "pools reset without a member" "takes one operand .ADDRESS:PORT." "$CTL" --socket "$sock" pools reset
     expect_usage "pools reset of a pool name" "backend 'web': no port" "$CTL" --socket "$sock" pools reset web
     expect_usage "rules add --pool with --action bypass" "--pool needs --action splice or proxy" "$CTL" --socket "$sock" rules add --host a.example --action bypass --pool web
-    expect_usage "rules add --per-request with --action proxy" "perRequest is only for action splice" "$CTL" --socket "$sock" rules add --action proxy --per-request
-    expect_usage "rules add --fin process without --per-request" "fin process needs perRequest" "$CTL" --socket "$sock" rules add --action splice --fin process
+    expect_usage "rules add --per-request with --action proxy" "--per-request is only for action splice" "$CTL" --socket "$sock" rules add --action proxy --per-request
+    expect_usage "rules add --fin process without --per-request" "--fin process needs --per-request" "$CTL" --socket "$sock" rules add --action splice --fin process
     expect_usage "rules add --fin bogus" "--fin 'bogus': expected propagate or process" "$CTL" --socket "$sock" rules add --action splice --per-request --fin bogus
+    expect_usage "rules add --one-way with --action proxy" "--one-way is only for action splice" "$CTL" --socket "$sock" rules add --action proxy --one-way to-client
+    expect_usage "rules add --one-way with --per-request" "--one-way and --per-request do not go together" "$CTL" --socket "$sock" rules add --action splice --per-request --one-way to-server
+    expect_usage "rules add --one-way sideways" "--one-way 'sideways': expected to-client or to-server" "$CTL" --socket "$sock" rules add --action splice --one-way sideways
     expect_usage "rules remove --per-request" "belong to .rules add." "$CTL" --socket "$sock" rules remove 1 --per-request
 }
 pools_usage_errors "$NOSOCK"

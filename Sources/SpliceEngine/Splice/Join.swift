@@ -75,6 +75,26 @@ public struct JoinState: Sendable {
     public var armed = false
     public var returnAt = SeqNumber(0)
     public var returnAck = SeqNumber(0)
+    /// A one-way join (Splice/OneWayJoin.swift): this connection's far end sends the joined
+    /// direction (`source`) or receives it (`destination`); the other direction still goes
+    /// through the proxy's sockets, which stay open. `none` for a join both ways.
+    public var oneWay = OneWayRole.none
+    /// One-way, `source`: where the proxy's socket on this connection receives (the far end's
+    /// sequence number at the join; none of the far end's bytes reach it after that).
+    /// `destination`: where that socket sends (it writes nothing after the join).
+    public var nearReceives = SeqNumber(0)
+    public var nearSends = SeqNumber(0)
+    /// One-way, `destination`: the far end's acknowledgement and window last carried to the
+    /// source's far end (an ACK is made for it when a data packet moves them).
+    /// `source`: the far end's acknowledgement last given to the proxy's socket.
+    public var ackForwarded = SeqNumber(0)
+    public var windowForwarded: UInt16 = 0
+    /// Two clocks reach this connection's far end (a one-way join's: the proxy's socket and
+    /// the other far end's, translated): each TSval sent to it is at least `lastTSOut`, the
+    /// highest sent so far, so that it never sees an older one (PAWS). Kept after the join
+    /// becomes two-way.
+    public var mergeClocks = false
+    public var lastTSOut: UInt32 = 0
     @inlinable public init() {}
 
     /// A joined connection's state (see the fields).
@@ -111,6 +131,10 @@ public struct JoinRequest: Sendable, Equatable {
     /// A join for one response: the backend's bytes still to come after `readFromBackend`
     /// until the response ends (nil: joined for the connection's life).
     public var returnAfter: UInt64?
+    /// A one-way join: only this direction is joined; the proxy keeps relaying the other
+    /// (nil: both ways). Asked again (`join`) on a one-way joined pair: the other direction is
+    /// over at the proxy, join it too.
+    public var oneWay: JoinDirection?
     public init(client: IPAddress, clientPort: UInt16, service: IPAddress, servicePort: UInt16,
                 local: IPAddress, localPort: UInt16, backend: IPAddress, backendPort: UInt16) {
         self.client = client; self.clientPort = clientPort
@@ -118,6 +142,23 @@ public struct JoinRequest: Sendable, Equatable {
         self.local = local; self.localPort = localPort
         self.backend = backend; self.backendPort = backendPort
     }
+}
+
+/// The direction a one-way join joins.
+public enum JoinDirection: String, Sendable, Equatable {
+    /// The backend's bytes to the client (large responses); the proxy reads the client.
+    case toClient = "to-client"
+    /// The client's bytes to the backend (large uploads); the proxy reads the backend.
+    case toServer = "to-server"
+}
+
+/// A connection's part in a one-way join.
+public enum OneWayRole: UInt8, Sendable {
+    case none
+    /// Its far end sends the joined direction.
+    case source
+    /// Its far end receives it.
+    case destination
 }
 
 extension Engine {
@@ -180,12 +221,17 @@ extension Engine {
 
     /// Joins the proxy's two connections, when nothing is in flight through it.
     public func join(_ r: JoinRequest, now: Timestamp) -> JoinOutcome {
+        if let (c, k) = oneWayPair(r) { return completeOneWay(r, client: c, backend: k) }
         let c: UInt32, k: UInt32
         switch balancedPair(r) {
         case .success(let pair): (c, k) = pair
         case .failure(let why):
             counters.balancer.refused &+= 1
             return .refused(why.description)
+        }
+        if r.oneWay != nil && r.returnAfter != nil {
+            counters.balancer.refused &+= 1
+            return .refused("a one-way join is for the connection's life (no returnAfter)")
         }
         let cb = table.block(c)!, kb = table.block(k)!
         guard cb.pointee.join.stage == .pending, kb.pointee.join.stage == .pending else {
@@ -229,8 +275,10 @@ extension Engine {
         let sackClientSide = client.options.sackPermitted && p1.options.sackPermitted
         let sackBackendSide = p2.options.sackPermitted && backend.options.sackPermitted
         // Each far end's clock carried into the proxy's clock on the other connection, biased.
-        let toBackendTS = TimestampDelta(rawValue: p2.tsRecent &+ Engine.joinTimestampBias &- client.tsRecent)
-        let toClientTS = TimestampDelta(rawValue: p1.tsRecent &+ Engine.joinTimestampBias &- backend.tsRecent)
+        // (A one-way join merges the clocks toward each end instead: no bias.)
+        let bias = r.oneWay == nil ? Engine.joinTimestampBias : 0
+        let toBackendTS = TimestampDelta(rawValue: p2.tsRecent &+ bias &- client.tsRecent)
+        let toClientTS = TimestampDelta(rawValue: p1.tsRecent &+ bias &- backend.tsRecent)
 
         let sc = cb.pointee.serial, sk = kb.pointee.serial
         cb.pointee.join = JoinState(
@@ -260,6 +308,11 @@ extension Engine {
             table[e].reason = .ruleSplice
         }
         counters.balancer.joined &+= 1
+        if let direction = r.oneWay {
+            beginOneWay(direction, client: c, backend: k, clientRead: clientRead, p1Next: p1Next,
+                        p2Next: p2Next, backendRead: backendRead, timestamps: (tsClientSide, tsBackendSide))
+            return .accepted
+        }
         // The windows the proxy's sockets shut are reopened: each end gets the other end's
         // latest acknowledgement and window, translated, as from the proxy's socket it knew.
         reopenJoined(from: k, to: c, timestamps: tsClientSide)
@@ -345,7 +398,11 @@ extension Engine {
         // new SYN on a closed entry (the port taken again) is tracked: it reopens the entry.
         let found = table.lookup(source: p.source, sourcePort: p.tcp.sourcePort,
                                  destination: p.destination, destinationPort: p.tcp.destinationPort)
-        if let (e, _) = found, table[e].mode == .joined, !(table[e].state.isClosed && p.tcp.flags.contains(.syn)) {
+        if let (e, dir) = found, table[e].mode == .joined, !(table[e].state.isClosed && p.tcp.flags.contains(.syn)) {
+            if let b = table.block(e), b.pointee.join.oneWay != .none {
+                // A one-way join: the proxy still relays the other direction on its sockets.
+                return oneWayFromProxy(p, entry: e, dir: dir, block: b, info: info, now: now)
+            }
             counters.balancer.proxyPacketsDropped &+= 1
             return .drop
         }
@@ -386,18 +443,34 @@ extension Engine {
             case .drop: return .drop
             }
         }
-        let peer = table[j.peer]
+        if j.oneWay != .none { return oneWayFromEnd(p, entry: e, block: b, peer: pb, info: info, now: now) }
+        let verdict = translateJoined(p, join: j, peer: j.peer, peerBlock: pb, info: info, now: now)
+        if returnAfter { returnToProxy(e, b) }
+        return verdict
+    }
+
+    /// A far end's packet translated onto the peer connection (`j.peer`, block `pb`), as from
+    /// the proxy's socket there: addresses, ports, sequence and acknowledgement numbers, window
+    /// scale, timestamps, SACK edges. A one-way join gives some fields their own values
+    /// (`sequence`, `ack`, `window` as they go out; `keepSACK` false: SACK blocks taken out).
+    func translateJoined(_ p: TCPPacket, join j: JoinState, peer: UInt32, peerBlock pb: UnsafeMutablePointer<ConnectionBlock>,
+                         info: PacketInfo, now: Timestamp, sequence: SeqNumber? = nil, ack: SeqNumber? = nil,
+                         window: UInt16? = nil, keepSACK: Bool = true) -> Verdict {
+        let tcp = p.tcp
+        let entry = table[peer]
         // The peer's far end receives; the proxy's socket there (its near end) sends.
         let peerFar: FlowDirection = j.facesClient ? .reply : .original
         let partial = info.checksumPartial
-        p.updateSource(peer.address(sending: peerFar.opposite), partial: partial)
-        p.updateDestination(peer.address(sending: peerFar), partial: partial)
-        tcp.updateSourcePort(peer.port(sending: peerFar.opposite))
-        tcp.updateDestinationPort(peer.port(sending: peerFar))
-        tcp.updateSequenceNumber(tcp.sequenceNumber + j.seqDelta)
+        p.updateSource(entry.address(sending: peerFar.opposite), partial: partial)
+        p.updateDestination(entry.address(sending: peerFar), partial: partial)
+        tcp.updateSourcePort(entry.port(sending: peerFar.opposite))
+        tcp.updateDestinationPort(entry.port(sending: peerFar))
+        tcp.updateSequenceNumber(sequence ?? tcp.sequenceNumber + j.seqDelta)
         let flags = tcp.flags
-        if flags.contains(.ack) { tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + j.ackDelta) }
-        if j.fromShift != j.toShift && !flags.contains(.syn) {
+        if flags.contains(.ack) { tcp.updateAcknowledgmentNumber(ack ?? tcp.acknowledgmentNumber + j.ackDelta) }
+        if let window, !flags.contains(.syn) {
+            tcp.updateWindow(window)
+        } else if j.fromShift != j.toShift && !flags.contains(.syn) {
             tcp.updateWindow(Engine.rescale(tcp.window, from: j.fromShift, to: j.toShift))
         }
         if tcp.headerLength > TCPHeader.Field.minimumLength {
@@ -408,10 +481,11 @@ extension Engine {
                     if j.stripTimestamps {
                         tcp.replaceWithNOPs(o)
                     } else {
-                        tcp.updateTimestamps(o, value: j.tsDelta.forward(value), echo: echo == 0 ? 0 : j.echoDelta.back(echo))
+                        tcp.updateTimestamps(o, value: mergedTSval(j.tsDelta.forward(value), toward: pb),
+                                             echo: echo == 0 ? 0 : j.echoDelta.back(echo))
                     }
                 case .sack:
-                    if j.stripSACK { tcp.replaceWithNOPs(o) } else { tcp.shiftSACKBlocks(o, by: j.ackDelta.signed) }
+                    if j.stripSACK || !keepSACK { tcp.replaceWithNOPs(o) } else { tcp.shiftSACKBlocks(o, by: j.ackDelta.signed) }
                 default: break
                 }
             }
@@ -419,8 +493,7 @@ extension Engine {
         counters.balancer.translated &+= 1
         // The peer's table entry follows the packet as its near end's (its state, FIN, RST):
         // the entry is known, no lookup.
-        _ = track(p, entry: j.peer, dir: peerFar.opposite, now: now, local: true)
-        if returnAfter { returnToProxy(e, b) }
+        _ = track(p, entry: peer, dir: peerFar.opposite, now: now, local: true)
         return .acceptModified(p, info: info)
     }
 
