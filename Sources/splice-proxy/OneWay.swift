@@ -30,8 +30,16 @@ extension Relay {
         return false
     }
 
-    /// The engine joined one direction: the proxy relays the other on its sockets.
+    /// The engine joined one direction: the proxy relays the other on its sockets. Closed
+    /// by anything but the join's end (the process dies, say), they reset rather than send a
+    /// FIN: a FIN would tell the relayed direction's receiver that all its bytes came (a cut
+    /// body would look whole), and the socket facing the joined direction's receiver is out of
+    /// step with it. (At the join's end they close in repair mode: no packet.)
     func enterOneWay(_ c: Connection) {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        for fd in [c.down, c.up] {
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        }
         c.oneWayJoined = true
         c.joinPrepared = false
         pendingSplices.remove(c.id)

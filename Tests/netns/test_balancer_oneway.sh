@@ -13,7 +13,9 @@
 # joined pairs one way (sampled while they ran) with their backend; each exchange was joined
 # one way and, once its relayed direction ended, both ways (spliced's counters); the engine
 # carried packets both to and from the proxy's sockets; no flow of the client is left open;
-# no PAWS reject at the client or the backends.
+# no PAWS reject at the client or the backends. Last, the proxy is killed (SIGKILL) while it
+# relays a body to backend 1 in a one-way join: the client and the backend are both reset (the
+# backend never sees the cut body end with a FIN, as if whole).
 # Sizes: ONEWAY_EXCHANGES (exchanges of each kind). The client's and backend 1's packets are
 # captured (headers only) in the test's directory, for a failure's post-mortem.
 # Variant `impaired`: the same, smaller, on links with 1% loss and 1% duplication both ways
@@ -35,8 +37,9 @@ else
 fi
 DOWN=${ONEWAY_EXCHANGES:-$DOWN}
 WWW="$TEST_TMP/www"
-mkdir -p "$WWW/down" "$WWW/up"
+mkdir -p "$WWW/down" "$WWW/up" "$WWW/kill"
 head -c "$BIG" /dev/urandom >"$WWW/down/big"
+ln -s ../down/big "$WWW/kill/big"
 head -c "$SMALL" /dev/urandom >"$WWW/up/small"
 SHA_BIG=$(sha256sum <"$WWW/down/big" | cut -d' ' -f1)
 SHA_SMALL=$(sha256sum <"$WWW/up/small" | cut -d' ' -f1)
@@ -59,8 +62,10 @@ proxy_start splice-proxy --service "$VIP:80=web" --service "[$VIP6]:80=web6" --f
 splicectl pools add web --method round-robin --backend "${BACKENDS[0]}:80" --backend "${BACKENDS[1]}:80" \
     --backend "${BACKENDS[2]}:80" >/dev/null || fail "pools add web failed"
 splicectl pools add web6 --backend "[$SERVER_IP6]:80" >/dev/null || fail "pools add web6 failed"
+splicectl pools add one --backend "${BACKENDS[0]}:80" >/dev/null || fail "pools add one failed"
 splicectl rules add --path-prefix /duplex/down/ --action splice --one-way to-client >/dev/null || fail "rules add to-client failed"
 splicectl rules add --path-prefix /duplex/up/ --action splice --one-way to-server >/dev/null || fail "rules add to-server failed"
+splicectl rules add --path-prefix /duplex/kill/ --action splice --pool one --one-way to-client >/dev/null || fail "rules add kill failed"
 log "rules:"$'\n'"$(splicectl rules)"
 
 counter() { status_json | json_get "balancer.$1"; }
@@ -179,4 +184,29 @@ paws_bk=$(( $(paws_b) - paws_b0 ))
 log "one-way joins $joined (given up $cancelled), joined both ways at their end $completed; PAWS rejects client +$paws_c, backends +$paws_bk"
 log "balancer counters: $(status_json | json_get 'balancer?none')"
 [[ "$VARIANT" != impaired ]] || log "impairments: $(impair_counts | tr '\n' ';')"
+
+# The proxy killed (SIGKILL) while a connection is joined one way to the client and the proxy
+# relays its body to backend 1: both ends are reset (the proxy's sockets reset when closed by
+# anything but the join's end): the backend never takes the cut body for a whole one (a FIN),
+# and the client does not wait.
+joined0=$(counter oneWayJoined)
+nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$VIP" 80 /duplex/kill/big "$SMALL" --seed 400 --chunk 8192 --pace-ms 20 \
+    --timeout 30 >"$TEST_TMP/kill.json" 2>"$TEST_TMP/kill.err" &
+kpid=$!
+joined_one_more() { (( $(counter oneWayJoined) > joined0 )); }
+settle joined_one_more || fail "the exchange to kill the proxy in was not joined one way"
+sleep 0.3
+bg_kill splice-proxy KILL >/dev/null 2>&1 || true
+rc=0
+wait "$kpid" || rc=$?
+out=$(cat "$TEST_TMP/kill.json")
+((rc != 0)) || fail "the proxy was killed in the middle of the client's body, yet the exchange succeeded: $out"
+# (A reset seen on a send shows as a broken pipe.)
+grep -qiE "reset|broken pipe" <<<"$(json_get error <<<"$out")" || fail "the client was not reset when the proxy died (it must not wait): $out"
+got=$(awk '$3 == "/duplex/kill/big" { print $4 }' "$TEST_TMP/backend1.log" | tail -n 1)
+[[ -n "$got" ]] || fail "backend 1 logged no end of the body of /duplex/kill/big"
+((got < SMALL)) || fail "backend 1 read the whole body ($got bytes) although the proxy died in its middle"
+grep -q "ConnectionResetError" "$TEST_TMP/backend1.log" \
+    || fail "backend 1 saw the cut body end without a reset (a FIN would make it look whole): $(tail -n 5 "$TEST_TMP/backend1.log")"
+log "the proxy killed in a one-way join: the client reset ($(json_get error <<<"$out"); its response $(json_get responseBytes <<<"$out") of $BIG bytes), backend 1 reset after $got of $SMALL body bytes"
 log "PASS: one-way joins to the client and to the server, the other direction relayed, byte-exact both ways"
