@@ -348,8 +348,18 @@ extension Relay {
         let waited = now - c.spliceSince
         if c.oneWayJoined {
             // A one-way join's other direction: asked for once the relayed direction drained
-            // (no bound: the engine keeps the joined direction meanwhile; a socket error aborts).
-            guard drained(c) else { return }
+            // (its last bytes and FIN acknowledged), looked at every `oneWayRecheck`; a far end
+            // that never acknowledges them is given `oneWayCompletionBound`, then both ends
+            // are reset (the proxy's sockets cannot go quietly with bytes unacknowledged).
+            guard drained(c) else {
+                if waited > Relay.oneWayCompletionBound {
+                    logger.warning("one-way join of \(c.client) -> \(c.server): the relayed direction not acknowledged in \(Int(Relay.oneWayCompletionBound)) s; aborting it")
+                    abort(c)
+                } else {
+                    c.nextAsk = now + Relay.oneWayRecheck
+                }
+                return
+            }
             c.stage = .steppingOut
             c.nextAsk = now
             refreshInterest(c)

@@ -13,6 +13,11 @@ import SpliceControlProtocol
 // counts: the engine joins that direction too, and the proxy's sockets close without a packet.
 
 extension Relay {
+    /// How often a one-way join whose relayed direction ended looks whether it drained, and
+    /// how long it waits for that at most.
+    static let oneWayRecheck = 0.01
+    static let oneWayCompletionBound = 120.0
+
     /// The socket facing the far end that sends the joined direction: it receives none of
     /// that end's bytes (the proxy only writes the relayed direction to it).
     func oneWaySenderSocket(_ c: Connection) -> Int32 {
