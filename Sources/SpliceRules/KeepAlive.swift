@@ -1,16 +1,39 @@
 // What the balancer's keep-alive re-routing needs to know of a request and its response
-// (Docs/balancer.md, "Keep-alive re-routing"): where a request without a body ends, how many
+// (Docs/balancer.md, "Keep-alive re-routing"): where a request (and its small body) ends, how many
 // bytes its response has, whether the backend closes after it, and the response head a client
 // keeps its connection open with.
 
 extension HTTPRequestHead {
-    /// `bytes` are exactly one whole HTTP/1.1 request without a body (no Content-Length other
-    /// than 0, no Transfer-Encoding, nothing after the head): the request ends where its head
-    /// does, and the client is not expected to send more before the response.
-    public static func isWholeBodyless(_ bytes: [UInt8]) -> Bool {
-        guard case .complete(let h) = parse(bytes), h.headLength == bytes.count, h.version == "HTTP/1.1" else { return false }
-        if h.headers.contains(where: { $0.name == "transfer-encoding" }) { return false }
-        return h.headers.allSatisfy { $0.name != "content-length" || $0.value == "0" }
+    /// How a per-request connection's request stands in `bytes` (everything read of it).
+    public enum PerRequestFraming: Equatable, Sendable {
+        /// Exactly one whole HTTP/1.1 request: its head and the body its Content-Length
+        /// announces (none without one), nothing after it; the client is not expected to send
+        /// more before the response.
+        case whole
+        /// The head is whole and announces a body that is not all here yet, but fits in the
+        /// limit: wait for it.
+        case awaitingBody
+        /// Not for per-request routing: not HTTP/1.1, a chunked or unannounced body, a body
+        /// larger than the limit, `Expect: 100-continue` (the client waits for the backend
+        /// before its body), bytes past the request (pipelined), or no whole head.
+        case unsuitable
+    }
+
+    /// The framing of the request in `bytes`, for a request (head and body) of at most `limit`
+    /// bytes.
+    public static func perRequestFraming(_ bytes: [UInt8], limit: Int) -> PerRequestFraming {
+        guard case .complete(let h) = parse(bytes), h.version == "HTTP/1.1" else { return .unsuitable }
+        if h.headers.contains(where: { $0.name == "transfer-encoding" || $0.name == "expect" }) { return .unsuitable }
+        let lengths = h.headers.filter { $0.name == "content-length" }.map(\.value)
+        guard lengths.count <= 1 else { return .unsuitable }
+        var body = 0
+        if let v = lengths.first {
+            guard !v.isEmpty, v.utf8.count <= 9, v.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(v) else { return .unsuitable }
+            body = n
+        }
+        let total = h.headLength + body
+        if total > limit || bytes.count > total { return .unsuitable }
+        return bytes.count == total ? .whole : .awaitingBody
     }
 }
 

@@ -107,10 +107,22 @@ extension Relay {
         c.rule = rule
         let named = rule.flatMap { id in rules.rules.first { $0.id == id }?.pool }
         let poolName = named ?? settings.services[c.service!].pool
-        if action == .splice, engineConnected, let r = rule.flatMap({ id in rules.rules.first { $0.id == id } }),
-           r.perRequest, HTTPRequestHead.isWholeBodyless(c.toServer.held) {
-            startPerRequest(c, pool: poolName, finProcess: r.fin == .process)
-            return
+        if action == .splice, engineConnected, let r = rule.flatMap({ id in rules.rules.first { $0.id == id } }), r.perRequest {
+            switch HTTPRequestHead.perRequestFraming(c.toServer.held, limit: maxPeekLength) {
+            case .whole:
+                c.toServer.gathering = false
+                startPerRequest(c, pool: poolName, finProcess: r.fin == .process)
+                return
+            case .awaitingBody where !c.toServer.sourceDone && monotonicSeconds() < c.deadline:
+                // Its body is still coming: decided again once it is here (or, past the
+                // wait, joined for the connection's life).
+                c.stage = .deciding
+                c.toServer.gathering = true
+                deciding.insert(c.id)
+                return
+            default:
+                break
+            }
         }
         leavePerRequest(c)
         c.oneWay = action == .splice ? rule.flatMap { id in rules.rules.first { $0.id == id }?.oneWay } : nil

@@ -203,6 +203,7 @@ extension Relay {
         c.toServer.inspect = true
         c.toServer.held = []
         c.toServer.heldSent = 0
+        c.toServer.gathering = false
         c.toClient.paused = true
         c.deadline = monotonicSeconds() + settings.keepAliveTimeout
         deciding.insert(c.id)

@@ -82,8 +82,13 @@ final class Relay {
 
         /// The rules have seen what they need: later bytes go through a pipe again, and the
         /// held ones are let go once written.
+        /// The rules decided on the held bytes, but wait for more of them (a per-request
+        /// connection's request body) before they may go: read on meanwhile.
+        var gathering = false
+
         mutating func stopInspecting() {
             inspect = false
+            gathering = false
             if heldSent == held.count { held = []; heldSent = 0 }
         }
     }
@@ -578,8 +583,9 @@ final class Relay {
         defer { if d.inPipe == 0 { releasePipe(&d) } }
         pumping: while true {
             let n: Int, read: Bool
-            if d.heldSent < d.held.count {
-                // Bytes the rules looked at go first, before any pipe byte.
+            if d.heldSent < d.held.count && (connected || !d.gathering) {
+                // Bytes the rules looked at go first, before any pipe byte. (While they cannot
+                // go yet and more of them is awaited, more is read: a request's body.)
                 guard connected else { break }
                 n = d.held.withUnsafeBytes {
                     send(d.destination, $0.baseAddress! + d.heldSent, $0.count - d.heldSent, Int32(MSG_NOSIGNAL))

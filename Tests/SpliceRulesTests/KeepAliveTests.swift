@@ -6,18 +6,29 @@ import Testing
 /// (SpliceRules/KeepAlive.swift), and the per-request rule fields.
 @Suite("Keep-alive re-routing: requests, responses, rules")
 struct KeepAliveTests {
-    @Test("a whole HTTP/1.1 request without a body, and what is not one")
-    func bodyless() {
-        let get = Array("GET /a HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        #expect(HTTPRequestHead.isWholeBodyless(get))
-        #expect(HTTPRequestHead.isWholeBodyless(Array("DELETE /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)))
-        // A body, a chunked body, a pipelined second request, half a head, HTTP/1.0.
-        #expect(!HTTPRequestHead.isWholeBodyless(Array("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".utf8)))
-        #expect(!HTTPRequestHead.isWholeBodyless(Array("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n".utf8)))
-        #expect(!HTTPRequestHead.isWholeBodyless(Array("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)))
-        #expect(!HTTPRequestHead.isWholeBodyless(get + get))
-        #expect(!HTTPRequestHead.isWholeBodyless(Array(get.dropLast(2))))
-        #expect(!HTTPRequestHead.isWholeBodyless(Array("GET /a HTTP/1.0\r\n\r\n".utf8)))
+    @Test("a whole HTTP/1.1 request (with a small body or none), one still coming, and what is not one")
+    func framing() {
+        func framing(_ text: String, limit: Int = 100) -> HTTPRequestHead.PerRequestFraming {
+            HTTPRequestHead.perRequestFraming(Array(text.utf8), limit: limit)
+        }
+        let get = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        #expect(framing(get) == .whole)
+        #expect(framing("DELETE /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n") == .whole)
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc") == .whole)
+        // The body still coming; larger than the limit (here 100 bytes in all).
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nab") == .awaitingBody)
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n") == .awaitingBody)
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: 80\r\n\r\n") == .unsuitable)
+        // Chunked, Expect: 100-continue, two lengths, a bad length, a pipelined second request,
+        // bytes past the body, half a head, HTTP/1.0.
+        #expect(framing("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") == .unsuitable)
+        #expect(framing("POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n") == .unsuitable)
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc") == .unsuitable)
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: -3\r\n\r\n") == .unsuitable)
+        #expect(framing(get + get) == .unsuitable)
+        #expect(framing("POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcd") == .unsuitable)
+        #expect(framing(String(get.dropLast(2))) == .unsuitable)
+        #expect(framing("GET /a HTTP/1.0\r\n\r\n") == .unsuitable)
     }
 
     func head(_ text: String) -> HTTPResponseHead? {

@@ -7,12 +7,15 @@ answer the close must come: FIN propagation).
 
 Usage: keepalive.py HOST PORT ROOT PATH... [--expect-close N] [--header 'Name: value']
   ROOT: the directory the paths are files of (the expected bodies).
+  PATH may be POST:N:/path: a POST of N pseudo-random bytes, whose answer must be the body's
+  SHA-256 in hex and a newline (Tests/netns/backend.py's POST).
 Prints one JSON line: {"answers": N, "local_port": P, "closed_after": N or null}; exits 1
 with the reason on stderr when an answer is wrong, missing, or out of order.
 """
 import hashlib
 import json
 import os
+import random
 import socket
 import sys
 
@@ -51,7 +54,15 @@ def main():
     closed_after = None
     for n, path in enumerate(paths, 1):
         extra = "".join(h + "\r\n" for h in headers)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
+        want = None
+        if path.startswith("POST:"):
+            _, size, path = path.split(":", 2)
+            payload = random.Random(n).randbytes(int(size))
+            want = hashlib.sha256((hashlib.sha256(payload).hexdigest() + "\n").encode()).hexdigest()
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(payload)}\r\n{extra}\r\n".encode()
+                         + payload)
+        else:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
         head, buf = read_head(sock, buf)
         if head is None:
             if expect_close is not None and n == expect_close + 1:
@@ -75,8 +86,9 @@ def main():
                 sys.exit(f"request {n} ({path}): the connection closed after {len(buf)} of {length} body bytes")
             buf += chunk
         body, buf = buf[:length], buf[length:]
-        with open(os.path.join(root, path.lstrip("/")), "rb") as f:
-            want = hashlib.sha256(f.read()).hexdigest()
+        if want is None:
+            with open(os.path.join(root, path.lstrip("/")), "rb") as f:
+                want = hashlib.sha256(f.read()).hexdigest()
         got = hashlib.sha256(body).hexdigest()
         if got != want:
             sys.exit(f"request {n} ({path}): the body differs from the file ({len(body)} bytes)")

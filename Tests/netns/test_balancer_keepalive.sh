@@ -12,6 +12,9 @@
 #      /c/ -> 3), each landing where its rule says (the backends' own logs), the large answers
 #      joined and handed back (spliced's counters), X-Forwarded-For added to each (a new
 #      sequence delta per join); no PAWS reject at the client or the backends;
+#   1b. requests with a small body (POSTs of 100 to 12,000 bytes, whole before their response)
+#      between GETs on one connection: each lands on its own rule's backend (a connection
+#      joined for life at a POST would send the rest to its backend);
 #   2. 6 requests balanced round robin over the three backends: 2 on each;
 #   3. FIN processing: 6 requests to backends that close after each answer: the client's
 #      connection stays, every answer byte-exact, spread over the backends, the backends' FINs
@@ -22,6 +25,8 @@
 # the client's and backend 1's links and the router's), where held-back requests, lost final
 # ACKs and retransmitted FINs happen at the return; PAWS rejects are reported there, not held
 # to 0 (the ingress duplication's copies can be rejected by the kernel itself: Docs/testing.md).
+# KA_PROXY_DEBUG=1: the proxy logs at debug level, and step 1b's packets are captured (client,
+# router lo) in the test's directory.
 # variants: clean impaired
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -54,7 +59,7 @@ logged_is() { (( $(logged "$1" "$2") == $3 )); }
 rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80"
 on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 spliced_start --queue 0
-proxy_start splice-proxy --service "$VIP:80=web" --forwarded-for
+proxy_start splice-proxy --service "$VIP:80=web" --forwarded-for ${KA_PROXY_DEBUG:+--log-level debug}
 
 b=("${BACKENDS[0]}" "${BACKENDS[1]}" "${BACKENDS[2]}")
 splicectl pools add web --method round-robin --backend "${b[0]}:80" --backend "${b[1]}:80" --backend "${b[2]}:80" >/dev/null \
@@ -77,7 +82,7 @@ log "rules:"$'\n'"$(splicectl rules)"
 paws_b() { local i s=0; for i in 1 2 3; do s=$((s + $(ns_counter "${BACKEND_NS[$((i - 1))]}" TcpExtPAWSEstab))); done; echo "$s"; }
 counter() { status_json | json_get "balancer.$1"; }
 settle() { local d=$((SECONDS + 5)); until "$@"; do ((SECONDS < d)) || return 1; sleep 0.1; done; }
-keepalive() { nsx "$NS_C" python3 "$NETNS_DIR/keepalive.py" "$VIP" 80 "$WWW" "$@"; }
+keepalive() { nsx "$NS_C" python3 "$NETNS_DIR/keepalive.py" "$VIP" 80 "$WWW" "$@" 2>&1; }  # (its failure says why on stderr)
 
 # 1. One connection, 20 requests moving between the backends by path.
 paths=()
@@ -122,6 +127,25 @@ paws_c=$(( $(ns_counter "$NS_C" TcpExtPAWSEstab) - paws_c0 ))
 paws_bk=$(( $(paws_b) - paws_b0 ))
 ((paws_c == 0 && paws_bk == 0)) || [[ "$VARIANT" == impaired ]] || fail "PAWS rejects: client +$paws_c, backends +$paws_bk"
 log "one connection, 20 requests over 3 backends by path: all byte-exact and in order; $joins large answers: $joined joined and handed back ($returned), $cancelled read whole by the proxy before their join; the small ones relayed; PAWS rejects client +$paws_c, backends +$paws_bk; requests held back from the backend while joined: $(counter heldBack)"
+
+# 1b. Requests with a body: a small body whole before the response keeps the connection
+# routed per request (the POSTs' answers, the body's SHA-256, are relayed; the GETs joined).
+# Every request must land on its own rule's backend: a connection joined for its life at the
+# first POST would take the rest to backend 1.
+posted() { grep -c "^REQ $1 POST $2 " "$TEST_TMP/$1.log" || true; }
+got() { grep -c "^REQ $1 GET $2 " "$TEST_TMP/$1.log" || true; }
+[[ -z "${KA_PROXY_DEBUG:-}" ]] || bg_start pcap-1b "$NS_C" tcpdump -i eth0 -n -s 128 -U -w "$TEST_TMP/1b.pcap" "tcp port 80"
+[[ -z "${KA_PROXY_DEBUG:-}" ]] || bg_start pcap-1b-r "$NS_R" tcpdump -i lo -n -s 128 -U -w "$TEST_TMP/1b-lo.pcap" "tcp port 80"
+sleep 0.3
+b2big0=$(got backend2 /b/big)
+b1big0=$(got backend1 /a/big)
+out=$(keepalive POST:3000:/a/post /b/big POST:12000:/c/post /a/big POST:100:/b/post) \
+    || fail "requests with a body on one keep-alive connection failed: $out"
+[[ "$(json_get answers <<<"$out")" == 5 ]] || fail "expected 5 answers on one connection: $out"
+landed() { (( $(posted backend1 /a/post) == 1 && $(posted backend3 /c/post) == 1 && $(posted backend2 /b/post) == 1
+              && $(got backend2 /b/big) == b2big0 + 1 && $(got backend1 /a/big) == b1big0 + 1 )); }
+settle landed || fail "requests with a body: not each on its rule's backend (POST /a/ on 1: $(posted backend1 /a/post), /c/ on 3: $(posted backend3 /c/post), /b/ on 2: $(posted backend2 /b/post); GET /b/big on 2: +$(( $(got backend2 /b/big) - b2big0 )), /a/big on 1: +$(( $(got backend1 /a/big) - b1big0 )))"
+log "requests with a body on one connection: 3 POSTs (3000, 12000 and 100 bytes) and 2 GETs, each on its rule's backend, every answer byte-exact"
 
 # 2. Round robin per request on one connection.
 for i in 1 2 3; do rr0[$i]=$(logged "backend$i" /rr/); done
