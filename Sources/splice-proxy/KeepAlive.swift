@@ -7,8 +7,8 @@ import SpliceRules
 import SpliceWire
 
 // Keep-alive re-routing (seed 003: FIG. 14, FIN processing; Docs/balancer.md). A rule with
-// `perRequest` decides each request of a connection on its own. The request (whole, without a
-// body) goes to the member its rules pick, on the kept backend connection when it is the same
+// `perRequest` decides each request of a connection on its own. The request (whole: its head,
+// and its body when that fits in the held bytes) goes to the member its rules pick, on the kept backend connection when it is the same
 // member; the proxy reads the response head and knows where the response ends. A response
 // with more left than `--per-request-join-above` is joined for that response only: the engine
 // forwards it, and the proxy's two sockets are taken over at once by new ones in repair mode,
