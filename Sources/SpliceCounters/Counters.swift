@@ -151,6 +151,9 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// Joined flows reset because their backend was taken out (`reset-backend`: its health
     /// check failed, or the operator said so).
     public var resetForBackend: UInt64 = 0
+    /// Far ends of such flows still sending (a challenge ACK: the first reset missed their
+    /// receive point), reset again at the number they acknowledged.
+    public var resetAgain: UInt64 = 0
     /// Joins for one response (keep-alive re-routing): returned to the proxy at the
     /// response's end; packets kept from the other end meanwhile (the client's next request,
     /// the backend's bytes past the response); backend FINs at a response's end kept for the

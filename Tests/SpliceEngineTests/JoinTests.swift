@@ -193,6 +193,22 @@ struct JoinTests {
         #expect(e.flows(now: .seconds(1)).allSatisfy { $0.state == .close })
         // Done once: the entries are closed.
         #expect(e.resetJoined(backend: backend, port: 80) == 0)
+        // The client had read 200 of the 500 bytes when the resets came (both missed its
+        // receive point): its challenge ACK names that point, and is answered with a reset
+        // there; the ACK goes no further.
+        inj.packets.removeAll()
+        let challenge = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 201)
+        #expect(challenge.verdict == .drop)
+        #expect(inj.packets.count == 1)
+        #expect(e.counters.balancer.resetAgain == 1)
+        if var sent = inj.packets.first?.bytes {
+            sent.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { Issue.record("unparsable reset"); return }
+                #expect(p.destination == client && p.source == vip && p.tcp.destinationPort == 40000)
+                #expect(p.tcp.flags == .rst && p.tcp.sequenceNumber == p1ISN + 201)
+                #expect(p.checksumIsValid)
+            }
+        }
     }
 
     @Test func unknownOrUnpreparedConnectionsAreRefused() {

@@ -203,7 +203,7 @@ grep -q "member ${BACKENDS[2]}:80 is down" "$TEST_TMP/splice-proxy.log" || fail 
 got=$(stat -c %s "$TEST_TMP/hung.body" 2>/dev/null || echo 0)
 cmp -n "$got" "$TEST_TMP/hung.body" "$WWW/shared/big32" || fail "the $got bytes the client got before the reset differ from the file's first ones"
 wait_for 10 "the proxy to take backend 3 back" eval '(( $(up_lines) > up0 ))'
-log "hung member: taken out by its health check, the joined download reset after $got bytes (all the file's own), curl exit 56; the relayed one reset by the proxy after $gotp bytes"
+log "hung member: taken out by its health check, the joined download reset after $got bytes (all the file's own), curl exit 56 (resets again on a challenge ACK: $(status_json | json_get balancer.resetAgain)); the relayed one reset by the proxy after $gotp bytes"
 hang_download cut 45002
 out=$(splicectl pools reset "${BACKENDS[2]}:80") || fail "splicectl pools reset failed: $out"
 [[ "$out" == "1 joined flow to ${BACKENDS[2]}:80 reset" ]] || fail "splicectl pools reset said: $out"

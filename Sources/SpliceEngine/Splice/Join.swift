@@ -95,6 +95,11 @@ public struct JoinState: Sendable {
     /// becomes two-way.
     public var mergeClocks = false
     public var lastTSOut: UInt32 = 0
+    /// The engine reset this joined flow at both ends (its backend was taken out). A far end
+    /// that still sends (its reset landed off its receive point and it answered with a
+    /// challenge ACK, RFC 5961) is reset again at the number it acknowledges: exactly where its
+    /// receiver stands.
+    public var resetByEngine = false
     @inlinable public init() {}
 
     /// A joined connection's state (see the fields).
@@ -342,17 +347,13 @@ extension Engine {
                 // (responder) of the backend one; the RST comes from the near end's address.
                 let far: FlowDirection = b.pointee.join.facesClient ? .original : .reply
                 let near = b.pointee.ends[far.opposite], farEnd = b.pointee.ends[far]
-                let entry = table[e]
                 var seqs = [near.nextSeq]
                 if farEnd.ackSeen && farEnd.ack != near.nextSeq { seqs.append(farEnd.ack) }
                 for seq in seqs {
-                    guard let n = TCPSegmentWriter.write(
-                        into: buildBuffer, source: entry.address(sending: far.opposite), destination: entry.address(sending: far),
-                        sourcePort: entry.port(sending: far.opposite), destinationPort: entry.port(sending: far),
-                        sequenceNumber: seq, acknowledgmentNumber: farEnd.nextSeq, flags: [.rst, .ack],
-                        window: 0, options: .none) else { continue }
-                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: far), local: false)
+                    injectSegment(onto: e, to: far, sequence: seq, ack: farEnd.nextSeq, flags: [.rst, .ack],
+                                  window: 0, options: .none)
                 }
+                b.pointee.join.resetByEngine = true
                 table[e].state = .close
             }
             reset += 1
@@ -372,7 +373,6 @@ extension Engine {
         let toNear = tb.pointee.ends[toFar.opposite]
         guard sender.ackSeen else { return }
         let window = sender.windowKnown ? Engine.rescale(sender.window, from: fj.fromShift, to: fj.toShift) : 0xffff
-        let entry = table[t]
         // Its TSval is the proxy socket's last, not the translated clock (which runs 1,000
         // ticks ahead): a packet that socket sent just before the join may still be on its way
         // (its verdict is sent outside the engine's lock, so it can leave after this update),
@@ -381,13 +381,25 @@ extension Engine {
         // still arrive newer than this update: the bias covers them.
         let options: TCPSegmentWriter.Options = timestamps
             ? .timestamps(TCPTimestamps(value: toNear.tsRecent, echo: receiver.tsRecent)) : .none
+        if injectSegment(onto: t, to: toFar, sequence: toNear.nextSeq, ack: sender.ack + fj.ackDelta,
+                         window: window, options: options) {
+            counters.balancer.windowUpdates &+= 1
+        }
+    }
+
+    /// A segment made by the engine on connection `e`, to the end that sends in direction `to`
+    /// (a local socket when that is the near end of a balancer connection), from the other.
+    @discardableResult
+    func injectSegment(onto e: UInt32, to: FlowDirection, sequence: SeqNumber, ack: SeqNumber, flags: TCPFlags = .ack,
+                       window: UInt16, options: TCPSegmentWriter.Options, local: Bool = false) -> Bool {
+        let entry = table[e]
         guard let n = TCPSegmentWriter.write(
-            into: buildBuffer, source: entry.address(sending: toFar.opposite), destination: entry.address(sending: toFar),
-            sourcePort: entry.port(sending: toFar.opposite), destinationPort: entry.port(sending: toFar),
-            sequenceNumber: toNear.nextSeq, acknowledgmentNumber: sender.ack + fj.ackDelta, flags: .ack,
-            window: window, options: options) else { return }
-        counters.balancer.windowUpdates &+= 1
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: toFar), local: false)
+            into: buildBuffer, source: entry.address(sending: to.opposite), destination: entry.address(sending: to),
+            sourcePort: entry.port(sending: to.opposite), destinationPort: entry.port(sending: to),
+            sequenceNumber: sequence, acknowledgmentNumber: ack, flags: flags,
+            window: window, options: options) else { return false }
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: to), local: local)
+        return true
     }
 
     /// A packet of one of the proxy's balancer sockets (OUTPUT, the balancer mark): watched
@@ -422,6 +434,15 @@ extension Engine {
         let j = b.pointee.join
         let far: FlowDirection = j.facesClient ? .original : .reply
         guard dir == far, j.stage == .joined else { return .accept }
+        if j.resetByEngine {
+            let flags = p.tcp.flags
+            if flags.contains(.ack) && !flags.contains(.rst) && !flags.contains(.syn) {
+                injectSegment(onto: e, to: far, sequence: p.tcp.acknowledgmentNumber, ack: SeqNumber(0), flags: .rst,
+                              window: 0, options: .none)
+                counters.balancer.resetAgain &+= 1
+            }
+            return .drop
+        }
         guard let pb = table.block(j.peer), pb.pointee.serial == j.peerSerial else {
             // The peer is gone (expired): nothing to translate onto.
             return .drop

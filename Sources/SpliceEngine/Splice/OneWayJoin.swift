@@ -224,16 +224,12 @@ extension Engine {
         let far: FlowDirection = j.facesClient ? .original : .reply
         let nr = b.pointee.ends[far.opposite], y = b.pointee.ends[far]
         guard nr.ackSeen else { return }
-        let entry = table[d]
         let options: TCPSegmentWriter.Options = timestamps
             ? .timestamps(TCPTimestamps(value: nr.tsRecent, echo: y.tsRecent)) : .none
-        guard let n = TCPSegmentWriter.write(
-            into: buildBuffer, source: entry.address(sending: far.opposite), destination: entry.address(sending: far),
-            sourcePort: entry.port(sending: far.opposite), destinationPort: entry.port(sending: far),
-            sequenceNumber: nr.nextSeq, acknowledgmentNumber: nr.ack, flags: .ack,
-            window: nr.windowKnown ? nr.window : 0xffff, options: options) else { return }
-        counters.balancer.windowUpdates &+= 1
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: far), local: false)
+        if injectSegment(onto: d, to: far, sequence: nr.nextSeq, ack: nr.ack,
+                         window: nr.windowKnown ? nr.window : 0xffff, options: options) {
+            counters.balancer.windowUpdates &+= 1
+        }
     }
 
     /// An ACK on connection `e` (block `b`, the source's): to the proxy's socket there (X's
@@ -241,15 +237,10 @@ extension Engine {
     private func injectOneWayAck(onto e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>, toProxy: Bool,
                                  sequence: SeqNumber, ack: SeqNumber, window: UInt16, timestamps: TCPTimestamps?) {
         let far: FlowDirection = b.pointee.join.facesClient ? .original : .reply
-        let to: FlowDirection = toProxy ? far.opposite : far
-        let entry = table[e]
-        guard let n = TCPSegmentWriter.write(
-            into: buildBuffer, source: entry.address(sending: to.opposite), destination: entry.address(sending: to),
-            sourcePort: entry.port(sending: to.opposite), destinationPort: entry.port(sending: to),
-            sequenceNumber: sequence, acknowledgmentNumber: ack, flags: .ack, window: window,
-            options: timestamps.map { .timestamps($0) } ?? .none) else { return }
-        counters.balancer.oneWayAcks &+= 1
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: to), local: toProxy)
+        if injectSegment(onto: e, to: toProxy ? far.opposite : far, sequence: sequence, ack: ack, window: window,
+                         options: timestamps.map { .timestamps($0) } ?? .none, local: toProxy) {
+            counters.balancer.oneWayAcks &+= 1
+        }
     }
 
     /// A reset to the end of connection `e` that sends in direction `toward` (the proxy's
@@ -257,12 +248,8 @@ extension Engine {
     private func injectOneWayReset(entry e: UInt32, toward: FlowDirection, sequence: SeqNumber) {
         guard let b = table.block(e) else { return }
         let far: FlowDirection = b.pointee.join.facesClient ? .original : .reply
-        let entry = table[e]
-        guard let n = TCPSegmentWriter.write(
-            into: buildBuffer, source: entry.address(sending: toward.opposite), destination: entry.address(sending: toward),
-            sourcePort: entry.port(sending: toward.opposite), destinationPort: entry.port(sending: toward),
-            sequenceNumber: sequence, acknowledgmentNumber: SeqNumber(0), flags: .rst, window: 0, options: .none) else { return }
-        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(sending: toward), local: toward != far)
+        injectSegment(onto: e, to: toward, sequence: sequence, ack: SeqNumber(0), flags: .rst, window: 0,
+                      options: .none, local: toward != far)
     }
 
     /// SACK blocks taken out (NOPs): they are about the other direction's bytes.
