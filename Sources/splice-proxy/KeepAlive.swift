@@ -8,13 +8,13 @@ import SpliceWire
 
 // Keep-alive re-routing (seed 003: FIG. 14, FIN processing; Docs/balancer.md). A rule with
 // `perRequest` decides each request of a connection on its own. The request (whole: its head,
-// and its body when that fits in the held bytes) goes to the member its rules pick, on the kept backend connection when it is the same
-// member; the proxy reads the response head and knows where the response ends. A response
-// with more left than `--per-request-join-above` is joined for that response only: the engine
-// forwards it, and the proxy's two sockets are taken over at once by new ones in repair mode,
-// set where the connections will stand at the response's end (the client's: the response's
-// last byte sent; the backend's: its last byte received), and silent until then (every packet
-// of the pair is the engine's while joined). Once the client acknowledges the response's last
+// and its body when that fits in the held bytes) goes to the member its rules pick, on the kept
+// backend connection when it is the same member; the proxy reads the response head and knows
+// where the response ends. A response with more left than `--per-request-join-above` is joined
+// for that response only: the engine forwards it, and the proxy's two sockets are taken over
+// at once by new ones in repair mode, set where the connections will stand at the response's
+// end (the client's: the response's last byte sent; the backend's: its last byte received),
+// and silent until then (every packet of the pair is the engine's while joined). Once the client acknowledges the response's last
 // byte, the engine hands the flow back: the client's next request reaches the proxy's new
 // socket, and it all starts again. A smaller response is relayed to its end.
 

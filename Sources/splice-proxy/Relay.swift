@@ -80,12 +80,12 @@ final class Relay {
         /// Nothing held by the relay in this direction (nothing unsent, nothing in a pipe).
         var empty: Bool { heldSent == held.count && inPipe == 0 }
 
-        /// The rules have seen what they need: later bytes go through a pipe again, and the
-        /// held ones are let go once written.
         /// The rules decided on the held bytes, but wait for more of them (a per-request
         /// connection's request body) before they may go: read on meanwhile.
         var gathering = false
 
+        /// The rules have seen what they need: later bytes go through a pipe again, and the
+        /// held ones are let go once written.
         mutating func stopInspecting() {
             inspect = false
             gathering = false
