@@ -14,9 +14,10 @@ import SpliceWire
 // for that response only: the engine forwards it, and the proxy's two sockets are taken over
 // at once by new ones in repair mode, set where the connections will stand at the response's
 // end (the client's: the response's last byte sent; the backend's: its last byte received),
-// and silent until then (every packet of the pair is the engine's while joined). Once the client acknowledges the response's last
-// byte, the engine hands the flow back: the client's next request reaches the proxy's new
-// socket, and it all starts again. A smaller response is relayed to its end.
+// and silent until then (every packet of the pair is the engine's while joined). Once the
+// client acknowledges the response's last byte, the engine hands the flow back: the client's
+// next request reaches the proxy's new socket, and it all starts again. A smaller response is
+// relayed to its end.
 
 extension Relay {
     /// How far ahead of the old socket's clock a socket taking over a connection starts its
