@@ -191,7 +191,7 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         r.ruleID = UInt16(clamping: max(0, m.rule ?? 0))
         r.returnAfter = m.returnAfter
         if let w = m.oneWay {
-            guard let d = JoinDirection(rawValue: w) else {
+            guard let d = OneWay(rawValue: w) else {
                 return .failure("join: oneWay '\(w)': expected to-client or to-server")
             }
             r.oneWay = d

@@ -387,7 +387,7 @@ public struct FlowSnapshot: Sendable, Equatable {
     public var joinedTo: String?
     public var joinRule: UInt16 = 0
     /// A one-way join: the direction joined (the other is relayed by the proxy).
-    public var joinOneWay: JoinDirection?
+    public var joinOneWay: OneWay?
 }
 
 extension Engine {

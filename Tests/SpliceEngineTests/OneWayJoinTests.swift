@@ -1,4 +1,5 @@
 import Testing
+import SpliceRules
 import SpliceWire
 @testable import SpliceEngine
 
@@ -26,7 +27,7 @@ extension JoinTests {
         }
     }
 
-    func joinOneWay(_ e: Engine, _ r: JoinRequest, _ d: JoinDirection) {
+    func joinOneWay(_ e: Engine, _ r: JoinRequest, _ d: OneWay) {
         var r = r
         r.oneWay = d
         #expect(e.prepareJoin(r) == .accepted)

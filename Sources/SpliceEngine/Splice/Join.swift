@@ -1,3 +1,4 @@
+import SpliceRules
 import SpliceWire
 
 // The layer-7 balancer's join (seed 003 claim 10, FIG. 14; Docs/balancer.md). Two ordinary
@@ -139,7 +140,7 @@ public struct JoinRequest: Sendable, Equatable {
     /// A one-way join: only this direction is joined; the proxy keeps relaying the other
     /// (nil: both ways). Asked again (`join`) on a one-way joined pair: the other direction is
     /// over at the proxy, join it too.
-    public var oneWay: JoinDirection?
+    public var oneWay: OneWay?
     public init(client: IPAddress, clientPort: UInt16, service: IPAddress, servicePort: UInt16,
                 local: IPAddress, localPort: UInt16, backend: IPAddress, backendPort: UInt16) {
         self.client = client; self.clientPort = clientPort
@@ -147,14 +148,6 @@ public struct JoinRequest: Sendable, Equatable {
         self.local = local; self.localPort = localPort
         self.backend = backend; self.backendPort = backendPort
     }
-}
-
-/// The direction a one-way join joins.
-public enum JoinDirection: String, Sendable, Equatable {
-    /// The backend's bytes to the client (large responses); the proxy reads the client.
-    case toClient = "to-client"
-    /// The client's bytes to the backend (large uploads); the proxy reads the backend.
-    case toServer = "to-server"
 }
 
 /// A connection's part in a one-way join.

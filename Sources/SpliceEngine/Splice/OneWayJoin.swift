@@ -1,3 +1,4 @@
+import SpliceRules
 import SpliceWire
 
 // One-way joins (seed 003: unidirectional splices; Docs/balancer.md). Only one direction of
@@ -26,7 +27,7 @@ import SpliceWire
 
 extension Engine {
     /// Sets up a one-way join on a pair `join` has just joined both ways.
-    func beginOneWay(_ direction: JoinDirection, client c: UInt32, backend k: UInt32, clientRead: SeqNumber,
+    func beginOneWay(_ direction: OneWay, client c: UInt32, backend k: UInt32, clientRead: SeqNumber,
                      p1Next: SeqNumber, p2Next: SeqNumber, backendRead: SeqNumber, timestamps: (Bool, Bool)) {
         guard let cb = table.block(c), let kb = table.block(k) else { return }
         let toClient = direction == .toClient
