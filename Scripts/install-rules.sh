@@ -49,6 +49,11 @@ Options:
   --splice-mark MARK   mark the engine sets on a spliced flow's packet; saved
                        as the flow's conntrack mark, its data and ACKs then
                        skip the queue (give spliced --splice-mark)    [0x5a5d]
+  --fin-log-group N|none
+                       NFLOG group a spliced flow's FINs are logged to:
+                       they skip the queue too, and spliced (give it
+                       --fin-log-group N) follows the flow's end from the
+                       copies; none = the FINs are queued         [23133]
   --route-table N      routing table for those packets                 [100]
   --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
                        spliced thread takes them (give spliced both)  [--queues]
@@ -89,6 +94,7 @@ TPROXY_PORT_ARG=""
 PROXY_MARK_ARG=0x5a5b
 LOCAL_MARK_ARG=0x5a5c
 SPLICE_MARK_ARG=0x5a5d
+FIN_LOG_GROUP_ARG=23133
 ROUTE_TABLE_ARG=100
 PROXY_QUEUE_ARG=""
 SYN_QUEUE_ARG=""
@@ -126,6 +132,7 @@ while [[ $# -gt 0 ]]; do
         --proxy-mark) need_value "$1" $#; PROXY_MARK_ARG=$2; shift 2 ;;
         --local-mark) need_value "$1" $#; LOCAL_MARK_ARG=$2; shift 2 ;;
         --splice-mark) need_value "$1" $#; SPLICE_MARK_ARG=$2; shift 2 ;;
+        --fin-log-group) need_value "$1" $#; FIN_LOG_GROUP_ARG=$2; shift 2 ;;
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
         --syn-queue) need_value "$1" $#; SYN_QUEUE_ARG=$2; shift 2 ;;
@@ -210,6 +217,17 @@ QUEUE_SPEC=$(queue_spec --queues "$QUEUES_ARG")
 PROXY_QUEUE_SPEC=$QUEUE_SPEC
 if [[ -n "$PROXY_QUEUE_ARG" ]]; then PROXY_QUEUE_SPEC=$(queue_spec --proxy-queue "$PROXY_QUEUE_ARG"); fi
 SYN_QUEUE_SPEC=""
+# A spliced flow's FINs: logged (NFLOG) and let by, or queued (none).
+if [[ "$FIN_LOG_GROUP_ARG" == none ]]; then
+    FIN_LOG_GROUP=""
+    SPLICE_SKIP_FLAGS=SYN,FIN,RST
+else
+    [[ "$FIN_LOG_GROUP_ARG" =~ ^[0-9]+$ ]] && ((10#$FIN_LOG_GROUP_ARG <= 65535)) \
+        || die "--fin-log-group '$FIN_LOG_GROUP_ARG': give an NFLOG group number 0-65535, or none"
+    FIN_LOG_GROUP=$((10#$FIN_LOG_GROUP_ARG))
+    SPLICE_SKIP_FLAGS=SYN,RST
+fi
+
 if [[ -n "$SYN_QUEUE_ARG" ]]; then
     [[ "$SYN_QUEUE_ARG" != *:* ]] || die "--syn-queue takes one queue number, not a range ('$SYN_QUEUE_ARG')"
     SYN_QUEUE_SPEC=$(queue_spec --syn-queue "$SYN_QUEUE_ARG")
@@ -361,6 +379,10 @@ render() {
             [[ -n "$TPROXY_PORT" ]] || continue
             line=${line#@P@}
         fi
+        if [[ "$line" == @L@* ]]; then
+            [[ -n "$FIN_LOG_GROUP" ]] || continue
+            line=${line#@L@}
+        fi
         if [[ "$line" == @Q@* ]]; then
             ((queue_rules)) || continue
             line=${line#@Q@}
@@ -387,6 +409,8 @@ render() {
         line=${line//@LOCAL_MARK@/$LOCAL_MARK}
         line=${line//@PROXY_MARK@/$PROXY_MARK}
         line=${line//@SPLICE_MARK@/$SPLICE_MARK}
+        line=${line//@SPLICE_SKIP_FLAGS@/$SPLICE_SKIP_FLAGS}
+        line=${line//@FIN_LOG_GROUP@/$FIN_LOG_GROUP}
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}

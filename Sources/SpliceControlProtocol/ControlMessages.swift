@@ -323,6 +323,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var splices: SpliceCounters?
     /// The layer-7 balancer's joins.
     public var balancer: BalancerCounters?
+    /// The NFLOG group of spliced flows' FINs (`spliced --fin-log-group`; absent when none).
+    public var finLog: PacketLogReport?
 
     public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounters,
                 verdicts: VerdictCounters, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],
@@ -341,6 +343,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.flows = flows
         self.memory = memory
         self.proxies = proxies
+    }
+}
+
+/// The NFLOG group the rules log spliced flows' FINs to: copies read, and copies the socket
+/// lost (ENOBUFS; their packets went on, the table learns those flows' ends from their timers).
+public struct PacketLogReport: Codable, Sendable, Equatable {
+    public var group: UInt16
+    public var packets: UInt64
+    public var overruns: UInt64
+    public init(group: UInt16, packets: UInt64, overruns: UInt64) {
+        self.group = group; self.packets = packets; self.overruns = overruns
     }
 }
 

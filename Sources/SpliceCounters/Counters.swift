@@ -125,9 +125,16 @@ public struct SpliceCounters: Codable, Sendable, Equatable {
     public var deferredForQueue: UInt64 = 0
     /// Window updates sent to the ends when a splice (or a failed one) reopened their windows.
     public var windowUpdates: UInt64 = 0
-    /// A spliced flow's packets that still reached the engine: the first after the splice (it
-    /// sets the flow's conntrack mark), then SYN, FIN and RST (the flow's end).
+    /// A spliced flow's packets that still reached the engine's queue: the first after the
+    /// splice (it sets the flow's conntrack mark), then SYN and RST, and any FIN the rules do
+    /// not log.
     public var packetsAfterSplice: UInt64 = 0
+    /// A spliced flow's FINs seen from the rules' log (NFLOG, `--fin-log-group`): they went on
+    /// unqueued, the table followed the flow's end from their copies. Copies that matched no
+    /// spliced flow in the table (ignored), and copies the log socket lost (`overruns`,
+    /// counted by the reader).
+    public var finsLogged: UInt64 = 0
+    public var logsIgnored: UInt64 = 0
     public init() {}
 }
 

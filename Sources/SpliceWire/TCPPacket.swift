@@ -43,6 +43,25 @@ public struct TCPPacket {
         }
     }
 
+    /// The length the IP header of `bytes` gives its packet (IPv4 total length; IPv6 fixed
+    /// header plus payload length), for a copy of only its first bytes (a logged packet's
+    /// headers); nil when it cannot say (too short, another version, an IPv6 jumbogram).
+    public static func declaredLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count >= 1 else { return nil }
+        switch bytes[0] >> 4 {
+        case 4:
+            guard bytes.count >= 20 else { return nil }
+            let total = Int(bytes[2]) << 8 | Int(bytes[3])
+            return total >= 20 ? total : nil
+        case 6:
+            guard bytes.count >= 40 else { return nil }
+            let payload = Int(bytes[4]) << 8 | Int(bytes[5])
+            return payload > 0 ? 40 + payload : nil
+        default:
+            return nil
+        }
+    }
+
     @inlinable public init(ip: IPHeader, tcp: TCPHeader) {
         self.ip = ip
         self.tcp = tcp

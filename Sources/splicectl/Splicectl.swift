@@ -146,7 +146,8 @@ struct Status: ParsableCommand {
                   + "spliced by the engine at the SYN \(x.decidedAtConnection); "
                   + "requests read by the engine \(x.requestsRead): spliced from the request \(x.decidedAtRequest), to the proxy \(x.requestsToProxy), late \(x.requestsLate); "
                   + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained) (and while the queues held unseen packets \(x.deferredForQueue)); "
-                  + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)")
+                  + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)"
+                  + (s.finLog.map { "; FINs logged (NFLOG group \($0.group)) \(x.finsLogged), ignored \(x.logsIgnored), copies lost \($0.overruns)" } ?? ""))
         }
         if let b = s.balancer, b.prepared > 0 || b.refused > 0 {
             print("balancer: joins prepared \(b.prepared), joined \(b.joined), asked to wait \(b.notYetDrained), refused \(b.refused), cancelled \(b.cancelled); "

@@ -21,6 +21,8 @@ final class Daemon: @unchecked Sendable {
     /// The engine and the proxy registry, and the rules that join them (SpliceDaemonCore).
     let supervisor: Supervisor<ControlServer.ClientID>
     let queues: [NetfilterQueue]
+    /// Copies of spliced flows' FINs (`--fin-log-group`), read by the first reader thread.
+    let finLog: PacketLog?
     let control: ControlServer
     let stop = Atomic<Bool>(false)
     let clock = MonotonicClock()
@@ -70,6 +72,7 @@ final class Daemon: @unchecked Sendable {
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
+        finLog = try configuration.finLogGroup.map { try PacketLog(group: $0) }
         control = try ControlServer(path: configuration.controlSocket)
     }
 
@@ -99,11 +102,11 @@ final class Daemon: @unchecked Sendable {
             groups = syn.isEmpty || rest.isEmpty ? [queues] : [rest, syn]
         }
         var readers: [Thread] = []
-        for group in groups {
+        for (i, group) in groups.enumerated() {
             done.enter()
             let reader = Thread { [self] in
                 defer { done.leave() }
-                readQueues(group, failed: failed)
+                readQueues(group, log: i == 0 ? finLog : nil, failed: failed)
             }
             reader.name = groups.count == 1 ? "queues" : "queues \(group.map { String($0.number) }.joined(separator: ","))"
             readers.append(reader)
@@ -157,19 +160,21 @@ final class Daemon: @unchecked Sendable {
         control.wake()
         done.wait()
         for q in queues { q.unbind() }
+        finLog?.unbind()
         control.shutdown()
         if let pidfile = configuration.pidfile { unlink(pidfile) }
         return failed.load(ordering: .relaxed) ? 1 : 0
     }
 
-    /// A reader thread's loop over `group`'s queues, until `stop`; a failing queue stops the
-    /// daemon.
-    func readQueues(_ group: [NetfilterQueue], failed: borrowing Atomic<Bool>) {
+    /// A reader thread's loop over `group`'s queues (and the FIN log, `log`), until `stop`; a
+    /// failing queue stops the daemon.
+    func readQueues(_ group: [NetfilterQueue], log: PacketLog?, failed: borrowing Atomic<Bool>) {
         let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
             let now = clock.now()
             return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
         }
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
+        if let log { fds.append(pollfd(fd: log.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
         var current = group[0].number
         do {
             while !stop.load(ordering: .relaxed) {
@@ -179,7 +184,14 @@ final class Daemon: @unchecked Sendable {
                     throw SystemError("waiting for the queues (poll)")
                 }
                 if ready == 0 { continue }
-                for i in fds.indices where fds[i].revents != 0 {
+                if let log, fds[group.count].revents != 0 {
+                    // The FINs' copies: tracking only, no verdict; one lock for the lot.
+                    let now = clock.now()
+                    supervisor.engine.withLock { engine in
+                        log.drain { header, room in engine.loggedFromSplicedFlow(header, room: room, now: now) }
+                    }
+                }
+                for i in group.indices where fds[i].revents != 0 {
                     current = group[i].number
                     readersInTurn.add(1, ordering: .acquiringAndReleasing)
                     defer { readersInTurn.subtract(1, ordering: .releasing) }
@@ -338,10 +350,15 @@ final class Daemon: @unchecked Sendable {
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
         }
         let proxies = supervisor.registry.withLock { $0.reports(now: now, pidfile: configuration.proxyPidfile) }
-        return StatusReport(engine: engineStatus, version: tcpspliceVersion, pid: pid,
+        var report = StatusReport(engine: engineStatus, version: tcpspliceVersion, pid: pid,
                             uptimeSeconds: now.seconds(since: Timestamp(deciseconds: 0)), queues: queueReports,
                             proxies: proxies, control: controlReport(), injectorFailures: injector.failures,
                             resident: processMemory())
+        if let log = finLog {
+            let c = log.snapshot
+            report.finLog = PacketLogReport(group: log.group, packets: c.packets, overruns: c.overruns)
+        }
+        return report
     }
 
     func controlReport() -> ControlReport {

@@ -16,6 +16,8 @@ struct DaemonConfiguration: Sendable {
     /// The queue of the ends' SYN and SYN-ACK packets, if any (fail-open, short, read last).
     var synQueue: UInt16?
     var synQueueMaxLength: UInt32
+    /// The NFLOG group of spliced flows' FINs (nil: none bound).
+    var finLogGroup: UInt16?
     var controlSocket: String
     var pidfile: String?
     var maxFlows: Int
@@ -80,6 +82,11 @@ struct SplicedCommand: ParsableCommand {
 
     @Option(name: .long, help: "Packets the kernel may hold in the --syn-queue before it lets the next ones by unseen.")
     var synQueueMaxLength: UInt32 = 16384
+
+    @Option(name: .long, help: ArgumentHelp("""
+        NFLOG group the rules log a spliced flow's FINs to (install-rules.sh --fin-log-group):         the FINs go on unqueued and the flow table follows the flow's end from their copies.         'none' binds no group (rules installed without it).
+        """, valueName: "n|none"))
+    var finLogGroup: String = "23133"
 
     @Option(name: .long, help: "Path of the root-only control socket.")
     var controlSocket: String = ControlProtocol.defaultSocketPath
@@ -281,8 +288,16 @@ struct SplicedCommand: ParsableCommand {
             throw ValidationError("--syn-queue \(s) is also given to --queue or --proxy-queue: each queue has one role")
         }
         guard synQueueMaxLength >= 1 else { throw ValidationError("--syn-queue-max-length must be at least 1") }
+        let logGroup: UInt16?
+        if finLogGroup == "none" {
+            logGroup = nil
+        } else if let g = UInt16(finLogGroup) {
+            logGroup = g
+        } else {
+            throw ValidationError("--fin-log-group '\(finLogGroup)': give an NFLOG group number 0-65535, or 'none'")
+        }
         let config = DaemonConfiguration(queues: queues, proxyQueues: proxyQueues,
-                                         synQueue: synQueue, synQueueMaxLength: synQueueMaxLength,
+                                         synQueue: synQueue, synQueueMaxLength: synQueueMaxLength, finLogGroup: logGroup,
                                          controlSocket: controlSocket, pidfile: pidfile,
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
                                          queueMaxLength: queueMaxLength, acceptWhenQueueFull: acceptWhenQueueFull, batch: batch, policy: try parsedPolicy(),

@@ -50,6 +50,14 @@ at_request=$(d decidedAtRequest) read=$(d requestsRead) to_proxy=$(d requestsToP
 report "spliced crowd, the engine reading: $read requests read, $at_request spliced from the request, $to_proxy handed to the proxy, $(d decidedSplice) decided by the proxy"
 ((at_request == N)) || fail "$at_request of $N connections were spliced by the engine from their request (to the proxy: $to_proxy)"
 (($(d decidedSplice) == 0)) || fail "the proxy decided $(d decidedSplice) connections the engine should have spliced"
+# Their FINs skipped the queue: the table learnt each flow's end from the rules' log (NFLOG).
+still_open() { flows_json | flowcheck count --mode spliced --state ESTABLISHED; }
+none_open() { [[ $(still_open) -eq 0 ]]; }
+for _ in $(seq 100); do none_open && break; sleep 0.1; done
+none_open || fail "$(still_open) spliced flows still ESTABLISHED in the table 10 s after the crowd ended"
+s1=$(splices)
+report "spliced crowd: $(d finsLogged) FINs seen from the rules' log (queued after the splice: $(d packetsAfterSplice) packets)"
+(($(d finsLogged) >= N)) || fail "only $(d finsLogged) FINs of $N spliced connections reached the table through the log"
 
 splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default --request-reader proxy failed"
 s0=$(splices)

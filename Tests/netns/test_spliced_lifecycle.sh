@@ -60,6 +60,8 @@ usage_error "--queue.*-1" --queue -1 "${BADSOCK[@]}"
 usage_error "--proxy-queue.*-2" --proxy-queue -2 "${BADSOCK[@]}"
 usage_error "--inject-mark.*-1" --inject-mark -1 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*empty list" --proxy-ports '' "${BADSOCK[@]}"
+usage_error "--fin-log-group 'x': give an NFLOG group number" --fin-log-group x "${BADSOCK[@]}"
+usage_error "--fin-log-group '70000'" --fin-log-group 70000 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*empty element" --proxy-ports 80,,443 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*0.*out of range" --proxy-ports 80,0 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*65536.*out of range" --proxy-ports 65536 "${BADSOCK[@]}"
@@ -109,6 +111,13 @@ for q in 1 0:1; do
     grep -Eiq "double free|crashed|Aborted" <<<"$out" && fail "a second spliced on queue $q: $out"
     log "second spliced on queue $q: exit 2: $(grep 'cannot start' <<<"$out" | head -n 1)"
 done
+# A second engine on queues of its own but the FIN log group the first holds: refused
+# (exit 2) naming the group; with --fin-log-group none it could start.
+rc=0
+out=$(nsx "$NS_R" timeout 10 "$SPLICED" --queue 7 --control-socket "$TEST_TMP/second.sock" 2>&1) || rc=$?
+[[ $rc -eq 2 ]] && grep -q "cannot start: binding NFLOG group 23133" <<<"$out" \
+    || fail "a second spliced on the first's FIN log group: exit $rc, expected 2 naming the group: $out"
+log "second spliced on the FIN log group: exit 2: $(grep 'cannot start' <<<"$out" | head -n 1)"
 bg_alive spliced || fail "the first spliced died when a second one tried its queue"
 [[ $(queue_bound_count "$NS_R") -eq 2 ]] || fail "after the second spliced: expected 2 bound queues, kernel shows: $(nsx "$NS_R" cat /proc/net/netfilter/nfnetlink_queue)"
 [[ ! -e "$TEST_TMP/second.sock" ]] || fail "the refused second spliced left its control socket"

@@ -143,6 +143,36 @@ extension Engine {
         return Verdict(action: .repeatHook, mark: marks.spliced)
     }
 
+    /// A spliced flow's FIN, logged by the rules (NFLOG, `install-rules.sh --fin-log-group`)
+    /// as it went past the queue: `header` holds what was copied of it (its IP and TCP headers,
+    /// perhaps not the whole packet), `room` (at least `Engine.scratchBytes`, initialized) is
+    /// where it is viewed at its declared length, so that its sequence numbers and payload
+    /// length read as the packet's own. The table follows the flow's end from it as from a
+    /// queued FIN; a copy of anything else (a FIN of a flow no longer spliced here, or not in
+    /// the table) is ignored.
+    public func loggedFromSplicedFlow(_ header: UnsafeRawBufferPointer, room: UnsafeMutableRawBufferPointer, now: Timestamp) {
+        guard let length = TCPPacket.declaredLength(header), length >= header.count, length <= room.count,
+              let base = header.baseAddress else {
+            counters.splices.logsIgnored &+= 1
+            return
+        }
+        room.baseAddress!.copyMemory(from: base, byteCount: header.count)
+        guard case .tcp(let p) = TCPPacket.parse(UnsafeMutableRawBufferPointer(rebasing: room[0..<length])) else {
+            counters.splices.logsIgnored &+= 1
+            return
+        }
+        let flags = p.tcp.flags
+        guard flags.contains(.fin), !flags.contains(.syn), !flags.contains(.rst),
+              let (e, dir) = table.lookup(source: p.source, sourcePort: p.tcp.sourcePort,
+                                          destination: p.destination, destinationPort: p.tcp.destinationPort),
+              table[e].mode == .spliced, !table[e].state.isClosed else {
+            counters.splices.logsIgnored &+= 1
+            return
+        }
+        counters.splices.finsLogged &+= 1
+        _ = track(p, entry: e, dir: dir, now: now, local: false)
+    }
+
     /// The zero windows of a pending splice are lifted: each end is sent the other end's
     /// latest acknowledgement and window (as that end last sent them), so that a sender
     /// stopped by the zero window goes on at once instead of at its next window probe.
