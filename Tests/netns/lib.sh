@@ -375,8 +375,15 @@ wait_port() {
 # --- data ---------------------------------------------------------------------------
 make_random_file() {
     if command -v openssl >/dev/null 2>&1; then
-        # ~10x faster than /dev/urandom here; random enough for test data
-        openssl rand -out "$1" $(($2 << 20)) || fail "cannot write $1"
+        # ~10x faster than /dev/urandom here; random enough for test data. `openssl rand`
+        # takes at most 2^31 - 1 bytes: written 1 GiB at a time.
+        local left=$2 chunk
+        : >"$1" || fail "cannot write $1"
+        while ((left > 0)); do
+            chunk=$((left < 1024 ? left : 1024))
+            openssl rand $((chunk << 20)) >>"$1" || fail "cannot write $1"
+            left=$((left - chunk))
+        done
     else
         dd if=/dev/urandom of="$1" bs=1M count="$2" status=none || fail "cannot write $1"
     fi
