@@ -50,6 +50,8 @@ def main():
         sock.settimeout(60)
         sock.connect((host, port))
     local_port = sock.getsockname()[1]
+    if family == socket.AF_INET6:
+        host = f"[{host}]"  # as a Host header gives an IPv6 literal
     buf = b""
     closed_after = None
     for n, path in enumerate(paths, 1):

@@ -21,6 +21,10 @@
 #      taken by the proxy (spliced's counter);
 #   4. FIN propagation (the rule's default): the backend's close ends the client's connection
 #      after the first answer.
+#   5. IPv6: one connection to the service's IPv6 address, 8 requests moving between two
+#      backends reached over IPv6 by path, the large answers joined for one response and
+#      handed back (the proxy's sockets taken over in repair mode, family 6), every body
+#      byte-exact and in order, no PAWS reject.
 # Variant `impaired`: the same on links with 1% loss and 1% duplication both ways (impair_links,
 # the client's and backend 1's links and the router's), where held-back requests, lost final
 # ACKs and retransmitted FINs happen at the return; PAWS rejects are reported there, not held
@@ -56,10 +60,22 @@ VARIANT=${VARIANTS:-clean}
 logged() { grep -c "^REQ $1 GET $2" "$TEST_TMP/$1.log" || true; }
 logged_is() { (( $(logged "$1" "$2") == $3 )); }
 
-rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80"
+# IPv6: a service address of its own; backends 1 and 2 answer on port 81 over IPv6 too.
+VIP6=fd77:9::1
+B2_IP6=fd77:12::2
+ip -n "$NS_R" addr add "$VIP6/128" dev lo || fail "cannot put $VIP6 on the router's lo"
+ip -n "$NS_B2" addr add "$B2_IP6/64" dev eth0 nodad || fail "cannot give backend 2 an IPv6 address"
+ip -n "$NS_R" addr add fd77:12::1/64 dev rb2 nodad || fail "cannot give the router an IPv6 address toward backend 2"
+ip -n "$NS_B2" -6 route add default via fd77:12::1 || fail "cannot route backend 2's IPv6"
+for i in 1 2; do
+    bg_start "backend6-$i" "${BACKEND_NS[$((i - 1))]}" python3 "$NETNS_DIR/backend.py" "backend6-$i" "::" 81 "$WWW" keepalive
+    wait_port "${BACKEND_NS[$((i - 1))]}" 81
+done
+
+rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80,[$VIP6]:80"
 on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 spliced_start --queue 0
-proxy_start splice-proxy --service "$VIP:80=web" --forwarded-for ${KA_PROXY_DEBUG:+--log-level debug}
+proxy_start splice-proxy --service "$VIP:80=web" --service "[$VIP6]:80=p61" --forwarded-for ${KA_PROXY_DEBUG:+--log-level debug}
 
 b=("${BACKENDS[0]}" "${BACKENDS[1]}" "${BACKENDS[2]}")
 splicectl pools add web --method round-robin --backend "${b[0]}:80" --backend "${b[1]}:80" --backend "${b[2]}:80" >/dev/null \
@@ -76,6 +92,12 @@ splicectl rules add --path-prefix /rr/ --action splice --pool web --per-request 
 splicectl rules add --path-prefix /z/ --action splice --pool closing --per-request --fin process >/dev/null \
     || fail "rules add /z/ failed"
 splicectl rules add --path-prefix /p/ --action splice --pool closing --per-request >/dev/null || fail "rules add /p/ failed"
+splicectl pools add p61 --backend "[$SERVER_IP6]:81" >/dev/null || fail "pools add p61 failed"
+splicectl pools add p62 --backend "[$B2_IP6]:81" >/dev/null || fail "pools add p62 failed"
+splicectl rules add --servers "$VIP6/128" --path-prefix /a/ --action splice --pool p61 --per-request --position 1 >/dev/null \
+    || fail "rules add (IPv6) /a/ failed"
+splicectl rules add --servers "$VIP6/128" --path-prefix /b/ --action splice --pool p62 --per-request --position 2 >/dev/null \
+    || fail "rules add (IPv6) /b/ failed"
 splicectl rules default --action splice >/dev/null || fail "rules default failed"
 log "rules:"$'\n'"$(splicectl rules)"
 
@@ -171,5 +193,33 @@ log "FIN processing: 6 answers from backends that close after each, one client c
 # 4. FIN propagation: the client's connection ends with the backend's.
 out=$(keepalive /p/big /p/big --expect-close 1) || fail "FIN propagation: $out"
 log "FIN propagation: the client's connection closed after the first answer, as the backend's did"
+
+# 5. IPv6: one connection, 8 requests moving between backends 1 and 2 by path.
+paths6=(/a/big /b/mid /a/small /b/big /a/mid /b/small /a/big /b/big)
+joins6=0
+for p in "${paths6[@]}"; do [[ $p == */small ]] || joins6=$((joins6 + 1)); done
+returned0=$(counter returned)
+joined0=$(counter joined)
+cancelled0=$(counter cancelled)
+paws_c0=$(ns_counter "$NS_C" TcpExtPAWSEstab)
+paws_b0=$(paws_b)
+out=$(nsx "$NS_C" python3 "$NETNS_DIR/keepalive.py" "$VIP6" 80 "$WWW" "${paths6[@]}" 2>&1) \
+    || fail "the IPv6 keep-alive connection of 8 requests failed: $out"
+[[ "$(json_get answers <<<"$out")" == 8 ]] || fail "expected 8 answers on one IPv6 connection: $out"
+logged6() { grep -c "^REQ backend6-$1 GET $2" "$TEST_TMP/backend6-$1.log" || true; }
+logged6_is() { (( $(logged6 "$1" "$2") == $3 )); }
+settle logged6_is 1 /a/ 4 || fail "backend 1 (IPv6) logged $(logged6 1 /a/) requests for /a/, expected 4"
+settle logged6_is 2 /b/ 4 || fail "backend 2 (IPv6) logged $(logged6 2 /b/) requests for /b/, expected 4"
+(( $(logged6 1 /b/) + $(logged6 2 /a/) == 0 )) || fail "an IPv6 request landed on the other rule's backend"
+settle returned_is || true
+returned=$(( $(counter returned) - returned0 ))
+joined=$(( $(counter joined) - joined0 ))
+cancelled=$(( $(counter cancelled) - cancelled0 ))
+((joined + cancelled == joins6)) || fail "IPv6: $joins6 answers larger than the join threshold: $joined joined, $cancelled joins given up"
+((returned == joined && joined > 0)) || fail "IPv6: $joined joins for one answer, $returned came back to the proxy"
+paws_c=$(( $(ns_counter "$NS_C" TcpExtPAWSEstab) - paws_c0 ))
+paws_bk=$(( $(paws_b) - paws_b0 ))
+((paws_c == 0 && paws_bk == 0)) || [[ "$VARIANT" == impaired ]] || fail "IPv6: PAWS rejects: client +$paws_c, backends +$paws_bk"
+log "IPv6: one connection, 8 requests over 2 backends by path: all byte-exact and in order; $joins6 large answers: $joined joined and handed back ($returned), $cancelled read whole first; PAWS rejects client +$paws_c, backends +$paws_bk"
 log "balancer counters: $(status_json | json_get 'balancer?none')"
 [[ "$VARIANT" != impaired ]] || log "impairments: $(impair_counts | tr '\n' ';')"
