@@ -15,7 +15,8 @@
 # carried packets both to and from the proxy's sockets; no flow of the client is left open;
 # no PAWS reject at the client or the backends. Last, the proxy is killed (SIGKILL) while it
 # relays a body to backend 1 in a one-way join: the client and the backend are both reset (the
-# backend never sees the cut body end with a FIN, as if whole).
+# backend never sees the cut body end with a FIN, as if whole); then the engine is killed in
+# the same state (with a new proxy), with the same outcome.
 # Sizes: ONEWAY_EXCHANGES (exchanges of each kind). The client's and backend 1's packets are
 # captured (headers only) in the test's directory, for a failure's post-mortem.
 # Variant `impaired`: the same, smaller, on links with 1% loss and 1% duplication both ways
@@ -209,4 +210,28 @@ got=$(awk '$3 == "/duplex/kill/big" { print $4 }' "$TEST_TMP/backend1.log" | tai
 grep -q "ConnectionResetError" "$TEST_TMP/backend1.log" \
     || fail "backend 1 saw the cut body end without a reset (a FIN would make it look whole): $(tail -n 5 "$TEST_TMP/backend1.log")"
 log "the proxy killed in a one-way join: the client reset ($(json_get error <<<"$out"); its response $(json_get responseBytes <<<"$out") of $BIG bytes), backend 1 reset after $got of $SMALL body bytes"
+
+# The engine killed (SIGKILL) in the same state, with a new proxy: the proxy loses its control
+# connection and aborts the connections it shares with the engine (both sockets reset); the
+# ends' next packets, no longer queued (the rules fail open), find no socket and draw resets.
+# Both ends are reset, the backend never takes the cut body for a whole one.
+proxy_start splice-proxy2 --service "$VIP:80=web" --service "[$VIP6]:80=web6" --forwarded-for
+resets0=$(grep -c "ConnectionResetError" "$TEST_TMP/backend1.log" || true)
+joined0=$(counter oneWayJoined)
+nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$VIP" 80 /duplex/kill/big "$SMALL" --seed 500 --chunk 8192 --pace-ms 20 \
+    --timeout 30 >"$TEST_TMP/kill-engine.json" 2>"$TEST_TMP/kill-engine.err" &
+kpid=$!
+settle joined_one_more || fail "the exchange to kill the engine in was not joined one way"
+sleep 0.3
+bg_kill spliced KILL >/dev/null 2>&1 || true
+rc=0
+wait "$kpid" || rc=$?
+out=$(cat "$TEST_TMP/kill-engine.json")
+((rc != 0)) || fail "the engine was killed in the middle of the client's body, yet the exchange succeeded: $out"
+grep -qiE "reset|broken pipe" <<<"$(json_get error <<<"$out")" || fail "the client was not reset when the engine died (it must not wait): $out"
+backend_reset() { (( $(grep -c "ConnectionResetError" "$TEST_TMP/backend1.log" || true) > resets0 )); }
+settle backend_reset || fail "backend 1 saw the cut body end without a reset when the engine died: $(tail -n 5 "$TEST_TMP/backend1.log")"
+got=$(awk '$3 == "/duplex/kill/big" { print $4 }' "$TEST_TMP/backend1.log" | tail -n 1)
+((got < SMALL)) || fail "backend 1 read the whole body ($got bytes) although the engine died in its middle"
+log "the engine killed in a one-way join: the client reset ($(json_get error <<<"$out"); its response $(json_get responseBytes <<<"$out") of $BIG bytes), backend 1 reset after $got of $SMALL body bytes"
 log "PASS: one-way joins to the client and to the server, the other direction relayed, byte-exact both ways"
