@@ -10,7 +10,10 @@
 # show no old segment; lib.sh paws_report; BAL_CAPTURE=0 turns the captures off). The
 # variants turn TCP options off on one end only, so that the two joined connections differ:
 # timestamps, SACK, window scaling, a small MSS (536), on the client and on the backend, then
-# all of them on both. With a small MSS, the end's capture shows no segment larger than it
+# all of them on both. In each variant and family, one-way joins as well (Tests/netns/duplex.py,
+# `PUT /duplex/...`): a 512 KiB response joined to the client while the proxy relays a paced
+# 128 KiB body, and a paced 512 KiB upload joined to the backend while it relays a 128 KiB
+# response, byte-exact both ways, each completed to a join both ways at its end. With a small MSS, the end's capture shows no segment larger than it
 # allows (for the backend's, the proxy runs with --service-mss 536).
 # The variants `reordered` and `reordered-all-off` reorder 3% of the packets as well, and there
 # the PAWS count is reported beside plain forwarding's in the same run, not held to 0: on these
@@ -39,6 +42,11 @@ RATE=${BAL_RATE:-1M}
 head -c $((1 << 20)) /dev/urandom >"$WWW/down"
 head -c $((1 << 20)) /dev/urandom >"$TEST_TMP/up"
 UP_SHA=$(sha256_of "$TEST_TMP/up")
+# One-way exchanges: /duplex/c/x answered with 512 KiB (joined to the client), /duplex/s/x with
+# 128 KiB (the upload joined to the backend).
+mkdir -p "$WWW/c" "$WWW/s"
+head -c $((512 << 10)) /dev/urandom >"$WWW/c/x"
+head -c $((128 << 10)) /dev/urandom >"$WWW/s/x"
 bg_start backend "$NS_S" python3 "$NETNS_DIR/backend.py" backend "::" 80 "$WWW"
 wait_port "$NS_S" 80
 
@@ -55,6 +63,8 @@ fi
 proxy_start splice-proxy --service "$VIP:80=one" --service "[$VIP6]:80=one6" "${SERVICE_MSS[@]}"
 splicectl pools add one --backend "$SERVER_IP:80" >/dev/null || fail "pools add one failed"
 splicectl pools add one6 --backend "[$SERVER_IP6]:80" >/dev/null || fail "pools add one6 failed"
+splicectl rules add --path-prefix /duplex/c/ --action splice --one-way to-client >/dev/null || fail "rules add to-client failed"
+splicectl rules add --path-prefix /duplex/s/ --action splice --one-way to-server >/dev/null || fail "rules add to-server failed"
 splicectl rules default --action splice >/dev/null || fail "rules default failed"
 REORDER=0
 [[ "$VARIANTS" != reordered* ]] || REORDER=0.03
@@ -125,7 +135,29 @@ segments_fit() {
     report "$v: the largest segment the $([[ $1 == c ]] && echo client || echo backend) received: ${largest:-?} bytes (it allows $4)"
     [[ -n "$largest" ]] && ((largest <= $4)) || fail "$v: the $([[ $1 == c ]] && echo client || echo backend) received a segment of ${largest:-?} bytes, more than the $4 it allows"
 }
+# oneway V FAMILY HOST: the two one-way exchanges at once, byte-exact both ways (the response
+# at the client, the body as the backend logged it).
+oneway() {
+    local v=$1 fam=$2 host=$3 kind want out pids=() failed=0
+    nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$host" 80 /duplex/c/x $((128 << 10)) --seed "$RANDOM" --chunk 8192 \
+        --pace-ms 10 --timeout 60 >"$TEST_TMP/ow-c.json" 2>"$TEST_TMP/ow-c.err" &
+    pids+=($!)
+    nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$host" 80 /duplex/s/x $((512 << 10)) --seed "$RANDOM" --chunk 16384 \
+        --pace-ms 10 --timeout 60 >"$TEST_TMP/ow-s.json" 2>"$TEST_TMP/ow-s.err" &
+    pids+=($!)
+    for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+    ((failed == 0)) || fail "$v, IPv$fam: $failed one-way exchanges failed: $(cat "$TEST_TMP"/ow-?.json "$TEST_TMP"/ow-?.err | tr '\n' ' ')"
+    for kind in c s; do
+        out=$(cat "$TEST_TMP/ow-$kind.json")
+        want=$(sha256_of "$WWW/$kind/x")
+        [[ "$(json_get responseSha <<<"$out")" == "$want" ]] || fail "$v, IPv$fam: one-way $kind: the response is not the file: $out"
+        grep -q "^DUPLEX backend /duplex/$kind/x $(json_get sentBytes <<<"$out") $(json_get sentSha <<<"$out")\$" "$TEST_TMP/backend.log" \
+            || fail "$v, IPv$fam: one-way $kind: the backend did not receive the body the client sent: $(grep DUPLEX "$TEST_TMP/backend.log" | tail -n 2 | tr '\n' ';')"
+    done
+}
+counter() { status_json | json_get "balancer.$1"; }
 joined_before=0
+oneway_before=0
 for v in $VARIANTS; do
     set_variant "$v"
     paws_baseline
@@ -139,10 +171,17 @@ for v in $VARIANTS; do
         got=$(nsx "$NS_C" curl -sS --max-time 120 --limit-rate "$RATE" --data-binary "@$TEST_TMP/up" -H 'Content-Type: application/octet-stream' \
             "http://$host/up") || fail "$v, IPv$fam: the upload failed"
         [[ "$got" == "$UP_SHA" ]] || fail "$v, IPv$fam: the backend received an upload with SHA-256 $got, not $UP_SHA"
+        oneway "$v" "$fam" "${host//[\[\]]/}"
     done
-    joined=$(status_json | json_get 'balancer.joined')
-    (( joined - joined_before == 4 )) || fail "$v: $((joined - joined_before)) of the variant's 4 connections were joined"
+    joined=$(counter joined)
+    (( joined - joined_before == 8 )) || fail "$v: $((joined - joined_before)) of the variant's 8 connections were joined"
     joined_before=$joined
+    # Every one-way join became a join both ways at its end (the proxy asks every 10 ms).
+    completed_all() { (( $(counter oneWayCompleted) - oneway_before == 4 )); }
+    for _ in $(seq 50); do completed_all && break; sleep 0.1; done
+    completed_all || fail "$v: $(( $(counter oneWayCompleted) - oneway_before )) of 4 one-way joins completed both ways"
+    (( $(counter oneWayJoined) - oneway_before == 4 )) || fail "$v: $(( $(counter oneWayJoined) - oneway_before )) of 4 exchanges were joined one way"
+    oneway_before=$(counter oneWayJoined)
     if [[ "${BAL_CAPTURE:-1}" != 0 ]]; then
         capture_stop paws
         # Each end receives segments no larger than the MSS it advertised, the joined ones
@@ -153,7 +192,7 @@ for v in $VARIANTS; do
         esac
     fi
     if [[ "$v" == reordered* ]]; then PAWS_STRICT=0 paws_report "$v"; else paws_report "$v"; fi
-    log "$v: 1 MiB down and 1 MiB up at $RATE/s through a join, IPv4 and IPv6, byte-exact, no PAWS drop"
+    log "$v: 1 MiB down and 1 MiB up at $RATE/s through a join, and a one-way exchange each way, IPv4 and IPv6, byte-exact, no PAWS drop"
 done
 log "impairments: $(impair_counts | tr '\n' ';')"
 report "balancer on impaired links: $(wc -w <<<"$VARIANTS") variants x 2 families, byte-exact both ways, PAWS clean"
