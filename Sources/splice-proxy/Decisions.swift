@@ -15,6 +15,9 @@ enum Stage: Equatable {
     case relaying
     /// Relaying one response of a per-request connection, up to its end (Balancer.swift).
     case relayingResponse
+    /// Relaying a chunked response of a per-request connection, its end found from its
+    /// framing (KeepAlive.swift); then as `relayingResponse`.
+    case relayingChunked
     /// The engine was told to splice: the senders see a zero window; the relay writes out
     /// what it holds and waits until every byte it wrote is acknowledged.
     case pendingSplice

@@ -50,9 +50,9 @@ extension Relay {
     }
 
     /// The response head of a per-request connection: joined for this response (with its end),
-    /// or relayed to its end; a response whose end the head does not tell (chunked, or
-    /// delimited by the close) is joined for the connection's life, as is one after which the
-    /// backend closes when the rule propagates the FIN. With `fin process`, the head is given
+    /// or relayed to its end; a chunked one is relayed, its end found from its framing; a
+    /// response delimited by the close is joined for the connection's life, as is one after
+    /// which the backend closes when the rule propagates the FIN (or, chunked, at all). With `fin process`, the head is given
     /// to the client as one that keeps the connection (its `Connection: close` taken out) and
     /// the backend's FIN is left to the proxy's socket.
     func perRequestResponse(_ c: Connection, timedOut: Bool) {
@@ -66,11 +66,16 @@ extension Relay {
             perRequestEnds(c, join: false)
             return
         }
-        guard let body = head.bodyLength(method: c.requestIsHead ? "HEAD" : "GET") else {
+        let closes = head.closesConnection
+        let bodiless = c.requestIsHead || (100..<200).contains(head.status) || head.status == 204 || head.status == 304
+        if head.isChunked && !bodiless && !closes {
+            relayChunked(c, bodyAt: head.headLength)
+            return
+        }
+        guard let body = head.bodyLength(method: c.requestIsHead ? "HEAD" : "GET"), !head.isChunked || bodiless else {
             perRequestEnds(c, join: true)
             return
         }
-        let closes = head.closesConnection
         if closes && !c.finProcess {
             perRequestEnds(c, join: true)
             return
@@ -90,6 +95,75 @@ extension Relay {
         c.toClient.stopInspecting()
         logger.debug("response for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): \(total) bytes, \(c.responseEnd - c.toClient.bytesRead) left: \(c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove ? "joined" : "relayed")\(closes ? ", the backend's FIN processed" : "") (#\(c.id))")
         carryOn(c, join: c.responseEnd - c.toClient.bytesRead > settings.perRequestJoinAbove, else: .relayingResponse)
+    }
+
+    /// A chunked response: relayed by the proxy (not joined: its end is known only from the
+    /// framing, which the engine does not read), the framing followed as it goes (size lines
+    /// and trailers read through userspace, each chunk's data through the pipe up to its end),
+    /// and after its last byte the connection waits for its next request as after any relayed
+    /// response. Framing that is not chunked, or bytes after the response, end per-request
+    /// routing (the connection is relayed for its life).
+    func relayChunked(_ c: Connection, bodyAt start: Int) {
+        c.chunked = ChunkedBody()
+        c.chunkParsed = start
+        c.toClient.readLimit = .max
+        c.stage = .relayingChunked
+        logger.debug("chunked response for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): relayed, its end from its framing (#\(c.id))")
+        refreshInterest(c)
+        service(c, fd: -1, events: 0)
+    }
+
+    /// A chunked response relayed (`relayingChunked`) after a pump: the framing read on.
+    /// Returns whether the relay should pump again at once (the way bytes are read changed).
+    func chunkedProgress(_ c: Connection) -> Bool {
+        if c.toClient.inspect {
+            c.chunkParsed += c.chunked.consume(c.toClient.held[c.chunkParsed...])
+            switch c.chunked.state {
+            case .done:
+                guard c.chunkParsed == c.toClient.held.count else {
+                    logger.debug("\(c.client): bytes after a chunked response (#\(c.id))")
+                    perRequestEnds(c, join: false)
+                    return false
+                }
+                // Everything read is the response: it ends here.
+                c.responseEnd = c.toClient.bytesRead
+                c.toClient.readLimit = c.responseEnd
+                c.toClient.stopInspecting()
+                c.stage = .relayingResponse
+                return true
+            case .invalid:
+                logger.debug("\(c.client): a response said chunked is not (#\(c.id))")
+                perRequestEnds(c, join: false)
+                return false
+            case .data(let left) where c.chunkParsed == c.toClient.held.count:
+                // The rest of this chunk is not read yet: through the pipe, up to its end
+                // (what is held goes first).
+                c.chunked.skip(left)
+                c.toClient.readLimit = c.toClient.bytesRead + left
+                c.toClient.inspect = false
+                return true
+            default:
+                // More of a size line or of the trailer is needed: read on, letting go of
+                // what is written already.
+                if c.toClient.heldSent == c.toClient.held.count {
+                    c.toClient.held = []
+                    c.toClient.heldSent = 0
+                    c.chunkParsed = 0
+                }
+                return false
+            }
+        }
+        // A chunk's data went through the pipe: once it is all read and written, the next
+        // size line is read through userspace.
+        if c.toClient.bytesRead == c.toClient.readLimit && c.toClient.empty {
+            c.toClient.inspect = true
+            c.toClient.held = []
+            c.toClient.heldSent = 0
+            c.chunkParsed = 0
+            c.toClient.readLimit = .max
+            return true
+        }
+        return false
     }
 
     /// The join is asked for now (the backend connection is up), or the connection goes on in

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinuxSupport
 import Logging
+import SpliceRules
 import SpliceControlProtocol
 import SpliceWire
 
@@ -152,6 +153,10 @@ final class Relay {
         var idleCheck = false
         var responseStart: UInt64 = 0
         var responseEnd: UInt64 = 0
+        /// A chunked response being relayed (`relayingChunked`): its framing, and how far into
+        /// `toClient.held` the framing has been read.
+        var chunked = ChunkedBody()
+        var chunkParsed = 0
         var handedBack = false
         var backendClosing = false
         /// A one-way join (OneWay.swift): the direction its rule joins, and whether it is
@@ -535,6 +540,16 @@ final class Relay {
             return
         }
         if c.stage == .deciding || c.stage == .awaitingResponse { inspected(c) }
+        guard connections[c.id] != nil else { return }
+        while c.stage == .relayingChunked && chunkedProgress(c) {
+            // The framing moved on (a chunk's data to pipe, a size line to read, the end):
+            // the relay goes on with it at once.
+            guard pump(&c.toClient, connected: !c.holdResponse, connection: c) else {
+                abort(c)
+                return
+            }
+        }
+        guard connections[c.id] != nil else { return }
         if c.stage == .relayingResponse && c.toClient.bytesRead == c.responseEnd && c.toClient.empty {
             // A relayed response is out: the connection waits for its next request.
             nextRequest(c)

@@ -7,7 +7,9 @@ header-insertion test reads what the backend received), GET /who/... answering w
 its name (GET /hold/MS/... after MS milliseconds), POST answering with the SHA-256 of
 the body it received (uploads), and PUT /duplex/FILE answering with FILE at once while it
 reads the request's body, both at the same time ("DUPLEX <name> <path> <bytes> <sha256>" of
-the body on stdout: the one-way join test). ADDRESS "::" takes IPv4 and IPv6.
+the body on stdout: the one-way join test), GET /chunked/FILE answering with FILE in chunks
+(Transfer-Encoding: chunked; sizes from 1 byte to 70,000, an extension and a trailer: the
+keep-alive test's chunked responses). ADDRESS "::" takes IPv4 and IPv6.
 
 MODE (optional): "1.0" (the default: HTTP/1.0, one request per connection), "keepalive"
 (HTTP/1.1, persistent connections, Content-Length on every answer) or "close" (HTTP/1.1,
@@ -65,7 +67,32 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if self.path == "/headers":
             self.answer_text(str(self.headers))
             return
+        if self.path.startswith("/chunked/") and self.request_version == "HTTP/1.1":
+            self.answer_chunked(self.translate_path(self.path[len("/chunked"):]))
+            return
         super().do_GET()
+
+    def answer_chunked(self, path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Trailer", "X-Chunks")
+        self.end_headers()
+        sizes = [1, 4096, 70000, 300, 16384, 17]
+        at, k = 0, 0
+        while at < len(data):
+            part = data[at:at + sizes[k % len(sizes)]]
+            ext = ";part=%d" % k if k == 2 else ""
+            self.wfile.write(b"%x%s\r\n" % (len(part), ext.encode()) + part + b"\r\n")
+            at += len(part)
+            k += 1
+        self.wfile.write(b"0\r\nX-Chunks: %d\r\n\r\n" % k)
 
     def do_POST(self):
         """An upload: the answer is the SHA-256 of the body received (hex, one line)."""

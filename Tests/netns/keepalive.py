@@ -30,6 +30,36 @@ def read_head(sock, buf):
     return buf[:end].decode("latin-1"), buf[end:]
 
 
+def read_chunked(sock, buf, n, path):
+    """A chunked body from `buf` and the socket: (the body, the bytes after it)."""
+    def need(k):
+        nonlocal buf
+        while len(buf) < k:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                sys.exit(f"request {n} ({path}): the connection closed inside a chunked body")
+            buf += chunk
+
+    def line():
+        nonlocal buf
+        while b"\r\n" not in buf:
+            need(len(buf) + 1)
+        text, _, buf = buf.partition(b"\r\n")
+        return text
+    body = bytearray()
+    while True:
+        size = int(line().split(b";")[0], 16)
+        if size == 0:
+            while line():  # the trailer section, up to its empty line
+                pass
+            return bytes(body), buf
+        need(size + 2)
+        body += buf[:size]
+        if buf[size:size + 2] != b"\r\n":
+            sys.exit(f"request {n} ({path}): no CRLF after a chunk")
+        buf = buf[size + 2:]
+
+
 def main():
     args = sys.argv[1:]
     expect_close = None
@@ -74,22 +104,30 @@ def main():
         status = head.split(" ", 2)[1]
         length = None
         close = False
+        chunked = False
         for line in head.split("\r\n")[1:]:
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value.strip())
             if name.strip().lower() == "connection" and "close" in value.lower():
                 close = True
-        if status != "200" or length is None:
+            if name.strip().lower() == "transfer-encoding" and value.strip().lower() == "chunked":
+                chunked = True
+        if status != "200" or (length is None and not chunked):
             sys.exit(f"request {n} ({path}): status {status}, Content-Length {length}: {head!r}")
-        while len(buf) < length:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                sys.exit(f"request {n} ({path}): the connection closed after {len(buf)} of {length} body bytes")
-            buf += chunk
-        body, buf = buf[:length], buf[length:]
+        if chunked:
+            body, buf = read_chunked(sock, buf, n, path)
+        else:
+            while len(buf) < length:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    sys.exit(f"request {n} ({path}): the connection closed after {len(buf)} of {length} body bytes")
+                buf += chunk
+            body, buf = buf[:length], buf[length:]
         if want is None:
-            with open(os.path.join(root, path.lstrip("/")), "rb") as f:
+            # (/chunked/FILE is FILE, sent in chunks.)
+            file = path[len("/chunked"):] if path.startswith("/chunked/") else path
+            with open(os.path.join(root, file.lstrip("/")), "rb") as f:
                 want = hashlib.sha256(f.read()).hexdigest()
         got = hashlib.sha256(body).hexdigest()
         if got != want:

@@ -15,6 +15,10 @@
 #   1b. requests with a small body (POSTs of 100 to 12,000 bytes, whole before their response)
 #      between GETs on one connection: each lands on its own rule's backend (a connection
 #      joined for life at a POST would send the rest to its backend);
+#   1c. chunked responses (Transfer-Encoding: chunked, chunks of 1 byte to 70,000, an
+#      extension, a trailer) between others on one connection: relayed by the proxy, their end
+#      found from the framing, and the next request routed on its own (a connection joined
+#      for its life at a chunked answer would send the rest to that backend);
 #   2. 6 requests balanced round robin over the three backends: 2 on each;
 #   3. FIN processing: 6 requests to backends that close after each answer: the client's
 #      connection stays, every answer byte-exact, spread over the backends, the backends' FINs
@@ -89,6 +93,8 @@ splicectl rules add --path-prefix /a/ --action splice --pool p1 --per-request >/
 splicectl rules add --path-prefix /b/ --action splice --pool p2 --per-request >/dev/null || fail "rules add /b/ failed"
 splicectl rules add --path-prefix /c/ --action splice --pool p3 --per-request >/dev/null || fail "rules add /c/ failed"
 splicectl rules add --path-prefix /rr/ --action splice --pool web --per-request >/dev/null || fail "rules add /rr/ failed"
+splicectl rules add --path-prefix /chunked/a/ --action splice --pool p1 --per-request >/dev/null || fail "rules add /chunked/a/ failed"
+splicectl rules add --path-prefix /chunked/b/ --action splice --pool p2 --per-request >/dev/null || fail "rules add /chunked/b/ failed"
 splicectl rules add --path-prefix /z/ --action splice --pool closing --per-request --fin process >/dev/null \
     || fail "rules add /z/ failed"
 splicectl rules add --path-prefix /p/ --action splice --pool closing --per-request >/dev/null || fail "rules add /p/ failed"
@@ -168,6 +174,28 @@ landed() { (( $(posted backend1 /a/post) == 1 && $(posted backend3 /c/post) == 1
               && $(got backend2 /b/big) == b2big0 + 1 && $(got backend1 /a/big) == b1big0 + 1 )); }
 settle landed || fail "requests with a body: not each on its rule's backend (POST /a/ on 1: $(posted backend1 /a/post), /c/ on 3: $(posted backend3 /c/post), /b/ on 2: $(posted backend2 /b/post); GET /b/big on 2: +$(( $(got backend2 /b/big) - b2big0 )), /a/big on 1: +$(( $(got backend1 /a/big) - b1big0 )))"
 log "requests with a body on one connection: 3 POSTs (3000, 12000 and 100 bytes) and 2 GETs, each on its rule's backend, every answer byte-exact"
+
+# 1c. Chunked responses between others on one connection: relayed (not joined), each next
+# request on its own rule's backend; the large Content-Length answers joined as before.
+chunked_paths=(/chunked/a/big /b/big /chunked/b/mid /a/small /chunked/a/small /chunked/b/big /a/mid)
+declare -A ch0
+for i in 1 2; do
+    for pre in /chunked/a/ /chunked/b/ /a/ /b/; do ch0[$i$pre]=$(logged "backend$i" "$pre"); done
+done
+joined0=$(counter joined)
+cancelled0=$(counter cancelled)
+out=$(keepalive "${chunked_paths[@]}") || fail "the keep-alive connection with chunked answers failed: $out"
+[[ "$(json_get answers <<<"$out")" == ${#chunked_paths[@]} ]] || fail "expected ${#chunked_paths[@]} answers on one connection: $out"
+# Where each landed: /chunked/a/ and /a/ on backend 1, /chunked/b/ and /b/ on backend 2.
+ch_landed() {
+    (( $(logged backend1 /chunked/a/) - ch0[1/chunked/a/] == 2 && $(logged backend2 /chunked/b/) - ch0[2/chunked/b/] == 2
+       && $(logged backend1 /a/) - ch0[1/a/] == 2 && $(logged backend2 /b/) - ch0[2/b/] == 1 ))
+}
+settle ch_landed || fail "chunked step: backend 1 logged $(( $(logged backend1 /chunked/a/) - ch0[1/chunked/a/] )) /chunked/a/ and $(( $(logged backend1 /a/) - ch0[1/a/] )) /a/, backend 2 $(( $(logged backend2 /chunked/b/) - ch0[2/chunked/b/] )) /chunked/b/ and $(( $(logged backend2 /b/) - ch0[2/b/] )) /b/ (expected 2, 2, 2, 1)"
+(( $(logged backend2 /chunked/a/) + $(logged backend1 /chunked/b/) == 0 )) || fail "a chunked request landed on the other rule's backend"
+ch_joined=$(( $(counter joined) - joined0 + $(counter cancelled) - cancelled0 ))
+((ch_joined == 2)) || fail "chunked step: $ch_joined joins asked for, expected 2 (/b/big and /a/mid; chunked answers are relayed)"
+log "chunked answers: ${#chunked_paths[@]} requests on one connection, the 4 chunked answers relayed to their end and each next request routed on its own, all byte-exact and in order"
 
 # 2. Round robin per request on one connection.
 for i in 1 2 3; do rr0[$i]=$(logged "backend$i" /rr/); done
