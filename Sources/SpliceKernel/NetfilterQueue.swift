@@ -52,9 +52,10 @@ public final class NetfilterQueue: @unchecked Sendable {
 
     public let number: UInt16
     public let options: Options
-    private let socket: OpaquePointer
-    public let portID: UInt32
-    private let fd: Int32
+    private let netlink: NetfilterSocket
+    private var socket: OpaquePointer { netlink.socket }
+    public var portID: UInt32 { netlink.portID }
+    private var fd: Int32 { netlink.fd }
     private let receiveBuffer: UnsafeMutableRawPointer
     private let receiveBufferSize: Int
     private let sendBuffer: UnsafeMutableRawPointer
@@ -79,17 +80,7 @@ public final class NetfilterQueue: @unchecked Sendable {
     public init(number: UInt16, options: Options = Options()) throws {
         self.number = number
         self.options = options
-        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw SystemError("opening a netfilter netlink socket (are you root?)")
-        }
-        socket = nl
-        guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
-            let e = SystemError("binding the netlink socket")
-            mnl_socket_close(nl)
-            throw e
-        }
-        portID = mnl_socket_get_portid(nl)
-        fd = mnl_socket_get_fd(nl)
+        netlink = try NetfilterSocket.open(for: "NFQUEUE")
         receiveBufferSize = 0x10000 + 0x4000
         receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: receiveBufferSize, alignment: 16)
         // Room for a round of verdicts (up to `sendLimit`), rewritten packets of up to 64 KiB
@@ -145,38 +136,12 @@ public final class NetfilterQueue: @unchecked Sendable {
 
     /// Sends a config message with NLM_F_ACK and waits for the kernel's answer.
     private func sendExpectingAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, what: String) throws {
-        nlh.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
         let seq = UInt32(truncatingIfNeeded: time(nil)) &+ UInt32(number)
-        nlh.pointee.nlmsg_seq = seq
-        guard mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len)) >= 0 else {
-            throw SystemError(what)
+        try netlink.sendExpectingAck(nlh, sequence: seq, buffer: receiveBuffer, size: receiveBufferSize, what: what) { code in
+            if code == EBUSY { return " (another program has bound this queue)" }
+            if code == EPERM { return permissionHint(queue: number) }
+            return ""
         }
-        // Packets may already be arriving; skip them until the ack (they fail open if unanswered
-        // for long, and this happens once at start).
-        for _ in 0..<64 {
-            let n = recv(fd, receiveBuffer, receiveBufferSize, 0)
-            if n < 0 {
-                if errno == EINTR || errno == ENOBUFS { continue }
-                throw SystemError("\(what): waiting for the kernel's answer")
-            }
-            var len = n
-            var msg: UnsafePointer<nlmsghdr>? = UnsafePointer(receiveBuffer.assumingMemoryBound(to: nlmsghdr.self))
-            while let m = msg, mnl_nlmsg_ok(m, Int32(len)) {
-                if m.pointee.nlmsg_type == UInt16(NLMSG_ERROR) && m.pointee.nlmsg_seq == seq {
-                    let err = mnl_nlmsg_get_payload(m)!.assumingMemoryBound(to: nlmsgerr.self).pointee.error
-                    if err == 0 { return }
-                    let code = -err
-                    var hint = ""
-                    if code == EBUSY { hint = " (another program has bound this queue)" }
-                    if code == EPERM { hint = permissionHint(queue: number) }
-                    throw SystemError("\(what)\(hint)", errno: code)
-                }
-                var l32 = Int32(len)
-                msg = UnsafePointer(mnl_nlmsg_next(m, &l32))
-                len = Int(l32)
-            }
-        }
-        throw SystemError("\(what): no answer from the kernel", errno: ETIMEDOUT)
     }
 
     /// Why the kernel answered EPERM to a config message of queue `queue`: the queue is bound

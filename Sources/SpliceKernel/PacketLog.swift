@@ -34,9 +34,10 @@ public final class PacketLog: @unchecked Sendable {
 
     public let group: UInt16
     public let options: Options
-    private let socket: OpaquePointer
-    private let fd: Int32
-    public let portID: UInt32
+    private let netlink: NetfilterSocket
+    private var socket: OpaquePointer { netlink.socket }
+    private var fd: Int32 { netlink.fd }
+    public var portID: UInt32 { netlink.portID }
     private let buffer: UnsafeMutableRawPointer
     private let bufferSize = 0x20000
     /// Where the handler may view a copied packet at its full length (zeroed once).
@@ -49,17 +50,7 @@ public final class PacketLog: @unchecked Sendable {
     public init(group: UInt16, options: Options = Options()) throws {
         self.group = group
         self.options = options
-        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw SystemError("opening a netfilter netlink socket for NFLOG (are you root?)")
-        }
-        socket = nl
-        guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
-            let e = SystemError("binding the netlink socket for NFLOG")
-            mnl_socket_close(nl)
-            throw e
-        }
-        portID = mnl_socket_get_portid(nl)
-        fd = mnl_socket_get_fd(nl)
+        netlink = try NetfilterSocket.open(for: "NFLOG")
         buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
         room = .allocate(byteCount: 0x10000 + 256, alignment: 16)
         room.initializeMemory(as: UInt8.self, repeating: 0)
@@ -113,30 +104,10 @@ public final class PacketLog: @unchecked Sendable {
     }
 
     private func sendExpectingAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, what: String) throws {
-        nlh.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
         let seq = UInt32(truncatingIfNeeded: time(nil)) &+ UInt32(group)
-        nlh.pointee.nlmsg_seq = seq
-        guard mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len)) >= 0 else { throw SystemError(what) }
-        for _ in 0..<64 {
-            let n = recv(fd, buffer, bufferSize, 0)
-            if n < 0 {
-                if errno == EINTR || errno == ENOBUFS { continue }
-                throw SystemError("\(what): waiting for the kernel's answer")
-            }
-            var len = Int32(n)
-            var msg: UnsafePointer<nlmsghdr>? = UnsafePointer(buffer.assumingMemoryBound(to: nlmsghdr.self))
-            while let m = msg, mnl_nlmsg_ok(m, len) {
-                if m.pointee.nlmsg_type == UInt16(NLMSG_ERROR) && m.pointee.nlmsg_seq == seq {
-                    let err = mnl_nlmsg_get_payload(m)!.assumingMemoryBound(to: nlmsgerr.self).pointee.error
-                    if err == 0 { return }
-                    let code = -err
-                    let hint = code == EBUSY || code == EPERM ? " (another program has bound this group, or run as root)" : ""
-                    throw SystemError("\(what)\(hint)", errno: code)
-                }
-                msg = UnsafePointer(mnl_nlmsg_next(m, &len))
-            }
+        try netlink.sendExpectingAck(nlh, sequence: seq, buffer: buffer, size: bufferSize, what: what) { code in
+            code == EBUSY || code == EPERM ? " (another program has bound this group, or run as root)" : ""
         }
-        throw SystemError("\(what): no answer from the kernel", errno: ETIMEDOUT)
     }
 
     /// Hands each logged packet's copied bytes (from its IP header on: the headers, perhaps
