@@ -84,7 +84,9 @@ struct SplicedCommand: ParsableCommand {
     var synQueueMaxLength: UInt32 = 16384
 
     @Option(name: .long, help: ArgumentHelp("""
-        NFLOG group the rules log a spliced flow's FINs to (install-rules.sh --fin-log-group):         the FINs go on unqueued and the flow table follows the flow's end from their copies.         'none' binds no group (rules installed without it).
+        NFLOG group the rules log a spliced flow's FINs to (install-rules.sh --fin-log-group): \
+        the FINs go on unqueued and the flow table follows the flow's end from their copies. \
+        'none' binds no group (rules installed without it).
         """, valueName: "n|none"))
     var finLogGroup: String = "23133"
 
