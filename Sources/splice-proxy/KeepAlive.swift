@@ -52,9 +52,9 @@ extension Relay {
     /// The response head of a per-request connection: joined for this response (with its end),
     /// or relayed to its end; a chunked one is relayed, its end found from its framing; a
     /// response delimited by the close is joined for the connection's life, as is one after
-    /// which the backend closes when the rule propagates the FIN (or, chunked, at all). With `fin process`, the head is given
-    /// to the client as one that keeps the connection (its `Connection: close` taken out) and
-    /// the backend's FIN is left to the proxy's socket.
+    /// which the backend closes when the rule propagates the FIN (or, chunked, at all). With
+    /// `fin process`, the head is given to the client as one that keeps the connection (its
+    /// `Connection: close` taken out) and the backend's FIN is left to the proxy's socket.
     func perRequestResponse(_ c: Connection, timedOut: Bool) {
         let held = c.toClient.held
         let head: HTTPResponseHead
