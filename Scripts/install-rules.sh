@@ -221,11 +221,13 @@ SYN_QUEUE_SPEC=""
 if [[ "$FIN_LOG_GROUP_ARG" == none ]]; then
     FIN_LOG_GROUP=""
     SPLICE_SKIP_FLAGS=SYN,FIN,RST
+    FIN_NOTE="queued"
 else
     [[ "$FIN_LOG_GROUP_ARG" =~ ^[0-9]+$ ]] && ((10#$FIN_LOG_GROUP_ARG <= 65535)) \
         || die "--fin-log-group '$FIN_LOG_GROUP_ARG': give an NFLOG group number 0-65535, or none"
     FIN_LOG_GROUP=$((10#$FIN_LOG_GROUP_ARG))
     SPLICE_SKIP_FLAGS=SYN,RST
+    FIN_NOTE="logged to NFLOG group $FIN_LOG_GROUP"
 fi
 
 if [[ -n "$SYN_QUEUE_ARG" ]]; then
@@ -555,5 +557,5 @@ if [[ -n "$TPROXY_PORT" ]]; then
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi
-    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK; early demux off"
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE; early demux off"
 fi

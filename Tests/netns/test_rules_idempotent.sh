@@ -287,6 +287,8 @@ bad_arg "bad mark '0xZZ' in --inject-mark" --inject-mark 0xZZ
 bad_arg "bad port 'x' in --tproxy-port" --tproxy-port x
 bad_arg "must differ" --tproxy-port 8081 --proxy-mark 0x5a5a
 bad_arg "bad queue 'q' in --proxy-queue" --proxy-queue q
+bad_arg "--fin-log-group '70000': give an NFLOG group number" --tproxy-port 8081 --fin-log-group 70000
+bad_arg "--fin-log-group 'x'" --tproxy-port 8081 --fin-log-group x
 bad_arg "bad routing table '999'" --route-table 999
 bad_arg "bad family '5'" --family 5
 bad_arg "bad backend 'iptables'" --backend iptables
