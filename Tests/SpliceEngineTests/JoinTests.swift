@@ -108,6 +108,28 @@ struct JoinTests {
         #expect(e.flows(now: .seconds(1)).contains { $0.joinedTo == "10.0.2.2:80" && $0.joinRule == 3 })
     }
 
+    @Test("bytes a far end sent past what the proxy read, not yet acknowledged by its socket: not drained")
+    func unreadBytesAtASocketAreNotDrained() {
+        let (e, _, r) = setUp()
+        #expect(e.prepareJoin(r) == .accepted)
+        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 121, window: 100,
+             ts: TCPTimestamps(value: 77001, echo: 502))
+        // 50 more bytes of the client reached the proxy's socket (its ACK delayed): the proxy
+        // read 100.
+        feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1,
+             ts: TCPTimestamps(value: 103, echo: 9001), payload: 50)
+        #expect(e.join(r, now: .seconds(1)) == .notDrained)
+        // The proxy read them too (and wrote them on, acknowledged): drained.
+        var more = r
+        more.readFromClient = 150
+        more.writtenToBackend = 170
+        feed(e, from: local, 61000, to: backend, 80, flags: [.ack, .psh], seq: p2ISN + 121, ack: bISN + 1,
+             ts: TCPTimestamps(value: 503, echo: 77001), payload: 50, proxy: true)
+        feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 171, window: 100,
+             ts: TCPTimestamps(value: 77002, echo: 503))
+        #expect(e.join(more, now: .seconds(1)) == .accepted)
+    }
+
     @Test func translatesBothWaysWithValidChecksums() {
         let (e, _, r) = setUp()
         joinDrained(e, r)

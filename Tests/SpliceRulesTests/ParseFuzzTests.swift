@@ -15,6 +15,7 @@ struct ParseFuzzTests {
         TLSBuilder.records(TLSBuilder.clientHello(sni: "example.com")),
         TLSBuilder.records(TLSBuilder.clientHello(sni: "example.com"), cutAt: [3, 90]),
         TLSBuilder.records(TLSBuilder.clientHello(sni: nil, withExtensions: false)),
+        bytes("5\r\nhello\r\n1a;x=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: 1\r\n\r\n"),
     ]
 
     /// Runs every parser on `input` and on `input + more`, checking the two properties.
@@ -23,6 +24,20 @@ struct ParseFuzzTests {
         checkStream(HTTPResponseHead.parse(input), HTTPResponseHead.parse(input + more))
         checkStream(TLSClientHello.parse(input), TLSClientHello.parse(input + more))
         _ = RequestFacts(firstBytes: input, isFinal: false)
+        // The chunked framing: the same end, and the same bytes taken, whether the bytes come
+        // at once or one by one (nothing taken after `.done` or past the byte that is invalid).
+        let all = input + more
+        var whole = ChunkedBody()
+        let taken = whole.consume(all)
+        var split = ChunkedBody()
+        var takenSplit = 0
+        for b in all {
+            let k = split.consume(CollectionOfOne(b))
+            takenSplit += k
+            if k == 0 { break }
+        }
+        #expect(whole == split && taken == takenSplit)
+        #expect(taken == all.count || whole.state == .done || whole.state == .invalid)
     }
 
     static func checkStream<V: Equatable>(_ short: Peek<V>, _ long: Peek<V>) {
@@ -36,7 +51,7 @@ struct ParseFuzzTests {
     @Test("2000 random byte strings, some starting like a request or a ClientHello")
     func randomBytes() {
         var rng = SeededGenerator(seed: 20_240_611)
-        let starts: [[UInt8]] = [[], bytes("GET / HTTP/1.1\r\n"), bytes("HTTP/1.1 200 OK\r\n"), [22, 3, 1], [22, 3, 1, 0, 200, 1, 0]]
+        let starts: [[UInt8]] = [[], bytes("1a\r\n"), bytes("GET / HTTP/1.1\r\n"), bytes("HTTP/1.1 200 OK\r\n"), [22, 3, 1], [22, 3, 1, 0, 200, 1, 0]]
         for _ in 0..<2000 {
             let start = starts.randomElement(using: &rng)!
             let input = start + rng.bytes(Int.random(in: 0...300, using: &rng))

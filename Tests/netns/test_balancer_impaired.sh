@@ -20,6 +20,7 @@
 # links plain forwarding itself has the ends drop a few segments as old (a fast retransmission
 # overtakes the reordered original, which then arrives with a TSval older than the one the
 # retransmission set; measured 1-4 per three 1 MiB downloads, Docs/testing.md).
+# BAL_PROXY_DEBUG=1: the proxy logs at debug level.
 # variants: default client-no-timestamps backend-no-timestamps client-no-sack backend-no-sack client-no-wscale backend-no-wscale client-small-mss backend-small-mss all-off reordered reordered-all-off
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -60,7 +61,7 @@ SERVICE_MSS=()
 if ! grep -qvwE 'backend-small-mss|all-off|reordered-all-off' <<<"$(tr ' ' '\n' <<<"$VARIANTS" | grep -v '^$')"; then
     SERVICE_MSS=(--service-mss 536)
 fi
-proxy_start splice-proxy --service "$VIP:80=one" --service "[$VIP6]:80=one6" "${SERVICE_MSS[@]}"
+proxy_start splice-proxy --service "$VIP:80=one" --service "[$VIP6]:80=one6" "${SERVICE_MSS[@]}" ${BAL_PROXY_DEBUG:+--log-level debug}
 splicectl pools add one --backend "$SERVER_IP:80" >/dev/null || fail "pools add one failed"
 splicectl pools add one6 --backend "[$SERVER_IP6]:80" >/dev/null || fail "pools add one6 failed"
 splicectl rules add --path-prefix /duplex/c/ --action splice --one-way to-client >/dev/null || fail "rules add to-client failed"

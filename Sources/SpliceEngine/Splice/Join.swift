@@ -253,10 +253,14 @@ extension Engine {
         let p2Next = p2.isn + 1 + UInt32(truncatingIfNeeded: r.writtenToBackend)
         let backendRead = backend.isn + 1 + UInt32(truncatingIfNeeded: r.readFromBackend)
         // Drained: each end has acknowledged all the proxy wrote to it (and the proxy sent it
-        // all), and no socket acknowledged a byte the proxy did not read and hand on.
+        // all), no socket acknowledged a byte the proxy did not read and hand on, and no far
+        // end sent one that reached its socket unread (not yet acknowledged, a delayed ACK: a
+        // one-way join keeps that socket, which would find it there; a join both ways would
+        // leave its sender to send it again).
         let drained = client.ackSeen && client.ack == p1Next && p1.nextSeq == p1Next
             && backend.ackSeen && backend.ack == p2Next && p2.nextSeq == p2Next
             && (!p1.ackSeen || p1.ack <= clientRead) && (!p2.ackSeen || p2.ack <= backendRead)
+            && client.nextSeq <= clientRead && backend.nextSeq <= backendRead
         guard drained else {
             counters.balancer.notYetDrained &+= 1
             return .notDrained
