@@ -146,23 +146,3 @@ public struct ChunkedBody: Sendable, Equatable {
         }
     }
 }
-
-extension HTTPResponseHead {
-    /// The body is chunked: `Transfer-Encoding`'s last coding is `chunked` (which then frames
-    /// the body, whatever a Content-Length says).
-    public var isChunked: Bool {
-        let codings = headers.filter { $0.name == "transfer-encoding" }
-            .flatMap { $0.value.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: " \t") } }
-        return codings.last == "chunked"
-    }
-}
-
-private extension Substring {
-    func trimmingCharacters(in set: String) -> String {
-        let chars = Set(set)
-        var s = self[...]
-        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
-        while let l = s.last, chars.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
-}

@@ -38,11 +38,28 @@ extension HTTPRequestHead {
 }
 
 extension HTTPResponseHead {
-    /// The bytes of the body after the head, when the head tells (nil: chunked, or delimited
-    /// by the close). `method`: the request's (a HEAD's response has no body).
-    public func bodyLength(method: String) -> Int? {
-        if method == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 { return 0 }
-        return contentLength
+    /// How the body after the head is framed (RFC 9112, 6.3).
+    public enum Body: Equatable, Sendable {
+        /// This many bytes (0: no body, as for a HEAD's response, 1xx, 204 and 304).
+        case length(Int)
+        /// Chunked (ChunkedBody follows where it ends); a Content-Length beside it is ignored.
+        case chunked
+        /// Delimited by the backend's close.
+        case untilClose
+    }
+
+    /// How this response's body is framed. `method`: the request's.
+    public func body(method: String) -> Body {
+        if method == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 { return .length(0) }
+        if isChunked { return .chunked }
+        return contentLength.map(Body.length) ?? .untilClose
+    }
+
+    /// The body is chunked: `Transfer-Encoding`'s last coding is `chunked`.
+    public var isChunked: Bool {
+        let codings = headers.filter { $0.name == "transfer-encoding" }
+            .flatMap { $0.value.lowercased().split(separator: ",").map { String($0.filter { $0 != " " && $0 != "\t" }) } }
+        return codings.last == "chunked"
     }
 
     /// The backend closes its connection after this response: `Connection: close`, or an

@@ -67,12 +67,14 @@ extension Relay {
             return
         }
         let closes = head.closesConnection
-        let bodiless = c.requestIsHead || (100..<200).contains(head.status) || head.status == 204 || head.status == 304
-        if head.isChunked && !bodiless && !closes {
+        let body: Int
+        switch head.body(method: c.requestIsHead ? "HEAD" : "GET") {
+        case .length(let n):
+            body = n
+        case .chunked where !closes:
             relayChunked(c, bodyAt: head.headLength)
             return
-        }
-        guard let body = head.bodyLength(method: c.requestIsHead ? "HEAD" : "GET"), !head.isChunked || bodiless else {
+        case .chunked, .untilClose:
             perRequestEnds(c, join: true)
             return
         }
