@@ -46,17 +46,17 @@ public struct TCPPacket {
     /// The length the IP header of `bytes` gives its packet (IPv4 total length; IPv6 fixed
     /// header plus payload length), for a copy of only its first bytes (a logged packet's
     /// headers); nil when it cannot say (too short, another version, an IPv6 jumbogram).
-    public static func declaredLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
+    public static func declaredLength(_ bytes: UnsafeMutableRawBufferPointer) -> Int? {
         guard bytes.count >= 1 else { return nil }
-        switch bytes[0] >> 4 {
+        switch bytes.u8(0) >> 4 {
         case 4:
-            guard bytes.count >= 20 else { return nil }
-            let total = Int(bytes[2]) << 8 | Int(bytes[3])
-            return total >= 20 ? total : nil
+            guard bytes.count >= IPv4Header.Field.minimumLength else { return nil }
+            let total = Int(bytes.be16(IPv4Header.Field.totalLength))
+            return total >= IPv4Header.Field.minimumLength ? total : nil
         case 6:
-            guard bytes.count >= 40 else { return nil }
-            let payload = Int(bytes[4]) << 8 | Int(bytes[5])
-            return payload > 0 ? 40 + payload : nil
+            guard bytes.count >= IPv6Header.Field.fixedLength else { return nil }
+            let payload = Int(bytes.be16(IPv6Header.Field.payloadLength))
+            return payload > 0 ? IPv6Header.Field.fixedLength + payload : nil
         default:
             return nil
         }

@@ -185,10 +185,11 @@ final class Daemon: @unchecked Sendable {
                 }
                 if ready == 0 { continue }
                 if let log, fds[group.count].revents != 0 {
-                    // The FINs' copies: tracking only, no verdict; one lock for the lot.
+                    // The FINs' copies: tracking only, no verdict; the lock per copy, as per
+                    // queued packet (not held across the receives).
                     let now = clock.now()
-                    supervisor.engine.withLock { engine in
-                        log.drain { header, room in engine.loggedFromSplicedFlow(header, room: room, now: now) }
+                    log.drain { header, room in
+                        supervisor.engine.withLock { $0.loggedFromSplicedFlow(header, room: room, now: now) }
                     }
                 }
                 for i in group.indices where fds[i].revents != 0 {

@@ -151,13 +151,14 @@ extension Engine {
     /// queued FIN; a copy of anything else (a FIN of a flow no longer spliced here, or not in
     /// the table) is ignored.
     public func loggedFromSplicedFlow(_ header: UnsafeRawBufferPointer, room: UnsafeMutableRawBufferPointer, now: Timestamp) {
-        guard let length = TCPPacket.declaredLength(header), length >= header.count, length <= room.count,
-              let base = header.baseAddress else {
+        guard header.count <= room.count, let base = header.baseAddress else {
             counters.splices.logsIgnored &+= 1
             return
         }
         room.baseAddress!.copyMemory(from: base, byteCount: header.count)
-        guard case .tcp(let p) = TCPPacket.parse(UnsafeMutableRawBufferPointer(rebasing: room[0..<length])) else {
+        guard let length = TCPPacket.declaredLength(UnsafeMutableRawBufferPointer(rebasing: room[0..<header.count])),
+              length >= header.count, length <= room.count,
+              case .tcp(let p) = TCPPacket.parse(UnsafeMutableRawBufferPointer(rebasing: room[0..<length])) else {
             counters.splices.logsIgnored &+= 1
             return
         }
