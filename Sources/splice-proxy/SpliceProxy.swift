@@ -238,7 +238,8 @@ struct SpliceProxyCommand: ParsableCommand {
                     case .done: relay.watch(c.fd, events: readable)
                     case .blocked: break
                     case .failed(let e):
-                        lostControl(&control, relay, logger, RelayError(e))
+                        control = nil
+                        lostControl(c, relay, logger, RelayError(e))
                         outbox.clear()
                         return
                     }
@@ -254,7 +255,8 @@ struct SpliceProxyCommand: ParsableCommand {
                         }
                     }
                 } catch {
-                    lostControl(&control, relay, logger, error)
+                    control = nil
+                    lostControl(c, relay, logger, error)
                 }
             }
         }
@@ -269,9 +271,11 @@ struct SpliceProxyCommand: ParsableCommand {
                                                        "default": "\(rules.defaultAction.rawValue)"])
     }
 
-    func lostControl(_ control: inout ControlClient?, _ relay: Relay, _ logger: Logger, _ error: any Error) {
-        if let c = control { _ = epoll_ctl(relay.epoll, EPOLL_CTL_DEL, c.fd, nil) }
-        control = nil
+    /// The control connection `lost` broke: every connection the engine shares is dropped.
+    /// The caller has already let go of it (`control` nil), so the aborts announce nothing;
+    /// their announcements read `control`, which must not be held here (inout) meanwhile.
+    func lostControl(_ lost: ControlClient, _ relay: Relay, _ logger: Logger, _ error: any Error) {
+        _ = epoll_ctl(relay.epoll, EPOLL_CTL_DEL, lost.fd, nil)
         let n = relay.connections.count
         relay.dropAll()
         let t = relay.spliceCounts
