@@ -417,6 +417,9 @@ public struct QueueReport: Codable, Sendable, Equatable {
     public var verdictSends: UInt64?
     /// Verdict sends the kernel refused: their packets stayed queued (should stay 0).
     public var verdictSendFailures: UInt64?
+    /// Of `verdictSends`, those sent early, before a packet the engine made (so that it does
+    /// not overtake the packets handled before it); absent from older daemons' reports.
+    public var sendsBeforeInjection: UInt64?
     /// Receive errors of ENOBUFS: the socket buffer overflowed and the kernel dropped messages.
     public var receiveOverruns: UInt64
     /// The kernel's figures, absent if the proc file could not be read.
@@ -428,7 +431,7 @@ public struct QueueReport: Codable, Sendable, Equatable {
     public var portID: UInt32?
 
     public init(number: UInt16, failClosed: Bool? = nil, role: String? = nil, packets: UInt64, verdictMessages: UInt64,
-                verdictSends: UInt64? = nil, verdictSendFailures: UInt64? = nil,
+                verdictSends: UInt64? = nil, verdictSendFailures: UInt64? = nil, sendsBeforeInjection: UInt64? = nil,
                 receiveOverruns: UInt64, queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil,
                 portID: UInt32? = nil) {
         self.number = number
@@ -438,6 +441,7 @@ public struct QueueReport: Codable, Sendable, Equatable {
         self.verdictMessages = verdictMessages
         self.verdictSends = verdictSends
         self.verdictSendFailures = verdictSendFailures
+        self.sendsBeforeInjection = sendsBeforeInjection
         self.receiveOverruns = receiveOverruns
         self.queueTotal = queueTotal
         self.queueDropped = queueDropped

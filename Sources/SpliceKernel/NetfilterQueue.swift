@@ -45,6 +45,9 @@ public final class NetfilterQueue: @unchecked Sendable {
         public var verdictSends: UInt64 = 0
         /// `sendto` calls of verdicts the kernel refused (their packets left queued).
         public var verdictSendFailures: UInt64 = 0
+        /// Of `verdictSends`, those made in the middle of a drain, before a packet the engine
+        /// made (`sendPendingVerdicts`).
+        public var sendsBeforeInjection: UInt64 = 0
         public var batchedAccepts: UInt64 = 0
         public var receiveOverruns: UInt64 = 0
         public var truncated: UInt64 = 0
@@ -249,6 +252,17 @@ public final class NetfilterQueue: @unchecked Sendable {
         case .repeatHook: code = TS_NF_REPEAT
         }
         sendVerdict(id: id, verdict: code, payload: verdict.action == .drop ? nil : newBytes, mark: verdict.mark)
+    }
+
+    /// Sends the verdicts written so far (the batch of accepts included) now, not at the end
+    /// of the drain: called while the engine handles one of this queue's packets, before a
+    /// packet it makes goes out (`SpliceInjector.verdictsFirst`), so that what it made leaves
+    /// after the packets it handled before. The current packet's verdict is not written yet.
+    public func sendPendingVerdicts() {
+        guard pendingCount > 0 || sendUsed > 0 else { return }
+        counters.sendsBeforeInjection &+= 1
+        flushBatch()
+        flushSends()
     }
 
     @inline(__always)

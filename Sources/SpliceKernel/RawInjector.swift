@@ -78,6 +78,13 @@ public final class SpliceInjector: PacketInjector, @unchecked Sendable {
     /// (under the engine's lock), read by the control thread: atomic.
     private let failureCount = Atomic<UInt64>(0)
     public var failures: UInt64 { failureCount.load(ordering: .relaxed) }
+    /// The queue whose packet the engine is handling (set by its reader under the engine's
+    /// lock, for the packet's turn): the verdicts it has written but not sent yet go out
+    /// before any packet the engine makes meanwhile. A queue's verdicts wait for the end of
+    /// its drain; a packet the engine made went out at once, and so could overtake one the
+    /// engine had handled before it: toward the same end, with a TSval the engine had raised
+    /// past the earlier one's (an older TSval arriving last is a PAWS drop at the end).
+    public unowned(unsafe) var verdictsFirst: NetfilterQueue?
 
     public init(wireMark: UInt32, localMark: UInt32, spliceMark: UInt32) throws {
         wire = try RawInjector(mark: wireMark)
@@ -86,10 +93,12 @@ public final class SpliceInjector: PacketInjector, @unchecked Sendable {
     }
 
     public func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        verdictsFirst?.sendPendingVerdicts()
         do { try splice.send(packet, to: destination) } catch { failureCount.wrappingAdd(1, ordering: .relaxed) }
     }
 
     public func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {
+        verdictsFirst?.sendPendingVerdicts()
         do {
             try (toLocalSocket ? local : wire).send(packet, to: destination)
         } catch {

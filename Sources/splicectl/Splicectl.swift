@@ -115,7 +115,7 @@ struct Status: ParsableCommand {
         for q in s.queues {
             let kind = q.failClosed == true ? " (proxy's packets, fail-closed)"
                 : q.role == "handshakes" ? " (handshakes, fail-open when full)" : ""
-            var line = "  queue \(q.number)\(kind): \(q.packets) packets, \(q.verdictMessages) verdict messages\(q.verdictSends.map { " in \($0) sends" } ?? "")\((q.verdictSendFailures ?? 0) > 0 ? " (\(q.verdictSendFailures!) refused)" : ""), \(q.receiveOverruns) receive overruns"
+            var line = "  queue \(q.number)\(kind): \(q.packets) packets, \(q.verdictMessages) verdict messages\(q.verdictSends.map { " in \($0) sends" } ?? "")\((q.sendsBeforeInjection ?? 0) > 0 ? " (\(q.sendsBeforeInjection!) before a packet the engine made)" : "")\((q.verdictSendFailures ?? 0) > 0 ? " (\(q.verdictSendFailures!) refused)" : ""), \(q.receiveOverruns) receive overruns"
             if let t = q.queueTotal, let qd = q.queueDropped, let ud = q.userDropped {
                 line += "; kernel: waiting \(t), queue-dropped \(qd), user-dropped \(ud)"
             } else {

@@ -169,9 +169,18 @@ final class Daemon: @unchecked Sendable {
     /// A reader thread's loop over `group`'s queues (and the FIN log, `log`), until `stop`; a
     /// failing queue stops the daemon.
     func readQueues(_ group: [NetfilterQueue], log: PacketLog?, failed: borrowing Atomic<Bool>) {
+        // The queue being drained: its verdicts still unsent go out before any packet the
+        // engine makes while it handles one of its packets (SpliceInjector.verdictsFirst).
+        // (Packets the engine makes on the timer or control threads do not wait for a reader's
+        // unsent verdicts: rarer, and not ordered here.)
+        var draining = group[0]
         let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
             let now = clock.now()
-            return supervisor.engine.withLock { $0.process(bytes, scratch: scratch, info: info, now: now) }
+            return supervisor.engine.withLock { engine in
+                injector.verdictsFirst = draining
+                defer { injector.verdictsFirst = nil }
+                return engine.process(bytes, scratch: scratch, info: info, now: now)
+            }
         }
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
         if let log { fds.append(pollfd(fd: log.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
@@ -194,6 +203,7 @@ final class Daemon: @unchecked Sendable {
                 }
                 for i in group.indices where fds[i].revents != 0 {
                     current = group[i].number
+                    draining = group[i]
                     readersInTurn.add(1, ordering: .acquiringAndReleasing)
                     defer { readersInTurn.subtract(1, ordering: .releasing) }
                     try group[i].drain(handle: handle)
@@ -347,6 +357,7 @@ final class Daemon: @unchecked Sendable {
                 : q.number == configuration.synQueue ? "handshakes" : "ends"
             return QueueReport(number: q.number, failClosed: configuration.proxyQueues.contains(q.number), role: role,
                                packets: c.packets, verdictMessages: c.verdictMessages, verdictSends: c.verdictSends, verdictSendFailures: c.verdictSendFailures,
+                               sendsBeforeInjection: c.sendsBeforeInjection,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
         }
