@@ -169,6 +169,7 @@ extension Relay {
     /// The loop's timers: first bytes that did not come in time, splices to step out of.
     /// Returns how soon it wants to run again (seconds), if sooner than the loop's own tick.
     func runTimers(now: Double) -> Double? {
+        let soonest = leftovers.isEmpty ? nil : resetLeftovers(now: now)
         if let health {
             for b in health.takeNewlyDown() {
                 if engineConnected { sendToEngine(ControlRequest(command: .resetBackend, member: b)) }
@@ -183,7 +184,7 @@ extension Relay {
                 refreshInterest(c)
             }
         }
-        guard !pendingSplices.isEmpty else { return nil }
+        guard !pendingSplices.isEmpty else { return soonest }
         for id in Array(pendingSplices) {
             if let c = connections[id], c.stage == .steppingOut, now - c.nextAsk > Relay.answerPatience {
                 // No answer (one that could not name its connection, say): relay on.

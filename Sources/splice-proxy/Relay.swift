@@ -6,6 +6,7 @@ import Logging
 import SpliceRules
 import SpliceControlProtocol
 import SpliceWire
+import SpliceKernel
 
 /// The transparent relay: accepts connections TPROXY delivers, opens the upstream connection
 /// from the client's own address and port (`IP_TRANSPARENT`), and moves bytes both ways with
@@ -190,6 +191,10 @@ final class Relay {
     var sendToEngine: (ControlRequest) -> Void = { _ in }
     var deciding = Set<Int>()
     var pendingSplices = Set<Int>()
+    /// One-way joins the engine's death left, whose ends are reset a moment later (OneWay.swift,
+    /// `resetLeftovers`), and the raw socket their tickles go through (nil: none could be opened).
+    var leftovers: [OneWayLeftover] = []
+    var tickler: RawInjector?
     /// Connections by their tuple, for the engine's answers.
     var byTuple: [String: Int] = [:]
     var spliceCounts = SpliceTally()
@@ -708,15 +713,18 @@ final class Relay {
         resumeAcceptingIfRoom()
     }
 
-    /// Drops every connection without a word on the wire (the engine is gone: our packets
-    /// would be dropped anyway, and the ends go on in bypass).
+    /// The engine is gone: drops every resilient connection without a word on the wire (our
+    /// packets would be dropped anyway, and the ends go on in bypass), relays the balancer's
+    /// connections not joined on, and resets those joined one way (a moment later).
     func dropAll() {
         engineConnected = false
         for c in Array(connections.values) {
             if c.oneWayJoined {
                 // Its sockets are in step with the ends only through the engine's rewriting:
-                // the connection ends (the sender of the joined direction gets an exact reset).
-                abort(c)
+                // the connection ends, nothing more relayed; both ends are reset a moment later
+                // (OneWay.swift, `resetLeftovers`).
+                release(c, closeSockets: false)
+                leftovers.append(OneWayLeftover(c, at: monotonicSeconds() + Relay.leftoverResetDelay))
                 continue
             }
             if c.service != nil {

@@ -168,6 +168,14 @@ struct SpliceProxyCommand: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(2)
         }
+        if !service.isEmpty {
+            // The tickles after the engine's death in a one-way join (OneWay.swift).
+            do {
+                relay.tickler = try RawInjector(mark: parsedBalancerMark ?? 0x5a5e)
+            } catch {
+                logger.warning("no raw socket (\(error)): if spliced dies in a one-way join, an end that only reads may not learn of the end")
+            }
+        }
         if let pidfile {
             let text = "\(getpid())\n"
             let fd = open(pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

@@ -1225,6 +1225,19 @@ impair_links() {
     log "links impaired both ways: loss $loss, duplication $dup, reordering $reorder (slow class $slow); GSO/TSO/GRO off"
 }
 
+# impair_loss_off: no more loss (the loss chains flushed in every namespace; duplication and
+# reordering stay), for a step whose point is not loss: a reset lost on the way is never made
+# again when its receiver only waits (nothing it sends would draw another).
+impair_loss_off() {
+    local ns ipt
+    for ns in "$NS_C" "$NS_S" "$NS_R"; do
+        for ipt in iptables ip6tables; do
+            nsx "$ns" "$ipt" -w 5 -t raw -F TSTEST_IMPAIR_LOSS || fail "cannot flush TSTEST_IMPAIR_LOSS in $ns ($ipt)"
+        done
+    done
+    log "links: no more loss (duplication and reordering as before)"
+}
+
 # impair_counts: one line per impaired direction, "DIRECTION loss=N dup=N reorder=N
 # slow_sent=N slow_overlimits=N slow_dropped=N oversize=N" (packets; slow_* from the HTB class
 # 1:20 of the egress interface; oversize: packets larger than the MTU at the
