@@ -256,6 +256,10 @@ extension Relay {
             logger.error("taking over \(local) -> \(peer) (connect in repair mode): \(String(cString: strerror(errno)))")
             return false
         }
+        // Leaving repair mode took the address's reuse away (SK_NO_REUSE): the socket, bound
+        // to a service address, would then keep any later bind of it (a proxy restarted, or
+        // another program) out while it lingers after its close (FIN_WAIT, TIME_WAIT).
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         return true
     }
 

@@ -251,3 +251,42 @@ paws_bk=$(( $(paws_b) - paws_b0 ))
 log "IPv6: one connection, 8 requests over 2 backends by path: all byte-exact and in order; $joins6 large answers: $joined joined and handed back ($returned), $cancelled read whole first; PAWS rejects client +$paws_c, backends +$paws_bk"
 log "balancer counters: $(status_json | json_get 'balancer?none')"
 [[ "$VARIANT" != impaired ]] || log "impairments: $(impair_counts | tr '\n' ';')"
+
+# 6. The proxy restarted while a connection it took back after a joined answer is open (the
+# client idle on it): the old proxy's sockets close with it, the taken-over one (bound to the
+# service address) first, so that it lingers (FIN_WAIT, TIME_WAIT); the new proxy must bind the
+# service address at once. (Out of repair mode a socket loses SO_REUSEADDR: that one kept the
+# address from any new bind, "Address already in use", while it lingered.)
+returned0=$(counter returned)
+nsx "$NS_C" python3 - "$VIP" 80 /a/big 20 >"$TEST_TMP/idle.out" 2>&1 <<'PY' &
+import socket, sys, time
+host, port, path, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+s = socket.create_connection((host, port))
+s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit("closed before the answer's head")
+    buf += chunk
+head, _, body = buf.partition(b"\r\n\r\n")
+length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
+while len(body) < length:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        sys.exit("closed in the answer's body")
+    body += chunk
+print("answered", len(body), flush=True)
+time.sleep(hold)
+PY
+idle=$!
+on_cleanup "kill $idle 2>/dev/null || true"
+returned_more() { (( $(counter returned) > returned0 )) && grep -q answered "$TEST_TMP/idle.out"; }
+settle returned_more || fail "the idle client's answer was not joined and handed back: $(cat "$TEST_TMP/idle.out"); returned $(counter returned) (was $returned0)"
+bg_kill splice-proxy TERM || true  # (its status: killed by the signal)
+! bg_alive splice-proxy || fail "splice-proxy did not stop on SIGTERM"
+lingering=$(nsx "$NS_R" ss -Htan "( sport = :80 )" | awk -v a="$VIP:80" '$4 == a { print $1 }' | sort | uniq -c | tr -s ' \n' ' ')
+proxy_start splice-proxy-restarted --service "$VIP:80=web" --service "[$VIP6]:80=p61" --forwarded-for
+log "the proxy restarted with a taken-over connection open: its sockets on $VIP:80 left lingering (${lingering:-none}), the new proxy bound the service address at once"
+kill "$idle" 2>/dev/null || true
+wait "$idle" 2>/dev/null || true
