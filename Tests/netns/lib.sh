@@ -586,8 +586,12 @@ proxy_start() {
     [[ -n "$CTL_SOCK" ]] || fail "proxy_start: start spliced first (no control socket)"
     bg_start "$name" "$NS_R" "$bin" --control-socket "$CTL_SOCK" --listen-port "$TPROXY_PORT" \
         --pidfile "$TEST_TMP/$name.pid" "$@"
-    wait_port "$NS_R" "$TPROXY_PORT" 20
     local deadline=$((SECONDS + 20))
+    until _listening "$NS_R" "$TPROXY_PORT"; do
+        bg_alive "$name" || fail "splice-proxy exited at startup (see $name.log)"
+        ((SECONDS < deadline)) || fail "splice-proxy (pid $(bg_pid "$name")) did not listen on port $TPROXY_PORT within 20s"
+        sleep 0.1
+    done
     until proxy_registered_pid "$(bg_pid "$name")"; do
         bg_alive "$name" || fail "splice-proxy exited at startup (see $name.log)"
         ((SECONDS < deadline)) || fail "splice-proxy (pid $(bg_pid "$name")) did not register with spliced within 20s"
