@@ -227,8 +227,8 @@ log "the proxy killed in a one-way join: the client reset ($(json_get error <<<"
 # The engine killed (SIGKILL) in the same state, with a new proxy: the proxy loses its control
 # connection and ends the one-way join (Docs/balancer.md, "Failure"): its sockets closed with a
 # reset each, then a tickle to each far end, whose answer draws a reset at exactly the place
-# the end is at from the closed port. Here the sockets' resets toward the backends are dropped
-# in the router (a rule in raw OUTPUT; as if lost: inexact when bytes died in the engine's
+# the end is at from the closed port. Here the sockets' resets toward backend 1 are dropped in
+# the router (a rule in raw OUTPUT; as if lost: inexact when bytes died in the engine's
 # queue, and answered with a challenge ACK the backend's rate limit may skip), so that backend
 # 1 can learn of the end only from the tickle. The client's next packets find no socket and
 # draw resets. Both ends are reset, the backend never takes the cut body for a whole one.
@@ -251,7 +251,7 @@ grep -qiE "reset|broken pipe" <<<"$(json_get error <<<"$out")" || fail "the clie
 backend_reset() { (( $(grep -c "ConnectionResetError" "$TEST_TMP/backend1.log" || true) > resets0 )); }
 settle backend_reset || fail "backend 1 saw the cut body end without a reset when the engine died: $(tail -n 5 "$TEST_TMP/backend1.log")"
 dropped=$(nsx "$NS_R" iptables -w 5 -t raw -L OUTPUT -v -n -x | awk '/tstest: the proxy.s resets to backend 1 lost/ { print $1 }')
-((dropped > 0)) || fail "the rule dropped none of the proxy's resets to backend 1: the tickle was not what reset it"
+((${dropped:-0} > 0)) || fail "the rule dropped none of the proxy's resets to backend 1: the tickle was not what reset it"
 got=$(awk '$3 == "/duplex/kill/big" { print $4 }' "$TEST_TMP/backend1.log" | tail -n 1)
 ((got < SMALL)) || fail "backend 1 read the whole body ($got bytes) although the engine died in its middle"
 log "the engine killed in a one-way join: the client reset ($(json_get error <<<"$out"); its response $(json_get responseBytes <<<"$out") of $BIG bytes), backend 1 reset after $got of $SMALL body bytes (by the tickle: the proxy's $dropped reset(s) to it dropped on the way)"
