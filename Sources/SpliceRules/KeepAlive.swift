@@ -48,6 +48,13 @@ extension HTTPResponseHead {
         case untilClose
     }
 
+    /// The comma-separated list of every `name` field (a lower-case name), in order, each
+    /// item lower-cased without its blanks.
+    func tokens(of name: String) -> [String] {
+        headers.filter { $0.name == name }
+            .flatMap { $0.value.lowercased().split(separator: ",").map { String($0.filter { $0 != " " && $0 != "\t" }) } }
+    }
+
     /// How this response's body is framed. `method`: the request's.
     public func body(method: String) -> Body {
         if method == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 { return .length(0) }
@@ -56,17 +63,12 @@ extension HTTPResponseHead {
     }
 
     /// The body is chunked: `Transfer-Encoding`'s last coding is `chunked`.
-    public var isChunked: Bool {
-        let codings = headers.filter { $0.name == "transfer-encoding" }
-            .flatMap { $0.value.lowercased().split(separator: ",").map { String($0.filter { $0 != " " && $0 != "\t" }) } }
-        return codings.last == "chunked"
-    }
+    public var isChunked: Bool { tokens(of: "transfer-encoding").last == "chunked" }
 
     /// The backend closes its connection after this response: `Connection: close`, or an
     /// HTTP/1.0 response without `Connection: keep-alive`.
     public var closesConnection: Bool {
-        let tokens = headers.filter { $0.name == "connection" }
-            .flatMap { $0.value.lowercased().split(separator: ",").map { String($0.filter { $0 != " " && $0 != "\t" }) } }
+        let tokens = tokens(of: "connection")
         if tokens.contains("close") { return true }
         return version == "HTTP/1.0" && !tokens.contains("keep-alive")
     }
