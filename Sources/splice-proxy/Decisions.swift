@@ -169,7 +169,7 @@ extension Relay {
     /// The loop's timers: first bytes that did not come in time, splices to step out of.
     /// Returns how soon it wants to run again (seconds), if sooner than the loop's own tick.
     func runTimers(now: Double) -> Double? {
-        let soonest = leftovers.isEmpty ? nil : resetLeftovers(now: now)
+        let soonest = resetLeftovers(now: now)
         if let health {
             for b in health.takeNewlyDown() {
                 if engineConnected { sendToEngine(ControlRequest(command: .resetBackend, member: b)) }

@@ -120,6 +120,7 @@ extension Relay {
 
     /// Takes the leftovers' steps that are due; returns how soon the next one is.
     func resetLeftovers(now: Double) -> Double? {
+        guard !leftovers.isEmpty else { return nil }
         for i in leftovers.indices where now >= leftovers[i].at {
             if !leftovers[i].socketsClosed {
                 abortSocket(leftovers[i].down)
@@ -139,21 +140,12 @@ extension Relay {
     /// translated by an engine, queued fail-open).
     func tickle(from: SocketAddress, to: SocketAddress) {
         guard let tickler else { return }
-        var buffer = [UInt8](repeating: 0, count: 128)
-        let byte: [UInt8] = [0]
-        buffer.withUnsafeMutableBytes { out in
-            byte.withUnsafeBytes { payload in
-                guard let n = TCPSegmentWriter.write(into: out, source: from.address, destination: to.address,
-                                                     sourcePort: from.port, destinationPort: to.port,
-                                                     sequenceNumber: SeqNumber(0), acknowledgmentNumber: SeqNumber(0),
-                                                     flags: .ack, window: 0, optionBytes: UnsafeRawBufferPointer(start: nil, count: 0),
-                                                     payload: payload) else { return }
-                do {
-                    try tickler.send(UnsafeRawBufferPointer(rebasing: out[0..<n]), to: to.address)
-                } catch {
-                    logger.warning("tickle to \(to): \(error)")
-                }
-            }
+        let packet = TCPPacketSpec(source: from.address, destination: to.address, sourcePort: from.port, destinationPort: to.port,
+                                   sequenceNumber: SeqNumber(0), flags: .ack, window: 0, payload: [0]).bytes()
+        do {
+            try packet.withUnsafeBytes { try tickler.send($0, to: to.address) }
+        } catch {
+            logger.warning("tickle to \(to): \(error)")
         }
     }
 }
