@@ -184,7 +184,6 @@ final class Daemon: @unchecked Sendable {
         }
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
         if let log { fds.append(pollfd(fd: log.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
-        var current = group[0].number
         do {
             while !stop.load(ordering: .relaxed) {
                 let ready = poll(&fds, nfds_t(fds.count), 100)
@@ -202,7 +201,6 @@ final class Daemon: @unchecked Sendable {
                     }
                 }
                 for i in group.indices where fds[i].revents != 0 {
-                    current = group[i].number
                     draining = group[i]
                     readersInTurn.add(1, ordering: .acquiringAndReleasing)
                     defer { readersInTurn.subtract(1, ordering: .releasing) }
@@ -210,7 +208,7 @@ final class Daemon: @unchecked Sendable {
                 }
             }
         } catch {
-            logger.critical("queue \(current) stopped: \(error)")
+            logger.critical("queue \(draining.number) stopped: \(error)")
             failed.store(true, ordering: .relaxed)
             stop.store(true, ordering: .relaxed)
             kill(pid, SIGTERM)
