@@ -5,10 +5,12 @@ body's SHA-256 checked against the file it must be. Never reconnects: a connecti
 side closes before the last answer is a failure (unless --expect-close says after which
 answer the close must come: FIN propagation).
 
-Usage: keepalive.py HOST PORT ROOT PATH... [--expect-close N] [--header 'Name: value']
+Usage: keepalive.py HOST PORT ROOT PATH... [--expect-close N] [--header 'Name: value'] [--hold S]
   ROOT: the directory the paths are files of (the expected bodies).
   PATH may be POST:N:/path: a POST of N pseudo-random bytes, whose answer must be the body's
   SHA-256 in hex and a newline (Tests/netns/backend.py's POST).
+--hold S: after the last answer (the JSON line printed), the connection stays open, idle, S
+  seconds before the client closes it.
 Prints one JSON line: {"answers": N, "local_port": P, "closed_after": N or null}; exits 1
 with the reason on stderr when an answer is wrong, missing, or out of order.
 """
@@ -18,6 +20,7 @@ import os
 import random
 import socket
 import sys
+import time
 
 
 def read_head(sock, buf):
@@ -64,6 +67,11 @@ def main():
     args = sys.argv[1:]
     expect_close = None
     headers = []
+    hold = 0.0
+    if "--hold" in args:
+        i = args.index("--hold")
+        hold = float(args[i + 1])
+        del args[i:i + 2]
     while "--expect-close" in args:
         i = args.index("--expect-close")
         expect_close = int(args[i + 1])
@@ -144,7 +152,8 @@ def main():
     if expect_close is not None and closed_after != expect_close:
         sys.exit(f"expected the connection to close after answer {expect_close}, it closed after {closed_after}")
     print(json.dumps({"answers": n if closed_after is None else closed_after, "local_port": local_port,
-                      "closed_after": closed_after}))
+                      "closed_after": closed_after}), flush=True)
+    time.sleep(hold)
 
 
 if __name__ == "__main__":

@@ -1491,6 +1491,15 @@ ns_counter() {
 # only, for looking at the captures of a run that shows some; Docs/testing.md).
 PAWS_BASE_C=0
 PAWS_BASE_S=0
+# wire_old_tsvals PCAP WHO OUT: the segments of capture PCAP (taken at WHO's interface) with a
+# TSval older than one WHO had seen (tsorder.py), into OUT and reported (the count and the first
+# 40 lines).
+wire_old_tsvals() {
+    local line
+    tcpdump -n -tt -S -r "$1" 2>/dev/null | python3 "$NETNS_DIR/tsorder.py" >"$3"
+    report "segments at $2 with a TSval older than one it had seen, on the wire (capture): $(tail -1 "$3")"
+    while IFS= read -r line; do report "    $line"; done < <(head -40 "$3" | grep -v '^old: ')
+}
 paws_baseline() {
     PAWS_BASE_C=$(ns_counter "$NS_C" TcpExtPAWSEstab)
     PAWS_BASE_S=$(ns_counter "$NS_S" TcpExtPAWSEstab)
@@ -1501,10 +1510,7 @@ paws_report() {
     s=$(ns_counter "$NS_S" TcpExtPAWSEstab)
     for ns in c s; do
         [[ -s "$TEST_TMP/paws-$ns.pcap" ]] || continue
-        tcpdump -n -tt -S -r "$TEST_TMP/paws-$ns.pcap" 2>/dev/null | python3 "$NETNS_DIR/tsorder.py" > "$TEST_TMP/paws-$ns.txt"
-        report "segments at the $([[ $ns == c ]] && echo client || echo server) with a TSval older than one it had seen, on the wire (capture): $(tail -1 "$TEST_TMP/paws-$ns.txt")"
-        local line
-        while IFS= read -r line; do report "    $line"; done < <(head -40 "$TEST_TMP/paws-$ns.txt" | grep -v '^old: ')
+        wire_old_tsvals "$TEST_TMP/paws-$ns.pcap" "the $([[ $ns == c ]] && echo client || echo server)" "$TEST_TMP/paws-$ns.txt"
     done
     local raised
     raised=$(resilient_stat timestampsRaised 2>/dev/null || echo "n/a (no spliced)")

@@ -184,11 +184,7 @@ settle no_open \
 paws_c=$(( $(ns_counter "$NS_C" TcpExtPAWSEstab) - paws_c0 ))
 paws_bk=$(( $(paws_b) - paws_b0 ))
 # Which segments, if any: those on the wire with a TSval older than one the end had seen.
-for end in client backend1; do
-    tcpdump -n -tt -S -r "$TEST_TMP/$end.pcap" 2>/dev/null | python3 "$NETNS_DIR/tsorder.py" >"$TEST_TMP/paws-$end.txt"
-    report "segments at $end with a TSval older than one it had seen, on the wire (capture): $(tail -1 "$TEST_TMP/paws-$end.txt")"
-    while IFS= read -r line; do report "    $line"; done < <(head -40 "$TEST_TMP/paws-$end.txt" | grep -v '^old: ')
-done
+for end in client backend1; do wire_old_tsvals "$TEST_TMP/$end.pcap" "$end" "$TEST_TMP/paws-$end.txt"; done
 ((paws_c == 0 && paws_bk == 0)) || [[ "$VARIANT" == impaired ]] || fail "PAWS rejects: client +$paws_c, backends +$paws_bk"
 log "one-way joins $joined (given up $cancelled), joined both ways at their end $completed; PAWS rejects client +$paws_c, backends +$paws_bk"
 log "balancer counters: $(status_json | json_get 'balancer?none')"
