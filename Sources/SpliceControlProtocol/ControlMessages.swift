@@ -228,6 +228,11 @@ public struct JoinMessage: Codable, Sendable, Equatable {
     /// `readFromBackend`) are these; the flow then returns to the proxy (keep-alive
     /// re-routing, Docs/balancer.md). Nil: joined for the connection's life.
     public var returnAfter: UInt64?
+    /// With `returnAfter`: the bytes past the response's end that the proxy's socket facing
+    /// the backend takes after the return (the receive window it is given when taken over).
+    /// The windows the engine carries to the backend never reach further than that, so the
+    /// backend's next response never overruns the socket. Nil: not capped.
+    public var returnWindow: UInt32?
     /// For `join`: join only this direction ("to-client": the backend's bytes; "to-server":
     /// the client's), the proxy relaying the other on its sockets. Nil: both ways. A `join`
     /// on a pair joined one way, once the relayed direction is over at the proxy, joins it

@@ -190,6 +190,7 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         r.writtenToBackend = m.writtenToBackend ?? 0
         r.ruleID = UInt16(clamping: max(0, m.rule ?? 0))
         r.returnAfter = m.returnAfter
+        r.returnWindow = m.returnWindow
         if let w = m.oneWay {
             guard let d = OneWay(rawValue: w) else {
                 return .failure("join: oneWay '\(w)': expected to-client or to-server")

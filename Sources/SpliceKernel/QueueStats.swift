@@ -38,7 +38,7 @@ public struct KernelQueueStats: Sendable, Equatable {
 }
 
 /// Reads a small text file (proc files report size 0, so read until EOF).
-func readSmallFile(_ path: String) -> String? {
+public func readSmallFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

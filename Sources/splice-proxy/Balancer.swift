@@ -343,7 +343,10 @@ extension Relay {
             m.writtenToBackend = c.toServer.bytes
             m.readFromBackend = c.toClient.bytesRead
             m.writtenToClient = c.toClient.bytes
-            if c.perRequest { m.returnAfter = c.responseEnd - c.toClient.bytesRead }
+            if c.perRequest {
+                m.returnAfter = c.responseEnd - c.toClient.bytesRead
+                m.returnWindow = Relay.returnWindow
+            }
             m.oneWay = c.oneWay?.rawValue
         }
         m.rule = c.rule

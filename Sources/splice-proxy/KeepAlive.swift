@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinuxSupport
 import SpliceControlProtocol
+import SpliceKernel
 import SpliceRules
 import SpliceWire
 
@@ -24,6 +25,21 @@ extension Relay {
     /// timestamps: past the joined flow's translated clock (1,000 ticks ahead of the proxy's
     /// at the join, Engine.joinTimestampBias), so that no end sees an older timestamp (PAWS).
     static let handBackClockLead: UInt32 = 2000
+
+    /// The receive window of a socket taking a backend connection over (bytes past the
+    /// response's end): what the backend may send of its next response before the proxy reads.
+    /// The engine bounds the windows it carries to the backend during the join by it
+    /// (`returnWindow`), so that the backend's next response never overruns the new socket.
+    /// At most 64 KiB, and half of a new socket's receive buffer (`tcp_rmem`'s default), so
+    /// that the socket has the memory for it before the proxy reads.
+    static let returnWindow: UInt32 = {
+        var fallback: UInt32 = 131_072
+        if let text = readSmallFile("/proc/sys/net/ipv4/tcp_rmem") {
+            let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+            if fields.count >= 2, let v = UInt32(fields[1]) { fallback = v }
+        }
+        return min(65_535, max(4096, fallback / 2))
+    }()
 
     /// A per-request rule decided: the request goes to a member (the kept backend connection
     /// when it is the same), and the response head is awaited; the client is not read meanwhile.
@@ -211,6 +227,9 @@ extension Relay {
             return
         }
         let r = UInt32(truncatingIfNeeded: rest)
+        // The backend's next response goes to the new socket: its window is the one the
+        // engine bounded the joined flow's by.
+        su.rcv_wnd = Relay.returnWindow
         guard takeOver(c.down, local: c.server, peer: c.client, state: sd, send: sd.snd_seq &+ r, receive: sd.rcv_seq),
               takeOver(c.up, local: local, peer: backend, state: su, send: su.snd_seq, receive: su.rcv_seq &+ r) else {
             giveUpReturn(c, String(cString: strerror(errno)))

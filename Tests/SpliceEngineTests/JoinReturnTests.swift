@@ -95,6 +95,51 @@ extension JoinTests {
         #expect(e.prepareJoin(r) == .accepted)
     }
 
+    /// The windows carried to the backend reach no further than the proxy's socket takes
+    /// after the return (`returnWindow` past the response's end): the client's 128,000 bytes
+    /// (1000 << 7) are bounded, the window update at the join too; without a bound they pass.
+    @Test func theWindowsGivenToTheBackendEndWhereTheReturningSocketStops() {
+        func window(_ sent: Sent) -> UInt16? {
+            var b = sent.bytes
+            return b.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { return nil }
+                #expect(p.destination == backend && p.checksumIsValid)
+                return p.tcp.window
+            }
+        }
+        var (e, inj, r) = setUp()
+        r.returnAfter = 1000
+        r.returnWindow = 2560
+        joinDrained(e, r)
+        // The update at the join: the client's last acknowledgement (p1ISN + 1), bounded at
+        // p1ISN + 1001 + 2560 (scale 7 on both sides: 3560 >> 7).
+        let toBackend = inj.packets.filter { sent in
+            var b = sent.bytes
+            return b.withUnsafeMutableBytes { TCPPacket($0)?.destination == backend }
+        }
+        #expect(toBackend.count == 1)
+        #expect(toBackend.first.flatMap { window(Sent(verdict: .accept, bytes: $0.bytes)) } == 3560 >> 7)
+        responseEnd(e)
+        let part = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 501,
+                        ts: TCPTimestamps(value: 120, echo: 10_000))
+        #expect(window(part) == 3060 >> 7)
+        let whole = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 1001,
+                         ts: TCPTimestamps(value: 121, echo: 10_000))
+        #expect(window(whole) == 2560 >> 7)
+        // A smaller window than the bound passes as it is.
+        let small = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 1001, window: 3,
+                         ts: TCPTimestamps(value: 122, echo: 10_000))
+        #expect(window(small) == 3)
+
+        // Without returnWindow: the client's window goes to the backend whole.
+        let (e2, r2) = joinedForOneResponse()
+        _ = r2
+        responseEnd(e2)
+        let free = feed(e2, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 501,
+                        ts: TCPTimestamps(value: 120, echo: 10_000))
+        #expect(window(free) == 1000)
+    }
+
     @Test func armedTheClientsLastAcknowledgementReturnsTheFlow() {
         let (e, r) = joinedForOneResponse()
         #expect(e.armReturn(r) == .armed)

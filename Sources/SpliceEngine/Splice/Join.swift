@@ -76,6 +76,10 @@ public struct JoinState: Sendable {
     public var armed = false
     public var returnAt = SeqNumber(0)
     public var returnAck = SeqNumber(0)
+    /// Facing the client, in a join for one response: the windows carried to the backend
+    /// reach no further than `returnAck + returnWindow` (the client's acknowledgement space),
+    /// what the proxy's socket taking the backend's connection back accepts (0: no bound).
+    public var returnWindow: UInt32 = 0
     /// A one-way join (Splice/OneWayJoin.swift): this connection's far end sends the joined
     /// direction (`source`) or receives it (`destination`); the other direction still goes
     /// through the proxy's sockets, which stay open. `none` for a join both ways.
@@ -137,6 +141,10 @@ public struct JoinRequest: Sendable, Equatable {
     /// A join for one response: the backend's bytes still to come after `readFromBackend`
     /// until the response ends (nil: joined for the connection's life).
     public var returnAfter: UInt64?
+    /// With `returnAfter`: the bytes past the response's end the proxy's socket facing the
+    /// backend accepts after the return; the windows given to the backend end there (nil: no
+    /// bound).
+    public var returnWindow: UInt32?
     /// A one-way join: only this direction is joined; the proxy keeps relaying the other
     /// (nil: both ways). Asked again (`join`) on a one-way joined pair: the other direction is
     /// over at the proxy, join it too.
@@ -302,6 +310,7 @@ extension Engine {
             cb.pointee.join.returns = true
             cb.pointee.join.returnAt = clientRead
             cb.pointee.join.returnAck = p1Next + rest
+            cb.pointee.join.returnWindow = r.returnWindow ?? 0
             kb.pointee.join.returns = true
             kb.pointee.join.returnAt = backendRead + rest
         }
@@ -369,7 +378,8 @@ extension Engine {
         let sender = fb.pointee.ends[fromFar], receiver = tb.pointee.ends[toFar]
         let toNear = tb.pointee.ends[toFar.opposite]
         guard sender.ackSeen else { return }
-        let window = sender.windowKnown ? Engine.rescale(sender.window, from: fj.fromShift, to: fj.toShift) : 0xffff
+        var window = sender.windowKnown ? Engine.rescale(sender.window, from: fj.fromShift, to: fj.toShift) : 0xffff
+        if fj.returnWindow != 0 { window = min(window, returnBound(fj, ack: sender.ack)) }
         // Its TSval is the proxy socket's last, not the translated clock (which runs 1,000
         // ticks ahead): a packet that socket sent just before the join may still be on its way
         // (its verdict is sent outside the engine's lock, so it can leave after this update),
@@ -485,11 +495,14 @@ extension Engine {
         tcp.updateDestinationPort(entry.port(sending: peerFar))
         tcp.updateSequenceNumber(sequence ?? tcp.sequenceNumber + j.seqDelta)
         let flags = tcp.flags
-        if flags.contains(.ack) { tcp.updateAcknowledgmentNumber(ack ?? tcp.acknowledgmentNumber + j.ackDelta) }
+        let ackIn = tcp.acknowledgmentNumber
+        if flags.contains(.ack) { tcp.updateAcknowledgmentNumber(ack ?? ackIn + j.ackDelta) }
         if let window, !flags.contains(.syn) {
             tcp.updateWindow(window)
-        } else if j.fromShift != j.toShift && !flags.contains(.syn) {
-            tcp.updateWindow(Engine.rescale(tcp.window, from: j.fromShift, to: j.toShift))
+        } else if !flags.contains(.syn) {
+            var w = j.fromShift != j.toShift ? Engine.rescale(tcp.window, from: j.fromShift, to: j.toShift) : tcp.window
+            if j.returnWindow != 0 && flags.contains(.ack) { w = min(w, returnBound(j, ack: ackIn)) }
+            if w != tcp.window { tcp.updateWindow(w) }
         }
         if tcp.headerLength > TCPHeader.Field.minimumLength {
             let options = tcp.options
@@ -513,6 +526,20 @@ extension Engine {
         // the entry is known, no lookup.
         _ = track(p, entry: peer, dir: peerFar.opposite, now: now, local: true)
         return .acceptModified(p, info: info)
+    }
+
+    /// The largest window field (in the backend's scale) that, with the client's
+    /// acknowledgement `ack`, reaches no further than the proxy's socket will take after the
+    /// return (`returnAck + returnWindow`, in the client's acknowledgement space). Without the
+    /// bound the backend, given the client's window (megabytes, once autotuned), sends its next
+    /// response's first flight past what the taken-over socket accepts; the socket drops it and
+    /// the backend gets it through one segment at a time behind the zero window of the next
+    /// join's drain (seen: joins never drained in 2 s, wrk's requests timing out).
+    func returnBound(_ j: JoinState, ack: SeqNumber) -> UInt16 {
+        let edge = j.returnAck + j.returnWindow
+        guard ack < edge else { return 0 }
+        let room = UInt64(edge.rawValue &- ack.rawValue) >> UInt64(j.toShift)
+        return room > 0xffff ? 0xffff : UInt16(room)
     }
 
     enum ReturnStep { case translate, translateThenReturn, returnNow, holdForReturn, drop }
