@@ -631,6 +631,28 @@ public struct FlowRecord: Codable, Sendable, Equatable {
 /// Line framing: each message is one line of compact JSON.
 public enum ControlFraming {
     public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        try encode(value as any Encodable)
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from line: some Collection<UInt8>) throws -> T {
+        try JSONDecoder().decode(type, from: Data(line))
+    }
+
+    /// A request: a join message alone is written by the fast path (JoinFastPath.swift), the
+    /// same bytes as Codable's; any other through Codable.
+    public static func encode(_ request: ControlRequest) throws -> [UInt8] {
+        if let line = request.fastLine { return line }
+        return try encode(request as any Encodable)
+    }
+
+    /// An answer: one of no more than `ok`, `answers`, `error`, `outcome` and `join` is written
+    /// by the fast path; any other through Codable.
+    public static func encode(_ response: ControlResponse) throws -> [UInt8] {
+        if let line = response.fastLine { return line }
+        return try encode(response as any Encodable)
+    }
+
+    private static func encode(_ value: any Encodable) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var bytes = [UInt8](try encoder.encode(value))
@@ -638,7 +660,21 @@ public enum ControlFraming {
         return bytes
     }
 
-    public static func decode<T: Decodable>(_ type: T.Type, from line: some Collection<UInt8>) throws -> T {
-        try JSONDecoder().decode(type, from: Data(line))
+    /// A request: a join request is read by the fast path when it has the shape the fast path
+    /// reads; anything else (or anything odd about it) by Codable, which names what is wrong.
+    public static func decode(_ type: ControlRequest.Type, from line: some Collection<UInt8>) throws -> ControlRequest {
+        let fast = line.withContiguousStorageIfAvailable { ControlRequest.fastJoin($0) }
+            ?? Array(line).withUnsafeBufferPointer { ControlRequest.fastJoin($0) }
+        if let fast { return fast }
+        return try JSONDecoder().decode(type, from: Data(line))
+    }
+
+    /// An answer: read by the fast path when it has no more than `ok`, `answers`, `error`,
+    /// `outcome` and `join`; anything else by Codable.
+    public static func decode(_ type: ControlResponse.Type, from line: some Collection<UInt8>) throws -> ControlResponse {
+        let fast = line.withContiguousStorageIfAvailable { ControlResponse.fast($0) }
+            ?? Array(line).withUnsafeBufferPointer { ControlResponse.fast($0) }
+        if let fast { return fast }
+        return try JSONDecoder().decode(type, from: Data(line))
     }
 }
