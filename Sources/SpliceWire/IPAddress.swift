@@ -34,18 +34,28 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     static func parseIPv4(_ s: String) -> UInt32? {
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var v: UInt32 = 0
-        for p in parts {
-            // Decimal digits only, no sign, and no leading zero (as inet_pton: "010" would be
-            // octal to inet_aton, so it is refused rather than read either way).
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  p.count == 1 || p.first != "0",
-                  let n = UInt32(p), n <= 255 else { return nil }
-            v = v << 8 | n
+        // Four parts of decimal digits only, no sign, and no leading zero (as inet_pton: "010"
+        // would be octal to inet_aton, so it is refused rather than read either way). Read
+        // from the bytes: the control path parses addresses for every join message.
+        var v: UInt32 = 0, part: UInt32 = 0, digits = 0, parts = 0, leadingZero = false
+        for b in s.utf8 {
+            if b == UInt8(ascii: ".") {
+                guard digits > 0, parts < 3 else { return nil }
+                v = v << 8 | part
+                parts += 1
+                part = 0
+                digits = 0
+                leadingZero = false
+                continue
+            }
+            guard b >= 0x30, b <= 0x39, !leadingZero else { return nil }
+            if digits == 0 && b == 0x30 { leadingZero = true }
+            part = part * 10 + UInt32(b - 0x30)
+            digits += 1
+            guard part <= 255 else { return nil }
         }
-        return v
+        guard digits > 0, parts == 3 else { return nil }
+        return v << 8 | part
     }
 
     static func parseIPv6(_ s: String) -> IPAddress? {
