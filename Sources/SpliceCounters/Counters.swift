@@ -155,6 +155,10 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     public var proxyPacketsDropped: UInt64 = 0
     /// Window updates sent to the ends when a join reopened their windows.
     public var windowUpdates: UInt64 = 0
+    /// SYNs of the proxy's sockets on the tuple of a flow still joined (its port came around
+    /// while the flow lives): dropped, and the socket reset at once, so that the proxy
+    /// connects from another port instead of waiting out its connect.
+    public var portsBusy: UInt64 = 0
     /// Joined flows reset because their backend was taken out (`reset-backend`: its health
     /// check failed, or the operator said so).
     public var resetForBackend: UInt64 = 0

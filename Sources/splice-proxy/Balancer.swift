@@ -208,6 +208,7 @@ extension Relay {
         c.local = nil
         c.backendClosing = false
         c.retries = 0
+        c.portRetries = 0
         c.toServer.bytes = 0
         c.toClient.bytesRead = 0
         c.toClient.sourceDone = false
@@ -233,6 +234,7 @@ extension Relay {
         guard let failed = c.backend, let poolName = c.pool, c.toServer.bytes == 0, c.retries < 2,
               let pool = rules.pools.first(where: { $0.name == poolName }) else { return false }
         c.retries += 1
+        c.portRetries = 0
         let failedKey = pool.backends.first { IPAddress($0.address) == failed.address && $0.port == failed.port }?.key
         if let failedKey { health?.failed(pool: poolName, key: failedKey) }
         activeByBackend[failed.description, default: 1] -= 1
@@ -245,6 +247,20 @@ extension Relay {
         guard freshBackendSocket(c) else { return false }
         logger.info("retrying \(c.client) -> \(c.server) on \(member.key) (\(failed) failed)")
         return connectBackend(c, to: SocketAddress(address: address, port: member.port))
+    }
+
+    /// The connect to the picked member was refused: either the member refuses, or spliced
+    /// reset the socket because a flow it still carries joined holds the tuple (the port came
+    /// around while that flow lives: `balancer.portsBusy`). The same member is tried again from
+    /// the next ports, twice at most, before the member counts as failed (`retryBackend`): a
+    /// member that refuses costs two more SYNs; a busy port, nothing but the next one.
+    func retryFromAnotherPort(_ c: Connection) -> Bool {
+        guard let backend = c.backend, c.toServer.bytes == 0, c.portRetries < 2 else { return false }
+        c.portRetries += 1
+        activeByBackend[backend.description, default: 1] -= 1
+        guard freshBackendSocket(c) else { return false }
+        logger.debug("connect of \(c.client) to \(backend) from port \(c.local?.port ?? 0) refused: again from another port (#\(c.id))")
+        return connectBackend(c, to: backend)
     }
 
     /// A new socket (the balancer mark, TCP_NODELAY) takes the up socket's descriptor; the old

@@ -139,6 +139,8 @@ final class Relay {
         var joinPrepared = false
         /// Members tried again after a failed connect.
         var retries = 0
+        /// Connects to the same member refused (ECONNREFUSED), each retried from another port.
+        var portRetries = 0
         /// The engine has shut the windows for the join (or refused it): the request may go to
         /// the backend now. Written before, the backend could answer at once and close, and
         /// the join would come too late.
@@ -518,19 +520,25 @@ final class Relay {
     }
 
     func service(_ c: Connection, fd: Int32, events: UInt32) {
-        if fd == c.up && !c.upConnected {
+        // A connect under way: its failure is looked at whichever socket woke the loop (the
+        // client's request may come first; reading the up socket would then take its error
+        // as the connection's and abort it, where a refused connect is tried again).
+        if !c.upConnected && (fd == c.up || c.upStarted) {
             var err: Int32 = 0
             var len = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(c.up, SOL_SOCKET, SO_ERROR, &err, &len)
             if err != 0 {
+                if c.service != nil && err == ECONNREFUSED && retryFromAnotherPort(c) { return }
                 logger.warning("upstream \(c.client) -> \(c.backend ?? c.server) failed: \(String(cString: strerror(err)))")
                 if c.service != nil && retryBackend(c) { return }
                 abort(c)
                 return
             }
-            if events & UInt32(EPOLLOUT.rawValue) == 0 { return }
-            c.upConnected = true
-            if c.service != nil { backendConnected(c) }
+            if fd == c.up {
+                if events & UInt32(EPOLLOUT.rawValue) == 0 { return }
+                c.upConnected = true
+                if c.service != nil { backendConnected(c) }
+            }
         }
         guard c.stage != .steppingOut else { return }
         if c.oneWayJoined && fd == oneWaySenderSocket(c) && events & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
@@ -539,7 +547,7 @@ final class Relay {
             return
         }
         var ok = pump(&c.toServer, connected: c.mayWriteUp, connection: c)
-        if ok && c.upStarted { ok = pump(&c.toClient, connected: !c.holdResponse, connection: c) }
+        if ok && c.upStarted && c.upConnected { ok = pump(&c.toClient, connected: !c.holdResponse, connection: c) }
         guard ok else {
             abort(c)
             return

@@ -418,6 +418,21 @@ extension Engine {
         let found = table.lookup(source: p.source, sourcePort: p.tcp.sourcePort,
                                  destination: p.destination, destinationPort: p.tcp.destinationPort)
         if let (e, dir) = found, table[e].mode == .joined, !(table[e].state.isClosed && p.tcp.flags.contains(.syn)) {
+            let flags = p.tcp.flags
+            if flags.contains(.syn) && !flags.contains(.ack) {
+                // The proxy's port came around while a joined flow still holds this tuple
+                // (a long download beside many short requests to one backend): the SYN must
+                // not reach the backend, whose connection on the tuple is that flow's. The
+                // socket is reset at once (its connect fails now, not after its SYN's
+                // retries) and the proxy connects again from another port.
+                // (With the inject mark, as every packet the engine makes for the balancer's
+                // sockets: the rules never queue it. The local mark is for transparent sockets,
+                // and the rules queue a packet of it to the balancer's ports as a backend's.)
+                injectSegment(onto: e, to: dir, sequence: SeqNumber(0), ack: p.tcp.sequenceNumber + 1,
+                              flags: [.rst, .ack], window: 0, options: .none)
+                counters.balancer.portsBusy &+= 1
+                return .drop
+            }
             if let b = table.block(e), b.pointee.join.oneWay != .none {
                 // A one-way join: the proxy still relays the other direction on its sockets.
                 return oneWayFromProxy(p, entry: e, dir: dir, block: b, info: info, now: now)
