@@ -6,11 +6,13 @@ side closes before the last answer is a failure (unless --expect-close says afte
 answer the close must come: FIN propagation).
 
 Usage: keepalive.py HOST PORT ROOT PATH... [--expect-close N] [--header 'Name: value'] [--hold S]
+           [--pause S]
   ROOT: the directory the paths are files of (the expected bodies).
   PATH may be POST:N:/path: a POST of N pseudo-random bytes, whose answer must be the body's
   SHA-256 in hex and a newline (Tests/netns/backend.py's POST).
 --hold S: after the last answer (the JSON line printed), the connection stays open, idle, S
   seconds before the client closes it.
+--pause S: the connection stays idle S seconds between an answer and the next request.
 Prints one JSON line: {"answers": N, "local_port": P, "closed_after": N or null}; exits 1
 with the reason on stderr when an answer is wrong, missing, or out of order.
 """
@@ -68,6 +70,11 @@ def main():
     expect_close = None
     headers = []
     hold = 0.0
+    pause = 0.0
+    if "--pause" in args:
+        i = args.index("--pause")
+        pause = float(args[i + 1])
+        del args[i:i + 2]
     if "--hold" in args:
         i = args.index("--hold")
         hold = float(args[i + 1])
@@ -93,6 +100,8 @@ def main():
     buf = b""
     closed_after = None
     for n, path in enumerate(paths, 1):
+        if n > 1 and pause > 0:
+            time.sleep(pause)
         extra = "".join(h + "\r\n" for h in headers)
         want = None
         if path.startswith("POST:"):
