@@ -34,8 +34,9 @@ struct JSONLineWriter {
             case 0x08: bytes.append(0x5c); bytes.append(UInt8(ascii: "b"))
             case 0x0c: bytes.append(0x5c); bytes.append(UInt8(ascii: "f"))
             case 0..<0x20:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                bytes.append(contentsOf: [0x5c, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xf)]])
+                bytes.append(contentsOf: #"\u00"#.utf8)
+                bytes.append(contentsOf: (b < 0x10 ? "0" : "").utf8)
+                bytes.append(contentsOf: String(b, radix: 16).utf8)
             default: bytes.append(b)
             }
         }
@@ -43,21 +44,7 @@ struct JSONLineWriter {
     }
 
     mutating func number<T: BinaryInteger>(_ v: T) {
-        if v < 0 { bytes.append(UInt8(ascii: "-")) }
-        var m = v.magnitude
-        if m == 0 { bytes.append(0x30); return }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            while m > 0 {
-                d[n] = 0x30 + UInt8(m % 10)
-                m /= 10
-                n += 1
-            }
-            for i in stride(from: n - 1, through: 0, by: -1) { bytes.append(d[i]) }
-        }
+        bytes.append(contentsOf: String(v).utf8)
     }
 
     mutating func bool(_ v: Bool) { if v { raw("true") } else { raw("false") } }
