@@ -65,20 +65,22 @@ def read_chunked(sock, buf, n, path):
         buf = buf[size + 2:]
 
 
+def take_option(args, name, convert, default):
+    """The value of `name VALUE` in args (taken out of them), or default."""
+    if name not in args:
+        return default
+    i = args.index(name)
+    value = convert(args[i + 1])
+    del args[i:i + 2]
+    return value
+
+
 def main():
     args = sys.argv[1:]
     expect_close = None
     headers = []
-    hold = 0.0
-    pause = 0.0
-    if "--pause" in args:
-        i = args.index("--pause")
-        pause = float(args[i + 1])
-        del args[i:i + 2]
-    if "--hold" in args:
-        i = args.index("--hold")
-        hold = float(args[i + 1])
-        del args[i:i + 2]
+    pause = take_option(args, "--pause", float, 0.0)
+    hold = take_option(args, "--hold", float, 0.0)
     while "--expect-close" in args:
         i = args.index("--expect-close")
         expect_close = int(args[i + 1])
