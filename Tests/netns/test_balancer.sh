@@ -173,6 +173,13 @@ splicectl pools add hang --backend "${BACKENDS[2]}:80" --check http --check-path
 splicectl rules add --host hang.example --action splice --pool hang --name hang >/dev/null || fail "rules add hang failed"
 # hang_download NAME PORT: a paced 32 MiB download from backend 3 (32 s at 1 MiB/s) from the
 # client's port PORT, in the background, once it is joined.
+# The client's receive buffers are held to 1 MiB meanwhile: a joined flow runs at the link's
+# speed, and with tcp_rmem's default ceiling (32 MiB here) the client's socket took in most
+# of the file ahead of curl's paced reading; after the engine's reset curl still read what
+# its socket held, at 1 MiB/s, for longer than the step waits (seen: 21 MB read in 20 s, the
+# reset already counted), before it saw the reset.
+rmem0=$(nsx "$NS_C" sysctl -n net.ipv4.tcp_rmem | tr -s '\t ' ' ')
+nsx "$NS_C" sysctl -qw net.ipv4.tcp_rmem="4096 131072 1048576" || fail "cannot hold the client's receive buffers to 1 MiB"
 hang_download() {
     bg_start "$1" "$NS_C" curl -sS --max-time 60 --limit-rate 1M --local-port "$2" -H 'Host: hang.example' \
         -o "$TEST_TMP/$1.body" "http://$VIP/big32"
@@ -214,6 +221,7 @@ for name in hang hangp; do
     splicectl rules remove "$(splicectl rules --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["rules"] if r.get("name") == sys.argv[1]][0])' "$name")" >/dev/null \
         || fail "rules remove $name failed"
 done
+nsx "$NS_C" sysctl -qw net.ipv4.tcp_rmem="$rmem0" || fail "cannot give the client its receive buffers back"
 log "splicectl pools reset: $out; the client's download ended with a reset"
 
 # 8. A crowd of concurrent short requests through the balancer: all byte-exact.
