@@ -207,10 +207,14 @@ public struct FlowDecision: Codable, Sendable, Equatable {
 /// the service address, the proxy's connection to the backend, and for `join` the bytes the
 /// proxy read from and wrote to each of its two sockets.
 public struct JoinMessage: Codable, Sendable, Equatable {
-    /// `prepare`, `join`, `cancel`; for a join for one response (`returnAfter`), `arm` once
-    /// the proxy's sockets are back in place (the flow may return to them) and `release` to
-    /// give the return up (answered `returned`, or `joined` for the connection's life).
-    public enum Step: String, Codable, Sendable { case prepare, join, cancel, arm, release }
+    /// `prepare`, `join`, `cancel`; for a join for one response (`returnAfter`, `chunkLeft`),
+    /// `arm` once the proxy's sockets are back in place (the flow may return to them) and
+    /// `release` to give the return up (answered `returned`, or `joined` for the connection's
+    /// life); for a join for one chunked response, `end`: where does it end (answered with
+    /// `returnAfter` and outcome `end`, outcome `open` while its last chunk has not gone by,
+    /// or `joined` when its framing was lost; spliced also sends that answer unasked as soon
+    /// as it knows).
+    public enum Step: String, Codable, Sendable { case prepare, join, cancel, arm, release, end }
     public var step: Step
     public var client: String
     public var clientPort: UInt16
@@ -233,6 +237,10 @@ public struct JoinMessage: Codable, Sendable, Equatable {
     /// The windows the engine carries to the backend never reach further than that, so the
     /// backend's next response never overruns the socket. Nil: not capped.
     public var returnWindow: UInt32?
+    /// For `join`, instead of `returnAfter`: join for one chunked response, whose backend's
+    /// next `chunkLeft` bytes (after `readFromBackend`) are the rest of a chunk's data; the
+    /// engine follows the framing from there and finds the response's end (step `end`).
+    public var chunkLeft: UInt64?
     /// For `join`: join only this direction ("to-client": the backend's bytes; "to-server":
     /// the client's), the proxy relaying the other on its sockets. Nil: both ways. A `join`
     /// on a pair joined one way, once the relayed direction is over at the proxy, joins it

@@ -67,6 +67,7 @@ extension JoinMessage {
         w.bytes.append(0x7b)
         w.key("backend", first: &first); w.string(backend)
         w.key("backendPort", first: &first); w.number(backendPort)
+        if let chunkLeft { w.key("chunkLeft", first: &first); w.number(chunkLeft) }
         w.key("client", first: &first); w.string(client)
         w.key("clientPort", first: &first); w.number(clientPort)
         w.key("local", first: &first); w.string(local)
@@ -330,6 +331,8 @@ extension JoinMessage {
                 if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.writtenToBackend = n }
             case "returnAfter":
                 if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.returnAfter = n }
+            case "chunkLeft":
+                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.chunkLeft = n }
             case "returnWindow":
                 if !absent { guard let n = v.unsigned(UInt32.self) else { return nil }; m.returnWindow = n }
             case "oneWay":

@@ -174,6 +174,15 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// Of those, the client's packets given to the proxy's socket at the return.
     public var heldReleased: UInt64 = 0
     public var finsProcessed: UInt64 = 0
+    /// Joins for one chunked response, whose end the engine finds from its framing; those
+    /// whose end it found (the proxy told where it is); the backend's segments dropped for
+    /// lying past one not yet seen (the framing is followed in order: sent again); and those
+    /// whose framing was lost (not chunked after all, or the backend closed before the last
+    /// chunk): joined for the connection's life.
+    public var chunkedJoins: UInt64 = 0
+    public var chunkedEnds: UInt64 = 0
+    public var chunkGaps: UInt64 = 0
+    public var chunkedLost: UInt64 = 0
     /// One-way joins (one direction joined, the other relayed by the proxy), and those whose
     /// relayed direction ended and that became joins both ways.
     public var oneWayJoined: UInt64 = 0

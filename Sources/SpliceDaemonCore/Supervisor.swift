@@ -191,6 +191,7 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         r.ruleID = UInt16(clamping: max(0, m.rule ?? 0))
         r.returnAfter = m.returnAfter
         r.returnWindow = m.returnWindow
+        r.chunkLeft = m.chunkLeft
         if let w = m.oneWay {
             guard let d = OneWay(rawValue: w) else {
                 return .failure("join: oneWay '\(w)': expected to-client or to-server")
@@ -223,6 +224,16 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
             answer.outcome = "cancel"
         case .arm: returned(engine.withLock { $0.armReturn(r) })
         case .release: returned(engine.withLock { $0.releaseReturn(r) })
+        case .end:
+            switch engine.withLock({ $0.chunkedEnd(r) }) {
+            case .ended(let rest): answer = ControlResponse.chunkEndAnswer(m, rest: rest)
+            case .joinedForLife: answer = ControlResponse.chunkEndAnswer(m, rest: nil)
+            case .open:
+                answer.ok = false
+                answer.error = "the response's last chunk has not gone by yet"
+                answer.outcome = "open"
+            case .refused(let why): answer.refuse(why)
+            }
         }
         return answer
     }
@@ -347,5 +358,31 @@ extension ControlResponse {
     mutating func refuse(_ why: String) {
         ok = false
         error = why
+    }
+}
+
+extension ControlResponse {
+    /// What a joined chunked response came to, for the proxy: where it ends (`end`, with
+    /// `returnAfter`), or joined for the connection's life (`joined`). The answer to its
+    /// `end`, and the message spliced sends it unasked as soon as it knows
+    /// (`chunkEndMessage`).
+    public static func chunkEndAnswer(_ m: JoinMessage, rest: UInt64?) -> ControlResponse {
+        var answer = ControlResponse(ok: true, outcome: rest == nil ? "joined" : "end")
+        answer.answers = .join
+        var m = m
+        m.step = .end
+        m.returnAfter = rest
+        answer.join = m
+        return answer
+    }
+
+    /// The unasked message for an end the engine found (or a framing it lost).
+    public static func chunkEndMessage(_ e: ChunkEnd) -> ControlResponse {
+        let r = e.request
+        let m = JoinMessage(step: .end, client: r.client.description, clientPort: r.clientPort,
+                            service: r.service.description, servicePort: r.servicePort,
+                            local: r.local.description, localPort: r.localPort,
+                            backend: r.backend.description, backendPort: r.backendPort)
+        return chunkEndAnswer(m, rest: e.rest)
     }
 }

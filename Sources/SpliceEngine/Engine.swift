@@ -64,6 +64,17 @@ public final class Engine: @unchecked Sendable {
     /// segments, ~14.5 KB): with 2 KiB slots such packets were dropped and the client sent
     /// them again, segment by segment. 16 MiB of address space, touched as slots are used.
     var pending = HeldPackets(capacity: 1024, slotBytes: 16 << 10)
+    /// Joined chunked responses whose end (or loss) the proxy has yet to be told of
+    /// (Splice/ChunkedJoin.swift): taken by the control thread.
+    var chunkEnds: [ChunkEnd] = []
+    var chunkEndsWoken = false
+    /// Whether the control thread is to be woken for them: once until it takes them (asked
+    /// under the engine's lock, after each packet).
+    public func chunkEndsWake() -> Bool {
+        guard !chunkEnds.isEmpty, !chunkEndsWoken else { return false }
+        chunkEndsWoken = true
+        return true
+    }
 
     public static let scratchBytes = 0x10000 + 256
 

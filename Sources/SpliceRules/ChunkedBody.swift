@@ -33,6 +33,13 @@ public struct ChunkedBody: Sendable, Equatable {
 
     public init() {}
 
+    /// A body followed from inside a chunk's data: `left` bytes of it, then the CRLF after it
+    /// (where a relay that read the size line hands the rest of the body on: the engine
+    /// following a joined chunked response, Docs/balancer.md).
+    public init(dataLeft left: UInt64) {
+        state = left == 0 ? .dataEnd : .data(left)
+    }
+
     /// Chunk data bytes that may pass unseen now (0 outside a chunk's data).
     public var dataLeft: UInt64 {
         if case .data(let n) = state { return n }

@@ -359,7 +359,10 @@ extension Relay {
             m.writtenToBackend = c.toServer.bytes
             m.readFromBackend = c.toClient.bytesRead
             m.writtenToClient = c.toClient.bytes
-            if c.perRequest {
+            if c.chunkJoin {
+                m.chunkLeft = c.toClient.readLimit - c.toClient.bytesRead
+                m.returnWindow = Relay.returnWindow
+            } else if c.perRequest {
                 m.returnAfter = c.responseEnd - c.toClient.bytesRead
                 m.returnWindow = Relay.returnWindow
             }
@@ -376,6 +379,15 @@ extension Relay {
     /// up (the connection stays proxied: nothing was lost, the proxy still holds it).
     func joinTimer(_ c: Connection, now: Double) {
         guard c.joinPrepared else { return }
+        if c.stage == .chunkJoined {
+            // The engine says unasked where the response ends; asked now and then all the
+            // same (a message lost with a full queue, a flow that ended meanwhile).
+            if now >= c.nextAsk {
+                c.nextAsk = now + Relay.chunkEndPoll
+                sendJoin(c, .end)
+            }
+            return
+        }
         let waited = now - c.spliceSince
         if c.oneWayJoined {
             // A one-way join's other direction: asked for once the relayed direction drained
@@ -405,17 +417,17 @@ extension Relay {
             spliceCounts.fellBack += 1
             pendingSplices.remove(c.id)
             // (A per-request connection's response is relayed to its end.)
-            c.stage = c.perRequest ? .relayingResponse : .relaying
+            c.stage = relayStage(c)
             refreshInterest(c)
             return
         }
-        if c.perRequest && c.toClient.bytesRead == c.responseEnd {
-            // The whole response came through the proxy while the join was pending: no join;
-            // the response is relayed to its end.
+        if c.perRequest && c.toClient.bytesRead == (c.chunkJoin ? c.toClient.readLimit : c.responseEnd) {
+            // The whole response (the chunk) came through the proxy while the join was
+            // pending: no join; the response is relayed to its end.
             sendJoin(c, .cancel)
             c.joinPrepared = false
             pendingSplices.remove(c.id)
-            c.stage = .relayingResponse
+            c.stage = relayStage(c)
             refreshInterest(c)
             service(c, fd: -1, events: 0)
             return
@@ -435,7 +447,7 @@ extension Relay {
         c.joinPrepared = false
         c.joinReady = true
         spliceCounts.cancelled += 1
-        c.stage = c.perRequest ? .relayingResponse : .relaying
+        c.stage = relayStage(c)
         refreshInterest(c)
         service(c, fd: -1, events: 0)
     }
@@ -453,6 +465,9 @@ extension Relay {
             return
         case .release:
             return
+        case .end:
+            chunkEndAnswered(c, r)
+            return
         case .prepare:
             c.joinReady = true
             if !r.ok && (c.stage == .pendingSplice || c.stage == .steppingOut) {
@@ -468,7 +483,9 @@ extension Relay {
                 spliceCounts.drained += 1
                 // A join for one response comes back: the sockets are taken over, never let go.
                 // A one-way join keeps them to relay the other direction, until that is over.
-                if c.perRequest {
+                if c.chunkJoin {
+                    awaitChunkEnd(c)
+                } else if c.perRequest {
                     handBack(c)
                 } else if c.oneWay != nil && !c.oneWayJoined {
                     enterOneWay(c)

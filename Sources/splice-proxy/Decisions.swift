@@ -18,6 +18,10 @@ enum Stage: Equatable {
     /// Relaying a chunked response of a per-request connection, its end found from its
     /// framing (KeepAlive.swift); then as `relayingResponse`.
     case relayingChunked
+    /// Joined for one chunked response from inside a chunk (KeepAlive.swift): the engine
+    /// follows the framing and says where the response ends (`end`); the sockets wait
+    /// untouched until then, and are then taken over there as after any join for one response.
+    case chunkJoined
     /// The engine was told to splice: the senders see a zero window; the relay writes out
     /// what it holds and waits until every byte it wrote is acknowledged.
     case pendingSplice
@@ -41,6 +45,8 @@ struct SpliceTally {
 extension Relay {
     /// How soon the engine is asked again when it saw bytes still in flight.
     static let askAgain = 0.002
+    /// How often a joined chunked response's end is asked for, beside the engine's own word.
+    static let chunkEndPoll = 1.0
     /// How long the relay waits for the engine's answer to a step-out before relaying on.
     static let answerPatience = 5.0
 
@@ -286,9 +292,16 @@ extension Relay {
         spliceCounts.refused += 1
         logger.debug("splice refused for \(c.client) -> \(c.server): \(why ?? "?")")
         pendingSplices.remove(c.id)
-        c.stage = c.perRequest ? .relayingResponse : .relaying
+        c.stage = relayStage(c)
         refreshInterest(c)
         service(c, fd: -1, events: 0)
+    }
+
+    /// Where a connection whose join did not happen goes on: relaying (its response, for a
+    /// per-request connection; the chunk it was to join, for a chunked one).
+    func relayStage(_ c: Connection) -> Stage {
+        defer { c.chunkJoin = false }
+        return c.chunkJoin ? .relayingChunked : c.perRequest ? .relayingResponse : .relaying
     }
 
     /// The splice is done: the sockets go without a packet on the wire (TCP_REPAIR); the

@@ -155,10 +155,20 @@ extension Relay {
                 return false
             case .data(let left) where c.chunkParsed == c.toClient.held.count:
                 // The rest of this chunk is not read yet: through the pipe, up to its end
-                // (what is held goes first).
+                // (what is held goes first); or, past the join threshold, joined from here:
+                // the engine follows the framing on and says where the response ends.
                 c.chunked.skip(left)
                 c.toClient.readLimit = c.toClient.bytesRead + left
                 c.toClient.inspect = false
+                // (What the backend's socket holds already is read at once: it does not count.)
+                let queued = UInt64(max(0, tcpsplice_inq(c.up)))
+                if left > queued && left - queued > settings.perRequestJoinAbove && engineConnected {
+                    logger.debug("chunked response for \(c.client) from \(c.backend.map { "\($0)" } ?? "?"): a chunk with \(left) bytes left: joined, its end found by the engine (#\(c.id))")
+                    c.chunkJoin = true
+                    awaitJoin(c)
+                    backendConnected(c)
+                    return false
+                }
                 return true
             default:
                 // More of a size line or of the trailer is needed: read on, letting go of
@@ -247,6 +257,39 @@ extension Relay {
         logger.debug("\(c.client) -> \(c.server): sockets taken over, \(rest) response bytes joined (#\(c.id))")
         sendJoin(c, .arm)
         nextRequest(c)
+    }
+
+    /// Joined for one chunked response: its end is the engine's to find. The sockets stay as
+    /// the join left them (nothing reaches them: the engine translates the ends' packets onto
+    /// each other), out of the loop, until the engine says where the response ends.
+    func awaitChunkEnd(_ c: Connection) {
+        c.stage = .chunkJoined
+        c.nextAsk = monotonicSeconds() + Relay.chunkEndPoll
+        rewatch(c.down, from: c.downInterest, to: 0)
+        rewatch(c.up, from: c.upInterest, to: 0)
+        c.downInterest = 0
+        c.upInterest = 0
+        logger.debug("\(c.client) -> \(c.server): joined from inside a chunk, \(c.toClient.readLimit - c.toClient.bytesRead) bytes of it left; waiting for the engine to find the response's end (#\(c.id))")
+    }
+
+    /// The engine's word on a joined chunked response: where it ends (the sockets are taken
+    /// over there and the return armed, as after a join for a response of known length), or
+    /// its framing lost and the flow joined for the connection's life (the proxy steps out),
+    /// or not yet (asked again later), or the connection is over (the proxy steps out).
+    func chunkEndAnswered(_ c: Connection, _ r: ControlResponse) {
+        guard c.stage == .chunkJoined else { return }
+        if r.ok, r.outcome == "end", let rest = r.join?.returnAfter {
+            c.chunkJoin = false
+            c.chunked = ChunkedBody()
+            c.responseEnd = c.toClient.bytesRead + rest
+            logger.debug("\(c.client) -> \(c.server): the engine found the chunked response's end \(rest) bytes on (#\(c.id))")
+            handBack(c)
+        } else if !r.ok && r.outcome == "open" {
+            return
+        } else {
+            logger.debug("\(c.client) -> \(c.server): the joined chunked response \(r.ok ? "could not be delimited; joined for the connection's life" : "is over: \(r.error ?? "?")") (#\(c.id))")
+            stepOut(c)
+        }
     }
 
     /// A new socket takes over connection `fd` (repair mode): bound to `local`, connected to

@@ -160,6 +160,9 @@ final class Relay {
         /// `toClient.held` the framing has been read.
         var chunked = ChunkedBody()
         var chunkParsed = 0
+        /// The join asked for (or made) is for the rest of a chunked response, from inside a
+        /// chunk up to `toClient.readLimit` (`chunkJoined` once made).
+        var chunkJoin = false
         var handedBack = false
         var backendClosing = false
         /// A one-way join (OneWay.swift): the direction its rule joins, and whether it is
@@ -727,8 +730,9 @@ final class Relay {
     func dropAll() {
         engineConnected = false
         for c in Array(connections.values) {
-            if c.oneWayJoined {
-                // Its sockets are in step with the ends only through the engine's rewriting:
+            if c.oneWayJoined || c.stage == .chunkJoined {
+                // Its sockets are in step with the ends only through the engine's rewriting
+                // (a chunked response joined: they stand where the join began):
                 // the connection ends, nothing more relayed; both ends are reset a moment later
                 // (OneWay.swift, `resetLeftovers`).
                 release(c, closeSockets: false)

@@ -119,6 +119,7 @@ final class Daemon: @unchecked Sendable {
                 control.serve(timeoutMilliseconds: 100,
                               handle: { request, client in handle(request, from: client) },
                               disconnected: { client in proxyGone(client) })
+                tellChunkEnds()
             }
         }
         controlThread.name = "control"
@@ -176,11 +177,14 @@ final class Daemon: @unchecked Sendable {
         var draining = group[0]
         let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
             let now = clock.now()
-            return supervisor.engine.withLock { engine in
+            let (verdict, ends) = supervisor.engine.withLock { engine in
                 injector.verdictsFirst = draining
                 defer { injector.verdictsFirst = nil }
-                return engine.process(bytes, scratch: scratch, info: info, now: now)
+                return (engine.process(bytes, scratch: scratch, info: info, now: now), engine.chunkEndsWake())
             }
+            // A joined chunked response's end found: the control thread tells the proxy now.
+            if ends { control.wake() }
+            return verdict
         }
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
         if let log { fds.append(pollfd(fd: log.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
@@ -283,6 +287,19 @@ final class Daemon: @unchecked Sendable {
             logger.notice("joined flows reset: their backend was taken out", metadata: ["backend": "\(m.key)", "flows": "\(n)"])
         }
         return response
+    }
+
+    /// The ends of joined chunked responses the engine found: each registered proxy is told
+    /// (the one whose connection it is takes its sockets over there and arms the return; the
+    /// others know no such connection). Control thread.
+    func tellChunkEnds() {
+        let ends = supervisor.engine.withLock { $0.takeChunkEnds() }
+        guard !ends.isEmpty else { return }
+        let proxies = supervisor.registry.withLock { Array($0.proxies.keys) }
+        for e in ends {
+            let message = ControlResponse.chunkEndMessage(e)
+            for p in proxies { control.push(message, to: p) }
+        }
     }
 
     /// A proxy that stopped heartbeating is as good as dead: its flows go to bypass (its own

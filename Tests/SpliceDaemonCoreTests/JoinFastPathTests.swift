@@ -21,6 +21,7 @@ struct JoinFastPathTests {
         m.writtenToBackend = 1_234_567_890_123
         m.returnAfter = 983_416
         m.returnWindow = 65535
+        m.chunkLeft = 1 << 40
         m.oneWay = "to-client"
         m.rule = -3
         m.pool = "web \"a\"\\b/c\u{1}\n\té"
@@ -35,13 +36,13 @@ struct JoinFastPathTests {
     /// Adding a field to these types must come with the fast path's knowing it: its writer
     /// would leave it out, its reader would hand the message to Codable.
     @Test func theFastPathKnowsEveryField() {
-        #expect(Mirror(reflecting: full()).children.count == 18)
+        #expect(Mirror(reflecting: full()).children.count == 19)
         #expect(Mirror(reflecting: ControlRequest(command: .join)).children.count == 14)
         #expect(Mirror(reflecting: ControlResponse(ok: true)).children.count == 12)
     }
 
     @Test func requestsAreWrittenAsCodableWritesThemAndReadBack() throws {
-        for m in [full(), minimal(.prepare), minimal(.cancel), minimal(.arm), minimal(.release)] {
+        for m in [full(), minimal(.prepare), minimal(.cancel), minimal(.arm), minimal(.release), minimal(.end)] {
             var r = ControlRequest(command: .join)
             r.join = m
             let fast = try #require(r.fastLine)

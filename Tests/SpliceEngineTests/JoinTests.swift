@@ -19,10 +19,10 @@ struct JoinTests {
     @discardableResult
     func feed(_ e: Engine, from src: IPAddress, _ sport: UInt16, to dst: IPAddress, _ dport: UInt16, flags: TCPFlags,
               seq: SeqNumber, ack: SeqNumber = SeqNumber(0), window: UInt16 = 1000, ts: TCPTimestamps? = nil,
-              syn: SynOptions? = nil, payload: Int = 0, proxy: Bool = false) -> Sent {
+              syn: SynOptions? = nil, payload: Int = 0, data: [UInt8]? = nil, proxy: Bool = false) -> Sent {
         var spec = TCPPacketSpec(source: src, destination: dst, sourcePort: sport, destinationPort: dport,
                                  sequenceNumber: seq, acknowledgmentNumber: ack, flags: flags,
-                                 payload: [UInt8](repeating: 0x62, count: payload))
+                                 payload: data ?? [UInt8](repeating: 0x62, count: payload))
         spec.window = window
         if let syn { spec.setSynOptions(syn) } else if let ts { spec.setSynOptions(SynOptions(timestamps: ts)) }
         var bytes = spec.bytes()

@@ -9,7 +9,8 @@ the body it received (uploads), and PUT /duplex/FILE answering with FILE at once
 reads the request's body, both at the same time ("DUPLEX <name> <path> <bytes> <sha256>" of
 the body on stdout: the one-way join test), GET /chunked/FILE answering with FILE in chunks
 (Transfer-Encoding: chunked; sizes from 1 byte to 70,000, an extension and a trailer: the
-keep-alive test's chunked responses). ADDRESS "::" takes IPv4 and IPv6.
+keep-alive test's chunked responses), GET /bigchunks/FILE the same with chunks of 5 bytes to
+1.5 MiB (large enough to be joined from inside one). ADDRESS "::" takes IPv4 and IPv6.
 
 MODE (optional): "1.0" (the default: HTTP/1.0, one request per connection), "keepalive"
 (HTTP/1.1, persistent connections, Content-Length on every answer) or "close" (HTTP/1.1,
@@ -68,11 +69,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.answer_text(str(self.headers))
             return
         if self.path.startswith("/chunked/") and self.request_version == "HTTP/1.1":
-            self.answer_chunked(self.translate_path(self.path[len("/chunked"):]))
+            self.answer_chunked(self.translate_path(self.path[len("/chunked"):]), [1, 4096, 70000, 300, 16384, 17])
+            return
+        if self.path.startswith("/bigchunks/") and self.request_version == "HTTP/1.1":
+            self.answer_chunked(self.translate_path(self.path[len("/bigchunks"):]), [5, 1 << 20, 300, 1536 * 1024, 17])
             return
         super().do_GET()
 
-    def answer_chunked(self, path):
+    def answer_chunked(self, path, sizes):
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -84,7 +88,6 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Trailer", "X-Chunks")
         self.end_headers()
-        sizes = [1, 4096, 70000, 300, 16384, 17]
         at, k = 0, 0
         while at < len(data):
             part = data[at:at + sizes[k % len(sizes)]]

@@ -144,8 +144,11 @@ def main():
                 buf += chunk
             body, buf = buf[:length], buf[length:]
         if want is None:
-            # (/chunked/FILE is FILE, sent in chunks.)
-            file = path[len("/chunked"):] if path.startswith("/chunked/") else path
+            # (/chunked/FILE and /bigchunks/FILE are FILE, sent in chunks.)
+            file = path
+            for prefix in ("/chunked/", "/bigchunks/"):
+                if path.startswith(prefix):
+                    file = path[len(prefix) - 1:]
             with open(os.path.join(root, file.lstrip("/")), "rb") as f:
                 want = hashlib.sha256(f.read()).hexdigest()
         got = hashlib.sha256(body).hexdigest()

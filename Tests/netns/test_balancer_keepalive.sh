@@ -16,12 +16,17 @@
 #      between GETs on one connection: each lands on its own rule's backend (a connection
 #      joined for life at a POST would send the rest to its backend);
 #   1c. chunked responses (Transfer-Encoding: chunked, chunks of 1 byte to 70,000, an
-#      extension, a trailer) between others on one connection: relayed by the proxy, their end
-#      found from the framing, and the next request routed on its own (a connection joined
-#      for its life at a chunked answer would send the rest to that backend);
+#      extension, a trailer) between others on one connection: their end found from the
+#      framing (by the proxy, relayed; by the engine, joined from inside a chunk above the
+#      join threshold), and the next request routed on its own (a connection joined for its
+#      life at a chunked answer would send the rest to that backend);
 #   1d. 8 answers of 1 MiB back to back from one backend, on the kept backend connection:
 #      each joined and handed back, none given up (the windows given to the backend during a
 #      join bounded by what the socket taking its connection back accepts);
+#   1e. chunked responses with chunks of 1 and 1.5 MiB between others on one connection: each
+#      joined from inside its first large chunk, the engine finding its end from the framing
+#      and handing the flow back there (spliced's counters: every chunked join ended, none
+#      lost), every body byte-exact and in order, each next request on its rule's backend;
 #   2. 6 requests balanced round robin over the three backends: 2 on each;
 #   3. FIN processing: 6 requests to backends that close after each answer: the client's
 #      connection stays, every answer byte-exact, spread over the backends, the backends' FINs
@@ -98,6 +103,8 @@ splicectl rules add --path-prefix /c/ --action splice --pool p3 --per-request >/
 splicectl rules add --path-prefix /rr/ --action splice --pool web --per-request >/dev/null || fail "rules add /rr/ failed"
 splicectl rules add --path-prefix /chunked/a/ --action splice --pool p1 --per-request >/dev/null || fail "rules add /chunked/a/ failed"
 splicectl rules add --path-prefix /chunked/b/ --action splice --pool p2 --per-request >/dev/null || fail "rules add /chunked/b/ failed"
+splicectl rules add --path-prefix /bigchunks/a/ --action splice --pool p1 --per-request >/dev/null || fail "rules add /bigchunks/a/ failed"
+splicectl rules add --path-prefix /bigchunks/b/ --action splice --pool p2 --per-request >/dev/null || fail "rules add /bigchunks/b/ failed"
 splicectl rules add --path-prefix /z/ --action splice --pool closing --per-request --fin process >/dev/null \
     || fail "rules add /z/ failed"
 splicectl rules add --path-prefix /p/ --action splice --pool closing --per-request >/dev/null || fail "rules add /p/ failed"
@@ -178,8 +185,11 @@ landed() { (( $(posted backend1 /a/post) == 1 && $(posted backend3 /c/post) == 1
 settle landed || fail "requests with a body: not each on its rule's backend (POST /a/ on 1: $(posted backend1 /a/post), /c/ on 3: $(posted backend3 /c/post), /b/ on 2: $(posted backend2 /b/post); GET /b/big on 2: +$(( $(got backend2 /b/big) - b2big0 )), /a/big on 1: +$(( $(got backend1 /a/big) - b1big0 )))"
 log "requests with a body on one connection: 3 POSTs (3000, 12000 and 100 bytes) and 2 GETs, each on its rule's backend, every answer byte-exact"
 
-# 1c. Chunked responses between others on one connection: relayed (not joined), each next
-# request on its own rule's backend; the large Content-Length answers joined as before.
+# 1c. Chunked responses between others on one connection: each next request on its own
+# rule's backend; the large Content-Length answers joined as before. A chunked answer is
+# relayed up to a chunk with more than the join threshold still to come (70,000 bytes, in
+# /big and /mid, less what the proxy's socket holds), then joined from there unless the rest
+# of the chunk came while the join waited (cancelled; the next such chunk is tried).
 chunked_paths=(/chunked/a/big /b/big /chunked/b/mid /a/small /chunked/a/small /chunked/b/big /a/mid)
 declare -A ch0
 for i in 1 2; do
@@ -187,6 +197,9 @@ for i in 1 2; do
 done
 joined0=$(counter joined)
 cancelled0=$(counter cancelled)
+chj0=$(counter chunkedJoins)
+che0=$(counter chunkedEnds)
+chl0=$(counter chunkedLost)
 out=$(keepalive "${chunked_paths[@]}") || fail "the keep-alive connection with chunked answers failed: $out"
 [[ "$(json_get answers <<<"$out")" == ${#chunked_paths[@]} ]] || fail "expected ${#chunked_paths[@]} answers on one connection: $out"
 # Where each landed: /chunked/a/ and /a/ on backend 1, /chunked/b/ and /b/ on backend 2.
@@ -197,8 +210,13 @@ ch_landed() {
 settle ch_landed || fail "chunked step: backend 1 logged $(( $(logged backend1 /chunked/a/) - ch0[1/chunked/a/] )) /chunked/a/ and $(( $(logged backend1 /a/) - ch0[1/a/] )) /a/, backend 2 $(( $(logged backend2 /chunked/b/) - ch0[2/chunked/b/] )) /chunked/b/ and $(( $(logged backend2 /b/) - ch0[2/b/] )) /b/ (expected 2, 2, 2, 1)"
 (( $(logged backend2 /chunked/a/) + $(logged backend1 /chunked/b/) == 0 )) || fail "a chunked request landed on the other rule's backend"
 ch_joined=$(( $(counter joined) - joined0 + $(counter cancelled) - cancelled0 ))
-((ch_joined == 2)) || fail "chunked step: $ch_joined joins asked for, expected 2 (/b/big and /a/mid; chunked answers are relayed)"
-log "chunked answers: ${#chunked_paths[@]} requests on one connection, the 4 chunked answers relayed to their end and each next request routed on its own, all byte-exact and in order"
+chj=$(( $(counter chunkedJoins) - chj0 ))
+((ch_joined >= 2 + chj)) \
+    || fail "chunked step: $ch_joined joins asked for, $chj of them chunked; expected 2 (/b/big and /a/mid) besides those"
+ch_ended() { (( $(counter chunkedEnds) - che0 == chj )); }
+settle ch_ended || fail "chunked step: $chj chunked joins, $(( $(counter chunkedEnds) - che0 )) ends found by the engine"
+(( $(counter chunkedLost) == chl0 )) || fail "chunked step: the engine lost the framing of $(( $(counter chunkedLost) - chl0 )) chunked answers"
+log "chunked answers: ${#chunked_paths[@]} requests on one connection, the 4 chunked answers delimited by their framing ($chj joined from inside a chunk, their end found by the engine; the rest relayed) and each next request routed on its own, all byte-exact and in order"
 
 # 1d. Large answers back to back from one backend, on the kept backend connection: each joined
 # and handed back, none given up. After a return the backend still holds the window the
@@ -228,6 +246,30 @@ if [[ "$VARIANT" == clean ]]; then
     ((retrans <= 4)) || fail "$b2b_msg: its segments were dropped on the way (a flight past the window of the proxy's socket)"
 fi
 log "$b2b_msg; all byte-exact and in order"
+
+# 1e. Chunked answers with chunks of 1 MiB and 1.5 MiB: joined from inside the first large
+# chunk (whatever the link, most of it is still to come when the join is made), the engine
+# follows the framing (the 300-byte chunk between, the trailer) to the end and the flow comes
+# back there for the next request, which may go to another backend.
+big_paths=(/bigchunks/a/huge /b/small /bigchunks/b/huge /bigchunks/a/huge /a/big)
+for d in a b; do head -c $((5 << 20)) /dev/urandom >"$WWW/$d/huge"; done
+b1h0=$(logged backend1 /bigchunks/a/huge)
+b2h0=$(logged backend2 /bigchunks/b/huge)
+chj0=$(counter chunkedJoins)
+che0=$(counter chunkedEnds)
+chl0=$(counter chunkedLost)
+returned0=$(counter returned)
+out=$(keepalive "${big_paths[@]}") || fail "the keep-alive connection with large chunked answers failed: $out"
+[[ "$(json_get answers <<<"$out")" == ${#big_paths[@]} ]] || fail "expected ${#big_paths[@]} answers on one connection: $out"
+big_landed() { (( $(logged backend1 /bigchunks/a/huge) - b1h0 == 2 && $(logged backend2 /bigchunks/b/huge) - b2h0 == 1 )); }
+settle big_landed || fail "large chunked step: backend 1 logged $(( $(logged backend1 /bigchunks/a/huge) - b1h0 )) of 2, backend 2 $(( $(logged backend2 /bigchunks/b/huge) - b2h0 )) of 1"
+chj=$(( $(counter chunkedJoins) - chj0 ))
+((chj == 3)) || fail "large chunked step: $chj chunked joins, expected 3 (one per chunked answer)"
+big_ended() { (( $(counter chunkedEnds) - che0 == 3 )); }
+settle big_ended || fail "large chunked step: the engine found $(( $(counter chunkedEnds) - che0 )) of 3 chunked answers' ends (lost: $(( $(counter chunkedLost) - chl0 )))"
+(( $(counter chunkedLost) == chl0 )) || fail "large chunked step: the engine lost the framing of $(( $(counter chunkedLost) - chl0 )) answers"
+(( $(counter returned) - returned0 >= 4 )) || fail "large chunked step: $(( $(counter returned) - returned0 )) joins handed back, expected at least 4 (3 chunked, /a/big)"
+log "large chunked answers: ${#big_paths[@]} requests on one connection, 3 chunked answers of 5 MiB joined from inside a chunk and handed back where the engine found their end ($(counter chunkGaps) segments dropped past a hole so far), all byte-exact and in order, each on its rule's backend"
 
 # 2. Round robin per request on one connection.
 for i in 1 2 3; do rr0[$i]=$(logged "backend$i" /rr/); done

@@ -80,6 +80,16 @@ public struct JoinState: Sendable {
     /// reach no further than `returnAck + returnWindow` (the client's acknowledgement space),
     /// what the proxy's socket taking the backend's connection back accepts (0: no bound).
     public var returnWindow: UInt32 = 0
+    /// Facing the backend, in a join for one chunked response (`JoinRequest.chunkLeft`): its
+    /// end is found from its framing (`framing`), followed through the backend's bytes in
+    /// order from `chunkStart` (where the proxy stopped reading), `chunkBytes` of them so far;
+    /// `returnAt` is known once the framing is `.done`. The client's side gets its
+    /// `returnAck` and `chunkReturnWindow` (as its `returnWindow`) then.
+    public var followsChunks = false
+    public var framing = ChunkedBody()
+    public var chunkStart = SeqNumber(0)
+    public var chunkBytes: UInt64 = 0
+    public var chunkReturnWindow: UInt32 = 0
     /// A one-way join (Splice/OneWayJoin.swift): this connection's far end sends the joined
     /// direction (`source`) or receives it (`destination`); the other direction still goes
     /// through the proxy's sockets, which stay open. `none` for a join both ways.
@@ -145,6 +155,11 @@ public struct JoinRequest: Sendable, Equatable {
     /// backend accepts after the return; the windows given to the backend end there (nil: no
     /// bound).
     public var returnWindow: UInt32?
+    /// A join for one chunked response (instead of `returnAfter`): the backend's next
+    /// `chunkLeft` bytes (after `readFromBackend`) are the rest of a chunk's data, and the
+    /// response ends where its framing says; the engine follows it and tells the proxy
+    /// (`chunkEnds`, `chunkedEnd`).
+    public var chunkLeft: UInt64?
     /// A one-way join: only this direction is joined; the proxy keeps relaying the other
     /// (nil: both ways). Asked again (`join`) on a one-way joined pair: the other direction is
     /// over at the proxy, join it too.
@@ -235,9 +250,13 @@ extension Engine {
             counters.balancer.refused &+= 1
             return .refused(why.description)
         }
-        if r.oneWay != nil && r.returnAfter != nil {
+        if r.oneWay != nil && (r.returnAfter != nil || r.chunkLeft != nil) {
             counters.balancer.refused &+= 1
-            return .refused("a one-way join is for the connection's life (no returnAfter)")
+            return .refused("a one-way join is for the connection's life (no returnAfter, no chunkLeft)")
+        }
+        if r.returnAfter != nil && r.chunkLeft != nil {
+            counters.balancer.refused &+= 1
+            return .refused("a join for one response ends after returnAfter bytes or where its chunks end, not both")
         }
         let cb = table.block(c)!, kb = table.block(k)!
         guard cb.pointee.join.stage == .pending, kb.pointee.join.stage == .pending else {
@@ -313,6 +332,17 @@ extension Engine {
             cb.pointee.join.returnWindow = r.returnWindow ?? 0
             kb.pointee.join.returns = true
             kb.pointee.join.returnAt = backendRead + rest
+        } else if let left = r.chunkLeft {
+            // The end is not known yet: no return before the framing says where it is (the
+            // return is armed only then), and no bound on the windows until then.
+            cb.pointee.join.returns = true
+            cb.pointee.join.returnAt = clientRead
+            kb.pointee.join.returns = true
+            kb.pointee.join.followsChunks = true
+            kb.pointee.join.framing = ChunkedBody(dataLeft: left)
+            kb.pointee.join.chunkStart = backendRead
+            kb.pointee.join.chunkReturnWindow = r.returnWindow ?? 0
+            counters.balancer.chunkedJoins &+= 1
         }
         for e in [c, k] {
             table[e].mode = .joined
@@ -569,6 +599,20 @@ extension Engine {
         let flags = tcp.flags
         let seq = tcp.sequenceNumber
         let dataEnd = seq + UInt32(tcp.payloadLength)
+        var j = j
+        if !j.facesClient && j.followsChunks && j.framing.state != .done {
+            switch followChunks(tcp, block: b) {
+            case .follows: return .translate
+            case .gap:
+                counters.balancer.chunkGaps &+= 1
+                return .drop
+            case .lost:
+                // Joined for the connection's life: this packet (its FIN) goes on.
+                return .translate
+            case .ended:
+                j = b.pointee.join
+            }
+        }
         if !j.facesClient {
             if dataEnd > j.returnAt {
                 counters.balancer.heldBack &+= 1
