@@ -173,6 +173,9 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     public var heldBack: UInt64 = 0
     /// Of those, the client's packets given to the proxy's socket at the return.
     public var heldReleased: UInt64 = 0
+    /// Joins for one response whose proxy died before they returned: joined for the
+    /// connection's life instead (the sockets that were to take them back died with it).
+    public var returnsGivenUp: UInt64 = 0
     public var finsProcessed: UInt64 = 0
     /// Joins for one chunked response, whose end the engine finds from its framing; those
     /// whose end it found (the proxy told where it is); the backend's segments dropped for

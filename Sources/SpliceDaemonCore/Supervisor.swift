@@ -56,6 +56,7 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
                 engine.withLock {
                     $0.proxyRegistered(id: UInt16(truncatingIfNeeded: id))
                     $0.services.formUnion(services)
+                    if !services.isEmpty { $0.balancerProxies.insert(UInt16(truncatingIfNeeded: id)) }
                 }
                 return id
             }

@@ -53,6 +53,9 @@ public final class Engine: @unchecked Sendable {
     public var replayPatience = Timestamp.Duration(deciseconds: 30)
     /// The proxy that takes new flows (0: none alive).
     public internal(set) var activeProxy: UInt16 = 0
+    /// The proxies that registered service addresses (the balancer's): when one dies, the
+    /// joins waiting to return to its sockets are given up (`giveUpReturns`).
+    public var balancerProxies = Set<UInt16>()
     /// Built packets are written here (under the engine's lock).
     let buildBuffer: UnsafeMutableRawBufferPointer
     /// A scratch buffer for callers that do not pass their own (tests).

@@ -175,6 +175,35 @@ extension JoinTests {
         #expect(modes(e) == [.balanced, .balanced])
     }
 
+    /// The balancer's proxy dies with a response joined (armed or not): its sockets are gone,
+    /// so the flow stays joined for its life and the client's next request reaches the backend.
+    @Test func aDeadProxysReturnsAreGivenUpAndTheFlowStaysJoined() {
+        for arm in [false, true] {
+            let (e, r) = joinedForOneResponse()
+            e.balancerProxies = [7]
+            responseEnd(e)
+            if arm { #expect(e.armReturn(r) == .armed) }
+            // Another proxy's death changes nothing; the balancer's gives the return up.
+            _ = e.proxyGone(id: 8)
+            #expect(e.counters.balancer.returnsGivenUp == 0)
+            _ = e.proxyGone(id: 7)
+            #expect(e.counters.balancer.returnsGivenUp == 1)
+            let ack = feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 101, ack: p1ISN + 1001,
+                           ts: TCPTimestamps(value: 120, echo: 10_000))
+            #expect(ack.verdict.rewrittenLength != nil)
+            #expect(modes(e) == [.joined, .joined])
+            let next = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1001,
+                            ts: TCPTimestamps(value: 121, echo: 10_000), payload: 80)
+            #expect(next.verdict.rewrittenLength != nil)
+            var b = next.bytes
+            b.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { Issue.record("unparsable"); return }
+                #expect(p.destination == backend && p.tcp.destinationPort == 80 && p.checksumIsValid)
+            }
+            #expect(e.armReturn(r) == .refused("the connection is not joined for one response"))
+        }
+    }
+
     @Test func aReleasedReturnLeavesTheFlowJoinedForLife() {
         let (e, r) = joinedForOneResponse()
         #expect(e.releaseReturn(r) == .joinedForLife)

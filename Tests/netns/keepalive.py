@@ -6,13 +6,15 @@ side closes before the last answer is a failure (unless --expect-close says afte
 answer the close must come: FIN propagation).
 
 Usage: keepalive.py HOST PORT ROOT PATH... [--expect-close N] [--header 'Name: value'] [--hold S]
-           [--pause S]
+           [--pause S] [--rate B]
   ROOT: the directory the paths are files of (the expected bodies).
   PATH may be POST:N:/path: a POST of N pseudo-random bytes, whose answer must be the body's
   SHA-256 in hex and a newline (Tests/netns/backend.py's POST).
 --hold S: after the last answer (the JSON line printed), the connection stays open, idle, S
   seconds before the client closes it.
 --pause S: the connection stays idle S seconds between an answer and the next request.
+--rate B: the answers are read at B bytes a second at most, through a receive buffer of
+  256 KiB (so that the sender, held by the window, is still sending for most of that time).
 Prints one JSON line: {"answers": N, "local_port": P, "closed_after": N or null}; exits 1
 with the reason on stderr when an answer is wrong, missing, or out of order.
 """
@@ -65,6 +67,23 @@ def read_chunked(sock, buf, n, path):
         buf = buf[size + 2:]
 
 
+class Paced:
+    """A socket whose reads keep to `rate` bytes a second on average (--rate)."""
+    def __init__(self, sock, rate):
+        self.sock, self.rate, self.start, self.got = sock, rate, time.monotonic(), 0
+
+    def recv(self, n):
+        data = self.sock.recv(min(n, 16384))
+        self.got += len(data)
+        ahead = self.got / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(ahead)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
 def take_option(args, name, convert, default):
     """The value of `name VALUE` in args (taken out of them), or default."""
     if name not in args:
@@ -81,6 +100,7 @@ def main():
     headers = []
     pause = take_option(args, "--pause", float, 0.0)
     hold = take_option(args, "--hold", float, 0.0)
+    rate = take_option(args, "--rate", float, 0.0)
     while "--expect-close" in args:
         i = args.index("--expect-close")
         expect_close = int(args[i + 1])
@@ -91,12 +111,14 @@ def main():
         del args[i:i + 2]
     host, port, root, paths = args[0], int(args[1]), args[2], args[3:]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_connection((host, port), timeout=60) if family == socket.AF_INET else \
-        socket.socket(family, socket.SOCK_STREAM)
-    if family == socket.AF_INET6:
-        sock.settimeout(60)
-        sock.connect((host, port))
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    if rate > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)
+    sock.connect((host, port))
     local_port = sock.getsockname()[1]
+    if rate > 0:
+        sock = Paced(sock, rate)
     if family == socket.AF_INET6:
         host = f"[{host}]"  # as a Host header gives an IPv6 literal
     buf = b""

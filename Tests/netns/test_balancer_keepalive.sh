@@ -37,6 +37,14 @@
 #      backends reached over IPv6 by path, the large answers joined for one response and
 #      handed back (the proxy's sockets taken over in repair mode, family 6), every body
 #      byte-exact and in order, no PAWS reject.
+#   6. The proxy restarted with a taken-over connection open: the new one binds the service
+#      address at once.
+#   7. The proxy killed (SIGKILL) while two keep-alive connections, read slowly, each have a
+#      response joined for itself (a chunked one, the engine still following its framing; one
+#      of known length, its return armed): the engine gives their returns up (spliced's
+#      counter), the flows stay joined for their life, and each connection's next request,
+#      which the rules would send to the other backend, is answered by the one it is joined
+#      to (its log), byte-exact.
 # Variant `impaired`: the same on links with 1% loss and 1% duplication both ways (impair_links,
 # the client's and backend 1's links and the router's), where held-back requests, lost final
 # ACKs and retransmitted FINs happen at the return; PAWS rejects are reported there, not held
@@ -346,3 +354,31 @@ proxy_start splice-proxy-restarted --service "$VIP:80=web" --service "[$VIP6]:80
 log "the proxy restarted with a taken-over connection open: its sockets on $VIP:80 left lingering (${lingering}), the new proxy bound the service address at once"
 kill "$idle" 2>/dev/null || true
 wait "$idle" 2>/dev/null || true
+
+# 7. The proxy killed while responses are joined for themselves: their returns would hand the
+# flows to sockets that died with it (the client's next request reset); the engine gives them
+# up and the flows stay joined to their backends for their life.
+given0=$(counter returnsGivenUp)
+chj0=$(counter chunkedJoins)
+joined0=$(counter joined)
+b1s0=$(logged backend1 /b/small)
+b2s0=$(logged backend2 /a/small)
+nsx "$NS_C" python3 "$NETNS_DIR/keepalive.py" "$VIP" 80 "$WWW" /bigchunks/a/huge /b/small --rate 2000000 \
+    >"$TEST_TMP/dead-chunked.out" 2>&1 &
+k1=$!
+nsx "$NS_C" python3 "$NETNS_DIR/keepalive.py" "$VIP" 80 "$WWW" /b/huge /a/small --rate 2000000 \
+    >"$TEST_TMP/dead-length.out" 2>&1 &
+k2=$!
+on_cleanup "kill $k1 $k2 2>/dev/null || true"
+both_joined() { (( $(counter chunkedJoins) > chj0 && $(counter joined) - joined0 >= 2 )); }
+settle both_joined || fail "proxy death step: the two slow answers were not both joined (chunked joins +$(( $(counter chunkedJoins) - chj0 )), joins +$(( $(counter joined) - joined0 )))"
+bg_kill splice-proxy-restarted KILL >/dev/null 2>&1 || true
+rc1=0; wait "$k1" || rc1=$?
+rc2=0; wait "$k2" || rc2=$?
+((rc1 == 0)) || fail "proxy death step: the chunked answer's connection failed: $(cat "$TEST_TMP/dead-chunked.out")"
+((rc2 == 0)) || fail "proxy death step: the other connection failed: $(cat "$TEST_TMP/dead-length.out")"
+given=$(( $(counter returnsGivenUp) - given0 ))
+((given == 2)) || fail "proxy death step: spliced gave up $given returns, expected 2"
+went_on() { (( $(logged backend1 /b/small) - b1s0 == 1 && $(logged backend2 /a/small) - b2s0 == 1 )); }
+settle went_on || fail "proxy death step: the second requests did not go on to the joined backends (backend 1 logged /b/small +$(( $(logged backend1 /b/small) - b1s0 )), backend 2 /a/small +$(( $(logged backend2 /a/small) - b2s0 )))"
+log "proxy killed with 2 answers joined for themselves (a chunked one, one of known length): $given returns given up, each connection's next request answered by the backend it was joined to, byte-exact"

@@ -14,6 +14,7 @@ extension Engine {
     @discardableResult
     public func proxyGone(id: UInt16) -> Int {
         if activeProxy == id { activeProxy = 0 }
+        if balancerProxies.remove(id) != nil { giveUpReturns() }
         var moved = 0
         table.forEachIndex { e in
             guard table[e].mode == .resilient, let b = table.block(e), b.pointee.resilient.proxyID == id else { return }

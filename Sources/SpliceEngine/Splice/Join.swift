@@ -703,6 +703,25 @@ extension Engine {
         return .armed
     }
 
+    /// The balancer's proxy died: the sockets it had taken over for the returns (or, for a
+    /// chunked response, the sockets waiting to be) went with it, and a return would hand the
+    /// flow to no socket (the client reset at its next request). Every flow joined for one
+    /// response stays joined for its life instead: the client's next requests go on to the
+    /// same backend, which answers them. (The client's request held for the return meanwhile
+    /// is sent again by the client, and goes to the backend then.) Returns how many.
+    @discardableResult
+    public func giveUpReturns() -> Int {
+        var n = 0
+        table.forEachIndex { e in
+            guard table[e].mode == .joined, let b = table.block(e), b.pointee.join.returns else { return }
+            b.pointee.join.returns = false
+            b.pointee.join.armed = false
+            if b.pointee.join.facesClient { n += 1 }
+        }
+        counters.balancer.returnsGivenUp &+= UInt64(n)
+        return n
+    }
+
     /// The proxy gives up the return (its connection idled out, or it lost its sockets): a
     /// flow still joined stays joined for its life; one already returned is the proxy's.
     public func releaseReturn(_ r: JoinRequest) -> ReturnOutcome {
