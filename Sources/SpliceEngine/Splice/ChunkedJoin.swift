@@ -5,12 +5,13 @@ import SpliceWire
 // a Content-Length ends where its framing says (RFC 9112 7.1: a chunk of size 0, the trailer
 // section, an empty line), which the proxy cannot see once the flow is joined. So the engine
 // follows the framing itself, through the backend's bytes as it translates them: chunk data
-// is skipped by count (a few comparisons a segment), size lines and trailers read byte by
-// byte. It follows in order only: a segment past one it has not seen (reordered, or after a
-// loss) is dropped, and the backend sends it again once the client's acknowledgements show
-// the hole. When the framing ends, the end is where the return happens, as with a
-// Content-Length, and the proxy is told where that is (`chunkEnds`, pushed; `chunkedEnd`, on
-// its asking) so that it can take its sockets over there and arm the return.
+// is skipped by count (a few comparisons a segment, in any order), size lines and trailers
+// read byte by byte, in order: a segment that begins past framing bytes not seen yet
+// (reordered, or after a loss) is dropped, and the backend sends it again once the client's
+// acknowledgements show the hole. When the framing ends, the end is where the return
+// happens, as with a Content-Length, and the proxy is told where that is (`chunkEnds`,
+// pushed; `chunkedEnd`, on its asking) so that it can take its sockets over there and arm
+// the return.
 
 /// What became of a joined chunked response, for the proxy.
 public struct ChunkEnd: Sendable, Equatable {

@@ -81,8 +81,8 @@ public struct JoinState: Sendable {
     /// what the proxy's socket taking the backend's connection back accepts (0: no bound).
     public var returnWindow: UInt32 = 0
     /// Facing the backend, in a join for one chunked response (`JoinRequest.chunkLeft`): its
-    /// end is found from its framing (`framing`), followed through the backend's bytes in
-    /// order from `chunkStart` (where the proxy stopped reading), `chunkBytes` of them so far;
+    /// end is found from its framing (`framing`), followed through the backend's bytes from
+    /// `chunkStart` (where the proxy stopped reading), `chunkBytes` of them so far;
     /// `returnAt` is known once the framing is `.done`. The client's side gets its
     /// `returnAck` and `chunkReturnWindow` (as its `returnWindow`) then.
     public var followsChunks = false
