@@ -27,6 +27,11 @@
 #                web --method round-robin` over the three backends and `splicectl
 #                rules default --action splice`: the proxy reads each request,
 #                connects to a backend and has spliced join the two connections
+#                (--lb-rules large: `splicectl rules default --action proxy` and
+#                `splicectl rules add --content-length-above 65536 --action splice`,
+#                as an operator sets it for a mix of small and large answers: the
+#                answers above 64 KiB joined after their head, the short requests'
+#                relayed by the proxy, none of their connections joined)
 #
 # Per case:
 #   1. a large HTTP download (--http-mib, default 1024 MiB) with curl: one
@@ -74,7 +79,7 @@
 # Usage: Scripts/bench-balancer.sh [--time SECONDS] [--http-mib MIB]
 #            [--connections N[,N...]] [--threads N] [--tries N]
 #            [--backend-keepalive SECONDS] [--haproxy keep-alive|reuse-always|server-close]
-#            [--keepalive-kib KIB]
+#            [--keepalive-kib KIB] [--lb-rules all|large]
 #            [--bin DIR] [--json FILE] [--no-setup]
 #   --time SECONDS          wrk's duration per case and level (default 10)
 #   --http-mib MIB          size of the downloaded file (default 1024)
@@ -87,6 +92,8 @@
 #                           HAProxy cannot reuse its server connections)
 #   --haproxy MODE          HAProxy's connection handling (see haproxy-lb above):
 #                           keep-alive (default), reuse-always, server-close
+#   --lb-rules all|large    splice-lb's rules: every connection joined (all, the
+#                           default) or the answers above 64 KiB only (large)
 #   --keepalive-kib KIB     the keep-alive requests' file (default 1024; 0: no
 #                           keep-alive measurement)
 #   --bin DIR               spliced, splicectl, splice-proxy from DIR (default
@@ -117,6 +124,7 @@ TRIES=3
 BACKEND_KEEPALIVE=75
 HAPROXY_MODE=keep-alive
 KA_KIB=1024
+LB_RULES=all
 BIN="$ROOT/.build/release"
 JSON_OUT=""
 SETUP=1
@@ -145,6 +153,9 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && "$2" =~ ^(keep-alive|reuse-always|server-close)$ ]] \
                 || die "--haproxy needs keep-alive, reuse-always or server-close"
             HAPROXY_MODE=$2; shift 2 ;;
+        --lb-rules)
+            [[ $# -ge 2 && "$2" =~ ^(all|large)$ ]] || die "--lb-rules needs all or large"
+            LB_RULES=$2; shift 2 ;;
         --keepalive-kib)
             [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--keepalive-kib needs a number of KiB (0 = none)"
             KA_KIB=$2; shift 2 ;;
@@ -155,7 +166,7 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && -n "$2" ]] || die "--json needs a file name"
             JSON_OUT=$2; shift 2 ;;
         --no-setup) SETUP=0; shift ;;
-        -h|--help) sed -n '2,91p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -244,6 +255,18 @@ cpu_ticks() {
         total=$((total + ${t:-0}))
     done
     echo "$total"
+}
+
+# cpu_split "PID..." "TICKS0..." "TICKS1...": each daemon's share of the CPU time between two
+# readings of `cpu_ticks_each`, as "name N.NN s" (logged: where splice-lb's time goes).
+cpu_ticks_each() { local pid; for pid in "$@"; do cpu_ticks "$pid"; done | tr '\n' ' '; }
+cpu_split() {
+    local -a pids=($1) t0=($2) t1=($3)
+    local i out=""
+    for i in "${!pids[@]}"; do
+        out+="$(cat "/proc/${pids[$i]}/comm" 2>/dev/null || echo "${pids[$i]}") $(awk -v t=$(( ${t1[$i]:-0} - ${t0[$i]:-0} )) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }') s, "
+    done
+    echo "${out%, }"
 }
 
 vmhwm() { # vmhwm PID: peak RSS in KiB
@@ -398,10 +421,13 @@ short_requests() {
     from=$(log_lines)
     status_save "$TEST_TMP/st-$tag-0.json" || note_case "$case" "splicectl status failed"
     t0=$(cpu_ticks "${DAEMON_PIDS[@]}")
+    local each0
+    each0=$(cpu_ticks_each "${DAEMON_PIDS[@]}")
     log "$case: wrk -t $THREADS -c $conns -d ${DURATION}s --latency ${close[*]} $url"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$conns" -d "${DURATION}s" --latency \
         "${close[@]}" "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" || rc=$?
     t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
+    ((${#DAEMON_PIDS[@]} == 0)) || log "$case: CPU by daemon during the run: $(cpu_split "${DAEMON_PIDS[*]}" "$each0" "$(cpu_ticks_each "${DAEMON_PIDS[@]}")")"
     sed 's/^/    /' "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err"
     sleep 1.5
     status_save "$TEST_TMP/st-$tag-1.json" || note_case "$case" "splicectl status failed"
@@ -429,7 +455,10 @@ PYEOF
     local requests
     requests=$(json_get 'requests?0' <"$TEST_TMP/wrk-$tag.json" 2>/dev/null || echo 0)
     [[ "$requests" =~ ^[0-9]+$ ]] || requests=0
-    status_delta "$case" "${4:+$4-}c=$conns" "$TEST_TMP/st-$tag-0.json" "$TEST_TMP/st-$tag-1.json" $((requests * 9 / 10)) \
+    # (--lb-rules large: the short answers are relayed, none joined.)
+    local expect=$((requests * 9 / 10))
+    [[ "$LB_RULES" == all || -n "${4:-}" ]] || expect=0
+    status_delta "$case" "${4:+$4-}c=$conns" "$TEST_TMP/st-$tag-0.json" "$TEST_TMP/st-$tag-1.json" "$expect" \
         "$TEST_TMP/spl-$tag.json"
 }
 
@@ -469,7 +498,13 @@ proxy_start splice-proxy-lb --service "$VIP:$PORT=web" ${BENCH_PROXY_ARGS:-}
 wait_for 10 "splice-proxy listening on $VIP:$PORT" _listening_on "$NS_R" "$VIP" "$PORT"
 splicectl pools add web --method round-robin --backend "${B_IPS[0]}:$PORT" --backend "${B_IPS[1]}:$PORT" \
     --backend "${B_IPS[2]}:$PORT" >/dev/null || fail "splicectl pools add web failed"
-splicectl rules default --action splice >/dev/null || fail "splicectl rules default failed"
+if [[ "$LB_RULES" == all ]]; then
+    splicectl rules default --action splice >/dev/null || fail "splicectl rules default failed"
+else
+    splicectl rules default --action proxy >/dev/null || fail "splicectl rules default failed"
+    splicectl rules add --content-length-above 65536 --action splice --name large >/dev/null \
+        || fail "splicectl rules add --content-length-above failed"
+fi
 log "pools:"$'\n'"$(splicectl pools)"
 log "rules:"$'\n'"$(splicectl rules)"
 WITH_SPLICED=1
