@@ -180,9 +180,32 @@ extension Relay {
         if settings.forwardedFor { insertForwardedFor(c) }
         if let previous = c.backend {
             // A keep-alive connection's next request: the backend connection is kept when the
-            // request goes to the same member (and it is still open), else closed for a new one.
-            if previous.address == target.address && previous.port == target.port && c.upConnected && !c.backendClosing && tcpsplice_inq(c.up) == 0 {
+            // request goes to the same member (and it is still open); else it is parked for a
+            // later request to its member, and one parked for this member is taken, or a new
+            // one made.
+            if previous.address == target.address && previous.port == target.port && backendReusable(c) {
                 logger.debug("request of \(c.client) to \(target) on the kept backend connection (#\(c.id))")
+                return true
+            }
+            var waiting = c.parked.removeValue(forKey: target.description)
+            if let p = waiting {
+                parkedOpen -= 1
+                if !parkedStillOpen(p.fd) {
+                    close(p.fd)
+                    waiting = nil
+                }
+            }
+            if backendReusable(c) && c.parked.count < Relay.parkedPerConnection
+                && descriptorsInUse + 7 + Relay.reservedDescriptors <= descriptorLimit, let keep = parkBackend(c) {
+                c.parked[previous.description] = keep
+                parkedOpen += 1
+            }
+            if let p = waiting {
+                guard swapBackend(c, for: p) else {
+                    abort(c)
+                    return false
+                }
+                logger.debug("request of \(c.client) to \(target) on its parked backend connection (#\(c.id))")
                 return true
             }
             guard replaceBackendSocket(c) else {
@@ -197,10 +220,73 @@ extension Relay {
         return true
     }
 
+    /// The current backend connection can take another request: connected, not closing, nothing
+    /// unread in it or in the relay.
+    func backendReusable(_ c: Connection) -> Bool {
+        c.upConnected && !c.backendClosing && tcpsplice_inq(c.up) == 0 && c.toClient.empty && !c.toClient.sourceDone
+    }
+
+    /// A parked backend connection is still open and silent (the backend may have closed it
+    /// while it idled: its keep-alive timeout).
+    func parkedStillOpen(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        guard n < 0, errno == EAGAIN || errno == EWOULDBLOCK else { return false }
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0
+    }
+
+    /// The current backend connection, set aside (a descriptor of its own, out of the loop)
+    /// with what a later join on it needs: its member, its local address, the bytes written to
+    /// it and read from it.
+    func parkBackend(_ c: Connection) -> ParkedBackend? {
+        guard let backend = c.backend else { return nil }
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
+        c.upInterest = 0
+        let fd = dup(c.up)
+        guard fd >= 0 else { return nil }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        activeByBackend[backend.description, default: 1] -= 1
+        c.backend = nil
+        logger.debug("backend connection of \(c.client) to \(backend) parked (#\(c.id))")
+        return ParkedBackend(fd: fd, backend: backend, local: c.local, written: c.toServer.bytes, read: c.toClient.bytesRead)
+    }
+
+    /// A parked backend connection takes the up socket's descriptor again (the current one is
+    /// closed: parked before, or not worth keeping), its counts back in place.
+    func swapBackend(_ c: Connection, for p: ParkedBackend) -> Bool {
+        if let old = c.backend { activeByBackend[old.description, default: 1] -= 1 }
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
+        guard dup2(p.fd, c.up) == c.up else { close(p.fd); return false }
+        _ = fcntl(c.up, F_SETFD, FD_CLOEXEC)
+        close(p.fd)
+        c.backend = p.backend
+        c.local = p.local
+        activeByBackend[p.backend.description, default: 0] += 1
+        c.upInterest = 0
+        c.upStarted = true
+        c.upConnected = true
+        c.joinPrepared = false
+        c.joinReady = false
+        c.backendClosing = false
+        c.retries = 0
+        c.portRetries = 0
+        c.toServer.bytes = p.written
+        c.toClient.bytesRead = p.read
+        c.toClient.sourceDone = false
+        c.toServer.shutdownSent = false
+        c.toClient.readLimit = .max
+        c.upInterest = interest(c, fd: c.up)
+        rewatch(c.up, from: 0, to: c.upInterest)
+        return true
+    }
+
     /// A keep-alive connection's backend connection is closed (a FIN, as the kernel closes a
     /// socket) and a new socket takes its descriptor; the counts of the backend side start
     /// again (the engine sees a new connection).
     private func replaceBackendSocket(_ c: Connection) -> Bool {
+        // (A parked connection keeps its own descriptor: only this one goes.)
         if let old = c.backend { activeByBackend[old.description, default: 1] -= 1 }
         c.backend = nil
         guard freshBackendSocket(c) else { return false }
@@ -508,4 +594,20 @@ extension Relay {
             }
         }
     }
+}
+
+/// A keep-alive connection's backend connection set aside while its requests go to other
+/// members (`Relay.parkBackend`).
+struct ParkedBackend {
+    let fd: Int32
+    let backend: SocketAddress
+    let local: SocketAddress?
+    /// The bytes written to it and read from it so far (a later join's counts).
+    let written: UInt64
+    let read: UInt64
+}
+
+extension Relay {
+    /// At most this many backend connections parked per client connection.
+    static let parkedPerConnection = 4
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinuxSupport
 import SpliceControlProtocol
 import SpliceKernel
 import SpliceWire

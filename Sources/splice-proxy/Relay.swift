@@ -163,6 +163,9 @@ final class Relay {
         /// The join asked for (or made) is for the rest of a chunked response, from inside a
         /// chunk up to `toClient.readLimit` (`chunkJoined` once made).
         var chunkJoin = false
+        /// A keep-alive connection's idle backend connections to other members than its
+        /// current one, by member ("address:port"): taken again when a request goes there.
+        var parked: [String: ParkedBackend] = [:]
         var handedBack = false
         var backendClosing = false
         /// A one-way join (OneWay.swift): the direction its rule joins, and whether it is
@@ -211,6 +214,8 @@ final class Relay {
     /// Empty pipes ready for any direction.
     var pipePool: [Pipe] = []
     var pipesOpen = 0
+    /// Backend connections parked by keep-alive connections (Balancer.swift, `park`).
+    var parkedOpen = 0
     /// Connections with a direction waiting for a pipe, served as pipes come back.
     var pipeWaiters: [Int] = []
     /// The descriptor limit, and what is kept aside for everything but connections and pipes.
@@ -337,8 +342,8 @@ final class Relay {
 
     // MARK: Accepting
 
-    /// Descriptors in use by connections and pipes.
-    var descriptorsInUse: Int { 2 * connections.count + 2 * pipesOpen }
+    /// Descriptors in use by connections, pipes and parked backend connections.
+    var descriptorsInUse: Int { 2 * connections.count + 2 * pipesOpen + parkedOpen }
 
     /// Room for one more connection (its two sockets and, at need, a pipe pair)?
     var canAccept: Bool { descriptorsInUse + 6 + Relay.reservedDescriptors <= descriptorLimit }
@@ -706,6 +711,9 @@ final class Relay {
 
     func release(_ c: Connection, closeSockets: Bool = true) {
         if let b = c.backend { activeByBackend[b.description, default: 1] -= 1 }
+        for p in c.parked.values { close(p.fd) }
+        parkedOpen -= c.parked.count
+        c.parked.removeAll()
         connections[c.id] = nil
         deciding.remove(c.id)
         pendingSplices.remove(c.id)

@@ -2,7 +2,7 @@
 """A test backend for the balancer tests: Python's threading HTTP server over a directory, with
 a listen backlog a crowd fits in (http.server's is 5: a crowd's SYNs would be dropped and
 retried a second later), one log line per request on stdout ("REQ <name> <method> <path>
-<client> <status>"; "CHECK ..." for the proxy's health checks), GET /headers answering with the request's header block as the body (the
+<client> <status> port=<client port>": the port tells the connections apart; "CHECK ..." for the proxy's health checks), GET /headers answering with the request's header block as the body (the
 header-insertion test reads what the backend received), GET /who/... answering with
 its name (GET /hold/MS/... after MS milliseconds), POST answering with the SHA-256 of
 the body it received (uploads), and PUT /duplex/FILE answering with FILE at once while it
@@ -35,7 +35,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def log_request(self, code="-", size="-"):
         # A health check is logged apart ("CHECK"): the tests count the requests ("REQ").
         kind = "CHECK" if self.headers.get("User-Agent", "").startswith("tcpsplice-health-check") else "REQ"
-        sys.stdout.write(f"{kind} {self.server_name_tag} {self.command} {self.path} {self.client_address[0]} {code}\n")
+        sys.stdout.write(f"{kind} {self.server_name_tag} {self.command} {self.path} {self.client_address[0]} {code}"
+                         f" port={self.client_address[1]}\n")
         sys.stdout.flush()
 
     def log_message(self, fmt, *args):  # errors and the rest: stderr, as http.server does

@@ -27,7 +27,8 @@
 #      joined from inside its first large chunk, the engine finding its end from the framing
 #      and handing the flow back there (spliced's counters: every chunked join ended, none
 #      lost), every body byte-exact and in order, each next request on its rule's backend;
-#   2. 6 requests balanced round robin over the three backends: 2 on each;
+#   2. 6 requests balanced round robin over the three backends: 2 on each, each backend's
+#      two on one backend connection (parked while the requests went to the others);
 #   3. FIN processing: 6 requests to backends that close after each answer: the client's
 #      connection stays, every answer byte-exact, spread over the backends, the backends' FINs
 #      taken by the proxy (spliced's counter);
@@ -286,7 +287,14 @@ for i in 1 2 3; do
     settle logged_is "backend$i" /rr/ $((rr0[i] + 2)) \
         || fail "round robin per request: backend $i logged $(( $(logged "backend$i" /rr/) - rr0[i] )) of 6, expected 2"
 done
-log "round robin per request: 6 requests on one connection, 2 on each backend"
+# Each backend's two requests came on one backend connection: the proxy parks a backend
+# connection while the client's requests go to other members and takes it again (the port
+# the backend logged; without parking, a connection per request).
+for i in 1 2 3; do
+    ports=$(grep "^REQ backend$i GET /rr/" "$TEST_TMP/backend$i.log" | tail -2 | sed 's/.* port=//' | sort -u | tr '\n' ' ')
+    [[ $(wc -w <<<"$ports") == 1 ]] || fail "round robin per request: backend $i got its 2 requests on connections from ports ${ports}(parked connections not taken again)"
+done
+log "round robin per request: 6 requests on one connection, 2 on each backend, each backend's on one backend connection (parked between)"
 
 # 3. FIN processing: the backends close after every answer; the client's connection stays.
 fins0=$(counter finsProcessed)
