@@ -272,13 +272,15 @@ out=$(keepalive "${big_paths[@]}") || fail "the keep-alive connection with large
 [[ "$(json_get answers <<<"$out")" == ${#big_paths[@]} ]] || fail "expected ${#big_paths[@]} answers on one connection: $out"
 big_landed() { (( $(logged backend1 /bigchunks/a/huge) - b1h0 == 2 && $(logged backend2 /bigchunks/b/huge) - b2h0 == 1 )); }
 settle big_landed || fail "large chunked step: backend 1 logged $(( $(logged backend1 /bigchunks/a/huge) - b1h0 )) of 2, backend 2 $(( $(logged backend2 /bigchunks/b/huge) - b2h0 )) of 1"
+# (One join per answer, at most: a join whose chunk came whole while it waited is cancelled
+# and the next large chunk tried; seen 3 of 3 in every run.)
 chj=$(( $(counter chunkedJoins) - chj0 ))
-((chj == 3)) || fail "large chunked step: $chj chunked joins, expected 3 (one per chunked answer)"
-big_ended() { (( $(counter chunkedEnds) - che0 == 3 )); }
-settle big_ended || fail "large chunked step: the engine found $(( $(counter chunkedEnds) - che0 )) of 3 chunked answers' ends (lost: $(( $(counter chunkedLost) - chl0 )))"
+((chj >= 1 && chj <= 3)) || fail "large chunked step: $chj chunked joins, expected one per chunked answer (3)"
+big_ended() { (( $(counter chunkedEnds) - che0 == chj )); }
+settle big_ended || fail "large chunked step: the engine found $(( $(counter chunkedEnds) - che0 )) of $chj chunked answers' ends (lost: $(( $(counter chunkedLost) - chl0 )))"
 (( $(counter chunkedLost) == chl0 )) || fail "large chunked step: the engine lost the framing of $(( $(counter chunkedLost) - chl0 )) answers"
-(( $(counter returned) - returned0 >= 4 )) || fail "large chunked step: $(( $(counter returned) - returned0 )) joins handed back, expected at least 4 (3 chunked, /a/big)"
-log "large chunked answers: ${#big_paths[@]} requests on one connection, 3 chunked answers of 5 MiB joined from inside a chunk and handed back where the engine found their end ($(counter chunkGaps) segments dropped past a hole so far), all byte-exact and in order, each on its rule's backend"
+(( $(counter returned) - returned0 >= chj + 1 )) || fail "large chunked step: $(( $(counter returned) - returned0 )) joins handed back, expected at least $((chj + 1)) ($chj chunked, /a/big)"
+log "large chunked answers: ${#big_paths[@]} requests on one connection, 3 chunked answers of 5 MiB, $chj of them joined from inside a chunk and handed back where the engine found their end ($(counter chunkGaps) segments dropped past a hole so far), all byte-exact and in order, each on its rule's backend"
 
 # 2. Round robin per request on one connection.
 for i in 1 2 3; do rr0[$i]=$(logged "backend$i" /rr/); done
