@@ -262,21 +262,11 @@ extension Relay {
         _ = fcntl(c.up, F_SETFD, FD_CLOEXEC)
         close(p.fd)
         c.backend = p.backend
-        c.local = p.local
         activeByBackend[p.backend.description, default: 0] += 1
-        c.upInterest = 0
-        c.upStarted = true
         c.upConnected = true
         c.joinPrepared = false
         c.joinReady = false
-        c.backendClosing = false
-        c.retries = 0
-        c.portRetries = 0
-        c.toServer.bytes = p.written
-        c.toClient.bytesRead = p.read
-        c.toClient.sourceDone = false
-        c.toServer.shutdownSent = false
-        c.toClient.readLimit = .max
+        startBackendSide(c, local: p.local, written: p.written, read: p.read)
         c.upInterest = interest(c, fd: c.up)
         rewatch(c.up, from: 0, to: c.upInterest)
         return true
@@ -290,17 +280,24 @@ extension Relay {
         if let old = c.backend { activeByBackend[old.description, default: 1] -= 1 }
         c.backend = nil
         guard freshBackendSocket(c) else { return false }
+        startBackendSide(c, local: nil, written: 0, read: 0)
         c.upStarted = false
-        c.local = nil
+        return true
+    }
+
+    /// The backend side of a keep-alive connection starts again on another backend
+    /// connection: a new one (nothing written or read yet) or a parked one (its counts).
+    private func startBackendSide(_ c: Connection, local: SocketAddress?, written: UInt64, read: UInt64) {
+        c.local = local
+        c.upStarted = true
         c.backendClosing = false
         c.retries = 0
         c.portRetries = 0
-        c.toServer.bytes = 0
-        c.toClient.bytesRead = 0
+        c.toServer.bytes = written
+        c.toClient.bytesRead = read
         c.toClient.sourceDone = false
         c.toServer.shutdownSent = false
         c.toClient.readLimit = .max
-        return true
     }
 
     /// Adds `X-Forwarded-For: <client>` after the request line of an HTTP request the relay
