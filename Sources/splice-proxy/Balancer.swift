@@ -428,6 +428,10 @@ extension Relay {
     func backendConnected(_ c: Connection) {
         guard c.stage == .pendingSplice, !c.joinPrepared else { return }
         c.joinPrepared = true
+        // The drain bound runs from here, not from the decision: a connect that took a SYN
+        // or two resent (1 s each) is not a drain that failed. Counted from the decision,
+        // a lossy backend path had joins given up as soon as they were prepared.
+        c.spliceSince = monotonicSeconds()
         sendJoin(c, .prepare)
     }
 
@@ -494,6 +498,8 @@ extension Relay {
         }
         guard waited >= settings.minimumPending else { return }
         if waited > settings.minimumPending + settings.drainBound {
+            // Rare (a lossy or stalled path): worth a line, with what held the sockets up.
+            logger.info("join of \(c.client) -> \(c.server) given up, relayed instead: not drained in \(settings.drainBound) s (client side: \(tcpsplice_outq(c.down)) bytes unacknowledged, \(tcpsplice_inq(c.down)) unread; backend side: \(tcpsplice_outq(c.up)) unacknowledged, \(tcpsplice_inq(c.up)) unread)")
             sendJoin(c, .cancel)
             c.joinPrepared = false
             c.joinReady = true

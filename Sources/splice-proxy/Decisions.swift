@@ -290,7 +290,8 @@ extension Relay {
     /// The engine will not splice the connection (it is no longer resilient, say): relay on.
     func refused(_ c: Connection, _ why: String?) {
         spliceCounts.refused += 1
-        logger.debug("splice refused for \(c.client) -> \(c.server): \(why ?? "?")")
+        // A balanced connection's join refused is rare enough to be worth a line.
+        logger.log(level: c.service != nil ? .info : .debug, "splice refused for \(c.client) -> \(c.server): \(why ?? "?")")
         pendingSplices.remove(c.id)
         c.stage = relayStage(c)
         refreshInterest(c)
