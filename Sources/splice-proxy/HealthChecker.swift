@@ -158,14 +158,32 @@ final class HealthChecker: Sendable {
         guard c.kind == .http else { return true }
         let request = "GET \(c.path ?? "/") HTTP/1.0\r\nHost: \(target)\r\nUser-Agent: tcpsplice-health-check\r\nConnection: close\r\n\r\n"
         let sent = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        guard sent == request.utf8.count, wait(Int16(POLLIN)) else { return false }
-        var buf = [UInt8](repeating: 0, count: 64)
-        let n = recv(fd, &buf, buf.count, 0)
-        guard n >= 12 else { return false }
-        // "HTTP/1.x NNN"
-        let line = String(decoding: buf[0..<n], as: UTF8.self)
+        guard sent == request.utf8.count else { return false }
+        // The status line, "HTTP/1.x NNN ...", as many reads as it takes (a segment may end
+        // inside it).
+        var head: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while head.count < 12 || !head.contains(UInt8(ascii: "\n")) && head.count < 64 {
+            guard wait(Int16(POLLIN)) else { return false }
+            let n = recv(fd, &buf, buf.count, 0)
+            guard n > 0 else { return false }
+            head.append(contentsOf: buf[0..<n])
+        }
+        let line = String(decoding: head.prefix(64), as: UTF8.self)
         guard line.hasPrefix("HTTP/"), let space = line.firstIndex(of: " ") else { return false }
         let status = Int(line[line.index(after: space)...].prefix(3))
+        // The rest of the answer read to its end (the server closes: "Connection: close"),
+        // within the check's time and `drainLimit` bytes: closed with bytes unread, the socket
+        // would reset the server as it writes, an error in its log for every check.
+        var left = drainLimit - head.count
+        while left > 0, wait(Int16(POLLIN)) {
+            let n = recv(fd, &buf, buf.count, 0)
+            guard n > 0 else { break }
+            left -= n
+        }
         return status == (c.expectStatus ?? 200)
     }
+
+    /// At most this much of an answer is read before the check's socket is closed.
+    static let drainLimit = 64 << 10
 }

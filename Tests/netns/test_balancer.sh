@@ -18,7 +18,8 @@
 # it added. Checks: requests for img.example all land on backend 2, joined, byte-exact
 # (2 MiB); /api/ stays proxied; the header reached the backend (GET /headers) and the answer
 # came back through the joined flow; 30 default requests spread 10/10/10 over the backends
-# (counted from their logs), each joined; a 32 MiB download joined is byte-exact; `splicectl
+# (counted from their logs), each joined; a backend whose first two SYNs are lost (a 3 s
+# connect) is joined all the same; a 32 MiB download joined is byte-exact; `splicectl
 # flows` shows the joined pairs (mode joined, the backend, the rule); a drained member takes no
 # new requests; a killed member is taken out by the health check and every request after
 # succeeds on the others, and it is taken back once it runs again; a hung member (SIGSTOP) is
@@ -124,6 +125,20 @@ for i in 1 2 3; do
 done
 log "round robin: 30 requests, 10 on each backend (their logs), all joined"
 
+# 3b. A backend slow to take the connection (the first two SYNs from the balancer's ports
+# lost, so the connect takes 3 s): the join is made all the same. The drain bound (2 s) runs
+# from the join's prepare, once the backend answered, not from the decision.
+nsx "${BACKEND_NS[1]}" iptables -I INPUT -p tcp --dport 80 --sport 61000:65535 --syn -m quota --quota 150 -j DROP \
+    || fail "cannot make backend 2 lose SYNs"
+port=$(get slowsyn big2 -H 'Host: img.example')
+same "$TEST_TMP/slowsyn.body" "$WWW/shared/big2" "the download over a slow connect"
+lost=$(nsx "${BACKEND_NS[1]}" iptables -L INPUT -v -n -x | awk '/quota:/ {print $1}')
+[[ "$lost" == 2 ]] || fail "backend 2 lost $lost SYNs, expected 2"
+nsx "${BACKEND_NS[1]}" iptables -D INPUT -p tcp --dport 80 --sport 61000:65535 --syn -m quota --quota 150 -j DROP \
+    || fail "cannot take the SYN-losing rule out"
+joined "$port"
+log "slow connect: backend 2's first two SYNs lost (3 s), the download joined all the same, byte-exact"
+
 # 4. A large download through a join: byte-exact.
 bigport=$(get big big32)
 same "$TEST_TMP/big.body" "$WWW/shared/big32" "32 MiB download"
@@ -226,10 +241,23 @@ log "splicectl pools reset: $out; the client's download ended with a reset"
 
 # 8. A crowd of concurrent short requests through the balancer: all byte-exact.
 N=${BAL_CROWD_N:-2000}
+# crowd_flows: the engine's entries of the first failed requests and of their backend
+# connections (a failure seen once in CI, 3 of 2,000 reset after the backend's first flight,
+# never reproduced: what the table held is what would explain it).
+crowd_flows() {
+    local port line peer
+    while read -r port _; do
+        [[ "$port" =~ ^[0-9]+$ ]] || continue
+        line=$(splicectl flows | grep "sport=$port " | head -n 1)
+        echo "$line"
+        peer=$(sed -n 's/.*joined-to=\([^ ]*\).*/\1/p' <<<"$line")
+        [[ -z "$peer" ]] || splicectl flows | grep "joined-to=$CLIENT_IP:$port " | head -n 1
+    done < <(head -n 5 "$TEST_TMP/crowd-failures.txt" 2>/dev/null)
+}
 nsx "$NS_C" python3 "$NETNS_DIR/crowd.py" --host "$VIP" --port 80 --path /small --count "$N" \
     --concurrency "$N" --sha256 "$(sha256_of "$WWW/shared/small")" --bytes 20000 --timeout 60 \
     --json "$TEST_TMP/crowd.json" --failures "$TEST_TMP/crowd-failures.txt" \
-    || fail "crowd: $(cat "$TEST_TMP/crowd.json" 2>/dev/null) (failures: $(head -5 "$TEST_TMP/crowd-failures.txt" 2>/dev/null))"
+    || fail "crowd: $(cat "$TEST_TMP/crowd.json" 2>/dev/null) (failures: $(head -5 "$TEST_TMP/crowd-failures.txt" 2>/dev/null)); their flows:"$'\n'"$(crowd_flows)"
 log "crowd: $N concurrent requests, all byte-exact: $(cat "$TEST_TMP/crowd.json")"
 log "balancer counters: $(status_json | json_get 'balancer?none')"
 
