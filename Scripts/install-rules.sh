@@ -72,6 +72,10 @@ Options:
                        leave from (splice-proxy --balancer-ports) [61000:65535]
   --balancer-mark MARK mark of the balancer's sockets (splice-proxy
                        --balancer-mark; spliced --balancer-mark)     [0x5a5e]
+  --balancer-relay-mark MARK
+                       mark of the balancer's sockets of a connection it
+                       relays to its end: not queued (splice-proxy
+                       --balancer-relay-mark)                        [0x5a5f]
   --dry-run            print the rendered rules and the jump commands; change
                        nothing
   -h, --help           this help
@@ -101,6 +105,7 @@ SYN_QUEUE_ARG=""
 SERVICE_ARG=""
 BAL_PORTS_ARG=61000:65535
 BAL_MARK_ARG=0x5a5e
+BAL_RELAY_MARK_ARG=0x5a5f
 
 need_value() {
     # need_value OPTION REMAINING_ARG_COUNT
@@ -139,6 +144,7 @@ while [[ $# -gt 0 ]]; do
         --service) need_value "$1" $#; SERVICE_ARG+="${SERVICE_ARG:+,}$2"; shift 2 ;;
         --balancer-ports) need_value "$1" $#; BAL_PORTS_ARG=$2; shift 2 ;;
         --balancer-mark) need_value "$1" $#; BAL_MARK_ARG=$2; shift 2 ;;
+        --balancer-relay-mark) need_value "$1" $#; BAL_RELAY_MARK_ARG=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -256,6 +262,8 @@ PROXY_MARK=$(parse_mark --proxy-mark "$PROXY_MARK_ARG")
 LOCAL_MARK=$(parse_mark --local-mark "$LOCAL_MARK_ARG")
 SPLICE_MARK=$(parse_mark --splice-mark "$SPLICE_MARK_ARG")
 BAL_MARK=$(parse_mark --balancer-mark "$BAL_MARK_ARG")
+BAL_RELAY_MARK=$(parse_mark --balancer-relay-mark "$BAL_RELAY_MARK_ARG")
+[[ "$BAL_RELAY_MARK" != "$BAL_MARK" ]] || die "--balancer-relay-mark must differ from --balancer-mark ($BAL_MARK)"
 [[ "$BAL_PORTS_ARG" =~ ^[0-9]{1,5}:[0-9]{1,5}$ ]] \
     || die "bad port range '$BAL_PORTS_ARG' in --balancer-ports (expected LOW:HIGH)"
 bal_lo=$((10#${BAL_PORTS_ARG%%:*})); bal_hi=$((10#${BAL_PORTS_ARG#*:}))
@@ -407,6 +415,7 @@ render() {
             fi
             line=${line//@BAL_PORTS@/$BAL_PORTS}
             line=${line//@BAL_MARK@/$BAL_MARK}
+            line=${line//@BAL_RELAY_MARK@/$BAL_RELAY_MARK}
         fi
         line=${line//@LOCAL_MARK@/$LOCAL_MARK}
         line=${line//@PROXY_MARK@/$PROXY_MARK}

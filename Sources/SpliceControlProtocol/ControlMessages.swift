@@ -214,7 +214,7 @@ public struct JoinMessage: Codable, Sendable, Equatable {
     /// `returnAfter` and outcome `end`, outcome `open` while its last chunk has not gone by,
     /// or `joined` when its framing was lost; spliced also sends that answer unasked as soon
     /// as it knows).
-    public enum Step: String, Codable, Sendable { case prepare, join, cancel, arm, release, end }
+    public enum Step: String, Codable, Sendable { case prepare, join, cancel, arm, release, end, relayed }
     public var step: Step
     public var client: String
     public var clientPort: UInt16

@@ -196,6 +196,9 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     public var oneWayToProxy: UInt64 = 0
     public var oneWayFromProxy: UInt64 = 0
     public var oneWayAcks: UInt64 = 0
+    /// Connections the proxy relays to their end, let go of when it said so (`relayed`):
+    /// their packets no longer come through the queue, their entries are closed.
+    public var relayedLetGo: UInt64 = 0
     public init() {}
 }
 

@@ -223,6 +223,12 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         case .cancel:
             engine.withLock { $0.cancelJoin(r) }
             answer.outcome = "cancel"
+        case .relayed:
+            if engine.withLock({ $0.letGoRelayed(r) }) {
+                answer.outcome = "relayed"
+            } else {
+                answer.refuse("no balanced pair of these connections without a join under way")
+            }
         case .arm: returned(engine.withLock { $0.armReturn(r) })
         case .release: returned(engine.withLock { $0.releaseReturn(r) })
         case .end:

@@ -424,6 +424,38 @@ extension Relay {
         pendingSplices.insert(c.id)
     }
 
+    /// A connection the proxy relays to its end (its rules said `proxy`, or its join did not
+    /// happen, and no later request can be joined): its packets need not go through the
+    /// queue any more. Both sockets become transparent and take the relay mark: the rules'
+    /// `-m socket --transparent` lets the packets to them go by, and their own packets are
+    /// neither queued nor tracked; the engine is told to let go of the pair's entries
+    /// (`relayed`). Done once the backend's handshake is over (the engine sees every SYN of
+    /// the balancer's ports: the port-reuse guard needs it). The packets the queue holds
+    /// already are the engine's still; it takes them as a closed flow's.
+    func leaveQueue(_ c: Connection) {
+        c.leftQueue = true
+        guard var mark = settings.relayMark, let backend = c.backend else { return }
+        do {
+            try setTransparent(c.down, family: c.client.family)
+        } catch {
+            logger.warning("\(c.client) -> \(c.server) stays queued: \(error)")
+            return
+        }
+        // From here on part of the pair's packets may go by the engine: it lets go of the
+        // pair whatever else fails (a flow it sees in part is no flow it could join).
+        defer { if engineConnected { sendJoin(c, .relayed) } }
+        do {
+            try setTransparent(c.up, family: backend.family)
+        } catch {
+            logger.warning("\(c.client) -> \(c.server): the backend side stays queued: \(error)")
+        }
+        for fd in [c.down, c.up] where setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size)) != 0 {
+            logger.warning("SO_MARK on \(c.client) -> \(c.server): \(String(cString: strerror(errno))); its own packets stay queued")
+            return
+        }
+        spliceCounts.leftQueue += 1
+    }
+
     /// The backend answered: a join to make is announced (the engine has seen both handshakes).
     func backendConnected(_ c: Connection) {
         guard c.stage == .pendingSplice, !c.joinPrepared else { return }
@@ -556,6 +588,8 @@ extension Relay {
             return
         case .end:
             chunkEndAnswered(c, r)
+            return
+        case .relayed:
             return
         case .prepare:
             c.joinReady = true

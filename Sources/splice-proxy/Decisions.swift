@@ -40,6 +40,8 @@ struct SpliceTally {
     var handedBack = 0
     /// One-way joins made (the other direction relayed).
     var oneWay = 0
+    /// Connections relayed to their end that left the queue (`Relay.leaveQueue`).
+    var leftQueue = 0
 }
 
 extension Relay {

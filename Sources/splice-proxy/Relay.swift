@@ -36,6 +36,11 @@ final class Relay {
         /// answers), and the mark their sockets carry (the rules queue their packets).
         var balancerPorts: ClosedRange<UInt16> = 61000...65535
         var balancerMark: UInt32 = 0x5a5e
+        /// The mark a connection's two sockets take once the proxy knows it relays the
+        /// connection to its end (no join can come): the rules queue none of their packets
+        /// then (`Relay.leaveQueue`). Nil: relayed connections stay queued, watched by the
+        /// engine to their end.
+        var relayMark: UInt32? = 0x5a5f
         /// Add `X-Forwarded-For: <client>` to the requests it balances (the bytes added
         /// become a sequence delta the join accounts for).
         var forwardedFor = false
@@ -172,6 +177,9 @@ final class Relay {
         /// joined (the proxy then relays the other direction only).
         var oneWay: OneWay?
         var oneWayJoined = false
+        /// Relayed to its end and out of the queue (`leaveQueue`): its sockets are
+        /// transparent and carry the relay mark.
+        var leftQueue = false
         /// The next request is held back until its backend is chosen; the response head is held
         /// back until it is looked at.
         var holdUp: Bool { handedBack && stage == .deciding }
@@ -549,6 +557,9 @@ final class Relay {
             }
         }
         guard c.stage != .steppingOut else { return }
+        if c.stage == .relaying && !c.leftQueue && c.upConnected && c.service != nil && !c.oneWayJoined && !c.perRequest {
+            leaveQueue(c)
+        }
         if c.oneWayJoined && fd == oneWaySenderSocket(c) && events & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
             && !oneWaySocketQuiet(c) {
             abort(c)

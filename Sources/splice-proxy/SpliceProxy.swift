@@ -90,6 +90,17 @@ struct SpliceProxyCommand: ParsableCommand {
         return v == 0 ? nil : v
     }
 
+    @Option(name: .long, parsing: .unconditional,
+            help: "Mark of the balancer's sockets of a connection it relays to its end (install-rules.sh --balancer-relay-mark): their packets leave the queue; 'none' keeps them queued.")
+    var balancerRelayMark: String = "0x5a5f"
+
+    var parsedRelayMark: UInt32?? {
+        if balancerRelayMark == "none" { return .some(nil) }
+        let v = balancerRelayMark.hasPrefix("0x") ? UInt32(balancerRelayMark.dropFirst(2), radix: 16) : UInt32(balancerRelayMark)
+        guard let v, v != 0 else { return nil }
+        return .some(v)
+    }
+
     @Option(name: .long, help: "Write the proxy's pid to this file.")
     var pidfile: String?
 
@@ -129,6 +140,12 @@ struct SpliceProxyCommand: ParsableCommand {
         guard parsedBalancerMark != nil else {
             throw ValidationError("--balancer-mark must be a non-zero mark (hex 0x... or decimal), not '\(balancerMark)'")
         }
+        guard let relayMark = parsedRelayMark else {
+            throw ValidationError("--balancer-relay-mark must be a non-zero mark (hex 0x... or decimal) or 'none', not '\(balancerRelayMark)'")
+        }
+        if let relayMark, relayMark == parsedBalancerMark {
+            throw ValidationError("--balancer-relay-mark must differ from --balancer-mark (\(balancerMark)): the rules queue the one and not the other")
+        }
         guard parsedBalancerPorts != nil else {
             throw ValidationError("--balancer-ports '\(balancerPorts)': expected LOW:HIGH, two ports from 1 to 65535 with LOW <= HIGH")
         }
@@ -160,6 +177,7 @@ struct SpliceProxyCommand: ParsableCommand {
                                               services: service.compactMap(Service.parse),
                                               balancerPorts: parsedBalancerPorts ?? 61000...65535,
                                               balancerMark: parsedBalancerMark ?? 0x5a5e,
+                                              relayMark: parsedRelayMark ?? 0x5a5f,
                                               forwardedFor: forwardedFor, serviceMSS: serviceMss,
                                               perRequestJoinAbove: UInt64(perRequestJoinAbove),
                                               keepAliveTimeout: Double(keepAliveTimeoutMs) / 1000),

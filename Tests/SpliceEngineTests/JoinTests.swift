@@ -108,6 +108,33 @@ struct JoinTests {
         #expect(e.flows(now: .seconds(1)).contains { $0.joinedTo == "10.0.2.2:80" && $0.joinRule == 3 })
     }
 
+    @Test("a pair the proxy relays to its end is let go: entries closed, blocks back, later packets accepted untouched")
+    func relayedPairIsLetGo() {
+        let (e, _, r) = setUp()
+        // A join under way: not let go (the proxy cancels it first).
+        #expect(e.prepareJoin(r) == .accepted)
+        #expect(!e.letGoRelayed(r))
+        e.cancelJoin(r)
+        let blocks = e.table.blockCount
+        #expect(e.letGoRelayed(r))
+        #expect(e.counters.balancer.relayedLetGo == 1)
+        #expect(e.table.blockCount == blocks - 2)
+        #expect(e.flows(now: .seconds(1)).map(\.state) == [.close, .close])
+        // A packet the queue still held: accepted as it is, from either end or the proxy.
+        let late = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 1, ack: p2ISN + 121,
+                        ts: TCPTimestamps(value: 77002, echo: 502), payload: 300)
+        #expect(late.verdict.action == .accept && late.verdict.rewrittenLength == nil)
+        let mine = feed(e, from: vip, 80, to: client, 40000, flags: .ack, seq: p1ISN + 1, ack: cISN + 101, window: 500,
+                        ts: TCPTimestamps(value: 9002, echo: 102), proxy: true)
+        #expect(mine.verdict.action == .accept && mine.verdict.rewrittenLength == nil)
+        // Gone: nothing more to let go, nothing to join.
+        #expect(!e.letGoRelayed(r))
+        if case .refused = e.prepareJoin(r) {} else { Issue.record("a let-go pair could still be prepared") }
+        // The closed entries are forgotten after the closed state's timeout.
+        e.tick(now: .seconds(30))
+        #expect(e.table.count == 0)
+    }
+
     @Test("bytes a far end sent past what the proxy read, not yet acknowledged by its socket: not drained")
     func unreadBytesAtASocketAreNotDrained() {
         let (e, _, r) = setUp()

@@ -17,7 +17,8 @@
 # The proxy adds X-Forwarded-For to every request: the join's sequence delta carries the bytes
 # it added. Checks: requests for img.example all land on backend 2, joined, byte-exact
 # (2 MiB); /api/ stays proxied; the header reached the backend (GET /headers) and the answer
-# came back through the joined flow; 30 default requests spread 10/10/10 over the backends
+# came back through the joined flow; a connection relayed to its end (rule proxy) leaves the
+# queue (a 2 MiB download, byte-exact, a handful of packets queued); 30 default requests spread 10/10/10 over the backends
 # (counted from their logs), each joined; a backend whose first two SYNs are lost (a 3 s
 # connect) is joined all the same; a 32 MiB download joined is byte-exact; `splicectl
 # flows` shows the joined pairs (mode joined, the backend, the rule); a drained member takes no
@@ -42,6 +43,7 @@ head -c $((32 << 20)) /dev/urandom >"$WWW/shared/big32"
 head -c $((2 << 20)) /dev/urandom >"$WWW/shared/big2"
 head -c 20000 /dev/urandom >"$WWW/shared/small"
 echo "api answer" >"$WWW/shared/api/v1"
+head -c $((2 << 20)) /dev/urandom >"$WWW/shared/api/big2"
 for i in 1 2 3; do
     mkdir -p "$WWW/b$i"
     cp -r "$WWW/shared/." "$WWW/b$i/"
@@ -106,6 +108,24 @@ port=$(get headers headers -H 'Host: img.example')
 grep -q "^X-Forwarded-For: $CLIENT_IP" "$TEST_TMP/headers.body" || fail "the backend did not receive X-Forwarded-For: $(cat "$TEST_TMP/headers.body")"
 joined "$port"
 log "X-Forwarded-For: $CLIENT_IP reached the backend; the request grew by $(( ${#CLIENT_IP} + 19 )) bytes, every body since came back through the join's delta"
+
+# 2c. A connection the proxy relays to its end leaves the queue: once its rule said proxy,
+# its sockets are transparent and carry the relay mark, so that the rules queue none of its
+# packets (-m socket --transparent; the mark), and the engine lets go of its entries. A
+# 2 MiB download through it is byte-exact, with a handful of packets queued (the handshakes,
+# the request) where the download alone is ~1,450 segments and their ACKs.
+p0=$(status_json | json_get packets.total)
+l0=$(status_json | json_get balancer.relayedLetGo)
+port=$(get apibig api/big2)
+same "$TEST_TMP/apibig.body" "$WWW/shared/api/big2" "/api/big2"
+p1=$(status_json | json_get packets.total)
+(( $(status_json | json_get balancer.relayedLetGo) - l0 == 1 )) || fail "the engine did not let go of the relayed /api/big2"
+(( p1 - p0 < 100 )) || fail "the relayed 2 MiB download put $((p1 - p0)) packets through the queue"
+f=$(flows_json | flowcheck find --src "$CLIENT_IP" --dst "$VIP" --dport 80 --sport "$port") || f=none
+[[ "$f" == none || "$(json_get state <<<"$f")" == CLOSE ]] || fail "the relayed /api/big2's entry is not closed: $f"
+state=gone
+[[ "$f" == none ]] || state=$(json_get state <<<"$f")
+log "relayed to its end, out of the queue: /api/big2 (2 MiB) byte-exact, $((p1 - p0)) packets queued; its entry: $state"
 
 # 3. Round robin: 30 default requests, 10 on each backend, each joined.
 declare -a base

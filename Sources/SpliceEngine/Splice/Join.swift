@@ -240,6 +240,22 @@ extension Engine {
         if wasPending { counters.balancer.cancelled &+= 1 }
     }
 
+    /// The proxy relays these two connections to their end (no join can come) and has taken
+    /// their packets out of the queue: their entries are closed (forgotten after the closed
+    /// state's timeout) and their blocks go back to the pool. A packet the queue still held
+    /// is taken as a closed flow's (accepted). False when the pair is unknown or a join of it
+    /// is under way.
+    public func letGoRelayed(_ r: JoinRequest) -> Bool {
+        guard case .success(let (c, k)) = balancedPair(r) else { return false }
+        for e in [c, k] where table.block(e)!.pointee.join.stage != JoinStage.none { return false }
+        for e in [c, k] {
+            table[e].state = .close
+            table.releaseBlock(e)
+        }
+        counters.balancer.relayedLetGo &+= 1
+        return true
+    }
+
     /// Joins the proxy's two connections, when nothing is in flight through it.
     public func join(_ r: JoinRequest, now: Timestamp) -> JoinOutcome {
         if let (c, k) = oneWayPair(r) { return completeOneWay(r, client: c, backend: k) }
