@@ -307,7 +307,7 @@ struct SpliceProxyCommand: ParsableCommand {
         let t = relay.spliceCounts
         logger.error("lost spliced (\(error)); dropped \(n - relay.connections.count) connections, which go on in bypass; relaying \(relay.connections.count) balancer connections on",
                      metadata: ["splices-drained": "\(t.drained)", "fell-back": "\(t.fellBack)", "refused": "\(t.refused)",
-                                "cancelled": "\(t.cancelled)", "handed-back": "\(t.handedBack)", "one-way": "\(t.oneWay)"])
+                                "cancelled": "\(t.cancelled)", "handed-back": "\(t.handedBack)", "one-way": "\(t.oneWay)", "left-queue": "\(t.leftQueue)"])
     }
 }
 
