@@ -79,7 +79,7 @@
 # Usage: Scripts/bench-balancer.sh [--time SECONDS] [--http-mib MIB]
 #            [--connections N[,N...]] [--threads N] [--tries N]
 #            [--backend-keepalive SECONDS] [--haproxy keep-alive|reuse-always|server-close]
-#            [--keepalive-kib KIB] [--lb-rules all|large]
+#            [--keepalive-kib KIB] [--lb-rules all|large|none]
 #            [--bin DIR] [--json FILE] [--no-setup]
 #   --time SECONDS          wrk's duration per case and level (default 10)
 #   --http-mib MIB          size of the downloaded file (default 1024)
@@ -92,8 +92,10 @@
 #                           HAProxy cannot reuse its server connections)
 #   --haproxy MODE          HAProxy's connection handling (see haproxy-lb above):
 #                           keep-alive (default), reuse-always, server-close
-#   --lb-rules all|large    splice-lb's rules: every connection joined (all, the
-#                           default) or the answers above 64 KiB only (large)
+#   --lb-rules all|large|none
+#                           splice-lb's rules: every connection joined (all, the
+#                           default), the answers above 64 KiB only (large), or
+#                           none (every connection relayed by the proxy)
 #   --keepalive-kib KIB     the keep-alive requests' file (default 1024; 0: no
 #                           keep-alive measurement)
 #   --bin DIR               spliced, splicectl, splice-proxy from DIR (default
@@ -154,7 +156,7 @@ while [[ $# -gt 0 ]]; do
                 || die "--haproxy needs keep-alive, reuse-always or server-close"
             HAPROXY_MODE=$2; shift 2 ;;
         --lb-rules)
-            [[ $# -ge 2 && "$2" =~ ^(all|large)$ ]] || die "--lb-rules needs all or large"
+            [[ $# -ge 2 && "$2" =~ ^(all|large|none)$ ]] || die "--lb-rules needs all, large or none"
             LB_RULES=$2; shift 2 ;;
         --keepalive-kib)
             [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--keepalive-kib needs a number of KiB (0 = none)"
@@ -356,8 +358,10 @@ download() {
     rm -f "$body"
     t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
     status_save "$TEST_TMP/st-$case-dl-1.json" || note_case "$case" "splicectl status failed"
-    # Every download of the case (the checked one and the timed ones) must have been joined.
-    status_delta "$case" download "$TEST_TMP/st-$case-dl-0.json" "$TEST_TMP/st-$case-dl-1.json" $((ok + 1)) \
+    # Every download of the case (the checked one and the timed ones) must have been joined
+    # (with --lb-rules none, none).
+    status_delta "$case" download "$TEST_TMP/st-$case-dl-0.json" "$TEST_TMP/st-$case-dl-1.json" \
+        "$( [[ "$LB_RULES" == none ]] && echo 0 || echo $((ok + 1)) )" \
         "$TEST_TMP/spl-$case-dl.json"
     printf '{"bps": %s, "timed_ok": %d, "tries": %d, "daemon_cpu_s": %s}\n' \
         "$( ((ok > 0)) && echo "$best" || echo null)" "$ok" "$TRIES" \
@@ -500,6 +504,8 @@ splicectl pools add web --method round-robin --backend "${B_IPS[0]}:$PORT" --bac
     --backend "${B_IPS[2]}:$PORT" >/dev/null || fail "splicectl pools add web failed"
 if [[ "$LB_RULES" == all ]]; then
     splicectl rules default --action splice >/dev/null || fail "splicectl rules default failed"
+elif [[ "$LB_RULES" == none ]]; then
+    splicectl rules default --action proxy >/dev/null || fail "splicectl rules default failed"
 else
     splicectl rules default --action proxy >/dev/null || fail "splicectl rules default failed"
     splicectl rules add --content-length-above 65536 --action splice --name large >/dev/null \

@@ -425,8 +425,8 @@ extension Relay {
     }
 
     /// A connection the proxy relays to its end (its rules said `proxy`, or its join did not
-    /// happen, and no later request can be joined): its packets need not go through the
-    /// queue any more. Both sockets become transparent and take the relay mark: the rules'
+    /// happen, and no later request can be joined), past its first `relayLeaveAfter` bytes:
+    /// its packets need not go through the queue any more. Both sockets become transparent and take the relay mark: the rules'
     /// `-m socket --transparent` lets the packets to them go by, and their own packets are
     /// neither queued nor tracked; the engine is told to let go of the pair's entries
     /// (`relayed`). Done once the backend's handshake is over (the engine sees every SYN of

