@@ -266,6 +266,7 @@ extension Relay {
         c.upConnected = true
         c.joinPrepared = false
         c.joinReady = false
+        c.upStarted = true
         startBackendSide(c, local: p.local, written: p.written, read: p.read)
         c.upInterest = interest(c, fd: c.up)
         rewatch(c.up, from: 0, to: c.upInterest)
@@ -280,16 +281,17 @@ extension Relay {
         if let old = c.backend { activeByBackend[old.description, default: 1] -= 1 }
         c.backend = nil
         guard freshBackendSocket(c) else { return false }
-        startBackendSide(c, local: nil, written: 0, read: 0)
         c.upStarted = false
+        startBackendSide(c, local: nil, written: 0, read: 0)
         return true
     }
 
     /// The backend side of a keep-alive connection starts again on another backend
     /// connection: a new one (nothing written or read yet) or a parked one (its counts).
+    /// (Whether its connect is under way, `upStarted`, is the caller's: a parked one's is
+    /// long done, a new one's not begun.)
     private func startBackendSide(_ c: Connection, local: SocketAddress?, written: UInt64, read: UInt64) {
         c.local = local
-        c.upStarted = true
         c.backendClosing = false
         c.retries = 0
         c.portRetries = 0
@@ -424,33 +426,37 @@ extension Relay {
         pendingSplices.insert(c.id)
     }
 
-    /// A connection the proxy relays to its end (its rules said `proxy`, or its join did not
-    /// happen, and no later request can be joined), past its first `relayLeaveAfter` bytes:
-    /// its packets need not go through the queue any more. Both sockets become transparent and take the relay mark: the rules'
-    /// `-m socket --transparent` lets the packets to them go by, and their own packets are
-    /// neither queued nor tracked; the engine is told to let go of the pair's entries
-    /// (`relayed`). Done once the backend's handshake is over (the engine sees every SYN of
-    /// the balancer's ports: the port-reuse guard needs it). The packets the queue holds
-    /// already are the engine's still; it takes them as a closed flow's.
+    /// Whether a connection leaves the queue now (`leaveQueue`): relayed to its end (its
+    /// rules said `proxy`, or its join did not happen, and no later request can be joined:
+    /// no per-request rule, no one-way join), its backend's handshake over (the engine sees
+    /// every SYN of the balancer's ports: the port-reuse guard needs it), and past its first
+    /// `relayLeaveAfter` bytes.
+    func leavesQueue(_ c: Connection) -> Bool {
+        c.stage == .relaying && !c.leftQueue && settings.relayMark != nil && c.service != nil && c.upConnected
+            && !c.perRequest && !c.oneWayJoined && c.toClient.bytes &+ c.toServer.bytes >= settings.relayLeaveAfter
+    }
+
+    /// Its packets need not go through the queue any more: both sockets become transparent
+    /// and take the relay mark (the rules' `-m socket --transparent` lets the packets to them
+    /// go by; their own packets are neither queued nor tracked), and the engine is told to
+    /// let go of the pair's entries (`relayed`). The packets the queue holds already are the
+    /// engine's still; it takes them as a closed flow's. Once a socket has changed, the
+    /// engine is told whatever else fails (a flow it sees in part is no flow it could join).
     func leaveQueue(_ c: Connection) {
         c.leftQueue = true
         guard var mark = settings.relayMark, let backend = c.backend else { return }
+        var changed = false
+        defer { if changed && engineConnected { sendJoin(c, .relayed) } }
+        let size = socklen_t(MemoryLayout<UInt32>.size)
         do {
             try setTransparent(c.down, family: c.client.family)
-        } catch {
-            logger.warning("\(c.client) -> \(c.server) stays queued: \(error)")
-            return
-        }
-        // From here on part of the pair's packets may go by the engine: it lets go of the
-        // pair whatever else fails (a flow it sees in part is no flow it could join).
-        defer { if engineConnected { sendJoin(c, .relayed) } }
-        do {
+            changed = true
             try setTransparent(c.up, family: backend.family)
+            guard setsockopt(c.down, SOL_SOCKET, SO_MARK, &mark, size) == 0, setsockopt(c.up, SOL_SOCKET, SO_MARK, &mark, size) == 0 else {
+                throw RelayError("SO_MARK: \(String(cString: strerror(errno)))")
+            }
         } catch {
-            logger.warning("\(c.client) -> \(c.server): the backend side stays queued: \(error)")
-        }
-        for fd in [c.down, c.up] where setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size)) != 0 {
-            logger.warning("SO_MARK on \(c.client) -> \(c.server): \(String(cString: strerror(errno))); its own packets stay queued")
+            logger.warning("\(c.client) -> \(c.server) stays queued in part: \(error)")
             return
         }
         spliceCounts.leftQueue += 1

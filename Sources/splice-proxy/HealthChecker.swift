@@ -163,7 +163,7 @@ final class HealthChecker: Sendable {
         // inside it).
         var head: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
-        while head.count < 12 || !head.contains(UInt8(ascii: "\n")) && head.count < 64 {
+        while head.count < 12 || (!head.contains(UInt8(ascii: "\n")) && head.count < 64) {
             guard wait(Int16(POLLIN)) else { return false }
             let n = recv(fd, &buf, buf.count, 0)
             guard n > 0 else { return false }
