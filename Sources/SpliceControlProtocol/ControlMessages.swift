@@ -31,6 +31,13 @@ public enum ControlProtocol {
         }
         return nil
     }
+
+    /// A packet mark as the daemons' options and the rules take it: hex (`0x5a5e`) or
+    /// decimal, non-zero (0 is every unmarked packet's). Nil when it is not one.
+    public static func parseMark(_ s: String) -> UInt32? {
+        let v = s.hasPrefix("0x") ? UInt32(s.dropFirst(2), radix: 16) : UInt32(s)
+        return v == 0 ? nil : v
+    }
 }
 
 /// A request from a client. `command` selects which of the optional fields matter.

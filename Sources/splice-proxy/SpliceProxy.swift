@@ -85,21 +85,14 @@ struct SpliceProxyCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Mark of the balancer's sockets (install-rules.sh --balancer-mark, spliced --balancer-mark).")
     var balancerMark: String = "0x5a5e"
 
-    var parsedBalancerMark: UInt32? {
-        let v = balancerMark.hasPrefix("0x") ? UInt32(balancerMark.dropFirst(2), radix: 16) : UInt32(balancerMark)
-        return v == 0 ? nil : v
-    }
+    var parsedBalancerMark: UInt32? { ControlProtocol.parseMark(balancerMark) }
 
     @Option(name: .long, parsing: .unconditional,
             help: "Mark of the balancer's sockets of a connection it relays to its end (install-rules.sh --balancer-relay-mark): their packets leave the queue; 'none' keeps them queued.")
     var balancerRelayMark: String = "0x5a5f"
 
-    var parsedRelayMark: UInt32?? {
-        if balancerRelayMark == "none" { return .some(nil) }
-        let v = balancerRelayMark.hasPrefix("0x") ? UInt32(balancerRelayMark.dropFirst(2), radix: 16) : UInt32(balancerRelayMark)
-        guard let v, v != 0 else { return nil }
-        return .some(v)
-    }
+    /// The relay mark, nil for `none` (checked in `validate`).
+    var relayMark: UInt32? { balancerRelayMark == "none" ? nil : ControlProtocol.parseMark(balancerRelayMark) }
 
     @Option(name: .long, help: "Write the proxy's pid to this file.")
     var pidfile: String?
@@ -140,7 +133,7 @@ struct SpliceProxyCommand: ParsableCommand {
         guard parsedBalancerMark != nil else {
             throw ValidationError("--balancer-mark must be a non-zero mark (hex 0x... or decimal), not '\(balancerMark)'")
         }
-        guard let relayMark = parsedRelayMark else {
+        guard balancerRelayMark == "none" || relayMark != nil else {
             throw ValidationError("--balancer-relay-mark must be a non-zero mark (hex 0x... or decimal) or 'none', not '\(balancerRelayMark)'")
         }
         if let relayMark, relayMark == parsedBalancerMark {
@@ -177,7 +170,7 @@ struct SpliceProxyCommand: ParsableCommand {
                                               services: service.compactMap(Service.parse),
                                               balancerPorts: parsedBalancerPorts ?? 61000...65535,
                                               balancerMark: parsedBalancerMark ?? 0x5a5e,
-                                              relayMark: parsedRelayMark ?? 0x5a5f,
+                                              relayMark: relayMark,
                                               forwardedFor: forwardedFor, serviceMSS: serviceMss,
                                               perRequestJoinAbove: UInt64(perRequestJoinAbove),
                                               keepAliveTimeout: Double(keepAliveTimeoutMs) / 1000),

@@ -228,8 +228,7 @@ struct SplicedCommand: ParsableCommand {
 
     func parsedMarks() throws -> SpliceMarks {
         func mark(_ s: String, _ name: String) throws -> UInt32 {
-            let v = s.hasPrefix("0x") ? UInt32(s.dropFirst(2), radix: 16) : UInt32(s)
-            guard let v, v != 0 else { throw ValidationError("\(name) must be a non-zero mark (hex 0x... or decimal), not '\(s)'") }
+            guard let v = ControlProtocol.parseMark(s) else { throw ValidationError("\(name) must be a non-zero mark (hex 0x... or decimal), not '\(s)'") }
             return v
         }
         var m = SpliceMarks()
