@@ -149,7 +149,7 @@ struct Status: ParsableCommand {
                   + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)"
                   + (s.finLog.map { "; FINs logged (NFLOG group \($0.group)) \(x.finsLogged), ignored \(x.logsIgnored), copies lost \($0.overruns)" } ?? ""))
         }
-        if let b = s.balancer, b.prepared > 0 || b.refused > 0 || b.relayedLetGo > 0 {
+        if let b = s.balancer, b != BalancerCounters() {
             print("balancer: joins prepared \(b.prepared), joined \(b.joined), asked to wait \(b.notYetDrained), refused \(b.refused), cancelled \(b.cancelled); "
                   + "packets translated \(b.translated), proxy packets dropped after a join \(b.proxyPacketsDropped), proxy SYNs on a joined flow's port \(b.portsBusy), window updates \(b.windowUpdates), reset with their backend \(b.resetForBackend) (again on a challenge ACK \(b.resetAgain)); "
                   + "joined for one response and returned \(b.returned), packets held back \(b.heldBack) (given to the proxy at the return \(b.heldReleased)), given up when the proxy died \(b.returnsGivenUp), backend FINs processed \(b.finsProcessed); "
