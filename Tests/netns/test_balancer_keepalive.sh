@@ -272,8 +272,9 @@ out=$(keepalive "${big_paths[@]}") || fail "the keep-alive connection with large
 [[ "$(json_get answers <<<"$out")" == ${#big_paths[@]} ]] || fail "expected ${#big_paths[@]} answers on one connection: $out"
 big_landed() { (( $(logged backend1 /bigchunks/a/huge) - b1h0 == 2 && $(logged backend2 /bigchunks/b/huge) - b2h0 == 1 )); }
 settle big_landed || fail "large chunked step: backend 1 logged $(( $(logged backend1 /bigchunks/a/huge) - b1h0 )) of 2, backend 2 $(( $(logged backend2 /bigchunks/b/huge) - b2h0 )) of 1"
-# (One join per answer, at most: a join whose chunk came whole while it waited is cancelled
-# and the next large chunk tried; seen 3 of 3 in every run.)
+# (One join per answer at most, and at least one in all: a join whose chunk came whole while
+# it waited is cancelled and the next large chunk tried; an answer whose every large chunk came
+# so is relayed, unjoined. How often that happens is not measured.)
 chj=$(( $(counter chunkedJoins) - chj0 ))
 ((chj >= 1 && chj <= 3)) || fail "large chunked step: $chj chunked joins, expected one per chunked answer (3)"
 big_ended() { (( $(counter chunkedEnds) - che0 == chj )); }
