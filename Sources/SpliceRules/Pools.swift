@@ -19,6 +19,14 @@ public enum BalanceMethod: String, Codable, Sendable, CaseIterable {
     case headerHash = "header-hash"
     /// A hash of the TLS ClientHello's server name.
     case sniHash = "sni-hash"
+
+    /// The method hashes a field of the request (its key needs the request parsed).
+    public var readsRequest: Bool {
+        switch self {
+        case .hostHash, .pathHash, .headerHash, .sniHash: return true
+        case .roundRobin, .weightedRoundRobin, .leastConnections, .sourceHash: return false
+        }
+    }
 }
 
 /// A pool member: a server the balancer connects to.

@@ -168,7 +168,9 @@ extension Relay {
             abort(c)
             return false
         }
-        let request = RequestFacts(firstBytes: c.toServer.held, isFinal: true)
+        // Parsed again only for a method that hashes a request field (the rules' parse is
+        // not kept: most requests are decided and forgotten without a hash).
+        let request = pool.method.readsRequest ? RequestFacts(firstBytes: c.toServer.held, isFinal: true) : nil
         let key = BalanceKey(client: c.client.address, request: request, hashHeader: pool.hashHeader)
         guard let member = balancer.pick(pool, key: key, down: health?.down(pool: poolName) ?? [], active: activeByBackend),
               let address = IPAddress(member.address) else {
@@ -582,7 +584,7 @@ extension Relay {
     /// The engine's answer to a `join` message.
     func joinAnswered(_ r: ControlResponse) {
         guard let m = r.join,
-              let id = byTuple["\(IPAddress(m.client) ?? IPAddress(ipv4: 0)) \(m.clientPort) \(IPAddress(m.service) ?? IPAddress(ipv4: 0)) \(m.servicePort)"],
+              let id = byTuple[TupleKey(m.client, m.clientPort, m.service, m.servicePort)],
               let c = connections[id] else { return }
         switch m.step {
         case .cancel:

@@ -52,7 +52,9 @@ extension Relay {
     /// How long the relay waits for the engine's answer to a step-out before relaying on.
     static let answerPatience = 5.0
 
-    func tupleKey(_ c: Connection) -> String { "\(c.client.address) \(c.client.port) \(c.server.address) \(c.server.port)" }
+    func tupleKey(_ c: Connection) -> TupleKey {
+        TupleKey(client: c.client.address, clientPort: c.client.port, server: c.server.address, serverPort: c.server.port)
+    }
 
     func decision(_ c: Connection, _ action: RuleAction) -> FlowDecision {
         FlowDecision(client: c.client.address.description, clientPort: c.client.port,
@@ -231,7 +233,7 @@ extension Relay {
             return
         }
         guard let d = r.decision,
-              let id = byTuple["\(IPAddress(d.client) ?? IPAddress(ipv4: 0)) \(d.clientPort) \(IPAddress(d.server) ?? IPAddress(ipv4: 0)) \(d.serverPort)"],
+              let id = byTuple[TupleKey(d.client, d.clientPort, d.server, d.serverPort)],
               let c = connections[id] else { return }
         // A decision's answer: only a refusal matters (the splice will not happen).
         if r.answers == .decide {

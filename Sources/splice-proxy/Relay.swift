@@ -218,7 +218,7 @@ final class Relay {
     var leftovers: [OneWayLeftover] = []
     var tickler: RawInjector?
     /// Connections by their tuple, for the engine's answers.
-    var byTuple: [String: Int] = [:]
+    var byTuple: [TupleKey: Int] = [:]
     var spliceCounts = SpliceTally()
     var listeners: [Int32] = []
     var connections: [Int: Connection] = [:]
@@ -405,12 +405,19 @@ final class Relay {
         logger.info("accepting again (\(connections.count) connections)")
     }
 
+    /// The pipe size for a new transfer: the connection's share of the memory budget, within
+    /// `minimumPipe...maximumPipe`, rounded up to a power of two pages as the kernel rounds
+    /// `F_SETPIPE_SZ` (so that a pooled pipe of that size is taken as it is: compared with the
+    /// unrounded share, nearly every pooled pipe was resized, a ring allocated and freed per
+    /// connection).
     private func pipeSize() -> Int {
         let share = settings.memoryBudget / max(1, 2 * (connections.count + 1))
-        var size = min(Relay.maximumPipe, max(Relay.minimumPipe, share))
-        size = (size + 4095) & ~4095
-        return size
+        let size = min(Relay.maximumPipe, max(Relay.minimumPipe, share))
+        var pages = 1
+        while pages * Relay.pageSize < size { pages <<= 1 }
+        return pages * Relay.pageSize
     }
+    static let pageSize = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
 
     /// A pipe for `d`, from the pool or new while the descriptor budget allows; sized to the
     /// current share of the memory budget.

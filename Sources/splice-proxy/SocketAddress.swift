@@ -86,3 +86,24 @@ struct SocketAddress: CustomStringConvertible, Equatable {
 func newStreamSocket(family: Int32) -> Int32 {
     socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
 }
+
+/// A proxied connection's tuple as the client sees it: the key of the relay's connections for
+/// the engine's answers.
+struct TupleKey: Hashable {
+    var client: IPAddress
+    var clientPort: UInt16
+    var server: IPAddress
+    var serverPort: UInt16
+
+    init(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16) {
+        self.client = client; self.clientPort = clientPort
+        self.server = server; self.serverPort = serverPort
+    }
+
+    /// From an answer's text fields; an address that does not parse finds no connection
+    /// (it is taken as 0.0.0.0, which no accepted connection has).
+    init(_ client: String, _ clientPort: UInt16, _ server: String, _ serverPort: UInt16) {
+        self.init(client: IPAddress(client) ?? IPAddress(ipv4: 0), clientPort: clientPort,
+                  server: IPAddress(server) ?? IPAddress(ipv4: 0), serverPort: serverPort)
+    }
+}
