@@ -12,6 +12,12 @@ static inline int tcpsplice_pidfd_open(int pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+/// accept4(2) (a GNU extension glibc hides without _GNU_SOURCE): the accepted socket
+/// non-blocking and close-on-exec as it is made, the peer's address with it.
+static inline int tcpsplice_accept4(int fd, void *address, unsigned int *length, int flags) {
+    return (int)syscall(SYS_accept4, fd, address, length, flags);
+}
+
 #include <sys/types.h>
 #include <fcntl.h>
 #include <sys/epoll.h>

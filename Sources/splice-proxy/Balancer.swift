@@ -68,8 +68,8 @@ extension Relay {
 
     /// A client's connection to a service: its up socket exists (not connected) until the
     /// request has picked a backend.
-    func openService(down: Int32, service: Int) {
-        guard let local = SocketAddress.local(of: down), let client = SocketAddress.peer(of: down) else {
+    func openService(down: Int32, client: SocketAddress, service: Int) {
+        guard let local = SocketAddress.local(of: down) else {
             close(down)
             return
         }

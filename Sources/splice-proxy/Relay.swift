@@ -377,15 +377,23 @@ final class Relay {
                 pauseAccepting()
                 return
             }
-            let fd = accept(listener, nil, nil)
+            // Non-blocking and close-on-exec from the start, the client's address with it (no
+            // fcntl, no getpeername: three system calls a connection fewer).
+            var peerStorage = sockaddr_storage()
+            var peerLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &peerStorage) {
+                tcpsplice_accept4(listener, $0, &peerLength, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+            }
             if fd < 0 {
                 if errno == EMFILE || errno == ENFILE { pauseAccepting() }
                 return
             }
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             totalAccepted += 1
-            if let service { openService(down: fd, service: service) } else { open(down: fd) }
+            guard let client = SocketAddress(peerStorage) else {
+                close(fd)
+                continue
+            }
+            if let service { openService(down: fd, client: client, service: service) } else { open(down: fd, client: client) }
         }
     }
 
@@ -471,9 +479,9 @@ final class Relay {
         resumeAcceptingIfRoom()
     }
 
-    private func open(down: Int32) {
+    private func open(down: Int32, client: SocketAddress) {
         // With TPROXY the accepted socket's local address is the server the client asked for.
-        guard let server = SocketAddress.local(of: down), let client = SocketAddress.peer(of: down) else {
+        guard let server = SocketAddress.local(of: down) else {
             close(down)
             return
         }
@@ -742,14 +750,16 @@ final class Relay {
         if byTuple[tupleKey(c)] == c.id { byTuple[tupleKey(c)] = nil }
         owners[c.down] = nil
         owners[c.up] = nil
-        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.down, nil)
-        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
         // A pipe with bytes still in it is closed, not pooled.
         releasePipe(&c.toServer)
         releasePipe(&c.toClient)
         if closeSockets {
+            // Closing takes a socket out of the epoll set (no descriptor of ours shares it).
             close(c.down)
             close(c.up)
+        } else {
+            _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.down, nil)
+            _ = epoll_ctl(epoll, EPOLL_CTL_DEL, c.up, nil)
         }
         resumeAcceptingIfRoom()
     }
