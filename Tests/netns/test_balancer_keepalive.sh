@@ -274,7 +274,9 @@ big_landed() { (( $(logged backend1 /bigchunks/a/huge) - b1h0 == 2 && $(logged b
 settle big_landed || fail "large chunked step: backend 1 logged $(( $(logged backend1 /bigchunks/a/huge) - b1h0 )) of 2, backend 2 $(( $(logged backend2 /bigchunks/b/huge) - b2h0 )) of 1"
 # (One join per answer at most, and at least one in all: a join whose chunk came whole while
 # it waited is cancelled and the next large chunk tried; an answer whose every large chunk came
-# so is relayed, unjoined. How often that happens is not measured.)
+# so is relayed, unjoined. Counted on 2026-12-05: 3 of 3 joined in each of 6 runs of this test
+# alone on the 2-core machine. Fewer is right when a chunk comes whole while its join waits,
+# which a loaded machine makes likelier: hence 1 to 3.)
 chj=$(( $(counter chunkedJoins) - chj0 ))
 ((chj >= 1 && chj <= 3)) || fail "large chunked step: $chj chunked joins, expected one per chunked answer (3)"
 big_ended() { (( $(counter chunkedEnds) - che0 == chj )); }
