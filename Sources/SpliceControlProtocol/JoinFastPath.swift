@@ -125,91 +125,105 @@ extension ControlResponse {
 
 // MARK: Reading
 
-/// A JSON value of the shapes the fast path reads: strings, integers, booleans, null and
-/// objects of them (no arrays, no fractions).
-indirect enum FlatJSON {
-    case string(String)
-    case integer(negative: Bool, magnitude: UInt64)
-    case bool(Bool)
-    case null
-    case object([(key: String, value: FlatJSON)])
+/// Reads the flat JSON of the join messages in one pass over the bytes, into the fields
+/// themselves: no tree of values, no key strings (a key is compared as bytes), so a message
+/// costs a few small strings (the addresses) and nothing else. Reads strings, integers,
+/// booleans, null and objects; anything else (an array, a fraction, a key with an escape in
+/// it, a key given twice) fails the read, and the caller leaves the line to Codable.
+struct FlatReader {
+    let b: UnsafeBufferPointer<UInt8>
+    var i = 0
 
-    /// Parses one JSON object (whitespace around it allowed, a trailing newline too); nil for
-    /// anything else or anything the fast path does not read.
-    static func parseObject(_ b: UnsafeBufferPointer<UInt8>) -> [(key: String, value: FlatJSON)]? {
-        var i = 0
-        guard case .object(let members)? = value(b, &i, depth: 0) else { return nil }
-        skipSpace(b, &i)
-        return i == b.count ? members : nil
-    }
+    init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
 
-    private static func skipSpace(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) {
+    mutating func skipSpace() {
         while i < b.count, b[i] == 0x20 || b[i] == 0x0a || b[i] == 0x0d || b[i] == 0x09 { i += 1 }
     }
 
-    private static func value(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int, depth: Int) -> FlatJSON? {
-        skipSpace(b, &i)
-        guard i < b.count else { return nil }
-        switch b[i] {
-        case 0x7b:
-            guard depth < 4 else { return nil }
-            i += 1
-            var members: [(key: String, value: FlatJSON)] = []
-            skipSpace(b, &i)
-            if i < b.count, b[i] == 0x7d { i += 1; return .object(members) }
-            while true {
-                skipSpace(b, &i)
-                guard let k = string(b, &i) else { return nil }
-                skipSpace(b, &i)
-                guard i < b.count, b[i] == 0x3a else { return nil }
-                i += 1
-                guard let v = value(b, &i, depth: depth + 1) else { return nil }
-                // A key given twice: left to Codable.
-                if members.contains(where: { $0.key == k }) { return nil }
-                members.append((k, v))
-                skipSpace(b, &i)
-                guard i < b.count else { return nil }
-                if b[i] == 0x2c { i += 1; continue }
-                if b[i] == 0x7d { i += 1; return .object(members) }
-                return nil
-            }
-        case 0x22:
-            return string(b, &i).map { .string($0) }
-        case UInt8(ascii: "t"):
-            return literal(b, &i, "true") ? .bool(true) : nil
-        case UInt8(ascii: "f"):
-            return literal(b, &i, "false") ? .bool(false) : nil
-        case UInt8(ascii: "n"):
-            return literal(b, &i, "null") ? .null : nil
-        case UInt8(ascii: "-"), 0x30...0x39:
-            var negative = false
-            if b[i] == UInt8(ascii: "-") { negative = true; i += 1 }
-            let start = i
-            var m: UInt64 = 0
-            while i < b.count, b[i] >= 0x30, b[i] <= 0x39 {
-                let (t, o1) = m.multipliedReportingOverflow(by: 10)
-                let (s, o2) = t.addingReportingOverflow(UInt64(b[i] - 0x30))
-                guard !o1, !o2 else { return nil }
-                m = s
-                i += 1
-            }
-            guard i > start else { return nil }
-            // A leading zero before more digits is not JSON; a fraction or an exponent is
-            // not read here.
-            if b[start] == 0x30 && i - start > 1 { return nil }
-            if i < b.count, b[i] == UInt8(ascii: ".") || b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") { return nil }
-            return .integer(negative: negative, magnitude: m)
-        default:
-            return nil
+    /// Only spaces (a trailing newline among them) are left.
+    mutating func atEnd() -> Bool {
+        skipSpace()
+        return i == b.count
+    }
+
+    /// The members of an object: `member` is called with each key's bytes and must read its
+    /// value (false: the read fails). False for anything but a well-formed object.
+    static func object(_ r: inout FlatReader, _ member: (UnsafeBufferPointer<UInt8>, inout FlatReader) -> Bool) -> Bool {
+        r.skipSpace()
+        guard r.i < r.b.count, r.b[r.i] == 0x7b else { return false }
+        r.i += 1
+        r.skipSpace()
+        if r.i < r.b.count, r.b[r.i] == 0x7d { r.i += 1; return true }
+        while true {
+            r.skipSpace()
+            guard r.i < r.b.count, r.b[r.i] == 0x22 else { return false }
+            let start = r.i + 1
+            var end = start
+            while end < r.b.count, r.b[end] != 0x22, r.b[end] != 0x5c, r.b[end] >= 0x20 { end += 1 }
+            guard end < r.b.count, r.b[end] == 0x22 else { return false }
+            r.i = end + 1
+            r.skipSpace()
+            guard r.i < r.b.count, r.b[r.i] == 0x3a else { return false }
+            r.i += 1
+            r.skipSpace()
+            guard member(UnsafeBufferPointer(rebasing: r.b[start..<end]), &r) else { return false }
+            r.skipSpace()
+            guard r.i < r.b.count else { return false }
+            if r.b[r.i] == 0x2c { r.i += 1; continue }
+            if r.b[r.i] == 0x7d { r.i += 1; return true }
+            return false
         }
     }
 
-    private static func literal(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int, _ word: StaticString) -> Bool {
+    /// `null` (consumed), for an optional member: absent, as for Codable.
+    mutating func null() -> Bool { literal("null") }
+
+    mutating func bool() -> Bool? {
+        if literal("true") { return true }
+        if literal("false") { return false }
+        return nil
+    }
+
+    private mutating func literal(_ word: StaticString) -> Bool {
         let n = word.utf8CodeUnitCount
         guard i + n <= b.count else { return false }
         let same = word.withUTF8Buffer { w in (0..<n).allSatisfy { b[i + $0] == w[$0] } }
         if same { i += n }
         return same
+    }
+
+    /// An integer: no leading zero before more digits, no fraction, no exponent, no overflow.
+    mutating func integer() -> (negative: Bool, magnitude: UInt64)? {
+        var negative = false
+        if i < b.count, b[i] == UInt8(ascii: "-") { negative = true; i += 1 }
+        let start = i
+        var m: UInt64 = 0
+        while i < b.count, b[i] >= 0x30, b[i] <= 0x39 {
+            let (t, o1) = m.multipliedReportingOverflow(by: 10)
+            let (s, o2) = t.addingReportingOverflow(UInt64(b[i] - 0x30))
+            guard !o1, !o2 else { return nil }
+            m = s
+            i += 1
+        }
+        guard i > start else { return nil }
+        if b[start] == 0x30 && i - start > 1 { return nil }
+        if i < b.count, b[i] == UInt8(ascii: ".") || b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") { return nil }
+        return (negative, m)
+    }
+
+    mutating func unsigned<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> T? {
+        guard let (negative, m) = integer() else { return nil }
+        if negative { return m == 0 ? 0 : nil }
+        return T(exactly: m)
+    }
+
+    mutating func int() -> Int? {
+        guard let (negative, m) = integer() else { return nil }
+        if negative {
+            guard m <= UInt64(Int.max) + 1 else { return nil }
+            return m == UInt64(Int.max) + 1 ? Int.min : -Int(m)
+        }
+        return Int(exactly: m)
     }
 
     private static func hexValue(_ c: UInt8) -> UInt32? {
@@ -221,18 +235,18 @@ indirect enum FlatJSON {
         }
     }
 
-    private static func hex4(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> UInt32? {
+    private mutating func hex4() -> UInt32? {
         guard i + 4 <= b.count else { return nil }
         var v: UInt32 = 0
         for k in 0..<4 {
-            guard let h = hexValue(b[i + k]) else { return nil }
+            guard let h = FlatReader.hexValue(b[i + k]) else { return nil }
             v = v << 4 | h
         }
         i += 4
         return v
     }
 
-    private static func string(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> String? {
+    mutating func string() -> String? {
         guard i < b.count, b[i] == 0x22 else { return nil }
         i += 1
         let start = i
@@ -262,11 +276,11 @@ indirect enum FlatJSON {
             case UInt8(ascii: "b"): out.append(0x08)
             case UInt8(ascii: "f"): out.append(0x0c)
             case UInt8(ascii: "u"):
-                guard var u = hex4(b, &i) else { return nil }
+                guard var u = hex4() else { return nil }
                 if (0xd800..<0xdc00).contains(u) {
                     guard i + 2 <= b.count, b[i] == 0x5c, b[i + 1] == UInt8(ascii: "u") else { return nil }
                     i += 2
-                    guard let low = hex4(b, &i), (0xdc00..<0xe000).contains(low) else { return nil }
+                    guard let low = hex4(), (0xdc00..<0xe000).contains(low) else { return nil }
                     u = 0x10000 + ((u - 0xd800) << 10) + (low - 0xdc00)
                 } else if (0xdc00..<0xe000).contains(u) {
                     return nil
@@ -279,127 +293,116 @@ indirect enum FlatJSON {
         }
         return nil
     }
-}
 
-extension FlatJSON {
-    var stringValue: String? { if case .string(let s) = self { return s }; return nil }
-    var boolValue: Bool? { if case .bool(let v) = self { return v }; return nil }
-    func unsigned<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> T? {
-        guard case .integer(let negative, let m) = self else { return nil }
-        if negative { return m == 0 ? 0 : nil }
-        return T(exactly: m)
-    }
-    var intValue: Int? {
-        guard case .integer(let negative, let m) = self else { return nil }
-        if negative {
-            guard m <= UInt64(Int.max) + 1 else { return nil }
-            return m == UInt64(Int.max) + 1 ? Int.min : -Int(m)
+    /// The index of `key` in `names`, compared as bytes.
+    static func index(of key: UnsafeBufferPointer<UInt8>, in names: [StaticString]) -> Int? {
+        for (n, name) in names.enumerated() where name.utf8CodeUnitCount == key.count {
+            let same = name.withUTF8Buffer { w in (0..<key.count).allSatisfy { key[$0] == w[$0] } }
+            if same { return n }
         }
-        return Int(exactly: m)
+        return nil
     }
-    var isNull: Bool { if case .null = self { return true }; return false }
 }
 
 extension JoinMessage {
+    /// The members a join object may have, in the order `read` numbers them.
+    static let memberNames: [StaticString] = [
+        "step", "client", "clientPort", "service", "servicePort", "local", "localPort", "backend", "backendPort",
+        "readFromClient", "writtenToClient", "readFromBackend", "writtenToBackend", "returnAfter", "chunkLeft",
+        "returnWindow", "oneWay", "rule", "pool",
+    ]
+    /// The first nine are required.
+    static let requiredMembers: UInt32 = (1 << 9) - 1
+
     /// A join object as the fast path reads it: every required member, each of its type, no
-    /// member it does not know (nil otherwise: Codable decides).
-    init?(flat members: [(key: String, value: FlatJSON)]) {
-        var step: Step?, client: String?, clientPort: UInt16?, service: String?, servicePort: UInt16?
-        var local: String?, localPort: UInt16?, backend: String?, backendPort: UInt16?
+    /// member it does not know, none twice (nil otherwise: Codable decides).
+    static func read(_ r: inout FlatReader) -> JoinMessage? {
         var m = JoinMessage(step: .prepare, client: "", clientPort: 0, service: "", servicePort: 0,
                             local: "", localPort: 0, backend: "", backendPort: 0)
-        for (k, v) in members {
+        var seen: UInt32 = 0
+        let ok = FlatReader.object(&r) { key, r in
+            guard let n = FlatReader.index(of: key, in: JoinMessage.memberNames), seen & (1 << n) == 0 else { return false }
+            seen |= 1 << n
             // An optional member that is null is absent, as for Codable.
-            let absent = v.isNull
-            switch k {
-            case "step": guard let s = v.stringValue, let st = Step(rawValue: s) else { return nil }; step = st
-            case "client": guard let s = v.stringValue else { return nil }; client = s
-            case "clientPort": guard let p = v.unsigned(UInt16.self) else { return nil }; clientPort = p
-            case "service": guard let s = v.stringValue else { return nil }; service = s
-            case "servicePort": guard let p = v.unsigned(UInt16.self) else { return nil }; servicePort = p
-            case "local": guard let s = v.stringValue else { return nil }; local = s
-            case "localPort": guard let p = v.unsigned(UInt16.self) else { return nil }; localPort = p
-            case "backend": guard let s = v.stringValue else { return nil }; backend = s
-            case "backendPort": guard let p = v.unsigned(UInt16.self) else { return nil }; backendPort = p
-            case "readFromClient":
-                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.readFromClient = n }
-            case "writtenToClient":
-                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.writtenToClient = n }
-            case "readFromBackend":
-                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.readFromBackend = n }
-            case "writtenToBackend":
-                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.writtenToBackend = n }
-            case "returnAfter":
-                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.returnAfter = n }
-            case "chunkLeft":
-                if !absent { guard let n = v.unsigned(UInt64.self) else { return nil }; m.chunkLeft = n }
-            case "returnWindow":
-                if !absent { guard let n = v.unsigned(UInt32.self) else { return nil }; m.returnWindow = n }
-            case "oneWay":
-                if !absent { guard let s = v.stringValue else { return nil }; m.oneWay = s }
-            case "rule":
-                if !absent { guard let n = v.intValue else { return nil }; m.rule = n }
-            case "pool":
-                if !absent { guard let s = v.stringValue else { return nil }; m.pool = s }
-            default:
-                return nil
+            if n >= 9 && r.null() { return true }
+            switch n {
+            case 0: guard let s = r.string(), let st = Step(rawValue: s) else { return false }; m.step = st
+            case 1: guard let s = r.string() else { return false }; m.client = s
+            case 2: guard let p = r.unsigned(UInt16.self) else { return false }; m.clientPort = p
+            case 3: guard let s = r.string() else { return false }; m.service = s
+            case 4: guard let p = r.unsigned(UInt16.self) else { return false }; m.servicePort = p
+            case 5: guard let s = r.string() else { return false }; m.local = s
+            case 6: guard let p = r.unsigned(UInt16.self) else { return false }; m.localPort = p
+            case 7: guard let s = r.string() else { return false }; m.backend = s
+            case 8: guard let p = r.unsigned(UInt16.self) else { return false }; m.backendPort = p
+            case 9: guard let v = r.unsigned(UInt64.self) else { return false }; m.readFromClient = v
+            case 10: guard let v = r.unsigned(UInt64.self) else { return false }; m.writtenToClient = v
+            case 11: guard let v = r.unsigned(UInt64.self) else { return false }; m.readFromBackend = v
+            case 12: guard let v = r.unsigned(UInt64.self) else { return false }; m.writtenToBackend = v
+            case 13: guard let v = r.unsigned(UInt64.self) else { return false }; m.returnAfter = v
+            case 14: guard let v = r.unsigned(UInt64.self) else { return false }; m.chunkLeft = v
+            case 15: guard let v = r.unsigned(UInt32.self) else { return false }; m.returnWindow = v
+            case 16: guard let s = r.string() else { return false }; m.oneWay = s
+            case 17: guard let v = r.int() else { return false }; m.rule = v
+            default: guard let s = r.string() else { return false }; m.pool = s
             }
+            return true
         }
-        guard let step, let client, let clientPort, let service, let servicePort, let local, let localPort,
-              let backend, let backendPort else { return nil }
-        m.step = step
-        m.client = client; m.clientPort = clientPort
-        m.service = service; m.servicePort = servicePort
-        m.local = local; m.localPort = localPort
-        m.backend = backend; m.backendPort = backendPort
-        self = m
+        guard ok, seen & requiredMembers == requiredMembers else { return nil }
+        return m
     }
 }
 
 extension ControlRequest {
+    static let fastMembers: [StaticString] = ["command", "join"]
+
     /// A join request read without Codable (nil: not one the fast path reads).
     static func fastJoin(_ line: UnsafeBufferPointer<UInt8>) -> ControlRequest? {
-        guard let members = FlatJSON.parseObject(line), members.count == 2 else { return nil }
-        var command: Command?, join: JoinMessage?
-        for (k, v) in members {
-            switch k {
-            case "command": command = v.stringValue.flatMap(Command.init(rawValue:))
-            case "join":
-                guard case .object(let j) = v else { return nil }
-                join = JoinMessage(flat: j)
-            default: return nil
+        var r = FlatReader(line)
+        var command: Command?, join: JoinMessage?, seen: UInt32 = 0
+        let ok = FlatReader.object(&r) { key, r in
+            guard let n = FlatReader.index(of: key, in: ControlRequest.fastMembers), seen & (1 << n) == 0 else { return false }
+            seen |= 1 << n
+            if n == 0 {
+                guard let s = r.string(), let c = Command(rawValue: s) else { return false }
+                command = c
+            } else {
+                guard let m = JoinMessage.read(&r) else { return false }
+                join = m
             }
+            return true
         }
-        guard command == .join, let join else { return nil }
-        var r = ControlRequest(command: .join)
-        r.join = join
-        return r
+        guard ok, r.atEnd(), command == .join, let join else { return nil }
+        var request = ControlRequest(command: .join)
+        request.join = join
+        return request
     }
 }
 
 extension ControlResponse {
+    static let fastMembers: [StaticString] = ["ok", "error", "outcome", "answers", "join"]
+
     /// An answer of `ok`, `answers`, `error`, `outcome` and `join` read without Codable (nil:
     /// not one the fast path reads).
     static func fast(_ line: UnsafeBufferPointer<UInt8>) -> ControlResponse? {
-        guard let members = FlatJSON.parseObject(line) else { return nil }
-        var r = ControlResponse(ok: false)
-        var sawOK = false
-        for (k, v) in members {
-            let absent = v.isNull
-            switch k {
-            case "ok": guard let b = v.boolValue else { return nil }; r.ok = b; sawOK = true
-            case "error": if !absent { guard let s = v.stringValue else { return nil }; r.error = s }
-            case "outcome": if !absent { guard let s = v.stringValue else { return nil }; r.outcome = s }
-            case "answers":
-                if !absent { guard let c = v.stringValue.flatMap(ControlRequest.Command.init(rawValue:)) else { return nil }; r.answers = c }
-            case "join":
-                if !absent {
-                    guard case .object(let j) = v, let m = JoinMessage(flat: j) else { return nil }
-                    r.join = m
-                }
-            default: return nil
+        var r = FlatReader(line)
+        var answer = ControlResponse(ok: false)
+        var seen: UInt32 = 0
+        let ok = FlatReader.object(&r) { key, r in
+            guard let n = FlatReader.index(of: key, in: ControlResponse.fastMembers),
+                  seen & (1 << n) == 0 else { return false }
+            seen |= 1 << n
+            if n > 0 && r.null() { return true }
+            switch n {
+            case 0: guard let b = r.bool() else { return false }; answer.ok = b
+            case 1: guard let s = r.string() else { return false }; answer.error = s
+            case 2: guard let s = r.string() else { return false }; answer.outcome = s
+            case 3: guard let s = r.string(), let c = ControlRequest.Command(rawValue: s) else { return false }; answer.answers = c
+            default: guard let m = JoinMessage.read(&r) else { return false }; answer.join = m
             }
+            return true
         }
-        return sawOK ? r : nil
+        guard ok, r.atEnd(), seen & 1 != 0 else { return nil }
+        return answer
     }
 }

@@ -103,6 +103,9 @@ struct JoinFastPathTests {
             #"{"command":"join","join":{"step":"join","client":"a","clientPort":1.5,"service":"a","servicePort":1,"local":"a","localPort":1,"backend":"a","backendPort":1}}"#,
             #"{"command":"join","join":{"step":"join","client":"a","clientPort":1,"service":"a","servicePort":1,"local":"a","localPort":1,"backend":"a","backendPort":1,"extra":1}}"#,
             #"{"command":"join","command":"join","join":{}}"#,               // a key twice
+            #"{"command":"join","join":{"step":"join","client":"a","clientPort":1,"service":"a","servicePort":1,"local":"a","localPort":1,"backend":"a","backendPort":1,"backend":"b"}}"#,
+            #"{"command":"join","join":{"st\u0065p":"join","client":"a","clientPort":1,"service":"a","servicePort":1,"local":"a","localPort":1,"backend":"a","backendPort":1}}"#,
+            #"{"command":"join","join":{"step":"join","client":["a"],"clientPort":1,"service":"a","servicePort":1,"local":"a","localPort":1,"backend":"a","backendPort":1}}"#,
             #"{"command":"join","join":{"step":"join"}} trailing"#,
             #"{"command":"join","join":{"step":"join"#,                      // cut short
             #"{"command":"join","join":{"client":"\ud800"}}"#,              // a lone surrogate
@@ -111,6 +114,8 @@ struct JoinFastPathTests {
         for text in leftToCodable {
             #expect(Array(text.utf8).withUnsafeBufferPointer { ControlRequest.fastJoin($0) } == nil, "\(text)")
         }
+        // A key written with an escape is Codable's to read.
+        #expect(try ControlFraming.decode(ControlRequest.self, from: Array(leftToCodable[9].utf8)).join?.step == .join)
         // A port out of range is Codable's to refuse, with its own words.
         #expect(throws: (any Error).self) { try ControlFraming.decode(ControlRequest.self, from: Array(leftToCodable[4].utf8)) }
         // An answer without `ok`, or with a member the fast path does not know.
