@@ -411,11 +411,11 @@ public final class ControlServer: @unchecked Sendable {
             if c.pendingOutput == 0 { c.outputSince = now }
             c.output.append(contentsOf: bytes)
             c.lastActivity = now
-            guard c.flush(now: now) else {
-                drop(c, disconnected: disconnected)
-                return
-            }
         }
+        // The round's answers in one write (a proxy's joins come several a round: one send,
+        // and one wake-up of the proxy, for all of them).
+        guard answered > 0 else { return }
+        if !c.flush(now: now) { drop(c, disconnected: disconnected) }
     }
 
     private func enforceDeadlines(now: Int64, disconnected: (ClientID) -> Void) {
