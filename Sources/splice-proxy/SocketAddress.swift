@@ -70,15 +70,6 @@ struct SocketAddress: CustomStringConvertible, Equatable {
         return rc == 0 ? SocketAddress(ss) : nil
     }
 
-    static func peer(of fd: Int32) -> SocketAddress? {
-        var ss = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &ss) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
-        }
-        return rc == 0 ? SocketAddress(ss) : nil
-    }
-
     var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
 }
 
