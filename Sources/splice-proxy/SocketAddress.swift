@@ -85,12 +85,9 @@ struct TupleKey: Hashable {
     var clientPort: UInt16
     var server: IPAddress
     var serverPort: UInt16
+}
 
-    init(client: IPAddress, clientPort: UInt16, server: IPAddress, serverPort: UInt16) {
-        self.client = client; self.clientPort = clientPort
-        self.server = server; self.serverPort = serverPort
-    }
-
+extension TupleKey {
     /// From an answer's text fields; an address that does not parse finds no connection
     /// (it is taken as 0.0.0.0, which no accepted connection has).
     init(_ client: String, _ clientPort: UInt16, _ server: String, _ serverPort: UInt16) {
