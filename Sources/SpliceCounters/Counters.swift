@@ -120,9 +120,11 @@ public struct SpliceCounters: Codable, Sendable, Equatable {
     public var cancelled: UInt64 = 0
     /// The proxy asked to step out before the engine saw the flow drained: asked to wait.
     public var notYetDrained: UInt64 = 0
-    /// Step-outs and joins asked to wait because the queues held packets the engine had not
-    /// seen yet (one of the flow's could be among them).
+    /// Step-outs and joins held back because the queues held packets the engine had not seen
+    /// yet (one of the flow's could be among them), until it had seen them; of those, the ones
+    /// answered at the bound (20 ms) with the readers still behind.
     public var deferredForQueue: UInt64 = 0
+    public var heldPastBound: UInt64 = 0
     /// Window updates sent to the ends when a splice (or a failed one) reopened their windows.
     public var windowUpdates: UInt64 = 0
     /// A spliced flow's packets that still reached the engine's queue: the first after the

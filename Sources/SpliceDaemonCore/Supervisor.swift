@@ -143,26 +143,27 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         return answer
     }
 
-    /// The answer to a registered proxy's `step-out` or `join` (its join step) while packets
-    /// wait that the engine has not seen: not drained, ask again. Nil for anything else.
-    public func notYetSeen(_ request: ControlRequest, from client: Client) -> ControlResponse? {
-        guard registry.withLock({ $0.isRegistered(client) }) else { return nil }
-        var answer = ControlResponse(ok: true)
+    /// The flow a registered proxy's `step-out` or `join` (its join step) is about, as a key:
+    /// such a request checks that nothing is in flight, so it must wait while packets are queued
+    /// that the engine has not seen. Nil for anything else (answered at once).
+    public func waitsForQueues(_ request: ControlRequest, from client: Client) -> String? {
         switch request.command {
-        case .stepOut:
-            guard let d = request.decision else { return nil }
-            answer.decision = d
-            answer.answers = .stepOut
-        case .join:
-            guard let m = request.join, m.step == .join else { return nil }
-            answer.join = m
-            answer.answers = .join
-        default:
-            return nil
+        case .stepOut: guard request.decision != nil else { return nil }
+        case .join: guard request.join?.step == .join else { return nil }
+        default: return nil
         }
-        answer.notDrained()
+        guard registry.withLock({ $0.isRegistered(client) }) else { return nil }
+        return request.flowKey
+    }
+
+    /// Counts a request held until the engine had seen the queues' packets, and one answered
+    /// at the bound before it had.
+    public func countHeldForQueue() {
         engine.withLock { $0.countDeferredForQueue() }
-        return answer
+    }
+
+    public func countHeldPastBound() {
+        engine.withLock { $0.countHeldPastBound() }
     }
 
     /// "10.0.0.1:80" or "[2001:db8::1]:80".
@@ -391,5 +392,15 @@ extension ControlResponse {
                             local: r.local.description, localPort: r.localPort,
                             backend: r.backend.description, backendPort: r.backendPort)
         return chunkEndAnswer(m, rest: e.rest)
+    }
+}
+
+extension ControlRequest {
+    /// The flow a request is about (its `join`, or its `decision`), as a key; nil for a request
+    /// about no flow. Keeps a flow's requests in order when one of them waits.
+    public var flowKey: String? {
+        if let m = join { return "\(m.client) \(m.clientPort) \(m.service) \(m.servicePort)" }
+        if let d = decision { return "\(d.client) \(d.clientPort) \(d.server) \(d.serverPort)" }
+        return nil
     }
 }

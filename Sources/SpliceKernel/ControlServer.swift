@@ -236,17 +236,18 @@ public final class ControlServer: @unchecked Sendable {
         return (try? UnixSocket.withAddress(path) { connect(fd, $0, $1) }) == 0
     }
 
-    static func milliseconds() -> Int64 {
+    public static func milliseconds() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     /// Waits up to `timeoutMilliseconds` for activity and serves it. `handle` answers each
-    /// request; `disconnected` hears of every client that went away. Never blocks on a
-    /// client. Control thread only.
+    /// request, or returns nil to answer it later with `push` (answers name what they answer,
+    /// so a later one may overtake it); `disconnected` hears of every client that went away.
+    /// Never blocks on a client. Control thread only.
     public func serve(timeoutMilliseconds: Int32,
-                      handle: (ControlRequest, ClientID) -> ControlResponse,
+                      handle: (ControlRequest, ClientID) -> ControlResponse?,
                       disconnected: (ClientID) -> Void) {
         var now = ControlServer.milliseconds()
         var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
@@ -388,7 +389,7 @@ public final class ControlServer: @unchecked Sendable {
 
     /// Answers up to `requestsPerRound` of the client's buffered requests, none while too many
     /// of its answers wait unread.
-    private func answer(_ c: Connection, now: Int64, handle: (ControlRequest, ClientID) -> ControlResponse,
+    private func answer(_ c: Connection, now: Int64, handle: (ControlRequest, ClientID) -> ControlResponse?,
                         disconnected: (ClientID) -> Void) {
         var answered = 0
         while answered < limits.requestsPerRound, c.pendingOutput <= limits.maxPendingOutputBytes,
@@ -402,7 +403,8 @@ public final class ControlServer: @unchecked Sendable {
             let response: ControlResponse
             do {
                 let request = try ControlFraming.decode(ControlRequest.self, from: line)
-                response = handle(request, c.id)
+                guard let r = handle(request, c.id) else { continue }   // answered later
+                response = r
             } catch {
                 response = .failure("malformed request: \(error)")
             }
@@ -482,9 +484,9 @@ public final class ControlServer: @unchecked Sendable {
         _ = write(wakeWrite, &b, 1)
     }
 
-    /// Queues an unasked message for a client (the rules pushed to a registered proxy); it goes
-    /// out with the client's next flush, under the same limits as its answers. Control thread
-    /// only (from within `handle`).
+    /// Queues an unasked message for a client (the rules pushed to a registered proxy), or an
+    /// answer held back; it goes out at once if the socket takes it, else with the client's
+    /// next flush, under the same limits as its answers. Control thread only.
     public func push(_ message: ControlResponse, to client: ClientID) {
         guard let c = clients[client], let bytes = try? ControlFraming.encode(message) else { return }
         let now = ControlServer.milliseconds()

@@ -78,6 +78,11 @@ public final class NetfilterQueue: @unchecked Sendable {
     private var counters = Counters()
     /// A copy of the counters for the control thread, written by the reader after each drain.
     private let countersLock = Mutex(Counters())
+    /// The id of the last packet the handler was given (the kernel numbers a queue's packets
+    /// 1, 2, 3, ... in the order it queues them; 0 before the first), and its copy published
+    /// after each drain for other threads: every packet with an id up to it has been seen.
+    private var lastHandledID: UInt32 = 0
+    private let seenThrough = Atomic<UInt32>(0)
 
     /// Binds queue `number`. Throws with a message naming the problem (not root, queue taken).
     public init(number: UInt16, options: Options = Options()) throws {
@@ -168,6 +173,20 @@ public final class NetfilterQueue: @unchecked Sendable {
     private func publishCounters() {
         let c = counters
         countersLock.withLock { $0 = c }
+        seenThrough.store(lastHandledID, ordering: .releasing)
+    }
+
+    /// Has the reader handled the packet the kernel numbered `id`, and every one before it?
+    /// (Ids wrap at 2^32: compared as sequence numbers are.) A packet the kernel dropped or let
+    /// by without queueing it counts as handled once a later one is. Any thread.
+    public func hasSeen(through id: UInt32) -> Bool {
+        Int32(bitPattern: seenThrough.load(ordering: .acquiring) &- id) >= 0
+    }
+
+    /// Is a packet waiting in the socket, not received yet? Any thread (a peek).
+    public func holdsUnreceived() -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) > 0
     }
 
     public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
@@ -214,6 +233,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         let hdr = mnl_attr_get_payload(ph)!.assumingMemoryBound(to: nfqnl_msg_packet_hdr.self)
         let id = UInt32(bigEndian: hdr.pointee.packet_id)
         counters.packets &+= 1
+        lastHandledID = id
         guard let pa = attributes[Int(NFQA_PAYLOAD.rawValue)] else {
             accept(id)
             return

@@ -145,7 +145,7 @@ struct Status: ParsableCommand {
             print("splices: decided proxy \(x.decidedProxy), splice \(x.decidedSplice), bypass \(x.decidedBypass), refused \(x.refused); "
                   + "spliced by the engine at the SYN \(x.decidedAtConnection); "
                   + "requests read by the engine \(x.requestsRead): spliced from the request \(x.decidedAtRequest), to the proxy \(x.requestsToProxy), late \(x.requestsLate); "
-                  + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained) (and while the queues held unseen packets \(x.deferredForQueue)); "
+                  + "done drained \(x.drained), fell back \(x.fellBack), failed \(x.failed), cancelled \(x.cancelled), asked to wait \(x.notYetDrained), held while the queues held unseen packets \(x.deferredForQueue) (answered at the 20 ms bound \(x.heldPastBound)); "
                   + "window updates \(x.windowUpdates), packets after the splice \(x.packetsAfterSplice)"
                   + (s.finLog.map { "; FINs logged (NFLOG group \($0.group)) \(x.finsLogged), ignored \(x.logsIgnored), copies lost \($0.overruns)" } ?? ""))
         }

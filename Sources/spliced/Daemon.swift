@@ -32,10 +32,27 @@ final class Daemon: @unchecked Sendable {
     let timerRuns = Atomic<UInt64>(0)
     /// Readers in the middle of a turn (packets received, verdicts not all sent yet).
     let readersInTurn = Atomic<Int>(0)
-    /// Control thread only: how many times a flow's step-out or join was answered
-    /// "not-drained" because the queues held packets the engine had not seen yet.
-    var deferred: [String: Int] = [:]
-    static let deferralsPerFlow = 3
+    /// Step-outs and joins waiting until the engine has seen every packet that was queued when
+    /// they came (control thread only), and their number for the readers, which wake the
+    /// control thread after a drain while any wait.
+    var held: [HeldRequest] = []
+    let heldCount = Atomic<Int>(0)
+    /// The queues' last packet ids, read once per control round when a request needs them.
+    var roundQueueIDs: [UInt16: UInt32]?
+    /// How long a request waits at most for the readers to catch up with the queues (a queue
+    /// that never empties, a flood): it is then answered as it stands, as an unseen packet of
+    /// the flow arriving after the check would be.
+    static let maximumHoldMilliseconds: Int64 = 20
+
+    struct HeldRequest {
+        let request: ControlRequest
+        let client: ControlServer.ClientID
+        let key: String
+        /// Per queue (an index into `queues`) the id of the last packet queued when the request
+        /// came; nil where that could not be read (then only the queue's emptying releases it).
+        let fence: [(queue: Int, id: UInt32?)]
+        let since: Int64
+    }
 
     init(configuration: DaemonConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -116,9 +133,10 @@ final class Daemon: @unchecked Sendable {
         let controlThread = Thread { [self] in
             defer { done.leave() }
             while !stop.load(ordering: .relaxed) {
-                control.serve(timeoutMilliseconds: 100,
+                control.serve(timeoutMilliseconds: held.isEmpty ? 100 : 1,
                               handle: { request, client in handle(request, from: client) },
                               disconnected: { client in proxyGone(client) })
+                releaseHeld()
                 tellChunkEnds()
             }
         }
@@ -210,6 +228,8 @@ final class Daemon: @unchecked Sendable {
                     defer { readersInTurn.subtract(1, ordering: .releasing) }
                     try group[i].drain(handle: handle)
                 }
+                // A step-out or join waits for what this turn has seen.
+                if heldCount.load(ordering: .acquiring) > 0 { control.wake() }
             }
         } catch {
             logger.critical("queue \(draining.number) stopped: \(error)")
@@ -221,15 +241,34 @@ final class Daemon: @unchecked Sendable {
 
     // MARK: Control requests (control thread)
 
-    /// Does the engine have packets still to see: one waiting in a queue (not received yet),
-    /// or a reader in its turn (received, verdicts not all sent)? The handshake queue apart.
-    func queuesHoldUnseen() -> Bool {
-        if readersInTurn.load(ordering: .acquiring) > 0 { return true }
-        var byte: UInt8 = 0
-        for q in queues where q.number != configuration.synQueue {
-            if recv(q.fileDescriptor, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) > 0 { return true }
+    /// The queues (the handshake queue apart) that may hold packets the engine has not seen,
+    /// each with the id of the last packet the kernel had queued there: one waiting in the
+    /// socket, or a reader in its turn (received, verdicts not all sent). Empty: nothing unseen.
+    func unseenFence() -> [(queue: Int, id: UInt32?)] {
+        let inTurn = readersInTurn.load(ordering: .acquiring) > 0
+        var fence: [(queue: Int, id: UInt32?)] = []
+        for (i, q) in queues.enumerated() where q.number != configuration.synQueue {
+            guard inTurn || q.holdsUnreceived() else { continue }
+            if roundQueueIDs == nil {
+                var ids: [UInt16: UInt32] = [:]
+                for k in KernelQueueStats.read() ?? [] { ids[k.queue] = UInt32(truncatingIfNeeded: k.lastID) }
+                roundQueueIDs = ids
+            }
+            fence.append((i, roundQueueIDs?[q.number]))
         }
-        return false
+        return fence
+    }
+
+    /// Has the engine seen everything the fence covers?
+    func passed(_ h: HeldRequest) -> Bool {
+        let inTurn = readersInTurn.load(ordering: .acquiring) > 0
+        for f in h.fence {
+            let q = queues[f.queue]
+            if let id = f.id, q.hasSeen(through: id) { continue }
+            if !inTurn && !q.holdsUnreceived() { continue }
+            return false
+        }
+        return true
     }
 
     /// A splice's step-out and a join check that nothing is in flight through the proxy, then
@@ -237,34 +276,64 @@ final class Daemon: @unchecked Sendable {
     /// segment of the flow still queued, unseen, would be missed by that check and then
     /// overtaken by the flow's next ones, which skip the queue (the receiver takes the
     /// reordering for a loss and its sender resends). So while the queues hold packets the
-    /// engine has not seen, the answer is "not-drained" (the proxy asks again 2 ms later), up
-    /// to `deferralsPerFlow` times a flow: a queue that never empties (a crowd, a flood) only
-    /// delays a splice a little. Returns that answer, or nil to go on.
-    func deferUntilSeen(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse? {
-        let key: String
-        switch request.command {
-        case .stepOut:
-            guard let d = request.decision else { return nil }
-            key = "\(d.client) \(d.clientPort) \(d.server) \(d.serverPort)"
-        case .join:
-            guard let m = request.join, m.step == .join else { return nil }
-            key = "\(m.client) \(m.clientPort) \(m.service) \(m.servicePort)"
-        default:
-            return nil
+    /// engine has not seen, such a request waits until the readers have handled every packet
+    /// queued when it came (the kernel's ids of the queues' last packets, from
+    /// /proc/net/netfilter/nfnetlink_queue), at most `maximumHoldMilliseconds`, and is answered
+    /// then; a later request about the same flow first has it answered, so each flow's requests
+    /// are handled in order. Returns nil when the request waits.
+    func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse? {
+        if !held.isEmpty, let key = request.flowKey, let i = held.firstIndex(where: { $0.key == key }) {
+            let h = held.remove(at: i)
+            heldCount.store(held.count, ordering: .releasing)
+            answerHeld(h)
         }
-        let count = deferred[key] ?? 0
-        guard count < Daemon.deferralsPerFlow, queuesHoldUnseen(),
-              let answer = supervisor.notYetSeen(request, from: client) else {
-            deferred.removeValue(forKey: key)
-            return nil
+        if let key = supervisor.waitsForQueues(request, from: client) {
+            let fence = unseenFence()
+            if !fence.isEmpty {
+                held.append(HeldRequest(request: request, client: client, key: key, fence: fence,
+                                        since: ControlServer.milliseconds()))
+                heldCount.store(held.count, ordering: .releasing)
+                supervisor.countHeldForQueue()
+                return nil
+            }
         }
-        if deferred.count >= 100_000 { deferred.removeAll(keepingCapacity: true) }
-        deferred[key] = count + 1
-        return answer
+        return answerNow(request, from: client)
     }
 
-    func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {
-        if let answer = deferUntilSeen(request, from: client) { return answer }
+    /// Answers the held requests whose packets the engine has now seen. Control thread, after
+    /// each round.
+    func releaseHeld() {
+        roundQueueIDs = nil
+        guard !held.isEmpty else { return }
+        let now = ControlServer.milliseconds()
+        var waiting: [HeldRequest] = []
+        for h in held {
+            if passed(h) {
+                answerHeld(h)
+            } else if now - h.since >= Daemon.maximumHoldMilliseconds {
+                supervisor.countHeldPastBound()
+                answerHeld(h)
+            } else {
+                waiting.append(h)
+            }
+        }
+        held = waiting
+        heldCount.store(held.count, ordering: .releasing)
+    }
+
+    func answerHeld(_ h: HeldRequest) {
+        let response = answerNow(h.request, from: h.client)
+        control.push(response, to: h.client)
+    }
+
+    /// A registered proxy's connection closed: its waiting requests go with it.
+    func dropHeld(of client: ControlServer.ClientID) {
+        guard !held.isEmpty else { return }
+        held.removeAll { $0.client == client }
+        heldCount.store(held.count, ordering: .releasing)
+    }
+
+    func answerNow(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {
         let (response, event) = supervisor.handle(request, from: client, now: clock.now(),
                                                   status: { status() }, flows: { flows() })
         switch event {
@@ -318,6 +387,7 @@ final class Daemon: @unchecked Sendable {
 
     /// A registered proxy's connection closed (control thread).
     func proxyGone(_ client: ControlServer.ClientID) {
+        dropHeld(of: client)
         guard let (r, successor) = supervisor.connectionClosed(client, now: clock.now()) else { return }
         logger.warning("proxy gone: its flows are in bypass now", metadata: [
             "id": "\(r.proxy.id)", "name": "\(r.proxy.registration.name)", "pid": "\(r.proxy.registration.pid)",

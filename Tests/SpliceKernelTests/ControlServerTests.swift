@@ -14,6 +14,9 @@ final class ServerHarness {
     let server: ControlServer
     var gone: [ControlServer.ClientID] = []
     var seen: [ControlServer.ClientID] = []
+    /// With it set, `flows` is not answered in its round (held, as spliced holds a join).
+    var holdFlows = false
+    var held: [ControlServer.ClientID] = []
 
     init(limits: ControlServer.Limits = ControlServer.Limits()) throws {
         var template = Array("/tmp/tcpsplice-ctl-test.XXXXXX".utf8CString)
@@ -35,6 +38,9 @@ final class ServerHarness {
         server.serve(timeoutMilliseconds: 5, handle: { request, client in
             self.seen.append(client)
             switch request.command {
+            case .flows where self.holdFlows:
+                self.held.append(client)
+                return nil
             case .flows: return ControlResponse(ok: true, error: String(repeating: "x", count: 4096))
             default: return ControlResponse(ok: true, proxyID: 1)
             }
@@ -167,6 +173,21 @@ struct ControlServerTests {
         other.send(Self.status)
         #expect(other.line(h, milliseconds: 1000) != nil)
         #expect(h.server.clientCount == 1)
+    }
+
+    @Test("a request answered later does not hold up the next one; its answer follows when pushed")
+    func heldAnswerOvertaken() throws {
+        let h = try ServerHarness()
+        h.holdFlows = true
+        let c = try TestClient(h)
+        c.send(Self.flows + Self.status)
+        let first = c.line(h, milliseconds: 1000)
+        #expect(first?.contains("\"proxyID\":1") == true)
+        #expect(h.held.count == 1)
+        h.pump(milliseconds: 50)
+        #expect(c.takeLine() == nil)
+        h.server.push(ControlResponse(ok: true, error: "later"), to: h.held[0])
+        #expect(c.line(h, milliseconds: 1000)?.contains("later") == true)
     }
 
     @Test("answers not read for the stall deadline drop the client")

@@ -31,10 +31,14 @@ extension Engine {
         case refused(String)
     }
 
-    /// A step-out or join the daemon answered "not-drained" because the queues held packets
-    /// the engine had not seen yet.
+    /// A step-out or join the daemon held back because the queues held packets the engine had
+    /// not seen yet; and one it answered at its bound with the readers still behind.
     public func countDeferredForQueue() {
         counters.splices.deferredForQueue &+= 1
+    }
+
+    public func countHeldPastBound() {
+        counters.splices.heldPastBound &+= 1
     }
 
     /// The flow of the proxy's connection from `client` to `server`, if it is resilient.
