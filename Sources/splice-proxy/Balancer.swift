@@ -472,7 +472,23 @@ extension Relay {
         // or two resent (1 s each) is not a drain that failed. Counted from the decision,
         // a lossy backend path had joins given up as soon as they were prepared.
         c.spliceSince = monotonicSeconds()
+        if c.joinReady && !c.toClient.paused {
+            // A join for a response already on its way (its request went first: a per-request
+            // join, a response-head rule): no more of it is read until the engine has shut the
+            // backend's window (the answer to `prepare`). Read on meanwhile, the proxy's socket
+            // kept opening that window, and a fast backend's whole answer could come through
+            // the proxy before the join (given up: 1 to 4 of 8 answers of 1 MiB on one machine).
+            c.toClient.paused = true
+            c.pausedForPrepare = true
+        }
         sendJoin(c, .prepare)
+    }
+
+    /// The response is read again (the engine answered `prepare`, or the join is off).
+    func resumeAfterPrepare(_ c: Connection) {
+        guard c.pausedForPrepare else { return }
+        c.pausedForPrepare = false
+        c.toClient.paused = false
     }
 
     func sendJoin(_ c: Connection, _ step: JoinMessage.Step) {
@@ -543,6 +559,7 @@ extension Relay {
             sendJoin(c, .cancel)
             c.joinPrepared = false
             c.joinReady = true
+            resumeAfterPrepare(c)
             spliceCounts.fellBack += 1
             pendingSplices.remove(c.id)
             // (A per-request connection's response is relayed to its end.)
@@ -575,6 +592,7 @@ extension Relay {
         pendingSplices.remove(c.id)
         c.joinPrepared = false
         c.joinReady = true
+        resumeAfterPrepare(c)
         spliceCounts.cancelled += 1
         c.stage = relayStage(c)
         refreshInterest(c)
@@ -601,6 +619,7 @@ extension Relay {
             return
         case .prepare:
             c.joinReady = true
+            resumeAfterPrepare(c)
             if !r.ok && (c.stage == .pendingSplice || c.stage == .steppingOut) {
                 c.joinPrepared = false
                 refused(c, r.error)

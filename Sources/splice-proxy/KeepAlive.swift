@@ -348,6 +348,7 @@ extension Relay {
         c.toServer.heldSent = 0
         c.toServer.gathering = false
         c.toClient.paused = true
+        c.pausedForPrepare = false
         c.deadline = monotonicSeconds() + settings.keepAliveTimeout
         deciding.insert(c.id)
         refreshInterest(c)

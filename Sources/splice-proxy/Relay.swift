@@ -156,6 +156,8 @@ final class Relay {
         /// the backend now. Written before, the backend could answer at once and close, and
         /// the join would come too late.
         var joinReady = false
+        /// The response is not read until the engine answers `prepare` (`backendConnected`).
+        var pausedForPrepare = false
         /// Keep-alive re-routing (Balancer.swift): this connection's requests are decided one
         /// by one (its rule said `perRequest`), the backend's FIN after a response is processed
         /// (`fin process`), the response's end in the bytes read from the backend, the bytes
