@@ -279,6 +279,8 @@ nsx "$NS_C" python3 "$NETNS_DIR/crowd.py" --host "$VIP" --port 80 --path /small 
     || fail "crowd: $(cat "$TEST_TMP/crowd.json" 2>/dev/null) (failures: $(head -5 "$TEST_TMP/crowd-failures.txt" 2>/dev/null)); their flows:"$'\n'"$(crowd_flows)"
 log "crowd: $N concurrent requests, all byte-exact: $(cat "$TEST_TMP/crowd.json")"
 log "balancer counters: $(status_json | json_get 'balancer?none')"
+st=$(status_json)
+log "joins held until the engine had seen what its queues held: $(json_get splices.deferredForQueue <<<"$st") (answered at the 20 ms bound: $(json_get splices.heldPastBound <<<"$st"))"
 
 # 9. A rule on the response head: the default keeps requests in the proxy, a Content-Length
 # above 1 MB joins the rest of the body (the request went to the backend first, its head was
