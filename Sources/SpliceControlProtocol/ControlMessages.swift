@@ -653,15 +653,15 @@ public enum ControlFraming {
         try JSONDecoder().decode(type, from: Data(line))
     }
 
-    /// A request: a join message alone is written by the fast path (JoinFastPath.swift), the
-    /// same bytes as Codable's; any other through Codable.
+    /// A request: a join message alone, or a `decide` or `step-out`, is written by the fast path
+    /// (JoinFastPath.swift), the same bytes as Codable's; any other through Codable.
     public static func encode(_ request: ControlRequest) throws -> [UInt8] {
         if let line = request.fastLine { return line }
         return try encode(request as any Encodable)
     }
 
-    /// An answer: one of no more than `ok`, `answers`, `error`, `outcome` and `join` is written
-    /// by the fast path; any other through Codable.
+    /// An answer: one of no more than `ok`, `answers`, `decision`, `error`, `outcome` and
+    /// `join` is written by the fast path; any other through Codable.
     public static func encode(_ response: ControlResponse) throws -> [UInt8] {
         if let line = response.fastLine { return line }
         return try encode(response as any Encodable)
@@ -675,17 +675,17 @@ public enum ControlFraming {
         return bytes
     }
 
-    /// A request: a join request is read by the fast path when it has the shape the fast path
-    /// reads; anything else (or anything odd about it) by Codable, which names what is wrong.
+    /// A request: a join request, or a `decide` or `step-out`, is read by the fast path when it
+    /// has the shape the fast path reads; anything else (or anything odd about it) by Codable, which names what is wrong.
     public static func decode(_ type: ControlRequest.Type, from line: some Collection<UInt8>) throws -> ControlRequest {
-        let fast = line.withContiguousStorageIfAvailable { ControlRequest.fastJoin($0) }
-            ?? Array(line).withUnsafeBufferPointer { ControlRequest.fastJoin($0) }
+        let fast = line.withContiguousStorageIfAvailable { ControlRequest.fast($0) }
+            ?? Array(line).withUnsafeBufferPointer { ControlRequest.fast($0) }
         if let fast { return fast }
         return try JSONDecoder().decode(type, from: Data(line))
     }
 
-    /// An answer: read by the fast path when it has no more than `ok`, `answers`, `error`,
-    /// `outcome` and `join`; anything else by Codable.
+    /// An answer: read by the fast path when it has no more than `ok`, `answers`, `decision`,
+    /// `error`, `outcome` and `join`; anything else by Codable.
     public static func decode(_ type: ControlResponse.Type, from line: some Collection<UInt8>) throws -> ControlResponse {
         let fast = line.withContiguousStorageIfAvailable { ControlResponse.fast($0) }
             ?? Array(line).withUnsafeBufferPointer { ControlResponse.fast($0) }

@@ -1,11 +1,15 @@
-// The balancer's join messages, written and read without Foundation's JSONEncoder/JSONDecoder.
+// The per-connection messages (the balancer's joins, the proxy's decisions and step-outs),
+// written and read without Foundation's JSONEncoder/JSONDecoder.
 //
 // Every balanced connection costs two requests (`prepare`, `join`) and their two answers, each
 // encoded by one side and decoded by the other. Through Codable that was most of spliced's and
 // splice-proxy's own CPU under a crowd of short requests (perf, bench-balancer's short
 // requests: ControlRequest's decoding and ControlResponse's encoding ~60% of spliced's
 // samples). These messages are flat: a writer and a reader for exactly them are short, and
-// the wire stays the same JSON: the writer's bytes are the ones JSONEncoder writes with
+// the wire stays the same JSON. The same held for the resilient mode's one message a
+// connection, `decide` (the proxy's `proxy` decision, shown in `splicectl flows`): under
+// bench-connrate's resilient case its Codable reading and writing took ~9% of the machine in
+// spliced's control thread. And: the writer's bytes are the ones JSONEncoder writes with
 // `.sortedKeys` and `.withoutEscapingSlashes` (the tests compare them), and the reader takes
 // any JSON text of the same shape. Anything else (another command, a field the fast path
 // does not know, a number with a fraction, a duplicated key) is left to Codable: the reader
@@ -88,15 +92,40 @@ extension JoinMessage {
     }
 }
 
+extension FlowDecision {
+    /// The members in JSONEncoder's `.sortedKeys` order.
+    func write(to w: inout JSONLineWriter) {
+        var first = true
+        w.bytes.append(0x7b)
+        w.key("action", first: &first); w.string(action.rawValue)
+        w.key("client", first: &first); w.string(client)
+        w.key("clientPort", first: &first); w.number(clientPort)
+        if let rule { w.key("rule", first: &first); w.number(rule) }
+        w.key("server", first: &first); w.string(server)
+        w.key("serverPort", first: &first); w.number(serverPort)
+        w.bytes.append(0x7d)
+    }
+}
+
 extension ControlRequest {
-    /// The request as one line, when it is a join message alone (nil: write it with Codable).
+    /// The request as one line, when it is a join message alone, or a `decide` or `step-out`
+    /// with its decision (and `force`) alone (nil: write it with Codable).
     var fastLine: [UInt8]? {
-        guard command == .join, let join, proxy == nil, close == nil, policy == nil, decision == nil,
-              force == nil, rules == nil, rule == nil, ruleID == nil, position == nil, pool == nil,
-              poolName == nil, member == nil else { return nil }
+        guard proxy == nil, close == nil, policy == nil, rules == nil, rule == nil, ruleID == nil,
+              position == nil, pool == nil, poolName == nil, member == nil else { return nil }
         var w = JSONLineWriter()
-        w.raw(#"{"command":"join","join":"#)
-        join.write(to: &w)
+        if command == .join, let join, decision == nil, force == nil {
+            w.raw(#"{"command":"join","join":"#)
+            join.write(to: &w)
+        } else if command == .decide || command == .stepOut, let decision, join == nil {
+            var first = true
+            w.bytes.append(0x7b)
+            w.key("command", first: &first); w.string(command.rawValue)
+            w.key("decision", first: &first); decision.write(to: &w)
+            if let force { w.key("force", first: &first); w.bool(force) }
+        } else {
+            return nil
+        }
         w.bytes.append(0x7d)
         w.bytes.append(0x0a)
         return w.bytes
@@ -104,15 +133,17 @@ extension ControlRequest {
 }
 
 extension ControlResponse {
-    /// The answer as one line, when it carries no more than `answers`, `error`, `join`, `ok`
-    /// and `outcome` (a join's answer, a refusal; nil: write it with Codable).
+    /// The answer as one line, when it carries no more than `answers`, `decision`, `error`,
+    /// `join`, `ok` and `outcome` (a join's or a decision's answer, a refusal; nil: write it
+    /// with Codable).
     var fastLine: [UInt8]? {
-        guard status == nil, flows == nil, proxyID == nil, policy == nil, rules == nil, decision == nil,
+        guard status == nil, flows == nil, proxyID == nil, policy == nil, rules == nil,
               flowsReset == nil else { return nil }
         var w = JSONLineWriter()
         var first = true
         w.bytes.append(0x7b)
         if let answers { w.key("answers", first: &first); w.string(answers.rawValue) }
+        if let decision { w.key("decision", first: &first); decision.write(to: &w) }
         if let error { w.key("error", first: &first); w.string(error) }
         if let join { w.key("join", first: &first); join.write(to: &w) }
         w.key("ok", first: &first); w.bool(ok)
@@ -353,37 +384,83 @@ extension JoinMessage {
     }
 }
 
-extension ControlRequest {
-    static let fastMembers: [StaticString] = ["command", "join"]
+extension FlowDecision {
+    static let memberNames: [StaticString] = ["action", "client", "clientPort", "server", "serverPort", "rule"]
+    /// The first five are required.
+    static let requiredMembers: UInt32 = (1 << 5) - 1
 
-    /// A join request read without Codable (nil: not one the fast path reads).
-    static func fastJoin(_ line: UnsafeBufferPointer<UInt8>) -> ControlRequest? {
-        var r = FlatReader(line)
-        var command: Command?, join: JoinMessage?, seen: UInt32 = 0
+    /// A decision object as the fast path reads it (nil otherwise: Codable decides).
+    static func read(_ r: inout FlatReader) -> FlowDecision? {
+        var d = FlowDecision(client: "", clientPort: 0, server: "", serverPort: 0, action: .proxy, rule: nil)
+        var seen: UInt32 = 0
         let ok = FlatReader.object(&r) { key, r in
-            guard let n = FlatReader.index(of: key, in: ControlRequest.fastMembers), seen & (1 << n) == 0 else { return false }
+            guard let n = FlatReader.index(of: key, in: FlowDecision.memberNames), seen & (1 << n) == 0 else { return false }
             seen |= 1 << n
-            if n == 0 {
-                guard let s = r.string(), let c = Command(rawValue: s) else { return false }
-                command = c
-            } else {
-                guard let m = JoinMessage.read(&r) else { return false }
-                join = m
+            switch n {
+            case 0: guard let s = r.string(), let a = RuleAction(rawValue: s) else { return false }; d.action = a
+            case 1: guard let s = r.string() else { return false }; d.client = s
+            case 2: guard let p = r.unsigned(UInt16.self) else { return false }; d.clientPort = p
+            case 3: guard let s = r.string() else { return false }; d.server = s
+            case 4: guard let p = r.unsigned(UInt16.self) else { return false }; d.serverPort = p
+            default:
+                if r.null() { return true }
+                guard let v = r.int() else { return false }
+                d.rule = v
             }
             return true
         }
-        guard ok, r.atEnd(), command == .join, let join else { return nil }
-        var request = ControlRequest(command: .join)
+        guard ok, seen & requiredMembers == requiredMembers else { return nil }
+        return d
+    }
+}
+
+extension ControlRequest {
+    static let fastMembers: [StaticString] = ["command", "join", "decision", "force"]
+
+    /// A join request, or a `decide` or `step-out` with its decision (and `force`), read
+    /// without Codable (nil: not one the fast path reads).
+    static func fast(_ line: UnsafeBufferPointer<UInt8>) -> ControlRequest? {
+        var r = FlatReader(line)
+        var command: Command?, join: JoinMessage?, decision: FlowDecision?, force: Bool?, seen: UInt32 = 0
+        let ok = FlatReader.object(&r) { key, r in
+            guard let n = FlatReader.index(of: key, in: ControlRequest.fastMembers), seen & (1 << n) == 0 else { return false }
+            seen |= 1 << n
+            if n > 0 && r.null() { return true }
+            switch n {
+            case 0:
+                guard let s = r.string(), let c = Command(rawValue: s) else { return false }
+                command = c
+            case 1:
+                guard let m = JoinMessage.read(&r) else { return false }
+                join = m
+            case 2:
+                guard let d = FlowDecision.read(&r) else { return false }
+                decision = d
+            default:
+                guard let b = r.bool() else { return false }
+                force = b
+            }
+            return true
+        }
+        guard ok, r.atEnd(), let command else { return nil }
+        switch command {
+        case .join: guard join != nil, decision == nil, force == nil else { return nil }
+        case .decide, .stepOut: guard decision != nil, join == nil else { return nil }
+        default: return nil
+        }
+        var request = ControlRequest(command: command)
         request.join = join
+        request.decision = decision
+        request.force = force
         return request
     }
 }
 
 extension ControlResponse {
-    static let fastMembers: [StaticString] = ["ok", "error", "outcome", "answers", "join"]
+    static let fastMembers: [StaticString] = ["ok", "error", "outcome", "answers", "join", "decision"]
 
-    /// An answer of `ok`, `answers`, `error`, `outcome` and `join` read without Codable (nil:
-    /// not one the fast path reads).
+    /// An answer of `ok`, `answers`, `error`, `outcome`, `join` and `decision` read without
+    /// Codable (nil: not one the fast path reads).
     static func fast(_ line: UnsafeBufferPointer<UInt8>) -> ControlResponse? {
         var r = FlatReader(line)
         var answer = ControlResponse(ok: false)
@@ -398,7 +475,8 @@ extension ControlResponse {
             case 1: guard let s = r.string() else { return false }; answer.error = s
             case 2: guard let s = r.string() else { return false }; answer.outcome = s
             case 3: guard let s = r.string(), let c = ControlRequest.Command(rawValue: s) else { return false }; answer.answers = c
-            default: guard let m = JoinMessage.read(&r) else { return false }; answer.join = m
+            case 4: guard let m = JoinMessage.read(&r) else { return false }; answer.join = m
+            default: guard let d = FlowDecision.read(&r) else { return false }; answer.decision = d
             }
             return true
         }

@@ -33,10 +33,61 @@ struct JoinFastPathTests {
                     local: "::1", localPort: 0, backend: "::2", backendPort: 3)
     }
 
+    func decision(rule: Int?, action: RuleAction = .proxy) -> FlowDecision {
+        FlowDecision(client: "fd77:1::2", clientPort: 65535, server: "10.77.2.2", serverPort: 80, action: action, rule: rule)
+    }
+
+    @Test func decisionsAndTheirAnswersAreWrittenAsCodableWritesThemAndReadBack() throws {
+        var requests: [ControlRequest] = []
+        for (command, d, force) in [(ControlRequest.Command.decide, decision(rule: nil), nil as Bool?),
+                                    (.decide, decision(rule: -7, action: .splice), nil),
+                                    (.stepOut, decision(rule: 2, action: .bypass), true),
+                                    (.stepOut, decision(rule: nil, action: .splice), nil)] {
+            var r = ControlRequest(command: command, decision: d)
+            r.force = force
+            requests.append(r)
+        }
+        for r in requests {
+            let fast = try #require(r.fastLine)
+            #expect(fast == (try codable(r)))
+            let read = try #require(fast.withUnsafeBufferPointer { ControlRequest.fast($0) })
+            #expect(read.command == r.command && read.decision == r.decision && read.force == r.force && read.join == nil)
+            #expect(try ControlFraming.decode(ControlRequest.self, from: fast).decision == r.decision)
+        }
+        var a = ControlResponse(ok: true, outcome: "drained")
+        a.answers = .stepOut
+        a.decision = decision(rule: 3, action: .splice)
+        var b = ControlResponse(ok: false, error: "no such flow")
+        b.answers = .decide
+        b.decision = decision(rule: nil)
+        for r in [a, b] {
+            let fast = try #require(r.fastLine)
+            #expect(fast == (try codable(r)))
+            let read = try #require(fast.withUnsafeBufferPointer { ControlResponse.fast($0) })
+            #expect(read.ok == r.ok && read.error == r.error && read.outcome == r.outcome
+                    && read.answers == r.answers && read.decision == r.decision && read.join == nil)
+        }
+        // A decision with a member or an action the fast path does not read is Codable's; a
+        // decide without its decision, or with a join, too.
+        let leftToCodable = [
+            #"{"command":"decide","decision":{"action":"proxy","client":"a","clientPort":1,"server":"b","serverPort":2,"extra":1}}"#,
+            #"{"command":"decide","decision":{"action":"teleport","client":"a","clientPort":1,"server":"b","serverPort":2}}"#,
+            #"{"command":"decide","decision":{"action":"proxy","client":"a","clientPort":1,"server":"b"}}"#,
+            #"{"command":"decide"}"#,
+            #"{"command":"join","decision":{"action":"proxy","client":"a","clientPort":1,"server":"b","serverPort":2}}"#,
+            #"{"command":"status","decision":{"action":"proxy","client":"a","clientPort":1,"server":"b","serverPort":2}}"#,
+        ]
+        for text in leftToCodable {
+            #expect(Array(text.utf8).withUnsafeBufferPointer { ControlRequest.fast($0) } == nil, "\(text)")
+        }
+        #expect(throws: (any Error).self) { try ControlFraming.decode(ControlRequest.self, from: Array(leftToCodable[1].utf8)) }
+    }
+
     /// Adding a field to these types must come with the fast path's knowing it: its writer
     /// would leave it out, its reader would hand the message to Codable.
     @Test func theFastPathKnowsEveryField() {
         #expect(Mirror(reflecting: full()).children.count == 19)
+        #expect(Mirror(reflecting: decision(rule: 1)).children.count == 6)
         #expect(Mirror(reflecting: ControlRequest(command: .join)).children.count == 14)
         #expect(Mirror(reflecting: ControlResponse(ok: true)).children.count == 12)
     }
@@ -48,7 +99,7 @@ struct JoinFastPathTests {
             let fast = try #require(r.fastLine)
             #expect(fast == (try codable(r)))
             #expect(try ControlFraming.encode(r) == fast)
-            let fastRead = fast.withUnsafeBufferPointer { ControlRequest.fastJoin($0) }
+            let fastRead = fast.withUnsafeBufferPointer { ControlRequest.fast($0) }
             #expect(fastRead?.join == m && fastRead?.command == .join)
             #expect(try ControlFraming.decode(ControlRequest.self, from: fast).join == m)
         }
@@ -89,7 +140,7 @@ struct JoinFastPathTests {
         let spaced = #" { "join" : { "step":"join", "servicePort":80, "service":"10.77.9.1", "client":"10.\u0037\u00377.1.2","#
             + #" "clientPort" : 4, "local":"10.77.2.1", "localPort":61000, "backend":"b\/\"x\"", "backendPort":80,"#
             + #" "rule": null, "pool": "\ud83d\ude00", "readFromClient": 0 }, "command" : "join" }"# + "\n"
-        let r = try #require(Array(spaced.utf8).withUnsafeBufferPointer { ControlRequest.fastJoin($0) })
+        let r = try #require(Array(spaced.utf8).withUnsafeBufferPointer { ControlRequest.fast($0) })
         #expect(r.join?.client == "10.777.1.2" && r.join?.backend == #"b/"x""# && r.join?.rule == nil)
         #expect(r.join?.pool == "😀" && r.join?.readFromClient == 0)
         #expect(try ControlFraming.decode(ControlRequest.self, from: Array(spaced.utf8)).join == r.join)
@@ -112,7 +163,7 @@ struct JoinFastPathTests {
             "",
         ]
         for text in leftToCodable {
-            #expect(Array(text.utf8).withUnsafeBufferPointer { ControlRequest.fastJoin($0) } == nil, "\(text)")
+            #expect(Array(text.utf8).withUnsafeBufferPointer { ControlRequest.fast($0) } == nil, "\(text)")
         }
         // A key written with an escape is Codable's to read.
         #expect(try ControlFraming.decode(ControlRequest.self, from: Array(leftToCodable[9].utf8)).join?.step == .join)
