@@ -270,7 +270,7 @@ crowd_flows() {
     all=$(splicectl flows)
     while read -r port _; do
         [[ "$port" =~ ^[0-9]+$ ]] || continue
-        grep -E "sport=$port |joined-to=$CLIENT_IP:$port " <<<"$all" | head -n 2
+        grep -E "sport=$port |joined-to=$CLIENT_IP:$port( |$)" <<<"$all" | head -n 2
     done < <(head -n 5 "$TEST_TMP/crowd-failures.txt" 2>/dev/null)
 }
 nsx "$NS_C" python3 "$NETNS_DIR/crowd.py" --host "$VIP" --port 80 --path /small --count "$N" \
