@@ -145,7 +145,8 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// Sends a config message with NLM_F_ACK and waits for the kernel's answer.
     private func sendExpectingAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, what: String) throws {
         let seq = UInt32(truncatingIfNeeded: time(nil)) &+ UInt32(number)
-        try netlink.sendExpectingAck(nlh, sequence: seq, buffer: receiveBuffer, size: receiveBufferSize, what: what) { code in
+        try netlink.sendExpectingAck(nlh, sequence: seq, buffer: receiveBuffer, size: receiveBufferSize, what: what,
+                                     acceptOn: number) { code in
             if code == EBUSY { return " (another program has bound this queue)" }
             if code == EPERM { return permissionHint(queue: number) }
             return ""

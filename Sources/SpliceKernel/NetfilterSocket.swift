@@ -26,15 +26,22 @@ struct NetfilterSocket {
 
     /// Sends `nlh` with NLM_F_ACK and sequence number `seq`, and waits for the kernel's answer,
     /// receiving into `buffer` (`size` bytes). An error answer throws with `what` and
-    /// `hint(code)`.
+    /// `hint(code)`. Packets may already be arriving (a queue bound while its rules send it
+    /// traffic: after a SYN flood, the server's SYN-ACKs resent for about a minute); they are skipped
+    /// for up to 5 s, and with `acceptOn` (an NFQUEUE's number) each is accepted at once, as
+    /// the kernel would have let it by unqueued, instead of being left queued without a verdict.
     func sendExpectingAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, sequence seq: UInt32, buffer: UnsafeMutableRawPointer,
-                          size: Int, what: String, hint: (Int32) -> String) throws {
+                          size: Int, what: String, acceptOn queue: UInt16? = nil, hint: (Int32) -> String) throws {
         nlh.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
         nlh.pointee.nlmsg_seq = seq
         guard mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len)) >= 0 else { throw SystemError(what) }
-        // Packets may already be arriving; skip them until the answer (this happens once, at
-        // start).
-        for _ in 0..<64 {
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        let packetType = UInt16(NFNL_SUBSYS_QUEUE << 8) | UInt16(NFQNL_MSG_PACKET.rawValue)
+        while true {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            if now.tv_sec - start.tv_sec >= 5 { break }
             let n = recv(fd, buffer, size, 0)
             if n < 0 {
                 if errno == EINTR || errno == ENOBUFS { continue }
@@ -48,9 +55,27 @@ struct NetfilterSocket {
                     if err == 0 { return }
                     throw SystemError("\(what)\(hint(-err))", errno: -err)
                 }
+                if let queue, m.pointee.nlmsg_type == packetType { accept(m, queue: queue) }
                 msg = UnsafePointer(mnl_nlmsg_next(m, &len))
             }
         }
         throw SystemError("\(what): no answer from the kernel", errno: ETIMEDOUT)
+    }
+
+    /// An accept verdict, sent at once, for a packet that arrived before the queue's reader.
+    private func accept(_ m: UnsafePointer<nlmsghdr>, queue: UInt16) {
+        let count = Int(TS_NFQA_MAX) + 1
+        let attributes = UnsafeMutablePointer<UnsafeMutablePointer<nlattr>?>.allocate(capacity: count)
+        defer { attributes.deallocate() }
+        attributes.initialize(repeating: nil, count: count)
+        guard nfq_nlmsg_parse(UnsafeMutablePointer(mutating: m), attributes) >= 0,
+              let ph = attributes[Int(NFQA_PACKET_HDR.rawValue)] else { return }
+        let id = UInt32(bigEndian: mnl_attr_get_payload(ph)!.assumingMemoryBound(to: nfqnl_msg_packet_hdr.self).pointee.packet_id)
+        var verdict = [CChar](repeating: 0, count: 128)
+        verdict.withUnsafeMutableBufferPointer { b in
+            guard let nlh = nfq_nlmsg_put(b.baseAddress, Int32(NFQNL_MSG_VERDICT.rawValue), UInt32(queue)) else { return }
+            nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: id), Int32(TS_NF_ACCEPT))
+            _ = mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len))
+        }
     }
 }
