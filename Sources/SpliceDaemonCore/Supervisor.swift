@@ -143,17 +143,16 @@ public final class Supervisor<Client: Hashable & Sendable>: Sendable {
         return answer
     }
 
-    /// The flow a registered proxy's `step-out` or `join` (its join step) is about, as a key:
-    /// such a request checks that nothing is in flight, so it must wait while packets are queued
-    /// that the engine has not seen. Nil for anything else (answered at once).
-    public func waitsForQueues(_ request: ControlRequest, from client: Client) -> String? {
+    /// Is this a registered proxy's `step-out` or `join` (its join step)? Such a request checks
+    /// that nothing is in flight, so it must wait while packets are queued that the engine has
+    /// not seen; anything else is answered at once.
+    public func waitsForQueues(_ request: ControlRequest, from client: Client) -> Bool {
         switch request.command {
-        case .stepOut: guard request.decision != nil else { return nil }
-        case .join: guard request.join?.step == .join else { return nil }
-        default: return nil
+        case .stepOut: guard request.decision != nil else { return false }
+        case .join: guard request.join?.step == .join else { return false }
+        default: return false
         }
-        guard registry.withLock({ $0.isRegistered(client) }) else { return nil }
-        return request.flowKey
+        return registry.withLock { $0.isRegistered(client) }
     }
 
     /// Counts a request held until the engine had seen the queues' packets, and one answered

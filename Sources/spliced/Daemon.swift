@@ -259,16 +259,12 @@ final class Daemon: @unchecked Sendable {
         return fence
     }
 
-    /// Has the engine seen everything the fence covers?
-    func passed(_ h: HeldRequest) -> Bool {
-        let inTurn = readersInTurn.load(ordering: .acquiring) > 0
-        for f in h.fence {
-            let q = queues[f.queue]
-            if let id = f.id, q.hasSeen(through: id) { continue }
-            if !inTurn && !q.holdsUnreceived() { continue }
-            return false
+    /// Has the engine seen everything the fence covers? `emptied`: per queue, nothing waits in
+    /// it and no reader is in its turn (looked at once a round for all the held requests).
+    func passed(_ h: HeldRequest, emptied: [Bool]) -> Bool {
+        h.fence.allSatisfy { f in
+            emptied[f.queue] || f.id.map { queues[f.queue].hasSeen(through: $0) } == true
         }
-        return true
     }
 
     /// A splice's step-out and a join check that nothing is in flight through the proxy, then
@@ -282,12 +278,13 @@ final class Daemon: @unchecked Sendable {
     /// then; a later request about the same flow first has it answered, so each flow's requests
     /// are handled in order. Returns nil when the request waits.
     func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse? {
-        if !held.isEmpty, let key = request.flowKey, let i = held.firstIndex(where: { $0.key == key }) {
+        let key = request.flowKey
+        if let key, let i = held.firstIndex(where: { $0.key == key }) {
             let h = held.remove(at: i)
             heldCount.store(held.count, ordering: .releasing)
             answerHeld(h)
         }
-        if let key = supervisor.waitsForQueues(request, from: client) {
+        if let key, supervisor.waitsForQueues(request, from: client) {
             let fence = unseenFence()
             if !fence.isEmpty {
                 held.append(HeldRequest(request: request, client: client, key: key, fence: fence,
@@ -306,9 +303,11 @@ final class Daemon: @unchecked Sendable {
         roundQueueIDs = nil
         guard !held.isEmpty else { return }
         let now = ControlServer.milliseconds()
+        let inTurn = readersInTurn.load(ordering: .acquiring) > 0
+        let emptied = queues.map { !inTurn && !$0.holdsUnreceived() }
         var waiting: [HeldRequest] = []
         for h in held {
-            if passed(h) {
+            if passed(h, emptied: emptied) {
                 answerHeld(h)
             } else if now - h.since >= Daemon.maximumHoldMilliseconds {
                 supervisor.countHeldPastBound()
