@@ -83,6 +83,9 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// after each drain for other threads: every packet with an id up to it has been seen.
     private var lastHandledID: UInt32 = 0
     private let seenThrough = Atomic<UInt32>(0)
+    /// The drains begun and ended: odd while one is under way (packets received, their verdicts
+    /// not all sent), even between them.
+    private let drains = Atomic<UInt32>(0)
 
     /// Binds queue `number`. Throws with a message naming the problem (not root, queue taken).
     public init(number: UInt16, options: Options = Options()) throws {
@@ -184,6 +187,12 @@ public final class NetfilterQueue: @unchecked Sendable {
         Int32(bitPattern: seenThrough.load(ordering: .acquiring) &- id) >= 0
     }
 
+    /// The reader's drains so far, counted at their start and at their end (after their
+    /// verdicts went out): odd while one is under way. A packet the engine handled before some
+    /// moment has had its verdict sent once this differs from an odd value read after that
+    /// moment, or when it is even. Any thread.
+    public var drainCount: UInt32 { drains.load(ordering: .acquiring) }
+
     /// Is a packet waiting in the socket, not received yet? Any thread (a peek).
     public func holdsUnreceived() -> Bool {
         var byte: UInt8 = 0
@@ -191,6 +200,8 @@ public final class NetfilterQueue: @unchecked Sendable {
     }
 
     public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
+        drains.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        defer { drains.wrappingAdd(1, ordering: .releasing) }
         var drained = 0
         var overruns = 0
         while drained < options.receivesPerDrain {

@@ -36,6 +36,10 @@ final class Daemon: @unchecked Sendable {
     /// they came (control thread only), and their number for the readers, which wake the
     /// control thread after a drain while any wait.
     var held: [HeldRequest] = []
+    /// Answers to step-outs and joins made while a reader was in a drain (control thread only),
+    /// sent once those drains have ended (AnswersAfterDrains.swift says why). `heldCount`
+    /// counts them with the held requests.
+    var afterDrains = AnswersAfterDrains<ControlResponse, ControlServer.ClientID>()
     let heldCount = Atomic<Int>(0)
     /// The queues' last packet ids, read once per control round when a request needs them.
     var roundQueueIDs: [UInt16: UInt32]?
@@ -133,7 +137,7 @@ final class Daemon: @unchecked Sendable {
         let controlThread = Thread { [self] in
             defer { done.leave() }
             while !stop.load(ordering: .relaxed) {
-                control.serve(timeoutMilliseconds: held.isEmpty ? 100 : 1,
+                control.serve(timeoutMilliseconds: held.isEmpty && afterDrains.isEmpty ? 100 : 1,
                               handle: { request, client in handle(request, from: client) },
                               disconnected: { client in proxyGone(client) })
                 releaseHeld()
@@ -276,33 +280,63 @@ final class Daemon: @unchecked Sendable {
     /// queued when it came (the kernel's ids of the queues' last packets, from
     /// /proc/net/netfilter/nfnetlink_queue), at most `maximumHoldMilliseconds`, and is answered
     /// then; a later request about the same flow first has it answered, so each flow's requests
-    /// are handled in order. Returns nil when the request waits.
+    /// are handled in order. Once made, its answer still waits for the readers' drains under way
+    /// (`answerAfterDrains`). Returns nil when the request waits.
     func handle(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse? {
         let key = request.flowKey
         if let key, let i = held.firstIndex(where: { $0.key == key }) {
             let h = held.remove(at: i)
-            heldCount.store(held.count, ordering: .releasing)
+            countHeld()
             answerHeld(h)
+        }
+        if let key, let a = afterDrains.take(key: key) {
+            countHeld()
+            control.push(a.answer, to: a.client)
         }
         if let key, supervisor.waitsForQueues(request, from: client) {
             let fence = unseenFence()
             if !fence.isEmpty {
                 held.append(HeldRequest(request: request, client: client, key: key, fence: fence,
                                         since: ControlServer.milliseconds()))
-                heldCount.store(held.count, ordering: .releasing)
+                countHeld()
                 supervisor.countHeldForQueue()
                 return nil
             }
+            return answerAfterDrains(request, from: client, key: key)
         }
         return answerNow(request, from: client)
+    }
+
+    func countHeld() {
+        heldCount.store(held.count + afterDrains.count, ordering: .releasing)
+    }
+
+    /// A step-out or join answered now (made under the engine's lock), or nil when a reader is
+    /// in a drain: its answer goes once that drain has ended (`AnswersAfterDrains`).
+    func answerAfterDrains(_ request: ControlRequest, from client: ControlServer.ClientID, key: String) -> ControlResponse? {
+        let response = answerNow(request, from: client)
+        guard let answer = afterDrains.add(response, to: client, key: key, drainCounts: queues.map(\.drainCount),
+                                           now: ControlServer.milliseconds()) else {
+            countHeld()
+            return nil
+        }
+        return answer
     }
 
     /// Answers the held requests whose packets the engine has now seen. Control thread, after
     /// each round.
     func releaseHeld() {
         roundQueueIDs = nil
-        guard !held.isEmpty else { return }
+        guard !held.isEmpty || !afterDrains.isEmpty else { return }
         let now = ControlServer.milliseconds()
+        if !afterDrains.isEmpty {
+            for a in afterDrains.release(drainCounts: queues.map(\.drainCount), now: now,
+                                         bound: Daemon.maximumHoldMilliseconds) {
+                control.push(a.answer, to: a.client)
+            }
+            countHeld()
+        }
+        guard !held.isEmpty else { return }
         let inTurn = readersInTurn.load(ordering: .acquiring) > 0
         let emptied = queues.map { !inTurn && !$0.holdsUnreceived() }
         var waiting: [HeldRequest] = []
@@ -317,19 +351,21 @@ final class Daemon: @unchecked Sendable {
             }
         }
         held = waiting
-        heldCount.store(held.count, ordering: .releasing)
+        countHeld()
     }
 
     func answerHeld(_ h: HeldRequest) {
-        let response = answerNow(h.request, from: h.client)
-        control.push(response, to: h.client)
+        if let response = answerAfterDrains(h.request, from: h.client, key: h.key) {
+            control.push(response, to: h.client)
+        }
     }
 
     /// A registered proxy's connection closed: its waiting requests go with it.
     func dropHeld(of client: ControlServer.ClientID) {
-        guard !held.isEmpty else { return }
+        guard !held.isEmpty || !afterDrains.isEmpty else { return }
         held.removeAll { $0.client == client }
-        heldCount.store(held.count, ordering: .releasing)
+        afterDrains.drop(client: client)
+        countHeld()
     }
 
     func answerNow(_ request: ControlRequest, from client: ControlServer.ClientID) -> ControlResponse {

@@ -263,8 +263,10 @@ log "splicectl pools reset: $out; the client's download ended with a reset"
 # 8. A crowd of concurrent short requests through the balancer: all byte-exact.
 N=${BAL_CROWD_N:-2000}
 # crowd_flows: the engine's entries of the first failed requests and of their backend
-# connections (a failure seen once in CI, 3 of 2,000 reset after the backend's first flight,
-# never reproduced: what the table held is what would explain it).
+# connections. (Seen in CI twice, 1 to 3 of 2,000 reset after the backend's first flight: a
+# join answered while a reader had still to send the verdict of a backend packet for the
+# proxy's socket, which the proxy then closed; the router reset the backend. Since 2026-12-06
+# spliced answers a join once the readers' drains under way have ended.)
 crowd_flows() {
     local port all
     all=$(splicectl flows)
