@@ -125,17 +125,20 @@ final class Daemon: @unchecked Sendable {
         var readers: [Thread] = []
         for (i, group) in groups.enumerated() {
             done.enter()
+            let name = groups.count == 1 ? "queues" : "queues \(group.map { String($0.number) }.joined(separator: ","))"
             let reader = Thread { [self] in
                 defer { done.leave() }
+                _ = tcpsplice_set_thread_name(name)
                 readQueues(group, log: i == 0 ? finLog : nil, failed: failed)
             }
-            reader.name = groups.count == 1 ? "queues" : "queues \(group.map { String($0.number) }.joined(separator: ","))"
+            reader.name = name
             readers.append(reader)
         }
         for reader in readers { reader.start() }
         done.enter()
         let controlThread = Thread { [self] in
             defer { done.leave() }
+            _ = tcpsplice_set_thread_name("control")
             while !stop.load(ordering: .relaxed) {
                 control.serve(timeoutMilliseconds: held.isEmpty && afterDrains.isEmpty ? 100 : 1,
                               handle: { request, client in handle(request, from: client) },
@@ -150,6 +153,7 @@ final class Daemon: @unchecked Sendable {
         done.enter()
         let timerThread = Thread { [self] in
             defer { done.leave() }
+            _ = tcpsplice_set_thread_name("timers")
             while !stop.load(ordering: .relaxed) {
                 watchPidfile()
                 expireSilentProxies()
