@@ -157,7 +157,12 @@ extension Relay {
         c.rule = rule
         c.toServer.stopInspecting()
         c.toClient.stopInspecting()
-        sendToEngine(ControlRequest(command: .decide, decision: decision(c, action)))
+        // With no rule at all (the resilient mode alone) every connection is relayed by the
+        // default, which is what the engine assumes of a flow with no decision: not reported,
+        // one control message less per connection (Docs/control-protocol.md).
+        if action != .proxy || rule != nil || !rules.rules.isEmpty {
+            sendToEngine(ControlRequest(command: .decide, decision: decision(c, action)))
+        }
         if action == .proxy {
             c.stage = .relaying
             return
