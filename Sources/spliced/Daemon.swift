@@ -30,8 +30,6 @@ final class Daemon: @unchecked Sendable {
     let injector: SpliceInjector
     /// Runs of the timer thread (status shows them).
     let timerRuns = Atomic<UInt64>(0)
-    /// Readers in the middle of a turn (packets received, verdicts not all sent yet).
-    let readersInTurn = Atomic<Int>(0)
     /// Step-outs and joins waiting until the engine has seen every packet that was queued when
     /// they came (control thread only), and their number for the readers, which wake the
     /// control thread after a drain while any wait.
@@ -232,8 +230,6 @@ final class Daemon: @unchecked Sendable {
                 }
                 for i in group.indices where fds[i].revents != 0 {
                     draining = group[i]
-                    readersInTurn.add(1, ordering: .acquiringAndReleasing)
-                    defer { readersInTurn.subtract(1, ordering: .releasing) }
                     try group[i].drain(handle: handle)
                 }
                 // A step-out or join waits for what this turn has seen.
@@ -253,7 +249,7 @@ final class Daemon: @unchecked Sendable {
     /// each with the id of the last packet the kernel had queued there: one waiting in the
     /// socket, or a reader in its turn (received, verdicts not all sent). Empty: nothing unseen.
     func unseenFence() -> [(queue: Int, id: UInt32?)] {
-        let inTurn = readersInTurn.load(ordering: .acquiring) > 0
+        let inTurn = readerInDrain()
         var fence: [(queue: Int, id: UInt32?)] = []
         for (i, q) in queues.enumerated() where q.number != configuration.synQueue {
             guard inTurn || q.holdsUnreceived() else { continue }
@@ -311,6 +307,11 @@ final class Daemon: @unchecked Sendable {
         return answerNow(request, from: client)
     }
 
+    /// Is a reader in the middle of a drain (packets received, verdicts not all sent yet)?
+    func readerInDrain() -> Bool {
+        queues.contains { $0.drainCount & 1 == 1 }
+    }
+
     func countHeld() {
         heldCount.store(held.count + afterDrains.count, ordering: .releasing)
     }
@@ -341,7 +342,7 @@ final class Daemon: @unchecked Sendable {
             countHeld()
         }
         guard !held.isEmpty else { return }
-        let inTurn = readersInTurn.load(ordering: .acquiring) > 0
+        let inTurn = readerInDrain()
         let emptied = queues.map { !inTurn && !$0.holdsUnreceived() }
         var waiting: [HeldRequest] = []
         for h in held {
