@@ -129,7 +129,6 @@ final class Daemon: @unchecked Sendable {
                 _ = tcpsplice_set_thread_name(name)
                 readQueues(group, log: i == 0 ? finLog : nil, failed: failed)
             }
-            reader.name = name
             readers.append(reader)
         }
         for reader in readers { reader.start() }
@@ -145,7 +144,6 @@ final class Daemon: @unchecked Sendable {
                 tellChunkEnds()
             }
         }
-        controlThread.name = "control"
         controlThread.start()
         // The timers every 50 ms, on a thread that waits for nothing but the engine's lock.
         done.enter()
@@ -161,7 +159,6 @@ final class Daemon: @unchecked Sendable {
                 usleep(50_000)
             }
         }
-        timerThread.name = "timers"
         timerThread.start()
 
         logger.info("spliced running", metadata: [
