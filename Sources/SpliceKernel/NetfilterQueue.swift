@@ -149,7 +149,7 @@ public final class NetfilterQueue: @unchecked Sendable {
     private func sendExpectingAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, what: String) throws {
         let seq = UInt32(truncatingIfNeeded: time(nil)) &+ UInt32(number)
         try netlink.sendExpectingAck(nlh, sequence: seq, buffer: receiveBuffer, size: receiveBufferSize, what: what,
-                                     acceptOn: number) { code in
+                                     onPacket: { [self] m in acceptArrived(m) }) { code in
             if code == EBUSY { return " (another program has bound this queue)" }
             if code == EPERM { return permissionHint(queue: number) }
             return ""
@@ -236,6 +236,17 @@ public final class NetfilterQueue: @unchecked Sendable {
             }
             msg = mnl_nlmsg_next(m, &len)
         }
+    }
+
+    /// A packet that came while a configuration message awaited its answer (the queue bound
+    /// while its rules already send it traffic): accepted at once, as the kernel would have let
+    /// it by unqueued, instead of being left queued without a verdict.
+    private func acceptArrived(_ m: UnsafeMutablePointer<nlmsghdr>) {
+        attributes.update(repeating: nil, count: attributeCount)
+        guard nfq_nlmsg_parse(m, attributes) >= 0, let ph = attributes[Int(NFQA_PACKET_HDR.rawValue)] else { return }
+        let id = UInt32(bigEndian: mnl_attr_get_payload(ph)!.assumingMemoryBound(to: nfqnl_msg_packet_hdr.self).pointee.packet_id)
+        sendVerdict(id: id, verdict: TS_NF_ACCEPT, payload: nil)
+        flushSends()
     }
 
     private func packet(_ m: UnsafeMutablePointer<nlmsghdr>,

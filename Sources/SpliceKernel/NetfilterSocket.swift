@@ -27,11 +27,11 @@ struct NetfilterSocket {
     /// Sends `nlh` with NLM_F_ACK and sequence number `seq`, and waits for the kernel's answer,
     /// receiving into `buffer` (`size` bytes). An error answer throws with `what` and
     /// `hint(code)`. Packets may already be arriving (a queue bound while its rules send it
-    /// traffic: after a SYN flood, the server's SYN-ACKs resent for about a minute); they are skipped
-    /// for up to 5 s, and with `acceptOn` (an NFQUEUE's number) each is accepted at once, as
-    /// the kernel would have let it by unqueued, instead of being left queued without a verdict.
+    /// traffic: after a SYN flood, the server's SYN-ACKs resent for about a minute); for up to
+    /// 5 s each is given to `onPacket` (an NFQUEUE accepts it) and the answer waited for.
     func sendExpectingAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, sequence seq: UInt32, buffer: UnsafeMutableRawPointer,
-                          size: Int, what: String, acceptOn queue: UInt16? = nil, hint: (Int32) -> String) throws {
+                          size: Int, what: String, onPacket: ((UnsafeMutablePointer<nlmsghdr>) -> Void)? = nil,
+                          hint: (Int32) -> String) throws {
         nlh.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
         nlh.pointee.nlmsg_seq = seq
         guard mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len)) >= 0 else { throw SystemError(what) }
@@ -55,27 +55,10 @@ struct NetfilterSocket {
                     if err == 0 { return }
                     throw SystemError("\(what)\(hint(-err))", errno: -err)
                 }
-                if let queue, m.pointee.nlmsg_type == packetType { accept(m, queue: queue) }
+                if let onPacket, m.pointee.nlmsg_type == packetType { onPacket(UnsafeMutablePointer(mutating: m)) }
                 msg = UnsafePointer(mnl_nlmsg_next(m, &len))
             }
         }
         throw SystemError("\(what): no answer from the kernel", errno: ETIMEDOUT)
-    }
-
-    /// An accept verdict, sent at once, for a packet that arrived before the queue's reader.
-    private func accept(_ m: UnsafePointer<nlmsghdr>, queue: UInt16) {
-        let count = Int(TS_NFQA_MAX) + 1
-        let attributes = UnsafeMutablePointer<UnsafeMutablePointer<nlattr>?>.allocate(capacity: count)
-        defer { attributes.deallocate() }
-        attributes.initialize(repeating: nil, count: count)
-        guard nfq_nlmsg_parse(UnsafeMutablePointer(mutating: m), attributes) >= 0,
-              let ph = attributes[Int(NFQA_PACKET_HDR.rawValue)] else { return }
-        let id = UInt32(bigEndian: mnl_attr_get_payload(ph)!.assumingMemoryBound(to: nfqnl_msg_packet_hdr.self).pointee.packet_id)
-        var verdict = [CChar](repeating: 0, count: 128)
-        verdict.withUnsafeMutableBufferPointer { b in
-            guard let nlh = nfq_nlmsg_put(b.baseAddress, Int32(NFQNL_MSG_VERDICT.rawValue), UInt32(queue)) else { return }
-            nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: id), Int32(TS_NF_ACCEPT))
-            _ = mnl_socket_sendto(socket, nlh, Int(nlh.pointee.nlmsg_len))
-        }
     }
 }
