@@ -151,9 +151,11 @@ log "round robin: 30 requests, 10 on each backend (their logs), all joined"
 # their answers out of the queue, so the engine holds no flow of them (they were each picked
 # up mid-stream in bypass, 415 of them at the crowd).
 # (The balancer's own connections to the backends, from its ports, are joined flows.)
-checks=$(grep -c "GET /whoami" "$TEST_TMP/backend1.log" || true)
+# (A health check comes from an ephemeral port, a balanced request from the balancer's ports,
+# 61000-65535.)
+checks=$(awk '$3 == "GET" && $4 == "/whoami" { split($NF, p, "="); if (p[2] + 0 < 61000) n++ } END { print n + 0 }' "$TEST_TMP/backend1.log")
 own() { splicectl flows | grep -E "src=($ROUTER_IP_S|10\.77\.12\.1|10\.77\.13\.1) .*dport=80 .*mode=bypass" || true; }
-((checks >= 20)) || fail "backend 1 logged only $checks requests for /whoami: the health checks do not run"
+((checks >= 10)) || fail "backend 1 logged only $checks health checks: they do not run"
 [[ -z "$(own)" ]] || fail "the router's own connections to the backends are in the engine's table: $(own | head -3)"
 
 # 3b. A backend slow to take the connection (the first two SYNs from the balancer's ports
