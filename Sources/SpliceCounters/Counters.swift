@@ -155,8 +155,10 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     public var translated: UInt64 = 0
     /// Packets the proxy's sockets sent after their join (dropped: they close silently).
     public var proxyPacketsDropped: UInt64 = 0
-    /// Window updates sent to the ends when a join reopened their windows.
+    /// Window updates sent to the ends when a join reopened their windows, and those left
+    /// out (the end saw no zero window, and the update would have told it nothing new).
     public var windowUpdates: UInt64 = 0
+    public var windowUpdatesSkipped: UInt64 = 0
     /// SYNs of the proxy's sockets on the tuple of a flow still joined (its port came around
     /// while the flow lives): dropped, and the socket reset at once, so that the proxy
     /// connects from another port instead of waiting out its connect.

@@ -78,6 +78,11 @@ struct JoinTests {
         #expect(shut.verdict.rewrittenLength != nil)
         var b = shut.bytes
         b.withUnsafeMutableBytes { #expect(TCPPacket($0)?.tcp.window == 0) }
+        // And one toward the backend (its window too: shut).
+        let shutUp = feed(e, from: local, 61000, to: backend, 80, flags: .ack, seq: p2ISN + 121, ack: bISN + 1, window: 800,
+                          ts: TCPTimestamps(value: 503, echo: 77000), proxy: true)
+        var up = shutUp.bytes
+        up.withUnsafeMutableBytes { #expect(TCPPacket($0)?.tcp.window == 0) }
         // The backend has not acknowledged the 120 bytes yet: not drained.
         #expect(e.join(r, now: .seconds(1)) == .notDrained)
         feed(e, from: backend, 80, to: local, 61000, flags: .ack, seq: bISN + 1, ack: p2ISN + 121, window: 100,
@@ -86,8 +91,9 @@ struct JoinTests {
         #expect(e.counters.balancer.joined == 1)
         // Two window updates: to the client (as from the service) and to the backend.
         #expect(inj.packets.count == 2)
+        #expect(e.counters.balancer.windowUpdatesSkipped == 0)
         #expect(inj.misaddressed == 0)
-        // Each carries its proxy socket's last TSval (P1 9002, P2 502), not the translated
+        // Each carries its proxy socket's last TSval (P1 9002, P2 503), not the translated
         // clock 1,000 ticks ahead: a packet that socket sent before the join, whose verdict
         // leaves after the update, must not look older to the end (PAWS).
         for var sent in inj.packets.map(\.bytes) {
@@ -98,7 +104,7 @@ struct JoinTests {
                     #expect(ts?.value == 9002 && ts?.echo == 102)
                     #expect(p.tcp.window == 400)               // the backend's 100 << 9 >> 7
                 } else {
-                    #expect(ts?.value == 502 && ts?.echo == 77001)
+                    #expect(ts?.value == 503 && ts?.echo == 77001)
                 }
                 #expect(p.checksumIsValid)
             }
@@ -106,6 +112,24 @@ struct JoinTests {
         let modes = e.flows(now: .seconds(1)).map(\.mode)
         #expect(modes == [.joined, .joined])
         #expect(e.flows(now: .seconds(1)).contains { $0.joinedTo == "10.0.2.2:80" && $0.joinRule == 3 })
+    }
+
+    @Test("an end that saw no zero window while pending gets no window update that tells it nothing new")
+    func aWindowUpdateThatTellsNothingNewIsLeftOut() {
+        let (e, inj, r) = setUp()
+        // Nothing from the proxy's sockets while pending: neither end saw a zero window.
+        joinDrained(e, r)
+        // To the backend: the client's acknowledgement (as P2's, bISN + 1) and its window
+        // (1000 at scale 7, P2's too): nothing new, left out. To the client: the backend's
+        // window (100 << 9 >> 7 = 400) is smaller than P1's last (1000): sent, a bound the
+        // client must know.
+        #expect(e.counters.balancer.windowUpdatesSkipped == 1)
+        #expect(inj.packets.count == 1)
+        var sent = inj.packets.first?.bytes ?? []
+        sent.withUnsafeMutableBytes { buf in
+            guard let p = TCPPacket(buf) else { Issue.record("no window update"); return }
+            #expect(p.destination == client && p.tcp.window == 400 && p.checksumIsValid)
+        }
     }
 
     @Test("a pair the proxy relays to its end is let go: entries closed, blocks back, later packets accepted untouched")

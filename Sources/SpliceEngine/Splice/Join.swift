@@ -115,6 +115,10 @@ public struct JoinState: Sendable {
     /// challenge ACK, RFC 5961) is reset again at the number it acknowledges: exactly where its
     /// receiver stands.
     public var resetByEngine = false
+    /// While the join was pending, the proxy's socket on this connection sent its far end a
+    /// zero window (its own, or one the engine shut): that end must hear of the reopened
+    /// window at the join.
+    public var windowShut = false
     @inlinable public init() {}
 
     /// A joined connection's state (see the fields).
@@ -221,7 +225,10 @@ extension Engine {
             if case .failure(let why) = balancedPair(r) { return .refused(why.description) }
             return .refused("?")
         }
-        for e in [c, k] { table.block(e)!.pointee.join.stage = JoinStage.pending }
+        for e in [c, k] {
+            table.block(e)!.pointee.join.stage = JoinStage.pending
+            table.block(e)!.pointee.join.windowShut = false
+        }
         table.block(c)!.pointee.join.facesClient = true
         counters.balancer.prepared &+= 1
         return .accepted
@@ -326,6 +333,7 @@ extension Engine {
         let toClientTS = TimestampDelta(rawValue: p1.tsRecent &+ bias &- backend.tsRecent)
 
         let sc = cb.pointee.serial, sk = kb.pointee.serial
+        let clientShut = cb.pointee.join.windowShut, backendShut = kb.pointee.join.windowShut
         cb.pointee.join = JoinState(
             facesClient: true, peer: k, peerSerial: sk,
             seqDelta: SeqDelta(rawValue: p2Next.rawValue &- clientRead.rawValue),
@@ -371,9 +379,11 @@ extension Engine {
             return .accepted
         }
         // The windows the proxy's sockets shut are reopened: each end gets the other end's
-        // latest acknowledgement and window, translated, as from the proxy's socket it knew.
-        reopenJoined(from: k, to: c, timestamps: tsClientSide)
-        reopenJoined(from: c, to: k, timestamps: tsBackendSide)
+        // latest acknowledgement and window, translated, as from the proxy's socket it knew
+        // (unless that would tell it nothing new: its window never shut, and the proxy's
+        // socket already gave it that acknowledgement and at least that window).
+        reopenJoined(from: k, to: c, timestamps: tsClientSide, shut: clientShut)
+        reopenJoined(from: c, to: k, timestamps: tsBackendSide, shut: backendShut)
         _ = now
         return .accepted
     }
@@ -415,8 +425,13 @@ extension Engine {
     }
 
     /// A window update to the far end of `to`, made of the far end of `from`'s latest
-    /// acknowledgement and window.
-    func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool) {
+    /// acknowledgement and window. `shut` false: the far end of `to` saw no zero window while
+    /// the join was pending, and the update is left out when it would carry the acknowledgement
+    /// that end last had from the proxy's socket and a window no smaller than that socket's
+    /// last (counted: `windowUpdatesSkipped`). That end is not held up by the window it knows:
+    /// the join found everything it sent read by the proxy, whose socket then advertises its
+    /// whole buffer; its next packets from the other end carry that end's own window.
+    func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool, shut: Bool = true) {
         guard let fb = table.block(f), let tb = table.block(t) else { return }
         let fj = fb.pointee.join, tj = tb.pointee.join
         let fromFar: FlowDirection = fj.facesClient ? .original : .reply
@@ -426,6 +441,12 @@ extension Engine {
         guard sender.ackSeen else { return }
         var window = sender.windowKnown ? Engine.rescale(sender.window, from: fj.fromShift, to: fj.toShift) : 0xffff
         if fj.returnWindow != 0 { window = min(window, returnBound(fj, ack: sender.ack)) }
+        let ack = sender.ack + fj.ackDelta
+        // (A window smaller than the end knows is a bound it must hear of: `returnWindow`.)
+        if !shut && toNear.ackSeen && toNear.windowKnown && toNear.ack == ack && window >= toNear.window {
+            counters.balancer.windowUpdatesSkipped &+= 1
+            return
+        }
         // Its TSval is the proxy socket's last, not the translated clock (which runs 1,000
         // ticks ahead): a packet that socket sent just before the join may still be on its way
         // (its verdict is sent outside the engine's lock, so it can leave after this update),
@@ -434,7 +455,7 @@ extension Engine {
         // still arrive newer than this update: the bias covers them.
         let options: TCPSegmentWriter.Options = timestamps
             ? .timestamps(TCPTimestamps(value: toNear.tsRecent, echo: receiver.tsRecent)) : .none
-        if injectSegment(onto: t, to: toFar, sequence: toNear.nextSeq, ack: sender.ack + fj.ackDelta,
+        if injectSegment(onto: t, to: toFar, sequence: toNear.nextSeq, ack: ack,
                          window: window, options: options) {
             counters.balancer.windowUpdates &+= 1
         }
@@ -491,7 +512,9 @@ extension Engine {
         guard let (e, _) = tracked, table[e].mode == .balanced, let b = table.block(e),
               b.pointee.join.stage == .pending else { return .accept }
         let tcp = p.tcp
-        guard tcp.window != 0, !tcp.flags.contains(.syn) else { return .accept }
+        guard !tcp.flags.contains(.syn) else { return .accept }
+        b.pointee.join.windowShut = true
+        guard tcp.window != 0 else { return .accept }
         tcp.updateWindow(0)
         return .acceptModified(p, info: info)
     }
