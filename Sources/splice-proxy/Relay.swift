@@ -234,6 +234,9 @@ final class Relay {
     var parkedOpen = 0
     /// Connections with a direction waiting for a pipe, served as pipes come back.
     var pipeWaiters: [Int] = []
+    /// Where an inspected direction's bytes are read before they join its `held` bytes (one
+    /// buffer for all: read, then copied, in one turn; `held` grows by what came only).
+    let peekBuffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: maxPeekLength)
     /// The descriptor limit, and what is kept aside for everything but connections and pipes.
     let descriptorLimit: Int
     static let reservedDescriptors = 64
@@ -297,6 +300,8 @@ final class Relay {
         if settings.ipv6 { try listen(family: AF_INET6) }
         for (i, s) in settings.services.enumerated() { try listenService(s, index: i) }
     }
+
+    deinit { peekBuffer.deallocate() }
 
     private func listen(family: Int32) throws {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -666,11 +671,12 @@ final class Relay {
                 }
             } else if d.inspect {
                 if d.sourceDone || d.held.count >= maxPeekLength || d.readRoom == 0 { break }
-                // Read straight into the end of `held` (at most up to maxPeekLength).
-                let start = d.held.count
-                d.held.append(contentsOf: repeatElement(0, count: min(maxPeekLength - start, d.readRoom)))
-                n = d.held.withUnsafeMutableBytes { recv(d.source, $0.baseAddress! + start, $0.count - start, 0) }
-                d.held.removeLast(d.held.count - start - max(0, n))
+                // Read into the peek buffer, then onto the end of `held` (at most up to
+                // maxPeekLength in all).
+                n = recv(d.source, peekBuffer.baseAddress!, min(maxPeekLength - d.held.count, d.readRoom), 0)
+                if n > 0 {
+                    d.held.append(contentsOf: UnsafeBufferPointer(rebasing: peekBuffer[0..<n]))
+                }
                 read = true
                 if n > 0 { d.bytesRead += UInt64(n) }
             } else if d.inPipe > 0 && connected, let p = d.pipe {
