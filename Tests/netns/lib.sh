@@ -282,10 +282,17 @@ pcap_start() {
 # --- background processes ---------------------------------------------------------
 # bg_start NAME NS CMD... : start CMD inside namespace NS (NS "-" = this
 # namespace) in its own session; stdout+stderr go to $TEST_TMP/NAME.log.
+# A name is taken again only once its process was reaped (bg_kill, bg_wait): a helper
+# started once per variant in one run (a capture), its log overwritten.
 bg_start() {
     local name=$1 ns=$2
     shift 2
-    [[ -z "${_BG_PID[$name]:-}" ]] || fail "bg_start: a process named '$name' was already started"
+    if [[ -n "${_BG_PID[$name]:-}" ]]; then
+        [[ -n "${_BG_DONE[$name]:-}" ]] || fail "bg_start: a process named '$name' is still running"
+        unset "_BG_DONE[$name]" "_BG_RC[$name]"
+    else
+        _BG_ORDER+=("$name")
+    fi
     local logf="$TEST_TMP/$name.log"
     if [[ "$ns" == "-" ]]; then
         setsid "$@" >"$logf" 2>&1 </dev/null &
@@ -293,7 +300,6 @@ bg_start() {
         setsid ip netns exec "$ns" "$@" >"$logf" 2>&1 </dev/null &
     fi
     _BG_PID[$name]=$!
-    _BG_ORDER+=("$name")
 }
 
 bg_pid() {
