@@ -429,8 +429,9 @@ extension Engine {
     /// the join was pending, and the update is left out when it would carry the acknowledgement
     /// that end last had from the proxy's socket and a window no smaller than that socket's
     /// last (counted: `windowUpdatesSkipped`). That end is not held up by the window it knows:
-    /// the join found everything it sent read by the proxy, whose socket then advertises its
-    /// whole buffer; its next packets from the other end carry that end's own window.
+    /// the join found everything it sent read by the proxy, whose socket advertises what it
+    /// can take with nothing left unread; its next packets from the other end carry that end's
+    /// own window.
     func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool, shut: Bool = true) {
         guard let fb = table.block(f), let tb = table.block(t) else { return }
         let fj = fb.pointee.join, tj = tb.pointee.join
