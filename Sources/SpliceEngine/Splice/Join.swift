@@ -119,6 +119,10 @@ public struct JoinState: Sendable {
     /// zero window (its own, or one the engine shut): that end must hear of the reopened
     /// window at the join.
     public var windowShut = false
+    /// This connection was joined before and returned to the proxy (a join for one
+    /// response): its far end last heard windows from translated packets too, which the
+    /// proxy socket's record does not show, so a join's window update is never left out.
+    public var returnedBefore = false
     @inlinable public init() {}
 
     /// A joined connection's state (see the fields).
@@ -333,7 +337,8 @@ extension Engine {
         let toClientTS = TimestampDelta(rawValue: p1.tsRecent &+ bias &- backend.tsRecent)
 
         let sc = cb.pointee.serial, sk = kb.pointee.serial
-        let clientShut = cb.pointee.join.windowShut, backendShut = kb.pointee.join.windowShut
+        let clientShut = cb.pointee.join.windowShut || cb.pointee.join.returnedBefore
+        let backendShut = kb.pointee.join.windowShut || kb.pointee.join.returnedBefore
         cb.pointee.join = JoinState(
             facesClient: true, peer: k, peerSerial: sk,
             seqDelta: SeqDelta(rawValue: p2Next.rawValue &- clientRead.rawValue),
@@ -680,10 +685,12 @@ extension Engine {
     func returnToProxy(_ e: UInt32, _ b: UnsafeMutablePointer<ConnectionBlock>) {
         let k = b.pointee.join.peer
         b.pointee.join = JoinState()
+        b.pointee.join.returnedBefore = true
         table[e].mode = .balanced
         table[e].reason = .service
         if let kb = table.block(k) {
             kb.pointee.join = JoinState()
+            kb.pointee.join.returnedBefore = true
             table[k].mode = .balanced
             table[k].reason = .service
         }
