@@ -93,6 +93,12 @@ extension JoinTests {
         #expect(again.verdict == .accept)
         // And the next request can be joined again (to this backend or another).
         #expect(e.prepareJoin(r) == .accepted)
+        // Both connections remember the return (their far ends heard translated windows): the
+        // next join sends both window updates, whatever the proxy's sockets last advertised.
+        let c = e.table.lookup(source: client, sourcePort: 40000, destination: vip, destinationPort: 80)?.0
+        let k = e.table.lookup(source: local, sourcePort: 61000, destination: backend, destinationPort: 80)?.0
+        #expect(c.flatMap { e.table.block($0)?.pointee.join.returnedBefore } == true)
+        #expect(k.flatMap { e.table.block($0)?.pointee.join.returnedBefore } == true)
     }
 
     /// The windows carried to the backend reach no further than the proxy's socket takes
