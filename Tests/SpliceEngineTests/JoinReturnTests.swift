@@ -97,8 +97,8 @@ extension JoinTests {
         // next join sends both window updates, whatever the proxy's sockets last advertised.
         let c = e.table.lookup(source: client, sourcePort: 40000, destination: vip, destinationPort: 80)?.0
         let k = e.table.lookup(source: local, sourcePort: 61000, destination: backend, destinationPort: 80)?.0
-        #expect(c.flatMap { e.table.block($0)?.pointee.join.returnedBefore } == true)
-        #expect(k.flatMap { e.table.block($0)?.pointee.join.returnedBefore } == true)
+        #expect(c.flatMap { e.table.block($0)?.pointee.join.mustHearWindow } == true)
+        #expect(k.flatMap { e.table.block($0)?.pointee.join.mustHearWindow } == true)
     }
 
     /// The windows carried to the backend reach no further than the proxy's socket takes

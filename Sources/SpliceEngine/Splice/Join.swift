@@ -115,14 +115,11 @@ public struct JoinState: Sendable {
     /// challenge ACK, RFC 5961) is reset again at the number it acknowledges: exactly where its
     /// receiver stands.
     public var resetByEngine = false
-    /// While the join was pending, the proxy's socket on this connection sent its far end a
-    /// zero window (its own, or one the engine shut): that end must hear of the reopened
-    /// window at the join.
-    public var windowShut = false
-    /// This connection was joined before and returned to the proxy (a join for one
-    /// response): its far end last heard windows from translated packets too, which the
-    /// proxy socket's record does not show, so a join's window update is never left out.
-    public var returnedBefore = false
+    /// The far end must have a window update at the next join: the proxy's socket sent it a
+    /// zero window while a join was pending (its own, or one the engine shut), or the
+    /// connection was joined before and returned (its far end heard windows from translated
+    /// packets too, which the proxy socket's record does not show).
+    public var mustHearWindow = false
     @inlinable public init() {}
 
     /// A joined connection's state (see the fields).
@@ -229,10 +226,7 @@ extension Engine {
             if case .failure(let why) = balancedPair(r) { return .refused(why.description) }
             return .refused("?")
         }
-        for e in [c, k] {
-            table.block(e)!.pointee.join.stage = JoinStage.pending
-            table.block(e)!.pointee.join.windowShut = false
-        }
+        for e in [c, k] { table.block(e)!.pointee.join.stage = JoinStage.pending }
         table.block(c)!.pointee.join.facesClient = true
         counters.balancer.prepared &+= 1
         return .accepted
@@ -337,8 +331,7 @@ extension Engine {
         let toClientTS = TimestampDelta(rawValue: p1.tsRecent &+ bias &- backend.tsRecent)
 
         let sc = cb.pointee.serial, sk = kb.pointee.serial
-        let clientShut = cb.pointee.join.windowShut || cb.pointee.join.returnedBefore
-        let backendShut = kb.pointee.join.windowShut || kb.pointee.join.returnedBefore
+        let clientMust = cb.pointee.join.mustHearWindow, backendMust = kb.pointee.join.mustHearWindow
         cb.pointee.join = JoinState(
             facesClient: true, peer: k, peerSerial: sk,
             seqDelta: SeqDelta(rawValue: p2Next.rawValue &- clientRead.rawValue),
@@ -387,8 +380,8 @@ extension Engine {
         // latest acknowledgement and window, translated, as from the proxy's socket it knew
         // (unless that would tell it nothing new: its window never shut, and the proxy's
         // socket already gave it that acknowledgement and at least that window).
-        reopenJoined(from: k, to: c, timestamps: tsClientSide, shut: clientShut)
-        reopenJoined(from: c, to: k, timestamps: tsBackendSide, shut: backendShut)
+        reopenJoined(from: k, to: c, timestamps: tsClientSide, needed: clientMust)
+        reopenJoined(from: c, to: k, timestamps: tsBackendSide, needed: backendMust)
         _ = now
         return .accepted
     }
@@ -430,14 +423,14 @@ extension Engine {
     }
 
     /// A window update to the far end of `to`, made of the far end of `from`'s latest
-    /// acknowledgement and window. `shut` false: the far end of `to` saw no zero window while
-    /// the join was pending, and the update is left out when it would carry the acknowledgement
-    /// that end last had from the proxy's socket and a window no smaller than that socket's
-    /// last (counted: `windowUpdatesSkipped`). That end is not held up by the window it knows:
+    /// acknowledgement and window. With `needed` false (`mustHearWindow` unset: no zero window
+    /// went to that end, which was never joined before) the update is left out when it would
+    /// carry the acknowledgement that end last had from the proxy's socket and a window no
+    /// smaller than that socket's last (counted: `windowUpdatesSkipped`). That end is not held up by the window it knows:
     /// the join found everything it sent read by the proxy, whose socket advertises what it
     /// can take with nothing left unread; its next packets from the other end carry that end's
     /// own window.
-    func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool, shut: Bool = true) {
+    func reopenJoined(from f: UInt32, to t: UInt32, timestamps: Bool, needed: Bool = true) {
         guard let fb = table.block(f), let tb = table.block(t) else { return }
         let fj = fb.pointee.join, tj = tb.pointee.join
         let fromFar: FlowDirection = fj.facesClient ? .original : .reply
@@ -449,7 +442,7 @@ extension Engine {
         if fj.returnWindow != 0 { window = min(window, returnBound(fj, ack: sender.ack)) }
         let ack = sender.ack + fj.ackDelta
         // (A window smaller than the end knows is a bound it must hear of: `returnWindow`.)
-        if !shut && toNear.ackSeen && toNear.windowKnown && toNear.ack == ack && window >= toNear.window {
+        if !needed && toNear.ackSeen && toNear.windowKnown && toNear.ack == ack && window >= toNear.window {
             counters.balancer.windowUpdatesSkipped &+= 1
             return
         }
@@ -519,7 +512,7 @@ extension Engine {
               b.pointee.join.stage == .pending else { return .accept }
         let tcp = p.tcp
         guard !tcp.flags.contains(.syn) else { return .accept }
-        b.pointee.join.windowShut = true
+        b.pointee.join.mustHearWindow = true
         guard tcp.window != 0 else { return .accept }
         tcp.updateWindow(0)
         return .acceptModified(p, info: info)
@@ -685,12 +678,12 @@ extension Engine {
     func returnToProxy(_ e: UInt32, _ b: UnsafeMutablePointer<ConnectionBlock>) {
         let k = b.pointee.join.peer
         b.pointee.join = JoinState()
-        b.pointee.join.returnedBefore = true
+        b.pointee.join.mustHearWindow = true
         table[e].mode = .balanced
         table[e].reason = .service
         if let kb = table.block(k) {
             kb.pointee.join = JoinState()
-            kb.pointee.join.returnedBefore = true
+            kb.pointee.join.mustHearWindow = true
             table[k].mode = .balanced
             table[k].reason = .service
         }
