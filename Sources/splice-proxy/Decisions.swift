@@ -206,8 +206,10 @@ extension Relay {
                 refused(c, "no answer from spliced in \(Relay.answerPatience) s")
                 continue
             }
-            guard let c = connections[id], c.stage == .pendingSplice, now >= c.nextAsk else { continue }
-            if c.service != nil {
+            // (A joined chunked response waits for its end in the timers too: `joinTimer`
+            // asks the engine now and then.)
+            guard let c = connections[id], c.stage == .pendingSplice || c.stage == .chunkJoined, now >= c.nextAsk else { continue }
+            if c.service != nil || c.stage == .chunkJoined {
                 joinTimer(c, now: now)
                 continue
             }
