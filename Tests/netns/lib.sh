@@ -141,7 +141,7 @@ _cleanup() {
     local h name pid ns i
     # A failed test shows what the engine counted, taken before anything is stopped.
     if [[ $status -ne 0 && -n "${CTL_SOCK:-}" && -S "${CTL_SOCK:-}" ]]; then
-        (splicectl status) >"$TEST_TMP/zz-spliced-status-at-failure.log" 2>&1
+        (splicectl status; echo "flows:"; splicectl flows) >"$TEST_TMP/zz-spliced-status-at-failure.log" 2>&1
     fi
     for h in "${_CLEANUP_HOOKS[@]}"; do
         eval "$h" >/dev/null 2>&1
