@@ -238,6 +238,7 @@ cancelled0=$(counter cancelled)
 returned0=$(counter returned)
 waits0=$(counter notYetDrained)
 retrans0=$(ns_counter "${BACKEND_NS[0]}" TcpRetransSegs)
+dup0=$(ns_counter "${BACKEND_NS[0]}" TcpExtTCPDSACKRecvSegs)
 b2b=(/a/big /a/big /a/big /a/big /a/big /a/big /a/big /a/big)
 out=$(keepalive "${b2b[@]}") || fail "${#b2b[@]} large answers from one backend on one connection failed: $out"
 [[ "$(json_get answers <<<"$out")" == ${#b2b[@]} ]] || fail "expected ${#b2b[@]} answers on one connection: $out"
@@ -248,11 +249,17 @@ cancelled=$(( $(counter cancelled) - cancelled0 ))
 returned=$(( $(counter returned) - returned0 ))
 waits=$(( $(counter notYetDrained) - waits0 ))
 retrans=$(( $(ns_counter "${BACKEND_NS[0]}" TcpRetransSegs) - retrans0 ))
-b2b_msg="${#b2b[@]} answers of 1 MiB from backend 1 on one connection: $joined joined, $cancelled given up, $returned handed back; the engine asked to wait for the drain $waits times; backend 1 sent $retrans segments again"
+dup=$(( $(ns_counter "${BACKEND_NS[0]}" TcpExtTCPDSACKRecvSegs) - dup0 ))
+b2b_msg="${#b2b[@]} answers of 1 MiB from backend 1 on one connection: $joined joined, $cancelled given up, $returned handed back; the engine asked to wait for the drain $waits times; backend 1 sent $retrans segments again, $dup of them reported received twice (D-SACK)"
 if [[ "$VARIANT" == clean ]]; then
     ((joined == ${#b2b[@]} && cancelled == 0 && returned == joined)) || fail "$b2b_msg (expected every one joined and handed back)"
-    # (On a lossless link: a tail loss probe or two, never a flight.)
-    ((retrans <= 4)) || fail "$b2b_msg: its segments were dropped on the way (a flight past the window of the proxy's socket)"
+    # A segment dropped on the way is sent again and received once; one sent again for
+    # nothing is reported received twice. Under CPU load the veth pairs reorder now and
+    # then (the backend sends from two CPUs, each with its own backlog: seen in captures at
+    # the router's ingress, before the queue), and the backend takes the reordering for a
+    # loss and sends a flight again that the receiver already had: not a drop. (On a
+    # lossless link: a tail loss probe or two, never a flight.)
+    ((retrans - dup <= 4)) || fail "$b2b_msg: its segments were dropped on the way (a flight past the window of the proxy's socket)"
 fi
 log "$b2b_msg; all byte-exact and in order"
 
