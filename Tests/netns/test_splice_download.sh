@@ -78,8 +78,12 @@ xfers_servers_start $((4 << 20))
 recoveries() { echo $(($(ns_counter "$1" TcpExtTCPFastRetrans) + $(ns_counter "$1" TcpExtTCPSlowStartRetrans) + $(ns_counter "$1" TcpExtTCPTimeouts))); }
 probes() { ns_counter "$1" TcpExtTCPLossProbes; }
 resent() { ns_counter "$1" TcpRetransSegs; }
+# Segments an end sent again that its peer reported received twice (D-SACK): sent for
+# nothing (reordered, not lost). Reported beside the recoveries, which must stay 0 all the
+# same: a splice that reorders is a fault too.
+twice() { ns_counter "$1" TcpExtTCPDSACKRecvSegs; }
 rec_c0=$(recoveries "$NS_C") rec_s0=$(recoveries "$NS_S") tlp_c0=$(probes "$NS_C") tlp_s0=$(probes "$NS_S")
-resent_c0=$(resent "$NS_C") resent_s0=$(resent "$NS_S")
+resent_c0=$(resent "$NS_C") resent_s0=$(resent "$NS_S") twice_c0=$(twice "$NS_C") twice_s0=$(twice "$NS_S")
 drained0=$(status_json | json_get splices.drained)
 xfers_start "$SERVER_IP"
 xfers_wait 120
@@ -87,10 +91,12 @@ xfers_verify
 rec_c=$(($(recoveries "$NS_C") - rec_c0)) rec_s=$(($(recoveries "$NS_S") - rec_s0))
 tlp_c=$(($(probes "$NS_C") - tlp_c0)) tlp_s=$(($(probes "$NS_S") - tlp_s0))
 resent_c=$(($(resent "$NS_C") - resent_c0)) resent_s=$(($(resent "$NS_S") - resent_s0))
+twice_c=$(($(twice "$NS_C") - twice_c0)) twice_s=$(($(twice "$NS_S") - twice_s0))
 drained=$(($(status_json | json_get splices.drained) - drained0))
-report "paced spliced transfers (2 down, 2 up): $drained drained splices; loss recoveries (fast, slow-start, timeout): client +$rec_c, server +$rec_s; tail loss probes: client +$tlp_c, server +$tlp_s; segments resent in all: client +$resent_c, server +$resent_s"
+report "paced spliced transfers (2 down, 2 up): $drained drained splices; loss recoveries (fast, slow-start, timeout): client +$rec_c, server +$rec_s; tail loss probes: client +$tlp_c, server +$tlp_s; segments resent in all: client +$resent_c, server +$resent_s, reported received twice: client +$twice_c, server +$twice_s"
 ((drained == 4)) || fail "$drained of the 4 paced transfers were spliced drained"
-((rec_c == 0 && rec_s == 0)) || fail "a drained splice made the ends take segments for lost (client +$rec_c, server +$rec_s)"
+((rec_c == 0 && rec_s == 0)) \
+    || fail "a drained splice made the ends take segments for lost (client +$rec_c, server +$rec_s; segments reported received twice: client +$twice_c, server +$twice_s)"
 
 # The large download, alone, read by the proxy then by the engine: the router's forwarded
 # packets against the engine's count.
