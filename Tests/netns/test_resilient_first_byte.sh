@@ -69,6 +69,11 @@ requests() {
 
 proxy_start
 requests splice-proxy
+# Without splice rules splice-proxy asks spliced nothing about its connections (no `decide`,
+# a control message per connection that could only answer `proxy`).
+st=$(status_json)
+decided=$(( $(json_get splices.decidedProxy <<<"$st") + $(json_get splices.decidedSplice <<<"$st") + $(json_get splices.decidedBypass <<<"$st") + $(json_get splices.refused <<<"$st") ))
+check "splice-proxy without rules sent no decide for its $REQUESTS connections ($decided decided)" [ "$decided" -eq 0 ]
 bg_kill splice-proxy TERM >/dev/null || true
 wait_no_proxy 20
 haproxy_start
