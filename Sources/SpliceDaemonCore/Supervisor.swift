@@ -394,11 +394,16 @@ extension ControlResponse {
     }
 }
 
+extension JoinMessage {
+    /// The client's connection, as the key that keeps a flow's messages in order.
+    public var flowKey: String { "\(client) \(clientPort) \(service) \(servicePort)" }
+}
+
 extension ControlRequest {
     /// The flow a request is about (its `join`, or its `decision`), as a key; nil for a request
     /// about no flow. Keeps a flow's requests in order when one of them waits.
     public var flowKey: String? {
-        if let m = join { return "\(m.client) \(m.clientPort) \(m.service) \(m.servicePort)" }
+        if let m = join { return m.flowKey }
         if let d = decision { return "\(d.client) \(d.clientPort) \(d.server) \(d.serverPort)" }
         return nil
     }

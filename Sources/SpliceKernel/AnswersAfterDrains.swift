@@ -37,6 +37,15 @@ public struct AnswersAfterDrains<Answer, Client: Equatable> {
         return nil
     }
 
+    /// A message to `client` about flow `key` sent unasked (a chunked response's end), which
+    /// must not overtake an answer about that flow kept for `client`: kept behind it, to go
+    /// with it. Returned (send it now) when none is kept.
+    public mutating func addBehind(_ answer: Answer, to client: Client, key: String) -> Answer? {
+        guard let e = entries.last(where: { $0.key == key && $0.client == client }) else { return answer }
+        entries.append(Entry(answer: answer, client: client, key: key, drains: e.drains, since: e.since))
+        return nil
+    }
+
     /// The kept answer about flow `key`, taken out: a later request about the same flow is
     /// answered after it, so that each flow's answers keep their order.
     public mutating func take(key: String) -> (answer: Answer, client: Client)? {

@@ -286,7 +286,7 @@ final class Daemon: @unchecked Sendable {
             countHeld()
             answerHeld(h)
         }
-        if let key, let a = afterDrains.take(key: key) {
+        while let key, let a = afterDrains.take(key: key) {
             countHeld()
             control.push(a.answer, to: a.client)
         }
@@ -404,8 +404,15 @@ final class Daemon: @unchecked Sendable {
         let proxies = supervisor.registry.withLock { Array($0.proxies.keys) }
         for e in ends {
             let message = ControlResponse.chunkEndMessage(e)
-            for p in proxies { control.push(message, to: p) }
+            let key = message.join?.flowKey
+            for p in proxies {
+                // Never before the answer to the join it is about, while that waits for the
+                // drain under way when it was made: the end can be found in that same drain.
+                if let key, afterDrains.addBehind(message, to: p, key: key) == nil { continue }
+                control.push(message, to: p)
+            }
         }
+        countHeld()
     }
 
     /// A proxy that stopped heartbeating is as good as dead: its flows go to bypass (its own

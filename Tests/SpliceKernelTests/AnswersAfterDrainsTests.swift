@@ -54,6 +54,19 @@ import Testing
         #expect(a.count == 1)
     }
 
+    @Test func aMessageSentUnaskedGoesBehindTheKeptAnswerAboutItsFlow() {
+        var a = AnswersAfterDrains<String, Int>()
+        _ = a.add("joined f1", to: 1, key: "f1", drainCounts: [1], now: 0)
+        // About another flow, or to another client: sent now.
+        #expect(a.addBehind("end f2", to: 1, key: "f2") == "end f2")
+        #expect(a.addBehind("end f1", to: 2, key: "f1") == "end f1")
+        // About the kept answer's flow, to its client: after it, released with it.
+        #expect(a.addBehind("end f1", to: 1, key: "f1") == nil)
+        #expect(a.release(drainCounts: [1], now: 1, bound: 20).isEmpty)
+        #expect(a.release(drainCounts: [2], now: 2, bound: 20).map(\.answer) == ["joined f1", "end f1"])
+        #expect(a.isEmpty)
+    }
+
     @Test func aClientGoneTakesItsAnswersWithIt() {
         var a = AnswersAfterDrains<String, Int>()
         _ = a.add("to 1", to: 1, key: "f1", drainCounts: [1], now: 0)
