@@ -281,8 +281,9 @@ extension Relay {
     /// its framing lost and the flow joined for the connection's life (the proxy steps out),
     /// or not yet (asked again later), or the connection is over (the proxy steps out).
     func chunkEndAnswered(_ c: Connection, _ r: ControlResponse) {
-        if c.stage == .steppingOut && c.chunkJoin && !(!r.ok && r.outcome == "open") {
-            // Told before the join's own answer came: kept for it.
+        if c.stage == .steppingOut && c.chunkJoin && r.ok {
+            // Told (unasked: no poll goes out before the join's answer) before the join's own
+            // answer came: kept for it.
             logger.debug("\(c.client) -> \(c.server): the engine told the chunked response's end before its answer to the join; kept until that comes (#\(c.id))")
             c.earlyChunkEnd = r
             return
