@@ -423,7 +423,6 @@ extension Relay {
     /// the timers take it from here (`joinTimer`).
     func awaitJoin(_ c: Connection) {
         c.stage = .pendingSplice
-        c.earlyChunkEnd = nil
         c.spliceSince = monotonicSeconds()
         c.nextAsk = c.spliceSince
         pendingSplices.insert(c.id)

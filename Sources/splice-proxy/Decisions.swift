@@ -209,7 +209,7 @@ extension Relay {
             // (A joined chunked response waits for its end in the timers too: `joinTimer`
             // asks the engine now and then.)
             guard let c = connections[id], c.stage == .pendingSplice || c.stage == .chunkJoined, now >= c.nextAsk else { continue }
-            if c.service != nil || c.stage == .chunkJoined {
+            if c.service != nil {
                 joinTimer(c, now: now)
                 continue
             }

@@ -270,10 +270,6 @@ extension Relay {
         c.downInterest = 0
         c.upInterest = 0
         logger.debug("\(c.client) -> \(c.server): joined from inside a chunk, \(c.toClient.readLimit - c.toClient.bytesRead) bytes of it left; waiting for the engine to find the response's end (#\(c.id))")
-        if let early = c.earlyChunkEnd {
-            c.earlyChunkEnd = nil
-            chunkEndAnswered(c, early)
-        }
     }
 
     /// The engine's word on a joined chunked response: where it ends (the sockets are taken
@@ -281,13 +277,6 @@ extension Relay {
     /// its framing lost and the flow joined for the connection's life (the proxy steps out),
     /// or not yet (asked again later), or the connection is over (the proxy steps out).
     func chunkEndAnswered(_ c: Connection, _ r: ControlResponse) {
-        if c.stage == .steppingOut && c.chunkJoin && r.ok {
-            // Told (unasked: no poll goes out before the join's answer) before the join's own
-            // answer came: kept for it.
-            logger.debug("\(c.client) -> \(c.server): the engine told the chunked response's end before its answer to the join; kept until that comes (#\(c.id))")
-            c.earlyChunkEnd = r
-            return
-        }
         guard c.stage == .chunkJoined else { return }
         if r.ok, r.outcome == "end", let rest = r.join?.returnAfter {
             c.chunkJoin = false

@@ -176,10 +176,6 @@ final class Relay {
         /// The join asked for (or made) is for the rest of a chunked response, from inside a
         /// chunk up to `toClient.readLimit` (`chunkJoined` once made).
         var chunkJoin = false
-        /// The engine's word on where that chunked response ends, come before the answer to
-        /// the join itself (spliced may hold a join's answer until its queue readers' drains
-        /// end, and tells an end as soon as it finds it): taken up once the join's answer is in.
-        var earlyChunkEnd: ControlResponse?
         /// A keep-alive connection's idle backend connections to other members than its
         /// current one, by member ("address:port"): taken again when a request goes there.
         var parked: [String: ParkedBackend] = [:]
