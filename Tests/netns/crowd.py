@@ -16,7 +16,8 @@ byte stream: the worst outcome), and every other failure as an error of its kind
 Prints one JSON line (also written to --json FILE):
   {"count": N, "ok": .., "wrong": .., "errors": {"kind": n, ...}, "seconds": ..,
    "connect_ms": {"p50": .., "p99": .., "max": ..},
-   "first_byte_ms": {...}, "total_ms": {...}}
+   "first_byte_ms": {...}, "total_ms": {...},
+   "slowest": [{"port": .., "total_ms": .., "connect_ms": .., "first_byte_ms": ..}, ...]}
 --failures FILE gets a line "LOCALPORT KIND" per download that was not ok (the
 port is "-" when it never connected), to find its flow and packets.
 Exit 0 when every download was ok, 1 otherwise. Every socket operation has a
@@ -68,6 +69,7 @@ class Result:
         self.total_ms = []
 
         self.failed = []   # (local port or None, kind, bytes received) of every download not ok
+        self.done = []     # (total ms, local port, connect ms, first byte ms) of every download ok
 
     def error(self, kind, port=None, got=0):
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -129,6 +131,8 @@ async def one(args, request, res, sem):
                 res.failed.append((port, "wrong", got))
             else:
                 res.ok += 1
+                res.done.append((round((t2 - t0) * 1000, 1), port, round((t1 - t0) * 1000, 1),
+                                 round((first - t1) * 1000, 1)))
         except Exception as exc:  # every failure is counted by kind, none retried
             res.error(error_kind(exc), port, got)
         finally:
@@ -157,6 +161,8 @@ async def run(args):
         "connect_ms": percentiles(res.connect_ms),
         "first_byte_ms": percentiles(res.first_byte_ms),
         "total_ms": percentiles(res.total_ms),
+        "slowest": [{"port": port, "total_ms": total, "connect_ms": conn, "first_byte_ms": fb}
+                    for total, port, conn, fb in sorted(res.done, reverse=True)[:args.slowest]],
     }
     if args.failures:
         with open(args.failures, "w") as f:
@@ -177,6 +183,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--deadline", type=float, default=300.0)
     ap.add_argument("--json")
+    ap.add_argument("--slowest", type=int, default=3,
+                    help="name the N slowest downloads that were ok (port and times)")
     ap.add_argument("--failures", help="write 'LOCALPORT KIND' per failed download to this file")
     args = ap.parse_args()
     if args.count <= 0:
