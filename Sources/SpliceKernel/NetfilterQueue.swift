@@ -29,6 +29,11 @@ public final class NetfilterQueue: @unchecked Sendable {
         /// Receives (each may carry many packets) one `drain` call makes at most before it
         /// returns, so that one busy queue cannot keep the reader from the others.
         public var receivesPerDrain: Int = 32
+        /// Whether the reader may give this queue more of its turn while it holds more packets
+        /// than the other such queues (`DrainShares`): the kernel keeps at most 65,536 per queue
+        /// whatever `maxLength` says (Docs/packet-path.md), so the fullest is drained first.
+        /// Off for the handshake queue, whose share stays small by design.
+        public var sharesByBacklog = true
         /// How long a blocking receive waits (binding and configuring the queue; the packet
         /// loop polls and never blocks in a receive).
         public var receiveTimeoutMilliseconds: Int = 100
@@ -199,12 +204,17 @@ public final class NetfilterQueue: @unchecked Sendable {
         return recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) > 0
     }
 
-    public func drain(handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws {
+    /// Handles up to `receives` (default `receivesPerDrain`) receives of what is waiting;
+    /// returns how many it made (as many as allowed: more may be waiting).
+    @discardableResult
+    public func drain(receives: Int? = nil,
+                      handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws -> Int {
         drains.wrappingAdd(1, ordering: .acquiringAndReleasing)
         defer { drains.wrappingAdd(1, ordering: .releasing) }
+        let limit = receives ?? options.receivesPerDrain
         var drained = 0
         var overruns = 0
-        while drained < options.receivesPerDrain {
+        while drained < limit {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
             if n < 0 {
                 let e = errno
@@ -225,6 +235,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         flushBatch()
         flushSends()
         publishCounters()
+        return drained
     }
 
     private func dispatch(length: Int, handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) {

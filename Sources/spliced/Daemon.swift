@@ -87,6 +87,7 @@ final class Daemon: @unchecked Sendable {
                 o.failOpen = true
                 o.maxLength = configuration.synQueueMaxLength
                 o.receivesPerDrain = 4
+                o.sharesByBacklog = false
             }
             qs.append(try NetfilterQueue(number: n, options: o))
         }
@@ -209,6 +210,21 @@ final class Daemon: @unchecked Sendable {
         }
         var fds = group.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
         if let log { fds.append(pollfd(fd: log.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
+        // The queues that share the turn by backlog (DrainShares): while one of them has a
+        // backlog (it used its whole share in the last turn), the kernel's counts are read at
+        // most every 10 ms and the fullest gets most of the turn; the others (the handshake
+        // queue) keep their fixed share.
+        let sharing = group.indices.filter { group[$0].options.sharesByBacklog }
+        let sharingNumbers = sharing.map { group[$0].number }
+        let backlog = sharing.count >= 2 ? QueueBacklog() : nil
+        var receives = group.map(\.options.receivesPerDrain)
+        var waiting: [Int] = []
+        var shares: [Int] = []
+        waiting.reserveCapacity(sharing.count)
+        shares.reserveCapacity(sharing.count)
+        var backlogged = false
+        var sharesSet = false
+        var countedAt: Int64 = 0
         do {
             while !stop.load(ordering: .relaxed) {
                 let ready = poll(&fds, nfds_t(fds.count), 100)
@@ -225,9 +241,23 @@ final class Daemon: @unchecked Sendable {
                         supervisor.engine.withLock { $0.loggedFromSplicedFlow(header, room: room, now: now) }
                     }
                 }
+                if backlogged, let backlog {
+                    let now = coarseMonotonicMilliseconds()
+                    if now - countedAt >= 10, backlog.read(queues: sharingNumbers, into: &waiting) {
+                        countedAt = now
+                        DrainShares.receives(waiting: waiting, base: group[sharing[0]].options.receivesPerDrain, into: &shares)
+                        for k in sharing.indices { receives[sharing[k]] = shares[k] }
+                        sharesSet = true
+                    }
+                } else if sharesSet {
+                    for i in sharing { receives[i] = group[i].options.receivesPerDrain }
+                    sharesSet = false
+                }
+                backlogged = false
                 for i in group.indices where fds[i].revents != 0 {
                     draining = group[i]
-                    try group[i].drain(handle: handle)
+                    let made = try group[i].drain(receives: receives[i], handle: handle)
+                    if made >= receives[i] && group[i].options.sharesByBacklog { backlogged = true }
                 }
                 // A step-out or join waits for what this turn has seen.
                 if heldCount.load(ordering: .acquiring) > 0 { control.wake() }
@@ -238,6 +268,13 @@ final class Daemon: @unchecked Sendable {
             stop.store(true, ordering: .relaxed)
             kill(pid, SIGTERM)
         }
+    }
+
+    /// CLOCK_MONOTONIC_COARSE in milliseconds (a vDSO read, no system call).
+    private func coarseMonotonicMilliseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     // MARK: Control requests (control thread)

@@ -1,0 +1,40 @@
+import Testing
+@testable import SpliceKernel
+
+/// The reader's turn goes mostly to the fullest queue, so that no queue reaches the kernel's
+/// bound while another holds much less.
+@Suite struct DrainSharesTests {
+    @Test func evenQueuesShareTheTurnEvenly() {
+        #expect(DrainShares.receives(waiting: [40_000, 38_000], base: 32) == [32, 32])
+        #expect(DrainShares.receives(waiting: [50_000], base: 32) == [32])
+    }
+
+    @Test func aSmallBacklogKeepsTheTurnsEven() {
+        // 1,000 packets against none: far from any bound.
+        #expect(DrainShares.receives(waiting: [1000, 0], base: 32) == [32, 32])
+    }
+
+    @Test func theFullestGetsWhatTheOthersGiveUp() {
+        // The crowd's case: the ends' queue twice as full as the proxy's.
+        #expect(DrainShares.receives(waiting: [33_000, 65_000], base: 32) == [8, 56])
+        // Three queues: each other one keeps a quarter; the turn's total is unchanged.
+        let r = DrainShares.receives(waiting: [30_000, 5_000, 26_000], base: 32)
+        #expect(r == [80, 8, 8])
+        #expect(r.reduce(0, +) == 96)
+    }
+
+    @Test func theKernelsCountsAreReadPerQueue() {
+        // /proc/net/netfilter/nfnetlink_queue: number, port id, waiting, copy mode, range,
+        // dropped, user dropped, last id, 1.
+        let text = """
+                0  25142 61234 2 65535     0     0   287268  1
+                1 3699906207   412 2 65535     0     0   317426  1
+                2 2201212184     0 2 65535     0     0    20070  1
+                3   9999  7 2 65535 12 0 5 1
+
+            """
+        var out: [Int] = []
+        Array(text.utf8).withUnsafeBytes { QueueBacklog.parse($0, queues: [1, 0, 7, 3], into: &out) }
+        #expect(out == [412, 61234, 0, 7])
+    }
+}
