@@ -339,10 +339,10 @@ fi
 # --- 4. resilient path, splice-proxy ------------------------------------------------------
 if wanted resil-sp || wanted resil-ha || wanted spliced || wanted spliced-px; then
     on_cleanup "nsx '$NS_R' '$ROOT/Scripts/remove-rules.sh' --family 4"
-    rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
+    rules_install "$NS_R" --ports "$PORT" "${RESILIENT_RULE_QUEUES[@]}" --family 4 --tproxy-port "$TPROXY_PORT"
 fi
 if wanted resil-sp; then
-SPLICED_BG=spliced-rsp spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+SPLICED_BG=spliced-rsp spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT"
 proxy_start splice-proxy --no-ipv6
 run_case resil-sp "$SERVER_IP"
 alive_after resil-sp spliced-rsp
@@ -356,7 +356,7 @@ fi
 
 # --- 5. the splice path: the engine reads each request and splices it -----------------------
 if wanted spliced; then
-SPLICED_BG=spliced-spl spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+SPLICED_BG=spliced-spl spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT"
 proxy_start splice-proxy-spl --no-ipv6
 splicectl rules add --method GET --action splice >/dev/null || fail "splicectl rules add failed"
 run_case spliced "$SERVER_IP"
@@ -369,7 +369,7 @@ fi
 
 # --- 5b. the splice path with the proxy reading each request --------------------------------
 if wanted spliced-px; then
-SPLICED_BG=spliced-spx spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+SPLICED_BG=spliced-spx spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT"
 proxy_start splice-proxy-spx --no-ipv6
 splicectl rules default --request-reader proxy >/dev/null || fail "splicectl rules default failed"
 splicectl rules add --method GET --action splice >/dev/null || fail "splicectl rules add failed"
@@ -383,7 +383,7 @@ fi
 
 # --- 6. resilient path, HAProxy as the transparent proxy ------------------------------------
 if wanted resil-ha; then
-SPLICED_BG=spliced-rha spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
+SPLICED_BG=spliced-rha spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
 haproxy_start
 wait_proxy_registered "$HAPROXY_PID" 10
 run_case resil-ha "$SERVER_IP"

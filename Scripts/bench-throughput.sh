@@ -167,8 +167,8 @@ bg_kill haproxy-plain TERM || true
 
 if have_tcpsplice; then
     # --- resilient path, splice-proxy -------------------------------------------------
-    rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
-    SPLICED_BG=spliced-rsp spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+    rules_install "$NS_R" --ports "$PORT" "${RESILIENT_RULE_QUEUES[@]}" --family 4 --tproxy-port "$TPROXY_PORT"
+    SPLICED_BG=spliced-rsp spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT"
     proxy_start splice-proxy --no-ipv6
     run_iperf resil-sp "$SERVER_IP" 1
     run_iperf resil-sp "$SERVER_IP" 4
@@ -181,7 +181,7 @@ if have_tcpsplice; then
     bg_kill spliced-rsp TERM || true
 
     # --- resilient path, HAProxy as the transparent proxy ------------------------------
-    SPLICED_BG=spliced-rha spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
+    SPLICED_BG=spliced-rha spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT" --proxy-pidfile "$TEST_TMP/haproxy.pid"
     haproxy_start
     wait_proxy_registered "$HAPROXY_PID" 10
     run_iperf resil-ha "$SERVER_IP" 1
@@ -234,8 +234,8 @@ RSS[haproxy-http]=$(vmhwm "$(bg_pid haproxy-http)")
 bg_kill haproxy-http TERM || true
 
 if have_tcpsplice; then
-    rules_install "$NS_R" --ports "$HTTP_PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
-    SPLICED_BG=spliced-http spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$HTTP_PORT"
+    rules_install "$NS_R" --ports "$HTTP_PORT" "${RESILIENT_RULE_QUEUES[@]}" --family 4 --tproxy-port "$TPROXY_PORT"
+    SPLICED_BG=spliced-http spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$HTTP_PORT"
     proxy_start splice-proxy-http --no-ipv6
     http_case http-resil "http://$SERVER_IP:$HTTP_PORT/big"
     splicectl rules add --method GET --action splice >/dev/null || fail "splicectl rules add failed"

@@ -73,12 +73,12 @@ topo_create
 nsx "$NS_C" sysctl -qw net.ipv4.tcp_rmem="4096 131072 524288"
 
 step "Installing the tcpsplice rules in the router (port $PORT; queue 0 for the ends, 1 for the proxy, 2 for handshakes; transparent proxy port $TPROXY_PORT)"
-rules_install "$NS_R" --ports "$PORT" --queues 0 --proxy-queue 1 --syn-queue 2 --family 4 --tproxy-port "$TPROXY_PORT"
+rules_install "$NS_R" --ports "$PORT" "${RESILIENT_RULE_QUEUES[@]}" --family 4 --tproxy-port "$TPROXY_PORT"
 nsx "$NS_R" iptables -t mangle -S TCPSPLICE_PRE | sed 's/^/    /'
 nsx "$NS_R" iptables -t raw -S TCPSPLICE_OUT | sed 's/^/    /'
 
 step "Starting spliced (new flows to port $PORT go through the proxy) and splice-proxy in the router"
-spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$PORT"
+spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$PORT"
 proxy_start splice-proxy
 echo "    spliced pid $(bg_pid spliced), splice-proxy pid $(bg_pid splice-proxy), control socket $CTL_SOCK"
 

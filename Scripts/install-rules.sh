@@ -57,6 +57,16 @@ Options:
   --route-table N      routing table for those packets                 [100]
   --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
                        spliced thread takes them (give spliced both)  [--queues]
+  --proxy-reply-queue N|A:B
+                       queue(s) for the proxy's packets to the clients (its
+                       sockets facing them), apart from its packets to the
+                       servers (give spliced both as --proxy-queue)
+                                                                  [--proxy-queue]
+  --reply-queue N|A:B  queue(s) for the servers' packets (replies), apart from
+                       the clients' (give spliced both as --queue): the kernel
+                       holds at most 65,536 packets per queue, so a crowd's
+                       burst of answers does not fill the queue the clients'
+                       packets wait in                                [--queues]
   --syn-queue N        queue of the ends' SYN and SYN-ACK packets (give spliced
                        --syn-queue N): under a SYN flood past what the engine
                        can take, new flows go by unseen (bypass) instead of
@@ -102,6 +112,8 @@ FIN_LOG_GROUP_ARG=23133
 ROUTE_TABLE_ARG=100
 PROXY_QUEUE_ARG=""
 SYN_QUEUE_ARG=""
+REPLY_QUEUE_ARG=""
+PROXY_REPLY_QUEUE_ARG=""
 SERVICE_ARG=""
 BAL_PORTS_ARG=61000:65535
 BAL_MARK_ARG=0x5a5e
@@ -141,6 +153,8 @@ while [[ $# -gt 0 ]]; do
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
         --syn-queue) need_value "$1" $#; SYN_QUEUE_ARG=$2; shift 2 ;;
+        --reply-queue) need_value "$1" $#; REPLY_QUEUE_ARG=$2; shift 2 ;;
+        --proxy-reply-queue) need_value "$1" $#; PROXY_REPLY_QUEUE_ARG=$2; shift 2 ;;
         --service) need_value "$1" $#; SERVICE_ARG+="${SERVICE_ARG:+,}$2"; shift 2 ;;
         --balancer-ports) need_value "$1" $#; BAL_PORTS_ARG=$2; shift 2 ;;
         --balancer-mark) need_value "$1" $#; BAL_MARK_ARG=$2; shift 2 ;;
@@ -222,6 +236,23 @@ queue_spec() {
 QUEUE_SPEC=$(queue_spec --queues "$QUEUES_ARG")
 PROXY_QUEUE_SPEC=$QUEUE_SPEC
 if [[ -n "$PROXY_QUEUE_ARG" ]]; then PROXY_QUEUE_SPEC=$(queue_spec --proxy-queue "$PROXY_QUEUE_ARG"); fi
+REPLY_QUEUE_SPEC=$QUEUE_SPEC
+REPLY_NOTE=""
+if [[ -n "$REPLY_QUEUE_ARG" ]]; then
+    REPLY_QUEUE_SPEC=$(queue_spec --reply-queue "$REPLY_QUEUE_ARG")
+    # The proxy's queue is bound fail-closed for the proxy's packets alone: no end's packet there.
+    [[ -z "$PROXY_QUEUE_ARG" || "$REPLY_QUEUE_SPEC" != "$PROXY_QUEUE_SPEC" ]] \
+        || die "--reply-queue $REPLY_QUEUE_ARG must differ from --proxy-queue"
+    REPLY_NOTE=" (the servers' packets: ${REPLY_QUEUE_SPEC#--})"
+fi
+PROXY_REPLY_QUEUE_SPEC=$PROXY_QUEUE_SPEC
+if [[ -n "$PROXY_REPLY_QUEUE_ARG" ]]; then
+    [[ -n "$PROXY_QUEUE_ARG" ]] || die "--proxy-reply-queue needs --proxy-queue (the proxy's packets to the servers)"
+    PROXY_REPLY_QUEUE_SPEC=$(queue_spec --proxy-reply-queue "$PROXY_REPLY_QUEUE_ARG")
+    # spliced binds the proxy's queues fail-closed: no end's packet may share one.
+    [[ "$PROXY_REPLY_QUEUE_SPEC" != "$QUEUE_SPEC" && "$PROXY_REPLY_QUEUE_SPEC" != "$REPLY_QUEUE_SPEC" ]] \
+        || die "--proxy-reply-queue $PROXY_REPLY_QUEUE_ARG must differ from --queues and --reply-queue"
+fi
 SYN_QUEUE_SPEC=""
 # A spliced flow's FINs: logged (NFLOG) and let by, or queued (none).
 if [[ "$FIN_LOG_GROUP_ARG" == none ]]; then
@@ -239,8 +270,8 @@ fi
 if [[ -n "$SYN_QUEUE_ARG" ]]; then
     [[ "$SYN_QUEUE_ARG" != *:* ]] || die "--syn-queue takes one queue number, not a range ('$SYN_QUEUE_ARG')"
     SYN_QUEUE_SPEC=$(queue_spec --syn-queue "$SYN_QUEUE_ARG")
-    [[ "$SYN_QUEUE_SPEC" != "$QUEUE_SPEC" && "$SYN_QUEUE_SPEC" != "$PROXY_QUEUE_SPEC" ]] \
-        || die "--syn-queue $SYN_QUEUE_ARG must differ from --queues and --proxy-queue"
+    [[ "$SYN_QUEUE_SPEC" != "$QUEUE_SPEC" && "$SYN_QUEUE_SPEC" != "$PROXY_QUEUE_SPEC" && "$SYN_QUEUE_SPEC" != "$REPLY_QUEUE_SPEC" && "$SYN_QUEUE_SPEC" != "$PROXY_REPLY_QUEUE_SPEC" ]] \
+        || die "--syn-queue $SYN_QUEUE_ARG must differ from the other queues"
 fi
 
 # parse_mark OPTION VALUE -> echoes the mark as 0x..., dies naming the option otherwise.
@@ -425,7 +456,9 @@ render() {
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}
+        line=${line//@PRQUEUE@/$PROXY_REPLY_QUEUE_SPEC}
         line=${line//@SQUEUE@/$SYN_QUEUE_SPEC}
+        line=${line//@RQUEUE@/$REPLY_QUEUE_SPEC}
         line=${line//@QUEUE@/$QUEUE_SPEC}
         line=${line//@ORIG@/$orig}
         line=${line//@REPLY@/$reply}
@@ -498,7 +531,7 @@ install_family() {
     if [[ "$first" != "-A PREROUTING -j TCPSPLICE_PRE" ]]; then
         note "warning: IPv$fam mangle PREROUTING has rules before the jump to TCPSPLICE_PRE (left as they are)"
     fi
-    note "IPv$fam rules installed ($ipt): ports $PORTS, ${QUEUE_SPEC#--}, inject mark $INJECT_MARK${CLIENTS_ARG:+, clients $CLIENTS_ARG}${SERVERS_ARG:+, servers $SERVERS_ARG}${TPROXY_PORT:+, tproxy port $TPROXY_PORT}"
+    note "IPv$fam rules installed ($ipt): ports $PORTS, ${QUEUE_SPEC#--}$REPLY_NOTE, inject mark $INJECT_MARK${CLIENTS_ARG:+, clients $CLIENTS_ARG}${SERVERS_ARG:+, servers $SERVERS_ARG}${TPROXY_PORT:+, tproxy port $TPROXY_PORT}"
 }
 
 # The resilient mode's routing: packets marked for local transparent sockets
@@ -566,5 +599,5 @@ if [[ -n "$TPROXY_PORT" ]]; then
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi
-    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE; early demux off"
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE; early demux off"
 fi

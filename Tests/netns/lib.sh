@@ -516,22 +516,29 @@ TPROXY_PORT=8081
 # resilient_rules_install [PORTS]: the rules with the resilient mode's additions
 # (TPROXY to $TPROXY_PORT, the proxy's sockets fail-closed, policy routing, early
 # demux off) in the router, for PORTS (default "$XF_DOWN_PORT,$XF_UP_PORT"), queue 0
-# for the ends' packets, queue 1 for the proxy's, queue 2 for the ends' handshakes.
+# for the clients' packets, queue 3 for the servers', queues 1 and 4 for the proxy's (to the
+# servers, to the clients), queue 2 for the ends' handshakes.
+# The queue layout of the resilient mode (Docs/deploy.md): a queue per direction for the ends'
+# packets and for the proxy's, because the kernel holds at most 65,536 packets per queue
+# (Docs/packet-path.md), and the handshakes apart. RESILIENT_RULE_QUEUES for install-rules.sh,
+# RESILIENT_SPLICED_QUEUES for spliced: the same queues.
+RESILIENT_RULE_QUEUES=(--queues 0 --reply-queue 3 --proxy-queue 1 --proxy-reply-queue 4 --syn-queue 2)
+RESILIENT_SPLICED_QUEUES=(--queue 0 --queue 3 --proxy-queue 1 --proxy-queue 4 --syn-queue 2)
 resilient_rules_install() {
-    rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" --queues 0 --proxy-queue 1 --syn-queue 2 \
+    rules_install "$NS_R" --ports "${1:-$XF_DOWN_PORT,$XF_UP_PORT}" "${RESILIENT_RULE_QUEUES[@]}" \
         --tproxy-port "$TPROXY_PORT"
     # Deleting the namespace undoes the rules, but not the file in which
     # install-rules.sh saved the sysctls it changed (/run/tcpsplice, per netns).
     on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 }
 
-# resilient_spliced_start [PORTS] [ARGS...]: spliced on queue 0 (the ends' packets),
-# queue 1 (the proxy's, fail-closed) and queue 2 (handshakes) with --proxy-ports PORTS (default
+# resilient_spliced_start [PORTS] [ARGS...]: spliced on queues 0 and 3 (the ends' packets),
+# queues 1 and 4 (the proxy's, fail-closed) and queue 2 (handshakes) with --proxy-ports PORTS (default
 # "$XF_DOWN_PORT,$XF_UP_PORT") and any further ARGS.
 resilient_spliced_start() {
     local ports=${1:-$XF_DOWN_PORT,$XF_UP_PORT}
     shift || true
-    spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$ports" "$@"
+    spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$ports" "$@"
 }
 
 # resilient_start [ARGS...]: after the topology (and whatever a test adds to it),

@@ -51,7 +51,7 @@ capture_stop paws
 
 # spliced comes back while the transfers run.
 xfers_assert_running
-SPLICED_BG=spliced-again spliced_start --queue 0 --proxy-queue 1 --syn-queue 2 --proxy-ports "$XF_DOWN_PORT,$XF_UP_PORT"
+SPLICED_BG=spliced-again spliced_start "${RESILIENT_SPLICED_QUEUES[@]}" --proxy-ports "$XF_DOWN_PORT,$XF_UP_PORT"
 wait_proxy_registered "$PROXY_PID" 20
 PROXY_ID2=$(proxy_id_of "$PROXY_PID")
 log "splice-proxy (pid $PROXY_PID) registered again, id $PROXY_ID2"

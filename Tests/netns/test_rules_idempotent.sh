@@ -260,6 +260,19 @@ expect_same "tproxy: rules not restored" "$r0" "$(save nft 4)"
 expect_same "tproxy: routing or sysctls not restored" "$w0" "$(world)"
 log "resilient-mode rules: ok"
 
+# A queue per direction: the ends' packets on 0 and 3, the proxy's on 1 and 4 (Docs/deploy.md).
+nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --queues 0 --reply-queue 3 --proxy-queue 1 \
+    --proxy-reply-queue 4 2>/dev/null || fail "layout by direction: install failed"
+r2=$(save nft 4)
+for want in '"tcpsplice: client to server" -j NFQUEUE --queue-num 0 ' '"tcpsplice: server to client" -j NFQUEUE --queue-num 3 ' \
+    'socket facing the server (fail-closed)" -j NFQUEUE --queue-num 1$' \
+    'socket facing the client (fail-closed)" -j NFQUEUE --queue-num 4$'; do
+    [[ $(count_lines "$want" "$r2") -eq 1 ]] || fail "layout by direction: no rule '$want': $(printf '%s\n' "$r2" | grep NFQUEUE)"
+done
+nsx "$NS" "$REMOVE" --backend nft 2>/dev/null || fail "layout by direction: remove failed"
+expect_same "layout by direction: rules not restored" "$r0" "$(save nft 4)"
+log "a queue per direction: ok"
+
 # --- bad arguments: non-zero, a message naming the problem, nothing changed ----
 ns_add bad
 NS=$NS_LAST
@@ -290,6 +303,11 @@ bad_arg "bad mark '0xZZ' in --inject-mark" --inject-mark 0xZZ
 bad_arg "bad port 'x' in --tproxy-port" --tproxy-port x
 bad_arg "must differ" --tproxy-port 8081 --proxy-mark 0x5a5a
 bad_arg "bad queue 'q' in --proxy-queue" --proxy-queue q
+bad_arg "bad queue 'r' in --reply-queue" --reply-queue r
+bad_arg "--reply-queue 1 must differ from --proxy-queue" --tproxy-port 8081 --proxy-queue 1 --reply-queue 1
+bad_arg "--proxy-reply-queue needs --proxy-queue" --tproxy-port 8081 --proxy-reply-queue 4
+bad_arg "--proxy-reply-queue 3 must differ from --queues and --reply-queue" --tproxy-port 8081 --proxy-queue 1 --reply-queue 3 --proxy-reply-queue 3
+bad_arg "--syn-queue 3 must differ from the other queues" --reply-queue 3 --syn-queue 3
 bad_arg "--fin-log-group '70000': give an NFLOG group number" --tproxy-port 8081 --fin-log-group 70000
 bad_arg "--fin-log-group 'x'" --tproxy-port 8081 --fin-log-group x
 bad_arg "bad routing table '999'" --route-table 999
