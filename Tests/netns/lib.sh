@@ -255,12 +255,16 @@ topo_create() {
 
 # capture_start NAME: tcpdump (headers only, 128 bytes) at the client's and the server's
 # eth0 into $TEST_TMP/NAME-c.pcap and NAME-s.pcap; capture_stop NAME ends both (what is in
-# flight is written first).
+# flight is written first) and fails the test if either holds no packet: a check that reads
+# an empty capture finds nothing wrong. (--immediate-mode: without it libpcap hands tcpdump
+# its packets a ring block at a time, when the block fills or a timer retires it, and a
+# capture of a second or two ended by SIGINT wrote none: "56 packets received by filter,
+# 0 packets captured".)
 capture_start() {
     local ns n
     for ns in c s; do
         [[ $ns == c ]] && n=$NS_C || n=$NS_S
-        bg_start "pcap-$1-$ns" "$n" tcpdump -i eth0 -n -s 128 -B 16384 -U -w "$TEST_TMP/$1-$ns.pcap" tcp
+        bg_start "pcap-$1-$ns" "$n" tcpdump -i eth0 -n --immediate-mode -s 128 -B 16384 -U -w "$TEST_TMP/$1-$ns.pcap" tcp
     done
     sleep 1
 }
@@ -268,6 +272,10 @@ capture_stop() {
     local ns
     sleep 0.5
     for ns in c s; do bg_kill "pcap-$1-$ns" INT >/dev/null || true; done
+    for ns in c s; do
+        [[ -n "$(tcpdump -n -r "$TEST_TMP/$1-$ns.pcap" -c 1 2>/dev/null)" ]] \
+            || fail "the capture $1-$ns.pcap holds no packet ($(tr '\n' ' ' <"$(bg_log "pcap-$1-$ns")"))"
+    done
 }
 
 # pcap_start: with TCPSPLICE_PCAP=1 in the environment (a debugging aid, off in the suite),

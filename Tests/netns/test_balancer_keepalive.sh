@@ -181,8 +181,8 @@ log "one connection, 20 requests over 3 backends by path: all byte-exact and in 
 # first POST would take the rest to backend 1.
 posted() { grep -c "^REQ $1 POST $2 " "$TEST_TMP/$1.log" || true; }
 got() { grep -c "^REQ $1 GET $2 " "$TEST_TMP/$1.log" || true; }
-[[ -z "${KA_PROXY_DEBUG:-}" ]] || bg_start pcap-1b "$NS_C" tcpdump -i eth0 -n -s 128 -U -w "$TEST_TMP/1b.pcap" "tcp port 80"
-[[ -z "${KA_PROXY_DEBUG:-}" ]] || bg_start pcap-1b-r "$NS_R" tcpdump -i lo -n -s 128 -U -w "$TEST_TMP/1b-lo.pcap" "tcp port 80"
+[[ -z "${KA_PROXY_DEBUG:-}" ]] || bg_start pcap-1b "$NS_C" tcpdump -i eth0 -n --immediate-mode -s 128 -U -w "$TEST_TMP/1b.pcap" "tcp port 80"
+[[ -z "${KA_PROXY_DEBUG:-}" ]] || bg_start pcap-1b-r "$NS_R" tcpdump -i lo -n --immediate-mode -s 128 -U -w "$TEST_TMP/1b-lo.pcap" "tcp port 80"
 sleep 0.3
 b2big0=$(got backend2 /b/big)
 b1big0=$(got backend1 /a/big)

@@ -89,8 +89,8 @@ CTL_BIN=$(need_bin splicectl)
 sampler=$!
 on_cleanup "kill $sampler 2>/dev/null || true"
 
-bg_start pcap-client "$NS_C" tcpdump -i eth0 -n -s 96 -U -w "$TEST_TMP/client.pcap" "tcp port 80"
-bg_start pcap-backend1 "${BACKEND_NS[0]}" tcpdump -i eth0 -n -s 96 -U -w "$TEST_TMP/backend1.pcap" "tcp port 80"
+bg_start pcap-client "$NS_C" tcpdump -i eth0 -n --immediate-mode -s 96 -U -w "$TEST_TMP/client.pcap" "tcp port 80"
+bg_start pcap-backend1 "${BACKEND_NS[0]}" tcpdump -i eth0 -n --immediate-mode -s 96 -U -w "$TEST_TMP/backend1.pcap" "tcp port 80"
 sleep 0.3
 
 # DOWN exchanges each way at once: to the client, a BIG response while the proxy relays a

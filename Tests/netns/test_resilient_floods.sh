@@ -36,9 +36,9 @@ nginx_start "$NS_S" "$XF_DOWN_PORT"
 # packets of each connection that failed are printed, with what spliced lists for it.
 real_clients() {
     local rc=0
-    bg_start "pcap-$1" "$NS_C" tcpdump -i eth0 -n -s 96 -U -w "$TEST_TMP/real-$1.pcap" \
+    bg_start "pcap-$1" "$NS_C" tcpdump -i eth0 -n --immediate-mode -s 96 -U -w "$TEST_TMP/real-$1.pcap" \
         "tcp and host $CLIENT_IP and port $XF_DOWN_PORT"
-    bg_start "pcaps-$1" "$NS_S" tcpdump -i eth0 -n -s 96 -U -w "$TEST_TMP/real-$1-server.pcap" \
+    bg_start "pcaps-$1" "$NS_S" tcpdump -i eth0 -n --immediate-mode -s 96 -U -w "$TEST_TMP/real-$1-server.pcap" \
         "tcp and host $CLIENT_IP and port $XF_DOWN_PORT"
     sleep 0.3
     crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$REAL" --concurrency 10 --timeout 30 --deadline 120 || rc=$?
