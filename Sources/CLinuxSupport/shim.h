@@ -36,6 +36,7 @@ extern int pipe2(int pipefd[2], int flags);
 
 static const unsigned int TCPSPLICE_SPLICE_F_MOVE = 1;
 static const unsigned int TCPSPLICE_SPLICE_F_NONBLOCK = 2;
+static const unsigned int TCPSPLICE_SPLICE_F_MORE = 4;
 static const int TCPSPLICE_F_SETPIPE_SZ = 1031;
 static const int TCPSPLICE_F_GETPIPE_SZ = 1032;
 static const int TCPSPLICE_IP_TRANSPARENT = 19;

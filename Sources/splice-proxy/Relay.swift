@@ -654,6 +654,12 @@ final class Relay {
     private func pump(_ d: inout Direction, connected: Bool, connection c: Connection) -> Bool {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
         defer { if d.inPipe == 0 { releasePipe(&d) } }
+        // The pipe is filled until the source has nothing more (or the pipe no room) before it
+        // is written out, so that a source's FIN that came with its last bytes is known before
+        // they go: they then go corked (SPLICE_F_MORE) and the shutdown right after puts the
+        // FIN on their segment, one packet instead of two (each one a trip through the
+        // engine's queue, and one acknowledgement fewer from the far end).
+        var sourceIdle = false
         pumping: while true {
             let n: Int, read: Bool
             if d.heldSent < d.held.count && (connected || !d.gathering) {
@@ -679,18 +685,20 @@ final class Relay {
                 }
                 read = true
                 if n > 0 { d.bytesRead += UInt64(n) }
-            } else if d.inPipe > 0 && connected, let p = d.pipe {
-                // No SPLICE_F_MORE: it sends with MSG_MORE, which corks a short segment (a
-                // request) in the socket until a timer pushes it, ~200 ms later. The kernel
-                // sets MSG_MORE itself between the buffers of one splice.
-                n = tcpsplice_splice(p.read, d.destination, d.inPipe, flags)
+            } else if d.inPipe > 0 && connected && (sourceIdle || d.sourceDone || d.inPipe >= d.capacity
+                                                        || d.waitingForPipe || d.readRoom == 0), let p = d.pipe {
+                // SPLICE_F_MORE only for the last bytes, the shutdown following at once: it
+                // sends with MSG_MORE, which corks a short segment in the socket until a timer
+                // pushes it, ~200 ms later. (The kernel sets MSG_MORE itself between the
+                // buffers of one splice.)
+                n = tcpsplice_splice(p.read, d.destination, d.inPipe, flags | (d.sourceDone ? TCPSPLICE_SPLICE_F_MORE : 0))
                 read = false
                 if n > 0 {
                     d.inPipe -= n
                     d.bytes += UInt64(n)
                 }
             } else {
-                if d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe || d.readRoom == 0 { break }
+                if sourceIdle || d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe || d.readRoom == 0 { break }
                 if d.pipe == nil && !acquirePipe(&d) {
                     d.waitingForPipe = true
                     pipeWaiters.append(c.id)
@@ -700,6 +708,11 @@ final class Relay {
                 n = tcpsplice_splice(d.source, p.write, min(p.capacity - d.inPipe, d.readRoom), flags)
                 read = true
                 if n > 0 { d.inPipe += n; d.bytesRead += UInt64(n) }
+                if n < 0 && errno == EAGAIN && d.inPipe > 0 {
+                    // Nothing more now: what the pipe holds goes out.
+                    sourceIdle = true
+                    continue pumping
+                }
             }
             switch Relay.step(n, read: read, &d) {
             case .again: continue pumping
