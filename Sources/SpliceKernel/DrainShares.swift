@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// How many receives each queue gets in one turn of a reader that serves several: the fullest
 /// first.
 ///
@@ -43,75 +39,5 @@ public enum DrainShares {
         var out: [Int] = []
         receives(waiting: waiting, base: base, into: &out)
         return out
-    }
-}
-
-/// The packets waiting in each bound queue of this network namespace, as the kernel counts them
-/// (`queue_total` of `/proc/net/netfilter/nfnetlink_queue`): the file kept open and read again
-/// into one buffer, parsed without allocating. For the reader's thread, a few times a second at
-/// most while queues hold a backlog.
-public final class QueueBacklog {
-    private let fd: Int32
-    private let buffer: UnsafeMutableRawBufferPointer
-
-    public init?() {
-        fd = open(KernelQueueStats.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        buffer = .allocate(byteCount: 1 << 16, alignment: 8)
-    }
-
-    deinit {
-        close(fd)
-        buffer.deallocate()
-    }
-
-    /// For each of `queues` (queue numbers), the packets waiting in it, into `out` (same order;
-    /// 0 for a queue the file does not list). False if the file could not be read.
-    public func read(queues: [UInt16], into out: inout [Int]) -> Bool {
-        var used = 0
-        while used < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + used, buffer.count - used, off_t(used))
-            if n < 0 { if errno == EINTR { continue }; return false }
-            if n == 0 { break }
-            used += n
-        }
-        QueueBacklog.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<used]), queues: queues, into: &out)
-        return true
-    }
-
-    /// Parses the file's lines into `out` (one count per queue of `queues`, 0 for one not
-    /// listed): the first column is the queue number, the third its packets waiting. Lines of
-    /// other queues, or too short, are skipped.
-    static func parse(_ text: UnsafeRawBufferPointer, queues: [UInt16], into out: inout [Int]) {
-        out.removeAll(keepingCapacity: true)
-        for _ in queues { out.append(0) }
-        var column = 0
-        var value = 0
-        var inNumber = false
-        var queue = -1
-        var total = -1
-        func endField() {
-            if inNumber {
-                if column == 0 { queue = value } else if column == 2 { total = value }
-                column += 1
-            }
-            inNumber = false
-            value = 0
-        }
-        for byte in text {
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"):
-                inNumber = true
-                value = value &* 10 &+ Int(byte &- UInt8(ascii: "0"))
-            case UInt8(ascii: "\n"):
-                endField()
-                if queue >= 0, total >= 0, let i = queues.firstIndex(of: UInt16(truncatingIfNeeded: queue)) { out[i] = total }
-                column = 0
-                queue = -1
-                total = -1
-            default:
-                endField()
-            }
-        }
     }
 }
