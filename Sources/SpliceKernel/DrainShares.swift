@@ -9,35 +9,28 @@
 /// bursting its answers) reached it with the proxy's queue at 33,000. So while queues hold a
 /// backlog, the one holding the most packets gets most of the turn, until another holds more:
 /// their backlogs stay even, and together they hold up to the sum of their bounds before any
-/// drops. No I/O: the caller counts (`QueueBacklog`).
+/// drops. No I/O: the caller counts (`KernelQueueStats`).
 public enum DrainShares {
     /// A queue gets more of the turn only above this many packets waiting: below, nothing is
     /// near the bound and the turns stay even.
     public static let minimumBacklog = 1024
 
     /// `waiting[i]`: packets waiting in sharing queue i; `base`: receives each gets when even.
-    /// Writes the receives per queue into `out` (resized to match, no allocation once it has the
-    /// room): `base` each, unless the fullest holds at least `minimumBacklog` packets and more
-    /// than an eighth over the next; then it gets what the others give up, each of them keeping
-    /// a quarter of `base` so that none stops. The turn's total stays the same.
-    public static func receives(waiting: [Int], base: Int, into out: inout [Int]) {
-        out.removeAll(keepingCapacity: true)
-        for _ in waiting.indices { out.append(base) }
-        guard waiting.count >= 2 else { return }
+    /// Returns the receives per queue: `base` each, unless the fullest holds at least
+    /// `minimumBacklog` packets and more than an eighth over the next; then it gets what the
+    /// others give up, each of them keeping a quarter of `base` so that none stops. The turn's
+    /// total stays the same.
+    public static func receives(waiting: [Int], base: Int) -> [Int] {
+        var out = [Int](repeating: base, count: waiting.count)
+        guard waiting.count >= 2 else { return out }
         var top = 0
         for i in waiting.indices where waiting[i] > waiting[top] { top = i }
         var next = 0
         for i in waiting.indices where i != top { next = max(next, waiting[i]) }
-        guard waiting[top] >= minimumBacklog, waiting[top] > next + next / 8 else { return }
+        guard waiting[top] >= minimumBacklog, waiting[top] > next + next / 8 else { return out }
         let floor = max(1, base / 4)
         for i in out.indices where i != top { out[i] = floor }
         out[top] = base * waiting.count - floor * (waiting.count - 1)
-    }
-
-    /// `receives(waiting:base:into:)` into a new array.
-    public static func receives(waiting: [Int], base: Int) -> [Int] {
-        var out: [Int] = []
-        receives(waiting: waiting, base: base, into: &out)
         return out
     }
 }

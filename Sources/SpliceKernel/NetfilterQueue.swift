@@ -204,14 +204,13 @@ public final class NetfilterQueue: @unchecked Sendable {
         return recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) > 0
     }
 
-    /// Handles up to `receives` (default `receivesPerDrain`) receives of what is waiting;
-    /// returns how many it made (as many as allowed: more may be waiting).
-    @discardableResult
-    public func drain(receives: Int? = nil,
+    /// Handles up to `limit` receives of what is waiting (the reader's share for this queue:
+    /// `receivesPerDrain`, or what `DrainShares` gives it); returns how many it made (as many as
+    /// allowed: more may be waiting).
+    public func drain(receives limit: Int,
                       handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict) throws -> Int {
         drains.wrappingAdd(1, ordering: .acquiringAndReleasing)
         defer { drains.wrappingAdd(1, ordering: .releasing) }
-        let limit = receives ?? options.receivesPerDrain
         var drained = 0
         var overruns = 0
         while drained < limit {

@@ -25,16 +25,14 @@ import Testing
 
     @Test func theKernelsCountsAreReadPerQueue() {
         // /proc/net/netfilter/nfnetlink_queue: number, port id, waiting, copy mode, range,
-        // dropped, user dropped, last id, 1.
-        let text = """
+        // dropped, user dropped, last id, 1: the third column is what the shares weigh.
+        let stats = KernelQueueStats.parse("""
                 0  25142 61234 2 65535     0     0   287268  1
                 1 3699906207   412 2 65535     0     0   317426  1
-                2 2201212184     0 2 65535     0     0    20070  1
                 3   9999  7 2 65535 12 0 5 1
 
-            """
-        var out: [Int] = []
-        Array(text.utf8).withUnsafeBytes { QueueBacklog.parse($0, queues: [1, 0, 7, 3], into: &out) }
-        #expect(out == [412, 61234, 0, 7])
+            """)
+        #expect(stats.map(\.queue) == [0, 1, 3])
+        #expect(stats.map(\.queueTotal) == [61234, 412, 7])
     }
 }
