@@ -92,6 +92,9 @@ final class Relay {
         var readRoom: Int { paused ? 0 : Int(min(UInt64(Int.max), readLimit &- min(readLimit, bytesRead))) }
         /// Nothing held by the relay in this direction (nothing unsent, nothing in a pipe).
         var empty: Bool { heldSent == held.count && inPipe == 0 }
+        /// The source may be read into the pipe now: not at its end, room in the pipe and in
+        /// what may be read, a pipe to be had.
+        var pipeReadable: Bool { !sourceDone && inPipe < capacity && !waitingForPipe && readRoom > 0 }
 
         /// The rules decided on the held bytes, but wait for more of them (a per-request
         /// connection's request body) before they may go: read on meanwhile.
@@ -685,8 +688,7 @@ final class Relay {
                 }
                 read = true
                 if n > 0 { d.bytesRead += UInt64(n) }
-            } else if d.inPipe > 0 && connected && (sourceIdle || d.sourceDone || d.inPipe >= d.capacity
-                                                        || d.waitingForPipe || d.readRoom == 0), let p = d.pipe {
+            } else if d.inPipe > 0 && connected && (sourceIdle || !d.pipeReadable), let p = d.pipe {
                 // SPLICE_F_MORE only for the last bytes, the shutdown following at once: it
                 // sends with MSG_MORE, which corks a short segment in the socket until a timer
                 // pushes it, ~200 ms later. (The kernel sets MSG_MORE itself between the
@@ -698,7 +700,7 @@ final class Relay {
                     d.bytes += UInt64(n)
                 }
             } else {
-                if sourceIdle || d.sourceDone || d.inPipe >= d.capacity || d.waitingForPipe || d.readRoom == 0 { break }
+                if sourceIdle || !d.pipeReadable { break }
                 if d.pipe == nil && !acquirePipe(&d) {
                     d.waitingForPipe = true
                     pipeWaiters.append(c.id)
