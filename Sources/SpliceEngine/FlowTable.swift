@@ -10,7 +10,10 @@ import SpliceWire
 public struct FlowTimeouts: Sendable {
     public var synSent = Timestamp.Duration.seconds(120)
     public var synReceived = Timestamp.Duration.seconds(60)
-    public var established = Timestamp.Duration.seconds(7200)
+    /// Two hours and five minutes: past the first probe of a default TCP keepalive (sent after
+    /// 7,200 s idle), so that an idle connection its ends keep alive keeps its entry (and a
+    /// resilient flow its proxy). conntrack keeps 5 days.
+    public var established = Timestamp.Duration.seconds(7500)
     public var finWait = Timestamp.Duration.seconds(120)
     public var closeWait = Timestamp.Duration.seconds(60)
     public var lastAck = Timestamp.Duration.seconds(30)

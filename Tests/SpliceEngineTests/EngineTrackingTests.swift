@@ -185,10 +185,11 @@ struct EngineTrackingTests {
         #expect(tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flows.expired == 0)
         e.tick(now: .seconds(31))
         #expect(!tracked(e, oneWay) && tracked(e, bothWays) && e.counters.flows.expired == 1)
-        // The one seen both ways keeps ESTABLISHED's timeout (7200 s).
-        e.tick(now: .seconds(3600))
-        #expect(tracked(e, bothWays) && e.counters.flows.expired == 1)
+        // The one seen both ways keeps ESTABLISHED's timeout (7500 s: past a default
+        // keepalive's first probe, 7200 s).
         e.tick(now: .seconds(7202))
+        #expect(tracked(e, bothWays) && e.counters.flows.expired == 1)
+        e.tick(now: .seconds(7502))
         #expect(!tracked(e, bothWays) && e.counters.flows.expired == 2)
     }
 

@@ -348,6 +348,30 @@ struct ResilientSpliceTests {
         #expect(h.engine.counters.resilient.acksSuppressed == 1)
     }
 
+    @Test("an end's keepalive probe (SND.UNA - 1) gets the proxy's answer, though it repeats the last ACK")
+    func keepaliveProbeAnswered() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 100))
+        let pAck = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 101)
+        #expect(h.feed(pAck, fromProxy: true).0.action == .accept)
+        #expect(h.feed(pAck, fromProxy: true).0 == .drop)
+        // The server acknowledges the 100 bytes: the client is told (injected), and now knows
+        // everything up to clientISN + 101.
+        _ = h.feed(c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 101))
+        // Idle; the client's keepalive probes at SND.UNA - 1. The down socket answers with the
+        // ACK it sent before: it passes, once.
+        let probe = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 100, ack: c.serverISN + 1)
+        #expect(h.feed(probe).0.action == .repeatHook)
+        let (v, out) = h.feed(pAck, fromProxy: true)
+        #expect(v.action == .accept && h.spec(out).acknowledgmentNumber == c.clientISN + 101)
+        #expect(h.feed(pAck, fromProxy: true).0 == .drop)
+        // Data at SND.NXT owes no answer of its own: a repeated ACK after it still goes nowhere.
+        _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 101, ack: c.serverISN + 1, payload: 10))
+        #expect(h.feed(pAck, fromProxy: true).0 == .drop)
+    }
+
     @Test("the proxy dies: its flows are bypassed at once, and its packets never reach an end")
     func proxyDeath() {
         let h = ResilientHarness()

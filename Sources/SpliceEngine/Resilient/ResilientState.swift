@@ -167,6 +167,10 @@ public struct ProxySide: Sendable {
     /// What the proxy announced it sends on purpose from this socket (a FIN, a RST): that kind
     /// passes at once. Bits: `ResilientState.intentFIN`, `.intentRST`.
     public var closeIntent: UInt8 = 0
+    /// The receiver sent a segment that starts before what it was told (a keepalive or
+    /// zero-window probe at SND.UNA - 1, a duplicate): the socket's next ACK answers it and
+    /// passes even if it tells nothing new (`Engine.translateFromProxy`).
+    public var answerOwed = false
 
     public init() {}
 }

@@ -10,6 +10,12 @@ extension Engine {
     func translateTowardProxy(_ p: TCPPacket, going d: FlowDirection, block b: UnsafeMutablePointer<ConnectionBlock>) {
         let side = b.pointee.resilient.proxy[d.opposite]
         let tcp = p.tcp
+        // A segment that starts before what its sender was told: a keepalive or zero-window
+        // probe (SND.UNA - 1, no data or one old byte) or a duplicate. The receiving socket
+        // answers it with an ACK that may repeat the last one, and the sender must get that
+        // answer (RFC 9293 3.10.7.4): unanswered, its keepalive ends an idle connection, and
+        // its zero-window probes count toward its retransmission limit.
+        if tcp.sequenceNumber < side.ackGiven { b.pointee.resilient.proxy[d.opposite].answerOwed = true }
         let back = side.seqDelta.inverse
         if tcp.flags.contains(.ack) {
             tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + back)
@@ -56,7 +62,7 @@ extension Engine {
     /// A data-path packet of the proxy's socket speaking `d`, into the ends' space: its end's
     /// sequence numbers, window scale and clock, its ACK clamped to what its end has
     /// acknowledged (FIG. 2C); an unannounced FIN or RST held (HeldCloses.swift); a pure ACK
-    /// that tells the receiver nothing new dropped.
+    /// that tells the receiver nothing new dropped, unless it answers the receiver's probe.
     func translateFromProxy(_ p: TCPPacket, entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>,
                             state r: inout ResilientState, speaking d: FlowDirection,
                             info: PacketInfo, now: Timestamp) -> Verdict {
@@ -84,10 +90,12 @@ extension Engine {
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
         let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
-        if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == r.proxy[d].window && !hasSACK(tcp) {
+        if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == r.proxy[d].window && !hasSACK(tcp)
+            && !r.proxy[d].answerOwed {
             counters.resilient.acksSuppressed &+= 1
             return .drop
         }
+        r.proxy[d].answerOwed = false
         if let a = clampedAck, a > told { r.proxy[d].ackGiven = a }
         r.proxy[d].window = tcp.window
         if end > r.proxy[d].seqNext { r.proxy[d].seqNext = end }

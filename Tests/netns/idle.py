@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""An idle TCP connection kept alive by TCP keepalive probes (SO_KEEPALIVE, first probe after
+1 s idle, then every 1 s, given up after 3 unanswered: the connection then fails with
+ETIMEDOUT after ~4 s of silence).
+
+  idle.py serve PORT [--keepalive]
+      echo server; with --keepalive every accepted socket probes its peer. Before echoing a
+      message it prints "SERVER LAST_ACK_RECV_MS N" (tcp_info: ms since an ACK last came, as
+      read at most half a second before the message arrived).
+  idle.py client HOST PORT IDLE [--keepalive]
+      connects, exchanges "hello", stays silent IDLE seconds (probing when --keepalive), then
+      prints "CLIENT LAST_ACK_RECV_MS N" and exchanges "again". Prints "OK", or "FAILED ..."
+      and exits 1 (the connection was lost).
+
+An answered probe is an ACK: after IDLE seconds of silence, a prober whose probes were
+answered heard an ACK within the last probe interval, one whose probes were not answered
+either lost the connection or heard nothing since the exchange.
+"""
+import select
+import socket
+import struct
+import sys
+import time
+
+
+def keepalive(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+def last_ack_recv_ms(s):
+    # struct tcp_info: 8 bytes of u8 fields, 9 u32 (rto ... fackets), then last_data_sent,
+    # last_ack_sent, last_data_recv, last_ack_recv.
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 8 + 4 * 12)[0]
+
+
+def serve(port, probe):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(16)
+    print("LISTENING", flush=True)
+    while True:
+        c, _ = ls.accept()
+        if probe:
+            keepalive(c)
+        try:
+            # tcp_info read while the connection is silent (a data segment's own ACK resets
+            # last_ack_recv): the value of the last half second before a message is printed.
+            silent = last_ack_recv_ms(c)
+            while True:
+                if not select.select([c], [], [], 0.5)[0]:
+                    silent = last_ack_recv_ms(c)
+                    continue
+                d = c.recv(4096)
+                if not d:
+                    break
+                print("SERVER LAST_ACK_RECV_MS", silent, flush=True)
+                c.sendall(d)
+        except OSError as e:
+            print("SERVER FAILED", e, flush=True)
+        c.close()
+
+
+def exchange(s, msg):
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        d = s.recv(4096)
+        if not d:
+            raise OSError("connection closed by the peer")
+        got += d
+    if got != msg:
+        raise OSError(f"echo {got!r}, expected {msg!r}")
+
+
+def client(host, port, idle, probe):
+    try:
+        s = socket.create_connection((host, port), timeout=30)
+        if probe:
+            keepalive(s)
+        exchange(s, b"hello")
+        print("CONNECTED LOCAL=%s:%d" % s.getsockname()[:2], flush=True)
+        time.sleep(idle)
+        print("CLIENT LAST_ACK_RECV_MS", last_ack_recv_ms(s), flush=True)
+        exchange(s, b"again")
+        s.close()
+    except OSError as e:
+        print("FAILED", e, flush=True)
+        sys.exit(1)
+    print("OK", flush=True)
+
+
+def main():
+    a = sys.argv[1:]
+    probe = "--keepalive" in a
+    a = [x for x in a if x != "--keepalive"]
+    if a[:1] == ["serve"] and len(a) == 2:
+        serve(int(a[1]), probe)
+    elif a[:1] == ["client"] and len(a) == 4:
+        client(a[1], int(a[2]), float(a[3]), probe)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
