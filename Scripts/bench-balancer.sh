@@ -42,7 +42,9 @@
 #      (a comma-separated list runs one wrk per level), --time seconds each:
 #      requests/s (= new connections/s), wrk's latency p50/p99 (from the
 #      request's first byte written to the answer's last byte read: the connect
-#      is not in it), wrk's socket errors and answers neither 2xx nor 3xx. One
+#      is not in it), "new conn ms" (the medians of connect and of the whole
+#      request of 15 curls on new connections while wrk runs: connect included),
+#      wrk's socket errors and answers neither 2xx nor 3xx. One
 #      curl fetch first checks the file's SHA-256 through that path.
 #   3. keep-alive requests (--keepalive-kib, default 1024 KiB; 0: none): wrk with
 #      its persistent connections (no Connection: close), the same levels; for
@@ -429,7 +431,16 @@ short_requests() {
     each0=$(cpu_ticks_each "${DAEMON_PIDS[@]}")
     log "$case: wrk -t $THREADS -c $conns -d ${DURATION}s --latency ${close[*]} $url"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$conns" -d "${DURATION}s" --latency \
-        "${close[@]}" "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" || rc=$?
+        "${close[@]}" "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" &
+    local wrk_pid=$!
+    # New connections timed while wrk runs (Scripts/lib/common.sh): connect included.
+    if [[ -z "${4:-}" ]]; then
+        probe_new_connections "$TEST_TMP/probe-$tag" "$url" "$DURATION"
+        local probed
+        probed=$(json_get ok <"$TEST_TMP/probe-$tag.json" 2>/dev/null || echo 0)
+        [[ "$probed" == "$PROBES" ]] || note_case "$case" "c=$conns: only $probed of $PROBES probe requests (curl, new connections during wrk) answered 200"
+    fi
+    wait "$wrk_pid" || rc=$?
     t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
     ((${#DAEMON_PIDS[@]} == 0)) || log "$case: CPU by daemon during the run: $(cpu_split "${DAEMON_PIDS[*]}" "$each0" "$(cpu_ticks_each "${DAEMON_PIDS[@]}")")"
     sed 's/^/    /' "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err"
@@ -439,16 +450,18 @@ short_requests() {
     backend_spread "$TEST_TMP/spread-$tag.json" $from || note_case "$case" "could not read the backends' access logs"
     python3 - "$case" "$conns" "$url" "$rc" "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err" \
         "$TEST_TMP/wrk-$tag.json" "$( ((${#DAEMON_PIDS[@]} > 0)) && echo "$(((t1 - t0) * 1000 / CLK_TCK))e-3" || echo null)" \
-        >"$TEST_TMP/wrk-$tag.problems" <<'PYEOF' || note_case "$case" "could not parse wrk's output (c=$conns)"
+        "$TEST_TMP/probe-$tag.json" >"$TEST_TMP/wrk-$tag.problems" <<'PYEOF' || note_case "$case" "could not parse wrk's output (c=$conns)"
 import json, os, sys
 sys.path.insert(0, os.environ["TCPSPLICE_SCRIPTS_LIB"])
 import wrk_result
-case, conns, url, rc, out_path, err_path, json_path, cpu = sys.argv[1:9]
+case, conns, url, rc, out_path, err_path, json_path, cpu, probe_path = sys.argv[1:10]
 out = open(out_path).read()
 err = open(err_path).read().strip()
 r = {"case": case, "connections": int(conns), "url": url, "wrk_status": int(rc), "problems": [],
      "daemon_cpu_s": json.loads(cpu)}
 wrk_result.parse(out, err, rc, r)
+if os.path.exists(probe_path):
+    r["probe"] = json.load(open(probe_path))
 json.dump(r, open(json_path, "w"))
 for p in r["problems"]:
     print(p)
@@ -640,8 +653,8 @@ for n in names:
 def request_table(kind, title):
   print()
   print(title)
-  row = "%-11s %5s %9s %9s %14s %8s %8s %16s %8s %20s %20s %16s %7s %10s"
-  print(row % ("path", "conns", "req/s", "vs plain", "vs haproxy-lb", "p50 ms", "p99 ms", "sock err c/r/w/t",
+  row = "%-11s %5s %9s %9s %14s %8s %8s %13s %16s %8s %20s %20s %16s %7s %10s"
+  print(row % ("path", "conns", "req/s", "vs plain", "vs haproxy-lb", "p50 ms", "p99 ms", "new conn ms", "sock err c/r/w/t",
                "non-2xx", "backend requests", "backend conns", "joined", "CPU s", "CPU us/req"))
   for n in names:
     for w in cases[n][kind]:
@@ -654,7 +667,9 @@ def request_table(kind, title):
         per_req = cpu * 1e6 / w["requests"] if cpu is not None and w.get("requests") else None
         print(row % (n, w["connections"], f(w.get("rps"), "%.0f"), f(w.get("vs_plain"), "%.2f"),
                      f(w.get("vs_haproxy_lb"), "%.2f") if n != "plain" else "",
-                     f(w.get("p50_ms"), "%.2f"), f(w.get("p99_ms"), "%.2f"), errs, w.get("non_2xx_3xx", "n/a"),
+                     f(w.get("p50_ms"), "%.2f"), f(w.get("p99_ms"), "%.2f"),
+                     "%s/%s" % (f((w.get("probe") or {}).get("connect_ms_p50"), "%.1f"), f((w.get("probe") or {}).get("total_ms_p50"), "%.1f")),
+                     errs, w.get("non_2xx_3xx", "n/a"),
                      "/".join(map(str, b.get("requests", []))) or "n/a",
                      "/".join(map(str, b.get("connections", []))) or "n/a",
                      joined, f(cpu, "%.2f") if n != "plain" else "", f(per_req, "%.0f") if n != "plain" else ""))
@@ -663,7 +678,8 @@ request_table("requests", "2. Short requests: wrk -t %s -d %ss, a new connection
 if int(ka_kib):
     request_table("keepalive", "3. Keep-alive requests: wrk -t %s -d %ss on its persistent connections, %s KiB (splice-lb: a --per-request rule,"
                   " each response joined for itself and handed back):" % (threads, duration, ka_kib))
-print("   (backend requests/conns: what backends 1/2/3 logged during the wrk run; joined: the joins spliced")
+print("   (new conn ms: medians of connect and whole request of 15 curls on new connections while wrk runs;")
+print("   backend requests/conns: what backends 1/2/3 logged during the wrk run; joined: the joins spliced")
 print("   counted during it, of those the proxy asked for (the rest were refused or cancelled and stayed in")
 print("   the proxy); CPU: the router daemons' user+system time during the run, and per completed request)")
 print()

@@ -26,7 +26,9 @@
 # keepalive_timeout 0), so requests/s = new connections/s. Prints per case
 # requests/s, wrk's latency p50/p99 (--latency; wrk times a request from its
 # first byte written to the response's last byte read, so the client's own
-# connect is not in it), wrk's socket errors (connect/read/write/timeout) and
+# connect is not in it), "new conn ms": the medians of connect and of the whole
+# request (connect included) of 15 curls made one after another while wrk runs
+# (a new client's view under the load), wrk's socket errors (connect/read/write/timeout) and
 # responses neither 2xx nor 3xx (wrk's count), the ratio to plain forwarding and, for the resilient
 # cases, to HAProxy alone. Before each case one curl fetch checks the file's
 # SHA-256 through that path. The tcpsplice cases also report what spliced
@@ -167,8 +169,9 @@ settle() {
 }
 
 
-# run_case CASE HOST: a curl check of the file, then wrk; the parsed result in
-# $TEST_TMP/case-CASE.json; problems noted.
+# run_case CASE HOST: a curl check of the file, then wrk, with a probe of new
+# connections while it runs; the parsed result in $TEST_TMP/case-CASE.json;
+# problems noted.
 run_case() {
     local case=$1 host=$2 url="http://$2:$PORT/f" got="$TEST_TMP/got-$1" rc=0
     settle "$case"
@@ -179,7 +182,13 @@ run_case() {
     fi
     log "$case: wrk -t $THREADS -c $CONNS -d ${DURATION}s --latency -H 'Connection: close' $url"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency \
-        -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$case.out" 2>"$TEST_TMP/wrk-$case.err" || rc=$?
+        -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$case.out" 2>"$TEST_TMP/wrk-$case.err" &
+    local wrk_pid=$!
+    probe_new_connections "$TEST_TMP/probe-$case" "$url" "$DURATION"
+    wait "$wrk_pid" || rc=$?
+    local probed
+    probed=$(json_get ok <"$TEST_TMP/probe-$case.json" 2>/dev/null || echo 0)
+    [[ "$probed" == "$PROBES" ]] || note_case "$case" "only $probed of $PROBES probe requests (curl, new connections during wrk) answered 200"
     sed 's/^/    /' "$TEST_TMP/wrk-$case.out" "$TEST_TMP/wrk-$case.err"
     python3 - "$case" "$url" "$rc" "$TEST_TMP/wrk-$case.out" "$TEST_TMP/wrk-$case.err" \
         "$TEST_TMP/case-$case.json" <<'PYEOF' || note_case "$case" "could not parse wrk's output"
@@ -419,6 +428,9 @@ for n in names:
     sp = load_json(os.path.join(tmp, "spliced-%s.json" % n))
     if sp is not None:
         c["spliced"] = sp
+    pr = load_json(os.path.join(tmp, "probe-%s.json" % n))
+    if pr is not None:
+        c["probe"] = pr
     st = load_json(os.path.join(tmp, "settle-%s.json" % n))
     if st is not None:
         c["settle"] = st
@@ -436,15 +448,17 @@ for c in cases:
         c["vs_haproxy_http"] = ratio(c.get("rps"), by["haproxy-http"].get("rps"))
 def f(v, fmt):
     return fmt % v if v is not None else "n/a"
-row = "%-12s %9s %9s %11s %9s %8s %8s %17s %12s  %s"
-print(row % ("path", "conn/s", "vs plain", "vs haproxy", "vs hap-http", "p50 ms", "p99 ms", "sock err c/r/w/t", "non-2xx/3xx", "problems"))
+row = "%-12s %9s %9s %11s %9s %8s %8s %13s %17s %12s  %s"
+print(row % ("path", "conn/s", "vs plain", "vs haproxy", "vs hap-http", "p50 ms", "p99 ms", "new conn ms", "sock err c/r/w/t", "non-2xx/3xx", "problems"))
 for c in cases:
     e = c.get("errors") or {}
     errs = "/".join(str(e.get(k, "?")) for k in ("connect", "read", "write", "timeout"))
+    pr = c.get("probe") or {}
+    newconn = "%s/%s" % (f(pr.get("connect_ms_p50"), "%.1f"), f(pr.get("total_ms_p50"), "%.1f"))
     print(row % (c["case"], f(c.get("rps"), "%.0f"), f(c.get("vs_plain"), "%.2f"),
                  f(c.get("vs_haproxy"), "%.2f") if "vs_haproxy" in c else "",
                  f(c.get("vs_haproxy_http"), "%.2f") if "vs_haproxy_http" in c else "",
-                 f(c.get("p50_ms"), "%.2f"), f(c.get("p99_ms"), "%.2f"), errs,
+                 f(c.get("p50_ms"), "%.2f"), f(c.get("p99_ms"), "%.2f"), newconn, errs,
                  c.get("non_2xx_3xx", "n/a"), "none" if c["ok"] else "%d (see below)" % len(c["problems"])))
 for c in cases:
     for p in c["problems"]:

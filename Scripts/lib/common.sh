@@ -7,6 +7,7 @@
 #   ensure_swift_on_path   put /opt/swift/usr/bin on PATH when swift is not found
 #   state_file             where install-rules.sh saves what it changed outside
 #                          iptables (sysctls), per network namespace
+#   probe_new_connections  (benchmarks) time new connections while wrk runs
 
 TCPSPLICE_SCRIPT_NAME=${TCPSPLICE_SCRIPT_NAME:-$(basename "$0")}
 
@@ -79,4 +80,35 @@ ensure_release_bins() {
     note "no release binaries in $bin: building them"
     (cd "$root" && swift build -c release --scratch-path "$(dirname "$bin")") || die "release build failed"
     _have_bins || die "the build left no spliced/splicectl/splice-proxy in $bin"
+}
+
+# probe_new_connections OUT URL SECONDS: while a load generator runs for SECONDS
+# (started just before), from a quarter of that time on, PROBES (15) curls in the
+# client namespace ($NS_C, Tests/netns/lib.sh) one after the other, each on a new
+# connection, timed from its connect() to the answer's last byte: what one more
+# client sees under the load. wrk's own latency starts at its request's first
+# byte written, after its connect, so a path that makes handshakes wait (a queue
+# reader busy with the established flows' packets) looks faster in it than it
+# is. The curls' lines go to OUT.txt; their count, those answered 200, and the
+# medians of connect and whole time (ms) and the longest to OUT.json.
+PROBES=15
+probe_new_connections() {
+    local out=$1 url=$2 seconds=$3 i
+    sleep "$(awk -v d="$seconds" 'BEGIN { print d / 4 }')"
+    for ((i = 0; i < PROBES; i++)); do
+        nsx "$NS_C" curl -s -o /dev/null --max-time 10 -H 'Connection: close' \
+            -w '%{http_code} %{time_connect} %{time_total}\n' "$url" || echo "000 0 0"
+        sleep 0.1
+    done >"$out.txt"
+    python3 - "$out.txt" "$out.json" <<'PYEOF'
+import json, statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+ok = [(float(c) * 1000, float(t) * 1000) for code, c, t in rows if code == "200"]
+r = {"n": len(rows), "ok": len(ok)}
+if ok:
+    r["connect_ms_p50"] = round(statistics.median(c for c, _ in ok), 2)
+    r["total_ms_p50"] = round(statistics.median(t for _, t in ok), 2)
+    r["total_ms_max"] = round(max(t for _, t in ok), 2)
+json.dump(r, open(sys.argv[2], "w"))
+PYEOF
 }
