@@ -372,6 +372,42 @@ struct ResilientSpliceTests {
         #expect(h.feed(pAck, fromProxy: true).0 == .drop)
     }
 
+    @Test("a client at a zero window: the server is told zero (not the proxy's open window), its retransmissions of held bytes are answered, and the window reopens with the client's")
+    func zeroWindowOfTheEndIsPassedOn() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // The server's 1000 bytes reach the up socket; the down socket relays them.
+        _ = h.feed(c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 1, payload: 1000))
+        _ = h.feed(h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1, payload: 1000), fromProxy: true)
+        // The client stops reading: it acknowledges 500 bytes with a zero window. The server is
+        // told of the 500 at once (injected), with a zero window.
+        let before = h.injector.packets.count
+        _ = h.feed(h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 501, window: 0))
+        #expect(h.injector.packets.count == before + 1)
+        if h.injector.packets.count == before + 1 {
+            let told = h.spec(h.injector.packets.last!.bytes)
+            #expect(told.acknowledgmentNumber == c.serverISN + 501 && told.window == 0)
+        }
+        // The up socket's own ACK (window 1000, all 1000 bytes) goes with the clamp and a zero window.
+        let upAck = h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 1001)
+        let (v1, out1) = h.feed(upAck, fromProxy: true)
+        #expect(v1 == .drop || (h.spec(out1).window == 0 && h.spec(out1).acknowledgmentNumber == c.serverISN + 501))
+        // The server retransmits the bytes the proxy holds: the up socket's repeated ACK is its answer, and passes.
+        _ = h.feed(c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 501, ack: c.clientISN + 1, payload: 500))
+        let (v2, out2) = h.feed(upAck, fromProxy: true)
+        #expect(v2.action == .accept && h.spec(out2).window == 0 && h.spec(out2).acknowledgmentNumber == c.serverISN + 501)
+        // The client reads again (a window update, same ACK): the server is told the up
+        // socket's window.
+        let before2 = h.injector.packets.count
+        _ = h.feed(h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 501, window: 300))
+        #expect(h.injector.packets.count == before2 + 1)
+        if h.injector.packets.count == before2 + 1 {
+            let told = h.spec(h.injector.packets.last!.bytes)
+            #expect(told.acknowledgmentNumber == c.serverISN + 501 && told.window != 0)
+        }
+    }
+
     @Test("the proxy dies: its flows are bypassed at once, and its packets never reach an end")
     func proxyDeath() {
         let h = ResilientHarness()

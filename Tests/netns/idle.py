@@ -16,6 +16,8 @@ An answered probe is an ACK: after IDLE seconds of silence, a prober whose probe
 answered heard an ACK within the last probe interval, one whose probes were not answered
 either lost the connection or heard nothing since the exchange.
 """
+import hashlib
+import random
 import select
 import socket
 import struct
@@ -94,6 +96,59 @@ def client(host, port, idle, probe):
     print("OK", flush=True)
 
 
+def stream_bytes(mib):
+    return random.Random(mib).randbytes(mib << 20)
+
+
+def serve_stream(port, mib):
+    data = stream_bytes(mib)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(16)
+    print("LISTENING", flush=True)
+    while True:
+        c, _ = ls.accept()
+        try:
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)
+            print("SERVER SENT", len(data), flush=True)
+        except OSError as e:
+            print("SERVER FAILED", e, flush=True)
+        c.close()
+
+
+def client_stall(host, port, mib, pause):
+    want = hashlib.sha256(stream_bytes(mib)).hexdigest()
+    h = hashlib.sha256()
+    n = 0
+    try:
+        s = socket.create_connection((host, port), timeout=60)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        print("CONNECTED LOCAL=%s:%d" % s.getsockname()[:2], flush=True)
+        stalled = False
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+            if not stalled and n >= (1 << 20):
+                stalled = True
+                print("STALLING at", n, flush=True)
+                time.sleep(pause)
+                print("READING again", flush=True)
+        s.close()
+    except OSError as e:
+        print("FAILED", e, "after", n, "bytes", flush=True)
+        sys.exit(1)
+    if h.hexdigest() != want:
+        print("FAILED", n, "bytes, SHA-256 differs", flush=True)
+        sys.exit(1)
+    print("OK", n, "bytes byte-exact", flush=True)
+
+
 def main():
     a = sys.argv[1:]
     probe = "--keepalive" in a
@@ -102,6 +157,10 @@ def main():
         serve(int(a[1]), probe)
     elif a[:1] == ["client"] and len(a) == 4:
         client(a[1], int(a[2]), float(a[3]), probe)
+    elif a[:1] == ["serve-stream"] and len(a) == 3:
+        serve_stream(int(a[1]), int(a[2]))
+    elif a[:1] == ["client-stall"] and len(a) == 5:
+        client_stall(a[1], int(a[2]), int(a[3]), float(a[4]))
     else:
         sys.exit(__doc__)
 

@@ -23,17 +23,32 @@ extension Engine {
         guard end.ackSeen else { return }
         let side = b.pointee.resilient.proxy[d]
         let candidate = SeqNumber.earliest(end.ack, b.pointee.ends[d.opposite].nextSeq)
-        guard candidate > side.ackGiven else { return }
+        // The end's window: zero, the sender is told zero; open again after the engine closed
+        // it for the end (Translation.swift), the sender is told the socket's own window.
+        let pending = b.pointee.resilient.splice == .pending
+        let endClosed = !pending && end.windowKnown && end.window == 0
+        let reopened = !pending && side.closedForEnd && !endClosed
+        guard candidate > side.ackGiven || reopened else { return }
+        let ack = candidate > side.ackGiven ? candidate : side.ackGiven
+        let window: UInt16 = pending || endClosed ? 0 : reopened ? side.ownWindow : side.window
         let entry = table[e]
         guard let n = TCPSegmentWriter.write(
             into: buildBuffer, source: entry.address(sending: d), destination: entry.address(receiving: d),
             sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
-            sequenceNumber: side.seqNext, acknowledgmentNumber: candidate, flags: .ack,
+            sequenceNumber: side.seqNext, acknowledgmentNumber: ack, flags: .ack,
             // A pending splice drains: the sender is told to send nothing more (Translation.swift).
-            window: b.pointee.resilient.splice == .pending ? 0 : side.window,
+            window: window,
             options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none)
         else { return }
-        b.pointee.resilient.proxy[d].ackGiven = candidate
+        b.pointee.resilient.proxy[d].ackGiven = ack
+        if endClosed && side.window != 0 {
+            if side.ownWindow == 0 { b.pointee.resilient.proxy[d].ownWindow = side.window }
+            b.pointee.resilient.proxy[d].window = 0
+            b.pointee.resilient.proxy[d].closedForEnd = true
+        } else if reopened {
+            b.pointee.resilient.proxy[d].window = window
+            b.pointee.resilient.proxy[d].closedForEnd = false
+        }
         counters.resilient.acksInjected &+= 1
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }

@@ -171,6 +171,11 @@ public struct ProxySide: Sendable {
     /// zero-window probe at SND.UNA - 1, a duplicate): the socket's next ACK answers it and
     /// passes even if it tells nothing new (`Engine.translateFromProxy`).
     public var answerOwed = false
+    /// Its own last window (rescaled to its end's scale), and whether the window forwarded
+    /// was closed because the end it speaks for has a zero window (`Engine.translateFromProxy`):
+    /// the sender must not time out on the data the proxy holds (see there).
+    public var ownWindow: UInt16 = 0
+    public var closedForEnd = false
 
     public init() {}
 }

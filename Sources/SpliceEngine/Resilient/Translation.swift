@@ -10,12 +10,12 @@ extension Engine {
     func translateTowardProxy(_ p: TCPPacket, going d: FlowDirection, block b: UnsafeMutablePointer<ConnectionBlock>) {
         let side = b.pointee.resilient.proxy[d.opposite]
         let tcp = p.tcp
-        // A segment that starts before what its sender was told: a keepalive or zero-window
-        // probe (SND.UNA - 1, no data or one old byte) or a duplicate. The receiving socket
-        // answers it with an ACK that may repeat the last one, and the sender must get that
-        // answer (RFC 9293 3.10.7.4): unanswered, its keepalive ends an idle connection, and
-        // its zero-window probes count toward its retransmission limit.
-        if tcp.sequenceNumber < side.ackGiven { b.pointee.resilient.proxy[d.opposite].answerOwed = true }
+        // A segment that starts before what the receiving socket has: a keepalive or
+        // zero-window probe (SND.UNA - 1, no data or one old byte), a retransmission of bytes
+        // the proxy holds. The socket answers it with an ACK that may repeat the last one, and
+        // the sender must get that answer (RFC 9293 3.10.7.4): unanswered, its keepalive ends
+        // an idle connection, and a sender facing a zero window times out without ACKs.
+        if tcp.sequenceNumber < side.ownAck { b.pointee.resilient.proxy[d.opposite].answerOwed = true }
         let back = side.seqDelta.inverse
         if tcp.flags.contains(.ack) {
             tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + back)
@@ -87,6 +87,18 @@ extension Engine {
         }
 
         let clampedAck = rewriteFromProxy(p, state: &r, speaking: d, newSeq: newSeq, clamp: clamp)
+        if r.splice != .pending {
+            // Its end (the one it speaks for) takes nothing more: the other end is told so. The
+            // bytes the proxy holds beyond what that end acknowledged stay unacknowledged (the
+            // clamp); a sender with unacknowledged data and an open window gives up after its
+            // retransmission limit (tcp_retries2: ~15 minutes by default), while one facing a
+            // zero window goes on probing as long as its probes are answered, as it would
+            // with that end itself. Reopened in `releaseAck`.
+            r.proxy[d].ownWindow = tcp.window
+            let closed = own.windowKnown && own.window == 0 && tcp.window != 0
+            if closed { tcp.updateWindow(0) }
+            r.proxy[d].closedForEnd = closed
+        }
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
         let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)

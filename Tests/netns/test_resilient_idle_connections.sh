@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# tcpsplice test: connections through the resilient path that sit idle, or whose client stops
+# reading, stay up, as they would without us.
+#
+# 1. Keepalive. A keepalive probe is a segment at SND.UNA - 1; the receiver answers with an
+#    ACK that repeats its last one. The engine drops the proxy's pure ACKs that tell an end
+#    nothing new, and so dropped these answers too: the prober's keepalive then ended the
+#    connection (ETIMEDOUT). Any SSH session or database connection left idle past its
+#    keepalive time (2 h by default) died so. Two connections idle for IDLE (6) seconds: one
+#    whose client probes (from 1 s idle, every 1 s, 3 unanswered probes end it: ~4 s), one
+#    whose server probes. Both must still carry an echo after the silence, and each prober
+#    must have heard an ACK within its last two probe intervals (tcp_info's last_ack_recv).
+# 2. A stalled reader. A client stops reading a download for STALL (15) seconds. The proxy
+#    holds what the server sent beyond what the client acknowledged, unacknowledged (the
+#    clamp); the server, seeing an open window, retransmitted it and gave up after its
+#    retransmission limit (tcp_retries2: ~15 minutes at the default 120 s RTO ceiling; here
+#    ~15 s, the server's net.ipv4.tcp_rto_max_ms set to 1000). The engine now tells the
+#    server the client's zero window and passes the answers to its probes: like a server
+#    facing that client directly, it probes and waits. The download must arrive byte-exact,
+#    with no retransmission timeout given up at the server (TcpExtTCPAbortOnTimeout).
+# All through splice-proxy; every flow stays resilient, through the proxy, with no failover.
+# shellcheck source=Tests/netns/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+IDLE=${IDLE:-6}
+STALL=${STALL:-15}
+STALL_MIB=16
+STALL_PORT=5003
+IDLE_PY="$NETNS_DIR/idle.py"
+
+topo_create
+# The server gives up on unacknowledged data after ~15 s instead of ~15 minutes.
+nsx "$NS_S" sysctl -qw net.ipv4.tcp_rto_max_ms=1000 || fail "cannot set net.ipv4.tcp_rto_max_ms in the server"
+resilient_rules_install "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+resilient_spliced_start "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+proxy_start
+aborts_before=$(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout)
+
+# 2. The stalled reader (started first: it takes longest).
+bg_start stall-serve "$NS_S" python3 "$IDLE_PY" serve-stream "$STALL_PORT" "$STALL_MIB"
+wait_port "$NS_S" "$STALL_PORT"
+bg_start stall-client "$NS_C" python3 "$IDLE_PY" client-stall "$SERVER_IP" "$STALL_PORT" "$STALL_MIB" "$STALL"
+_stalling() { grep -q '^STALLING' "$(bg_log stall-client)"; }
+wait_for 20 "the stalled reader's first MiB" _stalling
+
+# The server on XF_DOWN_PORT probes its clients; the one on XF_UP_PORT does not.
+bg_start idle-serve-probing "$NS_S" python3 "$IDLE_PY" serve "$XF_DOWN_PORT" --keepalive
+bg_start idle-serve "$NS_S" python3 "$IDLE_PY" serve "$XF_UP_PORT"
+wait_port "$NS_S" "$XF_DOWN_PORT"
+wait_port "$NS_S" "$XF_UP_PORT"
+
+bg_start idle-client-probing "$NS_C" python3 "$IDLE_PY" client "$SERVER_IP" "$XF_UP_PORT" "$IDLE" --keepalive
+bg_start idle-client "$NS_C" python3 "$IDLE_PY" client "$SERVER_IP" "$XF_DOWN_PORT" "$IDLE"
+_both_connected() { grep -q '^CONNECTED' "$(bg_log idle-client-probing)" && grep -q '^CONNECTED' "$(bg_log idle-client)"; }
+wait_for 10 "both idle connections to exchange their first message" _both_connected
+flows_assert_all resilient policy 3 "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+
+status=0
+bg_wait idle-client-probing $((IDLE + 30)) || status=1
+bg_wait idle-client $((IDLE + 30)) || status=$((status + 2))
+client_ack=$(sed -n 's/^CLIENT LAST_ACK_RECV_MS //p' "$(bg_log idle-client-probing)")
+server_ack=$(sed -n 's/^SERVER LAST_ACK_RECV_MS //p' "$(bg_log idle-serve-probing)" | tail -n 1)
+report "after ${IDLE} s of silence: the probing client heard an ACK ${client_ack:-?} ms before, the probing server ${server_ack:-?} ms before; failovers $(resilient_stat failovers), proxy ACKs suppressed $(resilient_stat acksSuppressed)"
+check "the connection whose client probes it is still up after ${IDLE} s idle: $(tail -n 1 "$(bg_log idle-client-probing)")" \
+    [ $((status & 1)) -eq 0 ]
+check "the connection whose server probes it is still up after ${IDLE} s idle: $(tail -n 1 "$(bg_log idle-client)") / $(grep FAILED "$(bg_log idle-serve-probing)" || true)" \
+    [ $((status & 2)) -eq 0 ]
+# Answered probes: an ACK came within the last two probe intervals (the last exchange was
+# IDLE seconds before).
+check "the client's keepalive probes were answered (last ACK ${client_ack:-none} ms before the end of the silence)" \
+    test "${client_ack:-99999}" -lt 2500
+check "the server's keepalive probes were answered (last ACK ${server_ack:-none} ms before the end of the silence)" \
+    test "${server_ack:-99999}" -lt 2500
+
+bg_wait stall-client $((STALL + 60)) || true
+aborts=$(($(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout) - aborts_before))
+report "the client that stopped reading for ${STALL} s: $(tail -n 1 "$(bg_log stall-client)"); the server gave up on $aborts connections (TcpExtTCPAbortOnTimeout), retransmitted $(ns_counter "$NS_S" TcpRetransSegs) segments"
+check "the download whose client stopped reading for ${STALL} s arrived byte-exact: $(tail -n 1 "$(bg_log stall-client)")" \
+    grep -q '^OK' "$(bg_log stall-client)"
+check "the server gave up on no connection after its retransmissions (TcpExtTCPAbortOnTimeout +$aborts)" test "$aborts" -eq 0
+flows_assert_all resilient policy 3 "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+check "no failover: the flows stayed with the proxy" [ "$(resilient_stat failovers)" -eq 0 ]
+log "PASS"
