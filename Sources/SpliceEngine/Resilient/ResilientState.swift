@@ -167,9 +167,10 @@ public struct ProxySide: Sendable {
     /// What the proxy announced it sends on purpose from this socket (a FIN, a RST): that kind
     /// passes at once. Bits: `ResilientState.intentFIN`, `.intentRST`.
     public var closeIntent: UInt8 = 0
-    /// The receiver sent a segment that starts before what it was told (a keepalive or
-    /// zero-window probe at SND.UNA - 1, a duplicate): the socket's next ACK answers it and
-    /// passes even if it tells nothing new (`Engine.translateFromProxy`).
+    /// The receiver sent a segment that starts before what this socket has (a keepalive or
+    /// zero-window probe at SND.UNA - 1, a retransmission of bytes the proxy holds): the
+    /// socket's next ACK answers it and passes even if it tells nothing new
+    /// (`Engine.translateTowardProxy`, `Engine.translateFromProxy`).
     public var answerOwed = false
     /// Its own last window (rescaled to its end's scale), and whether the window forwarded
     /// was closed because the end it speaks for has a zero window (`Engine.translateFromProxy`):
