@@ -12,6 +12,17 @@ ETIMEDOUT after ~4 s of silence).
       prints "CLIENT LAST_ACK_RECV_MS N" and exchanges "again". Prints "OK", or "FAILED ..."
       and exits 1 (the connection was lost).
 
+  idle.py serve-stream PORT MIB
+      sends every connection MIB MiB (the same bytes for the same MIB), then closes.
+  idle.py client-stall HOST PORT MIB PAUSE
+      reads such a stream, stops reading for PAUSE seconds after its first MiB, then reads
+      on; prints "OK N bytes byte-exact" or "FAILED ..." (exit 1).
+  idle.py serve-recv-stall PORT MIB PAUSE
+      reads MIB MiB from each connection, stops reading for PAUSE seconds after the first
+      MiB; answers "OK" if the bytes are the stream's and prints "OK ..." or "FAILED ...".
+  idle.py client-push HOST PORT MIB
+      sends the stream of MIB MiB, half-closes, prints "OK" when the server answered "OK".
+
 An answered probe is an ACK: after IDLE seconds of silence, a prober whose probes were
 answered heard an ACK within the last probe interval, one whose probes were not answered
 either lost the connection or heard nothing since the exchange.
@@ -149,6 +160,56 @@ def client_stall(host, port, mib, pause):
     print("OK", n, "bytes byte-exact", flush=True)
 
 
+def serve_recv_stall(port, mib, pause):
+    want = hashlib.sha256(stream_bytes(mib)).hexdigest()
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(16)
+    print("LISTENING", flush=True)
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(60)
+        h = hashlib.sha256()
+        n = 0
+        stalled = False
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                h.update(d)
+                n += len(d)
+                if not stalled and n >= (1 << 20):
+                    stalled = True
+                    print("STALLING at", n, flush=True)
+                    time.sleep(pause)
+                    print("READING again", flush=True)
+            ok = h.hexdigest() == want
+            c.sendall(b"OK" if ok else b"BAD")
+            print("OK %d bytes byte-exact" % n if ok else "FAILED %d bytes, SHA-256 differs" % n, flush=True)
+        except OSError as e:
+            print("FAILED", e, "after", n, "bytes", flush=True)
+        c.close()
+
+
+def client_push(host, port, mib):
+    try:
+        s = socket.create_connection((host, port), timeout=60)
+        print("CONNECTED LOCAL=%s:%d" % s.getsockname()[:2], flush=True)
+        s.sendall(stream_bytes(mib))
+        s.shutdown(socket.SHUT_WR)
+        got = s.recv(16)
+        s.close()
+    except OSError as e:
+        print("FAILED", e, flush=True)
+        sys.exit(1)
+    if got != b"OK":
+        print("FAILED the server answered %r" % got, flush=True)
+        sys.exit(1)
+    print("OK", flush=True)
+
+
 def main():
     a = sys.argv[1:]
     probe = "--keepalive" in a
@@ -161,6 +222,10 @@ def main():
         serve_stream(int(a[1]), int(a[2]))
     elif a[:1] == ["client-stall"] and len(a) == 5:
         client_stall(a[1], int(a[2]), int(a[3]), float(a[4]))
+    elif a[:1] == ["serve-recv-stall"] and len(a) == 4:
+        serve_recv_stall(int(a[1]), int(a[2]), float(a[3]))
+    elif a[:1] == ["client-push"] and len(a) == 4:
+        client_push(a[1], int(a[2]), int(a[3]))
     else:
         sys.exit(__doc__)
 

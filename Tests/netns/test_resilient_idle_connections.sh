@@ -17,7 +17,12 @@
 #    ~15 s, the server's net.ipv4.tcp_rto_max_ms set to 1000). The engine now tells the
 #    server the client's zero window and passes the answers to its probes: like a server
 #    facing that client directly, it probes and waits. The download must arrive byte-exact,
-#    with no retransmission timeout given up at the server (TcpExtTCPAbortOnTimeout).
+#    with no retransmission timeout given up at the server (TcpExtTCPAbortOnTimeout). At the
+#    same time, the other way: a server stops reading a client's upload for STALL seconds
+#    (the client's RTO ceiling at 1 s): the upload must arrive byte-exact, the client give up
+#    on nothing. (That way passed before the change as well: splice-proxy stops reading the
+#    client's socket soon enough that its own window closes. It is kept as the check that the
+#    engine's handling of a server's zero window breaks no upload.)
 # All through splice-proxy; every flow stays resilient, through the proxy, with no failover.
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,22 +31,30 @@ IDLE=${IDLE:-6}
 STALL=${STALL:-15}
 STALL_MIB=16
 STALL_PORT=5003
+UPLOAD_PORT=5004
+PORTS="$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT,$UPLOAD_PORT"
 IDLE_PY="$NETNS_DIR/idle.py"
 
 topo_create
-# The server gives up on unacknowledged data after ~15 s instead of ~15 minutes.
-nsx "$NS_S" sysctl -qw net.ipv4.tcp_rto_max_ms=1000 || fail "cannot set net.ipv4.tcp_rto_max_ms in the server"
-resilient_rules_install "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
-resilient_spliced_start "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+# The senders give up on unacknowledged data after ~15 s instead of ~15 minutes.
+for ns in "$NS_S" "$NS_C"; do
+    nsx "$ns" sysctl -qw net.ipv4.tcp_rto_max_ms=1000 || fail "cannot set net.ipv4.tcp_rto_max_ms in $ns"
+done
+resilient_rules_install "$PORTS"
+resilient_spliced_start "$PORTS"
 proxy_start
 aborts_before=$(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout)
+client_aborts_before=$(ns_counter "$NS_C" TcpExtTCPAbortOnTimeout)
 
 # 2. The stalled reader (started first: it takes longest).
 bg_start stall-serve "$NS_S" python3 "$IDLE_PY" serve-stream "$STALL_PORT" "$STALL_MIB"
 wait_port "$NS_S" "$STALL_PORT"
 bg_start stall-client "$NS_C" python3 "$IDLE_PY" client-stall "$SERVER_IP" "$STALL_PORT" "$STALL_MIB" "$STALL"
-_stalling() { grep -q '^STALLING' "$(bg_log stall-client)"; }
-wait_for 20 "the stalled reader's first MiB" _stalling
+bg_start upload-serve "$NS_S" python3 "$IDLE_PY" serve-recv-stall "$UPLOAD_PORT" "$STALL_MIB" "$STALL"
+wait_port "$NS_S" "$UPLOAD_PORT"
+bg_start upload-client "$NS_C" python3 "$IDLE_PY" client-push "$SERVER_IP" "$UPLOAD_PORT" "$STALL_MIB"
+_stalling() { grep -q '^STALLING' "$(bg_log stall-client)" && grep -q '^STALLING' "$(bg_log upload-serve)"; }
+wait_for 20 "the stalled readers' first MiB" _stalling
 
 # The server on XF_DOWN_PORT probes its clients; the one on XF_UP_PORT does not.
 bg_start idle-serve-probing "$NS_S" python3 "$IDLE_PY" serve "$XF_DOWN_PORT" --keepalive
@@ -53,7 +66,7 @@ bg_start idle-client-probing "$NS_C" python3 "$IDLE_PY" client "$SERVER_IP" "$XF
 bg_start idle-client "$NS_C" python3 "$IDLE_PY" client "$SERVER_IP" "$XF_DOWN_PORT" "$IDLE"
 _both_connected() { grep -q '^CONNECTED' "$(bg_log idle-client-probing)" && grep -q '^CONNECTED' "$(bg_log idle-client)"; }
 wait_for 10 "both idle connections to exchange their first message" _both_connected
-flows_assert_all resilient policy 3 "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+flows_assert_all resilient policy 4 "$PORTS"
 
 status=0
 bg_wait idle-client-probing $((IDLE + 30)) || status=1
@@ -73,11 +86,18 @@ check "the server's keepalive probes were answered (last ACK ${server_ack:-none}
     test "${server_ack:-99999}" -lt 2500
 
 bg_wait stall-client $((STALL + 60)) || true
+bg_wait upload-client $((STALL + 60)) || true
 aborts=$(($(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout) - aborts_before))
+client_aborts=$(($(ns_counter "$NS_C" TcpExtTCPAbortOnTimeout) - client_aborts_before))
 report "the client that stopped reading for ${STALL} s: $(tail -n 1 "$(bg_log stall-client)"); the server gave up on $aborts connections (TcpExtTCPAbortOnTimeout), retransmitted $(ns_counter "$NS_S" TcpRetransSegs) segments"
 check "the download whose client stopped reading for ${STALL} s arrived byte-exact: $(tail -n 1 "$(bg_log stall-client)")" \
     grep -q '^OK' "$(bg_log stall-client)"
 check "the server gave up on no connection after its retransmissions (TcpExtTCPAbortOnTimeout +$aborts)" test "$aborts" -eq 0
-flows_assert_all resilient policy 3 "$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT"
+report "the server that stopped reading an upload for ${STALL} s: $(tail -n 1 "$(bg_log upload-serve)"); the client: $(tail -n 1 "$(bg_log upload-client)"), gave up on $client_aborts connections"
+check "the upload whose server stopped reading for ${STALL} s arrived byte-exact: $(tail -n 1 "$(bg_log upload-serve)")" \
+    grep -q '^OK' "$(bg_log upload-serve)"
+check "the uploading client was told so: $(tail -n 1 "$(bg_log upload-client)")" grep -q '^OK' "$(bg_log upload-client)"
+check "the client gave up on no connection after its retransmissions (TcpExtTCPAbortOnTimeout +$client_aborts)" test "$client_aborts" -eq 0
+flows_assert_all resilient policy 4 "$PORTS"
 check "no failover: the flows stayed with the proxy" [ "$(resilient_stat failovers)" -eq 0 ]
 log "PASS"
