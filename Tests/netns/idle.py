@@ -50,12 +50,34 @@ def last_ack_recv_ms(s):
     return struct.unpack_from("I", info, 8 + 4 * 12)[0]
 
 
-def serve(port, probe):
+def listen(port):
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("0.0.0.0", port))
     ls.listen(16)
     print("LISTENING", flush=True)
+    return ls
+
+
+def read_stalling(s, pause, got):
+    """Reads s to EOF into got (its "sha" and byte count "n"), stopping PAUSE seconds after
+    the first MiB."""
+    stalled = False
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return
+        got["sha"].update(d)
+        got["n"] += len(d)
+        if not stalled and got["n"] >= (1 << 20):
+            stalled = True
+            print("STALLING at", got["n"], flush=True)
+            time.sleep(pause)
+            print("READING again", flush=True)
+
+
+def serve(port, probe):
+    ls = listen(port)
     while True:
         c, _ = ls.accept()
         if probe:
@@ -113,11 +135,7 @@ def stream_bytes(mib):
 
 def serve_stream(port, mib):
     data = stream_bytes(mib)
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", port))
-    ls.listen(16)
-    print("LISTENING", flush=True)
+    ls = listen(port)
     while True:
         c, _ = ls.accept()
         try:
@@ -132,64 +150,36 @@ def serve_stream(port, mib):
 
 def client_stall(host, port, mib, pause):
     want = hashlib.sha256(stream_bytes(mib)).hexdigest()
-    h = hashlib.sha256()
-    n = 0
+    got = {"sha": hashlib.sha256(), "n": 0}
     try:
         s = socket.create_connection((host, port), timeout=60)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         print("CONNECTED LOCAL=%s:%d" % s.getsockname()[:2], flush=True)
-        stalled = False
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-            if not stalled and n >= (1 << 20):
-                stalled = True
-                print("STALLING at", n, flush=True)
-                time.sleep(pause)
-                print("READING again", flush=True)
+        read_stalling(s, pause, got)
         s.close()
     except OSError as e:
-        print("FAILED", e, "after", n, "bytes", flush=True)
+        print("FAILED", e, "after", got["n"], "bytes", flush=True)
         sys.exit(1)
-    if h.hexdigest() != want:
-        print("FAILED", n, "bytes, SHA-256 differs", flush=True)
+    if got["sha"].hexdigest() != want:
+        print("FAILED", got["n"], "bytes, SHA-256 differs", flush=True)
         sys.exit(1)
-    print("OK", n, "bytes byte-exact", flush=True)
+    print("OK", got["n"], "bytes byte-exact", flush=True)
 
 
 def serve_recv_stall(port, mib, pause):
     want = hashlib.sha256(stream_bytes(mib)).hexdigest()
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", port))
-    ls.listen(16)
-    print("LISTENING", flush=True)
+    ls = listen(port)
     while True:
         c, _ = ls.accept()
         c.settimeout(60)
-        h = hashlib.sha256()
-        n = 0
-        stalled = False
+        got = {"sha": hashlib.sha256(), "n": 0}
         try:
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                h.update(d)
-                n += len(d)
-                if not stalled and n >= (1 << 20):
-                    stalled = True
-                    print("STALLING at", n, flush=True)
-                    time.sleep(pause)
-                    print("READING again", flush=True)
-            ok = h.hexdigest() == want
+            read_stalling(c, pause, got)
+            ok = got["sha"].hexdigest() == want
             c.sendall(b"OK" if ok else b"BAD")
-            print("OK %d bytes byte-exact" % n if ok else "FAILED %d bytes, SHA-256 differs" % n, flush=True)
+            print("OK %d bytes byte-exact" % got["n"] if ok else "FAILED %d bytes, SHA-256 differs" % got["n"], flush=True)
         except OSError as e:
-            print("FAILED", e, "after", n, "bytes", flush=True)
+            print("FAILED", e, "after", got["n"], "bytes", flush=True)
         c.close()
 
 
