@@ -554,6 +554,30 @@ struct ResilientSpliceTests {
         #expect(s.flags == .rst && s.sequenceNumber == h.c.clientISN + 1 && s.destinationPort == h.c.serverPort)
     }
 
+    @Test("a resilient flow idle past the established timeout: its ends go on in bypass, the proxy's sockets are reset as stale")
+    func idleResilientFlowExpires() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        let established = h.engine.table.timeouts.established
+        // A default keepalive's first probe (7,200 s idle) finds the flow still there.
+        #expect(established.deciseconds > Timestamp.Duration.seconds(7200).deciseconds)
+        h.engine.tick(now: .seconds(7201))
+        #expect(h.engine.flows(now: .seconds(7201)).contains { $0.mode == .resilient })
+        h.engine.tick(now: .seconds(7600))
+        #expect(h.engine.flows(now: .seconds(7600)).isEmpty)
+        // The client speaks again: picked up mid-stream, in bypass, its packet untouched.
+        let data = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 10)
+        #expect(h.feed(data, at: 7601).0 == .accept)
+        let f = h.engine.flows(now: .seconds(7601))
+        #expect(f.count == 1 && f[0].mode == .bypass && f[0].pickedUp)
+        // The proxy's down socket speaks: stale, dropped, and reset.
+        let before = h.injector.packets.count
+        let late = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1, payload: 5)
+        #expect(h.feed(late, fromProxy: true, at: 7602).0 == .drop)
+        #expect(h.injector.packets.count == before + 1 && h.engine.counters.resilient.staleSocketsReset == 1)
+    }
+
     @Test("SACK edges and TSecr toward the proxy are translated into its space")
     func sackAndTimestampsTowardProxy() {
         let h = ResilientHarness()
