@@ -408,6 +408,38 @@ struct ResilientSpliceTests {
         }
     }
 
+    @Test("the other way: a server at a zero window, the client is told zero, and the window reopens with the server's")
+    func zeroWindowOfTheServerIsPassedOn() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // The client's 1000 bytes reach the down socket; the up socket relays them.
+        _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 1000))
+        _ = h.feed(h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 1, payload: 1000), fromProxy: true)
+        // The server stops reading: 500 acknowledged, zero window. The client is told at once, with zero.
+        let before = h.injector.packets.count
+        _ = h.feed(h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 501, window: 0))
+        #expect(h.injector.packets.count == before + 1)
+        if h.injector.packets.count == before + 1 {
+            let told = h.spec(h.injector.packets.last!.bytes)
+            #expect(told.acknowledgmentNumber == c.clientISN + 501 && told.window == 0 && told.destination == c.client)
+        }
+        // The client retransmits what the proxy holds: the down socket's repeated ACK passes, zero window.
+        let downAck = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1001)
+        _ = h.feed(downAck, fromProxy: true)
+        _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 501, ack: c.serverISN + 1, payload: 500))
+        let (v, out) = h.feed(downAck, fromProxy: true)
+        #expect(v.action == .accept && h.spec(out).window == 0 && h.spec(out).acknowledgmentNumber == c.clientISN + 501)
+        // The server reads again: the client is told the down socket's window.
+        let before2 = h.injector.packets.count
+        _ = h.feed(h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 501, window: 300))
+        #expect(h.injector.packets.count == before2 + 1)
+        if h.injector.packets.count == before2 + 1 {
+            let told = h.spec(h.injector.packets.last!.bytes)
+            #expect(told.acknowledgmentNumber == c.clientISN + 501 && told.window != 0)
+        }
+    }
+
     @Test("the proxy dies: its flows are bypassed at once, and its packets never reach an end")
     func proxyDeath() {
         let h = ResilientHarness()
