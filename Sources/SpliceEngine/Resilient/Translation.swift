@@ -95,9 +95,7 @@ extension Engine {
             // zero window goes on probing as long as its probes are answered, as it would
             // with that end itself. Reopened in `releaseAck`.
             r.proxy[d].ownWindow = tcp.window
-            let closed = own.windowKnown && own.window == 0 && tcp.window != 0
-            if closed { tcp.updateWindow(0) }
-            r.proxy[d].closedForEnd = closed
+            if own.windowKnown && own.window == 0 && tcp.window != 0 { tcp.updateWindow(0) }
         }
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
