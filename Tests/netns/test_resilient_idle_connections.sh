@@ -89,7 +89,7 @@ bg_wait stall-client $((STALL + 60)) || true
 bg_wait upload-client $((STALL + 60)) || true
 aborts=$(($(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout) - aborts_before))
 client_aborts=$(($(ns_counter "$NS_C" TcpExtTCPAbortOnTimeout) - client_aborts_before))
-report "the client that stopped reading for ${STALL} s: $(tail -n 1 "$(bg_log stall-client)"); the server gave up on $aborts connections (TcpExtTCPAbortOnTimeout), retransmitted $(ns_counter "$NS_S" TcpRetransSegs) segments"
+report "the client that stopped reading for ${STALL} s: $(tail -n 1 "$(bg_log stall-client)"); the server gave up on $aborts connections (TcpExtTCPAbortOnTimeout); its namespace retransmitted $(ns_counter "$NS_S" TcpRetransSegs) segments in all, every connection of the test counted"
 check "the download whose client stopped reading for ${STALL} s arrived byte-exact: $(tail -n 1 "$(bg_log stall-client)")" \
     grep -q '^OK' "$(bg_log stall-client)"
 check "the server gave up on no connection after its retransmissions (TcpExtTCPAbortOnTimeout +$aborts)" test "$aborts" -eq 0
