@@ -29,7 +29,7 @@ extension Engine {
         let endClosed = !pending && end.windowKnown && end.window == 0
         let reopened = !pending && side.closedForEnd && !endClosed
         guard candidate > side.ackGiven || reopened else { return }
-        let ack = SeqNumber.latest(candidate, side.ackGiven)
+        let ack = candidate > side.ackGiven ? candidate : side.ackGiven
         let window: UInt16 = pending || endClosed ? 0 : reopened ? side.ownWindow : side.window
         let entry = table[e]
         guard let n = TCPSegmentWriter.write(
@@ -42,11 +42,12 @@ extension Engine {
         else { return }
         b.pointee.resilient.proxy[d].ackGiven = ack
         if endClosed && side.window != 0 {
-            // Closed for the end: the socket's own window kept for the reopening.
             if side.ownWindow == 0 { b.pointee.resilient.proxy[d].ownWindow = side.window }
             b.pointee.resilient.proxy[d].window = 0
+            b.pointee.resilient.proxy[d].closedForEnd = true
         } else if reopened {
             b.pointee.resilient.proxy[d].window = window
+            b.pointee.resilient.proxy[d].closedForEnd = false
         }
         counters.resilient.acksInjected &+= 1
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)

@@ -172,12 +172,11 @@ public struct ProxySide: Sendable {
     /// socket's next ACK answers it and passes even if it tells nothing new
     /// (`Engine.translateTowardProxy`, `Engine.translateFromProxy`).
     public var answerOwed = false
-    /// Its own last window (rescaled to its end's scale): what the receiver is told once the
-    /// end it speaks for opens a window the engine closed (`Engine.translateFromProxy`).
+    /// Its own last window (rescaled to its end's scale), and whether the window forwarded
+    /// was closed because the end it speaks for has a zero window (`Engine.translateFromProxy`):
+    /// the sender must not time out on the data the proxy holds (see there).
     public var ownWindow: UInt16 = 0
-    /// The window forwarded is closed while its own is open: closed for the end it speaks
-    /// for, which advertises a zero window.
-    @inlinable public var closedForEnd: Bool { window == 0 && ownWindow != 0 }
+    public var closedForEnd = false
 
     public init() {}
 }

@@ -95,7 +95,9 @@ extension Engine {
             // zero window goes on probing as long as its probes are answered, as it would
             // with that end itself. Reopened in `releaseAck`.
             r.proxy[d].ownWindow = tcp.window
-            if own.windowKnown && own.window == 0 && tcp.window != 0 { tcp.updateWindow(0) }
+            let closed = own.windowKnown && own.window == 0 && tcp.window != 0
+            if closed { tcp.updateWindow(0) }
+            r.proxy[d].closedForEnd = closed
         }
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
