@@ -67,6 +67,9 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     /// Clients whose ACK proved them before their handshake was replayed to the proxy (a
     /// spoofed SYN never gets there).
     public var clientsValidated: UInt64 = 0
+    /// Clients' SYNs that asked for TCP Fast Open or carried data: passed to the server
+    /// without the option and the data (the client sends the data after the handshake).
+    public var fastOpenRemoved: UInt64 = 0
     /// The client's packets held while the proxy's socket was not up yet, given to it after;
     /// and those that found no room (dropped: the client sends them again).
     public var pendingHeld: UInt64 = 0

@@ -19,6 +19,33 @@ struct HandshakeReplayTests {
         #expect(h.engine.flows(now: .seconds(0))[0].state == .close)
     }
 
+    @Test("a Fast Open SYN reaches the server without its option and its data; the handshake goes on as for any client",
+          arguments: [false, true])
+    func fastOpenSyn(partial: Bool) {
+        let h = ResilientHarness()
+        var s = TCPPacketSpec(source: h.c.client, destination: h.c.server, sourcePort: h.c.clientPort,
+                              destinationPort: h.c.serverPort, sequenceNumber: h.c.clientISN, flags: .syn,
+                              window: h.clientSynWindow, payload: Array("GET / HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+        s.setSynOptions(h.clientSynOptions)
+        s.options += [34, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1]
+        let syn = partial ? h.partial(s.bytes()) : s.bytes()
+        let (v, out) = h.feed(syn, partial: partial)
+        #expect(v.action == .accept && v.rewrittenLength == out.count && out.count < syn.count)
+        let o = h.spec(out)
+        #expect(o.flags == .syn && o.sequenceNumber == h.c.clientISN && o.payload.isEmpty && o.window == h.clientSynWindow)
+        #expect(h.valid(out))
+        #expect(h.options(out) == h.options(h.clientSyn))
+        var kinds: [UInt8] = []
+        var copy = out
+        copy.withUnsafeMutableBytes { for opt in TCPPacket($0)!.tcp.options { kinds.append(opt.kind) } }
+        #expect(!kinds.contains(34))
+        #expect(h.engine.counters.resilient.fastOpenRemoved == 1)
+        #expect(h.phase == .clientSyn)
+        // The server acknowledges the SYN alone; the client's ACK (its data comes after) is replayed.
+        #expect(h.feed(h.serverSynAck).0 == .accept)
+        h.clientAckBecomesSyn()
+    }
+
     @Test("a retransmitted client SYN before the server answered goes on to the server")
     func clientSynRetransmitted() {
         let h = ResilientHarness()

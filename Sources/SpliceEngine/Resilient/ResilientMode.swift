@@ -70,6 +70,14 @@ extension Engine {
             // must start from it too, or the proxy's translated ACK would look old (PAWS).
             b.pointee.resilient.clientSynWindow = tcp.window
             if let ts = timestampsOption(tcp) { b.pointee.resilient.clientSynTSval = ts.value }
+            // Fast Open: data in the SYN would reach the server before the proxy's socket
+            // exists, and past the rules that read the request. The server gets the SYN without
+            // it; the client sends the data again right after the handshake.
+            if let n = p.removingFastOpen() {
+                b.pointee.ends.original.nextSeq = tcp.sequenceNumber + 1
+                counters.resilient.fastOpenRemoved &+= 1
+                return .acceptModified(length: n)
+            }
             return .accept
         } else {
             // From the client.
