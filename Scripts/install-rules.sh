@@ -460,6 +460,11 @@ render() {
         line=${line//@SQUEUE@/$SYN_QUEUE_SPEC}
         line=${line//@RQUEUE@/$REPLY_QUEUE_SPEC}
         line=${line//@QUEUE@/$QUEUE_SPEC}
+        if [[ "$fam" == 4 ]]; then
+            line=${line//@TOOBIG@/-p icmp --icmp-type fragmentation-needed}
+        else
+            line=${line//@TOOBIG@/-p ipv6-icmp --icmpv6-type packet-too-big}
+        fi
         line=${line//@ORIG@/$orig}
         line=${line//@REPLY@/$reply}
         if [[ "$line" =~ @[A-Z_]+@ ]]; then

@@ -74,6 +74,9 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     /// and those that found no room (dropped: the client sends them again).
     public var pendingHeld: UInt64 = 0
     public var pendingDropped: UInt64 = 0
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" about a proxy socket's segment,
+    /// given to that socket (path MTU discovery) instead of going on to the end it speaks as.
+    public var tooBigToProxy: UInt64 = 0
     /// Flows moved to bypass because their proxy died.
     public var failovers: UInt64 = 0
     /// Flows whose proxy did not answer the replayed handshake in time (`Engine.replayPatience`):

@@ -126,7 +126,11 @@ public final class Engine: @unchecked Sendable {
             }
         case .notTCP:
             counters.packets.notTCP &+= 1
-            verdict = .accept
+            if !fromProxy, let tooBig = ICMPTooBig(buffer) {
+                verdict = tooBigFromHop(tooBig)
+            } else {
+                verdict = .accept
+            }
         case .fragment:
             counters.packets.fragments &+= 1
             verdict = .accept

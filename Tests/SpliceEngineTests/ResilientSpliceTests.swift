@@ -301,6 +301,42 @@ struct ResilientSpliceTests {
         #expect(h.valid(h.injector.packets.last!.bytes))
     }
 
+    @Test("a hop's too-big error about a proxy socket's segment goes to that socket: its number taken back into the socket's space, marked for local delivery")
+    func tooBigGivenToTheProxySocket() throws {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        let hop = IPAddress("10.0.9.1")!
+        // A segment of the up socket as it left the router (in the client's space), and one of
+        // the down socket (in the server's).
+        let up = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1001, ack: c.serverISN + 1, payload: 1400)
+        let down = c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 501, ack: c.clientISN + 1, payload: 1400)
+        for (quoted, socketSeq) in [(up, h.proxyUpISN + 1001), (down, h.proxyDownISN + 501)] {
+            let error = try #require(ICMPTooBig.build(hop: hop, mtu: 1400, quoting: quoted))
+            let (v, out) = h.feed(error)
+            #expect(v.action == .accept && v.mark == h.engine.marks.local && v.rewrittenLength == error.count)
+            var copy = out
+            let seq = try copy.withUnsafeMutableBytes { try #require(ICMPTooBig($0)).innerSequenceNumber }
+            #expect(seq == socketSeq)
+            // The checksum is right again: rewriting the number back gives the hop's own bytes.
+            var back = out
+            back.withUnsafeMutableBytes { b in
+                let m = ICMPTooBig(b)!
+                m.innerSequenceNumber = quoted.withUnsafeBytes { SeqNumber(UInt32(bigEndian: $0.loadUnaligned(fromByteOffset: 24, as: UInt32.self))) }
+                m.fillChecksum()
+            }
+            #expect(back == error)
+        }
+        #expect(h.engine.counters.resilient.tooBigToProxy == 2)
+        // About a flow the engine does not know: on its way, untouched.
+        var other = c
+        other.clientPort = 4444
+        let stranger = try #require(ICMPTooBig.build(hop: hop, mtu: 1400, quoting: other.packet(fromClient: true, flags: .ack, seq: SeqNumber(7), payload: 100)))
+        let (v, out) = h.feed(stranger)
+        #expect(v == .accept && out == stranger)
+        #expect(h.engine.counters.resilient.tooBigToProxy == 2)
+    }
+
     @Test("the client's ACK of the server's answer and FIN is released to the server at once, not when the up socket's own (delayed) ACK comes")
     func releaseDoesNotWaitForProxyAck() {
         let h = ResilientHarness()

@@ -46,6 +46,14 @@ struct ParseFuzzTests {
                                                 .authentication(icvWords: 3), .destinationOptions(units: 0)])
         add(Fixtures.synSpec(v6: true), chain: [.destinationOptions(units: 1)])
         add(Fixtures.dataSpec(v6: true), chain: [.fragment(offset: 0, more: true)])
+        // Path MTU errors quoting a segment (Engine.tooBigFromHop parses them from the ends' queue).
+        for v6 in [false, true] {
+            let hop = v6 ? IPAddress("2001:db8:ff::1")! : IPAddress("203.0.113.1")!
+            let ip = v6 ? 40 : 20
+            if let error = ICMPTooBig.build(hop: hop, mtu: 1400, quoting: Fixtures.dataSpec(v6: v6).bytes(), quote: 48 + ip) {
+                corpus.append(Seed(bytes: error, tcpOffset: ip + 8 + ip, extensionOffsets: []))
+            }
+        }
         for i in 0..<200 {
             var spec = Fixtures.randomSpec(&rng, largePayloads: false)
             // Mostly small packets: the headers are what the fuzzing is about.
@@ -218,12 +226,21 @@ struct ParseFuzzTests {
     static func run(_ buf: UnsafeMutableRawBufferPointer, _ rebuildBuffer: UnsafeMutableRawBufferPointer,
                     _ rng: inout SplitMix64, _ counts: inout Counts, seed: UInt64, index: Int) {
         switch TCPPacket.parse(buf) {
-        case .notTCP: counts.notTCP += 1
+        case .notTCP:
+            counts.notTCP += 1
+            if let m = ICMPTooBig(buf) {
+                counts.sink &+= UInt64(m.innerSourcePort) &+ UInt64(m.innerDestinationPort) &+ UInt64(m.mtu)
+                    &+ UInt64(m.innerSource.low) &+ UInt64(m.innerDestination.high)
+                m.innerSequenceNumber = m.innerSequenceNumber + SeqDelta(rawValue: UInt32(truncatingIfNeeded: rng.next()))
+                m.fillChecksum()
+            }
         case .fragment: counts.fragment += 1
         case .malformed: counts.malformed += 1
         case .tcp(let p):
             counts.tcp += 1
             exercise(p, rebuildBuffer, &rng, &counts, seed: seed, index: index)
+            // Last: it may cut the packet (a SYN's data).
+            if let n = p.removingFastOpen() { counts.sink &+= UInt64(n) }
         }
     }
 
