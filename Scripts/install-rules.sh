@@ -493,6 +493,8 @@ if ((DRY_RUN)); then
         echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
         echo "### $ipt -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT || $ipt -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT"
         echo "### $ipt -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE || $ipt -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE"
+        echo "### $ipt -w 10 -t filter -C INPUT -j TCPSPLICE_IN || $ipt -w 10 -t filter -I INPUT 1 -j TCPSPLICE_IN"
+        echo "### $ipt -w 10 -t filter -C FORWARD -j TCPSPLICE_FWD || $ipt -w 10 -t filter -I FORWARD 1 -j TCPSPLICE_FWD"
         if [[ -n "$TPROXY_PORT" ]]; then
             echo "### ip -$fam rule add fwmark $LOCAL_MARK lookup $ROUTE_TABLE"
             echo "### ip -$fam route add local $( [[ $fam == 4 ]] && echo 0.0.0.0/0 || echo ::/0 ) dev lo table $ROUTE_TABLE"
@@ -531,6 +533,13 @@ install_family() {
         "$ipt" -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE \
             || die "could not insert the jump to TCPSPLICE_RPRE in IPv$fam raw PREROUTING"
     fi
+    local hook
+    for hook in INPUT:TCPSPLICE_IN FORWARD:TCPSPLICE_FWD; do
+        if ! "$ipt" -w 10 -t filter -C "${hook%%:*}" -j "${hook#*:}" 2>/dev/null; then
+            "$ipt" -w 10 -t filter -I "${hook%%:*}" 1 -j "${hook#*:}" \
+                || die "could not insert the jump to ${hook#*:} in IPv$fam filter ${hook%%:*}"
+        fi
+    done
     local first
     first=$("$ipt" -w 10 -t mangle -S PREROUTING | sed -n 2p)
     if [[ "$first" != "-A PREROUTING -j TCPSPLICE_PRE" ]]; then
