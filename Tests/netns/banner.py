@@ -19,17 +19,24 @@ import time
 BANNER = b"220 tcpsplice test ready\r\n"
 
 
+def read_line(c):
+    """Bytes up to and with a newline, or what came before the peer closed."""
+    got = b""
+    while not got.endswith(b"\n"):
+        d = c.recv(1024)
+        if not d:
+            break
+        got += d
+    return got
+
+
 def handle(c, first):
     try:
         if first:
             c.sendall(BANNER)
-        line = b""
-        while not line.endswith(b"\n"):
-            d = c.recv(1024)
-            if not d:
-                return
-            line += d
-        c.sendall(b"250 got " + line)
+        line = read_line(c)
+        if line.endswith(b"\n"):
+            c.sendall(b"250 got " + line)
     except OSError:
         pass
     finally:
@@ -55,24 +62,14 @@ def client(host, port, count, first):
         try:
             c = socket.create_connection((host, port), timeout=5)
             with c:
-                got = b""
                 if first:
-                    while not got.endswith(b"\n"):
-                        d = c.recv(1024)
-                        if not d:
-                            break
-                        got += d
+                    got = read_line(c)
                     if got != BANNER:
                         print(f"connection {i}: banner {got!r}, not the server's")
                         sys.exit(1)
                 line = f"HELO {i}\r\n".encode()
                 c.sendall(line)
-                answer = b""
-                while not answer.endswith(b"\n"):
-                    d = c.recv(1024)
-                    if not d:
-                        break
-                    answer += d
+                answer = read_line(c)
         except OSError as e:
             print(f"connection {i}: {e}")
             sys.exit(1)

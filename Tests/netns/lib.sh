@@ -1574,3 +1574,18 @@ balancer_topology() {
     BACKEND_NS=("$NS_B1" "$NS_B2" "$NS_B3")
     ip -n "$NS_R" addr add "$VIP/32" dev lo || fail "cannot put the service address on the router's lo"
 }
+
+# balancer_backends_start WWW: after balancer_topology, backend.py on port 80 in each of the three
+# backends' namespaces (background backend1..3), backend I serving WWW/bI: a copy of
+# WWW/shared with a file whoami holding "backendI".
+balancer_backends_start() {
+    local www=$1 i
+    for i in 1 2 3; do
+        mkdir -p "$www/b$i"
+        cp -r "$www/shared/." "$www/b$i/"
+        echo "backend$i" >"$www/b$i/whoami"
+        bg_start "backend$i" "${BACKEND_NS[$((i - 1))]}" python3 "$NETNS_DIR/backend.py" "backend$i" \
+            "${BACKENDS[$((i - 1))]}" 80 "$www/b$i"
+        wait_port "${BACKEND_NS[$((i - 1))]}" 80
+    done
+}

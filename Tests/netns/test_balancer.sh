@@ -45,14 +45,7 @@ head -c $((2 << 20)) /dev/urandom >"$WWW/shared/big2"
 head -c 20000 /dev/urandom >"$WWW/shared/small"
 echo "api answer" >"$WWW/shared/api/v1"
 head -c $((2 << 20)) /dev/urandom >"$WWW/shared/api/big2"
-for i in 1 2 3; do
-    mkdir -p "$WWW/b$i"
-    cp -r "$WWW/shared/." "$WWW/b$i/"
-    echo "backend$i" >"$WWW/b$i/whoami"
-    bg_start "backend$i" "${BACKEND_NS[$((i - 1))]}" python3 "$NETNS_DIR/backend.py" "backend$i" \
-        "${BACKENDS[$((i - 1))]}" 80 "$WWW/b$i"
-    wait_port "${BACKEND_NS[$((i - 1))]}" 80
-done
+balancer_backends_start "$WWW"
 # requests_on I: the requests backend I logged so far (one line per request, all its runs).
 requests_on() { cat "$TEST_TMP/backend$1.log" "$TEST_TMP/backend$1-again.log" 2>/dev/null | grep -c "^REQ backend$1 GET /[^h]" || true; }
 

@@ -26,14 +26,7 @@ WWW="$TEST_TMP/www"
 mkdir -p "$WWW/shared/relayed"
 head -c 300000 /dev/urandom >"$WWW/shared/big"
 cp "$WWW/shared/big" "$WWW/shared/relayed/big"
-for i in 1 2 3; do
-    mkdir -p "$WWW/b$i"
-    cp -r "$WWW/shared/." "$WWW/b$i/"
-    echo "backend$i" >"$WWW/b$i/whoami"
-    bg_start "backend$i" "${BACKEND_NS[$((i - 1))]}" python3 "$NETNS_DIR/backend.py" "backend$i" \
-        "${BACKENDS[$((i - 1))]}" 80 "$WWW/b$i"
-    wait_port "${BACKEND_NS[$((i - 1))]}" 80
-done
+balancer_backends_start "$WWW"
 nsx "$NS_R" iptables -A INPUT -m conntrack --ctstate INVALID -j DROP
 nsx "$NS_R" iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 nsx "$NS_R" iptables -A INPUT -i lo -j ACCEPT
