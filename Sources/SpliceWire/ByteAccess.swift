@@ -27,6 +27,19 @@ extension UnsafeMutableRawBufferPointer {
         storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
+    /// An IPv6 address stored at `offset` (16 bytes, network order).
+    @inlinable @inline(__always)
+    func ipv6Address(_ offset: Int) -> IPAddress {
+        IPAddress(high: UInt64(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                  low: UInt64(bigEndian: loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
+    }
+
+    @inlinable @inline(__always)
+    func setIPv6Address(_ offset: Int, _ a: IPAddress) {
+        storeBytes(of: a.high.bigEndian, toByteOffset: offset, as: UInt64.self)
+        storeBytes(of: a.low.bigEndian, toByteOffset: offset + 8, as: UInt64.self)
+    }
+
     /// A sub-range as a buffer of its own (no copy).
     @inlinable @inline(__always)
     public func slice(_ start: Int, _ end: Int) -> UnsafeMutableRawBufferPointer {

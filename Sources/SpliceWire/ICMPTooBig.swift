@@ -45,11 +45,8 @@ public struct ICMPTooBig {
         if isIPv6 {
             guard whole.count >= inner + IPv6Header.Field.fixedLength, whole.u8(inner) >> 4 == 6,
                   whole.u8(inner + IPv6Header.Field.nextHeader) == TCPPacket.tcpProtocolNumber else { return nil }
-            let a = UnsafeMutableRawBufferPointer(rebasing: whole[inner...])
-            innerSource = IPAddress(high: UInt64(bigEndian: a.loadUnaligned(fromByteOffset: IPv6Header.Field.source, as: UInt64.self)),
-                                    low: UInt64(bigEndian: a.loadUnaligned(fromByteOffset: IPv6Header.Field.source + 8, as: UInt64.self)))
-            innerDestination = IPAddress(high: UInt64(bigEndian: a.loadUnaligned(fromByteOffset: IPv6Header.Field.destination, as: UInt64.self)),
-                                         low: UInt64(bigEndian: a.loadUnaligned(fromByteOffset: IPv6Header.Field.destination + 8, as: UInt64.self)))
+            innerSource = whole.ipv6Address(inner + IPv6Header.Field.source)
+            innerDestination = whole.ipv6Address(inner + IPv6Header.Field.destination)
             tcp = inner + IPv6Header.Field.fixedLength
         } else {
             guard whole.count >= inner + IPv4Header.Field.minimumLength, whole.u8(inner) >> 4 == 4 else { return nil }
@@ -70,10 +67,16 @@ public struct ICMPTooBig {
     @inlinable public var innerSourcePort: UInt16 { bytes.be16(innerTCPOffset) }
     @inlinable public var innerDestinationPort: UInt16 { bytes.be16(innerTCPOffset + 2) }
     /// The quoted segment's sequence number (the receiver of the error checks that it is one it
-    /// sent and has not seen acknowledged).
+    /// sent and has not seen acknowledged). Setting it updates the ICMP checksum incrementally
+    /// (RFC 1624): an error that arrived with a wrong checksum keeps it, and its receiver drops
+    /// it as it would have.
     @inlinable public var innerSequenceNumber: SeqNumber {
         get { SeqNumber(bytes.be32(innerTCPOffset + 4)) }
-        nonmutating set { bytes.setBE32(innerTCPOffset + 4, newValue.rawValue) }
+        nonmutating set {
+            let field = icmpOffset + 2
+            bytes.setBE16(field, Checksum.update(bytes.be16(field), old: bytes.be32(innerTCPOffset + 4), new: newValue.rawValue))
+            bytes.setBE32(innerTCPOffset + 4, newValue.rawValue)
+        }
     }
     /// The MTU of the next hop the error reports (the low 16 bits of the ICMP header's second
     /// word for IPv4, that whole word for IPv6; 0 from an old IPv4 router that does not say).
@@ -81,7 +84,8 @@ public struct ICMPTooBig {
         isIPv6 ? Int(bytes.be32(icmpOffset + 4)) : Int(bytes.be16(icmpOffset + 6))
     }
 
-    /// Computes and writes the ICMP checksum (ICMPv6's over its pseudo-header as well).
+    /// Computes and writes the ICMP checksum (ICMPv6's over its pseudo-header as well): for a
+    /// message built here (`build`); a rewrite updates it as it goes.
     public func fillChecksum() {
         let message = bytes.slice(icmpOffset, bytes.count)
         message.setBE16(2, 0)
@@ -102,43 +106,29 @@ extension ICMPTooBig {
     /// its first `quote` bytes and reporting `mtu`; complete checksums. Nil when `packet` is not
     /// an IP packet of `hop`'s family.
     public static func build(hop: IPAddress, mtu: Int, quoting packet: [UInt8], quote: Int = 548) -> [UInt8]? {
-        guard let first = packet.first else { return nil }
-        let v6 = first >> 4 == 6
-        guard v6 == !hop.isIPv4, (first >> 4 == 4) != v6 else { return nil }
         let quoted = Array(packet.prefix(quote))
+        let v6 = !hop.isIPv4
         let ipLength = v6 ? IPv6Header.Field.fixedLength : IPv4Header.Field.minimumLength
-        guard quoted.count >= ipLength else { return nil }
-        let total = ipLength + 8 + quoted.count
-        var out = [UInt8](repeating: 0, count: total)
-        let message = 8 + quoted.count
+        guard quoted.count >= ipLength, quoted[0] >> 4 == (v6 ? 6 : 4) else { return nil }
+        var out = [UInt8](repeating: 0, count: ipLength + 8 + quoted.count)
         out.withUnsafeMutableBytes { b in
+            let q = UnsafeMutableRawBufferPointer(rebasing: b[(ipLength + 8)...])
+            quoted.withUnsafeBytes { q.copyMemory(from: $0) }
+            // To the quoted packet's source, as a hop sends it.
+            let to = v6 ? q.ipv6Address(IPv6Header.Field.source) : IPAddress(ipv4: q.be32(IPv4Header.Field.source))
+            TCPSegmentWriter.writeIPHeader(into: b, source: hop, destination: to,
+                                           protocolNumber: v6 ? icmpv6ProtocolNumber : icmpProtocolNumber, ttl: 64)
+            IPv4Header(b)?.fillChecksum()
             if v6 {
-                b.setU8(0, 0x60)
-                b.setBE16(IPv6Header.Field.payloadLength, UInt16(message))
-                b.setU8(IPv6Header.Field.nextHeader, icmpv6ProtocolNumber)
-                b.setU8(IPv6Header.Field.hopLimit, 64)
-                b.storeBytes(of: hop.high.bigEndian, toByteOffset: IPv6Header.Field.source, as: UInt64.self)
-                b.storeBytes(of: hop.low.bigEndian, toByteOffset: IPv6Header.Field.source + 8, as: UInt64.self)
-                for i in 0..<16 { b.setU8(IPv6Header.Field.destination + i, quoted[IPv6Header.Field.source + i]) }
                 b.setU8(ipLength, 2)
                 b.setBE32(ipLength + 4, UInt32(mtu))
             } else {
-                b.setU8(0, 0x45)
-                b.setBE16(IPv4Header.Field.totalLength, UInt16(total))
-                b.setU8(IPv4Header.Field.ttl, 64)
-                b.setU8(IPv4Header.Field.proto, icmpProtocolNumber)
-                b.setBE32(IPv4Header.Field.source, hop.ipv4Value)
-                for i in 0..<4 { b.setU8(IPv4Header.Field.destination + i, quoted[IPv4Header.Field.source + i]) }
-                var acc = Checksum.Accumulator()
-                acc.add(bytes: UnsafeRawBufferPointer(b.slice(0, ipLength)))
-                b.setBE16(IPv4Header.Field.checksum, acc.checksum)
                 b.setU8(ipLength, 3)
                 b.setU8(ipLength + 1, 4)
                 b.setBE16(ipLength + 6, UInt16(mtu))
             }
-            for (i, byte) in quoted.enumerated() { b.setU8(ipLength + 8 + i, byte) }
+            ICMPTooBig(b)?.fillChecksum()
         }
-        out.withUnsafeMutableBytes { ICMPTooBig($0)?.fillChecksum() }
         return out
     }
 }

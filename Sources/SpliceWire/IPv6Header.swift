@@ -98,20 +98,12 @@ public struct IPv6Header {
     }
     @inlinable public var nextHeader: UInt8 { bytes.u8(Field.nextHeader) }
     @inlinable public var source: IPAddress {
-        get { IPAddress(high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.source, as: UInt64.self)),
-                        low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.source + 8, as: UInt64.self))) }
-        nonmutating set {
-            bytes.storeBytes(of: newValue.high.bigEndian, toByteOffset: Field.source, as: UInt64.self)
-            bytes.storeBytes(of: newValue.low.bigEndian, toByteOffset: Field.source + 8, as: UInt64.self)
-        }
+        get { bytes.ipv6Address(Field.source) }
+        nonmutating set { bytes.setIPv6Address(Field.source, newValue) }
     }
     @inlinable public var destination: IPAddress {
-        get { IPAddress(high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.destination, as: UInt64.self)),
-                        low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.destination + 8, as: UInt64.self))) }
-        nonmutating set {
-            bytes.storeBytes(of: newValue.high.bigEndian, toByteOffset: Field.destination, as: UInt64.self)
-            bytes.storeBytes(of: newValue.low.bigEndian, toByteOffset: Field.destination + 8, as: UInt64.self)
-        }
+        get { bytes.ipv6Address(Field.destination) }
+        nonmutating set { bytes.setIPv6Address(Field.destination, newValue) }
     }
 
     /// The upper-layer header and its data.

@@ -91,25 +91,8 @@ public enum TCPSegmentWriter {
         guard out.count >= total, total - (v6 ? ipLen : 0) <= 65535 else { return nil }
         let buf = out.slice(0, total)
         buf.initializeMemory(as: UInt8.self, repeating: 0)
-        if v6 {
-            buf.setBE32(0, 6 << 28)
-            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(total - ipLen))
-            buf.setU8(IPv6Header.Field.nextHeader, TCPPacket.tcpProtocolNumber)
-            buf.setU8(IPv6Header.Field.hopLimit, ttl)
-            buf.storeBytes(of: source.high.bigEndian, toByteOffset: IPv6Header.Field.source, as: UInt64.self)
-            buf.storeBytes(of: source.low.bigEndian, toByteOffset: IPv6Header.Field.source + 8, as: UInt64.self)
-            buf.storeBytes(of: destination.high.bigEndian, toByteOffset: IPv6Header.Field.destination, as: UInt64.self)
-            buf.storeBytes(of: destination.low.bigEndian, toByteOffset: IPv6Header.Field.destination + 8, as: UInt64.self)
-        } else {
-            buf.setU8(0, 0x45)
-            buf.setBE16(IPv4Header.Field.totalLength, UInt16(total))
-            buf.setBE16(IPv4Header.Field.identification, identification)
-            buf.setBE16(IPv4Header.Field.flagsFragment, dontFragment ? 0x4000 : 0)
-            buf.setU8(IPv4Header.Field.ttl, ttl)
-            buf.setU8(IPv4Header.Field.proto, TCPPacket.tcpProtocolNumber)
-            buf.setBE32(IPv4Header.Field.source, source.ipv4Value)
-            buf.setBE32(IPv4Header.Field.destination, destination.ipv4Value)
-        }
+        writeIPHeader(into: buf, source: source, destination: destination, protocolNumber: TCPPacket.tcpProtocolNumber,
+                      ttl: ttl, identification: identification, dontFragment: dontFragment)
         let t = buf.slice(ipLen, total)
         t.setBE16(TCPHeader.Field.sourcePort, sourcePort)
         t.setBE16(TCPHeader.Field.destinationPort, destinationPort)
@@ -119,6 +102,31 @@ public enum TCPSegmentWriter {
         t.setU8(TCPHeader.Field.flags, flags.rawValue)
         t.setBE16(TCPHeader.Field.window, window)
         return (buf, t)
+    }
+
+    /// The fixed IPv4 or IPv6 header (no options, no extension header) of a packet that fills
+    /// `buf` (zeroed), its family the addresses': lengths from `buf.count`, the IPv4 header
+    /// checksum left for `IPv4Header.fillChecksum`.
+    @usableFromInline
+    static func writeIPHeader(into buf: UnsafeMutableRawBufferPointer, source: IPAddress, destination: IPAddress,
+                              protocolNumber: UInt8, ttl: UInt8, identification: UInt16 = 0, dontFragment: Bool = true) {
+        if !source.isIPv4 {
+            buf.setBE32(0, 6 << 28)
+            buf.setBE16(IPv6Header.Field.payloadLength, UInt16(buf.count - IPv6Header.Field.fixedLength))
+            buf.setU8(IPv6Header.Field.nextHeader, protocolNumber)
+            buf.setU8(IPv6Header.Field.hopLimit, ttl)
+            buf.setIPv6Address(IPv6Header.Field.source, source)
+            buf.setIPv6Address(IPv6Header.Field.destination, destination)
+        } else {
+            buf.setU8(0, 0x45)
+            buf.setBE16(IPv4Header.Field.totalLength, UInt16(buf.count))
+            buf.setBE16(IPv4Header.Field.identification, identification)
+            buf.setBE16(IPv4Header.Field.flagsFragment, dontFragment ? 0x4000 : 0)
+            buf.setU8(IPv4Header.Field.ttl, ttl)
+            buf.setU8(IPv4Header.Field.proto, protocolNumber)
+            buf.setBE32(IPv4Header.Field.source, source.ipv4Value)
+            buf.setBE32(IPv4Header.Field.destination, destination.ipv4Value)
+        }
     }
 
     /// Both checksums of a laid-out packet; its length.

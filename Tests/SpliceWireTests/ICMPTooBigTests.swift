@@ -24,7 +24,7 @@ struct ICMPTooBigTests {
         return Fixtures.onesComplementSum(message, initial: initial) == 0xffff
     }
 
-    @Test("a hop's error about a TCP segment: the quoted tuple, sequence number and MTU; the number rewritten, the checksum filled",
+    @Test("a hop's error about a TCP segment: the quoted tuple, sequence number and MTU; the number rewritten, the checksum following",
           arguments: [false, true])
     func parseAndRewrite(v6: Bool) throws {
         var bytes = try #require(ICMPTooBig.build(hop: v6 ? Self.hopV6 : Self.hopV4, mtu: 1400, quoting: segment(v6: v6)))
@@ -39,11 +39,22 @@ struct ICMPTooBigTests {
             #expect(m.innerSequenceNumber == SeqNumber(0x1234_5678))
             #expect(m.mtu == 1400)
             m.innerSequenceNumber = SeqNumber(0xdead_beef)
-            m.fillChecksum()
         }
+        // The checksum followed the rewrite.
         #expect(checksumValid(bytes, v6: v6))
         let again = try bytes.withUnsafeMutableBytes { try #require(ICMPTooBig($0)).innerSequenceNumber }
         #expect(again == SeqNumber(0xdead_beef))
+    }
+
+    @Test("an error that came with a wrong checksum still has a wrong one after the rewrite (its receiver drops it)",
+          arguments: [false, true])
+    func corruptStaysCorrupt(v6: Bool) throws {
+        var bytes = try #require(ICMPTooBig.build(hop: v6 ? Self.hopV6 : Self.hopV4, mtu: 1400, quoting: segment(v6: v6)))
+        let ip = v6 ? 40 : 20
+        bytes[ip + 2] ^= 0x5a
+        #expect(!checksumValid(bytes, v6: v6))
+        try bytes.withUnsafeMutableBytes { try #require(ICMPTooBig($0)).innerSequenceNumber = SeqNumber(7) }
+        #expect(!checksumValid(bytes, v6: v6))
     }
 
     @Test("a quote cut right after the sequence number is enough; one cut before it is refused")

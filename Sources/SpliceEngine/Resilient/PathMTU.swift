@@ -6,7 +6,8 @@ import SpliceWire
 // forwarded it to that end, the socket never learned the path's MTU and sent its large segments
 // into the hop again and again (an upload to a server behind a smaller link hung). The error
 // is given to the socket instead: its quoted sequence number taken back into the socket's
-// space (a socket ignores an error about a number it did not send), and the packet marked for
+// space (a socket ignores an error about a number it did not send; the ICMP checksum follows
+// incrementally, so a corrupt error stays corrupt), and the packet marked for
 // the router's local delivery, as the proxy's transparent sockets get their own packets.
 
 extension Engine {
@@ -22,7 +23,6 @@ extension Engine {
         // SYN-ACK was given to it, the down socket once its handshake was done.
         guard phase >= (dir == .original ? .upstreamAnswered : .downEstablished) else { return .accept }
         m.innerSequenceNumber = m.innerSequenceNumber + b.pointee.resilient.proxy[dir].seqDelta.inverse
-        m.fillChecksum()
         counters.resilient.tooBigToProxy &+= 1
         return Verdict(action: .accept, rewrittenLength: m.bytes.count, mark: marks.local)
     }
