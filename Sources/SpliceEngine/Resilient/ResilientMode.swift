@@ -73,7 +73,7 @@ extension Engine {
             // Fast Open: data in the SYN would reach the server before the proxy's socket
             // exists, and past the rules that read the request. The server gets the SYN without
             // it; the client sends the data again right after the handshake.
-            if let n = p.removingFastOpen() {
+            if let n = p.removingFastOpen(partial: info.checksumPartial) {
                 b.pointee.ends.original.nextSeq = tcp.sequenceNumber + 1
                 counters.resilient.fastOpenRemoved &+= 1
                 return .acceptModified(length: n)
