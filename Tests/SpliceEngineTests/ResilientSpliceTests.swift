@@ -114,6 +114,16 @@ struct ResilientHarness {
         return s.bytes()
     }
 
+    /// Feeds an end's packet and returns the one packet the engine injected because of it
+    /// (nil, with an issue recorded, when it injected none or several).
+    func feedInjectingOne(_ bytes: [UInt8]) -> TCPPacketSpec? {
+        let before = injector.packets.count
+        _ = feed(bytes)
+        #expect(injector.packets.count == before + 1, "expected one injected packet")
+        guard injector.packets.count == before + 1 else { return nil }
+        return spec(injector.packets.last!.bytes)
+    }
+
     var clientSyn: [UInt8] {
         endPacket(fromClient: true, flags: .syn, seq: c.clientISN, window: clientSynWindow, synOptions: clientSynOptions)
     }
@@ -418,13 +428,8 @@ struct ResilientSpliceTests {
         _ = h.feed(h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1, payload: 1000), fromProxy: true)
         // The client stops reading: it acknowledges 500 bytes with a zero window. The server is
         // told of the 500 at once (injected), with a zero window.
-        let before = h.injector.packets.count
-        _ = h.feed(h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 501, window: 0))
-        #expect(h.injector.packets.count == before + 1)
-        if h.injector.packets.count == before + 1 {
-            let told = h.spec(h.injector.packets.last!.bytes)
-            #expect(told.acknowledgmentNumber == c.serverISN + 501 && told.window == 0)
-        }
+        let told = h.feedInjectingOne(h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 501, window: 0))
+        #expect(told?.acknowledgmentNumber == c.serverISN + 501 && told?.window == 0)
         // The up socket's own ACK (window 1000, all 1000 bytes) goes with the clamp and a zero window.
         let upAck = h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 1001)
         let (v1, out1) = h.feed(upAck, fromProxy: true)
@@ -435,13 +440,8 @@ struct ResilientSpliceTests {
         #expect(v2.action == .accept && h.spec(out2).window == 0 && h.spec(out2).acknowledgmentNumber == c.serverISN + 501)
         // The client reads again (a window update, same ACK): the server is told the up
         // socket's window.
-        let before2 = h.injector.packets.count
-        _ = h.feed(h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 501, window: 300))
-        #expect(h.injector.packets.count == before2 + 1)
-        if h.injector.packets.count == before2 + 1 {
-            let told = h.spec(h.injector.packets.last!.bytes)
-            #expect(told.acknowledgmentNumber == c.serverISN + 501 && told.window != 0)
-        }
+        let reopened = h.feedInjectingOne(h.endPacket(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 501, window: 300))
+        #expect(reopened?.acknowledgmentNumber == c.serverISN + 501 && (reopened?.window ?? 0) != 0)
     }
 
     @Test("the other way: a server at a zero window, the client is told zero, and the window reopens with the server's")
@@ -453,13 +453,8 @@ struct ResilientSpliceTests {
         _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 1000))
         _ = h.feed(h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 1, payload: 1000), fromProxy: true)
         // The server stops reading: 500 acknowledged, zero window. The client is told at once, with zero.
-        let before = h.injector.packets.count
-        _ = h.feed(h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 501, window: 0))
-        #expect(h.injector.packets.count == before + 1)
-        if h.injector.packets.count == before + 1 {
-            let told = h.spec(h.injector.packets.last!.bytes)
-            #expect(told.acknowledgmentNumber == c.clientISN + 501 && told.window == 0 && told.destination == c.client)
-        }
+        let told = h.feedInjectingOne(h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 501, window: 0))
+        #expect(told?.acknowledgmentNumber == c.clientISN + 501 && told?.window == 0 && told?.destination == c.client)
         // The client retransmits what the proxy holds: the down socket's repeated ACK passes, zero window.
         let downAck = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 1001)
         _ = h.feed(downAck, fromProxy: true)
@@ -467,13 +462,8 @@ struct ResilientSpliceTests {
         let (v, out) = h.feed(downAck, fromProxy: true)
         #expect(v.action == .accept && h.spec(out).window == 0 && h.spec(out).acknowledgmentNumber == c.clientISN + 501)
         // The server reads again: the client is told the down socket's window.
-        let before2 = h.injector.packets.count
-        _ = h.feed(h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 501, window: 300))
-        #expect(h.injector.packets.count == before2 + 1)
-        if h.injector.packets.count == before2 + 1 {
-            let told = h.spec(h.injector.packets.last!.bytes)
-            #expect(told.acknowledgmentNumber == c.clientISN + 501 && told.window != 0)
-        }
+        let reopened = h.feedInjectingOne(h.endPacket(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 501, window: 300))
+        #expect(reopened?.acknowledgmentNumber == c.clientISN + 501 && (reopened?.window ?? 0) != 0)
     }
 
     @Test("the proxy dies: its flows are bypassed at once, and its packets never reach an end")

@@ -26,7 +26,8 @@ NEAR_IP6=fd77:4::2
 
 topo_create
 # host_behind NAME NS PREFIX4 PREFIX6: a host NAME in a namespace of its own, behind NS (which
-# forwards for it), at PREFIX4.2 / PREFIX6::2; the link from NS to it takes 1400 bytes at most.
+# forwards for it), at PREFIX4.2 / PREFIX6::2, its namespace in NS_LAST; the link from NS to it
+# takes 1400 bytes at most.
 host_behind() {
     local name=$1 ns=$2 p4=$3 p6=$4 host
     ns_add "$name"
@@ -44,10 +45,11 @@ host_behind() {
     nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || fail "cannot enable forwarding in $ns"
     ip -n "$ns" route add "$p4.2/32" dev "${name}0" mtu lock 1400 || fail "cannot limit the route to $name"
     ip -n "$ns" -6 route add "$p6::2/128" dev "${name}0" mtu lock 1400 || fail "cannot limit the IPv6 route to $name"
-    eval "NS_$(echo "$name" | tr '[:lower:]' '[:upper:]')=\$host"
 }
 host_behind far "$NS_S" 10.77.3 fd77:3
+NS_FAR=$NS_LAST
 host_behind near "$NS_C" 10.77.4 fd77:4
+NS_NEAR=$NS_LAST
 ip -n "$NS_R" route add 10.77.3.0/24 via "$SERVER_IP"
 ip -n "$NS_R" -6 route add fd77:3::/64 via "$SERVER_IP6"
 ip -n "$NS_R" route add 10.77.4.0/24 via "$CLIENT_IP"
@@ -81,8 +83,9 @@ bg_wait far4 10 || fail "IPv4, far's side: $(tail -n 1 "$(bg_log far4)")"
 bg_wait far6 10 || fail "IPv6, far's side: $(tail -n 1 "$(bg_log far6)")"
 log "far: $(tail -n 1 "$(bg_log far4)") (IPv4), $(tail -n 1 "$(bg_log far6)") (IPv6)"
 check "the hops said their MTU in both families (ICMP $errors, ICMPv6 $errors6)" [ "$errors" -gt 0 -a "$errors6" -gt 0 ]
-# Each of the four sockets (two families, two directions) learned it from one error at least.
-check "spliced gave the proxy's sockets the hops' errors ($given, at least 4)" [ "$given" -ge 4 ]
+# The transfers completing is what shows each of the four sockets (two families, two
+# directions) learned its MTU; the count shows the engine handed the errors over.
+check "spliced gave the proxy's sockets the hops' errors ($given, at least one for each of the 4)" [ "$given" -ge 4 ]
 flows_assert_all resilient policy 2 "$PORTS"
 check "no failover" [ "$(resilient_stat failovers)" -eq 0 ]
 log "PASS"
