@@ -9,6 +9,8 @@
 #   mangle PREROUTING (position 1) -> TCPSPLICE_PRE  (queue, fail-open)
 #   raw OUTPUT        (position 1) -> TCPSPLICE_OUT  (inject-mark exemption)
 #   mangle OUTPUT     (position 1) -> TCPSPLICE_MOUT (a splice's conntrack mark)
+#   mangle FORWARD    (position 1) -> TCPSPLICE_FWDQ (servers' packets behind source NAT)
+#   raw PREROUTING, filter INPUT and FORWARD -> TCPSPLICE_RPRE, _IN, _FWD (the balancer)
 # The host's other rules are never touched. Undo with Scripts/remove-rules.sh.
 set -euo pipefail
 
@@ -24,7 +26,8 @@ usage() {
 Usage: install-rules.sh [options]
 
 Install the tcpsplice NFQUEUE rules (chains TCPSPLICE_PRE in mangle PREROUTING,
-TCPSPLICE_OUT in raw OUTPUT, TCPSPLICE_MOUT in mangle OUTPUT). Idempotent;
+TCPSPLICE_OUT in raw OUTPUT, TCPSPLICE_MOUT in mangle OUTPUT, TCPSPLICE_FWDQ in mangle
+FORWARD, and the balancer's in raw PREROUTING, filter INPUT and FORWARD). Idempotent;
 re-running replaces our rules.
 
 Options:
@@ -492,11 +495,13 @@ if ((DRY_RUN)); then
         echo "### $ipt -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE || $ipt -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE"
         echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
         echo "### $ipt -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT || $ipt -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT"
+        echo "### $ipt -w 10 -t mangle -C FORWARD -j TCPSPLICE_FWDQ || $ipt -w 10 -t mangle -I FORWARD 1 -j TCPSPLICE_FWDQ"
         echo "### $ipt -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE || $ipt -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE"
         echo "### $ipt -w 10 -t filter -C INPUT -j TCPSPLICE_IN || $ipt -w 10 -t filter -I INPUT 1 -j TCPSPLICE_IN"
         echo "### $ipt -w 10 -t filter -C FORWARD -j TCPSPLICE_FWD || $ipt -w 10 -t filter -I FORWARD 1 -j TCPSPLICE_FWD"
         if [[ -n "$TPROXY_PORT" ]]; then
             echo "### ip -$fam rule add fwmark $LOCAL_MARK lookup $ROUTE_TABLE"
+            echo "### ip -$fam rule add fwmark $PROXY_MARK lookup $ROUTE_TABLE"
             echo "### ip -$fam route add local $( [[ $fam == 4 ]] && echo 0.0.0.0/0 || echo ::/0 ) dev lo table $ROUTE_TABLE"
         fi
     done
@@ -529,6 +534,10 @@ install_family() {
         "$ipt" -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT \
             || die "could not insert the jump to TCPSPLICE_MOUT in IPv$fam mangle OUTPUT"
     fi
+    if ! "$ipt" -w 10 -t mangle -C FORWARD -j TCPSPLICE_FWDQ 2>/dev/null; then
+        "$ipt" -w 10 -t mangle -I FORWARD 1 -j TCPSPLICE_FWDQ \
+            || die "could not insert the jump to TCPSPLICE_FWDQ in IPv$fam mangle FORWARD"
+    fi
     if ! "$ipt" -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE 2>/dev/null; then
         "$ipt" -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE \
             || die "could not insert the jump to TCPSPLICE_RPRE in IPv$fam raw PREROUTING"
@@ -554,10 +563,13 @@ install_family() {
 install_routing() {
     local fam=$1 any
     [[ "$fam" == 4 ]] && any=0.0.0.0/0 || any=::/0
-    if [[ -z "$(ip -"$fam" rule show fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" 2>/dev/null)" ]]; then
-        ip -"$fam" rule add fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" \
-            || die "could not add the IPv$fam policy rule (fwmark $LOCAL_MARK lookup $ROUTE_TABLE)"
-    fi
+    local mark
+    for mark in "$LOCAL_MARK" "$PROXY_MARK"; do
+        if [[ -z "$(ip -"$fam" rule show fwmark "$mark" lookup "$ROUTE_TABLE" 2>/dev/null)" ]]; then
+            ip -"$fam" rule add fwmark "$mark" lookup "$ROUTE_TABLE" \
+                || die "could not add the IPv$fam policy rule (fwmark $mark lookup $ROUTE_TABLE)"
+        fi
+    done
     if [[ -z "$(ip -"$fam" route show table "$ROUTE_TABLE" type local "$any" dev lo 2>/dev/null)" ]]; then
         ip -"$fam" route add local "$any" dev lo table "$ROUTE_TABLE" \
             || die "could not add the IPv$fam local route to table $ROUTE_TABLE"

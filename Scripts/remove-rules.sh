@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tcpsplice: remove the rules installed by Scripts/install-rules.sh: every jump
-# to our chains (wherever it is) and the chains TCPSPLICE_PRE and TCPSPLICE_MOUT
-# (mangle), TCPSPLICE_OUT and TCPSPLICE_RPRE (raw), TCPSPLICE_IN and TCPSPLICE_FWD
+# to our chains (wherever it is) and the chains TCPSPLICE_PRE, TCPSPLICE_MOUT and
+# TCPSPLICE_FWDQ (mangle), TCPSPLICE_OUT and TCPSPLICE_RPRE (raw), TCPSPLICE_IN and TCPSPLICE_FWD
 # (filter). The host's other rules are untouched. Each table is
 # changed in one `iptables-restore --noflush` transaction. Succeeds quietly when
 # nothing is installed, and never creates a table that is not there.
@@ -21,7 +21,8 @@ nothing is installed.
 Options:
   --family 4|6|both         iptables, ip6tables or both               [both]
   --backend auto|nft|legacy auto = whatever `iptables` is            [auto]
-  --local-mark MARK          the resilient mode's local mark          [0x5a5c]
+  --local-mark MARK         the resilient mode's local mark          [0x5a5c]
+  --proxy-mark MARK         its proxy mark                           [0x5a5b]
   --route-table N           its routing table                         [100]
   --dry-run                 print what would be done; change nothing
 
@@ -35,6 +36,7 @@ FAMILY=both
 BACKEND=auto
 DRY_RUN=0
 LOCAL_MARK=0x5a5c
+PROXY_MARK=0x5a5b
 ROUTE_TABLE=100
 while [[ $# -gt 0 ]]; do
     opt=$1
@@ -46,6 +48,7 @@ while [[ $# -gt 0 ]]; do
         --family) [[ $# -ge 2 ]] || die "option --family needs a value (see --help)"; FAMILY=$2; shift 2 ;;
         --backend) [[ $# -ge 2 ]] || die "option --backend needs a value (see --help)"; BACKEND=$2; shift 2 ;;
         --local-mark) [[ $# -ge 2 ]] || die "option --local-mark needs a value (see --help)"; LOCAL_MARK=$2; shift 2 ;;
+        --proxy-mark) [[ $# -ge 2 ]] || die "option --proxy-mark needs a value (see --help)"; PROXY_MARK=$2; shift 2 ;;
         --route-table) [[ $# -ge 2 ]] || die "option --route-table needs a value (see --help)"; ROUTE_TABLE=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -99,7 +102,7 @@ remove_family() {
     # Saving lists only the tables that exist; it never creates one.
     save=$("$ipt_save" 2>/dev/null) || die "$ipt_save failed"
     local spec table chain
-    for spec in mangle:TCPSPLICE_PRE mangle:TCPSPLICE_MOUT raw:TCPSPLICE_OUT raw:TCPSPLICE_RPRE filter:TCPSPLICE_IN filter:TCPSPLICE_FWD; do
+    for spec in mangle:TCPSPLICE_PRE mangle:TCPSPLICE_MOUT mangle:TCPSPLICE_FWDQ raw:TCPSPLICE_OUT raw:TCPSPLICE_RPRE filter:TCPSPLICE_IN filter:TCPSPLICE_FWD; do
         table=${spec%%:*}
         chain=${spec#*:}
         script=$(removal_script "$save" "$table" "$chain")
@@ -121,13 +124,17 @@ remove_family() {
 
 [[ "$ROUTE_TABLE" =~ ^[0-9]{1,3}$ ]] || die "bad routing table '$ROUTE_TABLE' in --route-table (expected 1-252)"
 [[ "$LOCAL_MARK" =~ ^(0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10})$ ]] || die "bad mark '$LOCAL_MARK' in --local-mark"
+[[ "$PROXY_MARK" =~ ^(0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10})$ ]] || die "bad mark '$PROXY_MARK' in --proxy-mark"
 
 remove_routing() {
     local fam=$1 any
     [[ "$fam" == 4 ]] && any=0.0.0.0/0 || any=::/0
-    while [[ -n "$(ip -"$fam" rule show fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" 2>/dev/null)" ]]; do
-        if ((DRY_RUN)); then echo "### ip -$fam rule del fwmark $LOCAL_MARK lookup $ROUTE_TABLE"; break; fi
-        ip -"$fam" rule del fwmark "$LOCAL_MARK" lookup "$ROUTE_TABLE" || break
+    local mark
+    for mark in "$LOCAL_MARK" "$PROXY_MARK"; do
+        while [[ -n "$(ip -"$fam" rule show fwmark "$mark" lookup "$ROUTE_TABLE" 2>/dev/null)" ]]; do
+            if ((DRY_RUN)); then echo "### ip -$fam rule del fwmark $mark lookup $ROUTE_TABLE"; break; fi
+            ip -"$fam" rule del fwmark "$mark" lookup "$ROUTE_TABLE" || break
+        done
     done
     if [[ -n "$(ip -"$fam" route show table "$ROUTE_TABLE" type local "$any" dev lo 2>/dev/null)" ]]; then
         if ((DRY_RUN)); then echo "### ip -$fam route del local $any dev lo table $ROUTE_TABLE"; return; fi

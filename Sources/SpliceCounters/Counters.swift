@@ -77,6 +77,10 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" about a proxy socket's segment,
     /// given to that socket (path MTU discovery) instead of going on to the end it speaks as.
     public var tooBigToProxy: UInt64 = 0
+    /// Flows the router source-NATs (MASQUERADE, SNAT toward the servers), and the ends'
+    /// packets given to their proxy sockets by injection, untracked (Resilient/SourceNAT.swift).
+    public var sourceNATFlows: UInt64 = 0
+    public var injectedToProxy: UInt64 = 0
     /// Flows moved to bypass because their proxy died.
     public var failovers: UInt64 = 0
     /// Flows whose proxy did not answer the replayed handshake in time (`Engine.replayPatience`):

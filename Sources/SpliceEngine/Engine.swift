@@ -160,7 +160,12 @@ public final class Engine: @unchecked Sendable {
         guard let (e, dir) = track(p, now: now), let b = table.block(e) else { return .accept }
         switch table[e].mode {
         case .resilient:
-            return resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
+            if dir == .reply && info.hook == Hook.forward { noteSourceNAT(block: b) }
+            let v = resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
+            if b.pointee.resilient.behindSourceNAT && v.action == .repeatHook && v.mark == marks.toProxy {
+                return toProxyByInjection(v, packet: p.bytes, scratch: scratch)
+            }
+            return v
         case .spliced:
             return splicedFromEnd(p)
         case .joined:

@@ -134,4 +134,8 @@ public protocol PacketInjector: AnyObject {
     /// out the rules save that mark as the flow's conntrack mark, so that from this packet on
     /// the flow's data skips the queue (no later packet can overtake an earlier one queued).
     func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress)
+    /// Sends an end's packet to the proxy with the proxy mark, untracked: routed through `lo`,
+    /// it meets the rules' TPROXY (the listener for a SYN, the established socket otherwise)
+    /// without the conntrack entry of a flow the router source-NATs (Resilient/SourceNAT.swift).
+    func injectToProxy(_ packet: UnsafeRawBufferPointer, to destination: IPAddress)
 }

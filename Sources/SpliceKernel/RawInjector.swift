@@ -74,6 +74,7 @@ public final class SpliceInjector: PacketInjector, @unchecked Sendable {
     private let wire: RawInjector
     private let local: RawInjector
     private let splice: RawInjector
+    private let proxy: RawInjector
     /// Packets that could not be sent (counted, never fatal). Written by the queue reader
     /// (under the engine's lock), read by the control thread: atomic.
     private let failureCount = Atomic<UInt64>(0)
@@ -86,10 +87,16 @@ public final class SpliceInjector: PacketInjector, @unchecked Sendable {
     /// past the earlier one's (an older TSval arriving last is a PAWS drop at the end).
     public unowned(unsafe) var verdictsFirst: NetfilterQueue?
 
-    public init(wireMark: UInt32, localMark: UInt32, spliceMark: UInt32) throws {
+    public init(wireMark: UInt32, localMark: UInt32, spliceMark: UInt32, proxyMark: UInt32) throws {
         wire = try RawInjector(mark: wireMark)
         local = try RawInjector(mark: localMark)
         splice = try RawInjector(mark: spliceMark)
+        proxy = try RawInjector(mark: proxyMark)
+    }
+
+    public func injectToProxy(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        verdictsFirst?.sendPendingVerdicts()
+        do { try proxy.send(packet, to: destination) } catch { failureCount.wrappingAdd(1, ordering: .relaxed) }
     }
 
     public func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {

@@ -64,6 +64,11 @@ public struct ICMPTooBig {
         innerTCPOffset = tcp
     }
 
+    /// The error's own destination (where it is going).
+    public var destination: IPAddress {
+        isIPv6 ? bytes.ipv6Address(IPv6Header.Field.destination)
+            : IPAddress(ipv4: bytes.be32(IPv4Header.Field.destination))
+    }
     @inlinable public var innerSourcePort: UInt16 { bytes.be16(innerTCPOffset) }
     @inlinable public var innerDestinationPort: UInt16 { bytes.be16(innerTCPOffset + 2) }
     /// The quoted segment's sequence number (the receiver of the error checks that it is one it

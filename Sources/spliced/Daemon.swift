@@ -66,7 +66,7 @@ final class Daemon: @unchecked Sendable {
         core.holdGrace = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.holdGraceMilliseconds / 100)))
         core.replayPatience = Timestamp.Duration(deciseconds: UInt32(max(1, configuration.replayPatienceMilliseconds / 100)))
         injector = try SpliceInjector(wireMark: configuration.marks.inject, localMark: configuration.marks.local,
-                                      spliceMark: configuration.marks.spliced)
+                                      spliceMark: configuration.marks.spliced, proxyMark: configuration.marks.toProxy)
         core.injector = injector
         supervisor = Supervisor(engine: core, heartbeatLimit: Timestamp.Duration(
             deciseconds: UInt32(configuration.heartbeatTimeoutMilliseconds / 100)), rules: configuration.rules)

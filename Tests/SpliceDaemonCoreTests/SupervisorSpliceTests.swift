@@ -10,6 +10,7 @@ private final class SupervisorSpliceInjector: PacketInjector {
     var splicing = 0
     func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) { plain += 1 }
     func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) { splicing += 1 }
+    func injectToProxy(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) { plain += 1 }
 }
 
 @Suite("Supervisor: decide, step-out and the rule commands")

@@ -21,6 +21,14 @@ final class RecordingInjector: PacketInjector {
         if actual != destination { misaddressed += 1 }
         splicing.append(Array(packet))
     }
+    /// Packets sent with the proxy mark, through TPROXY (a source-NATed flow's, to the proxy).
+    var toProxy: [[UInt8]] = []
+    func injectToProxy(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        var copy = Array(packet)
+        let actual = copy.withUnsafeMutableBytes { TCPPacket($0)?.destination }
+        if actual != destination { misaddressed += 1 }
+        toProxy.append(Array(packet))
+    }
 }
 
 /// Drives one resilient flow through the engine, the way the kernel would hand its packets over.
@@ -57,10 +65,12 @@ struct ResilientHarness {
         engine.proxyRegistered(id: 1)
     }
 
-    /// Feeds a packet; returns the verdict and the bytes that leave (rewritten or not).
-    func feed(_ bytes: [UInt8], fromProxy: Bool = false, at seconds: Double = 0, partial: Bool = false) -> (Verdict, [UInt8]) {
+    /// Feeds a packet; returns the verdict and the bytes that leave (rewritten or not). An end's
+    /// packet comes from PREROUTING unless `hook` says otherwise (FORWARD: behind source NAT).
+    func feed(_ bytes: [UInt8], fromProxy: Bool = false, at seconds: Double = 0, partial: Bool = false,
+              hook: UInt8? = nil) -> (Verdict, [UInt8]) {
         var copy = bytes
-        let info = PacketInfo(hook: fromProxy ? Engine.Hook.localOut : Engine.Hook.preRouting, checksumPartial: partial)
+        let info = PacketInfo(hook: hook ?? (fromProxy ? Engine.Hook.localOut : Engine.Hook.preRouting), checksumPartial: partial)
         let v = copy.withUnsafeMutableBytes { engine.process($0, scratch: scratch, info: info, now: .seconds(seconds)) }
         let out = copy.withUnsafeMutableBytes { v.finish(packet: $0, scratch: scratch).map { Array($0) } }
         return (v, out ?? copy)
@@ -309,6 +319,79 @@ struct ResilientSpliceTests {
         #expect(release.acknowledgmentNumber == c.clientISN + 601 && release.sequenceNumber == c.serverISN + 501)
         #expect(release.source == c.server && release.destination == c.client)
         #expect(h.valid(h.injector.packets.last!.bytes))
+    }
+
+    @Test("a flow the router source-NATs (its server's packets from the FORWARD queue): every end's packet for the proxy goes by injection with the proxy mark, complete, the original dropped; the proxy's own packets are translated as ever")
+    func sourceNATedFlowReachesTheProxyByInjection() {
+        let h = ResilientHarness()
+        let c = h.c
+        _ = h.feed(h.clientSyn)
+        let (v2, out2) = h.feed(h.serverSynAck, hook: Engine.Hook.forward)
+        #expect(v2 == .accept && out2 == h.serverSynAck)
+        #expect(h.engine.counters.resilient.sourceNATFlows == 1)
+        // The client's ACK: the SYN replayed to the proxy is injected, the ACK dropped.
+        let (v3, _) = h.feed(h.clientAck, partial: true)
+        #expect(v3 == .drop)
+        #expect(h.injector.toProxy.count == 1)
+        let syn = h.spec(h.injector.toProxy[0])
+        #expect(syn.flags == .syn && syn.sequenceNumber == c.clientISN && syn.destination == c.server
+                && syn.destinationPort == c.serverPort && syn.source == c.client)
+        #expect(h.valid(h.injector.toProxy[0]))
+        #expect(h.proxySynAckAnswered().isEmpty)
+        h.upstream()
+        // The client's data (its checksum partial, as a local sender's): injected, complete.
+        let data = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 100)
+        let (v4, _) = h.feed(h.partial(data), partial: true)
+        #expect(v4 == .drop && h.injector.toProxy.count == 2)
+        let d = h.spec(h.injector.toProxy[1])
+        #expect(d.sequenceNumber == c.clientISN + 1 && d.acknowledgmentNumber == h.proxyDownISN + 1 && d.payload.count == 100)
+        #expect(h.valid(h.injector.toProxy[1]))
+        // The server's data, from the FORWARD queue: injected into the up socket's space.
+        let sData = c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 1, payload: 200)
+        let (v5, _) = h.feed(sData, hook: Engine.Hook.forward)
+        #expect(v5 == .drop && h.injector.toProxy.count == 3)
+        let u = h.spec(h.injector.toProxy[2])
+        #expect(u.sequenceNumber == c.serverISN + 1 && u.acknowledgmentNumber == h.proxyUpISN + 1 && u.destination == c.client)
+        #expect(h.valid(h.injector.toProxy[2]))
+        #expect(h.engine.counters.resilient.injectedToProxy == 3 && h.engine.counters.verdicts.toProxy == 0)
+        #expect(h.injector.misaddressed == 0)
+        // The down socket's data toward the client: translated and accepted as for any flow.
+        let pData = h.proxyPacket(down: true, flags: .ack, seq: h.proxyDownISN + 1, ack: c.clientISN + 101, payload: 200)
+        let (v6, out6) = h.feed(pData, fromProxy: true)
+        #expect(v6.action == .accept && h.spec(out6).sequenceNumber == c.serverISN + 1)
+    }
+
+    @Test("a flow whose server's packets come from PREROUTING is not taken for source-NATed: its packets go to the proxy as verdicts")
+    func flowNotSourceNATed() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        let (v, _) = h.feed(c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 1, payload: 200))
+        #expect(v.action == .repeatHook && v.mark == h.engine.marks.toProxy)
+        #expect(h.injector.toProxy.isEmpty && h.engine.counters.resilient.sourceNATFlows == 0)
+    }
+
+    @Test("behind source NAT a hop's too-big error about the up socket's segment is injected to that socket (untracked, local mark), its number taken back; the original dropped")
+    func tooBigBehindSourceNAT() throws {
+        let h = ResilientHarness()
+        let c = h.c
+        _ = h.feed(h.clientSyn)
+        _ = h.feed(h.serverSynAck, hook: Engine.Hook.forward)
+        _ = h.feed(h.clientAck)
+        h.proxySynAckAnswered()
+        h.upstream()
+        let quoted = c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1001, ack: c.serverISN + 1, payload: 1400)
+        let error = try #require(ICMPTooBig.build(hop: IPAddress("10.0.9.1")!, mtu: 1400, quoting: quoted))
+        let before = h.injector.packets.count
+        let (v, _) = h.feed(error, hook: Engine.Hook.forward)
+        #expect(v == .drop)
+        #expect(h.injector.packets.count == before + 1)
+        guard h.injector.packets.count == before + 1 else { return }
+        #expect(h.injector.packets.last!.local)
+        var sent = h.injector.packets.last!.bytes
+        let seq = try sent.withUnsafeMutableBytes { try #require(ICMPTooBig($0)).innerSequenceNumber }
+        #expect(seq == h.proxyUpISN + 1001)
+        #expect(h.engine.counters.resilient.tooBigToProxy == 1)
     }
 
     @Test("a hop's too-big error about a proxy socket's segment goes to that socket: its number taken back into the socket's space, marked for local delivery")

@@ -24,6 +24,12 @@ extension Engine {
         guard phase >= (dir == .original ? .upstreamAnswered : .downEstablished) else { return .accept }
         m.innerSequenceNumber = m.innerSequenceNumber + b.pointee.resilient.proxy[dir].seqDelta.inverse
         counters.resilient.tooBigToProxy &+= 1
+        if b.pointee.resilient.behindSourceNAT {
+            // Its conntrack entry (the flow's, as related) would be translated on the way in
+            // to this host as the flow's packets are (SourceNAT.swift): it goes untracked.
+            inject(UnsafeRawBufferPointer(m.bytes), to: m.destination, local: true)
+            return .drop
+        }
         return Verdict(action: .accept, rewrittenLength: m.bytes.count, mark: marks.local)
     }
 }

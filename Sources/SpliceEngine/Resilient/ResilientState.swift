@@ -85,6 +85,10 @@ public struct ResilientState: Sendable {
     public var endShift = PerDirection<UInt8>(repeating: 0)
     /// Both ends negotiated timestamps (and so the proxy's sockets carry them too).
     public var timestamps = false
+    /// The router source-NATs the flow (its server's packets came through the rules' FORWARD
+    /// queue, their address restored): its packets reach the proxy by injection
+    /// (Resilient/SourceNAT.swift).
+    public var behindSourceNAT = false
 
     /// The proxy's decision for the flow (its splice rules, seed 003) and the splice's progress.
     public var decision = ProxyDecision.none

@@ -184,7 +184,10 @@ extension Engine {
     func reopenWindows(block b: UnsafeMutablePointer<ConnectionBlock>, entry e: UInt32) {
         let entry = table[e]
         let timestamps = b.pointee.resilient.timestamps
-        for to in [FlowDirection.original, .reply] {
+        // Behind source NAT the server's goes first: it is the one that marks the flow (the
+        // client's goes untracked, Resilient/SourceNAT.swift).
+        let behindNAT = b.pointee.resilient.behindSourceNAT
+        for to in behindNAT ? [FlowDirection.reply, .original] : [.original, .reply] {
             // From the end sending `from` to the end sending `to`.
             let from = to.opposite
             let sender = b.pointee.ends[from], receiver = b.pointee.ends[to]
@@ -206,7 +209,7 @@ extension Engine {
             else { continue }
             counters.splices.windowUpdates &+= 1
             let packet = UnsafeRawBufferPointer(buildBuffer.slice(0, n))
-            if table[e].mode == .spliced {
+            if table[e].mode == .spliced && !(behindNAT && to == .original) {
                 // With the splice mark: the rules save it as the flow's conntrack mark before any
                 // end's packet can use the reopened window.
                 guard let injector else { counters.resilient.injectionFailures &+= 1; continue }
