@@ -34,7 +34,8 @@ Transfers (lib.sh xfers_*; no stdin):
   xfers-moved TMP XDIR NAME:KIND...
                          "NAME BYTES" for each transfer (KIND down or up): bytes the client
                          received (XDIR/got/NAME), or the server received from that client
-                         (matched through xf-NAME.log's CONNECTED LOCAL= and TMP/xf-serve-recv.log)
+                         (matched through xf-NAME.log's CONNECTED LOCAL= and TMP/xf-serve-recv.log;
+                         behind source NAT, env XF_SNAT4 / XF_SNAT6 name the address the server sees)
 """
 import argparse
 import collections
@@ -241,6 +242,10 @@ def cmd_xfers_moved(args):
                         break
         except OSError:
             pass
+        if tup and os.environ.get('XF_SNAT6') and tup.startswith('['):
+            tup = '[%s]:%s' % (os.environ['XF_SNAT6'], tup.rsplit(':', 1)[1])
+        elif tup and os.environ.get('XF_SNAT4') and not tup.startswith('['):
+            tup = '%s:%s' % (os.environ['XF_SNAT4'], tup.rsplit(':', 1)[1])
         n = accepted.get(tup) if tup else None
         print(name, size(os.path.join(args.xdir, 'recv', n)) if n else 0)
     return 0

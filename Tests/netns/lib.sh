@@ -250,7 +250,20 @@ topo_create() {
         wait_for 10 "IPv6 client->server ping" nsx "$NS_C" ping -6 -c1 -W1 "$SERVER_IP6" >/dev/null
     fi
     log "topology up: client $NS_C ($CLIENT_IP, $CLIENT_IP6), router $NS_R, server $NS_S ($SERVER_IP, $SERVER_IP6)"
+    [[ "${TOPO_SNAT:-0}" == 1 ]] && topo_source_nat
     pcap_start
+}
+
+# topo_source_nat: the router masquerades toward the server (both families), as a gateway
+# does (test_resilient_nat_gateway; TOPO_SNAT=1 runs any test so). The server then sees each
+# client's port from the router's address: XF_SNAT4 / XF_SNAT6 tell the transfer checks.
+topo_source_nat() {
+    local ipt
+    for ipt in iptables ip6tables; do
+        nsx "$NS_R" "$ipt" -t nat -A POSTROUTING -o rs0 -j MASQUERADE || fail "cannot add MASQUERADE in the router ($ipt)"
+    done
+    export XF_SNAT4=$ROUTER_IP_S XF_SNAT6=$ROUTER_IP6_S
+    log "the router source-NATs toward the server (MASQUERADE on rs0)"
 }
 
 # capture_start NAME: tcpdump (headers only, 128 bytes) at the client's and the server's
@@ -822,8 +835,13 @@ _xf_moved() {
 
 # _xf_upload_conn TUPLE: serve-recv's connection number (its file name) of the
 # upload from the client's ADDR:PORT ("" before it was accepted).
+# With XF_SNAT4 / XF_SNAT6 set (a router that source-NATs, keeping the port), the server
+# sees the client's port from that address.
 _xf_upload_conn() {
-    awk -v peer="$1" '$1 == "ACCEPTED" && $3 == "PEER=" peer { n = substr($2, 6) } END { print n }' \
+    local peer=$1
+    if [[ -n "${XF_SNAT6:-}" && "$peer" == \[* ]]; then peer="[$XF_SNAT6]:${peer##*:}"
+    elif [[ -n "${XF_SNAT4:-}" && "$peer" != \[* && -n "$peer" ]]; then peer="$XF_SNAT4:${peer##*:}"; fi
+    awk -v peer="$peer" '$1 == "ACCEPTED" && $3 == "PEER=" peer { n = substr($2, 6) } END { print n }' \
         "$(bg_log xf-serve-recv)"
 }
 
