@@ -62,6 +62,8 @@
 #                      line of stdout)
 #   --no-setup         do not run Scripts/setup.sh
 #   --cases LIST       only these cases, comma-separated (default: all eight)
+#   --source-nat       the router masquerades toward the server in every case (a
+#                      gateway that source-NATs its clients; Docs/resilient.md)
 #   (as root; ~5 x SECONDS plus ~30 s, plus ~60 s of settling before resil-ha)
 set -euo pipefail
 
@@ -101,11 +103,12 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--settle needs a number of seconds"
             SETTLE=$2; shift 2 ;;
         --no-setup) SETUP=0; shift ;;
+        --source-nat) export TOPO_SNAT=1; shift ;;
         --cases)
             [[ $# -ge 2 && "$2" =~ ^(plain|bypass|haproxy|haproxy-http|resil-sp|resil-ha|spliced|spliced-px)(,(plain|bypass|haproxy|haproxy-http|resil-sp|resil-ha|spliced|spliced-px))*$ ]] \
                 || die "--cases needs a comma-separated list of plain, bypass, haproxy, haproxy-http, resil-sp, resil-ha, spliced, spliced-px"
             ONLY=$2; shift 2 ;;
-        -h|--help) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,67p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done

@@ -8,26 +8,25 @@ final class RecordingInjector: PacketInjector {
     /// Packets whose destination address was not the one the engine said (must stay 0).
     var misaddressed = 0
     func inject(_ packet: UnsafeRawBufferPointer, to destination: IPAddress, toLocalSocket: Bool) {
-        var copy = Array(packet)
-        let actual = copy.withUnsafeMutableBytes { TCPPacket($0)?.destination }
-        if actual != destination { misaddressed += 1 }
-        packets.append((Array(packet), toLocalSocket))
+        packets.append((checked(packet, destination), toLocalSocket))
     }
     /// Packets sent with the splice mark (the window updates of a splice).
     var splicing: [[UInt8]] = []
     func injectSplicing(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
-        var copy = Array(packet)
-        let actual = copy.withUnsafeMutableBytes { TCPPacket($0)?.destination }
-        if actual != destination { misaddressed += 1 }
-        splicing.append(Array(packet))
+        splicing.append(checked(packet, destination))
     }
     /// Packets sent with the proxy mark, through TPROXY (a source-NATed flow's, to the proxy).
     var toProxy: [[UInt8]] = []
     func injectToProxy(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        toProxy.append(checked(packet, destination))
+    }
+    /// The packet's bytes, counted in `misaddressed` when it is a TCP segment whose destination
+    /// is not the one the engine said.
+    private func checked(_ packet: UnsafeRawBufferPointer, _ destination: IPAddress) -> [UInt8] {
         var copy = Array(packet)
         let actual = copy.withUnsafeMutableBytes { TCPPacket($0)?.destination }
         if actual != destination { misaddressed += 1 }
-        toProxy.append(Array(packet))
+        return Array(packet)
     }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Short exchanges for test_resilient_firewalled_router.sh, on new connections.
+"""Short exchanges on new connections (lib.sh banner_exchanges: the firewalled-router and NAT-gateway tests).
 
   serve FIRST_PORT SECOND_PORT   IPv4 and IPv6. On FIRST_PORT the server speaks first (a
                                  220 banner, as SMTP does), then answers the client's line;

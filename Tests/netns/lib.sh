@@ -254,6 +254,27 @@ topo_create() {
     pcap_start
 }
 
+# banner_exchanges COUNT BANNER_PORT ASKING_PORT: banner.py serving in the server (on the
+# first port the server speaks first, as SMTP does; on the second the client does), then per
+# family COUNT connections to each, one after the other, every answer checked (fails on the
+# first wrong one). The server (bg banner-serve) is left running.
+banner_exchanges() {
+    local count=$1 first=$2 second=$3 fam ip out
+    bg_start banner-serve "$NS_S" python3 "$NETNS_DIR/banner.py" serve "$first" "$second"
+    wait_port "$NS_S" "$first"
+    wait_port "$NS_S" "$second"
+    for fam in 4 6; do
+        ip=$SERVER_IP
+        [[ $fam == 6 ]] && ip=$SERVER_IP6
+        out=$(nsx "$NS_C" timeout 120 python3 "$NETNS_DIR/banner.py" client "$ip" "$first" "$count" first 2>&1) \
+            || fail "IPv$fam, a server that speaks first: $out"
+        log "IPv$fam, a server that speaks first: $out"
+        out=$(nsx "$NS_C" timeout 120 python3 "$NETNS_DIR/banner.py" client "$ip" "$second" "$count" second 2>&1) \
+            || fail "IPv$fam, a client that speaks first: $out"
+        log "IPv$fam, a client that speaks first: $out"
+    done
+}
+
 # topo_source_nat: the router masquerades toward the server (both families), as a gateway
 # does (test_resilient_nat_gateway; TOPO_SNAT=1 runs any test so). The server then sees each
 # client's port from the router's address: XF_SNAT4 / XF_SNAT6 tell the transfer checks.
@@ -1052,6 +1073,17 @@ proxy_kill_now() {
     bg_kill splice-proxy KILL || rc=$?
     [[ $rc -eq 137 ]] || fail "splice-proxy exited with $rc after SIGKILL, expected 137"
     log "splice-proxy (pid $PROXY_PID) killed with SIGKILL at progress $(xfers_progress_permille | tr ' ' /) per mille"
+}
+
+# proxy_killed_midway: once every transfer is a third of the way (all still running),
+# splice-proxy is killed (SIGKILL); its death is seen and every one of the N flows is in
+# bypass because of it.
+proxy_killed_midway() {
+    xfers_wait_progress 333 120
+    xfers_assert_running
+    proxy_kill_now
+    wait_no_proxy 10
+    flows_assert_all bypass proxy-died "$N"
 }
 
 # --- a second path (seed 000 FIG. 2E) ---------------------------------------------------

@@ -58,19 +58,7 @@ resilient_spliced_start "$PORTS"
 proxy_start
 
 # 1. A server that speaks first, and a client that does.
-bg_start banner-serve "$NS_S" python3 "$NETNS_DIR/banner.py" serve "$BANNER_PORT" "$ASKING_PORT"
-wait_port "$NS_S" "$BANNER_PORT"
-wait_port "$NS_S" "$ASKING_PORT"
-for fam in 4 6; do
-    ip=$SERVER_IP
-    [[ $fam == 6 ]] && ip=$SERVER_IP6
-    out=$(nsx "$NS_C" timeout 120 python3 "$NETNS_DIR/banner.py" client "$ip" "$BANNER_PORT" "$COUNT" first 2>&1) \
-        || fail "IPv$fam, a server that speaks first: $out"
-    log "IPv$fam, a server that speaks first: $out"
-    out=$(nsx "$NS_C" timeout 120 python3 "$NETNS_DIR/banner.py" client "$ip" "$ASKING_PORT" "$COUNT" second 2>&1) \
-        || fail "IPv$fam, a client that speaks first: $out"
-    log "IPv$fam, a client that speaks first: $out"
-done
+banner_exchanges "$COUNT" "$BANNER_PORT" "$ASKING_PORT"
 flows_assert_all resilient policy $((4 * COUNT)) "$BANNER_PORT,$ASKING_PORT"
 check "the firewall's INVALID rules dropped no packet of the connections ($(invalid_dropped))" [ "$(invalid_dropped)" -eq 0 ]
 bg_kill banner-serve >/dev/null || true
@@ -79,11 +67,7 @@ bg_kill banner-serve >/dev/null || true
 bg_kill splice-proxy TERM >/dev/null || true
 wait_no_proxy 10
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP"
-xfers_wait_progress 333 120
-xfers_assert_running
-proxy_kill_now
-wait_no_proxy 10
-flows_assert_all bypass proxy-died "$N"
+proxy_killed_midway
 xfers_wait 240
 xfers_verify
 check "the firewall's INVALID rules dropped no packet of ours ($(invalid_dropped))" [ "$(invalid_dropped)" -eq 0 ]

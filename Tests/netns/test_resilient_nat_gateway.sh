@@ -38,19 +38,7 @@ resilient_spliced_start "$XF_DOWN_PORT,$XF_UP_PORT,$BANNER_PORT,$ASKING_PORT"
 
 # 1. Short exchanges, the server speaking first and the client.
 proxy_start
-bg_start banner-serve "$NS_S" python3 "$NETNS_DIR/banner.py" serve "$BANNER_PORT" "$ASKING_PORT"
-wait_port "$NS_S" "$BANNER_PORT"
-wait_port "$NS_S" "$ASKING_PORT"
-for fam in 4 6; do
-    ip=$SERVER_IP
-    [[ $fam == 6 ]] && ip=$SERVER_IP6
-    out=$(nsx "$NS_C" timeout 120 python3 "$NETNS_DIR/banner.py" client "$ip" "$BANNER_PORT" "$COUNT" first 2>&1) \
-        || fail "IPv$fam, a server that speaks first: $out"
-    log "IPv$fam, a server that speaks first: $out"
-    out=$(nsx "$NS_C" timeout 120 python3 "$NETNS_DIR/banner.py" client "$ip" "$ASKING_PORT" "$COUNT" second 2>&1) \
-        || fail "IPv$fam, a client that speaks first: $out"
-    log "IPv$fam, a client that speaks first: $out"
-done
+banner_exchanges "$COUNT" "$BANNER_PORT" "$ASKING_PORT"
 flows_assert_all resilient policy $((4 * COUNT)) "$BANNER_PORT,$ASKING_PORT"
 nat=$(resilient_stat sourceNATFlows)
 check "spliced saw every exchange's flow behind source NAT ($nat of $((4 * COUNT)))" [ "$nat" -eq $((4 * COUNT)) ]
@@ -67,11 +55,7 @@ for peer in $seen; do
     [[ "$peer" == "$ROUTER_IP_S" || "$peer" == "[::ffff:$ROUTER_IP_S]" || "$peer" == "[$ROUTER_IP6_S]" ]] \
         || fail "the server saw a connection from $peer, not from the router's addresses: not source-NATed"
 done
-xfers_wait_progress 333 120
-xfers_assert_running
-proxy_kill_now
-wait_no_proxy 10
-flows_assert_all bypass proxy-died "$N"
+proxy_killed_midway
 xfers_wait 240
 xfers_verify
 paws_report "after the kill behind source NAT"
