@@ -20,10 +20,11 @@ wait_port "$NS_S" 5001
 wait_port "$NS_S" 5002
 
 # queue_bytes SAVE_TOOL DIRECTION(dport|sport): bytes counted by our NFQUEUE
-# rule for that direction in the router.
+# rules for that direction in the router (behind source NAT the servers' packets
+# are queued in FORWARD: TOPO_SNAT=1).
 queue_bytes() {
     nsx "$NS_R" "$1" -c -t mangle | awk -v dir="$2" '
-        /-A TCPSPLICE_PRE / && /NFQUEUE/ && ($0 ~ "--" dir "s? ") {
+        /-A TCPSPLICE_(PRE|FWDQ) / && /NFQUEUE/ && ($0 ~ "--" dir "s? ") {
             gsub(/[\[\]]/, "", $1); split($1, c, ":"); n += c[2]
         }
         END { printf "%d\n", n }'

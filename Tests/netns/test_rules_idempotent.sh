@@ -137,7 +137,9 @@ run_backend() {
         [[ $(count_lines 'TCPSPLICE_OUT.*--mark 0x5a5a.*-j RETURN' "$s") -eq 1 ]] || fail "$b/v$f: inject-mark RETURN missing in TCPSPLICE_OUT"
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--dports 80,443 .*-j NFQUEUE --queue-num 0 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: client->server queue rule missing"
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--sports 80,443 .*-j NFQUEUE --queue-num 0 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: server->client queue rule missing"
-        [[ $(count_lines 'NFQUEUE' "$s") -eq 2 ]] || fail "$b/v$f: expected exactly two NFQUEUE rules"
+        [[ $(count_lines '^-A TCPSPLICE_FWDQ .*--sports 80,443 .*--ctstate SNAT --ctdir REPLY .*-j NFQUEUE --queue-num 0 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: source-NATed server->client queue rule (mangle FORWARD) missing"
+        [[ $(count_lines '^-A FORWARD -j TCPSPLICE_FWDQ$' "$s") -eq 1 ]] || fail "$b/v$f: expected one jump to TCPSPLICE_FWDQ"
+        [[ $(count_lines 'NFQUEUE' "$s") -eq 3 ]] || fail "$b/v$f: expected exactly three NFQUEUE rules"
         # The router's own connections (to it, and its own to the servers' ports) are left out.
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--dports 80,443 .*--dst-type LOCAL .*-j RETURN' "$s") -eq 1 ]] || fail "$b/v$f: RETURN of packets to the router itself missing"
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--sports 80,443 .*--dst-type LOCAL .*-j RETURN' "$s") -eq 1 ]] || fail "$b/v$f: RETURN of answers to the router's own connections missing"
@@ -157,11 +159,12 @@ run_backend() {
         s=$(save "$b" "$f")
         [[ "$s" != "${first[$f]}" ]] || fail "$b/v$f: re-install with other ports changed nothing"
         [[ $(count_lines '--dport 8080 .*-j NFQUEUE --queue-balance 2:3 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: new client->server rule missing"
-        [[ $(count_lines '--sport 8080 .*-j NFQUEUE --queue-balance 2:3 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: new server->client rule missing"
+        [[ $(count_lines '^-A TCPSPLICE_PRE .*--sport 8080 .*-j NFQUEUE --queue-balance 2:3 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: new server->client rule missing"
+        [[ $(count_lines '^-A TCPSPLICE_FWDQ .*--sport 8080 .*-j NFQUEUE --queue-balance 2:3 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: new source-NATed server->client rule missing"
         [[ $(count_lines '80,443' "$s") -eq 0 ]] || fail "$b/v$f: old port rules still there"
         [[ $(count_lines '0x5a5a' "$s") -eq 0 ]] || fail "$b/v$f: old inject mark still there"
         [[ $(count_lines '--mark 0x77 .*-j RETURN' "$s") -eq 2 ]] || fail "$b/v$f: new inject mark missing"
-        [[ $(count_lines 'NFQUEUE' "$s") -eq 2 ]] || fail "$b/v$f: expected exactly two NFQUEUE rules after re-install"
+        [[ $(count_lines 'NFQUEUE' "$s") -eq 3 ]] || fail "$b/v$f: expected exactly three NFQUEUE rules after re-install"
         [[ $(count_lines '^-A PREROUTING -j TCPSPLICE_PRE$' "$s") -eq 1 ]] || fail "$b/v$f: jump duplicated by re-install"
         expect_same "$b/v$f: host rules changed by re-install" "${before[$f]}" "$(printf '%s\n' "$s" | not_ours)"
     done
@@ -187,11 +190,11 @@ run_backend() {
     # --family 4 leaves IPv6 alone (and --family 6 IPv4), both ways
     nsx "$NS" "$INSTALL" --backend "$b" --family 4 --ports 80 || fail "$b: install --family 4 failed"
     expect_same "$b: install --family 4 changed IPv6" "${before[6]}" "$(save "$b" 6)"
-    [[ $(count_lines NFQUEUE "$(save "$b" 4)") -eq 2 ]] || fail "$b: install --family 4 did not install IPv4 rules"
+    [[ $(count_lines NFQUEUE "$(save "$b" 4)") -eq 3 ]] || fail "$b: install --family 4 did not install IPv4 rules"
     nsx "$NS" "$INSTALL" --backend "$b" --family 6 --ports 80 || fail "$b: install --family 6 failed"
     nsx "$NS" "$REMOVE" --backend "$b" --family 6 || fail "$b: remove --family 6 failed"
     expect_same "$b: remove --family 6 left IPv6 rules" "${before[6]}" "$(save "$b" 6)"
-    [[ $(count_lines NFQUEUE "$(save "$b" 4)") -eq 2 ]] || fail "$b: remove --family 6 touched IPv4"
+    [[ $(count_lines NFQUEUE "$(save "$b" 4)") -eq 3 ]] || fail "$b: remove --family 6 touched IPv4"
     nsx "$NS" "$REMOVE" --backend "$b" --family 4 || fail "$b: remove --family 4 failed"
     expect_same "$b: remove --family 4 left IPv4 rules" "${before[4]}" "$(save "$b" 4)"
 
@@ -249,6 +252,7 @@ r1=$(save nft 4)
 [[ $(count_lines '^-A TCPSPLICE_OUT .*addrtype ! --src-type LOCAL .*-j NFQUEUE --queue-num 1$' "$r1") -eq 2 ]] \
     || fail "tproxy: fail-closed OUTPUT queue rules (queue 1, no bypass) missing: $(printf '%s\n' "$r1" | grep TCPSPLICE_OUT)"
 [[ $(count_lines 'fwmark 0x5a5c lookup 100' "$w1") -eq 2 ]] || fail "tproxy: policy rules missing: $w1"
+[[ $(count_lines 'fwmark 0x5a5b lookup 100' "$w1") -eq 2 ]] || fail "tproxy: policy rules for the proxy mark (injections through TPROXY) missing: $w1"
 [[ $(count_lines '^local default dev lo table 100' "$w1") -ge 1 ]] || fail "tproxy: local route missing: $w1"
 [[ $(count_lines 'tcp_early_demux = 0' "$w1") -eq 1 ]] || fail "tproxy: early demux still on"
 [[ $(count_lines 'all.rp_filter = 2' "$w1") -eq 1 ]] || fail "tproxy: strict rp_filter not loosened"
@@ -266,7 +270,8 @@ nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --queues 0 --
 r2=$(save nft 4)
 for want in '"tcpsplice: client to server" -j NFQUEUE --queue-num 0 ' '"tcpsplice: server to client" -j NFQUEUE --queue-num 3 ' \
     'socket facing the server (fail-closed)" -j NFQUEUE --queue-num 1$' \
-    'socket facing the client (fail-closed)" -j NFQUEUE --queue-num 4$'; do
+    'socket facing the client (fail-closed)" -j NFQUEUE --queue-num 4$' \
+    '"tcpsplice: server to a client behind source NAT, its address restored" -j NFQUEUE --queue-num 3 '; do
     [[ $(count_lines "$want" "$r2") -eq 1 ]] || fail "layout by direction: no rule '$want': $(printf '%s\n' "$r2" | grep NFQUEUE)"
 done
 nsx "$NS" "$REMOVE" --backend nft 2>/dev/null || fail "layout by direction: remove failed"
