@@ -163,7 +163,7 @@ public final class Engine: @unchecked Sendable {
             if dir == .reply && info.hook == Hook.forward { noteSourceNAT(block: b) }
             let v = resilientFromEnd(p, entry: e, dir: dir, block: b, info: info, scratch: scratch, now: now)
             if b.pointee.resilient.behindSourceNAT && v.action == .repeatHook && v.mark == marks.toProxy {
-                return toProxyByInjection(v, packet: p.bytes, scratch: scratch)
+                return toProxyByInjection(v, packet: p, scratch: scratch)
             }
             return v
         case .spliced:

@@ -17,6 +17,8 @@ public struct ICMPTooBig {
     /// The quoted packet's addresses: its source is the sender the error is for.
     public let innerSource: IPAddress
     public let innerDestination: IPAddress
+    /// The error's own destination (where it is going).
+    public let destination: IPAddress
 
     public init?(_ buffer: UnsafeMutableRawBufferPointer) {
         guard buffer.count >= 1 else { return nil }
@@ -27,12 +29,14 @@ public struct ICMPTooBig {
             guard let h = IPv4Header(buffer), h.protocolNumber == ICMPTooBig.icmpProtocolNumber, !h.isFragment else { return nil }
             whole = h.bytes
             icmp = h.headerLength
+            destination = h.destination
             guard whole.count >= icmp + 8, whole.u8(icmp) == 3, whole.u8(icmp + 1) == 4 else { return nil }
             isIPv6 = false
         case 6:
             guard let h = IPv6Header(buffer), h.upperLayerProtocol == ICMPTooBig.icmpv6ProtocolNumber, !h.isFragment else { return nil }
             whole = h.bytes
             icmp = h.upperLayerOffset
+            destination = h.destination
             guard whole.count >= icmp + 8, whole.u8(icmp) == 2, whole.u8(icmp + 1) == 0 else { return nil }
             isIPv6 = true
         default:
@@ -64,11 +68,6 @@ public struct ICMPTooBig {
         innerTCPOffset = tcp
     }
 
-    /// The error's own destination (where it is going).
-    public var destination: IPAddress {
-        isIPv6 ? bytes.ipv6Address(IPv6Header.Field.destination)
-            : IPAddress(ipv4: bytes.be32(IPv4Header.Field.destination))
-    }
     @inlinable public var innerSourcePort: UInt16 { bytes.be16(innerTCPOffset) }
     @inlinable public var innerDestinationPort: UInt16 { bytes.be16(innerTCPOffset + 2) }
     /// The quoted segment's sequence number (the receiver of the error checks that it is one it

@@ -25,16 +25,17 @@ extension Engine {
         counters.resilient.sourceNATFlows &+= 1
     }
 
-    /// A verdict handing a packet of a source-NATed flow to the proxy, carried out as an
-    /// injection of the packet it made (its checksum complete), the original dropped.
-    func toProxyByInjection(_ v: Verdict, packet: UnsafeMutableRawBufferPointer,
-                            scratch: UnsafeMutableRawBufferPointer) -> Verdict {
-        let bytes = v.finish(packet: packet, scratch: scratch) ?? packet
-        guard let injector, case .tcp(let made) = TCPPacket.parse(bytes) else {
+    /// A verdict handing an end's packet `p` of a source-NATed flow to the proxy, carried out
+    /// as an injection of the packet it made (its checksum complete), the original dropped.
+    /// What it made goes where `p` went (the SYN replayed in the place of the client's ACK
+    /// too), so it is not parsed again.
+    func toProxyByInjection(_ v: Verdict, packet p: TCPPacket, scratch: UnsafeMutableRawBufferPointer) -> Verdict {
+        let bytes = v.finish(packet: p.bytes, scratch: scratch) ?? p.bytes
+        guard let injector else {
             counters.resilient.injectionFailures &+= 1
             return .drop
         }
-        injector.injectToProxy(UnsafeRawBufferPointer(bytes), to: made.destination)
+        injector.injectToProxy(UnsafeRawBufferPointer(bytes), to: p.destination)
         counters.resilient.injectedToProxy &+= 1
         return .drop
     }
