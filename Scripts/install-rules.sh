@@ -9,7 +9,8 @@
 #   mangle PREROUTING (position 1) -> TCPSPLICE_PRE  (queue, fail-open)
 #   raw OUTPUT        (position 1) -> TCPSPLICE_OUT  (inject-mark exemption)
 #   mangle OUTPUT     (position 1) -> TCPSPLICE_MOUT (a splice's conntrack mark)
-#   mangle FORWARD    (position 1) -> TCPSPLICE_FWDQ (servers' packets behind source NAT)
+#   mangle FORWARD    (last)       -> TCPSPLICE_FWDQ (servers' packets behind source NAT)
+#   mangle POSTROUTING (last)       -> TCPSPLICE_POST (copies of handshakes as they leave)
 #   raw PREROUTING, filter INPUT and FORWARD -> TCPSPLICE_RPRE, _IN, _FWD (the balancer)
 # The host's other rules are never touched. Undo with Scripts/remove-rules.sh.
 set -euo pipefail
@@ -26,8 +27,8 @@ usage() {
 Usage: install-rules.sh [options]
 
 Install the tcpsplice NFQUEUE rules (chains TCPSPLICE_PRE in mangle PREROUTING,
-TCPSPLICE_OUT in raw OUTPUT, TCPSPLICE_MOUT in mangle OUTPUT, TCPSPLICE_FWDQ in mangle
-FORWARD, and the balancer's in raw PREROUTING, filter INPUT and FORWARD). Idempotent;
+TCPSPLICE_OUT in raw OUTPUT, TCPSPLICE_MOUT in mangle OUTPUT, TCPSPLICE_FWDQ last in mangle
+FORWARD, TCPSPLICE_POST last in mangle POSTROUTING, and the balancer's in raw PREROUTING, filter INPUT and FORWARD). Idempotent;
 re-running replaces our rules.
 
 Options:
@@ -57,6 +58,13 @@ Options:
                        they skip the queue too, and spliced (give it
                        --fin-log-group N) follows the flow's end from the
                        copies; none = the FINs are queued         [23133]
+  --syn-log-group N|none
+                       resilient mode: NFLOG group the intercepted SYNs and
+                       SYN-ACKs are logged to as they leave the router (the
+                       last rule of mangle POSTROUTING, after any rule that
+                       clamps their MSS): spliced (give it --syn-log-group N)
+                       gives the proxy's sockets the MSS the ends got; none =
+                       no copies, the MSS the ends offered          [23134]
   --route-table N      routing table for those packets                 [100]
   --proxy-queue N|A:B  queue(s) for the proxy's own packets, so that a second
                        spliced thread takes them (give spliced both)  [--queues]
@@ -112,6 +120,7 @@ PROXY_MARK_ARG=0x5a5b
 LOCAL_MARK_ARG=0x5a5c
 SPLICE_MARK_ARG=0x5a5d
 FIN_LOG_GROUP_ARG=23133
+SYN_LOG_GROUP_ARG=23134
 ROUTE_TABLE_ARG=100
 PROXY_QUEUE_ARG=""
 SYN_QUEUE_ARG=""
@@ -153,6 +162,7 @@ while [[ $# -gt 0 ]]; do
         --local-mark) need_value "$1" $#; LOCAL_MARK_ARG=$2; shift 2 ;;
         --splice-mark) need_value "$1" $#; SPLICE_MARK_ARG=$2; shift 2 ;;
         --fin-log-group) need_value "$1" $#; FIN_LOG_GROUP_ARG=$2; shift 2 ;;
+        --syn-log-group) need_value "$1" $#; SYN_LOG_GROUP_ARG=$2; shift 2 ;;
         --route-table) need_value "$1" $#; ROUTE_TABLE_ARG=$2; shift 2 ;;
         --proxy-queue) need_value "$1" $#; PROXY_QUEUE_ARG=$2; shift 2 ;;
         --syn-queue) need_value "$1" $#; SYN_QUEUE_ARG=$2; shift 2 ;;
@@ -268,6 +278,18 @@ else
     FIN_LOG_GROUP=$((10#$FIN_LOG_GROUP_ARG))
     SPLICE_SKIP_FLAGS=SYN,RST
     FIN_NOTE="logged to NFLOG group $FIN_LOG_GROUP"
+fi
+# The handshakes as they leave: logged (NFLOG), or not (none).
+if [[ "$SYN_LOG_GROUP_ARG" == none ]]; then
+    SYN_LOG_GROUP=""
+    SYN_NOTE="not logged"
+else
+    [[ "$SYN_LOG_GROUP_ARG" =~ ^[0-9]+$ ]] && ((10#$SYN_LOG_GROUP_ARG <= 65535)) \
+        || die "--syn-log-group '$SYN_LOG_GROUP_ARG': give an NFLOG group number 0-65535, or none"
+    SYN_LOG_GROUP=$((10#$SYN_LOG_GROUP_ARG))
+    [[ "$SYN_LOG_GROUP" != "$FIN_LOG_GROUP" ]] \
+        || die "--syn-log-group and --fin-log-group are both $SYN_LOG_GROUP: each log needs a group of its own"
+    SYN_NOTE="logged to NFLOG group $SYN_LOG_GROUP"
 fi
 
 if [[ -n "$SYN_QUEUE_ARG" ]]; then
@@ -427,6 +449,10 @@ render() {
             [[ -n "$FIN_LOG_GROUP" ]] || continue
             line=${line#@L@}
         fi
+        if [[ "$line" == @H@* ]]; then
+            [[ -n "$SYN_LOG_GROUP" ]] || continue
+            line=${line#@H@}
+        fi
         if [[ "$line" == @Q@* ]]; then
             ((queue_rules)) || continue
             line=${line#@Q@}
@@ -456,6 +482,7 @@ render() {
         line=${line//@SPLICE_MARK@/$SPLICE_MARK}
         line=${line//@SPLICE_SKIP_FLAGS@/$SPLICE_SKIP_FLAGS}
         line=${line//@FIN_LOG_GROUP@/$FIN_LOG_GROUP}
+        line=${line//@SYN_LOG_GROUP@/$SYN_LOG_GROUP}
         line=${line//@TPROXY_PORT@/$TPROXY_PORT}
         line=${line//@INJECT_MARK@/$INJECT_MARK}
         line=${line//@PQUEUE@/$PROXY_QUEUE_SPEC}
@@ -495,7 +522,8 @@ if ((DRY_RUN)); then
         echo "### $ipt -w 10 -t mangle -C PREROUTING -j TCPSPLICE_PRE || $ipt -w 10 -t mangle -I PREROUTING 1 -j TCPSPLICE_PRE"
         echo "### $ipt -w 10 -t raw -C OUTPUT -j TCPSPLICE_OUT || $ipt -w 10 -t raw -I OUTPUT 1 -j TCPSPLICE_OUT"
         echo "### $ipt -w 10 -t mangle -C OUTPUT -j TCPSPLICE_MOUT || $ipt -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT"
-        echo "### $ipt -w 10 -t mangle -C FORWARD -j TCPSPLICE_FWDQ || $ipt -w 10 -t mangle -I FORWARD 1 -j TCPSPLICE_FWDQ"
+        echo "### $ipt -w 10 -t mangle -D FORWARD -j TCPSPLICE_FWDQ (while there is one); $ipt -w 10 -t mangle -A FORWARD -j TCPSPLICE_FWDQ"
+        echo "### $ipt -w 10 -t mangle -D POSTROUTING -j TCPSPLICE_POST (while there is one); $ipt -w 10 -t mangle -A POSTROUTING -j TCPSPLICE_POST"
         echo "### $ipt -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE || $ipt -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE"
         echo "### $ipt -w 10 -t filter -C INPUT -j TCPSPLICE_IN || $ipt -w 10 -t filter -I INPUT 1 -j TCPSPLICE_IN"
         echo "### $ipt -w 10 -t filter -C FORWARD -j TCPSPLICE_FWD || $ipt -w 10 -t filter -I FORWARD 1 -j TCPSPLICE_FWD"
@@ -534,10 +562,17 @@ install_family() {
         "$ipt" -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT \
             || die "could not insert the jump to TCPSPLICE_MOUT in IPv$fam mangle OUTPUT"
     fi
-    if ! "$ipt" -w 10 -t mangle -C FORWARD -j TCPSPLICE_FWDQ 2>/dev/null; then
-        "$ipt" -w 10 -t mangle -I FORWARD 1 -j TCPSPLICE_FWDQ \
-            || die "could not insert the jump to TCPSPLICE_FWDQ in IPv$fam mangle FORWARD"
-    fi
+    # Last in mangle FORWARD: a packet the queue accepts skips the rest of the table's chain,
+    # so the host's own rules there (a clamp of the handshakes' MSS: OpenWrt's, for one) must
+    # come first. Moved to the end at every install.
+    while "$ipt" -w 10 -t mangle -D FORWARD -j TCPSPLICE_FWDQ 2>/dev/null; do :; done
+    "$ipt" -w 10 -t mangle -A FORWARD -j TCPSPLICE_FWDQ \
+        || die "could not append the jump to TCPSPLICE_FWDQ in IPv$fam mangle FORWARD"
+    # Last in mangle POSTROUTING, after whatever the host has there (a rule clamping the MSS
+    # of the handshakes as they leave): moved to the end at every install.
+    while "$ipt" -w 10 -t mangle -D POSTROUTING -j TCPSPLICE_POST 2>/dev/null; do :; done
+    "$ipt" -w 10 -t mangle -A POSTROUTING -j TCPSPLICE_POST \
+        || die "could not append the jump to TCPSPLICE_POST in IPv$fam mangle POSTROUTING"
     if ! "$ipt" -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE 2>/dev/null; then
         "$ipt" -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE \
             || die "could not insert the jump to TCPSPLICE_RPRE in IPv$fam raw PREROUTING"
@@ -625,5 +660,5 @@ if [[ -n "$TPROXY_PORT" ]]; then
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi
-    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE; early demux off"
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE, handshakes leaving $SYN_NOTE; early demux off"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tcpsplice: remove the rules installed by Scripts/install-rules.sh: every jump
-# to our chains (wherever it is) and the chains TCPSPLICE_PRE, TCPSPLICE_MOUT and
-# TCPSPLICE_FWDQ (mangle), TCPSPLICE_OUT and TCPSPLICE_RPRE (raw), TCPSPLICE_IN and TCPSPLICE_FWD
+# to our chains (wherever it is) and the chains TCPSPLICE_PRE, TCPSPLICE_MOUT,
+# TCPSPLICE_FWDQ and TCPSPLICE_POST (mangle), TCPSPLICE_OUT and TCPSPLICE_RPRE (raw), TCPSPLICE_IN and TCPSPLICE_FWD
 # (filter). The host's other rules are untouched. Each table is
 # changed in one `iptables-restore --noflush` transaction. Succeeds quietly when
 # nothing is installed, and never creates a table that is not there.
@@ -102,7 +102,7 @@ remove_family() {
     # Saving lists only the tables that exist; it never creates one.
     save=$("$ipt_save" 2>/dev/null) || die "$ipt_save failed"
     local spec table chain
-    for spec in mangle:TCPSPLICE_PRE mangle:TCPSPLICE_MOUT mangle:TCPSPLICE_FWDQ raw:TCPSPLICE_OUT raw:TCPSPLICE_RPRE filter:TCPSPLICE_IN filter:TCPSPLICE_FWD; do
+    for spec in mangle:TCPSPLICE_PRE mangle:TCPSPLICE_MOUT mangle:TCPSPLICE_FWDQ mangle:TCPSPLICE_POST raw:TCPSPLICE_OUT raw:TCPSPLICE_RPRE filter:TCPSPLICE_IN filter:TCPSPLICE_FWD; do
         table=${spec%%:*}
         chain=${spec#*:}
         script=$(removal_script "$save" "$table" "$chain")

@@ -345,6 +345,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var balancer: BalancerCounters?
     /// The NFLOG group of spliced flows' FINs (`spliced --fin-log-group`; absent when none).
     public var finLog: PacketLogReport?
+    /// The NFLOG group of the intercepted handshakes as they leave the router (`spliced
+    /// --syn-log-group`; absent when none).
+    public var synLog: PacketLogReport?
 
     public init(version: String, pid: Int32, uptimeSeconds: Double, queues: [QueueReport], packets: PacketCounters,
                 verdicts: VerdictCounters, flows: FlowCounts, memory: MemoryReport, proxies: [ProxyReport],

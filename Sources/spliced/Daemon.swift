@@ -23,6 +23,9 @@ final class Daemon: @unchecked Sendable {
     let queues: [NetfilterQueue]
     /// Copies of spliced flows' FINs (`--fin-log-group`), read by the first reader thread.
     let finLog: PacketLog?
+    /// The intercepted handshakes as they leave the router (Resilient/ClampedMSS.swift): read
+    /// at once (no batching) and before each turn of a queue.
+    let synLog: PacketLog?
     let control: ControlServer
     let stop = Atomic<Bool>(false)
     let clock = MonotonicClock()
@@ -93,6 +96,10 @@ final class Daemon: @unchecked Sendable {
         }
         queues = qs
         finLog = try configuration.finLogGroup.map { try PacketLog(group: $0) }
+        var immediate = PacketLog.Options()
+        immediate.batch = 1
+        immediate.flushCentiseconds = 0
+        synLog = try configuration.synLogGroup.map { try PacketLog(group: $0, options: immediate) }
         control = try ControlServer(path: configuration.controlSocket)
     }
 
@@ -128,7 +135,7 @@ final class Daemon: @unchecked Sendable {
             let reader = Thread { [self] in
                 defer { done.leave() }
                 _ = tcpsplice_set_thread_name(name)
-                readQueues(group, log: i == 0 ? finLog : nil, failed: failed)
+                readQueues(group, log: i == 0 ? finLog : nil, handshakes: i == 0 ? synLog : nil, failed: failed)
             }
             readers.append(reader)
         }
@@ -184,6 +191,7 @@ final class Daemon: @unchecked Sendable {
         done.wait()
         for q in queues { q.unbind() }
         finLog?.unbind()
+        synLog?.unbind()
         control.shutdown()
         if let pidfile = configuration.pidfile { unlink(pidfile) }
         return failed.load(ordering: .relaxed) ? 1 : 0
@@ -191,7 +199,7 @@ final class Daemon: @unchecked Sendable {
 
     /// A reader thread's loop over `group`'s queues (and the FIN log, `log`), until `stop`; a
     /// failing queue stops the daemon.
-    func readQueues(_ group: [NetfilterQueue], log: PacketLog?, failed: borrowing Atomic<Bool>) {
+    func readQueues(_ group: [NetfilterQueue], log: PacketLog?, handshakes: PacketLog?, failed: borrowing Atomic<Bool>) {
         // The queue being drained: its verdicts still unsent go out before any packet the
         // engine makes while it handles one of its packets (SpliceInjector.verdictsFirst).
         // (Packets the engine makes on the timer or control threads do not wait for a reader's
@@ -248,6 +256,13 @@ final class Daemon: @unchecked Sendable {
                 }
                 backlogged = false
                 for i in group.indices where fds[i].revents != 0 {
+                    // The handshakes' copies first: the copy of a SYN-ACK is written when its
+                    // verdict is sent, before the client can answer it, so reading them before
+                    // each queue's turn has the copy in before the client's ACK that replays
+                    // the handshake to the proxy (Resilient/ClampedMSS.swift).
+                    handshakes?.drain { header, room in
+                        supervisor.engine.withLock { $0.loggedHandshake(header, room: room) }
+                    }
                     draining = group[i]
                     let made = try group[i].drain(receives: receives[i], handle: handle)
                     if made >= receives[i] && group[i].options.sharesByBacklog { backlogged = true }
@@ -521,6 +536,10 @@ final class Daemon: @unchecked Sendable {
         if let log = finLog {
             let c = log.snapshot
             report.finLog = PacketLogReport(group: log.group, packets: c.packets, overruns: c.overruns)
+        }
+        if let log = synLog {
+            let c = log.snapshot
+            report.synLog = PacketLogReport(group: log.group, packets: c.packets, overruns: c.overruns)
         }
         return report
     }

@@ -18,6 +18,9 @@ struct DaemonConfiguration: Sendable {
     var synQueueMaxLength: UInt32
     /// The NFLOG group of spliced flows' FINs (nil: none bound).
     var finLogGroup: UInt16?
+    /// The NFLOG group of the intercepted SYNs and SYN-ACKs as they leave the router (nil:
+    /// none bound).
+    var synLogGroup: UInt16?
     var controlSocket: String
     var pidfile: String?
     var maxFlows: Int
@@ -89,6 +92,13 @@ struct SplicedCommand: ParsableCommand {
         'none' binds no group (rules installed without it).
         """, valueName: "n|none"))
     var finLogGroup: String = "23133"
+
+    @Option(name: .long, help: ArgumentHelp("""
+        NFLOG group the rules log the intercepted SYNs and SYN-ACKs to as they leave the router \
+        (install-rules.sh --syn-log-group): the MSS a rule of the router clamped them to is the \
+        one the proxy's sockets are given. 'none' binds no group (rules installed without it).
+        """, valueName: "n|none"))
+    var synLogGroup: String = "23134"
 
     @Option(name: .long, help: "Path of the root-only control socket.")
     var controlSocket: String = ControlProtocol.defaultSocketPath
@@ -244,6 +254,15 @@ struct SplicedCommand: ParsableCommand {
     }
 
     /// The queue numbers of `--queue` (or, with `option` "--proxy-queue", of `--proxy-queue`).
+    /// An NFLOG group option's value: a group number, or nil for 'none'.
+    static func logGroup(_ value: String, option: String) throws -> UInt16? {
+        if value == "none" { return nil }
+        guard let g = UInt16(value) else {
+            throw ValidationError("\(option) '\(value)': give an NFLOG group number 0-65535, or 'none'")
+        }
+        return g
+    }
+
     func parsedQueues(_ specs: [String]? = nil, option: String = "--queue") throws -> [UInt16] {
         let specs = specs ?? queue
         var out: [UInt16] = []
@@ -289,16 +308,14 @@ struct SplicedCommand: ParsableCommand {
             throw ValidationError("--syn-queue \(s) is also given to --queue or --proxy-queue: each queue has one role")
         }
         guard synQueueMaxLength >= 1 else { throw ValidationError("--syn-queue-max-length must be at least 1") }
-        let logGroup: UInt16?
-        if finLogGroup == "none" {
-            logGroup = nil
-        } else if let g = UInt16(finLogGroup) {
-            logGroup = g
-        } else {
-            throw ValidationError("--fin-log-group '\(finLogGroup)': give an NFLOG group number 0-65535, or 'none'")
+        let logGroup = try Self.logGroup(finLogGroup, option: "--fin-log-group")
+        let handshakeLogGroup = try Self.logGroup(synLogGroup, option: "--syn-log-group")
+        if let g = logGroup, g == handshakeLogGroup {
+            throw ValidationError("--fin-log-group and --syn-log-group are both \(g): each log has a group of its own")
         }
         let config = DaemonConfiguration(queues: queues, proxyQueues: proxyQueues,
                                          synQueue: synQueue, synQueueMaxLength: synQueueMaxLength, finLogGroup: logGroup,
+                                         synLogGroup: handshakeLogGroup,
                                          controlSocket: controlSocket, pidfile: pidfile,
                                          maxFlows: maxFlows, maxBlocks: maxBlocks ?? maxFlows,
                                          queueMaxLength: queueMaxLength, acceptWhenQueueFull: acceptWhenQueueFull, batch: batch, policy: try parsedPolicy(),

@@ -367,7 +367,7 @@ log "past the bound: refused with one line, status answers again, $((refused_now
 
 # --- the descriptor limit ---------------------------------------------------------------------
 LOW_SOCK="$TEST_TMP/lowfd.sock"
-bg_start spliced-lowfd "$NS_R" prlimit --nofile=32 "$SPLICED" --queue 12 --fin-log-group none --control-socket "$LOW_SOCK"
+bg_start spliced-lowfd "$NS_R" prlimit --nofile=32 "$SPLICED" --queue 12 --fin-log-group none --syn-log-group none --control-socket "$LOW_SOCK"
 _low_up() { CTL_SOCK=$LOW_SOCK splicectl status >/dev/null 2>&1; }
 wait_for 20 "the second spliced (prlimit --nofile=32) to answer" _low_up
 LOW_PID=$(bg_pid spliced-lowfd)

@@ -139,6 +139,11 @@ run_backend() {
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--sports 80,443 .*-j NFQUEUE --queue-num 0 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: server->client queue rule missing"
         [[ $(count_lines '^-A TCPSPLICE_FWDQ .*--sports 80,443 .*--ctstate SNAT --ctdir REPLY .*-j NFQUEUE --queue-num 0 --queue-bypass' "$s") -eq 1 ]] || fail "$b/v$f: source-NATed server->client queue rule (mangle FORWARD) missing"
         [[ $(count_lines '^-A FORWARD -j TCPSPLICE_FWDQ$' "$s") -eq 1 ]] || fail "$b/v$f: expected one jump to TCPSPLICE_FWDQ"
+        # Last in mangle FORWARD, after the host's MSS clamp there (a packet the queue accepts
+        # skips the rest of the table's chain).
+        local last_fwd
+        last_fwd=$(printf '%s\n' "$s" | awk '/^\*mangle/{m=1} /^COMMIT/{m=0} m && /^-A FORWARD /{l=$0} END{print l}')
+        [[ "$last_fwd" == "-A FORWARD -j TCPSPLICE_FWDQ" ]] || fail "$b/v$f: the jump to TCPSPLICE_FWDQ is not last in mangle FORWARD: $last_fwd"
         [[ $(count_lines 'NFQUEUE' "$s") -eq 3 ]] || fail "$b/v$f: expected exactly three NFQUEUE rules"
         # The router's own connections (to it, and its own to the servers' ports) are left out.
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--dports 80,443 .*--dst-type LOCAL .*-j RETURN' "$s") -eq 1 ]] || fail "$b/v$f: RETURN of packets to the router itself missing"
@@ -256,9 +261,24 @@ r1=$(save nft 4)
 [[ $(count_lines '^local default dev lo table 100' "$w1") -ge 1 ]] || fail "tproxy: local route missing: $w1"
 [[ $(count_lines 'tcp_early_demux = 0' "$w1") -eq 1 ]] || fail "tproxy: early demux still on"
 [[ $(count_lines 'all.rp_filter = 2' "$w1") -eq 1 ]] || fail "tproxy: strict rp_filter not loosened"
+# The handshakes' copies as they leave: the last rule of mangle POSTROUTING, after the host's.
+[[ $(count_lines '^-A TCPSPLICE_POST ! -o lo .*--dport 5001 --tcp-flags FIN,SYN,RST,ACK SYN .*-j NFLOG --nflog-group 23134' "$r1") -eq 1 ]] \
+    || fail "tproxy: the log of clients' SYNs leaving (mangle POSTROUTING) missing: $(printf '%s\n' "$r1" | grep POST)"
+[[ $(count_lines '^-A TCPSPLICE_POST ! -o lo .*--sport 5001 --tcp-flags FIN,SYN,RST,ACK SYN,ACK .*-j NFLOG --nflog-group 23134' "$r1") -eq 1 ]] \
+    || fail "tproxy: the log of servers' SYN-ACKs leaving (mangle POSTROUTING) missing"
+last_post() { save nft 4 | awk '/^\*mangle/{m=1} /^COMMIT/{m=0} m && /^-A POSTROUTING /{l=$0} END{print l}'; }
+[[ "$(last_post)" == "-A POSTROUTING -j TCPSPLICE_POST" ]] || fail "tproxy: the jump to TCPSPLICE_POST is not last: $(last_post)"
 nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --proxy-queue 1 2>/dev/null || fail "tproxy: second install failed"
 expect_same "tproxy: second install changed the rules" "$r1" "$(save nft 4)"
 expect_same "tproxy: second install changed routing or sysctls" "$w1" "$(world)"
+# A clamp the host adds later in mangle POSTROUTING: the next install moves the jump after it.
+nsx "$NS" iptables-nft -t mangle -A POSTROUTING -o eth9 -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu \
+    || fail "tproxy: cannot add the host's clamp"
+nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --proxy-queue 1 2>/dev/null || fail "tproxy: install after the host's clamp failed"
+[[ "$(last_post)" == "-A POSTROUTING -j TCPSPLICE_POST" ]] || fail "tproxy: the jump to TCPSPLICE_POST is not after the host's clamp: $(last_post)"
+[[ $(count_lines '^-A POSTROUTING -j TCPSPLICE_POST$' "$(save nft 4)") -eq 1 ]] || fail "tproxy: the jump to TCPSPLICE_POST duplicated"
+nsx "$NS" iptables-nft -t mangle -D POSTROUTING -o eth9 -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu \
+    || fail "tproxy: cannot remove the host's clamp"
 nsx "$NS" "$REMOVE" --backend nft 2>/dev/null || fail "tproxy: remove failed"
 expect_same "tproxy: rules not restored" "$r0" "$(save nft 4)"
 expect_same "tproxy: routing or sysctls not restored" "$w0" "$(world)"
@@ -315,6 +335,8 @@ bad_arg "--proxy-reply-queue 3 must differ from --queues and --reply-queue" --tp
 bad_arg "--syn-queue 3 must differ from the other queues" --reply-queue 3 --syn-queue 3
 bad_arg "--fin-log-group '70000': give an NFLOG group number" --tproxy-port 8081 --fin-log-group 70000
 bad_arg "--fin-log-group 'x'" --tproxy-port 8081 --fin-log-group x
+bad_arg "--syn-log-group '-1': give an NFLOG group number" --tproxy-port 8081 --syn-log-group -1
+bad_arg "--syn-log-group and --fin-log-group are both 23133" --tproxy-port 8081 --syn-log-group 23133
 bad_arg "bad routing table '999'" --route-table 999
 bad_arg "bad family '5'" --family 5
 bad_arg "bad backend 'iptables'" --backend iptables

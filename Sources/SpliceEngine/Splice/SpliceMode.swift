@@ -155,14 +155,7 @@ extension Engine {
     /// queued FIN; a copy of anything else (a FIN of a flow no longer spliced here, or not in
     /// the table) is ignored.
     public func loggedFromSplicedFlow(_ header: UnsafeRawBufferPointer, room: UnsafeMutableRawBufferPointer, now: Timestamp) {
-        guard header.count <= room.count, let base = header.baseAddress else {
-            counters.splices.logsIgnored &+= 1
-            return
-        }
-        room.baseAddress!.copyMemory(from: base, byteCount: header.count)
-        guard let length = TCPPacket.declaredLength(UnsafeMutableRawBufferPointer(rebasing: room[0..<header.count])),
-              length >= header.count, length <= room.count,
-              case .tcp(let p) = TCPPacket.parse(UnsafeMutableRawBufferPointer(rebasing: room[0..<length])) else {
+        guard let p = Engine.viewLogged(header, room: room) else {
             counters.splices.logsIgnored &+= 1
             return
         }
@@ -176,6 +169,18 @@ extension Engine {
         }
         counters.splices.finsLogged &+= 1
         _ = track(p, entry: e, dir: dir, now: now, local: false)
+    }
+
+    /// A logged copy (`header`, what was copied of a packet from its IP header on) viewed in
+    /// `room` at the packet's declared length, so that its sequence numbers and payload length
+    /// read as the packet's own; nil when it is no TCP packet the parser takes.
+    static func viewLogged(_ header: UnsafeRawBufferPointer, room: UnsafeMutableRawBufferPointer) -> TCPPacket? {
+        guard header.count <= room.count, let base = header.baseAddress else { return nil }
+        room.baseAddress!.copyMemory(from: base, byteCount: header.count)
+        guard let length = TCPPacket.declaredLength(UnsafeMutableRawBufferPointer(rebasing: room[0..<header.count])),
+              length >= header.count, length <= room.count,
+              case .tcp(let p) = TCPPacket.parse(UnsafeMutableRawBufferPointer(rebasing: room[0..<length])) else { return nil }
+        return p
     }
 
     /// The zero windows of a pending splice are lifted: each end is sent the other end's
