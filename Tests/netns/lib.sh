@@ -251,6 +251,11 @@ topo_create() {
     fi
     log "topology up: client $NS_C ($CLIENT_IP, $CLIENT_IP6), router $NS_R, server $NS_S ($SERVER_IP, $SERVER_IP6)"
     [[ "${TOPO_SNAT:-0}" == 1 ]] && topo_source_nat
+    if [[ -n "${TOPO_ROUTER_SYSCTL:-}" ]]; then
+        # shellcheck disable=SC2086 # a list of KEY=VALUE words
+        nsx "$NS_R" sysctl -qw $TOPO_ROUTER_SYSCTL || fail "cannot set the router's sysctls: $TOPO_ROUTER_SYSCTL"
+        log "the router's own TCP settings: $TOPO_ROUTER_SYSCTL"
+    fi
     pcap_start
 }
 
