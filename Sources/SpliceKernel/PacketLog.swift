@@ -20,6 +20,10 @@ public final class PacketLog: @unchecked Sendable {
         /// Packets the kernel gathers into one message batch, and the longest it waits.
         public var batch: UInt32 = 64
         public var flushCentiseconds: UInt32 = 5
+        /// The kernel's buffer for one message (NFULA_CFG_NLBUFSIZ): it allocates that much
+        /// for each message it starts, whatever the message then holds, so a log read one
+        /// copy at a time (`batch` 1) takes a small one.
+        public var messageBufferBytes: UInt32 = 0x10000
         public var receiveBufferBytes: Int = 8 << 20
         public var receivesPerDrain: Int = 16
         public init() {}
@@ -88,7 +92,7 @@ public final class PacketLog: @unchecked Sendable {
         mnl_attr_put(nlh, UInt16(NFULA_CFG_MODE.rawValue), MemoryLayout<nfulnl_msg_config_mode>.size, &mode)
         mnl_attr_put_u32(nlh, UInt16(NFULA_CFG_QTHRESH.rawValue), options.batch.bigEndian)
         mnl_attr_put_u32(nlh, UInt16(NFULA_CFG_TIMEOUT.rawValue), options.flushCentiseconds.bigEndian)
-        mnl_attr_put_u32(nlh, UInt16(NFULA_CFG_NLBUFSIZ.rawValue), UInt32(0x10000).bigEndian)
+        mnl_attr_put_u32(nlh, UInt16(NFULA_CFG_NLBUFSIZ.rawValue), options.messageBufferBytes.bigEndian)
         try sendExpectingAck(nlh, what: "configuring NFLOG group \(group)")
     }
 

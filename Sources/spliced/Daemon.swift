@@ -99,6 +99,7 @@ final class Daemon: @unchecked Sendable {
         var immediate = PacketLog.Options()
         immediate.batch = 1
         immediate.flushCentiseconds = 0
+        immediate.messageBufferBytes = 2048
         synLog = try configuration.synLogGroup.map { try PacketLog(group: $0, options: immediate) }
         control = try ControlServer(path: configuration.controlSocket)
     }
@@ -205,6 +206,7 @@ final class Daemon: @unchecked Sendable {
         // (Packets the engine makes on the timer or control threads do not wait for a reader's
         // unsent verdicts: rarer, and not ordered here.)
         var draining = group[0]
+        let endsQueues = Set(configuration.queues)
         let handle: (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer, PacketInfo) -> Verdict = { [self] bytes, scratch, info in
             let now = clock.now()
             let (verdict, ends) = supervisor.engine.withLock { engine in
@@ -260,8 +262,12 @@ final class Daemon: @unchecked Sendable {
                     // verdict is sent, before the client can answer it, so reading them before
                     // each queue's turn has the copy in before the client's ACK that replays
                     // the handshake to the proxy (Resilient/ClampedMSS.swift).
-                    handshakes?.drain { header, room in
-                        supervisor.engine.withLock { $0.loggedHandshake(header, room: room) }
+                    // (The ends' queues only: the client's ACK comes on one of them, and the
+                    // proxy's SYN that the server's SYN-ACK answers comes after that ACK.)
+                    if let handshakes, endsQueues.contains(group[i].number) {
+                        handshakes.drain { header, room in
+                            supervisor.engine.withLock { $0.loggedHandshake(header, room: room) }
+                        }
                     }
                     draining = group[i]
                     let made = try group[i].drain(receives: receives[i], handle: handle)
