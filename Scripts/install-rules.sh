@@ -47,7 +47,8 @@ Options:
                        Adds the TPROXY rule, queues the proxy's own sockets
                        fail-closed in raw OUTPUT, adds the policy routing for
                        local transparent sockets, turns early demux off and
-                       loosens strict rp_filter (saved, restored on removal)
+                       loosens strict rp_filter, turns TCP timestamps on
+                       if they are off (saved, restored on removal)
   --proxy-mark MARK    mark the engine sets on packets for the proxy   [0x5a5b]
   --local-mark MARK    mark of packets for local transparent sockets   [0x5a5c]
   --splice-mark MARK   mark the engine sets on a spliced flow's packet; saved
@@ -534,7 +535,7 @@ if ((DRY_RUN)); then
         fi
     done
     if [[ -n "$TPROXY_PORT" ]]; then
-        echo "### sysctl net.ipv4.tcp_early_demux=0 net.ipv4.ip_early_demux=0; rp_filter 1 -> 2 (saved in $(state_file))"
+        echo "### sysctl net.ipv4.tcp_early_demux=0 net.ipv4.ip_early_demux=0; rp_filter 1 -> 2; tcp_timestamps 0 -> 1 (saved in $(state_file))"
     fi
     exit 0
 fi
@@ -631,6 +632,13 @@ install_sysctls() {
     if [[ -n "$TPROXY_PORT" ]]; then
         set_saved net.ipv4.tcp_early_demux 0
         set_saved net.ipv4.ip_early_demux 0
+        # The proxy's sockets are the router's: with its timestamps off they answer the
+        # replayed handshake without the timestamps the ends use, and spliced lets such flows
+        # go on without the proxy (reason proxy-without-timestamps). (1 or 2 both have them on.)
+        if [[ "$(sysctl -n net.ipv4.tcp_timestamps 2>/dev/null)" == 0 ]]; then
+            set_saved net.ipv4.tcp_timestamps 1
+            TIMESTAMPS_NOTE=" (this host's net.ipv4.tcp_timestamps was 0: set to 1, restored on removal)"
+        fi
     fi
     if [[ -n "$SERVICES" ]]; then
         # A joined packet arrives with a source address of this host (the service address,
@@ -660,5 +668,5 @@ if [[ -n "$TPROXY_PORT" ]]; then
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi
-    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE, handshakes leaving $SYN_NOTE; early demux off"
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE, handshakes leaving $SYN_NOTE; early demux off${TIMESTAMPS_NOTE:-}"
 fi

@@ -86,6 +86,10 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     /// packets given to their proxy sockets by injection, untracked (Resilient/SourceNAT.swift).
     public var sourceNATFlows: UInt64 = 0
     public var injectedToProxy: UInt64 = 0
+    /// Flows whose proxy socket answered the replayed handshake without the timestamps both
+    /// ends use (the router's `net.ipv4.tcp_timestamps` is 0): moved to bypass before the proxy
+    /// held any of their bytes.
+    public var proxyWithoutTimestamps: UInt64 = 0
     /// Flows moved to bypass because their proxy died.
     public var failovers: UInt64 = 0
     /// Flows whose proxy did not answer the replayed handshake in time (`Engine.replayPatience`):

@@ -97,6 +97,9 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case ruleBypass
     /// A connection to a service address of the balancer, or from the proxy to a backend.
     case service
+    /// Both ends use timestamps, the proxy's socket answered without them (the router's
+    /// `net.ipv4.tcp_timestamps` is 0): the flow went on alone before the proxy had any byte.
+    case proxyWithoutTimestamps
 
     public var description: String {
         switch self {
@@ -112,6 +115,7 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .ruleSplice: return "rule-splice"
         case .ruleBypass: return "rule-bypass"
         case .service: return "service"
+        case .proxyWithoutTimestamps: return "proxy-without-timestamps"
         }
     }
 }

@@ -8,6 +8,39 @@ import SpliceWire
 /// without us, and the proxy hears of a flow only once its client is proven.
 @Suite("Handshake replay: retransmissions, losses, refusals")
 struct HandshakeReplayTests {
+    @Test("a proxy socket that answers without the timestamps both ends use (the router has them off): the flow goes on alone, the socket reset, the client's ACK to the server")
+    func proxyWithoutTimestamps() {
+        let h = ResilientHarness()
+        h.synAndSynAck()
+        h.clientAckBecomesSyn()
+        let noTS = SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true, timestamps: nil)
+        let synAck = h.proxyPacket(down: true, flags: [.syn, .ack], seq: h.proxyDownISN, ack: h.c.clientISN + 1, options: noTS)
+        let before = h.injector.packets.count
+        #expect(h.feed(synAck, fromProxy: true).0 == .drop)
+        let f = h.engine.flows(now: .seconds(0))[0]
+        #expect(f.mode == .bypass && f.reason == .proxyWithoutTimestamps)
+        #expect(h.engine.counters.resilient.proxyWithoutTimestamps == 1)
+        let injected = Array(h.injector.packets[before...])
+        #expect(injected.count == 2)
+        guard injected.count == 2 else { return }
+        // The half-open socket is reset (to it, through lo), as the client would.
+        let rst = h.spec(injected[0].bytes)
+        #expect(injected[0].local && rst.flags == .rst && rst.sequenceNumber == h.c.clientISN + 1)
+        #expect(rst.source == h.c.client && rst.destination == h.c.server && h.valid(injected[0].bytes))
+        // The client's handshake ACK, which became the replayed SYN, goes on to the server.
+        let ack = h.spec(injected[1].bytes)
+        #expect(!injected[1].local && ack.flags == .ack && ack.payload.isEmpty)
+        #expect(ack.sequenceNumber == h.c.clientISN + 1 && ack.acknowledgmentNumber == h.c.serverISN + 1)
+        #expect(ack.window == h.clientAckWindow && h.valid(injected[1].bytes))
+        #expect(h.options(injected[1].bytes).timestamps == TCPTimestamps(value: h.clientAckTS.value, echo: 90000))
+        // From then on the ends' packets pass untouched.
+        let data = h.endPacket(fromClient: true, flags: [.ack, .psh], seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
+                               window: 502, ts: TCPTimestamps(value: 5200, echo: 90000), payload: [1, 2, 3])
+        let (v, out) = h.feed(data)
+        #expect(v == .accept && out == data)
+        #expect(h.engine.counters.verdicts.toProxy == 1)
+    }
+
     @Test("a server that refuses (RST to the SYN) resets the client as without us; nothing reaches the proxy")
     func refused() {
         let h = ResilientHarness()

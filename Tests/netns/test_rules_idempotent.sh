@@ -246,8 +246,11 @@ nsx "$NS" sysctl -qw net.ipv4.conf.all.rp_filter=1
 printf '%s\n' "$HOST_RULES_V4" | nsx "$NS" iptables-nft-restore || fail "tproxy: cannot load host rules"
 world() { # everything the resilient install touches besides our chains
     nsx "$NS" sh -c 'ip -4 rule; ip -6 rule; ip -4 route show table all; ip -6 route show table all;
-        sysctl net.ipv4.tcp_early_demux net.ipv4.ip_early_demux net.ipv4.conf.all.rp_filter net.ipv4.conf.lo.rp_filter'
+        sysctl net.ipv4.tcp_early_demux net.ipv4.ip_early_demux net.ipv4.conf.all.rp_filter net.ipv4.conf.lo.rp_filter net.ipv4.tcp_timestamps'
 }
+# A router hardened with TCP timestamps off: the install turns them on (the proxy's sockets
+# need them), the removal turns them off again.
+nsx "$NS" sysctl -qw net.ipv4.tcp_timestamps=0
 w0=$(world)
 r0=$(save nft 4)
 nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --proxy-queue 1 2>/dev/null || fail "tproxy: install failed"
@@ -261,6 +264,7 @@ r1=$(save nft 4)
 [[ $(count_lines '^local default dev lo table 100' "$w1") -ge 1 ]] || fail "tproxy: local route missing: $w1"
 [[ $(count_lines 'tcp_early_demux = 0' "$w1") -eq 1 ]] || fail "tproxy: early demux still on"
 [[ $(count_lines 'all.rp_filter = 2' "$w1") -eq 1 ]] || fail "tproxy: strict rp_filter not loosened"
+[[ $(count_lines 'tcp_timestamps = 1' "$w1") -eq 1 ]] || fail "tproxy: TCP timestamps not turned on"
 # The handshakes' copies as they leave: the last rule of mangle POSTROUTING, after the host's.
 [[ $(count_lines '^-A TCPSPLICE_POST ! -o lo .*--dport 5001 --tcp-flags FIN,SYN,RST,ACK SYN .*-j NFLOG --nflog-group 23134' "$r1") -eq 1 ]] \
     || fail "tproxy: the log of clients' SYNs leaving (mangle POSTROUTING) missing: $(printf '%s\n' "$r1" | grep POST)"

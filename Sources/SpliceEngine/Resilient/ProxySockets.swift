@@ -38,6 +38,9 @@ extension Engine {
             }
             let summary = tcp.options.summary
             let proxyTS = summary.timestamps
+            if r.phase == .synToProxy && r.timestamps && proxyTS == nil {
+                return proxyAnsweredWithoutTimestamps(entry: e, block: b)
+            }
             if r.phase == .synToProxy {
                 r.proxy.reply.isn = tcp.sequenceNumber
                 r.proxy.reply.seqDelta = SeqDelta(from: tcp.sequenceNumber, to: b.pointee.ends.reply.isn)
@@ -147,6 +150,38 @@ extension Engine {
     /// RFC 5961). Such a socket would otherwise linger retransmitting into the drop, and catch
     /// the replayed SYN of a new connection with its tuple (TPROXY finds established sockets
     /// first), which then never reaches the proxy's listener.
+    /// The proxy's socket answered the replayed SYN without timestamps though both ends use
+    /// them: the router's stack has them off (`net.ipv4.tcp_timestamps=0`, install-rules.sh
+    /// turns them on), and its segments could not carry the clock the ends check (such flows
+    /// stalled: seen 2026-12-06). The flow goes on alone before the proxy has any of its bytes:
+    /// the socket is reset, the client's held packets dropped (it sends them again), and its
+    /// handshake ACK, which became the replayed SYN, goes on to the server.
+    func proxyAnsweredWithoutTimestamps(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) -> Verdict {
+        let entry = table[e]
+        let r = b.pointee.resilient
+        let clientNext = b.pointee.ends.original.isn + 1
+        if let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+            sourcePort: entry.portA, destinationPort: entry.portB,
+            sequenceNumber: clientNext, acknowledgmentNumber: SeqNumber(0), flags: .rst,
+            window: 0, options: .none) {
+            inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
+        }
+        if let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+            sourcePort: entry.portA, destinationPort: entry.portB,
+            sequenceNumber: clientNext, acknowledgmentNumber: b.pointee.ends.reply.isn + 1, flags: .ack,
+            window: r.clientAckWindow,
+            options: .timestamps(TCPTimestamps(value: r.clientAckTSval, echo: r.serverSynAckTSval))) {
+            inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: false)
+        }
+        discardPending(entry: e, block: b)
+        table[e].mode = .bypass
+        table[e].reason = .proxyWithoutTimestamps
+        counters.resilient.proxyWithoutTimestamps &+= 1
+        return .drop
+    }
+
     func dropFromStaleSocket(_ p: TCPPacket) -> Verdict {
         counters.resilient.proxyPacketsDropped &+= 1
         let tcp = p.tcp
