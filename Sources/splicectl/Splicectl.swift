@@ -165,7 +165,7 @@ struct Status: ParsableCommand {
                   + "flows behind source NAT \(r.sourceNATFlows), their ends' packets given to the proxy by injection \(r.injectedToProxy); "
                   + "FIN/RST held \(r.finRstHeld), released \(r.finRstReleased), discarded \(r.finRstDiscarded), no room \(r.finRstHoldFailed); "
                   + "failovers \(r.failovers), timestamps raised after them \(r.timestampsRaised); "
-                  + "replays unanswered (to bypass) \(r.replaysAbandoned), stale proxy sockets reset \(r.staleSocketsReset); "
+                  + "replays unanswered (to bypass) \(r.replaysAbandoned), answered without timestamps (to bypass) \(r.proxyWithoutTimestamps), stale proxy sockets reset \(r.staleSocketsReset); "
                   + "injection failures \(r.injectionFailures)")
         }
         if s.proxies.isEmpty {
