@@ -292,6 +292,55 @@ topo_source_nat() {
     log "the router source-NATs toward the server (MASQUERADE on rs0)"
 }
 
+# topo_host_behind NAME NS PREFIX4 PREFIX6 [silent]: a host NAME in a namespace of its own
+# (NS_LAST), behind NS (which forwards for it), at PREFIX4.2 / PREFIX6::2; the link from NS
+# to it takes 1400 bytes at most, and NS says so to a sender of a larger packet with DF set
+# (ICMP fragmentation-needed, ICMPv6 packet-too-big), as a tunnel or a PPPoE hop does; with
+# `silent` it drops those errors instead, as a path whose ICMP is filtered does.
+topo_host_behind() {
+    local name=$1 ns=$2 p4=$3 p6=$4 host
+    ns_add "$name"
+    host=$NS_LAST
+    ip -n "$host" link add eth0 type veth peer name "${name}0" netns "$ns" || fail "cannot create the veth of $name"
+    ip -n "$host" addr add "$p4.2/24" dev eth0
+    ip -n "$host" addr add "$p6::2/64" dev eth0 nodad
+    ip -n "$ns" addr add "$p4.1/24" dev "${name}0"
+    ip -n "$ns" addr add "$p6::1/64" dev "${name}0" nodad
+    ip -n "$host" link set eth0 up
+    ip -n "$ns" link set "${name}0" up
+    end_link_queue "$host" eth0
+    ip -n "$host" route add default via "$p4.1"
+    ip -n "$host" -6 route add default via "$p6::1"
+    nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || fail "cannot enable forwarding in $ns"
+    ip -n "$ns" route add "$p4.2/32" dev "${name}0" mtu lock 1400 || fail "cannot limit the route to $name"
+    ip -n "$ns" -6 route add "$p6::2/128" dev "${name}0" mtu lock 1400 || fail "cannot limit the IPv6 route to $name"
+    if [[ "${5:-}" == silent ]]; then
+        nsx "$ns" iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP || fail "cannot silence $ns (IPv4)"
+        nsx "$ns" ip6tables -A OUTPUT -p icmpv6 --icmpv6-type packet-too-big -j DROP || fail "cannot silence $ns (IPv6)"
+    fi
+}
+
+# topo_far_and_near [silent]: after topo_create, "far" behind the server's namespace
+# (FAR_IP, FAR_IP6; NS_FAR) and "near" behind the client's (NEAR_IP, NEAR_IP6; NS_NEAR), each
+# behind a 1400-byte link (topo_host_behind, `silent` passed on), the router routing to both;
+# near reaches far in both families before it returns.
+FAR_IP=10.77.3.2
+FAR_IP6=fd77:3::2
+NEAR_IP=10.77.4.2
+NEAR_IP6=fd77:4::2
+topo_far_and_near() {
+    topo_host_behind far "$NS_S" 10.77.3 fd77:3 "${1:-}"
+    NS_FAR=$NS_LAST
+    topo_host_behind near "$NS_C" 10.77.4 fd77:4 "${1:-}"
+    NS_NEAR=$NS_LAST
+    ip -n "$NS_R" route add 10.77.3.0/24 via "$SERVER_IP"
+    ip -n "$NS_R" -6 route add fd77:3::/64 via "$SERVER_IP6"
+    ip -n "$NS_R" route add 10.77.4.0/24 via "$CLIENT_IP"
+    ip -n "$NS_R" -6 route add fd77:4::/64 via "$CLIENT_IP6"
+    wait_for 10 "IPv4 near->far ping" nsx "$NS_NEAR" ping -c1 -W1 "$FAR_IP" >/dev/null
+    wait_for 10 "IPv6 near->far ping" nsx "$NS_NEAR" ping -6 -c1 -W1 "$FAR_IP6" >/dev/null
+}
+
 # capture_start NAME: tcpdump (headers only, 128 bytes) at the client's and the server's
 # eth0 into $TEST_TMP/NAME-c.pcap and NAME-s.pcap; capture_stop NAME ends both (what is in
 # flight is written first) and fails the test if either holds no packet: a check that reads

@@ -20,46 +20,13 @@
 MIB=${MIB:-4}
 PORTS="$XF_DOWN_PORT,$XF_UP_PORT"
 PMTU_PY="$NETNS_DIR/pmtu.py"
-FAR_IP=10.77.3.2
-FAR_IP6=fd77:3::2
-NEAR_IP=10.77.4.2
-NEAR_IP6=fd77:4::2
 
 topo_create
-host_behind() {
-    local name=$1 ns=$2 p4=$3 p6=$4 host
-    ns_add "$name"
-    host=$NS_LAST
-    ip -n "$host" link add eth0 type veth peer name "${name}0" netns "$ns" || fail "cannot create the veth of $name"
-    ip -n "$host" addr add "$p4.2/24" dev eth0
-    ip -n "$host" addr add "$p6::2/64" dev eth0 nodad
-    ip -n "$ns" addr add "$p4.1/24" dev "${name}0"
-    ip -n "$ns" addr add "$p6::1/64" dev "${name}0" nodad
-    ip -n "$host" link set eth0 up
-    ip -n "$ns" link set "${name}0" up
-    end_link_queue "$host" eth0
-    ip -n "$host" route add default via "$p4.1"
-    ip -n "$host" -6 route add default via "$p6::1"
-    nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || fail "cannot enable forwarding in $ns"
-    ip -n "$ns" route add "$p4.2/32" dev "${name}0" mtu lock 1400 || fail "cannot limit the route to $name"
-    ip -n "$ns" -6 route add "$p6::2/128" dev "${name}0" mtu lock 1400 || fail "cannot limit the IPv6 route to $name"
-    nsx "$ns" iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP || fail "cannot silence $ns (IPv4)"
-    nsx "$ns" ip6tables -A OUTPUT -p icmpv6 --icmpv6-type packet-too-big -j DROP || fail "cannot silence $ns (IPv6)"
-}
-host_behind far "$NS_S" 10.77.3 fd77:3
-NS_FAR=$NS_LAST
-host_behind near "$NS_C" 10.77.4 fd77:4
-NS_NEAR=$NS_LAST
-ip -n "$NS_R" route add 10.77.3.0/24 via "$SERVER_IP"
-ip -n "$NS_R" -6 route add fd77:3::/64 via "$SERVER_IP6"
-ip -n "$NS_R" route add 10.77.4.0/24 via "$CLIENT_IP"
-ip -n "$NS_R" -6 route add fd77:4::/64 via "$CLIENT_IP6"
+topo_far_and_near silent
 nsx "$NS_R" iptables -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1300 \
     || fail "cannot add the IPv4 MSS clamp (filter FORWARD)"
 nsx "$NS_R" ip6tables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1300 \
     || fail "cannot add the IPv6 MSS clamp (mangle FORWARD)"
-wait_for 10 "IPv4 near->far ping" nsx "$NS_NEAR" ping -c1 -W1 "$FAR_IP" >/dev/null
-wait_for 10 "IPv6 near->far ping" nsx "$NS_NEAR" ping -6 -c1 -W1 "$FAR_IP6" >/dev/null
 # The premise: the path takes 1,400 bytes and drops a larger packet without a word.
 check "a 1,300-byte ping with DF set reaches far" \
     bash -c "ip netns exec '$NS_NEAR' ping -M do -s 1272 -c1 -W1 '$FAR_IP' >/dev/null 2>&1"
