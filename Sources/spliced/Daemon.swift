@@ -24,7 +24,7 @@ final class Daemon: @unchecked Sendable {
     /// Copies of spliced flows' FINs (`--fin-log-group`), read by the first reader thread.
     let finLog: PacketLog?
     /// The intercepted handshakes as they leave the router (Resilient/ClampedMSS.swift): read
-    /// at once (no batching) and before each turn of a queue.
+    /// at once (no batching), before each turn of an ends' queue.
     let synLog: PacketLog?
     let control: ControlServer
     let stop = Atomic<Bool>(false)

@@ -9,7 +9,7 @@ import SpliceWire
 // a tunnel or PPPoE link beyond it whose hops send no ICMP) lowers it after that: each end then
 // sends segments the path takes, but the proxy's sockets, built from the handshake the engine
 // replays, took the MSS the ends offered and sent segments the path dropped, unannounced: the
-// transfer hung where plain forwarding worked (seen 2026-12-07). The rules log a copy of each
+// transfer hung where plain forwarding worked (seen 2026-12-06). The rules log a copy of each
 // SYN and SYN-ACK they intercept as it leaves the router (mangle POSTROUTING, after every
 // FORWARD rule; NFLOG, `install-rules.sh --syn-log-group`), and the MSS the copy carries, when
 // lower, is what the replay gives the proxy's socket: the client's for the socket facing the
@@ -21,8 +21,8 @@ extension Engine {
     /// a resilient flow whose replay to the proxy has still to use its MSS (the client's SYN
     /// before the replayed SYN, the server's SYN-ACK before it answers the proxy's SYN) and
     /// carries a lower MSS than its end offered, that is the MSS the replay gives. Anything
-    /// else is ignored. The reader takes these copies before each turn of the queues, so the
-    /// copy of a handshake packet is in before the packet that answers it.
+    /// else is ignored. The reader takes these copies before each turn of the ends' queues,
+    /// so the copy of a handshake packet is in before the client's ACK that answers it.
     public func loggedHandshake(_ header: UnsafeRawBufferPointer, room: UnsafeMutableRawBufferPointer) {
         counters.resilient.handshakeCopies &+= 1
         guard let p = Engine.viewLogged(header, room: room) else { return }

@@ -144,12 +144,6 @@ extension Engine {
         return verdict
     }
 
-    /// A packet of a proxy's socket that no flow can take (the socket of a dead proxy, or of
-    /// a connection whose tuple a new one now uses): dropped, and the socket reset at the
-    /// number it expects next (its acknowledgement: a reset anywhere else is only challenged,
-    /// RFC 5961). Such a socket would otherwise linger retransmitting into the drop, and catch
-    /// the replayed SYN of a new connection with its tuple (TPROXY finds established sockets
-    /// first), which then never reaches the proxy's listener.
     /// The proxy's socket answered the replayed SYN without timestamps though both ends use
     /// them: the router's stack has them off (`net.ipv4.tcp_timestamps=0`, install-rules.sh
     /// turns them on), and its segments could not carry the clock the ends check (such flows
@@ -182,6 +176,12 @@ extension Engine {
         return .drop
     }
 
+    /// A packet of a proxy's socket that no flow can take (the socket of a dead proxy, or of
+    /// a connection whose tuple a new one now uses): dropped, and the socket reset at the
+    /// number it expects next (its acknowledgement: a reset anywhere else is only challenged,
+    /// RFC 5961). Such a socket would otherwise linger retransmitting into the drop, and catch
+    /// the replayed SYN of a new connection with its tuple (TPROXY finds established sockets
+    /// first), which then never reaches the proxy's listener.
     func dropFromStaleSocket(_ p: TCPPacket) -> Verdict {
         counters.resilient.proxyPacketsDropped &+= 1
         let tcp = p.tcp
