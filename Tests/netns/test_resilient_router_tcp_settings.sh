@@ -2,7 +2,7 @@
 # tcpsplice test: the router's own TCP settings.
 #
 # The proxy's sockets are the router's, so its own TCP sysctls shape them, while the ends
-# negotiate with each other. Tried 2026-12-06 on the proxy-kill transfers: with the router's
+# negotiate with each other. Tried 2026-12-07 on the proxy-kill transfers: with the router's
 # SACK or window scaling off everything passed; with its timestamps off (a common hardening
 # setting) the proxy's sockets answered the replayed handshake without the timestamps both
 # ends use, and transfers stalled (some at 5% after 60 s). Now install-rules.sh turns the

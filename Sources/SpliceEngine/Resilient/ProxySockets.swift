@@ -147,7 +147,7 @@ extension Engine {
     /// The proxy's socket answered the replayed SYN without timestamps though both ends use
     /// them: the router's stack has them off (`net.ipv4.tcp_timestamps=0`, install-rules.sh
     /// turns them on), and its segments could not carry the clock the ends check (such flows
-    /// stalled: seen 2026-12-06). The flow goes on alone before the proxy has any of its bytes:
+    /// stalled: seen 2026-12-07). The flow goes on alone before the proxy has any of its bytes:
     /// the socket is reset, the client's held packets dropped (it sends them again), and its
     /// handshake ACK, which became the replayed SYN, goes on to the server.
     func proxyAnsweredWithoutTimestamps(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) -> Verdict {
