@@ -253,7 +253,7 @@ struct HandshakeReplayTests {
                                   options: SynOptions(maximumSegmentSize: 65000, windowScale: 10, sackPermitted: true,
                                                       timestamps: TCPTimestamps(value: 1777, echo: 5000)))
         #expect(h.proxySynAckAnswered(again, at: 1, proxyTSval: 1777).isEmpty)
-        #expect(h.injector.packets.count == 2)
+        #expect(h.injector.toProxy.count == 2)
         // The client's next packet still goes to the proxy with the offsets of the first SYN-ACK.
         let data = h.endPacket(fromClient: true, flags: .ack, seq: h.c.clientISN + 1, ack: h.c.serverISN + 1,
                                window: h.clientAckWindow, ts: TCPTimestamps(value: 5300, echo: 90000), payload: [1, 2, 3])
@@ -280,7 +280,7 @@ struct HandshakeReplayTests {
         #expect(h.feed(h.serverSynAck, at: 2).0 == .drop)
         #expect(h.feed(h.clientSyn, at: 2).0 == .drop)
         #expect(h.phase == .downEstablished)
-        #expect(h.injector.packets.count == 1)
+        #expect(h.injector.toProxy.count == 1)
     }
 
     @Test("the proxy's upstream SYN retransmitted is answered again with the server's ISN")
@@ -342,11 +342,11 @@ struct HandshakeReplayTests {
         #expect(o.maximumSegmentSize == 536 && o.windowScale == nil && !o.sackPermitted && o.timestamps == nil)
         // The proxy offers everything; the ACK the engine answers with carries no option.
         _ = h.feed(h.proxySynAck, fromProxy: true)
-        #expect(h.injector.packets.count == 1)
-        guard let injected = h.injector.packets.first else { return }
-        let a = h.spec(injected.bytes)
+        #expect(h.injector.toProxy.count == 1)
+        guard let injected = h.injector.toProxy.first else { return }
+        let a = h.spec(injected)
         #expect(a.flags == .ack && a.acknowledgmentNumber == h.proxyDownISN + 1 && a.sequenceNumber == h.c.clientISN + 1)
-        #expect(a.options.isEmpty && a.window == 4000 && h.valid(injected.bytes))
+        #expect(a.options.isEmpty && a.window == 4000 && h.valid(injected))
     }
 
     @Test("options the server did not answer with are not replayed to the proxy (both ends must have negotiated them)")
@@ -363,8 +363,8 @@ struct HandshakeReplayTests {
         let o = h.options(out)
         #expect(o.maximumSegmentSize == 1460 && o.windowScale == nil && !o.sackPermitted && o.timestamps == nil)
         _ = h.feed(h.proxySynAck, fromProxy: true)
-        #expect(h.injector.packets.count == 1)
-        guard let injected = h.injector.packets.first else { return }
-        #expect(h.spec(injected.bytes).options.isEmpty && h.valid(injected.bytes))
+        #expect(h.injector.toProxy.count == 1)
+        guard let injected = h.injector.toProxy.first else { return }
+        #expect(h.spec(injected).options.isEmpty && h.valid(injected))
     }
 }

@@ -9,9 +9,12 @@
 # router's timestamps on (saved, restored on removal), and spliced lets a flow whose proxy
 # socket answers without them go on alone, before the proxy has any of its bytes.
 #
-# 1. The router with timestamps, SACK and window scaling off; the install turns timestamps
-#    on. XF_N transfers through splice-proxy, killed a third of the way: byte-exact, no PAWS
-#    drop at either end.
+# 1. The router with timestamps, SACK and window scaling off and SYN cookies always
+#    (tcp_syncookies=2: the proxy's listener keeps no request socket, as when its listen
+#    queue overflows); the install turns timestamps on. XF_N transfers through splice-proxy,
+#    killed a third of the way: byte-exact, no PAWS drop at either end. With cookies, the
+#    engine's handshake ACK looked up by its addresses found no socket and the router reset
+#    the client (uploads reset at both ends, seen 2026-12-07); it now goes through TPROXY.
 # 2. The router's timestamps turned off after the install: COUNT exchanges per family whose
 #    server speaks first and COUNT whose client does, every answer right, every flow in
 #    bypass (proxy-without-timestamps); then MIB2 MiB up and down on one connection per
@@ -33,19 +36,20 @@ PORTS="$XF_DOWN_PORT,$XF_UP_PORT,$BANNER_PORT,$ASKING_PORT,$BULK4_PORT,$BULK6_PO
 
 topo_create
 nsx "$NS_R" sysctl -qw net.ipv4.tcp_timestamps=0 net.ipv4.tcp_sack=0 net.ipv4.tcp_window_scaling=0 \
-    || fail "cannot change the router's TCP settings"
+    net.ipv4.tcp_syncookies=2 || fail "cannot change the router's TCP settings"
 resilient_rules_install "$PORTS"
 check "install-rules.sh turned the router's TCP timestamps on" \
     [ "$(nsx "$NS_R" sysctl -n net.ipv4.tcp_timestamps)" = 1 ]
 resilient_spliced_start "$PORTS"
 
-# 1. Transfers, SACK and window scaling still off at the router, the proxy killed.
+# 1. Transfers, SACK and window scaling still off at the router, every replayed SYN answered
+#    with a SYN cookie, the proxy killed.
 paws_baseline
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP" "$SERVER_IP6"
 proxy_killed_midway
 xfers_wait 240
 xfers_verify
-paws_report "after the kill, the router's SACK and window scaling off"
+paws_report "after the kill, the router's SACK and window scaling off, SYN cookies always"
 
 # 2. Timestamps off at runtime: the flows go on without the proxy.
 proxy_start

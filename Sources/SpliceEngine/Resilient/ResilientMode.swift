@@ -163,6 +163,21 @@ extension Engine {
         injector.inject(packet, to: destination, toLocalSocket: local)
     }
 
+    /// The handshake's last ACK to the proxy's socket facing the client, through the rules'
+    /// TPROXY (the proxy mark, untracked): it finds the listener's request socket or, when the
+    /// listener answered the replayed SYN with a SYN cookie and keeps no request socket
+    /// (`net.ipv4.tcp_syncookies=2`, or a listen queue overflowing under 1), the listener
+    /// itself, which makes the socket from the cookie. With the local mark the ACK was looked
+    /// up by its addresses alone, found no socket in that case, and the router reset the
+    /// client (seen 2026-12-07: uploads reset at both ends).
+    func injectToListener(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+        guard let injector else {
+            counters.resilient.injectionFailures &+= 1
+            return
+        }
+        injector.injectToProxy(packet, to: destination)
+    }
+
     /// A window advertised with one scale, as a receiver expecting another must read it.
     @inline(__always)
     static func rescale(_ window: UInt16, from: UInt8, to: UInt8) -> UInt16 {
