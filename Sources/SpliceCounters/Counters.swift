@@ -77,10 +77,9 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" about a proxy socket's segment,
     /// given to that socket (path MTU discovery) instead of going on to the end it speaks as.
     public var tooBigToProxy: UInt64 = 0
-    /// Copies of intercepted SYNs and SYN-ACKs as they left the router (the rules' handshake
-    /// log), and those whose MSS was lower than its end offered (a rule of the router clamps
-    /// it): the MSS the proxy's socket is given (Resilient/ClampedMSS.swift).
-    public var handshakeCopies: UInt64 = 0
+    /// Copies of intercepted SYNs and SYN-ACKs from the rules' handshake log (counted by the
+    /// log's reader, `StatusReport.synLog`) whose MSS was lower than its end offered (a rule of
+    /// the router clamps it): the MSS the proxy's socket is given (Resilient/ClampedMSS.swift).
     public var mssLowered: UInt64 = 0
     /// Flows the router source-NATs (MASQUERADE, SNAT toward the servers), and the ends'
     /// packets given to their proxy sockets by injection, untracked (Resilient/SourceNAT.swift).

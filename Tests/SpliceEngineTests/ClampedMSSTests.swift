@@ -53,7 +53,6 @@ struct ClampedMSSTests {
         h.synAndSynAck()
         log(h, clamped(h, h.clientSyn, to: 1300))
         log(h, clamped(h, h.serverSynAck, to: 1300))
-        #expect(h.engine.counters.resilient.handshakeCopies == 2)
         #expect(h.engine.counters.resilient.mssLowered == 2)
         let (down, up) = replayedMSS(h)
         #expect(down == 1300 && up == 1300)
@@ -103,7 +102,6 @@ struct ClampedMSSTests {
         if h.injector.packets.count == before + 1 {
             #expect(h.options(h.injector.packets.last!.bytes).maximumSegmentSize == 1200)
         }
-        #expect(h.engine.counters.resilient.handshakeCopies == 5)
     }
 
     @Test("a flow outside the policy (not resilient): its copies are read and ignored")
@@ -113,6 +111,6 @@ struct ClampedMSSTests {
         _ = h.feed(h.clientSyn)
         _ = h.feed(h.serverSynAck)
         log(h, clamped(h, h.clientSyn, to: 1300))
-        #expect(h.engine.counters.resilient.handshakeCopies == 1 && h.engine.counters.resilient.mssLowered == 0)
+        #expect(h.engine.counters.resilient.mssLowered == 0)
     }
 }

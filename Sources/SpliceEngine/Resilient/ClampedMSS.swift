@@ -24,7 +24,6 @@ extension Engine {
     /// else is ignored. The reader takes these copies before each turn of the ends' queues,
     /// so the copy of a handshake packet is in before the client's ACK that answers it.
     public func loggedHandshake(_ header: UnsafeRawBufferPointer, room: UnsafeMutableRawBufferPointer) {
-        counters.resilient.handshakeCopies &+= 1
         guard let p = Engine.viewLogged(header, room: room) else { return }
         let tcp = p.tcp
         let flags = tcp.flags
