@@ -25,13 +25,7 @@ extension Engine {
             if entry.state == .close {
                 // The client reset the flow while the proxy was answering: its half-open socket
                 // is reset too, and the client's held packets go nowhere.
-                if let n = TCPSegmentWriter.write(
-                    into: buildBuffer, source: entry.addressA, destination: entry.addressB,
-                    sourcePort: entry.portA, destinationPort: entry.portB,
-                    sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: SeqNumber(0), flags: .rst,
-                    window: 0, options: .none) {
-                    inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
-                }
+                resetHalfOpenDownSocket(entry: e, block: b)
                 discardPending(entry: e, block: b)
                 counters.resilient.proxyPacketsDropped &+= 1
                 return .drop
@@ -154,13 +148,7 @@ extension Engine {
         let entry = table[e]
         let r = b.pointee.resilient
         let clientNext = b.pointee.ends.original.isn + 1
-        if let n = TCPSegmentWriter.write(
-            into: buildBuffer, source: entry.addressA, destination: entry.addressB,
-            sourcePort: entry.portA, destinationPort: entry.portB,
-            sequenceNumber: clientNext, acknowledgmentNumber: SeqNumber(0), flags: .rst,
-            window: 0, options: .none) {
-            inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
-        }
+        resetHalfOpenDownSocket(entry: e, block: b)
         if let n = TCPSegmentWriter.write(
             into: buildBuffer, source: entry.addressA, destination: entry.addressB,
             sourcePort: entry.portA, destinationPort: entry.portB,
@@ -174,6 +162,18 @@ extension Engine {
         table[e].reason = .proxyWithoutTimestamps
         counters.resilient.proxyWithoutTimestamps &+= 1
         return .drop
+    }
+
+    /// A reset, as the client's, to the proxy's socket facing the client while that socket has
+    /// only answered the replayed SYN (its first number after the client's ISN).
+    func resetHalfOpenDownSocket(entry e: UInt32, block b: UnsafeMutablePointer<ConnectionBlock>) {
+        let entry = table[e]
+        guard let n = TCPSegmentWriter.write(
+            into: buildBuffer, source: entry.addressA, destination: entry.addressB,
+            sourcePort: entry.portA, destinationPort: entry.portB,
+            sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: SeqNumber(0), flags: .rst,
+            window: 0, options: .none) else { return }
+        inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB, local: true)
     }
 
     /// A packet of a proxy's socket that no flow can take (the socket of a dead proxy, or of
