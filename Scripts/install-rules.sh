@@ -563,17 +563,18 @@ install_family() {
         "$ipt" -w 10 -t mangle -I OUTPUT 1 -j TCPSPLICE_MOUT \
             || die "could not insert the jump to TCPSPLICE_MOUT in IPv$fam mangle OUTPUT"
     fi
-    # Last in mangle FORWARD: a packet the queue accepts skips the rest of the table's chain,
-    # so the host's own rules there (a clamp of the handshakes' MSS: OpenWrt's, for one) must
-    # come first. Moved to the end at every install.
-    while "$ipt" -w 10 -t mangle -D FORWARD -j TCPSPLICE_FWDQ 2>/dev/null; do :; done
-    "$ipt" -w 10 -t mangle -A FORWARD -j TCPSPLICE_FWDQ \
-        || die "could not append the jump to TCPSPLICE_FWDQ in IPv$fam mangle FORWARD"
-    # Last in mangle POSTROUTING, after whatever the host has there (a rule clamping the MSS
-    # of the handshakes as they leave): moved to the end at every install.
-    while "$ipt" -w 10 -t mangle -D POSTROUTING -j TCPSPLICE_POST 2>/dev/null; do :; done
-    "$ipt" -w 10 -t mangle -A POSTROUTING -j TCPSPLICE_POST \
-        || die "could not append the jump to TCPSPLICE_POST in IPv$fam mangle POSTROUTING"
+    # Last in mangle FORWARD and POSTROUTING, after the host's own rules there, moved to the
+    # end at every install: a packet the queue accepts skips the rest of the table's chain, so
+    # a host's clamp of the handshakes' MSS in FORWARD (OpenWrt's, for one) must come first,
+    # and the handshakes' log must see what every rule left.
+    local builtin chain
+    for builtin in FORWARD:TCPSPLICE_FWDQ POSTROUTING:TCPSPLICE_POST; do
+        chain=${builtin#*:}
+        builtin=${builtin%%:*}
+        while "$ipt" -w 10 -t mangle -D "$builtin" -j "$chain" 2>/dev/null; do :; done
+        "$ipt" -w 10 -t mangle -A "$builtin" -j "$chain" \
+            || die "could not append the jump to $chain in IPv$fam mangle $builtin"
+    done
     if ! "$ipt" -w 10 -t raw -C PREROUTING -j TCPSPLICE_RPRE 2>/dev/null; then
         "$ipt" -w 10 -t raw -I PREROUTING 1 -j TCPSPLICE_RPRE \
             || die "could not insert the jump to TCPSPLICE_RPRE in IPv$fam raw PREROUTING"

@@ -107,6 +107,10 @@ expect_same() { # expect_same WHAT A B
     fi
 }
 
+last_rule() { # last_rule BUILTIN SAVE: the last rule of mangle BUILTIN in an iptables-save text
+    printf '%s\n' "$2" | awk -v c="-A $1 " '/^\*mangle/{m=1} /^COMMIT/{m=0} m && index($0, c) == 1 {l=$0} END{print l}'
+}
+
 count_lines() { # count_lines PATTERN TEXT
     printf '%s\n' "$2" | grep -c -- "$1" || true
 }
@@ -141,9 +145,8 @@ run_backend() {
         [[ $(count_lines '^-A FORWARD -j TCPSPLICE_FWDQ$' "$s") -eq 1 ]] || fail "$b/v$f: expected one jump to TCPSPLICE_FWDQ"
         # Last in mangle FORWARD, after the host's MSS clamp there (a packet the queue accepts
         # skips the rest of the table's chain).
-        local last_fwd
-        last_fwd=$(printf '%s\n' "$s" | awk '/^\*mangle/{m=1} /^COMMIT/{m=0} m && /^-A FORWARD /{l=$0} END{print l}')
-        [[ "$last_fwd" == "-A FORWARD -j TCPSPLICE_FWDQ" ]] || fail "$b/v$f: the jump to TCPSPLICE_FWDQ is not last in mangle FORWARD: $last_fwd"
+        [[ "$(last_rule FORWARD "$s")" == "-A FORWARD -j TCPSPLICE_FWDQ" ]] \
+            || fail "$b/v$f: the jump to TCPSPLICE_FWDQ is not last in mangle FORWARD: $(last_rule FORWARD "$s")"
         [[ $(count_lines 'NFQUEUE' "$s") -eq 3 ]] || fail "$b/v$f: expected exactly three NFQUEUE rules"
         # The router's own connections (to it, and its own to the servers' ports) are left out.
         [[ $(count_lines '^-A TCPSPLICE_PRE .*--dports 80,443 .*--dst-type LOCAL .*-j RETURN' "$s") -eq 1 ]] || fail "$b/v$f: RETURN of packets to the router itself missing"
@@ -270,7 +273,7 @@ r1=$(save nft 4)
     || fail "tproxy: the log of clients' SYNs leaving (mangle POSTROUTING) missing: $(printf '%s\n' "$r1" | grep POST)"
 [[ $(count_lines '^-A TCPSPLICE_POST ! -o lo .*--sport 5001 --tcp-flags FIN,SYN,RST,ACK SYN,ACK .*-j NFLOG --nflog-group 23134' "$r1") -eq 1 ]] \
     || fail "tproxy: the log of servers' SYN-ACKs leaving (mangle POSTROUTING) missing"
-last_post() { save nft 4 | awk '/^\*mangle/{m=1} /^COMMIT/{m=0} m && /^-A POSTROUTING /{l=$0} END{print l}'; }
+last_post() { last_rule POSTROUTING "$(save nft 4)"; }
 [[ "$(last_post)" == "-A POSTROUTING -j TCPSPLICE_POST" ]] || fail "tproxy: the jump to TCPSPLICE_POST is not last: $(last_post)"
 nsx "$NS" "$INSTALL" --backend nft --ports 5001 --tproxy-port 8081 --proxy-queue 1 2>/dev/null || fail "tproxy: second install failed"
 expect_same "tproxy: second install changed the rules" "$r1" "$(save nft 4)"
