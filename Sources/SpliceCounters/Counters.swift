@@ -42,6 +42,8 @@ public struct FlowEventCounters: Codable, Sendable, Equatable {
     public var earlyDrops: UInt64 = 0
     /// Flows that could not get a connection block and went on with their entry alone.
     public var blocksExhausted: UInt64 = 0
+    /// Flows a policy claimed whose SYN was signed (TCP-MD5 or TCP-AO), left alone.
+    public var signed: UInt64 = 0
     public init() {}
 }
 

@@ -122,6 +122,8 @@ public struct EndOptions: Sendable, Equatable {
     public var windowScale: UInt8 = 0xff
     public var sackPermitted = false
     public var timestamps = false
+    /// Its SYN was signed (TCP-MD5 or TCP-AO).
+    public var signed = false
 
     @inlinable public init() {}
     @inlinable public init(_ s: TCPOptionSummary) {
@@ -129,6 +131,7 @@ public struct EndOptions: Sendable, Equatable {
         windowScale = s.windowScale ?? 0xff
         sackPermitted = s.sackPermitted
         timestamps = s.timestamps != nil
+        signed = s.signed
     }
 }
 

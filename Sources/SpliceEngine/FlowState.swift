@@ -100,6 +100,9 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// Both ends use timestamps, the proxy's socket answered without them (the router's
     /// `net.ipv4.tcp_timestamps` is 0): the flow went on alone before the proxy had any byte.
     case proxyWithoutTimestamps
+    /// A policy claimed it, but its SYN is signed (TCP-MD5, TCP-AO: BGP sessions): no proxy
+    /// can answer it without the key and any rewrite breaks the signature, so it is left alone.
+    case signed
 
     public var description: String {
         switch self {
@@ -116,6 +119,7 @@ public enum ModeReason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .ruleBypass: return "rule-bypass"
         case .service: return "service"
         case .proxyWithoutTimestamps: return "proxy-without-timestamps"
+        case .signed: return "tcp-signature"
         }
     }
 }

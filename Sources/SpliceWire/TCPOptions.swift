@@ -1,4 +1,5 @@
-/// TCP option kinds tcpsplice understands (RFC 793, RFC 7323, RFC 2018).
+/// TCP option kinds tcpsplice understands (RFC 793, RFC 7323, RFC 2018), and the two that
+/// sign a segment (RFC 2385, RFC 5925), which it only recognises.
 public enum TCPOptionKind {
     public static let endOfList: UInt8 = 0
     public static let noOperation: UInt8 = 1
@@ -7,6 +8,10 @@ public enum TCPOptionKind {
     public static let sackPermitted: UInt8 = 4
     public static let sack: UInt8 = 5
     public static let timestamps: UInt8 = 8
+    /// TCP-MD5 signature (RFC 2385), as BGP sessions use.
+    public static let md5Signature: UInt8 = 19
+    /// TCP Authentication Option (RFC 5925), MD5's successor.
+    public static let authentication: UInt8 = 29
 }
 
 /// One option as it sits in the option block: its kind, where it starts (offset in the option
@@ -127,6 +132,8 @@ public struct TCPOptions: Sequence {
             case .sackPermitted: s.sackPermitted = true
             case .timestamps(let v, let e): s.timestamps = TCPTimestamps(value: v, echo: e)
             case .sack(let c): s.sackBlocks = c
+            case .unknown(let kind, _) where kind == TCPOptionKind.md5Signature || kind == TCPOptionKind.authentication:
+                s.signed = true
             default: break
             }
         }
@@ -151,6 +158,9 @@ public struct TCPOptionSummary: Equatable, Sendable {
     public var sackPermitted = false
     public var timestamps: TCPTimestamps?
     public var sackBlocks = 0
+    /// A TCP-MD5 or TCP-AO option is present (any length): the segment is signed with a key
+    /// only the ends know, over its header and payload.
+    public var signed = false
     public var malformed = false
     @inlinable public init() {}
 }

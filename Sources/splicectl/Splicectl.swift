@@ -131,7 +131,7 @@ struct Status: ParsableCommand {
         let modes = f.byMode.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         print("flows: \(f.total) of \(f.capacity)" + (states.isEmpty ? "" : " (\(states)); \(modes)"))
         let ev = f.events
-        print("  created \(ev.created), picked up mid-stream \(ev.pickedUp), expired \(ev.expired), reopened \(ev.reopened), table full \(ev.tableFull), early drops \(ev.earlyDrops), without block \(ev.blocksExhausted)")
+        print("  created \(ev.created), picked up mid-stream \(ev.pickedUp), expired \(ev.expired), reopened \(ev.reopened), table full \(ev.tableFull), early drops \(ev.earlyDrops), without block \(ev.blocksExhausted), signed (TCP-MD5/AO) left alone \(ev.signed)")
         let m = s.memory
         var mem = "memory: entry \(m.entryBytes) B, block \(m.blockBytes) B (\(m.blocksInUse) of \(m.blockCapacity) in use), index \(Format.bytes(UInt64(m.indexBytes)))"
         mem += "; table in use \(Format.bytes(UInt64(m.inUseBytes))), touched \(Format.bytes(UInt64(m.touchedBytes))), reserved \(Format.bytes(UInt64(m.reservedBytes)))"

@@ -84,7 +84,7 @@ struct TCPOptionsTests {
         #expect(withOptions(block) { $0.first(kind: block[0]) } == r.options.first)
     }
 
-    @Test("known kinds with the wrong length, and unknown kinds, are kept as unknown and ignored", arguments: [
+    @Test("known kinds with the wrong length, and unknown kinds, are kept as unknown and ignored (a signature only marks the summary signed)", arguments: [
         [2, 3, 0x05] as [UInt8], [2, 5, 0x05, 0xb4, 0], [2, 2],
         [3, 2], [3, 4, 7, 0],
         [4, 3, 0], [4, 4, 0, 0],
@@ -99,7 +99,9 @@ struct TCPOptionsTests {
         #expect(r.options == [TCPOption(kind: block[0], offset: 0, length: block.count)])
         #expect(r.values == [.unknown(kind: block[0], length: block.count)])
         #expect(withOptions(block) { $0.first(kind: block[0]) } == nil)
-        #expect(withOptions(block) { $0.summary } == TCPOptionSummary())
+        var expected = TCPOptionSummary()
+        expected.signed = block[0] == TCPOptionKind.md5Signature   // recognised, not read (below)
+        #expect(withOptions(block) { $0.summary } == expected)
     }
 
     @Test("a malformed option stops the walk and sets malformed; what came before is still read", arguments: [
@@ -172,6 +174,19 @@ struct TCPOptionsTests {
     func repeated() {
         let s = withOptions([2, 4, 0x05, 0xb4, 2, 4, 0x02, 0x18]) { $0.summary }
         #expect(s.maximumSegmentSize == 536)
+    }
+
+    @Test("a TCP-MD5 or TCP-AO option marks the summary signed, whatever its length; other kinds do not", arguments: [
+        ([1, 1, 19, 18] + [UInt8](repeating: 0xa5, count: 16) + Self.linuxSyn, true),   // MD5, as Linux puts it first
+        (Self.linuxSyn + [29, 16, 7, 7] + [UInt8](repeating: 0x5a, count: 12), true),   // AO after the rest
+        ([19, 6, 0, 0, 0, 0, 1, 1], true),                                                // MD5 of a wrong length
+        (Self.linuxSyn, false),
+        ([30, 4, 0x01, 0x81] + Self.linuxSyn, false),                                     // MPTCP's MP_CAPABLE
+        ([34, 10, 1, 2, 3, 4, 5, 6, 7, 8], false),                                        // a Fast Open cookie
+    ] as [([UInt8], Bool)])
+    func signed(block: [UInt8], signed: Bool) {
+        let s = withOptions(block) { $0.summary }
+        #expect(s.signed == signed && !s.malformed)
     }
 
     // MARK: SYN option encoding

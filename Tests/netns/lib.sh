@@ -836,12 +836,13 @@ xfers_prepare() {
 }
 
 # xfers_servers_start RATE: serve-send (downloads paced at RATE bytes/s each) and
-# serve-recv in the server namespace, on both families.
+# serve-recv in the server namespace, on both families. With XF_MPTCP=1 every socket of the
+# transfers, servers' and clients', is an MPTCP socket (xfer.py --mptcp).
 xfers_servers_start() {
     XF_RATE=$1
-    bg_start xf-serve-send "$NS_S" python3 "$XFER" serve-send --port "$XF_DOWN_PORT" \
+    bg_start xf-serve-send "$NS_S" python3 "$XFER" serve-send ${XF_MPTCP:+--mptcp} --port "$XF_DOWN_PORT" \
         --dir "$XF_DIR/src" --rate "$XF_RATE" --timeout 120
-    bg_start xf-serve-recv "$NS_S" python3 "$XFER" serve-recv --port "$XF_UP_PORT" \
+    bg_start xf-serve-recv "$NS_S" python3 "$XFER" serve-recv ${XF_MPTCP:+--mptcp} --port "$XF_UP_PORT" \
         --out-dir "$XF_DIR/recv" --timeout 120
     wait_port "$NS_S" "$XF_DOWN_PORT"
     wait_port "$NS_S" "$XF_UP_PORT"
@@ -858,10 +859,10 @@ xfers_start() {
         ((XF_IDX[$name] % 2 == 0)) && host=$host2
         rm -f "$XF_DIR/got/$name"
         if [[ "${XF_KIND[$name]}" == down ]]; then
-            bg_start "xf-$name" "$ns" python3 "$XFER" fetch --host "$host" --port "$XF_DOWN_PORT" \
+            bg_start "xf-$name" "$ns" python3 "$XFER" fetch ${XF_MPTCP:+--mptcp} --host "$host" --port "$XF_DOWN_PORT" \
                 --request "$name" --out "$XF_DIR/got/$name" --timeout 120 --deadline 400
         else
-            bg_start "xf-$name" "$ns" python3 "$XFER" push --host "$host" --port "$XF_UP_PORT" \
+            bg_start "xf-$name" "$ns" python3 "$XFER" push ${XF_MPTCP:+--mptcp} --host "$host" --port "$XF_UP_PORT" \
                 --file "$XF_DIR/src/$name" --rate "$XF_RATE" --timeout 120 --deadline 400
         fi
     done

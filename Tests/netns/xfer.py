@@ -16,6 +16,8 @@
   push --host H --port P --file F [--rate BPS]
       connect, send F, half-close, wait for the server to close, print SHA-256.
   (fetch and push: --cc NAME sets the socket's congestion control.)
+  (every command: --mptcp opens IPPROTO_MPTCP sockets; fetch and push then print
+  "MPTCP=yes|no" before their result: whether the connection stayed MPTCP or fell back.)
 
 Servers listen on [::] dual-stack (IPv4 and IPv6) unless --bind is given.
 Result lines are "SHA256=<hex> BYTES=<n> SECONDS=<t>" (clients) and
@@ -104,14 +106,29 @@ def recv_to_file(sock, path, deadline=None):
     return h.hexdigest(), total
 
 
-def listen(bind, port):
+IPPROTO_MPTCP = 262
+SOL_MPTCP = 284
+MPTCP_INFO = 1
+
+
+def mptcp_in_use(s):
+    """Whether an MPTCP socket's connection is still MPTCP: MPTCP_INFO answers with some
+    bytes; after a fallback to TCP it answers with none, or fails."""
+    try:
+        return len(s.getsockopt(SOL_MPTCP, MPTCP_INFO, 256)) > 0
+    except OSError:
+        return False
+
+
+def listen(bind, port, mptcp=False):
+    proto = IPPROTO_MPTCP if mptcp else 0
     if bind:
         fam = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
+        s = socket.socket(fam, socket.SOCK_STREAM, proto)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((bind, port))
     else:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, proto)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         s.bind(("::", port))
@@ -130,7 +147,7 @@ def peer_str(addr):
 
 
 def serve(args, handler):
-    srv = listen(args.bind, args.port)
+    srv = listen(args.bind, args.port, args.mptcp)
     n = 0
     threads = []
     while args.count == 0 or n < args.count:
@@ -213,7 +230,8 @@ def connect(args):
     start = time.monotonic()
     while True:
         try:
-            s = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM,
+                              IPPROTO_MPTCP if args.mptcp else 0)
             if args.cc:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.cc.encode("ascii"))
             s.settimeout(args.timeout)
@@ -245,6 +263,8 @@ def cmd_fetch(args):
     except (OSError, TimeoutError) as e:
         sys.exit("xfer: fetch from %s port %d failed: %s" % (args.host, args.port, e))
     finally:
+        if args.mptcp:
+            log("MPTCP=%s" % ("yes" if mptcp_in_use(s) else "no"))
         s.close()
     log("SHA256=%s BYTES=%d SECONDS=%.2f" % (digest, total, time.monotonic() - t0))
 
@@ -263,6 +283,8 @@ def cmd_push(args):
     except (OSError, TimeoutError) as e:
         sys.exit("xfer: push to %s port %d failed: %s" % (args.host, args.port, e))
     finally:
+        if args.mptcp:
+            log("MPTCP=%s" % ("yes" if mptcp_in_use(s) else "no"))
         s.close()
     log("SHA256=%s BYTES=%d SECONDS=%.2f" % (digest, total, time.monotonic() - t0))
 
@@ -275,6 +297,7 @@ def main():
         sp.add_argument("--port", type=int, required=True)
         sp.add_argument("--timeout", type=float, default=30.0,
                         help="idle timeout of socket operations, seconds [30]")
+        sp.add_argument("--mptcp", action="store_true", help="IPPROTO_MPTCP sockets")
         if server:
             sp.add_argument("--bind", default="", help="address to bind [:: dual-stack]")
             sp.add_argument("--count", type=int, default=0,

@@ -8,6 +8,13 @@ extension Engine {
     func claimForProxy(_ e: UInt32, syn: TCPHeader, block b: UnsafeMutablePointer<ConnectionBlock>) {
         let entry = table[e]
         guard policy.claims(client: entry.addressA, server: entry.addressB, serverPort: entry.portB) else { return }
+        if b.pointee.ends.original.options.signed {
+            // Every segment is signed over its header and payload with a key only the ends
+            // hold: the proxy could not answer one, and a rewrite would fail the check.
+            table[e].reason = .signed
+            counters.flows.signed &+= 1
+            return
+        }
         if spliceAtOnce(e, block: b) { return }
         guard activeProxy != 0 else {
             table[e].reason = .noProxy
