@@ -127,6 +127,16 @@ public struct TCPHeader {
         flags = value
         checksum = Checksum.update(checksum, old: old, new: bytes.be16(Field.dataOffset))
     }
+    @inlinable public func updateUrgentPointer(_ value: UInt16) {
+        checksum = Checksum.update(checksum, old: urgentPointer, new: value)
+        urgentPointer = value
+    }
+    /// Takes the urgent mark off (the URG flag, the pointer zeroed): the urgent byte is then
+    /// an ordinary byte of the stream (RFC 9293 3.8.5: the mark is advisory, the data in line).
+    @inlinable public func clearUrgent() {
+        updateFlags(flags.subtracting(.urg))
+        updateUrgentPointer(0)
+    }
     /// Adjusts the checksum field for a pseudo-header address change (an IPv4 address is one
     /// 32-bit word of the pseudo-header).
     @inlinable public func updateChecksumForPseudoHeader(old: UInt32, new: UInt32) {

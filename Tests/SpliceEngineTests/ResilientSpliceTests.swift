@@ -478,6 +478,29 @@ struct ResilientSpliceTests {
         #expect(h.engine.counters.resilient.acksSuppressed == 1)
     }
 
+    @Test("an end's urgent data reaches the proxy's socket in line: URG and the pointer off, the bytes and the rest of the translation as ever",
+          arguments: [false, true])
+    func urgentDataInLine(fromServer: Bool) {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        var s = TCPPacketSpec(source: fromServer ? c.server : c.client, destination: fromServer ? c.client : c.server,
+                              sourcePort: fromServer ? c.serverPort : c.clientPort,
+                              destinationPort: fromServer ? c.clientPort : c.serverPort,
+                              sequenceNumber: fromServer ? c.serverISN + 1 : c.clientISN + 1,
+                              acknowledgmentNumber: fromServer ? c.clientISN + 1 : c.serverISN + 1,
+                              flags: [.ack, .psh, .urg], window: 500, payload: Array("IAC DM".utf8))
+        s.urgentPointer = 6
+        let (v, out) = h.feed(s.bytes())
+        #expect(v.action == .repeatHook && h.valid(out))
+        let o = h.spec(out)
+        #expect(o.flags == [.ack, .psh] && o.urgentPointer == 0 && o.payload == Array("IAC DM".utf8))
+        #expect(o.sequenceNumber == s.sequenceNumber)
+        // The acknowledgement goes into the receiving socket's space, as for any segment.
+        #expect(o.acknowledgmentNumber == (fromServer ? h.proxyUpISN + 1 : h.proxyDownISN + 1))
+        #expect(h.engine.counters.resilient.urgentToProxy == 1)
+    }
+
     @Test("an end's keepalive probe (SND.UNA - 1) gets the proxy's answer, though it repeats the last ACK")
     func keepaliveProbeAnswered() {
         let h = ResilientHarness()

@@ -1127,7 +1127,9 @@ proxy_kill_now() {
     local rc=0
     bg_kill splice-proxy KILL || rc=$?
     [[ $rc -eq 137 ]] || fail "splice-proxy exited with $rc after SIGKILL, expected 137"
-    log "splice-proxy (pid $PROXY_PID) killed with SIGKILL at progress $(xfers_progress_permille | tr ' ' /) per mille"
+    local at=""
+    ((${#XF_NAMES[@]} == 0)) || at=" at progress $(xfers_progress_permille | tr ' ' /) per mille"
+    log "splice-proxy (pid $PROXY_PID) killed with SIGKILL$at"
 }
 
 # proxy_killed_midway: once every transfer is a third of the way (all still running),

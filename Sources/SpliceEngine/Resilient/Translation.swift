@@ -16,6 +16,15 @@ extension Engine {
         // the sender must get that answer (RFC 9293 3.10.7.4): unanswered, its keepalive ends
         // an idle connection, and a sender facing a zero window times out without ACKs.
         if tcp.sequenceNumber < side.ownAck { b.pointee.resilient.proxy[d.opposite].answerOwed = true }
+        if tcp.flags.contains(.urg) {
+            // Urgent data (Telnet's Synch, FTP's ABOR): a socket that reads without
+            // SO_OOBINLINE takes the urgent byte out of the stream, and splice(2) stops before
+            // it as at the stream's end; either way the proxy would relay one byte less than
+            // the end sent, and every number the engine maps after it would be one off. The
+            // proxy's socket gets it as an ordinary byte; the mark itself does not cross.
+            tcp.clearUrgent()
+            counters.resilient.urgentToProxy &+= 1
+        }
         let back = side.seqDelta.inverse
         if tcp.flags.contains(.ack) {
             tcp.updateAcknowledgmentNumber(tcp.acknowledgmentNumber + back)
