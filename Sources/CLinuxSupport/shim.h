@@ -62,6 +62,13 @@ static inline int tcpsplice_outq(int fd) {
     return ioctl(fd, 0x5411 /* SIOCOUTQ = TIOCOUTQ */, &n) == 0 ? n : -1;
 }
 
+/// 1 when a TCP socket's next byte to read is the urgent one (SIOCATMARK), 0 when not, -1 on
+/// error.
+static inline int tcpsplice_at_mark(int fd) {
+    int n = 0;
+    return ioctl(fd, 0x8905 /* SIOCATMARK */, &n) == 0 ? n : -1;
+}
+
 /// The MSS the peer of a connected TCP socket allows (its SYN's MSS option, when it binds the
 /// send size: the current send MSS plus the timestamps option the kernel took off it); 0 on
 /// error.

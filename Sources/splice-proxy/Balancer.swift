@@ -38,7 +38,7 @@ extension Relay {
     /// A listener on a service address: an ordinary socket, carrying the balancer mark (its
     /// connections' packets are queued to the engine, fail-open).
     func listenService(_ s: Service, index: Int) throws {
-        let fd = socket(s.address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = Relay.streamSocket(s.address.family)
         guard fd >= 0 else { throw RelayError("socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -73,7 +73,7 @@ extension Relay {
             close(down)
             return
         }
-        let up = socket(client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let up = Relay.streamSocket(client.family)
         guard up >= 0, (try? setBalancerMark(up)) != nil else {
             if up >= 0 { close(up) }
             abortSocket(down)
@@ -353,7 +353,7 @@ extension Relay {
     /// A new socket (the balancer mark, TCP_NODELAY) takes the up socket's descriptor; the old
     /// one is closed as the kernel closes any socket. Not connected yet.
     private func freshBackendSocket(_ c: Connection) -> Bool {
-        let fresh = socket(c.client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fresh = Relay.streamSocket(c.client.family)
         guard fresh >= 0 else { return false }
         var one: Int32 = 1
         setsockopt(fresh, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))

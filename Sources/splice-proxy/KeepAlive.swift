@@ -298,7 +298,7 @@ extension Relay {
     /// goes silently (it is in repair mode) when the new one takes its descriptor.
     private func takeOver(_ fd: Int32, local: SocketAddress, peer: SocketAddress, state: tcpsplice_tcp_state,
                           send: UInt32, receive: UInt32) -> Bool {
-        let fresh = socket(peer.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fresh = Relay.streamSocket(peer.family)
         guard fresh >= 0 else { return false }
         guard (try? setBalancerMark(fresh)) != nil else { close(fresh); return false }
         var one: Int32 = 1

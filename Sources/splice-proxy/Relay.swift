@@ -307,7 +307,7 @@ final class Relay {
     deinit { peekBuffer.deallocate() }
 
     private func listen(family: Int32) throws {
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = Relay.streamSocket(family)
         guard fd >= 0 else { throw RelayError("socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -328,6 +328,19 @@ final class Relay {
         guard Glibc.listen(fd, Relay.backlog) == 0 else { throw RelayError("listen: \(String(cString: strerror(errno)))") }
         listeners.append(fd)
         watch(fd, events: UInt32(EPOLLIN.rawValue), add: true)
+    }
+
+    /// A non-blocking stream socket for a listener or a connection of the relay, with urgent
+    /// data kept in line (SO_OOBINLINE; an accepted socket takes it from its listener): without
+    /// it the kernel takes an urgent byte out of the stream and the relay would lose it. Where
+    /// splice(2) stops before such a byte, `pump` reads it as an ordinary one.
+    static func streamSocket(_ family: Int32) -> Int32 {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd >= 0 {
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        return fd
     }
 
     func setTransparent(_ fd: Int32, family: Int32) throws {
@@ -495,7 +508,7 @@ final class Relay {
             close(down)
             return
         }
-        let up = socket(client.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let up = Relay.streamSocket(client.family)
         guard up >= 0 else { abortSocket(down); return }
         var one: Int32 = 1
         setsockopt(up, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -653,6 +666,20 @@ final class Relay {
         return n < 0 && (errno == EAGAIN || errno == EINTR) ? .wait : .failed
     }
 
+    /// True when the socket's next byte is an urgent one (SIOCATMARK).
+    static func atUrgentMark(_ fd: Int32) -> Bool { tcpsplice_at_mark(fd) == 1 }
+
+    /// Reads the urgent byte the socket is at (in line) into the empty pipe: 1, or -1 with
+    /// errno set (the connection then fails rather than lose the byte).
+    static func urgentByteToPipe(_ source: Int32, _ pipe: Int32) -> Int {
+        var byte: UInt8 = 0
+        let r = recv(source, &byte, 1, Int32(MSG_DONTWAIT))
+        guard r == 1 else { return r < 0 ? -1 : 0 }
+        if write(pipe, &byte, 1) == 1 { return 1 }
+        if errno == EAGAIN { errno = EIO }   // not to be taken for "nothing now"
+        return -1
+    }
+
     /// Moves what it can; false on a connection error.
     private func pump(_ d: inout Direction, connected: Bool, connection c: Connection) -> Bool {
         let flags = TCPSPLICE_SPLICE_F_MOVE | TCPSPLICE_SPLICE_F_NONBLOCK
@@ -707,7 +734,21 @@ final class Relay {
                     break
                 }
                 guard let p = d.pipe else { break }
-                n = tcpsplice_splice(d.source, p.write, min(p.capacity - d.inPipe, d.readRoom), flags)
+                var got = tcpsplice_splice(d.source, p.write, min(p.capacity - d.inPipe, d.readRoom), flags)
+                if got <= 0 && (got == 0 || errno == EAGAIN) && Relay.atUrgentMark(d.source) {
+                    // Neither the end nor nothing to read: splice stops before an urgent byte
+                    // (in line, SO_OOBINLINE) and says EAGAIN, or 0 when blocking, while the
+                    // socket stays readable. The byte joins the stream behind what the pipe
+                    // holds, as an ordinary one; with the pipe not empty that goes first (the
+                    // pipe may have no slot left).
+                    if d.inPipe > 0 {
+                        sourceIdle = true
+                        continue pumping
+                    }
+                    got = Relay.urgentByteToPipe(d.source, p.write)
+                    logger.debug("urgent byte relayed in line (#\(c.id))")
+                }
+                n = got
                 read = true
                 if n > 0 { d.inPipe += n; d.bytesRead += UInt64(n) }
                 if n < 0 && errno == EAGAIN && d.inPipe > 0 {
