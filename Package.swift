@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "SpliceCounters", swiftSettings: strict),
         .target(name: "SpliceEngine", dependencies: ["SpliceWire", "SpliceCounters", "SpliceRules"], swiftSettings: strict),
         .target(name: "SpliceRules", dependencies: ["SpliceWire"], swiftSettings: strict),
-        .target(name: "SpliceControlProtocol", dependencies: ["SpliceCounters", "SpliceRules"], swiftSettings: strict),
+        .target(name: "SpliceControlProtocol", dependencies: ["SpliceWire", "SpliceCounters", "SpliceRules"], swiftSettings: strict),
         .target(name: "SpliceDaemonCore", dependencies: ["SpliceEngine", "SpliceControlProtocol", "SpliceRules"], swiftSettings: strict),
         .target(
             name: "SpliceKernel",

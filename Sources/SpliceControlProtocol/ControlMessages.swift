@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SpliceWire
 @_exported import SpliceCounters
 @_exported import SpliceRules
 
@@ -135,38 +136,21 @@ public struct ControlRequest: Codable, Sendable, Equatable {
 /// Which flows go through the proxy (resilient mode); everything else stays in bypass.
 public struct PolicyConfig: Codable, Sendable, Equatable {
     public var enabled: Bool
-    /// Server ports claimed, 1-65535. An enabled policy names at least one (an empty list
-    /// would claim every port: the daemon refuses it); a disabled one may have none.
-    public var ports: [UInt16]
+    /// Server ports and port ranges claimed, 1-65535 (in JSON a port is a number, a range the
+    /// string "A:B"). An enabled policy names at least one (an empty list would claim every
+    /// port: the daemon refuses it; "1:65535" says so); a disabled one may have none. A port
+    /// past 65535 is refused by name when decoded (PortRange); port 0, an enabled policy
+    /// without ports and the prefixes are SplicePolicy(validating:)'s to refuse.
+    public var ports: [PortRange]
     /// Server prefixes claimed (empty: any), e.g. "10.0.0.0/8", "2001:db8::/32".
     public var servers: [String]
     /// Client prefixes claimed (empty: any).
     public var clients: [String]
-    public init(enabled: Bool, ports: [UInt16] = [], servers: [String] = [], clients: [String] = []) {
+    public init(enabled: Bool, ports: [PortRange] = [], servers: [String] = [], clients: [String] = []) {
         self.enabled = enabled
         self.ports = ports
         self.servers = servers
         self.clients = clients
-    }
-
-    private enum CodingKeys: String, CodingKey { case enabled, ports, servers, clients }
-
-    /// Decoded by hand for the one check the types make badly: a port past 65535 (or not a
-    /// whole number) is refused by name, not as "data corrupted ... not valid JSON". The rest
-    /// (port 0, an enabled policy without ports, the prefixes) is SplicePolicy(validating:).
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        enabled = try c.decode(Bool.self, forKey: .enabled)
-        ports = try c.decode([Double].self, forKey: .ports).map { n in
-            guard n >= 0, n <= 65535, n == n.rounded(.towardZero) else {
-                let shown = n == n.rounded(.towardZero) && abs(n) < 1e15 ? String(Int64(n)) : String(n)
-                throw DecodingError.dataCorruptedError(forKey: .ports, in: c,
-                                                       debugDescription: "port \(shown) is out of range (ports are 1-65535)")
-            }
-            return UInt16(n)
-        }
-        servers = try c.decode([String].self, forKey: .servers)
-        clients = try c.decode([String].self, forKey: .clients)
     }
 }
 

@@ -106,7 +106,7 @@ extension FlowRecord {
 
 extension PolicyConfig {
     public init(_ p: SplicePolicy) {
-        self.init(enabled: p.enabled, ports: p.ports.sorted(), servers: p.servers.map(\.description),
+        self.init(enabled: p.enabled, ports: p.ports.ranges, servers: p.servers.map(\.description),
                   clients: p.clients.map(\.description))
     }
 }

@@ -4,13 +4,13 @@ import SpliceWire
 /// destination port is one of `ports` (empty: any), its server is in one of `servers` (empty:
 /// any) and its client in one of `clients` (empty: any). Everything else stays in bypass.
 public struct SplicePolicy: Sendable, Equatable {
-    public var ports: Set<UInt16>
+    public var ports: PortSet
     public var servers: [IPPrefix]
     public var clients: [IPPrefix]
     /// When false, no flow is claimed (the daemon runs in bypass only).
     public var enabled: Bool
 
-    public init(ports: Set<UInt16> = [], servers: [IPPrefix] = [], clients: [IPPrefix] = [], enabled: Bool = false) {
+    public init(ports: PortSet = [], servers: [IPPrefix] = [], clients: [IPPrefix] = [], enabled: Bool = false) {
         self.ports = ports
         self.servers = servers
         self.clients = clients
@@ -38,29 +38,25 @@ public struct SplicePolicyError: Error, CustomStringConvertible, Sendable, Equat
 /// The one validation of a policy, used by `spliced --proxy-ports/--proxy-servers/--proxy-clients`,
 /// by `splicectl policy` before it sends anything, and by the daemon for a `set-policy` request.
 extension SplicePolicy {
-    /// A comma-separated list of server ports ("80,443"; blanks around an element are allowed).
-    /// Refused: an empty list, an empty element ("80,,443", "80,"), anything not a decimal
-    /// number, 0, and numbers above 65535. Duplicates are kept (the policy holds a set).
-    public static func parsePorts(_ text: String) throws(SplicePolicyError) -> [UInt16] {
+    /// A comma-separated list of server ports and port ranges ("80,443,8000:8999"; blanks
+    /// around an element are allowed; every port is "1:65535"). Refused: an empty list, an empty
+    /// element ("80,,443", "80,"), anything not a decimal number or a range A:B with A below B,
+    /// 0, and numbers above 65535. Overlaps are kept (the policy holds a set).
+    public static func parsePorts(_ text: String) throws(SplicePolicyError) -> [PortRange] {
         let elements = text.split(separator: ",", omittingEmptySubsequences: false)
             .map { $0.trimmingWhitespace() }
         if elements.allSatisfy(\.isEmpty) {
-            throw SplicePolicyError("an empty list of ports: give at least one port (1-65535)")
+            throw SplicePolicyError("an empty list of ports: give at least one port (1-65535) or range (A:B)")
         }
-        var ports: [UInt16] = []
+        var ports: [PortRange] = []
         for (i, e) in elements.enumerated() {
             guard !e.isEmpty else {
                 throw SplicePolicyError("an empty element (number \(i + 1)) in the list of ports '\(text)'")
             }
-            let digits = e.first == "-" ? e.dropFirst() : e
-            guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else {
-                throw SplicePolicyError("not a port number: '\(e)' (ports are 1-65535)")
+            switch PortRange.parse(e) {
+            case .success(let r): ports.append(r)
+            case .failure(let error): throw SplicePolicyError(error.description)
             }
-            // Int(_:) is nil past Int.max: out of range too.
-            guard let n = Int(e), n >= 1, n <= 65535 else {
-                throw SplicePolicyError("port \(e) is out of range (ports are 1-65535)")
-            }
-            ports.append(UInt16(n))
         }
         return ports
     }
@@ -94,14 +90,14 @@ extension SplicePolicy {
     /// port above 65535 cannot be a UInt16: the JSON decoder refuses it), an enabled policy
     /// names at least one port (an empty list would claim every port), and every server and
     /// client is an address prefix.
-    public init(validating enabled: Bool, ports: [UInt16], servers: [String], clients: [String]) throws(SplicePolicyError) {
-        if ports.contains(0) { throw SplicePolicyError("port 0 cannot be claimed (ports are 1-65535)") }
+    public init(validating enabled: Bool, ports: [PortRange], servers: [String], clients: [String]) throws(SplicePolicyError) {
+        if ports.contains(where: { $0.first == 0 }) { throw SplicePolicyError("port 0 cannot be claimed (ports are 1-65535)") }
         if enabled && ports.isEmpty {
             throw SplicePolicyError("an enabled policy needs at least one port (an empty list of ports would claim every port)")
         }
         let servers = try SplicePolicy.prefixes(servers.map { Substring($0).trimmingWhitespace() }, what: "servers")
         let clients = try SplicePolicy.prefixes(clients.map { Substring($0).trimmingWhitespace() }, what: "clients")
-        self.init(ports: Set(ports), servers: servers, clients: clients, enabled: enabled)
+        self.init(ports: PortSet(ports), servers: servers, clients: clients, enabled: enabled)
     }
 }
 

@@ -220,7 +220,7 @@ struct Policy: ParsableCommand {
     @Flag(name: .long, help: "Keep every new flow in bypass.")
     var disable = false
     // .unconditional: "--ports -5" is an out-of-range port, not a missing value.
-    @Option(name: .long, parsing: .unconditional, help: "Server ports claimed, comma separated (1-65535).")
+    @Option(name: .long, parsing: .unconditional, help: "Server ports claimed, comma separated (1-65535); ranges A:B (every port: 1:65535).")
     var ports: String?
     @Option(name: .long, help: "Server prefixes claimed, comma separated.")
     var servers: String?
@@ -234,7 +234,7 @@ struct Policy: ParsableCommand {
         _ = try parsed()
     }
 
-    func parsed() throws -> (ports: [UInt16]?, servers: [IPPrefix]?, clients: [IPPrefix]?) {
+    func parsed() throws -> (ports: [PortRange]?, servers: [IPPrefix]?, clients: [IPPrefix]?) {
         func checked<T>(_ option: String, _ parse: () throws(SplicePolicyError) -> T) throws -> T {
             do { return try parse() } catch { throw ValidationError("\(option): \(error)") }
         }
@@ -247,7 +247,7 @@ struct Policy: ParsableCommand {
 
     static func describe(_ p: PolicyConfig) -> String {
         guard p.enabled else { return "disabled (every new flow in bypass)" }
-        let ports = p.ports.isEmpty ? "any port" : "ports " + p.ports.map(String.init).joined(separator: ",")
+        let ports = p.ports.isEmpty ? "any port" : "ports " + p.ports.map(\.description).joined(separator: ",")
         let servers = p.servers.isEmpty ? "any server" : "servers " + p.servers.joined(separator: ",")
         let clients = p.clients.isEmpty ? "any client" : "clients " + p.clients.joined(separator: ",")
         return "through the proxy: \(ports), \(servers), \(clients)"

@@ -7,6 +7,7 @@ import Logging
 import SpliceControlProtocol
 import SpliceDaemonCore
 import SpliceEngine
+import SpliceWire
 
 /// What the daemon was told to do, validated.
 struct DaemonConfiguration: Sendable {
@@ -125,7 +126,7 @@ struct SplicedCommand: ParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Server ports whose new flows go through the proxy (resilient mode), comma separated. Without it, every flow stays in bypass.", valueName: "ports"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Server ports whose new flows go through the proxy (resilient mode), comma separated; ranges A:B (every port: 1:65535). Without it, every flow stays in bypass.", valueName: "ports"))
     var proxyPorts: String?
 
     @Option(name: .long, help: ArgumentHelp("Only servers in these prefixes go through the proxy (comma separated).", valueName: "prefixes"))
@@ -218,7 +219,7 @@ struct SplicedCommand: ParsableCommand {
         let clients = try checked("--proxy-clients") { () throws(SplicePolicyError) in
             try SplicePolicy.parsePrefixes(proxyClients ?? "", what: "clients")
         }
-        return SplicePolicy(ports: Set(ports), servers: servers, clients: clients, enabled: true)
+        return SplicePolicy(ports: PortSet(ports), servers: servers, clients: clients, enabled: true)
     }
 
     /// The rule set of `--rules`, checked; the error names the file and the problem.

@@ -82,4 +82,24 @@ struct StatusReportTests {
         #expect(PolicyConfig(p) == PolicyConfig(enabled: true, ports: [80, 443], servers: ["10.0.2.0/24"], clients: []))
         #expect(throws: (any Error).self) { try SplicePolicy(PolicyConfig(enabled: true, ports: [0], servers: [], clients: [])) }
     }
+
+    @Test("a policy's ports in JSON: single ports as numbers, ranges as \"A:B\", adjacent ports merged; bad ones named")
+    func policyPortsJSON() throws {
+        let json = #"{"enabled":true,"ports":[443,"8000:8999",80,81],"servers":[],"clients":[]}"#
+        let c = try JSONDecoder().decode(PolicyConfig.self, from: Data(json.utf8))
+        #expect(c.ports == [443, PortRange(8000, 8999), 80, 81])
+        let back = PolicyConfig(try SplicePolicy(c))
+        #expect(back.ports == [PortRange(80, 81), 443, PortRange(8000, 8999)])
+        let encoded = String(decoding: try JSONEncoder().encode(back), as: UTF8.self)
+        #expect(encoded.contains(#""ports":["80:81",443,"8000:8999"]"#), "\(encoded)")
+        for (bad, says) in [(#"[70000]"#, "70000"), (#"["9:3"]"#, "below"), (#"["http"]"#, "not a port"), (#"[80.5]"#, "80.5")] {
+            let text = #"{"enabled":true,"ports":"# + bad + #","servers":[],"clients":[]}"#
+            do {
+                _ = try JSONDecoder().decode(PolicyConfig.self, from: Data(text.utf8))
+                Issue.record("\(bad) was accepted")
+            } catch {
+                #expect("\(error)".contains(says), "\(bad): \(error)")
+            }
+        }
+    }
 }

@@ -50,6 +50,31 @@ struct SplicePolicyValidationTests {
         #expect(e?.contains("not a port number") == true, "\(e ?? "")")
     }
 
+    @Test("ranges A:B parse beside single ports; every port is 1:65535")
+    func portRanges() throws {
+        #expect(try SplicePolicy.parsePorts("80,8000:8999") == [80, PortRange(8000, 8999)])
+        #expect(try SplicePolicy.parsePorts(" 1:65535 ") == [PortRange(1, 65535)])
+        let every = PortSet(try SplicePolicy.parsePorts("1:65535"))
+        #expect(every.contains(1) && every.contains(65535) && !every.contains(0) && every.ranges == [PortRange(1, 65535)])
+        let some = PortSet(try SplicePolicy.parsePorts("443,80,81,82,1000:1002,1001"))
+        #expect(some.ranges == [PortRange(80, 82), 443, PortRange(1000, 1002)])
+        #expect(some.contains(81) && !some.contains(83) && !some.contains(999) && some.contains(1002))
+        #expect(PortSet().ranges.isEmpty && !PortSet().contains(80))
+        let p = try SplicePolicy(validating: true, ports: [PortRange(5000, 5010)], servers: [], clients: [])
+        let any = IPAddress("10.0.0.1")!
+        #expect(p.claims(client: any, server: any, serverPort: 5005) && !p.claims(client: any, server: any, serverPort: 5011))
+    }
+
+    @Test("a bad range is refused and named", arguments: [
+        ("5:3", "below"), ("80:80", "below"), ("1:70000", "out of range"), ("0:80", "out of range"),
+        ("a:b", "not a port range"), ("1:2:3", "not a port or a range"), (":80", "not a port range"),
+        ("80:", "not a port range"), ("80-90", "not a port number"),
+    ])
+    func badRange(_ text: String, _ says: String) {
+        let e = portsError(text)
+        #expect(e?.contains(says) == true, "'\(text)': \(e ?? "accepted")")
+    }
+
     @Test("prefixes: an empty string is any; bad prefixes and empty elements are refused")
     func prefixes() throws {
         #expect(try SplicePolicy.parsePrefixes("", what: "servers").isEmpty)

@@ -19,6 +19,8 @@
 #   -- splice-proxy P2 registers (another id)
 #   G  5001                                  resilient / policy, proxy P2
 #   -- C and E still bypass / proxy-died (a new proxy takes new flows only)
+#   -- splicectl policy --ports 5002:5010 (a range; `policy` shows it so)
+#   H  5003                                  resilient / policy, proxy P2; B unchanged
 # Every download completes byte-exact.
 # shellcheck source=Tests/netns/lib.sh disable=SC2119
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,7 +37,7 @@ resilient_spliced_start "$CLAIMED"
 SRC="$TEST_TMP/src"
 mkdir -p "$SRC" "$TEST_TMP/got"
 declare -A WANT=() PORT_OF=()
-for n in A B C D E F G; do
+for n in A B C D E F G H; do
     make_random_file "$SRC/$n" 4
     WANT[$n]=$(sha256_of "$SRC/$n")
 done
@@ -113,11 +115,19 @@ expect G resilient policy "$P2"
 expect C bypass proxy-died
 expect E bypass proxy-died
 
-for n in A B C D E F G; do
+splicectl policy --ports 5002:5010 >/dev/null || fail "splicectl policy --ports 5002:5010 failed"
+shown=$(splicectl policy) || fail "splicectl policy failed"
+[[ "$shown" == *"ports 5002:5010,"* ]] || fail "the policy does not show the range: $shown"
+log "policy: $shown"
+fetch H "$UNCLAIMED"
+expect H resilient policy "$P2"
+expect B bypass no-policy
+
+for n in A B C D E F G H; do
     bg_wait "fetch-$n" 120 || fail "download $n failed (see fetch-$n.log)"
     got=$(sha256_of "$TEST_TMP/got/$n")
     [[ "$got" == "${WANT[$n]}" ]] || fail "download $n differs: sha256 $got, want ${WANT[$n]}"
 done
-log "all 7 downloads byte-exact"
+log "all 8 downloads byte-exact"
 expect G resilient policy "$P2"
 log "PASS"

@@ -66,6 +66,8 @@ policy_usage_errors() {
     expect_usage "--ports -5" "--ports.*-5.*out of range" "$CTL" --socket "$sock" policy --ports -5
     expect_usage "--ports=-5" "--ports.*-5.*out of range" "$CTL" --socket "$sock" policy --ports=-5
     expect_usage "--ports http" "--ports.*not a port number.*http" "$CTL" --socket "$sock" policy --ports http
+    expect_usage "--ports 90:80" "--ports.*90:80.*first port must be below" "$CTL" --socket "$sock" policy --ports 90:80
+    expect_usage "--ports 80:x" "--ports.*not a port range.*80:x" "$CTL" --socket "$sock" policy --ports 80:x
     expect_usage "--servers 10.0.0.0/33" "--servers.*10\.0\.0\.0/33" "$CTL" --socket "$sock" policy --ports 80 --servers 10.0.0.0/33
     expect_usage "--servers garbage" "--servers.*garbage" "$CTL" --socket "$sock" policy --servers garbage
     expect_usage "--clients 10.0.0.0/8,,10.1.0.0/16" "--clients.*empty element" "$CTL" --socket "$sock" policy --clients 10.0.0.0/8,,10.1.0.0/16
@@ -234,6 +236,7 @@ PYEOF
 for case in '{"enabled":true,"ports":[],"servers":[],"clients":[]}|at least one port|empty list' \
             '{"enabled":true,"ports":[80,0],"servers":[],"clients":[]}|port 0' \
             '{"enabled":true,"ports":[70000],"servers":[],"clients":[]}|70000|UInt16' \
+            '{"enabled":true,"ports":["443:80"],"servers":[],"clients":[]}|443:80.*below' \
             '{"enabled":true,"ports":[80],"servers":["10.0.0.0/33"],"clients":[]}|10\.0\.0\.0/33' \
             '{"enabled":true,"ports":[80],"servers":[],"clients":[""]}|empty|prefix'; do
     bad=${case%%|*} re=${case#*|}

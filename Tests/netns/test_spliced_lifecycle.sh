@@ -68,6 +68,8 @@ usage_error "--proxy-ports.*empty element" --proxy-ports 80,,443 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*0.*out of range" --proxy-ports 80,0 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*65536.*out of range" --proxy-ports 65536 "${BADSOCK[@]}"
 usage_error "--proxy-ports.*-5.*out of range" --proxy-ports -5 "${BADSOCK[@]}"
+usage_error "--proxy-ports.*9000:8000.*first port must be below" --proxy-ports 80,9000:8000 "${BADSOCK[@]}"
+usage_error "--proxy-ports.*70000.*out of range" --proxy-ports 1:70000 "${BADSOCK[@]}"
 usage_error "--proxy-servers.*10\.0\.0\.0/33" --proxy-ports 80 --proxy-servers 10.0.0.0/33 "${BADSOCK[@]}"
 usage_error "--proxy-clients.*garbage" --proxy-ports 80 --proxy-clients garbage "${BADSOCK[@]}"
 # A rules file that cannot be used: named, with the problem (the rule and its field, or the
