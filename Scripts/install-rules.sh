@@ -48,7 +48,8 @@ Options:
                        fail-closed in raw OUTPUT, adds the policy routing for
                        local transparent sockets, turns early demux off and
                        loosens strict rp_filter, turns TCP timestamps on
-                       if they are off (saved, restored on removal)
+                       if they are off and has this host ask for ECN
+                       (tcp_ecn 2 -> 1) (saved, restored on removal)
   --proxy-mark MARK    mark the engine sets on packets for the proxy   [0x5a5b]
   --local-mark MARK    mark of packets for local transparent sockets   [0x5a5c]
   --splice-mark MARK   mark the engine sets on a spliced flow's packet; saved
@@ -535,7 +536,7 @@ if ((DRY_RUN)); then
         fi
     done
     if [[ -n "$TPROXY_PORT" ]]; then
-        echo "### sysctl net.ipv4.tcp_early_demux=0 net.ipv4.ip_early_demux=0; rp_filter 1 -> 2; tcp_timestamps 0 -> 1 (saved in $(state_file))"
+        echo "### sysctl net.ipv4.tcp_early_demux=0 net.ipv4.ip_early_demux=0; rp_filter 1 -> 2; tcp_timestamps 0 -> 1; tcp_ecn 2 -> 1 (saved in $(state_file))"
     fi
     exit 0
 fi
@@ -640,6 +641,14 @@ install_sysctls() {
             set_saved net.ipv4.tcp_timestamps 1
             TIMESTAMPS_NOTE=" (this host's net.ipv4.tcp_timestamps was 0: set to 1, restored on removal)"
         fi
+        # The proxy's socket facing the server asks for ECN only with tcp_ecn=1 (the default
+        # 2 accepts ECN and never asks): spliced answers that SYN with ECN only where the ends
+        # set it up, so the servers' congestion marks keep being echoed while the proxy is in
+        # the path. 0 (ECN off on this host) is left as it is.
+        if [[ "$(sysctl -n net.ipv4.tcp_ecn 2>/dev/null)" == 2 ]]; then
+            set_saved net.ipv4.tcp_ecn 1
+            ECN_NOTE="; TCP ECN asked for (net.ipv4.tcp_ecn 2 -> 1, restored on removal)"
+        fi
     fi
     if [[ -n "$SERVICES" ]]; then
         # A joined packet arrives with a source address of this host (the service address,
@@ -669,5 +678,5 @@ if [[ -n "$TPROXY_PORT" ]]; then
     if [[ -z "$PROXY_QUEUE_ARG" ]]; then
         note "warning: no --proxy-queue: the proxy's packets share the ends' queue, which spliced binds fail-open (a full queue would let them out untranslated); give them a queue of their own (--proxy-queue N, and spliced --proxy-queue N)"
     fi
-    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE, handshakes leaving $SYN_NOTE; early demux off${TIMESTAMPS_NOTE:-}"
+    note "resilient mode: TPROXY to port $TPROXY_PORT, the proxy's packets on ${PROXY_QUEUE_SPEC#--}${PROXY_REPLY_QUEUE_ARG:+ and ${PROXY_REPLY_QUEUE_SPEC#--}} (no bypass), proxy mark $PROXY_MARK, local mark $LOCAL_MARK via table $ROUTE_TABLE, splice mark $SPLICE_MARK, spliced FINs $FIN_NOTE, handshakes leaving $SYN_NOTE; early demux off${TIMESTAMPS_NOTE:-}${ECN_NOTE:-}"
 fi

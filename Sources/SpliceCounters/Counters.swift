@@ -60,6 +60,8 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     public var acksInjected: UInt64 = 0
     /// The proxy's pure ACKs dropped because they told the end nothing new.
     public var acksSuppressed: UInt64 = 0
+    /// Flows whose ends set up ECN: the proxy's sockets were given the same setup.
+    public var ecnFlows: UInt64 = 0
     /// The ends' segments with an urgent mark (URG) given to the proxy's sockets without it:
     /// the urgent byte in line, as an ordinary byte of the stream.
     public var urgentToProxy: UInt64 = 0

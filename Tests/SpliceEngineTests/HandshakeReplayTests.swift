@@ -41,6 +41,32 @@ struct HandshakeReplayTests {
         #expect(h.engine.counters.verdicts.toProxy == 1)
     }
 
+    @Test("ECN set up by both ends: the replayed SYN asks for it, and the up socket's ECN SYN is answered with ECE; otherwise neither",
+          arguments: [(true, true, true), (true, false, true), (false, true, true), (true, true, false)])
+    func ecnSetUpAsTheEndsDid(clientAsks: Bool, serverAccepts: Bool, upSocketAsks: Bool) {
+        let h = ResilientHarness()
+        let ends = clientAsks && serverAccepts
+        _ = h.feed(h.endPacket(fromClient: true, flags: clientAsks ? [.syn, .ece, .cwr] : .syn, seq: h.c.clientISN,
+                               window: h.clientSynWindow, synOptions: h.clientSynOptions))
+        // A server that does not take ECN answers an ECN SYN without ECE.
+        _ = h.feed(h.endPacket(fromClient: false, flags: serverAccepts && clientAsks ? [.syn, .ack, .ece] : [.syn, .ack],
+                               seq: h.c.serverISN, ack: h.c.clientISN + 1, window: h.serverSynAckWindow,
+                               synOptions: h.serverSynAckOptions))
+        let (v, replayed) = h.feed(h.clientAck)
+        #expect(v.action == .repeatHook && h.valid(replayed))
+        #expect(h.spec(replayed).flags == (ends ? [.syn, .ece, .cwr] : .syn))
+        h.proxySynAckAnswered()
+        let upSyn = h.proxyPacket(down: false, flags: upSocketAsks ? [.syn, .ece, .cwr] : .syn, seq: h.proxyUpISN,
+                                  ack: SeqNumber(0), options: h.proxyUpOptions)
+        let before = h.injector.packets.count
+        #expect(h.feed(upSyn, fromProxy: true).0 == .drop)
+        #expect(h.injector.packets.count == before + 1)
+        guard h.injector.packets.count == before + 1 else { return }
+        let answer = h.injector.packets[before].bytes
+        #expect(h.spec(answer).flags == (ends && upSocketAsks ? [.syn, .ack, .ece] : [.syn, .ack]) && h.valid(answer))
+        #expect(h.engine.counters.resilient.ecnFlows == (ends ? 1 : 0))
+    }
+
     @Test("a server that refuses (RST to the SYN) resets the client as without us; nothing reaches the proxy")
     func refused() {
         let h = ResilientHarness()

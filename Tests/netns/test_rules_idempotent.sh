@@ -249,7 +249,7 @@ nsx "$NS" sysctl -qw net.ipv4.conf.all.rp_filter=1
 printf '%s\n' "$HOST_RULES_V4" | nsx "$NS" iptables-nft-restore || fail "tproxy: cannot load host rules"
 world() { # everything the resilient install touches besides our chains
     nsx "$NS" sh -c 'ip -4 rule; ip -6 rule; ip -4 route show table all; ip -6 route show table all;
-        sysctl net.ipv4.tcp_early_demux net.ipv4.ip_early_demux net.ipv4.conf.all.rp_filter net.ipv4.conf.lo.rp_filter net.ipv4.tcp_timestamps'
+        sysctl net.ipv4.tcp_early_demux net.ipv4.ip_early_demux net.ipv4.conf.all.rp_filter net.ipv4.conf.lo.rp_filter net.ipv4.tcp_timestamps net.ipv4.tcp_ecn'
 }
 # A router hardened with TCP timestamps off: the install turns them on (the proxy's sockets
 # need them), the removal turns them off again.
@@ -268,6 +268,7 @@ r1=$(save nft 4)
 [[ $(count_lines 'tcp_early_demux = 0' "$w1") -eq 1 ]] || fail "tproxy: early demux still on"
 [[ $(count_lines 'all.rp_filter = 2' "$w1") -eq 1 ]] || fail "tproxy: strict rp_filter not loosened"
 [[ $(count_lines 'tcp_timestamps = 1' "$w1") -eq 1 ]] || fail "tproxy: TCP timestamps not turned on"
+[[ $(count_lines 'tcp_ecn = 1' "$w0") -eq 0 && $(count_lines 'tcp_ecn = 1' "$w1") -eq 1 ]] || fail "tproxy: the host does not ask for ECN (tcp_ecn 2 -> 1)"
 # The handshakes' copies as they leave: the last rule of mangle POSTROUTING, after the host's.
 [[ $(count_lines '^-A TCPSPLICE_POST ! -o lo .*--dport 5001 --tcp-flags FIN,SYN,RST,ACK SYN .*-j NFLOG --nflog-group 23134' "$r1") -eq 1 ]] \
     || fail "tproxy: the log of clients' SYNs leaving (mangle POSTROUTING) missing: $(printf '%s\n' "$r1" | grep POST)"

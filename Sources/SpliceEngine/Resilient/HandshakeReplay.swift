@@ -26,6 +26,7 @@ extension Engine {
         b.pointee.resilient.phase = .clientSyn
         b.pointee.resilient.proxyID = activeProxy
         b.pointee.resilient.clientSynWindow = syn.window
+        b.pointee.resilient.ecn = syn.flags.contains([.ece, .cwr])
         if let ts = timestampsOption(syn) { b.pointee.resilient.clientSynTSval = ts.value }
     }
 
@@ -40,6 +41,8 @@ extension Engine {
         r.windowScaling = client.windowScale != 0xff && summary.windowScale != nil
         r.sack = client.sackPermitted && summary.sackPermitted
         r.timestamps = client.timestamps && summary.timestamps != nil
+        r.ecn = r.ecn && tcp.flags.contains(.ece) && !tcp.flags.contains(.cwr)
+        if r.ecn { counters.resilient.ecnFlows &+= 1 }
         r.endShift.original = r.windowScaling ? min(client.windowScale, 14) : 0
         r.endShift.reply = r.windowScaling ? min(summary.windowScale ?? 0, 14) : 0
         r.phase = .serverSynAck
@@ -61,7 +64,8 @@ extension Engine {
         guard let n = TCPSegmentWriter.write(
             into: scratch, source: entry.addressA, destination: entry.addressB,
             sourcePort: entry.portA, destinationPort: entry.portB,
-            sequenceNumber: b.pointee.ends.original.isn, acknowledgmentNumber: SeqNumber(0), flags: .syn,
+            sequenceNumber: b.pointee.ends.original.isn, acknowledgmentNumber: SeqNumber(0),
+            flags: r.ecn ? [.syn, .ece, .cwr] : .syn,
             window: r.clientSynWindow, options: .syn(options)) else {
             table[e].mode = .bypass
             table[e].reason = .replayFailed

@@ -112,7 +112,10 @@ extension Engine {
             if let n = TCPSegmentWriter.write(
                 into: buildBuffer, source: entry.addressB, destination: entry.addressA,
                 sourcePort: entry.portB, destinationPort: entry.portA,
-                sequenceNumber: b.pointee.ends.reply.isn, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: [.syn, .ack],
+                sequenceNumber: b.pointee.ends.reply.isn, acknowledgmentNumber: tcp.sequenceNumber + 1,
+                // ECN as the server set it up with the client, if the socket asks for it
+                // (the router's net.ipv4.tcp_ecn=1, which install-rules.sh sets).
+                flags: r.ecn && flags.contains([.ece, .cwr]) ? [.syn, .ack, .ece] : [.syn, .ack],
                 window: r.serverSynAckWindow, options: .syn(options)) {
                 inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressA, local: true)
             }

@@ -70,6 +70,8 @@ extension Engine {
             // must start from it too, or the proxy's translated ACK would look old (PAWS).
             b.pointee.resilient.clientSynWindow = tcp.window
             if let ts = timestampsOption(tcp) { b.pointee.resilient.clientSynTSval = ts.value }
+            // A client whose ECN SYNs went unanswered retries without ECN (Linux's fallback).
+            if phase == .clientSyn { b.pointee.resilient.ecn = flags.contains([.ece, .cwr]) }
             // Fast Open: data in the SYN would reach the server before the proxy's socket
             // exists, and past the rules that read the request. The server gets the SYN without
             // it; the client sends the data again right after the handshake.

@@ -63,6 +63,10 @@ public struct ResilientState: Sendable {
     /// Negotiated by both ends (the client offered it and the server answered with it).
     public var windowScaling = false
     public var sack = false
+    /// Both ends set up ECN (RFC 3168 6.1.1: the client's SYN with ECE and CWR, the server's
+    /// SYN-ACK with ECE alone): the proxy's sockets are set up with it too, so that a
+    /// congestion mark on either leg is echoed to the end that sent the packet.
+    public var ecn = false
     /// The client's ACK that completed its handshake: its TSval and window go into the ACK
     /// the engine gives the proxy's SYN-ACK.
     public var clientAckTSval: UInt32 = 0
