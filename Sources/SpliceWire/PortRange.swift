@@ -13,7 +13,6 @@ public struct PortRange: Sendable, Hashable, Codable, CustomStringConvertible, E
     public init(integerLiteral port: UInt16) { self.init(port, port) }
 
     public var description: String { first == last ? "\(first)" : "\(first):\(last)" }
-    public var count: Int { Int(last) - Int(first) + 1 }
 
     /// "80" or "8000:8999"; the error says what is wrong with the text. 0 is refused (no
     /// connection has it), and a range's first port must be below its last.

@@ -669,15 +669,15 @@ final class Relay {
     /// True when the socket's next byte is an urgent one (SIOCATMARK).
     static func atUrgentMark(_ fd: Int32) -> Bool { tcpsplice_at_mark(fd) == 1 }
 
-    /// Reads the urgent byte the socket is at (in line) into the empty pipe: 1, or -1 with
-    /// errno set (the connection then fails rather than lose the byte).
+    /// Copies the urgent byte the socket is at (in line) into the pipe behind what it holds,
+    /// and only then takes it from the socket: 1; 0 at the stream's end; -1 with errno set
+    /// (EAGAIN: the pipe has no slot left, the byte stays in the socket until it drains).
     static func urgentByteToPipe(_ source: Int32, _ pipe: Int32) -> Int {
         var byte: UInt8 = 0
-        let r = recv(source, &byte, 1, Int32(MSG_DONTWAIT))
+        let r = recv(source, &byte, 1, Int32(MSG_DONTWAIT | MSG_PEEK))
         guard r == 1 else { return r < 0 ? -1 : 0 }
-        if write(pipe, &byte, 1) == 1 { return 1 }
-        if errno == EAGAIN { errno = EIO }   // not to be taken for "nothing now"
-        return -1
+        guard write(pipe, &byte, 1) == 1 else { return -1 }
+        return recv(source, &byte, 1, Int32(MSG_DONTWAIT))
     }
 
     /// Moves what it can; false on a connection error.
@@ -739,14 +739,9 @@ final class Relay {
                     // Neither the end nor nothing to read: splice stops before an urgent byte
                     // (in line, SO_OOBINLINE) and says EAGAIN, or 0 when blocking, while the
                     // socket stays readable. The byte joins the stream behind what the pipe
-                    // holds, as an ordinary one; with the pipe not empty that goes first (the
-                    // pipe may have no slot left).
-                    if d.inPipe > 0 {
-                        sourceIdle = true
-                        continue pumping
-                    }
+                    // holds, as an ordinary one (a full pipe drains first, below).
                     got = Relay.urgentByteToPipe(d.source, p.write)
-                    logger.debug("urgent byte relayed in line (#\(c.id))")
+                    if got > 0 { logger.debug("urgent byte relayed in line (#\(c.id))") }
                 }
                 n = got
                 read = true

@@ -42,7 +42,7 @@ extension Engine {
         r.sack = client.sackPermitted && summary.sackPermitted
         r.timestamps = client.timestamps && summary.timestamps != nil
         r.ecn = r.ecn && tcp.flags.contains(.ece) && !tcp.flags.contains(.cwr)
-        if r.ecn { counters.resilient.ecnFlows &+= 1 }
+        if r.ecn && r.phase == .clientSyn { counters.resilient.ecnFlows &+= 1 }   // not for a retransmission
         r.endShift.original = r.windowScaling ? min(client.windowScale, 14) : 0
         r.endShift.reply = r.windowScaling ? min(summary.windowScale ?? 0, 14) : 0
         r.phase = .serverSynAck
