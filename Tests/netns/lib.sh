@@ -280,6 +280,23 @@ banner_exchanges() {
     done
 }
 
+# pmtu_exchanges PORT MIB WHAT: per family, one connection from the client to pmtu.py on the
+# server's PORT: MIB MiB up, checked, then the same back; fails naming WHAT unless both
+# arrived right.
+pmtu_exchanges() {
+    local port=$1 mib=$2 what=$3 fam ip out
+    for fam in 4 6; do
+        ip=$SERVER_IP
+        [[ $fam == 6 ]] && ip=$SERVER_IP6
+        bg_start "pmtu-serve$port-$fam" "$NS_S" python3 "$NETNS_DIR/pmtu.py" serve "$fam" "$port" "$mib"
+        wait_port "$NS_S" "$port"
+        out=$(nsx "$NS_C" timeout 60 python3 "$NETNS_DIR/pmtu.py" client "$ip" "$port" "$mib" 2>&1) \
+            || fail "IPv$fam, $what: $out"
+        bg_wait "pmtu-serve$port-$fam" 10 || fail "IPv$fam, $what, the server's side: $(tail -n 1 "$(bg_log "pmtu-serve$port-$fam")")"
+        log "IPv$fam, $what: $out, $(tail -n 1 "$(bg_log "pmtu-serve$port-$fam")")"
+    done
+}
+
 # topo_source_nat: the router masquerades toward the server (both families), as a gateway
 # does (test_resilient_nat_gateway; TOPO_SNAT=1 runs any test so). The server then sees each
 # client's port from the router's address: XF_SNAT4 / XF_SNAT6 tell the transfer checks.

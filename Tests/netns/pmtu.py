@@ -28,45 +28,56 @@ def read_exactly(c, n):
     return bytes(got)
 
 
+def serve(family, port, mib, prepare=None):
+    """Accepts one connection, reads MIB MiB and checks them, sends them back; exits."""
+    data = pattern(mib)
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if prepare:
+        prepare(s)
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    s.listen(4)
+    print("LISTENING", flush=True)
+    c, _ = s.accept()
+    c.settimeout(60)
+    try:
+        got = read_exactly(c, len(data))
+        ok = got == data
+        print(f"SERVER upload {'OK' if ok else 'BAD'} {len(got)}", flush=True)
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)
+    except OSError as e:
+        print(f"SERVER ERROR {e}", flush=True)
+        sys.exit(1)
+    sys.exit(0 if ok else 1)
+
+
+def client(host, port, mib, prepare=None):
+    """Connects, sends MIB MiB, reads the MIB MiB that come back; exits."""
+    data = pattern(mib)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    c = socket.socket(family, socket.SOCK_STREAM)
+    if prepare:
+        prepare(c)
+    c.settimeout(30)
+    try:
+        c.connect((host, port))
+        c.sendall(data)
+        got = read_exactly(c, len(data) + 1)
+    except OSError as e:
+        print(f"CLIENT ERROR {e}", flush=True)
+        sys.exit(1)
+    ok = got == data
+    print(f"CLIENT download {'OK' if ok else 'BAD'} {len(got)}", flush=True)
+    sys.exit(0 if ok else 1)
+
+
 def main():
     if len(sys.argv) == 5 and sys.argv[1] == "serve":
-        family = socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET
-        port, mib = int(sys.argv[3]), int(sys.argv[4])
-        data = pattern(mib)
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-        s.listen(4)
-        print("LISTENING", flush=True)
-        c, _ = s.accept()
-        c.settimeout(60)
-        try:
-            got = read_exactly(c, len(data))
-            ok = got == data
-            print(f"SERVER upload {'OK' if ok else 'BAD'} {len(got)}", flush=True)
-            c.sendall(data)
-            c.shutdown(socket.SHUT_WR)
-            c.recv(1)
-        except OSError as e:
-            print(f"SERVER ERROR {e}", flush=True)
-            sys.exit(1)
-        sys.exit(0 if ok else 1)
+        serve(socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET, int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 5 and sys.argv[1] == "client":
-        host, port, mib = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        data = pattern(mib)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        c = socket.socket(family, socket.SOCK_STREAM)
-        c.settimeout(30)
-        try:
-            c.connect((host, port))
-            c.sendall(data)
-            got = read_exactly(c, len(data) + 1)
-        except OSError as e:
-            print(f"CLIENT ERROR {e}", flush=True)
-            sys.exit(1)
-        ok = got == data
-        print(f"CLIENT download {'OK' if ok else 'BAD'} {len(got)}", flush=True)
-        sys.exit(0 if ok else 1)
+        client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         sys.exit(__doc__)
 

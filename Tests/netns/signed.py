@@ -14,7 +14,7 @@ import socket
 import struct
 import sys
 
-from pmtu import pattern, read_exactly
+from pmtu import client, serve
 
 TCP_MD5SIG = 14
 
@@ -35,44 +35,12 @@ def md5_key(sock, peer, key):
 
 def main():
     if len(sys.argv) == 7 and sys.argv[1] == "serve":
-        family = socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET
-        port, mib, key, peer = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
-        data = pattern(mib)
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        md5_key(s, peer, key)
-        s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-        s.listen(4)
-        print("LISTENING", flush=True)
-        c, _ = s.accept()
-        c.settimeout(20)
-        try:
-            got = read_exactly(c, len(data))
-            ok = got == data
-            print(f"SERVER upload {'OK' if ok else 'BAD'} {len(got)}", flush=True)
-            c.sendall(data)
-            c.shutdown(socket.SHUT_WR)
-            c.recv(1)
-        except OSError as e:
-            print(f"SERVER ERROR {e}", flush=True)
-            sys.exit(1)
-        sys.exit(0 if ok else 1)
+        key, peer = sys.argv[5], sys.argv[6]
+        serve(socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET, int(sys.argv[3]), int(sys.argv[4]),
+              lambda s: md5_key(s, peer, key))
     elif len(sys.argv) == 6 and sys.argv[1] == "client":
-        host, port, mib, key = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-        data = pattern(mib)
-        c = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        md5_key(c, host, key)
-        c.settimeout(15)
-        try:
-            c.connect((host, port))
-            c.sendall(data)
-            got = read_exactly(c, len(data) + 1)
-        except OSError as e:
-            print(f"CLIENT ERROR {e}", flush=True)
-            sys.exit(1)
-        ok = got == data
-        print(f"CLIENT download {'OK' if ok else 'BAD'} {len(got)}", flush=True)
-        sys.exit(0 if ok else 1)
+        host, key = sys.argv[2], sys.argv[5]
+        client(host, int(sys.argv[3]), int(sys.argv[4]), lambda s: md5_key(s, host, key))
     else:
         sys.exit(__doc__)
 

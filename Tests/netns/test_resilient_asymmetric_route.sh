@@ -25,16 +25,7 @@ resilient_rules_install "$PORT"
 resilient_spliced_start "$PORT"
 proxy_start
 
-for fam in 4 6; do
-    ip=$SERVER_IP
-    [[ $fam == 6 ]] && ip=$SERVER_IP6
-    bg_start "serve$fam" "$NS_S" python3 "$NETNS_DIR/pmtu.py" serve "$fam" "$PORT" "$MIB"
-    wait_port "$NS_S" "$PORT"
-    out=$(nsx "$NS_C" timeout 60 python3 "$NETNS_DIR/pmtu.py" client "$ip" "$PORT" "$MIB" 2>&1) \
-        || fail "IPv$fam, the server answering through alt: $out"
-    bg_wait "serve$fam" 10 || fail "IPv$fam, the server's side: $(tail -n 1 "$(bg_log "serve$fam")")"
-    log "IPv$fam, the server answering through alt: $out, $(tail -n 1 "$(bg_log "serve$fam")")"
-done
+pmtu_exchanges "$PORT" "$MIB" "the server answering through alt"
 flows_assert_all bypass handshake-unseen 2 "$PORT"
 alt=$(nsx "$NS_A" iptables -L FORWARD -v -n -x | awk '/transfers through alt/ { print $1 }')
 alt6=$(nsx "$NS_A" ip6tables -L FORWARD -v -n -x | awk '/transfers through alt/ { print $1 }')

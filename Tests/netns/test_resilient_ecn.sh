@@ -58,26 +58,12 @@ check "install-rules.sh has the router ask for ECN" [ "$(nsx "$NS_R" sysctl -n n
 resilient_spliced_start "$PORT"
 proxy_start
 
-# exchange PORT: MIB MiB up then down per family.
-exchange() {
-    local fam ip out
-    for fam in 4 6; do
-        ip=$SERVER_IP
-        [[ $fam == 6 ]] && ip=$SERVER_IP6
-        bg_start "serve$1-$fam" "$NS_S" python3 "$NETNS_DIR/pmtu.py" serve "$fam" "$1" "$MIB"
-        wait_port "$NS_S" "$1"
-        out=$(nsx "$NS_C" timeout 60 python3 "$NETNS_DIR/pmtu.py" client "$ip" "$1" "$MIB" 2>&1) \
-            || fail "IPv$fam, port $1, every data packet marked CE: $out"
-        bg_wait "serve$1-$fam" 10 || fail "IPv$fam, port $1, the server's side: $(tail -n 1 "$(bg_log "serve$1-$fam")")"
-    done
-}
-
-exchange "$OPEN_PORT"
+pmtu_exchanges "$OPEN_PORT" "$MIB" "plain forwarding, every data packet marked CE"
 c=$(ece "$NS_C" open) s=$(ece "$NS_S" open)
 log "plain forwarding: ACKs with ECE back at the client $c, at the server $s"
 check "plain forwarding echoes the marks to both ends (the premise: client $c, server $s)" [ "${c:-0}" -gt 0 -a "${s:-0}" -gt 0 ]
 
-exchange "$PORT"
+pmtu_exchanges "$PORT" "$MIB" "through splice-proxy, every data packet marked CE"
 flows_assert_all resilient policy 2 "$PORT"
 c=$(ece "$NS_C" claimed) s=$(ece "$NS_S" claimed)
 log "through splice-proxy: ACKs with ECE back at the client $c, at the server $s; $(resilient_stat ecnFlows) flows with ECN set up at the proxy's sockets"
