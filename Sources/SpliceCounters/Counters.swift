@@ -188,6 +188,9 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// while the flow lives): dropped, and the socket reset at once, so that the proxy
     /// connects from another port instead of waiting out its connect.
     public var portsBusy: UInt64 = 0
+    /// The balancer's SYNs to backends sent without the ECN request the router's own setting
+    /// (tcp_ecn=1) put on them: its backend connections never set ECN up.
+    public var ecnNotAsked: UInt64 = 0
     /// Joined flows reset because their backend was taken out (`reset-backend`: its health
     /// check failed, or the operator said so).
     public var resetForBackend: UInt64 = 0

@@ -151,7 +151,7 @@ struct Status: ParsableCommand {
         }
         if let b = s.balancer, b != BalancerCounters() {
             print("balancer: joins prepared \(b.prepared), joined \(b.joined), asked to wait \(b.notYetDrained), refused \(b.refused), cancelled \(b.cancelled); "
-                  + "packets translated \(b.translated), proxy packets dropped after a join \(b.proxyPacketsDropped), proxy SYNs on a joined flow's port \(b.portsBusy), window updates \(b.windowUpdates) (left out, nothing new \(b.windowUpdatesSkipped)), reset with their backend \(b.resetForBackend) (again on a challenge ACK \(b.resetAgain)); "
+                  + "packets translated \(b.translated), proxy packets dropped after a join \(b.proxyPacketsDropped), proxy SYNs on a joined flow's port \(b.portsBusy), SYNs to backends sent without ECN \(b.ecnNotAsked), window updates \(b.windowUpdates) (left out, nothing new \(b.windowUpdatesSkipped)), reset with their backend \(b.resetForBackend) (again on a challenge ACK \(b.resetAgain)); "
                   + "joined for one response and returned \(b.returned), packets held back \(b.heldBack) (given to the proxy at the return \(b.heldReleased)), given up when the proxy died \(b.returnsGivenUp), backend FINs processed \(b.finsProcessed); "
                   + "chunked responses joined \(b.chunkedJoins), their end found \(b.chunkedEnds), framing lost \(b.chunkedLost), segments past an unseen size line dropped \(b.chunkGaps); "
                   + "one-way joins \(b.oneWayJoined) (both ways after the relayed direction ended \(b.oneWayCompleted)): packets to the proxy \(b.oneWayToProxy), from the proxy rewritten \(b.oneWayFromProxy), ACKs made \(b.oneWayAcks); relayed to their end and let go \(b.relayedLetGo)")

@@ -16,6 +16,10 @@
 #                          and host-hash with backend 3 drained: the hosts that were on 1 and 2
 #                          stay where they were, those of 3 move (consistent hashing)
 # (sni-hash has the same hashing as the others; its SNI parsing is a unit test's.)
+# The router asks for ECN in its own SYNs (tcp_ecn=1, as install-rules.sh --tproxy-port leaves a
+# router that also runs the resilient mode): the balancer's SYNs to the backends must not, or a
+# joined backend would send ECT packets to clients that ignore their marks; the backends count
+# the SYNs with ECE they get (0 wanted).
 # Last, a 1 MiB POST the proxy relays (rule /hold/, action proxy) with an urgent byte in every
 # 256 KiB of its body: the backend's SHA-256 of the body is the client's (splice(2) stops at an
 # urgent byte; before 2026-12-07 the relay spun there and the upload never ended).
@@ -33,6 +37,17 @@ for i in 1 2 3; do
     wait_port "${BACKEND_NS[$((i - 1))]}" 80
 done
 
+for i in 1 2 3; do
+    nsx "${BACKEND_NS[$((i - 1))]}" nft -f - <<'NFT' || fail "cannot add the ECN counter in backend $i"
+table inet tsplice_ecn {
+    chain in {
+        type filter hook input priority 0; policy accept;
+        tcp dport 80 tcp flags & (syn | ack | ecn) == syn | ecn counter comment "ecn-syns"
+    }
+}
+NFT
+done
+nsx "$NS_R" sysctl -qw net.ipv4.tcp_ecn=1 || fail "cannot have the router ask for ECN"
 rules_install "$NS_R" --ports 80 --queues 0 --service "$VIP:80"
 on_cleanup "nsx '$NS_R' '$REPO_ROOT/Scripts/remove-rules.sh'"
 spliced_start --queue 0
@@ -170,3 +185,12 @@ log "host-hash, backend 3 drained: $(cat "$TEST_TMP/moved.txt")"
 out=$(nsx "$NS_C" timeout 60 python3 "$NETNS_DIR/urgent.py" post "$VIP" 80 /hold/urgent 1 2>&1) \
     || fail "a relayed POST with urgent bytes in its body: $out"
 log "a relayed POST with urgent bytes in its body: $out"
+
+# No backend was asked for ECN.
+ecn_syns=0
+for ns in "${BACKEND_NS[@]}"; do
+    n=$(nsx "$ns" nft list chain inet tsplice_ecn in | awk '/ecn-syns/ { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }')
+    ecn_syns=$((ecn_syns + ${n:-0}))
+done
+check "no backend got a SYN asking for ECN ($ecn_syns)" [ "$ecn_syns" -eq 0 ]
+log "the balancer's SYNs to the backends, $(status_json | json_get balancer.ecnNotAsked) of them sent without the router's ECN request: none reached a backend with ECE"

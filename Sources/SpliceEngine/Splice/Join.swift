@@ -506,11 +506,21 @@ extension Engine {
             counters.balancer.proxyPacketsDropped &+= 1
             return .drop
         }
+        let tcp = p.tcp
+        // The router may ask for ECN in its SYNs (install-rules.sh --tproxy-port sets tcp_ecn=1
+        // for the resilient proxy's sockets); the balancer's connection to a backend must not
+        // set it up: joined to a client that did not (most clients do not ask), the backend
+        // would send ECT packets to an end that ignores their congestion marks.
+        let ecnAsked = tcp.flags.contains([.syn, .ece, .cwr]) && !tcp.flags.contains(.ack)
+        if ecnAsked {
+            tcp.updateFlags(tcp.flags.subtracting([.ece, .cwr]))
+            counters.balancer.ecnNotAsked &+= 1
+        }
         let tracked = found.map { track(p, entry: $0.0, dir: $0.1, now: now, local: true) } ?? trackNew(p, now: now, local: true)
+        if ecnAsked { return .acceptModified(p, info: info) }
         // A pending join: the window the socket advertises goes out as zero.
         guard let (e, _) = tracked, table[e].mode == .balanced, let b = table.block(e),
               b.pointee.join.stage == .pending else { return .accept }
-        let tcp = p.tcp
         guard !tcp.flags.contains(.syn) else { return .accept }
         b.pointee.join.mustHearWindow = true
         guard tcp.window != 0 else { return .accept }
