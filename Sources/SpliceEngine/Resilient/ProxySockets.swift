@@ -66,7 +66,7 @@ extension Engine {
                 sequenceNumber: b.pointee.ends.original.isn + 1, acknowledgmentNumber: tcp.sequenceNumber + 1, flags: .ack,
                 window: r.clientAckWindow,
                 options: r.timestamps ? .timestamps(TCPTimestamps(value: r.clientAckTSval, echo: proxyTS?.value ?? 0)) : .none) {
-                injectToListener(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB)
+                injectToProxy(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.addressB)
             }
             releasePending(entry: e, block: b)
             counters.resilient.handshakeReplays &+= 1

@@ -70,8 +70,6 @@ extension Engine {
             // must start from it too, or the proxy's translated ACK would look old (PAWS).
             b.pointee.resilient.clientSynWindow = tcp.window
             if let ts = timestampsOption(tcp) { b.pointee.resilient.clientSynTSval = ts.value }
-            // A client whose ECN SYNs went unanswered retries without ECN (Linux's fallback).
-            if phase == .clientSyn { b.pointee.resilient.ecn = flags.contains([.ece, .cwr]) }
             // Fast Open: data in the SYN would reach the server before the proxy's socket
             // exists, and past the rules that read the request. The server gets the SYN without
             // it; the client sends the data again right after the handshake.
@@ -165,19 +163,21 @@ extension Engine {
         injector.inject(packet, to: destination, toLocalSocket: local)
     }
 
-    /// The handshake's last ACK to the proxy's socket facing the client, through the rules'
-    /// TPROXY (the proxy mark, untracked): it finds the listener's request socket or, when the
-    /// listener answered the replayed SYN with a SYN cookie and keeps no request socket
+    /// A packet for a proxy's socket (or its listener), through the rules' TPROXY (the proxy
+    /// mark, untracked): a source-NATed flow's end packets, and the handshake's last ACK. TPROXY finds the listener's request socket or, when the listener
+    /// answered the replayed SYN with a SYN cookie and keeps no request socket
     /// (`net.ipv4.tcp_syncookies=2`, or a listen queue overflowing under 1), the listener
     /// itself, which makes the socket from the cookie. With the local mark the ACK was looked
     /// up by its addresses alone, found no socket in that case, and the router reset the
     /// client (seen 2026-12-07: uploads reset at both ends).
-    func injectToListener(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) {
+    @discardableResult
+    func injectToProxy(_ packet: UnsafeRawBufferPointer, to destination: IPAddress) -> Bool {
         guard let injector else {
             counters.resilient.injectionFailures &+= 1
-            return
+            return false
         }
         injector.injectToProxy(packet, to: destination)
+        return true
     }
 
     /// A window advertised with one scale, as a receiver expecting another must read it.

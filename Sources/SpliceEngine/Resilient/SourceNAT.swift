@@ -31,12 +31,7 @@ extension Engine {
     /// too), so it is not parsed again.
     func toProxyByInjection(_ v: Verdict, packet p: TCPPacket, scratch: UnsafeMutableRawBufferPointer) -> Verdict {
         let bytes = v.finish(packet: p.bytes, scratch: scratch) ?? p.bytes
-        guard let injector else {
-            counters.resilient.injectionFailures &+= 1
-            return .drop
-        }
-        injector.injectToProxy(UnsafeRawBufferPointer(bytes), to: p.destination)
-        counters.resilient.injectedToProxy &+= 1
+        if injectToProxy(UnsafeRawBufferPointer(bytes), to: p.destination) { counters.resilient.injectedToProxy &+= 1 }
         return .drop
     }
 }
