@@ -666,9 +666,6 @@ final class Relay {
         return n < 0 && (errno == EAGAIN || errno == EINTR) ? .wait : .failed
     }
 
-    /// True when the socket's next byte is an urgent one (SIOCATMARK).
-    static func atUrgentMark(_ fd: Int32) -> Bool { tcpsplice_at_mark(fd) == 1 }
-
     /// Copies the urgent byte the socket is at (in line) into the pipe behind what it holds,
     /// and only then takes it from the socket: 1; 0 at the stream's end; -1 with errno set
     /// (EAGAIN: the pipe has no slot left, the byte stays in the socket until it drains).
@@ -735,7 +732,7 @@ final class Relay {
                 }
                 guard let p = d.pipe else { break }
                 var got = tcpsplice_splice(d.source, p.write, min(p.capacity - d.inPipe, d.readRoom), flags)
-                if got <= 0 && (got == 0 || errno == EAGAIN) && Relay.atUrgentMark(d.source) {
+                if got <= 0 && (got == 0 || errno == EAGAIN) && tcpsplice_at_mark(d.source) == 1 {
                     // Neither the end nor nothing to read: splice stops before an urgent byte
                     // (in line, SO_OOBINLINE) and says EAGAIN, or 0 when blocking, while the
                     // socket stays readable. The byte joins the stream behind what the pipe

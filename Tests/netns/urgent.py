@@ -109,12 +109,7 @@ def main():
             c.connect((host, port))
             c.sendall(f"POST {path} HTTP/1.0\r\nHost: urgent.example\r\nContent-Length: {len(data)}\r\n\r\n".encode())
             send_with_urgent(c, data)
-            answer = b""
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                answer += d
+            answer = read_exactly(c, 1 << 16)   # the answer is short: read to its end
         except OSError as e:
             print(f"ERROR {e}", flush=True)
             sys.exit(1)
