@@ -99,9 +99,10 @@ struct ResilientHarness {
     }
 
     /// A packet of an end (`fromClient`, else the server), with SYN options or timestamps.
+    /// `edit` changes the segment last (options the builder does not write, the urgent pointer).
     func endPacket(fromClient: Bool, flags: TCPFlags, seq: SeqNumber, ack: SeqNumber = SeqNumber(0),
                    window: UInt16 = 65535, synOptions: SynOptions? = nil, ts: TCPTimestamps? = nil,
-                   payload: [UInt8] = []) -> [UInt8] {
+                   payload: [UInt8] = [], edit: (inout TCPPacketSpec) -> Void = { _ in }) -> [UInt8] {
         var s = TCPPacketSpec(source: fromClient ? c.client : c.server, destination: fromClient ? c.server : c.client,
                               sourcePort: fromClient ? c.clientPort : c.serverPort,
                               destinationPort: fromClient ? c.serverPort : c.clientPort,
@@ -109,6 +110,7 @@ struct ResilientHarness {
                               payload: payload)
         if let synOptions { s.setSynOptions(synOptions) }
         if let ts { s.options = tsOption(ts) }
+        edit(&s)
         return s.bytes()
     }
 
@@ -484,18 +486,15 @@ struct ResilientSpliceTests {
         let h = ResilientHarness()
         h.handshake()
         let c = h.c
-        var s = TCPPacketSpec(source: fromServer ? c.server : c.client, destination: fromServer ? c.client : c.server,
-                              sourcePort: fromServer ? c.serverPort : c.clientPort,
-                              destinationPort: fromServer ? c.clientPort : c.serverPort,
-                              sequenceNumber: fromServer ? c.serverISN + 1 : c.clientISN + 1,
-                              acknowledgmentNumber: fromServer ? c.clientISN + 1 : c.serverISN + 1,
-                              flags: [.ack, .psh, .urg], window: 500, payload: Array("IAC DM".utf8))
-        s.urgentPointer = 6
-        let (v, out) = h.feed(s.bytes())
+        let urgent = h.endPacket(fromClient: !fromServer, flags: [.ack, .psh, .urg],
+                                 seq: fromServer ? c.serverISN + 1 : c.clientISN + 1,
+                                 ack: fromServer ? c.clientISN + 1 : c.serverISN + 1, window: 500,
+                                 payload: Array("IAC DM".utf8)) { $0.urgentPointer = 6 }
+        let (v, out) = h.feed(urgent)
         #expect(v.action == .repeatHook && h.valid(out))
         let o = h.spec(out)
         #expect(o.flags == [.ack, .psh] && o.urgentPointer == 0 && o.payload == Array("IAC DM".utf8))
-        #expect(o.sequenceNumber == s.sequenceNumber)
+        #expect(o.sequenceNumber == h.spec(urgent).sequenceNumber)
         // The acknowledgement goes into the receiving socket's space, as for any segment.
         #expect(o.acknowledgmentNumber == (fromServer ? h.proxyUpISN + 1 : h.proxyDownISN + 1))
         #expect(h.engine.counters.resilient.urgentToProxy == 1)

@@ -13,30 +13,20 @@ struct SignedFlowTests {
     /// An AO option (kind 29, length 16: key ids and a 12-byte MAC).
     static let ao: [UInt8] = [29, 16, 7, 7] + [UInt8](repeating: 0x5a, count: 12)
 
-    /// `options` then the ordinary SYN options, on an end's SYN or SYN-ACK.
+    /// An end's SYN or SYN-ACK with its ordinary options, the signature in front of them.
     func signedSyn(_ h: ResilientHarness, fromClient: Bool, _ signature: [UInt8]) -> [UInt8] {
-        var s = TCPPacketSpec(source: fromClient ? h.c.client : h.c.server, destination: fromClient ? h.c.server : h.c.client,
-                              sourcePort: fromClient ? h.c.clientPort : h.c.serverPort,
-                              destinationPort: fromClient ? h.c.serverPort : h.c.clientPort,
-                              sequenceNumber: fromClient ? h.c.clientISN : h.c.serverISN,
-                              acknowledgmentNumber: fromClient ? SeqNumber(0) : h.c.clientISN + 1,
-                              flags: fromClient ? .syn : [.syn, .ack], window: 64240)
-        s.setSynOptions(fromClient ? h.clientSynOptions : h.serverSynAckOptions)
-        s.options = signature + s.options
-        return s.bytes()
+        h.endPacket(fromClient: fromClient, flags: fromClient ? .syn : [.syn, .ack],
+                    seq: fromClient ? h.c.clientISN : h.c.serverISN,
+                    ack: fromClient ? SeqNumber(0) : h.c.clientISN + 1, window: 64240,
+                    synOptions: fromClient ? h.clientSynOptions : h.serverSynAckOptions) { $0.options = signature + $0.options }
     }
 
-    /// An end's segment after the handshake, the signature option in front of its timestamps.
+    /// An end's segment after the handshake, the signature in front of its timestamps.
     func signedSegment(_ h: ResilientHarness, fromClient: Bool, _ signature: [UInt8], flags: TCPFlags,
                        payload: [UInt8] = []) -> [UInt8] {
-        var s = TCPPacketSpec(source: fromClient ? h.c.client : h.c.server, destination: fromClient ? h.c.server : h.c.client,
-                              sourcePort: fromClient ? h.c.clientPort : h.c.serverPort,
-                              destinationPort: fromClient ? h.c.serverPort : h.c.clientPort,
-                              sequenceNumber: fromClient ? h.c.clientISN + 1 : h.c.serverISN + 1,
-                              acknowledgmentNumber: fromClient ? h.c.serverISN + 1 : h.c.clientISN + 1,
-                              flags: flags, window: 502, payload: payload)
-        s.options = signature + [1, 1, 8, 10, 0, 0, 0x13, 0x88, 0, 1, 0x5f, 0x90]
-        return s.bytes()
+        h.endPacket(fromClient: fromClient, flags: flags, seq: fromClient ? h.c.clientISN + 1 : h.c.serverISN + 1,
+                    ack: fromClient ? h.c.serverISN + 1 : h.c.clientISN + 1, window: 502,
+                    ts: TCPTimestamps(value: 5000, echo: 90000), payload: payload) { $0.options = signature + $0.options }
     }
 
     @Test("a signed handshake and its data pass untouched; the flow is bypass, reason tcp-signature; nothing reaches the proxy",
@@ -76,12 +66,8 @@ struct SignedFlowTests {
     func multipathOfferIsProxied() {
         let h = ResilientHarness()
         let mpCapable: [UInt8] = [30, 4, 0x01, 0x81]   // version 1, checksum not required, HMAC-SHA256
-        var s = TCPPacketSpec(source: h.c.client, destination: h.c.server, sourcePort: h.c.clientPort,
-                              destinationPort: h.c.serverPort, sequenceNumber: h.c.clientISN, flags: .syn,
-                              window: h.clientSynWindow)
-        s.setSynOptions(h.clientSynOptions)
-        s.options += mpCapable
-        let syn = s.bytes()
+        let syn = h.endPacket(fromClient: true, flags: .syn, seq: h.c.clientISN, window: h.clientSynWindow,
+                              synOptions: h.clientSynOptions) { $0.options += mpCapable }
         let (v, out) = h.feed(syn)
         #expect(v == .accept && out == syn)
         #expect(h.feed(h.serverSynAck).0 == .accept)
