@@ -8,6 +8,18 @@ printed with what came before it, unless it is a plain duplicate ACK no older th
 window Linux forgives (tcp_disordered_ack: about an RTO, at least 200 ms; REPLAY_TICKS, in ms
 ticks). Prints a last line `old: N`. Used by the failover and balancer tests (lib.sh
 paws_report) to show which segments a PAWSEstab growth was, and whether any was on the wire.
+
+Two kinds of old segment are the path's own doing, not a translating middlebox's, and are
+named as such (a line `path's own: K` before the last, K of the N):
+- a copy: the very transmission seen earlier (the same sequence range, acknowledgment, TSval
+  and TSecr), arriving again behind newer ones (a link that duplicates);
+- a late original: a data segment overtaken by its own retransmission (the same sequence range
+  arrived earlier with a newer TSval), carrying the clock reading of the segment sent just
+  before it (the one ending where it starts: the same TSval and TSecr), so it is the sender's
+  first transmission, delayed on the way (two CPUs' backlogs on a veth path reorder so; the
+  sender's RACK retransmits within a fraction of a millisecond). Plain forwarding shows both.
+A segment of another clock (a proxy's packet let out after a join, a TSval translated wrong)
+matches neither.
 """
 import re
 import sys
@@ -29,6 +41,10 @@ def older(a, b):
 
 def main():
     newest = {}      # (src, dst) -> (tsval, time, line)
+    seen = {}        # (src, dst, seq range, ack, tsval, tsecr) -> time first seen
+    ranges = {}      # (src, dst, seq range) -> newest TSval it arrived with
+    ending = {}      # (src, dst, sequence end) -> (tsval, tsecr) of the first segment ending there
+    own = 0
     acked = {}       # (src, dst) -> highest ack seen
     old = 0
     for raw in sys.stdin:
@@ -45,6 +61,20 @@ def main():
         a = ACK.search(rest)
         ack = int(a[1]) if a else None
         advances = ack is not None and (key not in acked or older(acked[key], ack))
+        tsecr = int(ts[2])
+        sq = SEQ.search(rest)
+        span = (sq[1], sq[2]) if sq and sq[2] else None
+        ident = (src, dst, span, ack, tsval, tsecr)
+        copy = span is not None and ident in seen
+        seen.setdefault(ident, t)
+        overtaken = span is not None and (src, dst, span) in ranges \
+            and older(tsval, ranges[(src, dst, span)])
+        late = overtaken and ending.get((src, dst, span[0])) == (tsval, tsecr)
+        if span is not None:
+            r = (src, dst, span)
+            if r not in ranges or older(ranges[r], tsval):
+                ranges[r] = tsval
+            ending.setdefault((src, dst, span[1]), (tsval, tsecr))
         if ack is not None and advances:
             acked[key] = ack
         if key in newest:
@@ -53,13 +83,21 @@ def main():
             if older(tsval, (nv - 1) & 0xFFFFFFFF) and (length > 0 or 'F' in flags or advances
                                                         or behind > REPLAY_TICKS):
                 old += 1
+                own += copy or late
                 if old <= 20:
                     print(f"old TSval: {raw.strip()}")
                     print(f"   newest before it ({(t - nt) * 1000:.1f} ms earlier, {behind} ticks newer): {nline}")
+                    if copy:
+                        print(f"   (the path's own: a copy of a segment seen {(t - seen[ident]) * 1000:.1f} ms earlier)")
+                    elif late:
+                        print("   (the path's own: a late original; its retransmission came first, and it carries"
+                              " the clock of the segment that ends where it starts)")
             if older(nv, tsval):
                 newest[key] = (tsval, t, raw.strip())
         else:
             newest[key] = (tsval, t, raw.strip())
+    if old:
+        print(f"path's own: {own}")
     print(f"old: {old}")
 
 
