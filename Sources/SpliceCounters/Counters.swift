@@ -191,6 +191,14 @@ public struct BalancerCounters: Codable, Sendable, Equatable {
     /// The balancer's SYNs to backends sent without the ECN request the router's own setting
     /// (tcp_ecn=1) put on them: its backend connections never set ECN up.
     public var ecnNotAsked: UInt64 = 0
+    /// A joined client's packets toward its backend (whose connection never set ECN up) that
+    /// said ECN-capable: sent on marked not ECN-capable (RFC 3168 6.1.1.1), so that a router
+    /// beyond drops rather than marks them. Those that came marked CE (congestion before the
+    /// router, which the backend could never echo) are dropped instead, as RFC 6040 has a
+    /// tunnel's egress do with a mark it cannot pass on: the client sees the loss and slows
+    /// down.
+    public var ectCleared: UInt64 = 0
+    public var ceDropped: UInt64 = 0
     /// Joined flows reset because their backend was taken out (`reset-backend`: its health
     /// check failed, or the operator said so).
     public var resetForBackend: UInt64 = 0

@@ -91,6 +91,14 @@ public struct IPv4Header {
         checksum = Checksum.update(checksum, old: oldWord, new: bytes.be16(Field.ttl))
     }
 
+    /// Sets the ECN field (the low two bits of the TOS byte, RFC 3168) and updates the header
+    /// checksum incrementally.
+    @inlinable public func updateECN(_ value: UInt8) {
+        let oldWord = bytes.be16(Field.versionIHL)
+        tos = (tos & ~ECN.mask) | (value & ECN.mask)
+        checksum = Checksum.update(checksum, old: oldWord, new: bytes.be16(Field.versionIHL))
+    }
+
     /// Recomputes the header checksum from scratch.
     @inlinable public func fillChecksum() {
         checksum = 0

@@ -94,6 +94,20 @@ public struct TCPPacket {
         }
     }
     @inlinable public var segmentLength: Int { tcp.bytes.count }
+    /// The ECN field of the IP header (`ECN`).
+    @inlinable public var ecn: UInt8 {
+        switch ip {
+        case .v4(let h): return h.tos & ECN.mask
+        case .v6(let h): return h.trafficClass & ECN.mask
+        }
+    }
+    /// Sets the ECN field (IPv4: the header checksum kept right).
+    @inlinable public func updateECN(_ value: UInt8) {
+        switch ip {
+        case .v4(let h): h.updateECN(value)
+        case .v6(let h): h.setECN(value)
+        }
+    }
 
     /// The pseudo-header sum for this packet's TCP segment.
     @inlinable public var pseudoHeaderSum: Checksum.Accumulator {

@@ -19,13 +19,15 @@ struct JoinTests {
     @discardableResult
     func feed(_ e: Engine, from src: IPAddress, _ sport: UInt16, to dst: IPAddress, _ dport: UInt16, flags: TCPFlags,
               seq: SeqNumber, ack: SeqNumber = SeqNumber(0), window: UInt16 = 1000, ts: TCPTimestamps? = nil,
-              syn: SynOptions? = nil, payload: Int = 0, data: [UInt8]? = nil, proxy: Bool = false) -> Sent {
+              syn: SynOptions? = nil, payload: Int = 0, data: [UInt8]? = nil, proxy: Bool = false,
+              ecn: UInt8 = ECN.notECT) -> Sent {
         var spec = TCPPacketSpec(source: src, destination: dst, sourcePort: sport, destinationPort: dport,
                                  sequenceNumber: seq, acknowledgmentNumber: ack, flags: flags,
                                  payload: data ?? [UInt8](repeating: 0x62, count: payload))
         spec.window = window
         if let syn { spec.setSynOptions(syn) } else if let ts { spec.setSynOptions(SynOptions(timestamps: ts)) }
         var bytes = spec.bytes()
+        if ecn != ECN.notECT { bytes.withUnsafeMutableBytes { TCPPacket($0)?.updateECN(ecn) } }
         let info = proxy ? PacketInfo(hook: Engine.Hook.localOut, mark: SpliceMarks().balancer) : PacketInfo()
         let v = bytes.withUnsafeMutableBytes { e.process($0, info: info, now: .seconds(1)) }
         return Sent(verdict: v, bytes: bytes)
@@ -231,6 +233,43 @@ struct JoinTests {
         #expect(reset.verdict == .drop)
         #expect(e.flows(now: .seconds(1)).map(\.state) == states)
         #expect(e.flows(now: .seconds(1)).allSatisfy { $0.mode == .joined })
+    }
+
+    @Test("a joined client's ECN-capable packets reach the backend not ECN-capable; one marked CE is dropped")
+    func clientECNTakenOffTowardTheBackend() {
+        let (e, _, r) = setUp()
+        joinDrained(e, r)
+        let up = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 101, ack: p1ISN + 1,
+                      ts: TCPTimestamps(value: 110, echo: 9001), payload: 200, ecn: ECN.ect0)
+        #expect(up.verdict.rewrittenLength != nil)
+        var u = up.bytes
+        u.withUnsafeMutableBytes { buf in
+            guard let p = TCPPacket(buf), case .v4(let ip) = p.ip else { Issue.record("unparsable"); return }
+            #expect(p.destination == backend)
+            #expect(p.ecn == ECN.notECT)
+            #expect(ip.tos == 0)
+            #expect(ip.checksumIsValid)
+            #expect(p.checksumIsValid)
+        }
+        #expect(e.counters.balancer.ectCleared == 1)
+        // Not ECN-capable already: untouched, not counted.
+        feed(e, from: client, 40000, to: vip, 80, flags: .ack, seq: cISN + 301, ack: p1ISN + 1,
+             ts: TCPTimestamps(value: 111, echo: 9001))
+        #expect(e.counters.balancer.ectCleared == 1)
+        let ce = feed(e, from: client, 40000, to: vip, 80, flags: [.ack, .psh], seq: cISN + 301, ack: p1ISN + 1,
+                      ts: TCPTimestamps(value: 112, echo: 9001), payload: 100, ecn: ECN.ce)
+        #expect(ce.verdict == .drop)
+        #expect(e.counters.balancer.ceDropped == 1)
+        // The backend's packets toward the client keep their field.
+        let down = feed(e, from: backend, 80, to: local, 61000, flags: [.ack, .psh], seq: bISN + 1, ack: p2ISN + 321,
+                        window: 100, ts: TCPTimestamps(value: 77010, echo: 502), payload: 50, ecn: ECN.ect1)
+        var d = down.bytes
+        d.withUnsafeMutableBytes { buf in
+            guard let p = TCPPacket(buf) else { Issue.record("unparsable"); return }
+            #expect(p.destination == client)
+            #expect(p.ecn == ECN.ect1)
+        }
+        #expect(e.counters.balancer.ectCleared == 1)
     }
 
     @Test func aBackendTakenOutHasItsJoinedFlowsResetAtBothEnds() {

@@ -38,6 +38,11 @@ struct IPv6HeaderTests {
             #expect(h.hopLimit == 1)
             #expect(h.source == src)
             #expect(h.destination == dst)
+            // ECN: the traffic class's low two bits, nothing else (0xb8 is ECT-free).
+            h.setECN(ECN.ce)
+            #expect(h.trafficClass == 0xbb)
+            #expect(h.flowLabel == 0x12345)
+            h.setECN(ECN.notECT)
         }
         #expect(bytes[7] == 1)
         #expect(Array(bytes[8..<24]) == [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4])

@@ -20,9 +20,12 @@
 # router that also runs the resilient mode): the balancer's SYNs to the backends must not, or a
 # joined backend would send ECT packets to clients that ignore their marks; the backends count
 # the SYNs with ECE they get (0 wanted).
-# Last, a 1 MiB POST the proxy relays (rule /hold/, action proxy) with an urgent byte in every
+# Then a 1 MiB POST the proxy relays (rule /hold/, action proxy) with an urgent byte in every
 # 256 KiB of its body: the backend's SHA-256 of the body is the client's (splice(2) stops at an
 # urgent byte; before 2026-12-07 the relay spun there and the upload never ended).
+# Last, a client asking for ECN: a 4 MiB upload joined to a backend (the default rule) arrives
+# byte-exact and not ECN-capable (the backends count ECN-capable packets; 0 wanted), the
+# engine's `balancer.ectCleared` showing the client's connection did set ECN up.
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -43,6 +46,8 @@ table inet tsplice_ecn {
     chain in {
         type filter hook input priority 0; policy accept;
         tcp dport 80 tcp flags & (syn | ack | ecn) == syn | ecn counter comment "ecn-syns"
+        tcp dport 80 ip ecn != not-ect counter comment "ect-in"
+        tcp dport 80 ip6 ecn != not-ect counter comment "ect-in"
     }
 }
 NFT
@@ -186,11 +191,34 @@ out=$(nsx "$NS_C" timeout 60 python3 "$NETNS_DIR/urgent.py" post "$VIP" 80 /hold
     || fail "a relayed POST with urgent bytes in its body: $out"
 log "a relayed POST with urgent bytes in its body: $out"
 
+# ecn_count WHAT: the backends' packets counted by the nft rules commented WHAT, in all.
+ecn_count() {
+    local ns n sum=0
+    for ns in "${BACKEND_NS[@]}"; do
+        for n in $(nsx "$ns" nft list chain inet tsplice_ecn in | awk -v w="\"$1\"" '$0 ~ w { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }'); do
+            sum=$((sum + n))
+        done
+    done
+    echo "$sum"
+}
 # No backend was asked for ECN.
-ecn_syns=0
-for ns in "${BACKEND_NS[@]}"; do
-    n=$(nsx "$ns" nft list chain inet tsplice_ecn in | awk '/ecn-syns/ { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }')
-    ecn_syns=$((ecn_syns + ${n:-0}))
-done
+ecn_syns=$(ecn_count ecn-syns)
 check "no backend got a SYN asking for ECN ($ecn_syns)" [ "$ecn_syns" -eq 0 ]
 log "the balancer's SYNs to the backends, $(status_json | json_get balancer.ecnNotAsked) of them sent without the router's ECN request: none reached a backend with ECE"
+
+# A client that asks for ECN (as Apple's do by default) sets it up with the proxy's socket; the
+# backend's connection never does. Joined, its upload reaches the backend not ECN-capable:
+# otherwise a router past the join would mark CE on packets whose receiver never echoes it, and
+# the client would never slow down for it (before 2026-12-07 every data packet went on ECT).
+nsx "$NS_C" sysctl -qw net.ipv4.tcp_ecn=1 || fail "cannot have the client ask for ECN"
+head -c $((4 << 20)) /dev/urandom >"$TEST_TMP/up"
+ect_before=$(ecn_count ect-in)
+cleared_before=$(status_json | json_get balancer.ectCleared)
+got=$(nsx "$NS_C" curl -sS --max-time 60 --data-binary "@$TEST_TMP/up" -H 'Content-Type: application/octet-stream' \
+    "http://$VIP/up") || fail "a joined upload from a client asking for ECN failed"
+[[ "$got" == "$(sha256_of "$TEST_TMP/up")" ]] || fail "a joined upload from a client asking for ECN: the backend got another body ($got)"
+ect=$(( $(ecn_count ect-in) - ect_before ))
+cleared=$(( $(status_json | json_get balancer.ectCleared) - cleared_before ))
+check "a joined upload's ECN-capable packets: none reached the backend ECN-capable ($ect)" [ "$ect" -eq 0 ]
+check "a joined upload from a client asking for ECN: its packets made not ECN-capable toward the backend ($cleared), so the client did set ECN up" [ "$cleared" -gt 0 ]
+log "a 4 MiB upload joined from a client that set ECN up with the service: byte-exact at the backend, $cleared packets made not ECN-capable on the way, none ECN-capable at the backend"

@@ -547,6 +547,12 @@ extension Engine {
             // The peer is gone (expired): nothing to translate onto.
             return .drop
         }
+        if j.facesClient && p.ecn == ECN.ce {
+            // A congestion mark the backend cannot echo (its connection has no ECN): the
+            // client learns of the congestion by the loss (`ceDropped`, counters).
+            counters.balancer.ceDropped &+= 1
+            return .drop
+        }
         let tcp = p.tcp
         var returnAfter = false
         if j.returns {
@@ -613,6 +619,12 @@ extension Engine {
                 default: break
                 }
             }
+        }
+        if j.facesClient && p.ecn != ECN.notECT {
+            // The client set ECN up with the proxy's socket, the backend's connection never
+            // does (`fromBalancerSocket`): its packets go on not ECN-capable.
+            p.updateECN(ECN.notECT)
+            counters.balancer.ectCleared &+= 1
         }
         counters.balancer.translated &+= 1
         // The peer's table entry follows the packet as its near end's (its state, FIN, RST):
