@@ -1141,12 +1141,13 @@ resilient_xfers_start() {
 # proxy_kill_now: SIGKILL to splice-proxy (started by proxy_start), which must die
 # of it (exit status 137).
 proxy_kill_now() {
-    local rc=0
+    local rc=0 pid
+    pid=$(bg_pid splice-proxy)
     bg_kill splice-proxy KILL || rc=$?
     [[ $rc -eq 137 ]] || fail "splice-proxy exited with $rc after SIGKILL, expected 137"
     local at=""
     ((${#XF_NAMES[@]} == 0)) || at=" at progress $(xfers_progress_permille | tr ' ' /) per mille"
-    log "splice-proxy (pid $PROXY_PID) killed with SIGKILL$at"
+    log "splice-proxy (pid $pid) killed with SIGKILL$at"
 }
 
 # proxy_killed_midway: once every transfer is a third of the way (all still running),

@@ -24,6 +24,12 @@
 #    client's socket soon enough that its own window closes. It is kept as the check that the
 #    engine's handling of a server's zero window breaks no upload.)
 # All through splice-proxy; every flow stays resilient, through the proxy, with no failover.
+# 3. Then a stalled reader whose proxy dies while its window is shut: a client stops reading a
+#    download for KILL_STALL (8) seconds, the proxy is SIGKILLed in the middle of it (the
+#    engine had told the server the client's zero window, and the proxy held bytes the client
+#    had not acknowledged); the server's probes then reach the client itself, and when the
+#    client reads again the download must go on to its end, byte-exact, the server giving up on
+#    nothing, neither end dropping a segment as old (PAWS), the flow failed over to bypass.
 # shellcheck source=Tests/netns/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -32,7 +38,9 @@ STALL=${STALL:-15}
 STALL_MIB=16
 STALL_PORT=5003
 UPLOAD_PORT=5004
-PORTS="$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT,$UPLOAD_PORT"
+KILL_STALL=${KILL_STALL:-8}
+KILL_PORT=5005
+PORTS="$XF_DOWN_PORT,$XF_UP_PORT,$STALL_PORT,$UPLOAD_PORT,$KILL_PORT"
 IDLE_PY="$NETNS_DIR/idle.py"
 
 topo_create
@@ -100,4 +108,28 @@ check "the uploading client was told so: $(tail -n 1 "$(bg_log upload-client)")"
 check "the client gave up on no connection after its retransmissions (TcpExtTCPAbortOnTimeout +$client_aborts)" test "$client_aborts" -eq 0
 flows_assert_all resilient policy 4 "$PORTS"
 check "no failover: the flows stayed with the proxy" [ "$(resilient_stat failovers)" -eq 0 ]
+
+# 3. The stalled reader whose proxy dies during the stall.
+aborts_before=$(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout)
+bg_start kill-serve "$NS_S" python3 "$IDLE_PY" serve-stream "$KILL_PORT" "$STALL_MIB"
+wait_port "$NS_S" "$KILL_PORT"
+paws_baseline
+capture_start paws
+bg_start kill-client "$NS_C" python3 "$IDLE_PY" client-stall "$SERVER_IP" "$KILL_PORT" "$STALL_MIB" "$KILL_STALL"
+_kill_stalling() { grep -q '^STALLING' "$(bg_log kill-client)"; }
+wait_for 20 "the third stalled reader's first MiB" _kill_stalling
+# The client's window shuts while it does not read (its receive buffer is 64 KiB: idle.py).
+_window_shut() { nsx "$NS_C" ss -tn "dport = :$KILL_PORT" | awk 'NR > 1 && $2 > 32768 { f = 1 } END { exit !f }'; }
+wait_for 5 "the stalled client's receive queue to fill" _window_shut
+sleep 1
+proxy_kill_now
+bg_wait kill-client $((KILL_STALL + 60)) || true
+capture_stop paws
+aborts=$(($(ns_counter "$NS_S" TcpExtTCPAbortOnTimeout) - aborts_before))
+report "the client that stopped reading for ${KILL_STALL} s while its proxy was killed: $(tail -n 1 "$(bg_log kill-client)"); the server gave up on $aborts connections; failovers $(resilient_stat failovers)"
+check "the download whose proxy died while its client did not read arrived byte-exact: $(tail -n 1 "$(bg_log kill-client)")" \
+    grep -q '^OK' "$(bg_log kill-client)"
+check "the server gave up on no connection (TcpExtTCPAbortOnTimeout +$aborts)" test "$aborts" -eq 0
+check "the flow failed over when the proxy died" [ "$(resilient_stat failovers)" -ge 1 ]
+paws_report "over the proxy's death during the stall"
 log "PASS"
