@@ -65,6 +65,8 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     /// The ends' segments with an urgent mark (URG) given to the proxy's sockets without it:
     /// the urgent byte in line, as an ordinary byte of the stream.
     public var urgentToProxy: UInt64 = 0
+    /// The proxy's packets given their end's DSCP in place of the proxy socket's own marking.
+    public var dscpCopied: UInt64 = 0
     public var finRstHeld: UInt64 = 0
     public var finRstReleased: UInt64 = 0
     public var finRstDiscarded: UInt64 = 0

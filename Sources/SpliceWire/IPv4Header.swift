@@ -91,11 +91,11 @@ public struct IPv4Header {
         checksum = Checksum.update(checksum, old: oldWord, new: bytes.be16(Field.ttl))
     }
 
-    /// Sets the ECN field (the low two bits of the TOS byte, RFC 3168) and updates the header
-    /// checksum incrementally.
-    @inlinable public func updateECN(_ value: UInt8) {
+    /// Sets the TOS byte (DSCP and ECN, RFC 2474 and 3168) and updates the header checksum
+    /// incrementally.
+    @inlinable public func updateTOS(_ value: UInt8) {
         let oldWord = bytes.be16(Field.versionIHL)
-        tos = (tos & ~ECN.mask) | (value & ECN.mask)
+        tos = value
         checksum = Checksum.update(checksum, old: oldWord, new: bytes.be16(Field.versionIHL))
     }
 

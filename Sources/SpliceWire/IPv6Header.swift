@@ -92,11 +92,12 @@ public struct IPv6Header {
     @inlinable public var payloadLength: Int { Int(bytes.be16(Field.payloadLength)) }
     @inlinable public var trafficClass: UInt8 { UInt8(truncatingIfNeeded: bytes.be16(0) >> 4) }
     @inlinable public var flowLabel: UInt32 { bytes.be32(0) & 0x000f_ffff }
-    /// Sets the ECN field (the low two bits of the traffic class, RFC 3168; no header checksum
-    /// in IPv6, and the TCP pseudo-header does not cover it).
-    @inlinable public func setECN(_ value: UInt8) {
-        // The traffic class spans bytes 0 and 1; its low two bits are bits 4 and 5 of byte 1.
-        bytes.setU8(1, (bytes.u8(1) & ~(ECN.mask << 4)) | ((value & ECN.mask) << 4))
+    /// Sets the traffic class (DSCP and ECN; no header checksum in IPv6, and the TCP
+    /// pseudo-header does not cover it). It spans the low half of byte 0 and the high half of
+    /// byte 1.
+    @inlinable public func setTrafficClass(_ value: UInt8) {
+        bytes.setU8(0, (bytes.u8(0) & 0xf0) | (value >> 4))
+        bytes.setU8(1, (bytes.u8(1) & 0x0f) | (value << 4))
     }
     @inlinable public var hopLimit: UInt8 {
         get { bytes.u8(Field.hopLimit) }

@@ -94,19 +94,30 @@ public struct TCPPacket {
         }
     }
     @inlinable public var segmentLength: Int { tcp.bytes.count }
-    /// The ECN field of the IP header (`ECN`).
-    @inlinable public var ecn: UInt8 {
+    /// The IPv4 TOS byte or the IPv6 traffic class: DSCP in the high six bits, ECN in the low
+    /// two (RFC 2474, 3168).
+    @inlinable public var trafficClass: UInt8 {
         switch ip {
-        case .v4(let h): return h.tos & ECN.mask
-        case .v6(let h): return h.trafficClass & ECN.mask
+        case .v4(let h): return h.tos
+        case .v6(let h): return h.trafficClass
         }
     }
-    /// Sets the ECN field (IPv4: the header checksum kept right).
-    @inlinable public func updateECN(_ value: UInt8) {
+    /// Sets the TOS byte or traffic class (IPv4: the header checksum kept right).
+    @inlinable public func updateTrafficClass(_ value: UInt8) {
         switch ip {
-        case .v4(let h): h.updateECN(value)
-        case .v6(let h): h.setECN(value)
+        case .v4(let h): h.updateTOS(value)
+        case .v6(let h): h.setTrafficClass(value)
         }
+    }
+    /// The ECN field (`ECN`).
+    @inlinable public var ecn: UInt8 { trafficClass & ECN.mask }
+    @inlinable public func updateECN(_ value: UInt8) {
+        updateTrafficClass((trafficClass & ~ECN.mask) | (value & ECN.mask))
+    }
+    /// The DSCP field, as its 6-bit value (46 for EF).
+    @inlinable public var dscp: UInt8 { trafficClass >> 2 }
+    @inlinable public func updateDSCP(_ value: UInt8) {
+        updateTrafficClass((value << 2) | (trafficClass & ECN.mask))
     }
 
     /// The pseudo-header sum for this packet's TCP segment.

@@ -500,6 +500,53 @@ struct ResilientSpliceTests {
         #expect(h.engine.counters.resilient.urgentToProxy == 1)
     }
 
+    @Test("the proxy's packets, and the ACKs the engine releases, carry the DSCP of the end they speak for; ECN bits their own")
+    func endsDSCPOnTheProxysPackets() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        func marked(_ bytes: [UInt8], dscp: UInt8, ecn: UInt8 = ECN.notECT) -> [UInt8] {
+            var copy = bytes
+            copy.withUnsafeMutableBytes { TCPPacket($0)!.updateTrafficClass(dscp << 2 | ecn) }
+            return copy
+        }
+        func trafficClass(_ bytes: [UInt8]) -> UInt8 {
+            var copy = bytes
+            return copy.withUnsafeMutableBytes { TCPPacket($0)!.trafficClass }
+        }
+        // The client marks AF41 (34), the server CS4 (32).
+        _ = h.feed(marked(c.packet(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 100), dscp: 34))
+        _ = h.feed(marked(c.packet(fromClient: false, flags: [.ack, .psh], seq: c.serverISN + 1, ack: c.clientISN + 1, payload: 200), dscp: 32))
+        // The up socket relays the client's 100 bytes: in the client's name, AF41; its own ECT(0) kept.
+        let (v, up) = h.feed(marked(h.proxyPacket(down: false, flags: [.ack, .psh], seq: h.proxyUpISN + 1, ack: c.serverISN + 1, payload: 100),
+                                    dscp: 0, ecn: ECN.ect0), fromProxy: true)
+        #expect(v.action == .accept && h.valid(up))
+        #expect(trafficClass(up) == 34 << 2 | ECN.ect0)
+        var copy = up
+        copy.withUnsafeMutableBytes { buf in
+            if case .v4(let ip) = TCPPacket(buf)!.ip { #expect(ip.checksumIsValid) }
+        }
+        // The down socket relays the server's bytes: CS4.
+        let (_, down) = h.feed(h.proxyPacket(down: true, flags: [.ack, .psh], seq: h.proxyDownISN + 1, ack: c.clientISN + 101, payload: 200),
+                               fromProxy: true)
+        #expect(trafficClass(down) == 32 << 2)
+        // The client acknowledges them: the ACK released to the server speaks for the client, AF41.
+        let released = h.injector.packets.count
+        _ = h.feed(marked(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 101, ack: c.serverISN + 201), dscp: 34))
+        #expect(h.injector.packets.count == released + 1)
+        if h.injector.packets.count == released + 1 {
+            let ack = h.injector.packets.last!.bytes
+            #expect(trafficClass(ack) == 34 << 2 && h.valid(ack))
+            #expect(h.spec(ack).destination == c.server)
+        }
+        // The client unmarks: the proxy's next packet in its name is unmarked too.
+        _ = h.feed(c.packet(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 101, ack: c.serverISN + 201, payload: 10))
+        let (_, up2) = h.feed(marked(h.proxyPacket(down: false, flags: [.ack, .psh], seq: h.proxyUpISN + 101, ack: c.serverISN + 201, payload: 10),
+                                     dscp: 8), fromProxy: true)
+        #expect(trafficClass(up2) == 0)
+        #expect(h.engine.counters.resilient.dscpCopied == 3)
+    }
+
     @Test("an end's keepalive probe (SND.UNA - 1) gets the proxy's answer, though it repeats the last ACK")
     func keepaliveProbeAnswered() {
         let h = ResilientHarness()

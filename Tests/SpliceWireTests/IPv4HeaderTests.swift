@@ -83,10 +83,7 @@ struct IPv4HeaderTests {
                 switch rng.below(4) {
                 case 0: h.updateSource(rng.oneIn(8) ? [0, UInt32.max][rng.below(2)] : rng.u32())
                 case 1: h.updateDestination(rng.u32())
-                case 2:
-                    let dscp = h.tos & ~ECN.mask, value = rng.u8()
-                    h.updateECN(value)
-                    #expect(h.tos == dscp | (value & ECN.mask), "seed \(seed)")
+                case 2: h.updateTOS(rng.u8())
                 default: h.updateTTL(rng.u8())
                 }
                 #expect(h.checksumIsValid, "seed \(seed)")

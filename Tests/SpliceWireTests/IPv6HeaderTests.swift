@@ -38,11 +38,12 @@ struct IPv6HeaderTests {
             #expect(h.hopLimit == 1)
             #expect(h.source == src)
             #expect(h.destination == dst)
-            // ECN: the traffic class's low two bits, nothing else (0xb8 is ECT-free).
-            h.setECN(ECN.ce)
-            #expect(h.trafficClass == 0xbb)
+            // The traffic class, across its two bytes; the version and flow label kept.
+            h.setTrafficClass(0x2d)
+            #expect(h.trafficClass == 0x2d)
             #expect(h.flowLabel == 0x12345)
-            h.setECN(ECN.notECT)
+            #expect(h.bytes.u8(0) >> 4 == 6)
+            h.setTrafficClass(0xb8)
         }
         #expect(bytes[7] == 1)
         #expect(Array(bytes[8..<24]) == [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4])

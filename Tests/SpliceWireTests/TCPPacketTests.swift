@@ -82,6 +82,25 @@ struct TCPPacketTests {
         bytes.withUnsafeMutableBytes { #expect(TCPPacket($0) == nil) }
     }
 
+    @Test("DSCP and ECN are set apart, checksums kept, v4 and v6", arguments: [false, true])
+    func dscpAndECN(v6: Bool) throws {
+        var bytes = Fixtures.dataSpec(v6: v6).bytes()
+        try withPacket(&bytes) { p in
+            #expect(p.trafficClass == 0)
+            p.updateECN(ECN.ect0)
+            p.updateDSCP(46)                          // EF
+            #expect(p.dscp == 46 && p.ecn == ECN.ect0)
+            #expect(p.trafficClass == 0xba)
+            p.updateECN(ECN.notECT)
+            #expect(p.dscp == 46 && p.ecn == ECN.notECT)
+            p.updateDSCP(0)
+            p.updateECN(ECN.ce)
+            #expect(p.trafficClass == ECN.ce)
+            #expect(p.checksumIsValid)
+            if case .v4(let h) = p.ip { #expect(h.checksumIsValid) }
+        }
+    }
+
     @Test("address rewrites keep both checksums, v4")
     func rewriteV4() throws {
         var bytes = Fixtures.dataSpec(payload: [1, 2, 3]).bytes()

@@ -49,6 +49,7 @@ extension Engine {
             b.pointee.resilient.proxy[d].window = window
             b.pointee.resilient.proxy[d].closedForEnd = false
         }
+        if side.dscp != 0, let ack = TCPPacket(buildBuffer.slice(0, n)) { ack.updateDSCP(side.dscp) }
         counters.resilient.acksInjected &+= 1
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }

@@ -36,6 +36,9 @@ extension Engine {
             return .accept
         }
         if abandonReplayIfLate(entry: e, block: b, now: now) { return .accept }
+        // Its marking, for the proxy's packets in its name (QoS past the router sees the
+        // ends' DSCP, as without us).
+        b.pointee.resilient.proxy[dir].dscp = p.dscp
 
         if dir == .reply {
             if flags.contains(.syn) {

@@ -185,6 +185,9 @@ public struct ProxySide: Sendable {
     /// the sender must not time out on the data the proxy holds (see there).
     public var ownWindow: UInt16 = 0
     public var closedForEnd = false
+    /// The DSCP of its end's last packet (RFC 2474): its packets in that end's name carry it,
+    /// as that end's own would (`Engine.translateFromProxy`, `Engine.releaseAck`).
+    public var dscp: UInt8 = 0
 
     public init() {}
 }

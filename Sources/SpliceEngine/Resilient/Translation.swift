@@ -108,6 +108,12 @@ extension Engine {
             if closed { tcp.updateWindow(0) }
             r.proxy[d].closedForEnd = closed
         }
+        // The end's DSCP, not the proxy socket's (its ECN bits are its own: ECN is set up
+        // per connection, and the proxy's sockets set it up as the ends did).
+        if p.dscp != r.proxy[d].dscp {
+            p.updateDSCP(r.proxy[d].dscp)
+            counters.resilient.dscpCopied &+= 1
+        }
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
         let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
