@@ -544,7 +544,17 @@ struct ResilientSpliceTests {
         let (_, up2) = h.feed(marked(h.proxyPacket(down: false, flags: [.ack, .psh], seq: h.proxyUpISN + 101, ack: c.serverISN + 201, payload: 10),
                                      dscp: 8), fromProxy: true)
         #expect(trafficClass(up2) == 0)
-        #expect(h.engine.counters.resilient.dscpCopied == 3)
+        // An unannounced FIN of the down socket, held then released: in the server's name, CS4.
+        let fin = h.proxyPacket(down: true, flags: [.fin, .ack], seq: h.proxyDownISN + 201, ack: c.clientISN + 111)
+        #expect(h.feed(fin, fromProxy: true, at: 1).0 == .drop)
+        let held = h.injector.packets.count
+        h.engine.tick(now: .seconds(2))
+        #expect(h.injector.packets.count == held + 1)
+        if h.injector.packets.count == held + 1 {
+            let out = h.injector.packets.last!.bytes
+            #expect(h.spec(out).flags.contains(.fin) && trafficClass(out) == 32 << 2 && h.valid(out))
+        }
+        #expect(h.engine.counters.resilient.dscpCopied == 4)
     }
 
     @Test("an end's keepalive probe (SND.UNA - 1) gets the proxy's answer, though it repeats the last ACK")

@@ -186,7 +186,7 @@ public struct ProxySide: Sendable {
     public var ownWindow: UInt16 = 0
     public var closedForEnd = false
     /// The DSCP of its end's last packet (RFC 2474): its packets in that end's name carry it,
-    /// as that end's own would (`Engine.translateFromProxy`, `Engine.releaseAck`).
+    /// as that end's own would (`Engine.rewriteFromProxy`, `Engine.releaseAck`).
     public var dscp: UInt8 = 0
 
     public init() {}

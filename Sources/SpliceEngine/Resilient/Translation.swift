@@ -108,12 +108,6 @@ extension Engine {
             if closed { tcp.updateWindow(0) }
             r.proxy[d].closedForEnd = closed
         }
-        // The end's DSCP, not the proxy socket's (its ECN bits are its own: ECN is set up
-        // per connection, and the proxy's sockets set it up as the ends did).
-        if p.dscp != r.proxy[d].dscp {
-            p.updateDSCP(r.proxy[d].dscp)
-            counters.resilient.dscpCopied &+= 1
-        }
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
         let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
@@ -129,12 +123,18 @@ extension Engine {
         return .acceptModified(p, info: info)
     }
 
-    /// Rewrites a packet of the proxy's socket speaking `d` in place into the ends' space;
-    /// returns the clamped ACK.
+    /// Rewrites a packet of the proxy's socket speaking `d` in place into the ends' space (its
+    /// end's DSCP too); returns the clamped ACK.
     @discardableResult
     func rewriteFromProxy(_ p: TCPPacket, state r: inout ResilientState, speaking d: FlowDirection,
                           newSeq: SeqNumber, clamp: SeqNumber) -> SeqNumber? {
         let tcp = p.tcp
+        // The end's DSCP, not the proxy socket's (its ECN bits are its own: ECN is set up
+        // per connection, and the proxy's sockets set it up as the ends did).
+        if p.dscp != r.proxy[d].dscp {
+            p.updateDSCP(r.proxy[d].dscp)
+            counters.resilient.dscpCopied &+= 1
+        }
         tcp.updateSequenceNumber(newSeq)
         var clamped: SeqNumber?
         if tcp.flags.contains(.ack) {
