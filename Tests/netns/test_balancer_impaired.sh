@@ -63,11 +63,11 @@ SERVICE_MSS=()
 if ! grep -qvwE 'backend-small-mss|all-off|reordered-all-off' <<<"$(tr ' ' '\n' <<<"$VARIANTS" | grep -v '^$')"; then
     SERVICE_MSS=(--service-mss 536)
 fi
-# The join's drain bound (2 s by default) covers a lost request or acknowledgement resent by
-# the proxy's socket (RTO 0.2 s, then 0.4, 0.8, ...); on these links a request can be lost
-# twice, and the join would be given up and relayed (seen once in CI, 2026-12-07: the 77-byte
-# request still unacknowledged at 2 s, sent twice). The test is about joins on lossy links
-# completing right, not about the default bound: 8 s.
+# The join's drain bound: 8 s instead of the default 2. Seen once (2026-12-07, a clean-clone
+# run of the suite): a join given up and relayed at 2 s, its 77-byte request to the backend
+# still unacknowledged by then though the engine saw it sent only twice; why is not known (the
+# run kept no capture). The test is about joins on lossy links completing right; a join that
+# never drains still fails it, one that takes 2-8 s no longer does.
 proxy_start splice-proxy --service "$VIP:80=one" --service "[$VIP6]:80=one6" "${SERVICE_MSS[@]}" --splice-drain-ms 8000 \
     ${BAL_PROXY_DEBUG:+--log-level debug}
 splicectl pools add one --backend "$SERVER_IP:80" >/dev/null || fail "pools add one failed"
