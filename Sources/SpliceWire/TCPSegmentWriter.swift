@@ -27,12 +27,12 @@ public enum TCPSegmentWriter {
                              sourcePort: UInt16, destinationPort: UInt16,
                              sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber,
                              flags: TCPFlags, window: UInt16, options: Options,
-                             ttl: UInt8 = 64) -> Int? {
+                             ttl: UInt8 = 64, trafficClass: UInt8 = 0) -> Int? {
         guard let (buf, t) = layout(into: out, source: source, destination: destination,
                                     sourcePort: sourcePort, destinationPort: destinationPort,
                                     sequenceNumber: sequenceNumber, acknowledgmentNumber: acknowledgmentNumber,
                                     flags: flags, window: window, optionsLength: options.length, payloadLength: 0,
-                                    ttl: ttl) else { return nil }
+                                    ttl: ttl, trafficClass: trafficClass) else { return nil }
         let o = t.slice(TCPHeader.Field.options, TCPHeader.Field.minimumLength + options.length)
         switch options {
         case .none: break
@@ -81,7 +81,7 @@ public enum TCPSegmentWriter {
                        sourcePort: UInt16, destinationPort: UInt16,
                        sequenceNumber: SeqNumber, acknowledgmentNumber: SeqNumber,
                        flags: TCPFlags, window: UInt16, optionsLength: Int, payloadLength: Int,
-                       ttl: UInt8, identification: UInt16 = 0, dontFragment: Bool = true)
+                       ttl: UInt8, identification: UInt16 = 0, dontFragment: Bool = true, trafficClass: UInt8 = 0)
         -> (UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer)? {
         guard source.isIPv4 == destination.isIPv4 else { return nil }
         let v6 = !source.isIPv4
@@ -92,7 +92,7 @@ public enum TCPSegmentWriter {
         let buf = out.slice(0, total)
         buf.initializeMemory(as: UInt8.self, repeating: 0)
         writeIPHeader(into: buf, source: source, destination: destination, protocolNumber: TCPPacket.tcpProtocolNumber,
-                      ttl: ttl, identification: identification, dontFragment: dontFragment)
+                      ttl: ttl, identification: identification, dontFragment: dontFragment, trafficClass: trafficClass)
         let t = buf.slice(ipLen, total)
         t.setBE16(TCPHeader.Field.sourcePort, sourcePort)
         t.setBE16(TCPHeader.Field.destinationPort, destinationPort)
@@ -106,12 +106,14 @@ public enum TCPSegmentWriter {
 
     /// The fixed IPv4 or IPv6 header (no options, no extension header) of a packet that fills
     /// `buf` (zeroed), its family the addresses': lengths from `buf.count`, the IPv4 header
-    /// checksum left for `IPv4Header.fillChecksum`.
+    /// checksum left for `IPv4Header.fillChecksum`. `trafficClass`: the TOS byte or traffic
+    /// class (DSCP and ECN).
     @usableFromInline
     static func writeIPHeader(into buf: UnsafeMutableRawBufferPointer, source: IPAddress, destination: IPAddress,
-                              protocolNumber: UInt8, ttl: UInt8, identification: UInt16 = 0, dontFragment: Bool = true) {
+                              protocolNumber: UInt8, ttl: UInt8, identification: UInt16 = 0, dontFragment: Bool = true,
+                              trafficClass: UInt8 = 0) {
         if !source.isIPv4 {
-            buf.setBE32(0, 6 << 28)
+            buf.setBE32(0, 6 << 28 | UInt32(trafficClass) << 20)
             buf.setBE16(IPv6Header.Field.payloadLength, UInt16(buf.count - IPv6Header.Field.fixedLength))
             buf.setU8(IPv6Header.Field.nextHeader, protocolNumber)
             buf.setU8(IPv6Header.Field.hopLimit, ttl)
@@ -119,6 +121,7 @@ public enum TCPSegmentWriter {
             buf.setIPv6Address(IPv6Header.Field.destination, destination)
         } else {
             buf.setU8(0, 0x45)
+            buf.setU8(IPv4Header.Field.tos, trafficClass)
             buf.setBE16(IPv4Header.Field.totalLength, UInt16(buf.count))
             buf.setBE16(IPv4Header.Field.identification, identification)
             buf.setBE16(IPv4Header.Field.flagsFragment, dontFragment ? 0x4000 : 0)

@@ -38,7 +38,8 @@ extension Engine {
             sequenceNumber: side.seqNext, acknowledgmentNumber: ack, flags: .ack,
             // A pending splice drains: the sender is told to send nothing more (Translation.swift).
             window: window,
-            options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none)
+            options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none,
+            trafficClass: side.dscp << 2)   // in its end's name: that end's DSCP
         else { return }
         b.pointee.resilient.proxy[d].ackGiven = ack
         if endClosed && side.window != 0 {
@@ -49,7 +50,6 @@ extension Engine {
             b.pointee.resilient.proxy[d].window = window
             b.pointee.resilient.proxy[d].closedForEnd = false
         }
-        if side.dscp != 0, let ack = TCPPacket(buildBuffer.slice(0, n)) { ack.updateDSCP(side.dscp) }
         counters.resilient.acksInjected &+= 1
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }
