@@ -58,6 +58,8 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     public var acksClamped: UInt64 = 0
     /// Acknowledgements released to a sender when its receiver caught up (injected).
     public var acksInjected: UInt64 = 0
+    /// Of those, the ones that echoed a congestion mark (ECE) as the proxy's socket did.
+    public var acksEchoingCE: UInt64 = 0
     /// The proxy's pure ACKs dropped because they told the end nothing new.
     public var acksSuppressed: UInt64 = 0
     /// Flows whose ends set up ECN: the proxy's sockets were given the same setup.

@@ -557,6 +557,34 @@ struct ResilientSpliceTests {
         #expect(h.engine.counters.resilient.dscpCopied == 4)
     }
 
+    @Test("a congestion mark the proxy's socket echoes (ECE) reaches the sender on the ACKs the engine releases, until the echo stops")
+    func congestionEchoOnReleasedAcks() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // The server sends 200 bytes (a router before ours marked them CE); the down socket
+        // relays them to the client.
+        _ = h.feed(c.packet(fromClient: false, flags: [.ack, .psh], seq: c.serverISN + 1, ack: c.clientISN + 1, payload: 200))
+        #expect(h.feed(h.proxyPacket(down: true, flags: [.ack, .psh], seq: h.proxyDownISN + 1, ack: c.clientISN + 1, payload: 200),
+                       fromProxy: true).0.action == .accept)
+        // The up socket acknowledges them with ECE: clamped (the client has nothing yet), it
+        // tells the server nothing new and is dropped.
+        #expect(h.feed(h.proxyPacket(down: false, flags: [.ack, .ece], seq: h.proxyUpISN + 1, ack: c.serverISN + 201),
+                       fromProxy: true).0 == .drop)
+        // The client acknowledges: the ACK released to the server echoes the mark.
+        let first = h.feedInjectingOne(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 201))
+        #expect(first?.flags == [.ack, .ece] && first?.acknowledgmentNumber == c.serverISN + 201)
+        // The server's CWR came; the up socket's next ACK has no ECE: neither has the next release.
+        _ = h.feed(c.packet(fromClient: false, flags: [.ack, .psh, .cwr], seq: c.serverISN + 201, ack: c.clientISN + 1, payload: 100))
+        _ = h.feed(h.proxyPacket(down: true, flags: [.ack, .psh], seq: h.proxyDownISN + 201, ack: c.clientISN + 1, payload: 100),
+                   fromProxy: true)
+        #expect(h.feed(h.proxyPacket(down: false, flags: .ack, seq: h.proxyUpISN + 1, ack: c.serverISN + 301),
+                       fromProxy: true).0 == .drop)
+        let second = h.feedInjectingOne(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 301))
+        #expect(second?.flags == .ack && second?.acknowledgmentNumber == c.serverISN + 301)
+        #expect(h.engine.counters.resilient.acksInjected == 2 && h.engine.counters.resilient.acksEchoingCE == 1)
+    }
+
     @Test("an end's keepalive probe (SND.UNA - 1) gets the proxy's answer, though it repeats the last ACK")
     func keepaliveProbeAnswered() {
         let h = ResilientHarness()

@@ -35,7 +35,8 @@ extension Engine {
         guard let n = TCPSegmentWriter.write(
             into: buildBuffer, source: entry.address(sending: d), destination: entry.address(receiving: d),
             sourcePort: entry.port(sending: d), destinationPort: entry.port(receiving: d),
-            sequenceNumber: side.seqNext, acknowledgmentNumber: ack, flags: .ack,
+            // The socket's congestion echo as well (its own ACK, dropped as clamped, had it).
+            sequenceNumber: side.seqNext, acknowledgmentNumber: ack, flags: side.echoingCE ? [.ack, .ece] : .ack,
             // A pending splice drains: the sender is told to send nothing more (Translation.swift).
             window: window,
             options: b.pointee.resilient.timestamps ? .timestamps(TCPTimestamps(value: side.tsval, echo: side.tsecr)) : .none,
@@ -51,6 +52,7 @@ extension Engine {
             b.pointee.resilient.proxy[d].closedForEnd = false
         }
         counters.resilient.acksInjected &+= 1
+        if side.echoingCE { counters.resilient.acksEchoingCE &+= 1 }
         inject(UnsafeRawBufferPointer(buildBuffer.slice(0, n)), to: entry.address(receiving: d), local: false)
     }
 }

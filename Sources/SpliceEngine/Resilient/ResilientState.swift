@@ -188,6 +188,11 @@ public struct ProxySide: Sendable {
     /// The DSCP of its end's last packet (RFC 2474): its packets in that end's name carry it,
     /// as that end's own would (`Engine.rewriteFromProxy`, `Engine.releaseAck`).
     public var dscp: UInt8 = 0
+    /// It is echoing a congestion mark (RFC 3168: ECE on its last packet after the handshake,
+    /// as a receiver does from a CE until the sender's CWR): the ACKs the engine releases in its
+    /// name echo it too (`Engine.releaseAck`), or a sender whose receiver's ACKs are all
+    /// released by the engine would never hear of the mark.
+    public var echoingCE = false
 
     public init() {}
 }

@@ -136,6 +136,7 @@ extension Engine {
             counters.resilient.dscpCopied &+= 1
         }
         tcp.updateSequenceNumber(newSeq)
+        if !tcp.flags.contains(.syn) { r.proxy[d].echoingCE = tcp.flags.contains(.ece) }
         var clamped: SeqNumber?
         if tcp.flags.contains(.ack) {
             let ack = tcp.acknowledgmentNumber
