@@ -26,12 +26,14 @@ extension Engine {
     }
 
     /// A verdict handing an end's packet `p` of a source-NATed flow to the proxy, carried out
-    /// as an injection of the packet it made (its checksum complete), the original dropped.
-    /// What it made goes where `p` went (the SYN replayed in the place of the client's ACK
-    /// too), so it is not parsed again.
+    /// as an injection of the packet it made (its checksum complete), the original dropped,
+    /// addressed as the packet made is: mostly where `p` went, but the SYN replayed in the place
+    /// of the server's SYN-ACK sent again (`replaySynToProxy` in phase `synToProxy`) goes the
+    /// other way (found by `EngineFuzzTests`; the proxy mark routes either to `lo`).
     func toProxyByInjection(_ v: Verdict, packet p: TCPPacket, scratch: UnsafeMutableRawBufferPointer) -> Verdict {
         let bytes = v.finish(packet: p.bytes, scratch: scratch) ?? p.bytes
-        if injectToProxy(UnsafeRawBufferPointer(bytes), to: p.destination) { counters.resilient.injectedToProxy &+= 1 }
+        let destination = TCPPacket(bytes)?.destination ?? p.destination
+        if injectToProxy(UnsafeRawBufferPointer(bytes), to: destination) { counters.resilient.injectedToProxy &+= 1 }
         return .drop
     }
 }

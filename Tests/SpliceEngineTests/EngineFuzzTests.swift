@@ -1,0 +1,172 @@
+import Testing
+import Glibc
+import SpliceWire
+@testable import SpliceEngine
+
+/// Malformed and mutated packets fed to the engine in the middle of a live resilient flow, from
+/// every side and at every stage of the flow: a packet the kernel hands over can be anything
+/// (a broken host, an attacker, a bit flipped on a link whose NIC checks no sum), and the engine
+/// must neither trap (one crash of spliced stops every flow it holds) nor let out a packet it
+/// broke. The wire library's own parsers are fuzzed in `SpliceWireTests.ParseFuzzTests`; this is
+/// the engine's state machines behind them.
+@Suite("The engine under malformed packets")
+struct EngineFuzzTests {
+    enum Stage: String, CaseIterable, CustomTestStringConvertible {
+        case afterSyn, afterSynAck, established, splicePending, spliced, failedOver
+        var testDescription: String { rawValue }
+    }
+
+    /// Builds the flow up to `stage`.
+    static func harness(at stage: Stage) -> ResilientHarness {
+        let h = ResilientHarness()
+        let c = h.c
+        switch stage {
+        case .afterSyn:
+            _ = h.feed(h.clientSyn)
+            return h
+        case .afterSynAck:
+            h.synAndSynAck()
+            return h
+        default:
+            h.handshake()
+        }
+        // Some data each way, relayed and acknowledged.
+        _ = h.feed(c.packet(fromClient: true, flags: [.ack, .psh], seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 100))
+        _ = h.feed(h.proxyPacket(down: false, flags: [.ack, .psh], seq: h.proxyUpISN + 1, ack: c.serverISN + 1, payload: 100),
+                   fromProxy: true)
+        _ = h.feed(c.packet(fromClient: false, flags: [.ack, .psh], seq: c.serverISN + 1, ack: c.clientISN + 101, payload: 200))
+        _ = h.feed(h.proxyPacket(down: true, flags: [.ack, .psh], seq: h.proxyDownISN + 1, ack: c.clientISN + 101, payload: 200),
+                   fromProxy: true)
+        _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 101, ack: c.serverISN + 201))
+        switch stage {
+        case .splicePending, .spliced:
+            _ = h.engine.decide(client: c.client, clientPort: c.clientPort, server: c.server, serverPort: c.serverPort,
+                                action: .splice, ruleID: 1, now: .seconds(0))
+            if stage == .spliced {
+                _ = h.engine.stepOut(client: c.client, clientPort: c.clientPort, server: c.server, serverPort: c.serverPort,
+                                     force: true, now: .seconds(0))
+            }
+        case .failedOver:
+            _ = h.engine.proxyGone(id: 1)
+        default:
+            break
+        }
+        return h
+    }
+
+    /// A packet near the flow's numbers from one of its four senders, with random flags, options
+    /// and payload.
+    static func template(_ h: ResilientHarness, sender: Int, rng: inout SplitMix) -> [UInt8] {
+        let c = h.c
+        func near(_ base: SeqNumber, _ rng: inout SplitMix) -> SeqNumber { base + UInt32.random(in: 0...400, using: &rng) }
+        let flagChoices: [TCPFlags] = [.ack, [.ack, .psh], [.fin, .ack], .rst, [.rst, .ack], .syn, [.syn, .ack],
+                                       [.ack, .urg], [.ack, .ece], [.ack, .cwr], TCPFlags(rawValue: UInt8.random(in: 0...255, using: &rng))]
+        let flags = flagChoices.randomElement(using: &rng)!
+        let payload = [0, 0, 1, 10, 100, 1400].randomElement(using: &rng)!
+        let fromClient = sender == 0 || sender == 3
+        var s = TCPPacketSpec(source: fromClient ? c.client : c.server, destination: fromClient ? c.server : c.client,
+                              sourcePort: fromClient ? c.clientPort : c.serverPort,
+                              destinationPort: fromClient ? c.serverPort : c.clientPort,
+                              sequenceNumber: SeqNumber(0), acknowledgmentNumber: SeqNumber(0), flags: flags,
+                              window: UInt16.random(in: 0...65535, using: &rng),
+                              payload: [UInt8](repeating: 0x63, count: payload))
+        switch sender {
+        case 0: s.sequenceNumber = near(c.clientISN, &rng); s.acknowledgmentNumber = near(c.serverISN, &rng)       // the client
+        case 1: s.sequenceNumber = near(c.serverISN, &rng); s.acknowledgmentNumber = near(c.clientISN, &rng)       // the server
+        case 2: s.sequenceNumber = near(h.proxyDownISN, &rng); s.acknowledgmentNumber = near(c.clientISN, &rng)    // the down socket
+        default: s.sequenceNumber = near(h.proxyUpISN, &rng); s.acknowledgmentNumber = near(c.serverISN, &rng)     // the up socket
+        }
+        switch Int.random(in: 0..<5, using: &rng) {
+        case 0: break
+        case 1: s.options = tsOption(TCPTimestamps(value: UInt32.random(in: 0...1000, using: &rng), echo: UInt32.random(in: 0...100_000, using: &rng)))
+        case 2:   // SACK blocks around the flow's numbers
+            let base = sender == 0 || sender == 2 ? c.serverISN : c.clientISN
+            s.options = [1, 1, 5, 18] + be32(near(base, &rng).rawValue) + be32(near(base, &rng).rawValue)
+                + be32(near(base, &rng).rawValue) + be32(near(base, &rng).rawValue)
+        case 3: s.setSynOptions(SynOptions(maximumSegmentSize: UInt16.random(in: 0...65535, using: &rng),
+                                           windowScale: UInt8.random(in: 0...20, using: &rng), sackPermitted: Bool.random(using: &rng),
+                                           timestamps: TCPTimestamps(value: 1, echo: 2)))
+        default:  // option bytes of any kind and length
+            s.options = (0..<(4 * Int.random(in: 1...10, using: &rng))).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        }
+        return s.bytes()
+    }
+
+    /// `bytes` damaged one way or another; checksums made right again half of the time (a
+    /// checksum the kernel accepts, over fields that make no sense).
+    static func mutate(_ bytes: [UInt8], rng: inout SplitMix) -> [UInt8] {
+        var b = bytes
+        switch Int.random(in: 0..<7, using: &rng) {
+        case 0: break
+        case 1:   // a few bytes of the headers flipped
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                b[Int.random(in: 0..<min(b.count, 80), using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+            }
+        case 2: b = Array(b.prefix(Int.random(in: 0...b.count, using: &rng)))            // cut short
+        case 3: if b.count > 32 { b[32] = UInt8.random(in: 0...255, using: &rng) }        // TCP data offset (IPv4)
+        case 4: b += (0..<Int.random(in: 1...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }   // trailing bytes
+        case 5:   // IPv4 total length or header length
+            if Bool.random(using: &rng) { b[2] = UInt8.random(in: 0...255, using: &rng); b[3] = UInt8.random(in: 0...255, using: &rng) }
+            else { b[0] = 0x40 | UInt8.random(in: 0...15, using: &rng) }
+        default:  // any bytes after an IP version nibble
+            b = (0..<Int.random(in: 0...120, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            if !b.isEmpty { b[0] = (Bool.random(using: &rng) ? 0x40 : 0x60) | (b[0] & 0x0f) }
+        }
+        if Bool.random(using: &rng) {
+            b.withUnsafeMutableBytes { buf in
+                guard let p = TCPPacket(buf) else { return }
+                if case .v4(let ip) = p.ip { ip.fillChecksum() }
+                p.fillChecksum()
+            }
+        }
+        return b
+    }
+
+    static func checksumsValid(_ bytes: [UInt8]) -> Bool? {
+        var copy = bytes
+        return copy.withUnsafeMutableBytes { buf -> Bool? in
+            guard let p = TCPPacket(buf) else { return nil }
+            if case .v4(let ip) = p.ip, !ip.checksumIsValid { return false }
+            return p.checksumIsValid
+        }
+    }
+
+    @Test("mutated packets of a live flow, from its four senders, at each stage: no trap, nothing let out broken, nothing injected astray",
+          arguments: Stage.allCases)
+    func mutatedPackets(stage: Stage) {
+        // Seed 2 and 30,000 packets a stage found the misaddressed injection of a source-NATed
+        // flow's replayed SYN (Resilient/SourceNAT.swift) in five of the six stages. Longer runs:
+        // TCPSPLICE_FUZZ_SEED, TCPSPLICE_FUZZ_PACKETS.
+        let env = { (name: String) in getenv(name).flatMap { UInt64(String(cString: $0)) } }
+        var rng = SplitMix(seed: env("TCPSPLICE_FUZZ_SEED") ?? 2)
+        let packets = Int(env("TCPSPLICE_FUZZ_PACKETS") ?? 30_000)
+        let h = Self.harness(at: stage)
+        var brokenOut = 0, seconds = 0.0
+        for i in 0..<packets {
+            let sender = Int.random(in: 0..<4, using: &rng)
+            let input = Self.mutate(Self.template(h, sender: sender, rng: &rng), rng: &rng)
+            let fromProxy = sender >= 2
+            let hook: UInt8? = fromProxy ? nil : (Int.random(in: 0..<8, using: &rng) == 0 ? Engine.Hook.forward : nil)
+            let (v, out) = h.feed(input, fromProxy: fromProxy, at: seconds, hook: hook)
+            // What the engine changed and let out is whole, and as valid as what came in.
+            if v.action != .drop && out != input && Self.checksumsValid(input) == true && Self.checksumsValid(out) != true {
+                brokenOut += 1
+            }
+            if i % 64 == 0 {
+                seconds += Double.random(in: 0...30, using: &rng)
+                h.engine.tick(now: .seconds(seconds))
+            }
+        }
+        #expect(brokenOut == 0, "\(brokenOut) packets let out with a wrong checksum or unparsable after the engine changed them")
+        #expect(h.injector.misaddressed == 0, "an injected packet went to another address than its own")
+        let unparsable = (h.injector.packets.map(\.bytes) + h.injector.splicing + h.injector.toProxy)
+            .filter { Self.checksumsValid($0) == nil }.count
+        #expect(unparsable == 0, "\(unparsable) injected packets are not whole TCP segments")
+        // The table is still usable: a new flow goes through its handshake.
+        var other = h
+        other.c.clientPort = 40001
+        other.c.clientISN = SeqNumber(77_000)
+        _ = other.feed(other.clientSyn, at: seconds)
+        #expect(other.state == .synSent)
+    }
+}
