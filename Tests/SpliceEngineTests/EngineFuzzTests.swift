@@ -123,6 +123,21 @@ struct EngineFuzzTests {
         return b
     }
 
+    /// A segment's payload: none, filler, or pieces of HTTP chunked framing (sizes in hex,
+    /// extensions, line ends, sizes too large for any counter, the last chunk), whole or cut.
+    static func body(_ rng: inout SplitMix) -> [UInt8] {
+        switch Int.random(in: 0..<4, using: &rng) {
+        case 0: return []
+        case 1: return [UInt8](repeating: 0x64, count: [1, 100, 1400].randomElement(using: &rng)!)
+        default:
+            let pieces = ["0\r\n\r\n", "1a\r\n", "A;ext=1\r\n", "\r\n", "ffffffffffffffffffff\r\n", "10\r\n0123456789abcdef\r\n",
+                          "0\r\nTrailer: x\r\n\r\n", "zz\r\n", "\n", "7\r", String(repeating: "d", count: 40)]
+            var b: [UInt8] = []
+            for _ in 0..<Int.random(in: 1...12, using: &rng) { b += Array(pieces.randomElement(using: &rng)!.utf8) }
+            return Bool.random(using: &rng) ? b : Array(b.prefix(Int.random(in: 0...b.count, using: &rng)))
+        }
+    }
+
     /// A number from the environment (a longer local run: another seed, more packets).
     static func env(_ name: String) -> UInt64? { getenv(name).flatMap { UInt64(String(cString: $0)) } }
 
@@ -245,10 +260,16 @@ struct EngineFuzzTests {
         #expect(c.requestsRead == 3000 && c.decidedAtRequest > 0 && c.requestsToProxy > 0)
     }
 
-    @Test("mutated packets of a balancer's two connections, pending and joined: no trap, nothing let out broken, nothing injected astray",
-          arguments: [false, true])
-    func mutatedJoinedPackets(joined: Bool) {
-        var rng = SplitMix(seed: Self.env("TCPSPLICE_FUZZ_SEED") ?? (joined ? 11 : 12))
+    enum JoinStage: String, CaseIterable, CustomTestStringConvertible {
+        case pending, joined, oneWayToClient, oneWayToServer, forOneResponse, forChunks
+        var testDescription: String { rawValue }
+    }
+
+    @Test("mutated packets of a balancer's two connections, pending, joined both ways and one way: no trap, nothing let out broken, nothing injected astray",
+          arguments: JoinStage.allCases)
+    func mutatedJoinedPackets(stage: JoinStage) {
+        let joined = stage != .pending
+        var rng = SplitMix(seed: Self.env("TCPSPLICE_FUZZ_SEED") ?? 11 &+ UInt64(JoinStage.allCases.firstIndex(of: stage)!))
         let j = JoinTests()
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Engine.scratchBytes, alignment: 16)
         defer { scratch.deallocate() }
@@ -262,11 +283,28 @@ struct EngineFuzzTests {
         ]
         var brokenOut = 0, misaddressed = 0, unparsable = 0, translated: UInt64 = 0
         // Rounds of a fresh pair of connections: a reset or a FIN among the packets ends one.
-        for _ in 0..<20 {
+        // A join for one response returns to the proxy's sockets soon (at the response's end,
+        // found by count or by the chunks' framing): more, shorter rounds.
+        let returns = stage == .forOneResponse || stage == .forChunks
+        for _ in 0..<(returns ? 100 : 20) {
             let (e, inj, r) = j.setUp()
-            if joined { j.joinDrained(e, r) } else { #expect(e.prepareJoin(r) == .accepted) }
+            switch stage {
+            case .pending: #expect(e.prepareJoin(r) == .accepted)
+            case .joined: j.joinDrained(e, r)
+            case .oneWayToClient: j.joinOneWay(e, r, .toClient)
+            case .oneWayToServer: j.joinOneWay(e, r, .toServer)
+            case .forOneResponse:
+                var r = r
+                r.returnAfter = UInt64.random(in: 0...3000, using: &rng)
+                j.joinDrained(e, r)
+            case .forChunks:
+                var r = r
+                r.chunkLeft = UInt64.random(in: 0...3000, using: &rng)
+                r.returnWindow = 65535
+                j.joinDrained(e, r)
+            }
             var seconds = 1.0
-            for i in 0..<1000 {
+            for i in 0..<(returns ? 200 : 1000) {
                 let (src, sport, dst, dport, seq, ack, proxy) = senders.randomElement(using: &rng)!
                 let flags: [TCPFlags] = [.ack, .ack, .ack, [.ack, .psh], [.ack, .psh], [.ack, .psh], [.ack, .psh],
                                          [.fin, .ack], [.rst, .ack], .syn, [.syn, .ack],
@@ -275,7 +313,7 @@ struct EngineFuzzTests {
                                          sequenceNumber: seq + UInt32.random(in: 0...3000, using: &rng),
                                          acknowledgmentNumber: ack + UInt32.random(in: 0...3000, using: &rng),
                                          flags: flags.randomElement(using: &rng)!,
-                                         payload: [UInt8](repeating: 0x64, count: [0, 0, 1, 100, 1400].randomElement(using: &rng)!))
+                                         payload: Self.body(&rng))
                 spec.window = UInt16.random(in: 0...65535, using: &rng)
                 switch Int.random(in: 0..<4, using: &rng) {
                 case 0: break
@@ -296,6 +334,14 @@ struct EngineFuzzTests {
                 if i % 64 == 0 {
                     seconds += Double.random(in: 0...2, using: &rng)
                     e.tick(now: .seconds(seconds))
+                    // The proxy's side of a join for one response: arming its return, reading
+                    // where chunks ended.
+                    if stage == .forOneResponse || stage == .forChunks {
+                        var armed = r
+                        armed.returnAfter = stage == .forOneResponse ? 1 : nil
+                        _ = e.armReturn(armed)
+                        _ = e.takeChunkEnds()
+                    }
                 }
             }
             misaddressed += inj.misaddressed
@@ -305,8 +351,8 @@ struct EngineFuzzTests {
         #expect(brokenOut == 0, "\(brokenOut) packets let out with a wrong checksum or unparsable after the engine changed them")
         #expect(misaddressed == 0, "\(misaddressed) injected packets went to another address than their own")
         #expect(unparsable == 0, "\(unparsable) injected packets are not whole TCP segments")
-        // Joined, the far ends' packets were translated onto the other connection (653 with this
-        // seed: a reset or a FIN soon ends a round).
-        #expect(!joined || translated > 300, "only \(translated) packets translated across the join")
+        // Joined, the far ends' packets were translated onto the other connection (hundreds with
+        // these seeds: a reset, a FIN or the response's end soon ends a round).
+        #expect(!joined || translated > (returns ? 30 : 100), "only \(translated) packets translated across the join")
     }
 }
