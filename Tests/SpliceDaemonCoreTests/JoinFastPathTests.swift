@@ -173,4 +173,71 @@ struct JoinFastPathTests {
         #expect(Array(#"{"answers":"join"}"#.utf8).withUnsafeBufferPointer { ControlResponse.fast($0) } == nil)
         #expect(Array(#"{"ok":true,"proxyID":3}"#.utf8).withUnsafeBufferPointer { ControlResponse.fast($0) } == nil)
     }
+
+    /// Damaged lines (bytes flipped, cut, spliced with JSON pieces, numbers at and past their
+    /// types' ends): the hand-written reader never traps, and whatever it reads Codable reads
+    /// the same (it hands everything else to Codable, which names what is wrong).
+    @Test func damagedLinesAreReadAsCodableReadsThemOrLeftToIt() throws {
+        var rng = SplitMix(seed: 0xfa57)
+        var lines: [[UInt8]] = []
+        for m in [full(), minimal(.join), minimal(.prepare), minimal(.end)] {
+            var r = ControlRequest(command: .join)
+            r.join = m
+            lines.append(try #require(r.fastLine))
+        }
+        for (command, d) in [(ControlRequest.Command.decide, decision(rule: nil)), (.stepOut, decision(rule: -7, action: .splice))] {
+            lines.append(try #require(ControlRequest(command: command, decision: d).fastLine))
+        }
+        var answer = ControlResponse(ok: false, error: "no join is prepared", outcome: "not-drained")
+        answer.answers = .join
+        answer.join = full()
+        let answers = [try #require(answer.fastLine)]
+        let pieces = ["0", "-1", "65535", "65536", "4294967296", "18446744073709551615", "18446744073709551616",
+                      "-9223372036854775809", "1e3", "1.0", "null", "true", "\"\\u0000\"", "\"\\ud800\"", "{}", "[]",
+                      ",", ":", "\"", "\\", " ", "\n"].map { Array($0.utf8) }
+        var readFast = 0
+        for i in 0..<20_000 {
+            let answerLine = i % 5 == 0
+            var b = (answerLine ? answers : lines).randomElement(using: &rng)!
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let at = Int.random(in: 0...b.count, using: &rng)
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0: if at < b.count { b[at] = UInt8.random(in: 0...255, using: &rng) }
+                case 1: b = Array(b.prefix(at))
+                case 2: b.insert(contentsOf: pieces.randomElement(using: &rng)!, at: at)
+                default:   // a number replaced by a piece
+                    if let start = b[at...].firstIndex(where: { (0x30...0x39).contains($0) }) {
+                        let end = b[start...].firstIndex(where: { !(0x30...0x39).contains($0) }) ?? b.count
+                        b.replaceSubrange(start..<end, with: pieces.randomElement(using: &rng)!)
+                    }
+                }
+            }
+            if answerLine {
+                guard let fast = b.withUnsafeBufferPointer({ ControlResponse.fast($0) }) else { continue }
+                readFast += 1
+                let slow = try? ControlFraming.decode(ControlResponse.self, from: b)
+                #expect(slow?.ok == fast.ok && slow?.error == fast.error && slow?.outcome == fast.outcome
+                        && slow?.answers == fast.answers && slow?.join == fast.join, "\(String(decoding: b, as: UTF8.self))")
+            } else {
+                guard let fast = b.withUnsafeBufferPointer({ ControlRequest.fast($0) }) else { continue }
+                readFast += 1
+                let slow = try? ControlFraming.decode(ControlRequest.self, from: b)
+                #expect(slow == fast, "\(String(decoding: b, as: UTF8.self))")
+            }
+        }
+        #expect(readFast > 0)
+    }
+}
+
+/// A small deterministic generator.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
 }
