@@ -18,8 +18,12 @@ struct EngineFuzzTests {
     }
 
     /// Builds the flow up to `stage`.
-    static func harness(at stage: Stage) -> ResilientHarness {
-        let h = ResilientHarness()
+    static func harness(at stage: Stage, v6: Bool = false) -> ResilientHarness {
+        var h = ResilientHarness()
+        if v6 {
+            h.c.client = IPAddress("fd00:1::2")!
+            h.c.server = IPAddress("fd00:2::2")!
+        }
         let c = h.c
         switch stage {
         case .afterSyn:
@@ -150,15 +154,15 @@ struct EngineFuzzTests {
         }
     }
 
-    @Test("mutated packets of a live flow, from its four senders, at each stage: no trap, nothing let out broken, nothing injected astray",
-          arguments: Stage.allCases)
-    func mutatedPackets(stage: Stage) {
+    @Test("mutated packets of a live flow, from its four senders, at each stage, IPv4 and IPv6: no trap, nothing let out broken, nothing injected astray",
+          arguments: Stage.allCases, [false, true])
+    func mutatedPackets(stage: Stage, v6: Bool) {
         // Seed 2 and 30,000 packets a stage found the misaddressed injection of a source-NATed
         // flow's replayed SYN (Resilient/SourceNAT.swift) in five of the six stages. Longer runs:
         // TCPSPLICE_FUZZ_SEED (every test here), TCPSPLICE_FUZZ_PACKETS.
         var rng = SplitMix(seed: Self.env("TCPSPLICE_FUZZ_SEED") ?? 2)
         let packets = Int(Self.env("TCPSPLICE_FUZZ_PACKETS") ?? 30_000)
-        let h = Self.harness(at: stage)
+        let h = Self.harness(at: stage, v6: v6)
         var brokenOut = 0, seconds = 0.0
         for i in 0..<packets {
             let sender = Int.random(in: 0..<4, using: &rng)
