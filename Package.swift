@@ -76,10 +76,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "SpliceRulesTests", dependencies: ["SpliceRules", "SpliceWire"], swiftSettings: strict),
-        .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire"], swiftSettings: strict),
-        .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire", "SpliceRules"], swiftSettings: strict),
-        .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol", "SpliceWire"], swiftSettings: strict),
+        // The seeded generator and the environment's seed and counts, shared by the test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "SpliceRulesTests", dependencies: ["SpliceRules", "SpliceWire", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SpliceWireTests", dependencies: ["SpliceWire", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SpliceEngineTests", dependencies: ["SpliceEngine", "SpliceWire", "SpliceRules", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SpliceDaemonCoreTests", dependencies: ["SpliceDaemonCore", "SpliceEngine", "SpliceControlProtocol", "SpliceWire", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SpliceKernelTests", dependencies: ["SpliceKernel", "SpliceControlProtocol"], swiftSettings: strict),
     ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import SpliceControlProtocol
+import TestSupport
 
 /// The join messages' fast path (SpliceControlProtocol/JoinFastPath.swift): the same bytes as
 /// Codable's writing, the same values as Codable's reading, and Codable for anything else.
@@ -178,7 +179,7 @@ struct JoinFastPathTests {
     /// types' ends): the hand-written reader never traps, and whatever it reads Codable reads
     /// the same (it hands everything else to Codable, which names what is wrong).
     @Test func damagedLinesAreReadAsCodableReadsThemOrLeftToIt() throws {
-        var rng = SplitMix(seed: 0xfa57)
+        var rng = SplitMix64(seed: testSeed(default: 0xfa57))
         var lines: [[UInt8]] = []
         for m in [full(), minimal(.join), minimal(.prepare), minimal(.end)] {
             var r = ControlRequest(command: .join)
@@ -226,18 +227,5 @@ struct JoinFastPathTests {
             }
         }
         #expect(readFast > 0)
-    }
-}
-
-/// A small deterministic generator.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }

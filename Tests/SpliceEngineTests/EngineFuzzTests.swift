@@ -1,8 +1,8 @@
 import Testing
-import Glibc
 import SpliceWire
 import SpliceRules
 @testable import SpliceEngine
+import TestSupport
 
 /// Malformed and mutated packets fed to the engine in the middle of a live resilient flow, from
 /// every side and at every stage of the flow: a packet the kernel hands over can be anything
@@ -61,9 +61,9 @@ struct EngineFuzzTests {
 
     /// A packet near the flow's numbers from one of its four senders, with random flags, options
     /// and payload.
-    static func template(_ h: ResilientHarness, sender: Int, rng: inout SplitMix) -> [UInt8] {
+    static func template(_ h: ResilientHarness, sender: Int, rng: inout SplitMix64) -> [UInt8] {
         let c = h.c
-        func near(_ base: SeqNumber, _ rng: inout SplitMix) -> SeqNumber { base + UInt32.random(in: 0...400, using: &rng) }
+        func near(_ base: SeqNumber, _ rng: inout SplitMix64) -> SeqNumber { base + UInt32.random(in: 0...400, using: &rng) }
         let flagChoices: [TCPFlags] = [.ack, [.ack, .psh], [.fin, .ack], .rst, [.rst, .ack], .syn, [.syn, .ack],
                                        [.ack, .urg], [.ack, .ece], [.ack, .cwr], TCPFlags(rawValue: UInt8.random(in: 0...255, using: &rng))]
         let flags = flagChoices.randomElement(using: &rng)!
@@ -99,7 +99,7 @@ struct EngineFuzzTests {
 
     /// `bytes` damaged one way or another; checksums made right again half of the time (a
     /// checksum the kernel accepts, over fields that make no sense).
-    static func mutate(_ bytes: [UInt8], rng: inout SplitMix) -> [UInt8] {
+    static func mutate(_ bytes: [UInt8], rng: inout SplitMix64) -> [UInt8] {
         var b = bytes
         switch Int.random(in: 0..<7, using: &rng) {
         case 0: break
@@ -129,7 +129,7 @@ struct EngineFuzzTests {
 
     /// A segment's payload: none, filler, or pieces of HTTP chunked framing (sizes in hex,
     /// extensions, line ends, sizes too large for any counter, the last chunk), whole or cut.
-    static func body(_ rng: inout SplitMix) -> [UInt8] {
+    static func body(_ rng: inout SplitMix64) -> [UInt8] {
         switch Int.random(in: 0..<4, using: &rng) {
         case 0: return []
         case 1: return [UInt8](repeating: 0x64, count: [1, 100, 1400].randomElement(using: &rng)!)
@@ -141,9 +141,6 @@ struct EngineFuzzTests {
             return Bool.random(using: &rng) ? b : Array(b.prefix(Int.random(in: 0...b.count, using: &rng)))
         }
     }
-
-    /// A number from the environment (a longer local run: another seed, more packets).
-    static func env(_ name: String) -> UInt64? { getenv(name).flatMap { UInt64(String(cString: $0)) } }
 
     static func checksumsValid(_ bytes: [UInt8]) -> Bool? {
         var copy = bytes
@@ -159,9 +156,9 @@ struct EngineFuzzTests {
     func mutatedPackets(stage: Stage, v6: Bool) {
         // Seed 2 and 30,000 packets a stage found the misaddressed injection of a source-NATed
         // flow's replayed SYN (Resilient/SourceNAT.swift) in five of the six stages. Longer runs:
-        // TCPSPLICE_FUZZ_SEED (every test here), TCPSPLICE_FUZZ_PACKETS.
-        var rng = SplitMix(seed: Self.env("TCPSPLICE_FUZZ_SEED") ?? 2)
-        let packets = Int(Self.env("TCPSPLICE_FUZZ_PACKETS") ?? 30_000)
+        // SPLICE_TEST_SEED (every test here), SPLICE_FUZZ_PACKETS.
+        var rng = SplitMix64(seed: testSeed(default: 2))
+        let packets = environmentCount("SPLICE_FUZZ_PACKETS", default: 30_000)
         let h = Self.harness(at: stage, v6: v6)
         var brokenOut = 0, seconds = 0.0
         for i in 0..<packets {
@@ -194,7 +191,7 @@ struct EngineFuzzTests {
 
     @Test("damaged requests read by the engine (HTTP and TLS, cut anywhere, bytes flipped, split across segments): no trap, each flow decided or waiting, nothing injected astray")
     func damagedRequests() {
-        var rng = SplitMix(seed: Self.env("TCPSPLICE_FUZZ_SEED") ?? 7)
+        var rng = SplitMix64(seed: testSeed(default: 7))
         let h = ResilientHarness(capacity: 4096)
         h.engine.rules = RuleSet(rules: [
             SpliceRule(id: 1, match: RuleMatch(host: "a.example"), action: .splice),
@@ -273,7 +270,7 @@ struct EngineFuzzTests {
           arguments: JoinStage.allCases)
     func mutatedJoinedPackets(stage: JoinStage) {
         let joined = stage != .pending
-        var rng = SplitMix(seed: Self.env("TCPSPLICE_FUZZ_SEED") ?? 11 &+ UInt64(JoinStage.allCases.firstIndex(of: stage)!))
+        var rng = SplitMix64(seed: testSeed(default: 11 &+ UInt64(JoinStage.allCases.firstIndex(of: stage)!)))
         let j = JoinTests()
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Engine.scratchBytes, alignment: 16)
         defer { scratch.deallocate() }

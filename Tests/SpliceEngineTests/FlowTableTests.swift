@@ -1,6 +1,7 @@
 import Testing
 import SpliceWire
 @testable import SpliceEngine
+import TestSupport
 
 @Suite("FlowTable")
 struct FlowTableTests {
@@ -40,7 +41,7 @@ struct FlowTableTests {
     func randomChurn() throws {
         // A tiny index forces long probe runs and wraparound.
         let t = FlowTable(capacity: 200, seed: 3)
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var live: [UInt16: UInt32] = [:]
         let a = IPAddress("192.0.2.1")!, b = IPAddress("192.0.2.2")!
         for _ in 0..<20_000 {
@@ -108,18 +109,5 @@ struct FlowTableTests {
         #expect(t.lookup(source: a, sourcePort: 2, destination: b, destinationPort: 80) == nil)
         #expect(t.expire(now: .seconds(101), budget: 100) == 1)
         #expect(t.count == 0)
-    }
-}
-
-/// A small deterministic generator for tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }

@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceRules
+import TestSupport
 
 /// Random and mutated inputs through every parser: no traps, and two properties of a parser
 /// that reads a stream's start: once `.invalid`, more bytes keep it invalid; once
@@ -50,7 +51,7 @@ struct ParseFuzzTests {
 
     @Test("2000 random byte strings, some starting like a request or a ClientHello")
     func randomBytes() {
-        var rng = SeededGenerator(seed: 20_240_611)
+        var rng = SplitMix64(seed: testSeed(default: 20_240_611))
         let starts: [[UInt8]] = [[], bytes("1a\r\n"), bytes("GET / HTTP/1.1\r\n"), bytes("HTTP/1.1 200 OK\r\n"), [22, 3, 1], [22, 3, 1, 0, 200, 1, 0]]
         for _ in 0..<2000 {
             let start = starts.randomElement(using: &rng)!
@@ -61,7 +62,7 @@ struct ParseFuzzTests {
 
     @Test("2000 mutations of valid inputs: flipped, inserted, removed bytes and truncations")
     func mutations() {
-        var rng = SeededGenerator(seed: 7)
+        var rng = SplitMix64(seed: testSeed(default: 7))
         for _ in 0..<2000 {
             var input = Self.corpus.randomElement(using: &rng)!
             for _ in 0..<Int.random(in: 1...4, using: &rng) {

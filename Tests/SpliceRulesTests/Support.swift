@@ -1,20 +1,5 @@
 import SpliceRules
-
-/// A seeded generator (xorshift64*), so that a randomised test replays exactly.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed == 0 ? 0x2545_f491_4f6c_dd1d : seed }
-
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 0x2545_f491_4f6c_dd1d
-    }
-
-    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &self) } }
-}
+import TestSupport
 
 /// Builds TLS handshake bytes field by field, as RFC 8446 section 4.1.2 lays a ClientHello out.
 enum TLSBuilder {

@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 /// Property: over random packets and random sequences of in-place edits, every incrementally
 /// updated checksum equals a full recomputation. `SPLICE_TEST_SEED` replays a failing seed;

@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 /// The full Internet checksum: known vectors, odd and empty lengths, the fast sum against the
 /// reference loop at every length and alignment, and the fold.

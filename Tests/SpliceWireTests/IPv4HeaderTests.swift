@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 @Suite("IPv4Header")
 struct IPv4HeaderTests {

@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 /// RFC 1624 incremental updates (16-bit, 32-bit, sum-of-range) and the pseudo-header-only
 /// ("partial") update: each against a full recomputation.

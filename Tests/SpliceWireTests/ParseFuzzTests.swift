@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 /// No-trap fuzzing of `TCPPacket.parse` and of everything that can be done to a packet that
 /// parses. Feeds `SPLICE_FUZZ_PACKETS` (default 10 million) random and mutated packets through

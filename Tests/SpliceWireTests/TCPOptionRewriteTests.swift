@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 /// Rewriting options in place: MSS, window scale, timestamps, SACK shift, replace by NOPs, at
 /// even and odd offsets, v4 and v6; each must leave a complete checksum exactly right.

@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 @Suite("TCPPacketSpec")
 struct TCPPacketSpecTests {

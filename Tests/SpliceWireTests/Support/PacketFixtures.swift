@@ -1,5 +1,6 @@
 import Testing
 @testable import SpliceWire
+import TestSupport
 
 /// Packets and option blocks for the tests, and a reference checksum computed here from the
 /// bytes alone (its own pseudo-header, its own byte loop), so that the library's checksums are
