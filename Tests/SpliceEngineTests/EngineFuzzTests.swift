@@ -288,21 +288,17 @@ struct EngineFuzzTests {
         // found by count or by the chunks' framing): more, shorter rounds.
         let returns = stage == .forOneResponse || stage == .forChunks
         for _ in 0..<(returns ? 100 : 20) {
-            let (e, inj, r) = j.setUp()
-            switch stage {
-            case .pending: #expect(e.prepareJoin(r) == .accepted)
-            case .joined: j.joinDrained(e, r)
-            case .oneWayToClient: j.joinOneWay(e, r, .toClient)
-            case .oneWayToServer: j.joinOneWay(e, r, .toServer)
-            case .forOneResponse:
-                var r = r
-                r.returnAfter = UInt64.random(in: 0...3000, using: &rng)
-                j.joinDrained(e, r)
-            case .forChunks:
-                var r = r
+            var (e, inj, r) = j.setUp()
+            if stage == .forOneResponse { r.returnAfter = UInt64.random(in: 0...3000, using: &rng) }
+            if stage == .forChunks {
                 r.chunkLeft = UInt64.random(in: 0...3000, using: &rng)
                 r.returnWindow = 65535
-                j.joinDrained(e, r)
+            }
+            switch stage {
+            case .pending: #expect(e.prepareJoin(r) == .accepted)
+            case .joined, .forOneResponse, .forChunks: j.joinDrained(e, r)
+            case .oneWayToClient: j.joinOneWay(e, r, .toClient)
+            case .oneWayToServer: j.joinOneWay(e, r, .toServer)
             }
             var seconds = 1.0
             for i in 0..<(returns ? 200 : 1000) {
@@ -337,10 +333,8 @@ struct EngineFuzzTests {
                     e.tick(now: .seconds(seconds))
                     // The proxy's side of a join for one response: arming its return, reading
                     // where chunks ended.
-                    if stage == .forOneResponse || stage == .forChunks {
-                        var armed = r
-                        armed.returnAfter = stage == .forOneResponse ? 1 : nil
-                        _ = e.armReturn(armed)
+                    if returns {
+                        _ = e.armReturn(r)
                         _ = e.takeChunkEnds()
                     }
                 }
