@@ -9,7 +9,7 @@
 #   small-mss       advmss 536 on the client's routes (both families): it
 #                   announces MSS 536
 #   all             all four at once
-# a fresh splice-proxy registers, 50 concurrent transfers of 32 MiB run (25
+# a fresh splice-proxy registers, 50 concurrent transfers of 16 MiB run (25
 # downloads, 25 uploads, IPv4 and IPv6 alternately), their flows are
 # resilient/policy with that proxy's id, the server's and the proxy's sockets
 # show that the option is really off (no "ts", "sack", "wscale" in `ss -i`;
@@ -116,7 +116,7 @@ for variant in $VARIANTS; do
     xfers_wait 240
     xfers_verify
     log "$variant: all $N transfers byte-exact after the proxy's death"
-    rm -f "$XF_DIR"/src/"$variant"-* "$XF_DIR"/got/"$variant"-* "$XF_DIR"/recv/"$variant"-*   # 1.6 GB a variant
+    rm -f "$XF_DIR"/src/"$variant"-* "$XF_DIR"/got/"$variant"-* "$XF_DIR"/recv/"$variant"-*   # 800 MB a variant
 done
 client_defaults
 log "PASS"
