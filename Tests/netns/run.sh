@@ -10,7 +10,8 @@
 # "# variants: A B ..." runs once per variant, with VARIANTS=A and so on, each
 # reported on its own as NAME[A] (VARIANTS in run.sh's environment replaces the
 # list). Prints PASS/FAIL and the duration per run, the output of failed runs,
-# and a last line exactly "N passed, M failed" (counting runs). Exits non-zero
+# each failed run's FAIL line again at the end, and a last line exactly
+# "N passed, M failed" (counting runs). Exits non-zero
 # if any failed (or none matched).
 set -euo pipefail
 
@@ -20,7 +21,7 @@ PATTERN=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -v|--verbose) VERBOSE=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
         *) PATTERN=$1; shift ;;
     esac
@@ -49,6 +50,7 @@ done
 passed=0
 failed=0
 failed_names=()
+failed_whys=()
 if [[ ${#tests[@]} -eq 0 ]]; then
     echo "run.sh: no test matches '${PATTERN}' in $DIR" >&2
     echo "0 passed, 1 failed"
@@ -89,11 +91,18 @@ for entry in "${tests[@]}"; do
         [[ $rc -eq 124 ]] && why="timed out after ${TIMEOUT}s"
         printf 'FAIL  %-44s %7ss  (%s)\n' "$name" "$dur" "$why"
         sed 's/^/    | /' "$out"
+        # Its FAIL line (lib.sh fail), or its last lines, again at the end: a CI log cut
+        # in the middle still shows why.
+        reason=$(grep -F '] FAIL: ' "$out" | head -n 3 || true)
+        [[ -n "$reason" ]] || reason=$(tail -n 3 "$out")
+        failed_whys+=("$name ($why):"$'\n'"$(sed 's/^/    /' <<<"$reason")")
     fi
 done
 
 echo
 if [[ $failed -gt 0 ]]; then
+    echo "why (each failed run's FAIL line; its whole output is above):"
+    for w in "${failed_whys[@]}"; do echo "  $w"; done
     echo "failed: ${failed_names[*]}"
 fi
 echo "$passed passed, $failed failed"
