@@ -21,7 +21,7 @@ PATTERN=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -v|--verbose) VERBOSE=1; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
         *) PATTERN=$1; shift ;;
     esac
@@ -91,10 +91,10 @@ for entry in "${tests[@]}"; do
         [[ $rc -eq 124 ]] && why="timed out after ${TIMEOUT}s"
         printf 'FAIL  %-44s %7ss  (%s)\n' "$name" "$dur" "$why"
         sed 's/^/    | /' "$out"
-        # Its FAIL line (lib.sh fail), or its last lines, again at the end: a CI log cut
-        # in the middle still shows why.
+        # Its FAIL line (lib.sh fail), or else its own last lines (before the logs lib.sh's
+        # cleanup dumps), again at the end: a CI log cut in the middle still shows why.
         reason=$(grep -F '] FAIL: ' "$out" | head -n 3 || true)
-        [[ -n "$reason" ]] || reason=$(tail -n 3 "$out")
+        [[ -n "$reason" ]] || reason=$(sed '/^----- .* (last 80 lines) -----$/,$d' "$out" | tail -n 3)
         failed_whys+=("$name ($why):"$'\n'"$(sed 's/^/    /' <<<"$reason")")
     fi
 done
