@@ -27,10 +27,6 @@
 
 VARIANTS=${VARIANTS:-$(sed -n 's/^# variants:[[:space:]]*//p' "$0" | head -n 1)}
 [[ -n "$VARIANTS" ]] || fail "no variants (VARIANTS is empty and the '# variants:' line is missing)"
-# 32 MiB here, not lib.sh's 16: each variant checks every flow and socket (~17 s with 50
-# flows) between the start and the kill, and at 16 MiB the fastest transfer of `all` once
-# ended before the kill (CI-style run of 7b99cd7: "transfers already ended: all-d1").
-XF_MIB_EACH=${XF_MIB_EACH:-32}
 xfers_size_defaults
 
 topo_create

@@ -6,7 +6,7 @@
 # HAProxy (Debian's package) in the router with the configuration of
 # Docs/resilient.md (bind transparent, source usesrc client, server 0.0.0.0),
 # daemonized with a pidfile that spliced watches (--proxy-pidfile). 50 concurrent
-# transfers of 16 MiB of random data (25 downloads, 25 uploads), paced to ~32 s.
+# transfers of 32 MiB of random data (25 downloads, 25 uploads), paced to ~64 s.
 # Before the kill: every flow `resilient`/`policy`, bound to the HAProxy entry,
 # and haproxy holds both sockets of each. A third of the way, haproxy's pid is
 # killed with SIGKILL. Every transfer completes with the SHA-256 it left with;

@@ -7,7 +7,7 @@
 # through a slow HTB class that makes some of them wait a few milliseconds, so
 # that they arrive after their successors (lib.sh impair_links: netem is not
 # built in this kernel), one MTU-sized segment per packet. 50 concurrent
-# transfers of 16 MiB (25 downloads, 25 uploads, IPv4 and IPv6 alternately)
+# transfers of 32 MiB (25 downloads, 25 uploads, IPv4 and IPv6 alternately)
 # through splice-proxy (resilient/policy, the proxy holding both sockets of
 # each). A third of the way, splice-proxy is killed with SIGKILL. Every transfer
 # completes with the SHA-256 it left with, the flows are bypass/proxy-died, and

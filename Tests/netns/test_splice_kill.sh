@@ -7,7 +7,7 @@
 # Resilient rules and spliced for the transfer ports; a splice rule on those ports and their
 # first bytes (neither HTTP nor TLS); splice-proxy with --min-pending-ms, so that each splice stays PENDING for
 # a while (its senders see a zero window, the relay holds nothing back) and can be caught
-# there. Half the transfers (of 50 of 16 MiB, half downloads and half uploads,
+# there. Half the transfers (of the 50 of 32 MiB, half downloads and half uploads,
 # paced) start first and are all spliced; then the other half start, and once at least a
 # third of them are PENDING the proxy or spliced is killed. Every transfer completes with the
 # SHA-256 it left with; no end drops a segment for an old timestamp (PAWS).
