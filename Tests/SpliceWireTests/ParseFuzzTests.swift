@@ -9,7 +9,10 @@ import TestSupport
 /// incremental rewrites keep a valid checksum valid and that a SYN option rebuild parses.
 ///
 /// 10 million takes a few seconds in a release build (`swift test -c release`) and several
-/// times longer in a debug build; see `Benchmarks/README.md` for the measured figures.
+/// times longer in a debug build (~115 s on one core); see `Benchmarks/README.md` for the
+/// measured figures. The packets are fed in `shards` parallel cases of the test (shard k:
+/// its own generator, seeded with the run's seed + k, and an equal share of the packets), so
+/// that the suite's cores share them.
 @Suite("Parse fuzz: no traps")
 struct ParseFuzzTests {
     /// A well-formed packet to mutate, with where its TCP header and IPv6 extension headers are.
@@ -77,10 +80,15 @@ struct ParseFuzzTests {
         var sink: UInt64 = 0
     }
 
-    @Test("10 million random and mutated packets: parse and every accessor and rewrite never trap")
-    func fuzz() {
-        let seed = testSeed(default: 0xf022_0001)
-        let total = environmentCount("SPLICE_FUZZ_PACKETS", default: 10_000_000)
+    static let shards = 4
+
+    @Test("10 million random and mutated packets: parse and every accessor and rewrite never trap",
+          arguments: 0..<shards)
+    func fuzz(shard: Int) {
+        let seed = testSeed(default: 0xf022_0001) &+ UInt64(shard)
+        let all = environmentCount("SPLICE_FUZZ_PACKETS", default: 10_000_000)
+        let total = all / Self.shards + (shard < all % Self.shards ? 1 : 0)
+        guard total > 0 else { return }   // SPLICE_FUZZ_PACKETS below the number of shards
         var rng = SplitMix64(seed: seed)
         let corpus = Self.makeCorpus(&rng)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536 + 128, alignment: 16)
@@ -130,7 +138,7 @@ struct ParseFuzzTests {
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print("""
-            parse fuzz: \(done) packets in \(String(format: "%.2f", seconds)) s \
+            parse fuzz, shard \(shard) of \(Self.shards): \(done) packets in \(String(format: "%.2f", seconds)) s \
             (\(String(format: "%.0f", seconds * 1e9 / Double(max(done, 1)))) ns/packet, \(truncations) of them truncations), \
             seed \(seed): \
             tcp \(counts.tcp) (checksum valid \(counts.validBefore), SYN rebuilds \(counts.rebuilt)), \

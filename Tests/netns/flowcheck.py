@@ -17,6 +17,8 @@ Flows (`splicectl flows --json` on stdin). FILTER: --src ADDR --dst ADDR --sport
   clients MODE REASON [--proxy ID] PORT...
                          assert: a flow of every client port (sport) is listed, and the
                          youngest of each is in MODE/REASON (and bound to proxy ID)
+  listed PORT...         exit 0 when a flow of every client port (sport) is listed, 1
+                         (silently) when not
   bound ID               assert: every resilient flow is bound to proxy ID
   proxy-of PORT ID       assert: client port PORT has exactly one flow, bound to proxy ID
 
@@ -130,6 +132,11 @@ def cmd_clients(args):
     if missing:
         problem('  no flow listed for client ports %s' % missing)
     return 1 if bad or missing else 0
+
+
+def cmd_listed(args):
+    """Exit 0 when every client port has a flow in the table (one pass over one listing)."""
+    return 1 if set(args.ports) - {f.get('sport') for f in load()} else 0
 
 
 def cmd_bound(args):
@@ -276,6 +283,8 @@ def parser():
     p.add_argument('reason')
     p.add_argument('--proxy', type=int, default=None, help='and bound to this proxy id')
     p.add_argument('ports', type=int, nargs='*', metavar='PORT')
+    p = add('listed', cmd_listed, 'every client PORT has a flow listed (exit 1 when one has none)')
+    p.add_argument('ports', type=int, nargs='+', metavar='PORT')
     p = add('bound', cmd_bound, 'every resilient flow bound to proxy ID')
     p.add_argument('id', type=int)
     p = add('proxy-of', cmd_proxy_of, 'client port PORT has one flow, bound to proxy ID')

@@ -508,8 +508,19 @@ make_random_file() {
     fi
 }
 
+# sha256_files FILE...: "HEX PATH" per file. OpenSSL's digest where there is one
+# (~4x sha256sum's speed here: it uses the CPU's SHA instructions; the failure tests
+# hash 800 MB twice), sha256sum otherwise.
+sha256_files() {
+    if command -v openssl >/dev/null 2>&1; then
+        openssl dgst -sha256 -r -- "$@" | sed 's/ \*/ /'
+    else
+        sha256sum -- "$@"
+    fi
+}
+
 sha256_of() {
-    sha256sum "$1" | cut -d' ' -f1
+    sha256_files "$1" | cut -d' ' -f1
 }
 
 # xfer_sha LOGFILE: the SHA256= value of the last result line of an xfer.py log.
@@ -664,13 +675,14 @@ resilient_start() {
     resilient_spliced_start "" "$@"
 }
 
-# xfers_size_defaults: N, MIB and RATE (bytes/s) of the failure tests: the
-# issue's 50 transfers of 32 MiB, each paced at 512 KiB/s (~64 s). XF_N,
+# xfers_size_defaults: N, MIB and RATE (bytes/s) of the failure tests: 50
+# transfers of 8 MiB, each paced at 512 KiB/s and held (xfers_servers_start
+# RATE hold) until the test's events in their middle are over. XF_N,
 # XF_MIB_EACH and XF_KIBPS make a quick run smaller.
 # shellcheck disable=SC2034 # N, MIB, RATE: for the test that sources this file
 xfers_size_defaults() {
     N=${XF_N:-50}
-    MIB=${XF_MIB_EACH:-32}
+    MIB=${XF_MIB_EACH:-8}
     RATE=$((${XF_KIBPS:-512} << 10))
 }
 
@@ -811,7 +823,8 @@ _haproxy_cleanup() {
 # xf-d1.., xf-u1..; the server processes xf-serve-send and xf-serve-recv.
 #
 #   xfers_prepare NDOWN NUP MIB     random files, expected SHA-256s
-#   xfers_servers_start             the two servers in the server namespace
+#   xfers_servers_start RATE [hold] the two servers in the server namespace
+#   xfers_release [RATE]            held transfers (hold) may end: the rest unpaced (or at RATE)
 #   xfers_start HOST [PREFIX]       all clients at once, to HOST (IPv4 or IPv6)
 #   xfers_min_progress / xfers_max_progress   least / most bytes moved, in per mille of MIB
 #   xfers_wait_progress PERMILLE TIMEOUT      until every transfer has moved that much
@@ -838,6 +851,9 @@ xfers_prepare() {
     XF_DIR="$TEST_TMP/xf"
     mkdir -p "$XF_DIR/src" "$XF_DIR/got" "$XF_DIR/recv"
     XF_NAMES=()
+    rm -f "$XF_DIR/release"
+    XF_SEND_LOG_LINES=0
+    [[ ! -e "$(bg_log xf-serve-send)" ]] || XF_SEND_LOG_LINES=$(wc -l <"$(bg_log xf-serve-send)")
     for ((i = 1; i <= nd; i++)); do XF_NAMES+=("${tag}d$i"); XF_KIND[${tag}d$i]=down; XF_IDX[${tag}d$i]=$i; done
     for ((i = 1; i <= nu; i++)); do XF_NAMES+=("${tag}u$i"); XF_KIND[${tag}u$i]=up; XF_IDX[${tag}u$i]=$i; done
     for name in "${XF_NAMES[@]}"; do
@@ -845,20 +861,29 @@ xfers_prepare() {
     done
     while read -r sum path; do
         XF_WANT[$(basename "$path")]=$sum
-    done < <(cd "$XF_DIR/src" && sha256sum -- "${XF_NAMES[@]}")
+    done < <(cd "$XF_DIR/src" && sha256_files "${XF_NAMES[@]}")
     for name in "${XF_NAMES[@]}"; do
         [[ -n "${XF_WANT[$name]:-}" ]] || fail "xfers_prepare: no sha256 for $name"
     done
     log "prepared ${#XF_NAMES[@]} random files of $mib MiB ($nd downloads, $nu uploads)"
 }
 
-# xfers_servers_start RATE: serve-send (downloads paced at RATE bytes/s each) and
+# xfers_servers_start RATE [hold]: serve-send (downloads paced at RATE bytes/s each) and
 # serve-recv in the server namespace, on both families. With XF_MPTCP=1 every socket of the
 # transfers, servers' and clients', is an MPTCP socket (xfer.py --mptcp).
+# With "hold", every transfer's sender (serve-send, push) sends its last MiB at a crawl
+# (8 KiB/s: still a packet every 0.1 s) until xfers_release (xfers_wait releases them
+# first): a failure test's kill, and whatever it checks before and after, finds every
+# transfer running however slow the machine, and the rest then goes unpaced instead
+# of taking its paced time.
+XF_HOLD=""
+XF_SEND_LOG_LINES=0
 xfers_servers_start() {
     XF_RATE=$1
+    XF_HOLD=""
+    [[ "${2:-}" != hold ]] || XF_HOLD="$XF_DIR/release"
     bg_start xf-serve-send "$NS_S" python3 "$XFER" serve-send ${XF_MPTCP:+--mptcp} --port "$XF_DOWN_PORT" \
-        --dir "$XF_DIR/src" --rate "$XF_RATE" --timeout 120
+        --dir "$XF_DIR/src" --rate "$XF_RATE" ${XF_HOLD:+--release-file "$XF_HOLD"} --timeout 120
     bg_start xf-serve-recv "$NS_S" python3 "$XFER" serve-recv ${XF_MPTCP:+--mptcp} --port "$XF_UP_PORT" \
         --out-dir "$XF_DIR/recv" --timeout 120
     wait_port "$NS_S" "$XF_DOWN_PORT"
@@ -880,7 +905,8 @@ xfers_start() {
                 --request "$name" --out "$XF_DIR/got/$name" --timeout 120 --deadline 400
         else
             bg_start "xf-$name" "$ns" python3 "$XFER" push ${XF_MPTCP:+--mptcp} --host "$host" --port "$XF_UP_PORT" \
-                --file "$XF_DIR/src/$name" --rate "$XF_RATE" --timeout 120 --deadline 400
+                --file "$XF_DIR/src/$name" --rate "$XF_RATE" ${XF_HOLD:+--release-file "$XF_HOLD"} \
+                --timeout 120 --deadline 400
         fi
     done
     log "started ${#XF_NAMES[@]} transfers of $XF_MIB MiB to $host1${2:+ and $host2} at $((XF_RATE >> 10)) KiB/s each"
@@ -994,9 +1020,30 @@ xfers_assert_running() {
     [[ ${#ended[@]} -eq 0 ]] || fail "transfers already ended: ${ended[*]} (the test would prove nothing for them)"
 }
 
-# xfers_wait TIMEOUT_S: wait for every client; fail naming those that failed or hang.
+# xfers_release [RATE]: held transfers (xfers_servers_start RATE hold) send the rest
+# of their files, unpaced (or at RATE bytes/s each). Says how many reached the hold
+# point first (the test's events took longer than the paced part of the transfers).
+xfers_release() {
+    [[ -n "$XF_HOLD" && ! -e "$XF_HOLD" ]] || return 0
+    local rate=${1:-} held=0 name at
+    at=$(xfers_progress_permille | tr ' ' /)
+    # serve-send's log holds earlier sets' lines too: only its lines since xfers_prepare.
+    held=$(tail -n "+$((XF_SEND_LOG_LINES + 1))" "$(bg_log xf-serve-send)" | grep -c '^HELD ' || true)
+    for name in "${XF_NAMES[@]}"; do
+        if [[ "${XF_KIND[$name]}" == up ]] && grep -q '^HELD ' "$(bg_log "xf-$name")"; then held=$((held + 1)); fi
+    done
+    # The rate in the file before the file is there (xfer.py reads it when it appears).
+    printf '%s' "$rate" >"$XF_HOLD.new" && mv -f "$XF_HOLD.new" "$XF_HOLD" || fail "cannot write $XF_HOLD"
+    local how=unpaced
+    [[ -z "$rate" ]] || how="at $((rate >> 10)) KiB/s each"
+    log "transfers released at progress $at per mille ($held had reached the hold point), the rest $how"
+}
+
+# xfers_wait TIMEOUT_S: release held transfers, then wait for every client; fail naming
+# those that failed or hang.
 xfers_wait() {
     local timeout=$1 deadline=$((SECONDS + $1)) name bad=() left
+    xfers_release
     for name in "${XF_NAMES[@]}"; do
         left=$((deadline - SECONDS))
         ((left > 0)) || left=1
@@ -1131,7 +1178,7 @@ resilient_xfers_start() {
     PROXY_PID=$(bg_pid splice-proxy)
     PROXY_ID=$(proxy_id_of "$PROXY_PID")
     xfers_prepare $((n / 2)) $((n - n / 2)) "$mib"
-    xfers_servers_start "$rate"
+    xfers_servers_start "$rate" hold
     xfers_start "$@"
     xfers_wait_connected 30
     xfers_wait_progress 50 60

@@ -6,7 +6,7 @@
 # Topology: client -- splice router -- server as usual, plus a second path
 # client eth1 -- alt -- server eth1 (alt: plain forwarding, no tcpsplice). The
 # ends prefer the splice router (metric 10) over alt (metric 100) and ignore
-# routes whose link is down. 50 concurrent transfers of 32 MiB (25 downloads, 25
+# routes whose link is down. 50 concurrent transfers of 8 MiB (25 downloads, 25
 # uploads; IPv4 and IPv6 alternately) run through splice-proxy in the splice
 # router (flows resilient/policy, the proxy holding both sockets of each, alt has
 # forwarded nothing of them). A third of the way, the splice router's links go

@@ -6,7 +6,8 @@
 # HAProxy (Debian's package) in the router with the configuration of
 # Docs/resilient.md (bind transparent, source usesrc client, server 0.0.0.0),
 # daemonized with a pidfile that spliced watches (--proxy-pidfile). 50 concurrent
-# transfers of 32 MiB of random data (25 downloads, 25 uploads), paced to ~64 s.
+# transfers of 8 MiB of random data (25 downloads, 25 uploads), paced and held
+# (lib.sh xfers_servers_start).
 # Before the kill: every flow `resilient`/`policy`, bound to the HAProxy entry,
 # and haproxy holds both sockets of each. A third of the way, haproxy's pid is
 # killed with SIGKILL. Every transfer completes with the SHA-256 it left with;
@@ -29,7 +30,7 @@ PROXY_ID=$(proxy_id_of "$HAPROXY_PID")
 log "spliced lists haproxy: $(proxies_json)"
 
 xfers_prepare $((N / 2)) $((N - N / 2)) "$MIB"
-xfers_servers_start "$RATE"
+xfers_servers_start "$RATE" hold
 xfers_start "$SERVER_IP"
 
 xfers_wait_connected 30

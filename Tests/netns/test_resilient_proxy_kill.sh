@@ -4,8 +4,9 @@
 #
 # Rules with the resilient additions in the router, spliced with --proxy-ports
 # for the download and upload ports, splice-proxy registered. 50 concurrent
-# transfers of 32 MiB of random data, each its own file (25 downloads, 25
-# uploads), paced so that they last ~64 s. Before the kill: every flow is listed
+# transfers of 8 MiB of random data, each its own file (25 downloads, 25
+# uploads), paced at 512 KiB/s, the last MiB of each held to a crawl until the test
+# has done what it does in their middle (lib.sh xfers_servers_start). Before the kill: every flow is listed
 # `resilient` with reason `policy`, and the proxy holds both sockets of each
 # (down sockets with the server's address, up sockets bound to the clients').
 # Once every transfer has moved a third of its bytes (or the fastest 70%: lib.sh

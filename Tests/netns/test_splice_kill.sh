@@ -7,8 +7,8 @@
 # Resilient rules and spliced for the transfer ports; a splice rule on those ports and their
 # first bytes (neither HTTP nor TLS); splice-proxy with --min-pending-ms, so that each splice stays PENDING for
 # a while (its senders see a zero window, the relay holds nothing back) and can be caught
-# there. Half the transfers (of the issue's 50 of 32 MiB, half downloads and half uploads,
-# paced) start first and are all spliced; then the other half start, and once at least a
+# there. Half the transfers (of the issue's 50, of 8 MiB, half downloads and half uploads,
+# paced and held: lib.sh xfers_servers_start) start first and are all spliced; then the other half start, and once at least a
 # third of them are PENDING the proxy or spliced is killed. Every transfer completes with the
 # SHA-256 it left with; no end drops a segment for an old timestamp (PAWS).
 #   proxy:  the spliced flows stay spliced (the engine never sees their data); the pending
@@ -51,7 +51,7 @@ print(sum(1 for f in json.load(sys.stdin) if str(f.get(field)) == value))' "$1" 
 
 # The first half, all spliced.
 xfers_prepare $((HALF / 2)) $((HALF - HALF / 2)) "$MIB" a
-xfers_servers_start "$RATE"
+xfers_servers_start "$RATE" hold
 xfers_start "$SERVER_IP"
 FIRST=("${XF_NAMES[@]}")
 xfers_wait_connected 30
@@ -86,7 +86,7 @@ fi
 sleep 3
 capture_stop paws
 if [[ "$VARIANT" == proxy ]]; then
-    # Counted while the transfers still run (at the rate they are paced to, a minute each):
+    # Counted while the transfers still run (held until xfers_wait releases them):
     # once they end, their flows are closed and the table forgets how they were carried.
     after=$(count_flows splice spliced)
     moved=$(count_flows reason proxy-died)

@@ -3,7 +3,7 @@
 
   serve-send --port P --file F [--rate BPS] [--count N]
       every accepted connection is sent the whole file, then closed.
-  serve-send --port P --dir D [--rate BPS] [--count N]
+  serve-send --port P --dir D [--rate BPS] [--count N] [--release-file F]
       every accepted connection first sends one line, a file name (as fetch
       --request does), and is sent D/<name>, then closed.
   serve-recv --port P --out-dir D [--count N]
@@ -13,7 +13,7 @@
   fetch --host H --port P --out F [--request NAME]
       connect, (send "NAME\n",) read until EOF into F (written as it arrives),
       print the SHA-256.
-  push --host H --port P --file F [--rate BPS]
+  push --host H --port P --file F [--rate BPS] [--release-file F]
       connect, send F, half-close, wait for the server to close, print SHA-256.
   (fetch and push: --cc NAME sets the socket's congestion control.)
   (every command: --mptcp opens IPPROTO_MPTCP sockets; fetch and push then print
@@ -26,7 +26,11 @@ can grep them. Clients print "CONNECTED LOCAL=<addr>:<port>" once connected
 (the flow's client tuple). Every socket operation has a timeout (--timeout, idle seconds)
 and clients have an overall --deadline, so nothing here hangs forever.
 --rate limits the sending side (bytes per second) so that a transfer lasts long
-enough for a test to do something in the middle of it.
+enough for a test to do something in the middle of it. With --release-file the
+sender also sends the last --hold-back bytes at a crawl (8 KiB/s; printing
+"HELD [CONN=<n> ]AT=<bytes>" when it gets there) until that file exists, then the
+rest at the rate the file holds (bytes/s; empty: unpaced): the test decides when its
+transfers may end.
 """
 
 import argparse
@@ -51,35 +55,85 @@ def log(msg):
 
 
 class Pacer:
-    """Token bucket: keeps the long-run rate at `rate` bytes/s (0 = no limit)."""
+    """Token bucket: keeps the long-run rate at `rate` bytes/s (0 = no limit).
 
-    def __init__(self, rate):
+    With a release file: until that file exists, the sender is paced and sends the
+    last `hold_back` bytes of its `size` at a crawl (`crawl` bytes/s: the connection
+    still carries a packet every fraction of a second); once the file exists, the rest
+    goes at the rate the file holds (a number of bytes/s; empty: unpaced). A test
+    makes a transfer last as long as its events in the middle need, however slow the
+    machine, and no longer."""
+
+    def __init__(self, rate, size=0, release_file=None, hold_back=0, crawl=8192):
         self.rate = rate
         self.start = time.monotonic()
         self.sent = 0
+        self.release_file = release_file
+        self.limit = max(0, size - hold_back) if release_file else None
+        self.checked = 0.0
+        self.crawl = crawl
+        self.crawl_from = None  # monotonic time the crawl began
+        self.held_logged = False
 
-    def chunk_size(self):
-        if not self.rate:
-            return CHUNK
+    def poll_release(self):
+        """True once the release file exists (checked at most every 0.05 s); then the
+        hold is over and the rate is the file's."""
+        if self.release_file is None:
+            return True
+        now = time.monotonic()
+        if now - self.checked < 0.05:
+            return False
+        self.checked = now
+        try:
+            with open(self.release_file) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return False
+        self.release_file = None
+        self.limit = None
+        self.rate = int(text) if text.isdigit() else 0
+        if self.rate:
+            self.start = now - self.sent / self.rate  # from here on, at the new rate
+        return True
+
+    def chunk_size(self, who=""):
+        """Bytes to send next (> 0); past the hold point, a crawl until released."""
+        self.poll_release()
+        if self.limit is not None and self.sent >= self.limit:
+            if not self.held_logged:
+                self.held_logged = True
+                self.crawl_from = time.monotonic()
+                log("HELD %sAT=%d (crawling at %d bytes/s until %s exists)"
+                    % (who, self.sent, self.crawl, self.release_file))
+            # crawl/10 bytes every 0.1 s (after the time that many took), or on at once
+            # when released
+            while True:
+                due = self.crawl_from + (self.sent - self.limit) / self.crawl
+                if time.monotonic() >= due:
+                    return max(1, self.crawl // 10)
+                time.sleep(min(0.05, max(0.0, due - time.monotonic())))
+                if self.poll_release():
+                    break
         # at most ~1/20 s worth of data per send, so the pacing is smooth
-        return max(1024, min(CHUNK, self.rate // 20))
+        n = CHUNK if not self.rate else max(1024, min(CHUNK, self.rate // 20))
+        return n if self.limit is None else min(n, self.limit - self.sent)
 
     def account(self, n):
         self.sent += n
-        if not self.rate:
-            return
+        if not self.rate or (self.limit is not None and self.sent > self.limit):
+            return  # unpaced, or crawling (chunk_size paces the crawl)
         ahead = self.sent / self.rate - (time.monotonic() - self.start)
         if ahead > 0:
             time.sleep(ahead)
 
 
-def send_file(sock, path, rate):
-    pacer = Pacer(rate)
+def send_file(sock, path, rate, release_file=None, hold_back=0, who=""):
+    pacer = Pacer(rate, os.path.getsize(path), release_file, hold_back)
     h = hashlib.sha256()
     total = 0
     with open(path, "rb") as f:
         while True:
-            buf = f.read(pacer.chunk_size())
+            buf = f.read(pacer.chunk_size(who))
             if not buf:
                 break
             sock.sendall(buf)
@@ -190,7 +244,8 @@ def cmd_serve_send(args):
         t0 = time.monotonic()
         try:
             path = args.file or os.path.join(args.dir, read_request(conn))
-            digest, total = send_file(conn, path, args.rate)
+            digest, total = send_file(conn, path, args.rate, args.release_file, args.hold_back,
+                                      "CONN=%d " % n)
             conn.shutdown(socket.SHUT_WR)
             # wait for the client to close, so the last bytes are not reset away
             while conn.recv(CHUNK):
@@ -273,7 +328,7 @@ def cmd_push(args):
     s, deadline = connect(args)
     t0 = time.monotonic()
     try:
-        digest, total = send_file(s, args.file, args.rate)
+        digest, total = send_file(s, args.file, args.rate, args.release_file, args.hold_back)
         s.shutdown(socket.SHUT_WR)
         while True:
             if time.monotonic() > deadline:
@@ -313,11 +368,20 @@ def main():
             sp.add_argument("--source-port", type=int, default=0,
                             help="connect from this local port [0 = the kernel's choice]")
 
+    def hold(sp):
+        sp.add_argument("--release-file", default=None,
+                        help="until this file exists: paced at --rate, the last --hold-back bytes "
+                             "at a crawl (8 KiB/s); then the rest at the rate the file holds "
+                             "(bytes/s; empty: unpaced)")
+        sp.add_argument("--hold-back", type=int, default=1 << 20,
+                        help="bytes sent at a crawl until the release file exists [1 MiB]")
+
     sp = sub.add_parser("serve-send")
     common(sp, True)
     sp.add_argument("--file", help="the file every connection is sent")
     sp.add_argument("--dir", help="serve the file each connection names in its first line")
     sp.add_argument("--rate", type=int, default=0, help="bytes per second [0 = unlimited]")
+    hold(sp)
     sp.set_defaults(func=cmd_serve_send)
 
     sp = sub.add_parser("serve-recv")
@@ -335,6 +399,7 @@ def main():
     common(sp, False)
     sp.add_argument("--file", required=True)
     sp.add_argument("--rate", type=int, default=0, help="bytes per second [0 = unlimited]")
+    hold(sp)
     sp.set_defaults(func=cmd_push)
 
     args = p.parse_args()
