@@ -33,7 +33,11 @@
 # cases, to HAProxy alone. Before each case one curl fetch checks the file's
 # SHA-256 through that path. The tcpsplice cases also report what spliced
 # counted (flows created, resilient flows, failovers, queue drops) and check
-# that the flows went through the proxy. Anything wrong is said per case, and
+# that the flows went through the proxy. A second table says where the
+# machine's CPU time went while wrk ran (Scripts/lib/cpu_use.py: how busy the
+# cores were, busy CPU milliseconds per connection, user / kernel / interrupt
+# seconds, the busiest commands): on a machine whose cores are all busy, the
+# connection rate is the cores divided by the CPU time a connection costs. Anything wrong is said per case, and
 # the script then exits 1 (after printing everything).
 #
 # Every namespace gets what a host taking many connections sets (somaxconn,
@@ -70,6 +74,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The wrk output parser both connection-rate benchmarks share.
 export TCPSPLICE_SCRIPTS_LIB="$SCRIPT_DIR/lib"
+CPU_USE="$SCRIPT_DIR/lib/cpu_use.py"
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=Scripts/lib/common.sh
 . "$SCRIPT_DIR/lib/common.sh"
@@ -184,11 +189,13 @@ run_case() {
         note_case "$case" "curl check of $url: the file arrived with another SHA-256 ($(stat -c %s "$got") bytes)"
     fi
     log "$case: wrk -t $THREADS -c $CONNS -d ${DURATION}s --latency -H 'Connection: close' $url"
+    python3 "$CPU_USE" snapshot "$TEST_TMP/cpu0-$case.json"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency \
         -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$case.out" 2>"$TEST_TMP/wrk-$case.err" &
     local wrk_pid=$!
     probe_new_connections "$TEST_TMP/probe-$case" "$url" "$DURATION"
     wait "$wrk_pid" || rc=$?
+    python3 "$CPU_USE" snapshot "$TEST_TMP/cpu1-$case.json"
     local probed
     probed=$(json_get ok <"$TEST_TMP/probe-$case.json" 2>/dev/null || echo 0)
     [[ "$probed" == "$PROBES" ]] || note_case "$case" "only $probed of $PROBES probe requests (curl, new connections during wrk) answered 200"
@@ -207,6 +214,11 @@ json.dump(r, open(json_path, "w"))
 for p in r["problems"]:
     print(p)
 PYEOF
+    # Where the machine's time went while wrk ran (the probes' curls included).
+    python3 "$CPU_USE" diff "$TEST_TMP/cpu0-$case.json" "$TEST_TMP/cpu1-$case.json" \
+        --requests "$(case_requests "$case")" >"$TEST_TMP/cpu-$case.json" \
+        || note_case "$case" "could not account the CPU time"
+    log "$case: CPU while wrk ran: $(cat "$TEST_TMP/cpu-$case.json" 2>/dev/null)"
     local p
     if [[ -s "$TEST_TMP/case-$case.json" ]]; then
         while IFS= read -r p; do
@@ -434,6 +446,9 @@ for n in names:
     pr = load_json(os.path.join(tmp, "probe-%s.json" % n))
     if pr is not None:
         c["probe"] = pr
+    cpu = load_json(os.path.join(tmp, "cpu-%s.json" % n))
+    if cpu is not None:
+        c["cpu"] = cpu
     st = load_json(os.path.join(tmp, "settle-%s.json" % n))
     if st is not None:
         c["settle"] = st
@@ -463,6 +478,15 @@ for c in cases:
                  f(c.get("vs_haproxy_http"), "%.2f") if "vs_haproxy_http" in c else "",
                  f(c.get("p50_ms"), "%.2f"), f(c.get("p99_ms"), "%.2f"), newconn, errs,
                  c.get("non_2xx_3xx", "n/a"), "none" if c["ok"] else "%d (see below)" % len(c["problems"])))
+print()
+print("CPU while wrk ran (the whole machine: client, router and server share its %s cores):" % cores)
+row2 = "%-12s %7s %12s %8s %8s %8s  %s"
+print(row2 % ("path", "busy %", "CPU ms/conn", "user s", "kernel s", "irq s", "CPU seconds of the busiest commands"))
+for c in cases:
+    u = c.get("cpu") or {}
+    top = ", ".join("%s %.1f" % kv for kv in sorted((u.get("by_command_s") or {}).items(), key=lambda kv: -kv[1])[:6])
+    print(row2 % (c["case"], f(u.get("busy_pct"), "%.1f"), f(u.get("busy_ms_per_request"), "%.3f"),
+                  f(u.get("user_s"), "%.1f"), f(u.get("system_s"), "%.1f"), f(u.get("interrupts_s"), "%.1f"), top or "n/a"))
 for c in cases:
     for p in c["problems"]:
         print("  %s: %s" % (c["case"], p))

@@ -1042,7 +1042,7 @@ xfers_release() {
 # xfers_wait TIMEOUT_S: release held transfers, then wait for every client; fail naming
 # those that failed or hang.
 xfers_wait() {
-    local timeout=$1 deadline=$((SECONDS + $1)) name bad=() left
+    local timeout=$1 deadline=$((SECONDS + $1)) name bad=() left bad_ports=()
     xfers_release
     for name in "${XF_NAMES[@]}"; do
         left=$((deadline - SECONDS))
@@ -1056,14 +1056,15 @@ xfers_wait() {
             while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
             if kill -0 "$pid" 2>/dev/null; then
                 bad+=("$name(still running after ${timeout}s, moved $(_xf_moved "$name") bytes)")
+                bad_ports+=("$(xfers_client_port "$name")")
                 continue
             fi
             bg_wait "xf-$name" 5 || rc=$?
         fi
-        ((rc == 0)) || bad+=("$name(exit $rc: $(tail -n 1 "$(bg_log "xf-$name")"))")
+        ((rc == 0)) || { bad+=("$name(exit $rc: $(tail -n 1 "$(bg_log "xf-$name")"))"); bad_ports+=("$(xfers_client_port "$name")"); }
     done
     if [[ ${#bad[@]} -gt 0 ]]; then
-        xfers_debug_dump
+        xfers_debug_dump "${bad_ports[@]}"
         fail "${#bad[@]} of ${#XF_NAMES[@]} transfers failed: ${bad[*]}"
     fi
     log "all ${#XF_NAMES[@]} transfers ended with status 0"
@@ -1091,18 +1092,35 @@ xfers_verify() {
     log "all ${#XF_NAMES[@]} transfers byte-exact (SHA-256 of each equals its source's)"
 }
 
-# xfers_debug_dump: what a stalled transfer looks like, to stderr: sockets in
-# every namespace and spliced's view.
+# xfers_debug_dump [CLIENT_PORT...]: what a stalled transfer looks like, to stderr: sockets
+# in every namespace (`ss -e` too: iproute2 6.1 prints "ts" and "sack" only with it), the
+# kernels' counters of what they dropped, and spliced's view; with client ports, 6 s of
+# those connections' packets at both ends (tcpdump -vv: TSvals, checksums), where a stalled
+# transfer's retransmissions show why they are not taken.
 xfers_debug_dump() {
     local ns
     {
+        local filter="" p pids=()
+        for p in "$@"; do [[ -n "$p" ]] && filter+="${filter:+ or }port $p"; done
+        if [[ -n "$filter" ]]; then
+            for ns in "$NS_C" "$NS_S"; do
+                nsx "$ns" timeout 6 tcpdump -i eth0 -n -vv -c 40 "tcp and ($filter)" >"$TEST_TMP/stall-$ns.txt" 2>&1 &
+                pids+=($!)
+            done
+            wait "${pids[@]}"
+            for ns in "$NS_C" "$NS_S"; do
+                echo "----- 6 s of tcp ($filter) at eth0 in $ns -----"
+                head -n 120 "$TEST_TMP/stall-$ns.txt"
+            done
+        fi
         for ns in "${_NAMESPACES[@]}"; do
-            echo "----- ss -tni in $ns -----"
-            nsx "$ns" ss -tni 2>&1 | grep -v 'cgroup2 mount' | head -n 400
-            # Which way the kernel ended a connection (TCPAbortOnTimeout: ETIMEDOUT).
-            echo "----- nstat (aborts, resets, timeouts, PAWS, undo) in $ns -----"
+            echo "----- ss -tnie in $ns -----"
+            nsx "$ns" ss -tnie 2>&1 | grep -v 'cgroup2 mount' | head -n 400
+            # Which way the kernel ended a connection (TCPAbortOnTimeout: ETIMEDOUT), and what it
+            # dropped on arrival (checksum, PAWS, out of window).
+            echo "----- nstat (aborts, resets, timeouts, PAWS, undo, drops) in $ns -----"
             nsx "$ns" nstat -az 2>/dev/null \
-                | awk '$2 > 0 && /Abort|Reset|Timeout|PAWS|Undo|SpuriousRTO/ { printf "%s=%s ", $1, $2 } END { print "" }'
+                | awk '$2 > 0 && /Abort|Reset|Timeout|PAWS|Undo|SpuriousRTO|CsumErrors|InErrs|OutOfWindow|Challenge|SeqSkip|Drop/ { printf "%s=%s ", $1, $2 } END { print "" }'
         done
         if [[ -n "$CTL_SOCK" && -S "$CTL_SOCK" ]]; then
             echo "----- splicectl status --json -----"

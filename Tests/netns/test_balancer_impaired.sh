@@ -3,9 +3,9 @@
 # (Docs/balancer.md). One backend (the server namespace, Tests/netns/backend.py on "::"), the
 # service addresses 10.77.9.1:80 and [fd77:9::1]:80 on the router's lo, pools of that backend
 # (IPv4 and IPv6), every request joined. Both links lose 1% of the packets and duplicate 1%
-# (impair_links, lib.sh). For each variant, in each family: a 1 MiB download and a 1 MiB
-# upload through a join, paced at 1 MiB/s, byte-exact (the upload's SHA-256 as the backend
-# computed it), and no segment dropped as old at either end (TcpExtPAWSEstab stays 0, or
+# (impair_links, lib.sh). For each variant, in each family (the two families at once): a
+# 1 MiB download and a 1 MiB upload through a join, paced at 1 MiB/s, byte-exact (the
+# upload's SHA-256 as the backend computed it), and no segment dropped as old at either end (TcpExtPAWSEstab stays 0, or
 # every reject was the path's own: both ends' captures show no old segment but copies the links
 # made and originals their retransmissions overtook (a packet delayed between two CPUs'
 # backlogs: seen once in CI), the ingress duplication's copies being made after the capture
@@ -148,16 +148,18 @@ segments_fit() {
 # at the client, the body as the backend logged it).
 oneway() {
     local v=$1 fam=$2 host=$3 kind want out pids=() failed=0
-    nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$host" 80 /duplex/c/x $((128 << 10)) --seed "$RANDOM" --chunk 8192 \
-        --pace-ms 10 --timeout 60 >"$TEST_TMP/ow-c.json" 2>"$TEST_TMP/ow-c.err" &
+    # Seeds of their own per family (the families run at once; a subshell's $RANDOM may
+    # repeat its sibling's): every body differs, so none can pass for another.
+    nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$host" 80 /duplex/c/x $((128 << 10)) --seed "$((RANDOM * 10 + fam))" --chunk 8192 \
+        --pace-ms 10 --timeout 60 >"$TEST_TMP/ow-c$fam.json" 2>"$TEST_TMP/ow-c$fam.err" &
     pids+=($!)
-    nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$host" 80 /duplex/s/x $((512 << 10)) --seed "$RANDOM" --chunk 16384 \
-        --pace-ms 10 --timeout 60 >"$TEST_TMP/ow-s.json" 2>"$TEST_TMP/ow-s.err" &
+    nsx "$NS_C" python3 "$NETNS_DIR/duplex.py" "$host" 80 /duplex/s/x $((512 << 10)) --seed "$((RANDOM * 10 + fam + 2))" --chunk 16384 \
+        --pace-ms 10 --timeout 60 >"$TEST_TMP/ow-s$fam.json" 2>"$TEST_TMP/ow-s$fam.err" &
     pids+=($!)
     for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
-    ((failed == 0)) || fail "$v, IPv$fam: $failed one-way exchanges failed: $(cat "$TEST_TMP"/ow-?.json "$TEST_TMP"/ow-?.err | tr '\n' ' ')"
+    ((failed == 0)) || fail "$v, IPv$fam: $failed one-way exchanges failed: $(cat "$TEST_TMP"/ow-?"$fam".json "$TEST_TMP"/ow-?"$fam".err | tr '\n' ' ')"
     for kind in c s; do
-        out=$(cat "$TEST_TMP/ow-$kind.json")
+        out=$(cat "$TEST_TMP/ow-$kind$fam.json")
         want=$(sha256_of "$WWW/$kind/x")
         [[ "$(json_get responseSha <<<"$out")" == "$want" ]] || fail "$v, IPv$fam: one-way $kind: the response is not the file: $out"
         grep -q "^DUPLEX backend /duplex/$kind/x $(json_get sentBytes <<<"$out") $(json_get sentSha <<<"$out")\$" "$TEST_TMP/backend.log" \
@@ -165,23 +167,34 @@ oneway() {
     done
 }
 counter() { status_json | json_get "balancer.$1"; }
+# exchanges V FAMILY: the variant's download, upload and one-way exchanges in one family
+# (run in a subshell beside the other family's: a failure exits that subshell only).
+exchanges() {
+    local v=$1 fam=$2 host=$VIP got
+    [[ "$fam" == 6 ]] && host="[$VIP6]"
+    nsx "$NS_C" curl -sS --max-time 120 --limit-rate "$RATE" -o "$TEST_TMP/down$fam.body" "http://$host/down" \
+        || fail "$v, IPv$fam: the download failed"
+    [[ "$(sha256_of "$TEST_TMP/down$fam.body")" == "$(sha256_of "$WWW/down")" ]] || fail "$v, IPv$fam: the download differs"
+    got=$(nsx "$NS_C" curl -sS --max-time 120 --limit-rate "$RATE" --data-binary "@$TEST_TMP/up" -H 'Content-Type: application/octet-stream' \
+        "http://$host/up") || fail "$v, IPv$fam: the upload failed"
+    [[ "$got" == "$UP_SHA" ]] || fail "$v, IPv$fam: the backend received an upload with SHA-256 $got, not $UP_SHA"
+    oneway "$v" "$fam" "${host//[\[\]]/}"
+}
 joined_before=0
 oneway_before=0
 for v in $VARIANTS; do
     set_variant "$v"
     paws_baseline
     [[ "${BAL_CAPTURE:-1}" == 0 ]] || capture_start paws
+    # Both families at once (one after the other, each variant took ~5 s longer).
+    fam_pids=()
     for fam in 4 6; do
-        host=$VIP
-        [[ "$fam" == 6 ]] && host="[$VIP6]"
-        nsx "$NS_C" curl -sS --max-time 120 --limit-rate "$RATE" -o "$TEST_TMP/down.body" "http://$host/down" \
-            || fail "$v, IPv$fam: the download failed"
-        [[ "$(sha256_of "$TEST_TMP/down.body")" == "$(sha256_of "$WWW/down")" ]] || fail "$v, IPv$fam: the download differs"
-        got=$(nsx "$NS_C" curl -sS --max-time 120 --limit-rate "$RATE" --data-binary "@$TEST_TMP/up" -H 'Content-Type: application/octet-stream' \
-            "http://$host/up") || fail "$v, IPv$fam: the upload failed"
-        [[ "$got" == "$UP_SHA" ]] || fail "$v, IPv$fam: the backend received an upload with SHA-256 $got, not $UP_SHA"
-        oneway "$v" "$fam" "${host//[\[\]]/}"
+        exchanges "$v" "$fam" &
+        fam_pids+=($!)
     done
+    fam_failed=0
+    for p in "${fam_pids[@]}"; do wait "$p" || fam_failed=$((fam_failed + 1)); done
+    ((fam_failed == 0)) || fail "$v: the exchanges failed in $fam_failed of the 2 families (the FAIL lines above)"
     joined=$(counter joined)
     (( joined - joined_before == 8 )) || fail "$v: $((joined - joined_before)) of the variant's 8 connections were joined"
     joined_before=$joined

@@ -12,8 +12,8 @@
 # a fresh splice-proxy registers, 50 concurrent transfers of 8 MiB run (25
 # downloads, 25 uploads, IPv4 and IPv6 alternately), their flows are
 # resilient/policy with that proxy's id, the server's and the proxy's sockets
-# show that the option is really off (no "ts", "sack", "wscale" in `ss -i`;
-# mss <= 536), and a third of the way the proxy is killed with SIGKILL; every
+# show that the option is really off (no "ts", "sack", "wscale" in `ss -ie`,
+# the options left on shown; mss <= 536), and a third of the way the proxy is killed with SIGKILL; every
 # transfer completes with the SHA-256 it left with and the flows are
 # bypass/proxy-died.
 #
@@ -60,22 +60,27 @@ set_variant() {
 }
 
 # check_sockets VARIANT NS WHO: the established sockets of the set's client ports
-# in NS show the variant (ss -i: options and mss). One `ss` listing for all of them
-# (one per port took ~9 s per namespace under the transfers' load).
+# in NS show the variant (ss -i: options and mss), and show the options the variant
+# leaves on. `ss -e` as well: iproute2 6.1's `ss -i` alone prints "wscale" but never
+# "ts" or "sack" (until 2026-12-07 this check ran without it, and the two could not
+# fail; the options left on, now required, would have shown it). One `ss` listing for
+# all of them (one per port took ~9 s per namespace under the transfers' load).
 check_sockets() {
-    local variant=$1 ns=$2 who=$3 want_no="" mss_max=0 name specs=()
+    local variant=$1 ns=$2 who=$3 want_no="" want_yes="" mss_max=0 name specs=() o
     case "$variant" in
         no-timestamps) want_no="ts" ;;
         no-sack) want_no="sack" ;;
         no-wscale) want_no="wscale" ;;
         all) want_no="ts sack wscale" ;;
     esac
+    for o in ts sack wscale; do [[ " $want_no " == *" $o "* ]] || want_yes+=" $o"; done
     [[ "$variant" != small-mss && "$variant" != all ]] || mss_max=536
     for name in "${XF_NAMES[@]}"; do specs+=("$name:$(xfers_client_port "$name")"); done
-    nsx "$ns" ss -Htni state established | python3 -c '
+    nsx "$ns" ss -Htnie state established | python3 -c '
 import sys
-variant, who, want_no, mss_max = sys.argv[1], sys.argv[2], sys.argv[3].split(), int(sys.argv[4])
-server_ports = {sys.argv[5], sys.argv[6]}
+variant, who, want_no, want_yes = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+mss_max = int(sys.argv[5])
+server_ports = {sys.argv[6], sys.argv[7]}
 socks = []  # [local port, peer port, the whole entry]
 for line in sys.stdin:
     if line[:1].isspace():  # the -i line of the socket above
@@ -88,7 +93,7 @@ for line in sys.stdin:
     if len(f) >= 4:
         socks.append([f[2].rsplit(":", 1)[1], f[3].rsplit(":", 1)[1], line.strip()])
 bad = []
-for spec in sys.argv[7:]:
+for spec in sys.argv[8:]:
     name, port = spec.rsplit(":", 1)
     mine = [s for s in socks if port in (s[0], s[1])]
     if not mine:
@@ -98,6 +103,10 @@ for spec in sys.argv[7:]:
     for w in want_no:
         if w in words:
             bad.append("the socket of %s still uses %r: %s" % (name, w, " | ".join(s[2] for s in mine)))
+    for w in want_yes:
+        if any(w not in set(x.split(":")[0] for x in s[2].split()) for s in mine):
+            bad.append("a socket of %s does not show %r, which the variant leaves on: %s"
+                       % (name, w, " | ".join(s[2] for s in mine)))
     if mss_max:
         # Only the sockets facing the client send it segments (the proxy up socket
         # faces the server, whose MSS is the usual one).
@@ -110,7 +119,7 @@ for spec in sys.argv[7:]:
                        % (name, mss[0], mss_max, toward[0][2]))
 for b in bad[:10]:
     print("%s: the %s: %s" % (variant, who, b), file=sys.stderr)
-sys.exit(1 if bad else 0)' "$variant" "$who" "$want_no" "$mss_max" "$XF_DOWN_PORT" "$XF_UP_PORT" "${specs[@]}" \
+sys.exit(1 if bad else 0)' "$variant" "$who" "$want_no" "$want_yes" "$mss_max" "$XF_DOWN_PORT" "$XF_UP_PORT" "${specs[@]}" \
         || fail "$variant: the $who's sockets do not all show the variant (above)"
 }
 
