@@ -37,8 +37,9 @@
 # machine's CPU time went while wrk ran (Scripts/lib/cpu_use.py: how busy the
 # cores were, busy CPU milliseconds per connection, user / kernel / interrupt
 # seconds, the busiest commands): on a machine whose cores are all busy, the
-# connection rate is the cores divided by the CPU time a connection costs. Anything wrong is said per case, and
-# the script then exits 1 (after printing everything).
+# connection rate is the cores divided by the CPU time a connection costs.
+# Anything wrong is said per case, and the script then exits 1 (after printing
+# everything).
 #
 # Every namespace gets what a host taking many connections sets (somaxconn,
 # tcp_max_syn_backlog, ip_local_port_range 10000-65000, as load_sysctls in

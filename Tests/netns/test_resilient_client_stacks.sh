@@ -13,9 +13,9 @@
 # downloads, 25 uploads, IPv4 and IPv6 alternately), their flows are
 # resilient/policy with that proxy's id, the server's and the proxy's sockets
 # show that the option is really off (no "ts", "sack", "wscale" in `ss -ie`,
-# the options left on shown; mss <= 536), and a third of the way the proxy is killed with SIGKILL; every
-# transfer completes with the SHA-256 it left with and the flows are
-# bypass/proxy-died.
+# the options left on shown; mss <= 536), and a third of the way the proxy is
+# killed with SIGKILL; every transfer completes with the SHA-256 it left with
+# and the flows are bypass/proxy-died.
 #
 # Tunable: VARIANTS (space separated subset), XF_N, XF_MIB_EACH, XF_KIBPS.
 # run.sh runs the test once per variant of the next line (VARIANTS=one of them,
