@@ -72,8 +72,7 @@ class Pacer:
         self.limit = max(0, size - hold_back) if release_file else None
         self.checked = 0.0
         self.crawl = crawl
-        self.crawl_from = None  # monotonic time the crawl began
-        self.held_logged = False
+        self.crawl_from = None  # monotonic time the crawl began (None: not crawling yet)
 
     def poll_release(self):
         """True once the release file exists (checked at most every 0.05 s); then the
@@ -100,8 +99,7 @@ class Pacer:
         """Bytes to send next (> 0); past the hold point, a crawl until released."""
         self.poll_release()
         if self.limit is not None and self.sent >= self.limit:
-            if not self.held_logged:
-                self.held_logged = True
+            if self.crawl_from is None:
                 self.crawl_from = time.monotonic()
                 log("HELD %sAT=%d (crawling at %d bytes/s until %s exists)"
                     % (who, self.sent, self.crawl, self.release_file))
