@@ -1700,8 +1700,9 @@ ns_counter() {
 # (status.resilient.timestampsRaised: those that waited in the ends' queue while the proxy's
 # went ahead, Docs/resilient.md). Any growth fails the test, unless both ends' captures show
 # that every old segment was the path's own (tsorder.py: a copy the links made, an original
-# overtaken by its retransmission; see below). PAWS_STRICT=0 makes it a report only, for
-# looking at the captures of a run that shows some (Docs/testing.md).
+# overtaken by its retransmission, an original that arrived behind later ones; see below).
+# PAWS_STRICT=0 makes it a report only, for looking at the captures of a run that shows some
+# (Docs/testing.md).
 PAWS_BASE_C=0
 PAWS_BASE_S=0
 # wire_old_tsvals PCAP WHO OUT: the segments of capture PCAP (taken at WHO's interface) with a

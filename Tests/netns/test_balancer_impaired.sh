@@ -7,9 +7,10 @@
 # 1 MiB download and a 1 MiB upload through a join, paced at 1 MiB/s, byte-exact (the
 # upload's SHA-256 as the backend computed it), and no segment dropped as old at either end (TcpExtPAWSEstab stays 0, or
 # every reject was the path's own: both ends' captures show no old segment but copies the links
-# made and originals their retransmissions overtook (a packet delayed between two CPUs'
-# backlogs: seen once in CI), the ingress duplication's copies being made after the capture
-# point; lib.sh paws_report; BAL_CAPTURE=0 turns the captures off). The
+# made, originals their retransmissions overtook and originals that arrived behind later ones
+# (a packet delayed between two CPUs' backlogs: seen twice in CI), the ingress duplication's
+# copies being made after the capture point; lib.sh paws_report; BAL_CAPTURE=0 turns the
+# captures off). The
 # variants turn TCP options off on one end only, so that the two joined connections differ:
 # timestamps, SACK, window scaling, a small MSS (536), on the client and on the backend, then
 # all of them on both. In each variant and family, one-way joins as well (Tests/netns/duplex.py,

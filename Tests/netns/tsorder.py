@@ -9,7 +9,7 @@ window Linux forgives (tcp_disordered_ack: about an RTO, at least 200 ms; REPLAY
 ticks). Prints a last line `old: N`. Used by the failover and balancer tests (lib.sh
 paws_report) to show which segments a PAWSEstab growth was, and whether any was on the wire.
 
-Two kinds of old segment are the path's own doing, not a translating middlebox's, and are
+Three kinds of old segment are the path's own doing, not a translating middlebox's, and are
 named as such (a line `path's own: K` before the last, K of the N):
 - a copy: the very transmission seen earlier (the same sequence range, acknowledgment, TSval
   and TSecr), arriving again behind newer ones (a link that duplicates);
@@ -17,7 +17,13 @@ named as such (a line `path's own: K` before the last, K of the N):
   arrived earlier with a newer TSval), carrying the clock reading of the segment sent just
   before it (the one ending where it starts: the same TSval and TSecr), so it is the sender's
   first transmission, delayed on the way (two CPUs' backlogs on a veth path reorder so; the
-  sender's RACK retransmits within a fraction of a millisecond). Plain forwarding shows both.
+  sender's RACK retransmits within a fraction of a millisecond). Plain forwarding shows both;
+- a reordered original: a data segment whose sequence range arrives for the first time, behind
+  segments sent after it, and whose TSval is not older than that of the segment ending where it
+  starts (which arrived before it): in sequence order its clock runs forward, only its arrival
+  was late (the same two backlogs; seen in CI, 2026-12-07). TCP takes the clock of an
+  out-of-order segment for nothing (RFC 7323 4.3: only a segment at the left edge updates
+  TS.Recent), so such a segment is on the wire as old but is not itself dropped by PAWS.
 A segment of another clock (a proxy's packet let out after a join, a TSval translated wrong)
 matches neither.
 """
@@ -69,7 +75,10 @@ def main():
         seen.setdefault(ident, t)
         overtaken = span is not None and (src, dst, span) in ranges \
             and older(tsval, ranges[(src, dst, span)])
-        late = overtaken and ending.get((src, dst, span[0])) == (tsval, tsecr)
+        before = ending.get((src, dst, span[0])) if span is not None else None
+        late = overtaken and before == (tsval, tsecr)
+        reordered = span is not None and length > 0 and (src, dst, span) not in ranges \
+            and before is not None and not older(tsval, before[0])
         if span is not None:
             r = (src, dst, span)
             if r not in ranges or older(ranges[r], tsval):
@@ -83,7 +92,7 @@ def main():
             if older(tsval, (nv - 1) & 0xFFFFFFFF) and (length > 0 or 'F' in flags or advances
                                                         or behind > REPLAY_TICKS):
                 old += 1
-                own += copy or late
+                own += copy or late or reordered
                 if old <= 20:
                     print(f"old TSval: {raw.strip()}")
                     print(f"   newest before it ({(t - nt) * 1000:.1f} ms earlier, {behind} ticks newer): {nline}")
@@ -92,6 +101,9 @@ def main():
                     elif late:
                         print("   (the path's own: a late original; its retransmission came first, and it carries"
                               " the clock of the segment that ends where it starts)")
+                    elif reordered:
+                        print("   (the path's own: a reordered original; its range's first arrival, its clock"
+                              " not older than that of the segment that ends where it starts)")
             if older(nv, tsval):
                 newest[key] = (tsval, t, raw.strip())
         else:
