@@ -62,6 +62,9 @@ public struct ResilientCounters: Codable, Sendable, Equatable {
     public var acksEchoingCE: UInt64 = 0
     /// The proxy's pure ACKs dropped because they told the end nothing new.
     public var acksSuppressed: UInt64 = 0
+    /// SACK options taken off the proxy's clamped acknowledgements (they would have shown the
+    /// end a hole where the proxy holds its bytes).
+    public var sackTakenOffClamped: UInt64 = 0
     /// Flows whose ends set up ECN: the proxy's sockets were given the same setup.
     public var ecnFlows: UInt64 = 0
     /// The ends' segments with an urgent mark (URG) given to the proxy's sockets without it:

@@ -159,7 +159,7 @@ struct Status: ParsableCommand {
         if let report = s.resilient {
             let r = report.counters
             print("resilient: \(r.flows) flows, \(r.handshakeReplays) handshake replays, \(r.fromProxyTranslated) proxy packets translated, \(r.proxyPacketsDropped) dropped; "
-                  + "acks clamped \(r.acksClamped), released \(r.acksInjected) (\(r.acksEchoingCE) echoing a congestion mark), suppressed \(r.acksSuppressed); "
+                  + "acks clamped \(r.acksClamped) (SACK taken off \(r.sackTakenOffClamped)), released \(r.acksInjected) (\(r.acksEchoingCE) echoing a congestion mark), suppressed \(r.acksSuppressed); "
                   + "clients validated \(r.clientsValidated), their early packets held \(r.pendingHeld), dropped \(r.pendingDropped); SYNs stripped of Fast Open \(r.fastOpenRemoved); urgent marks taken off toward the proxy \(r.urgentToProxy); flows with ECN set up at the proxy's sockets as at the ends \(r.ecnFlows); proxy packets given their end's DSCP \(r.dscpCopied); hops' too-big errors given to the proxy's sockets \(r.tooBigToProxy); "
                   + (s.synLog.map { "handshakes seen leaving (NFLOG group \($0.group)) \($0.packets), copies lost \($0.overruns), their MSS lowered by the router's rules \(r.mssLowered); " } ?? "")
                   + "flows behind source NAT \(r.sourceNATFlows), their ends' packets given to the proxy by injection \(r.injectedToProxy); "

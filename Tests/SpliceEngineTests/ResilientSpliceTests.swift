@@ -323,6 +323,48 @@ struct ResilientSpliceTests {
         #expect(h.valid(h.injector.packets.last!.bytes))
     }
 
+    @Test("a clamped ACK of the proxy loses its SACK blocks (the end would read the bytes only the proxy holds as lost); once the clamp has caught up they pass")
+    func clampedAckLosesItsSACK() {
+        let h = ResilientHarness()
+        h.handshake()
+        let c = h.c
+        // The client sends 3000 bytes; the down socket gets 1-1000 and 2001-3000 (1001-2000 lost
+        // on the way) and says so: ACK 1001, SACK 2001-3001. The server has none of them yet.
+        func downAck(_ ack: UInt32, sack: (UInt32, UInt32)) -> [UInt8] {
+            var s = TCPPacketSpec(source: c.server, destination: c.client, sourcePort: c.serverPort,
+                                  destinationPort: c.clientPort, sequenceNumber: h.proxyDownISN + 1,
+                                  acknowledgmentNumber: c.clientISN + ack, flags: .ack, window: 1000, payload: [])
+            s.options = tsOption(TCPTimestamps(value: 900, echo: 5200)) + [1, 1, 5, 10]
+                + be32((c.clientISN + sack.0).rawValue) + be32((c.clientISN + sack.1).rawValue)
+            return s.bytes()
+        }
+        _ = h.feed(c.packet(fromClient: true, flags: .ack, seq: c.clientISN + 1, ack: c.serverISN + 1, payload: 3000))
+        let before = h.engine.counters.resilient.sackTakenOffClamped
+        // Clamped to what the server acknowledged (nothing), the SACK blocks taken off (the
+        // option's room NOPs); without that the client saw SACK 2001-3001 above ACK 1 and sent
+        // 1-2000 again. It passes for its window (the socket's first).
+        let (v1, out1) = h.feed(downAck(1001, sack: (2001, 3001)), fromProxy: true)
+        #expect(v1.action == .accept)
+        #expect(h.spec(out1).acknowledgmentNumber == c.clientISN + 1)
+        #expect(h.options(out1).sackBlocks == 0 && h.options(out1).timestamps != nil && h.valid(out1))
+        #expect(h.engine.counters.resilient.sackTakenOffClamped == before + 1)
+        // The next, the same: with its SACK gone it tells the client
+        // nothing, so it is suppressed (no duplicate ACK).
+        let suppressed = h.engine.counters.resilient.acksSuppressed
+        #expect(h.feed(downAck(1001, sack: (2001, 3001)), fromProxy: true).0 == .drop)
+        #expect(h.engine.counters.resilient.acksSuppressed == suppressed + 1)
+        // The server acknowledges 1000 (the up socket relayed them): the client is told ACK 1001.
+        let released = h.feedInjectingOne(c.packet(fromClient: false, flags: .ack, seq: c.serverISN + 1, ack: c.clientISN + 1001))
+        #expect(released?.acknowledgmentNumber == c.clientISN + 1001)
+        // The down socket's next repeated ACK with the same SACK is no longer clamped: it
+        // passes with its SACK blocks, and the client learns of the real hole, 1001-2000.
+        let (v2, out2) = h.feed(downAck(1001, sack: (2001, 3101)), fromProxy: true)
+        #expect(v2.action == .accept)
+        #expect(h.spec(out2).acknowledgmentNumber == c.clientISN + 1001)
+        #expect(h.options(out2).sackBlocks == 1 && h.valid(out2))
+        #expect(h.engine.counters.resilient.sackTakenOffClamped == before + 2)
+    }
+
     @Test("a flow the router source-NATs (its server's packets from the FORWARD queue): every end's packet for the proxy goes by injection with the proxy mark, complete, the original dropped; the proxy's own packets are translated as ever")
     func sourceNATedFlowReachesTheProxyByInjection() {
         let h = ResilientHarness()

@@ -138,6 +138,7 @@ extension Engine {
         tcp.updateSequenceNumber(newSeq)
         if !tcp.flags.contains(.syn) { r.proxy[d].echoingCE = tcp.flags.contains(.ece) }
         var clamped: SeqNumber?
+        var heldBack = false
         if tcp.flags.contains(.ack) {
             let ack = tcp.acknowledgmentNumber
             if ack > r.proxy[d].ownAck { r.proxy[d].ownAck = ack }
@@ -145,6 +146,7 @@ extension Engine {
             if a != ack {
                 tcp.updateAcknowledgmentNumber(a)
                 counters.resilient.acksClamped &+= 1
+                heldBack = true
             }
             clamped = a
         }
@@ -159,12 +161,21 @@ extension Engine {
         if tcp.headerLength > TCPHeader.Field.minimumLength {
             let options = tcp.options
             for o in options {
-                if case .timestamps(let value, let echo) = options.value(of: o) {
+                switch options.value(of: o) {
+                case .timestamps(let value, let echo):
                     let v = r.proxy[d].tsDelta.forward(value)
                     tcp.updateTimestamps(o, value: v, echo: echo)
                     r.proxy[d].tsval = v
                     r.proxy[d].tsecr = echo
                     r.proxy[d].tsvalShown = true
+                case .sack where heldBack:
+                    // The socket's SACK blocks lie above its own ACK, so above the clamped one:
+                    // the end would read the bytes between (the proxy holds them) as lost, and
+                    // send them all again (RACK, RFC 8985). Taken off; they pass again once the
+                    // clamp has caught up with the socket (Docs/resilient.md).
+                    tcp.replaceWithNOPs(o)
+                    counters.resilient.sackTakenOffClamped &+= 1
+                default: break
                 }
             }
         }
