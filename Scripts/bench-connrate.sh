@@ -191,8 +191,15 @@ run_case() {
     fi
     log "$case: wrk -t $THREADS -c $CONNS -d ${DURATION}s --latency -H 'Connection: close' $url"
     python3 "$CPU_USE" snapshot "$TEST_TMP/cpu0-$case.json"
-    nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency \
-        -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$case.out" 2>"$TEST_TMP/wrk-$case.err" &
+    # In a subshell that then prints its children's CPU time (bash's `times`, second line):
+    # wrk has ended by the second snapshot, so /proc no longer shows what it used.
+    (
+        nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency \
+            -H 'Connection: close' "$url" >"$TEST_TMP/wrk-$case.out" 2>"$TEST_TMP/wrk-$case.err"
+        st=$?
+        times >"$TEST_TMP/wrk-times-$case"   # not in a pipe: a pipe's subshell has no children
+        exit "$st"
+    ) &
     local wrk_pid=$!
     probe_new_connections "$TEST_TMP/probe-$case" "$url" "$DURATION"
     wait "$wrk_pid" || rc=$?
@@ -216,8 +223,11 @@ for p in r["problems"]:
     print(p)
 PYEOF
     # Where the machine's time went while wrk ran (the probes' curls included).
+    local wrk_s
+    wrk_s=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] } printf "%.2f", s }' \
+        "$TEST_TMP/wrk-times-$case" 2>/dev/null)
     python3 "$CPU_USE" diff "$TEST_TMP/cpu0-$case.json" "$TEST_TMP/cpu1-$case.json" \
-        --requests "$(case_requests "$case")" >"$TEST_TMP/cpu-$case.json" \
+        --requests "$(case_requests "$case")" ${wrk_s:+--ended "wrk=$wrk_s"} >"$TEST_TMP/cpu-$case.json" \
         || note_case "$case" "could not account the CPU time"
     log "$case: CPU while wrk ran: $(cat "$TEST_TMP/cpu-$case.json" 2>/dev/null)"
     local p

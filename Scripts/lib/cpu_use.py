@@ -5,14 +5,15 @@
       writes the machine's CPU counters (/proc/stat: user, nice, system, idle,
       iowait, irq, softirq, steal) and every process's user + system ticks, by
       command name, to FILE (JSON).
-  cpu_use.py diff BEFORE AFTER [--requests N]
+  cpu_use.py diff BEFORE AFTER [--requests N] [--ended COMMAND=SECONDS ...]
       prints (JSON) what happened between the two snapshots: seconds elapsed
       (by the counters), how busy the cores were (percent of all cores), the CPU
       seconds spent in user space, in the kernel for processes, in soft and hard
       interrupts (the kernel's forwarding and netfilter mostly run there), and the
-      CPU seconds of each command that used any (threads counted in their process;
-      processes that ended in between are missed); with --requests, busy CPU
-      milliseconds per request.
+      CPU seconds of each command that used any (threads counted in their process).
+      A process that ended in between is not in AFTER: --ended gives its CPU
+      seconds as its parent measured them (bash's `times`, for the load generator).
+      With --requests, busy CPU milliseconds per request.
 
 Namespaces share one kernel and one /proc, so one snapshot covers the client, the
 router and the server at once: the busy share is the whole machine's.
@@ -42,7 +43,7 @@ def snapshot():
     return {"cpu": cpu, "procs": procs}
 
 
-def diff(a, b, requests):
+def diff(a, b, requests, ended):
     hz = os.sysconf("SC_CLK_TCK")
     cores = os.cpu_count() or 1
     d = [y - x for x, y in zip(a["cpu"], b["cpu"])]
@@ -55,6 +56,8 @@ def diff(a, b, requests):
         used = ticks - (before[1] if before and before[0] == comm else 0)
         if used > 0:
             by_comm[comm] = by_comm.get(comm, 0) + used
+    for comm, seconds in ended.items():
+        by_comm[comm] = by_comm.get(comm, 0) + round(seconds * hz)
     out = {
         "seconds": round(total / hz / cores, 2),
         "busy_pct": round(100.0 * busy / total, 1) if total else None,
@@ -74,17 +77,28 @@ def main():
         with open(args[1], "w") as f:
             json.dump(snapshot(), f)
         return 0
-    if len(args) in (3, 5) and args[0] == "diff":
-        requests = 0
-        if len(args) == 5:
-            if args[3] != "--requests" or not args[4].isdigit():
-                sys.exit("cpu_use.py: diff BEFORE AFTER [--requests N]")
-            requests = int(args[4])
+    if len(args) >= 3 and args[0] == "diff":
+        usage = "cpu_use.py: diff BEFORE AFTER [--requests N] [--ended COMMAND=SECONDS ...]"
+        requests, ended, rest = 0, {}, args[3:]
+        while rest:
+            if len(rest) < 2:
+                sys.exit(usage)
+            flag, value, rest = rest[0], rest[1], rest[2:]
+            if flag == "--requests" and value.isdigit():
+                requests = int(value)
+            elif flag == "--ended" and "=" in value:
+                comm, seconds = value.split("=", 1)
+                try:
+                    ended[comm] = ended.get(comm, 0.0) + float(seconds)
+                except ValueError:
+                    sys.exit("%s: not a number of seconds in --ended %s" % (usage, value))
+            else:
+                sys.exit(usage)
         with open(args[1]) as f:
             a = json.load(f)
         with open(args[2]) as f:
             b = json.load(f)
-        print(json.dumps(diff(a, b, requests), sort_keys=True))
+        print(json.dumps(diff(a, b, requests, ended), sort_keys=True))
         return 0
     sys.exit(__doc__.split("\n\n", 1)[1].split("\n\n", 1)[0])
 
