@@ -25,7 +25,7 @@ named as such (a line `path's own: K` before the last, K of the N):
   out-of-order segment for nothing (RFC 7323 4.3: only a segment at the left edge updates
   TS.Recent), so such a segment is on the wire as old but is not itself dropped by PAWS.
 A segment of another clock (a proxy's packet let out after a join, a TSval translated wrong)
-matches neither.
+matches none of them.
 """
 import re
 import sys
