@@ -195,9 +195,4 @@ extension Engine {
         guard tcp.headerLength > TCPHeader.Field.minimumLength else { return nil }
         return tcp.options.summary.timestamps
     }
-
-    func hasSACK(_ tcp: TCPHeader) -> Bool {
-        guard tcp.headerLength > TCPHeader.Field.minimumLength else { return false }
-        return tcp.options.first(kind: TCPOptionKind.sack) != nil
-    }
 }

@@ -95,7 +95,7 @@ extension Engine {
             return .drop
         }
 
-        let clampedAck = rewriteFromProxy(p, state: &r, speaking: d, newSeq: newSeq, clamp: clamp)
+        let (clampedAck, carriesSACK) = rewriteFromProxy(p, state: &r, speaking: d, newSeq: newSeq, clamp: clamp)
         if r.splice != .pending {
             // Its end (the one it speaks for) takes nothing more: the other end is told so. The
             // bytes the proxy holds beyond what that end acknowledged stay unacknowledged (the
@@ -111,7 +111,7 @@ extension Engine {
         counters.resilient.fromProxyTranslated &+= 1
         let told = r.proxy[d].ackGiven
         let pureAck = tcp.payloadLength == 0 && !flags.contains(.syn) && !flags.contains(.fin) && !flags.contains(.rst)
-        if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == r.proxy[d].window && !hasSACK(tcp)
+        if pureAck && (clampedAck.map { $0 <= told } ?? true) && tcp.window == r.proxy[d].window && !carriesSACK
             && !r.proxy[d].answerOwed {
             counters.resilient.acksSuppressed &+= 1
             return .drop
@@ -124,10 +124,11 @@ extension Engine {
     }
 
     /// Rewrites a packet of the proxy's socket speaking `d` in place into the ends' space (its
-    /// end's DSCP too); returns the clamped ACK.
+    /// end's DSCP too); returns the clamped ACK, and whether SACK blocks are left on it (one
+    /// walk of the options serves both).
     @discardableResult
     func rewriteFromProxy(_ p: TCPPacket, state r: inout ResilientState, speaking d: FlowDirection,
-                          newSeq: SeqNumber, clamp: SeqNumber) -> SeqNumber? {
+                          newSeq: SeqNumber, clamp: SeqNumber) -> (ack: SeqNumber?, carriesSACK: Bool) {
         let tcp = p.tcp
         // The end's DSCP, not the proxy socket's (its ECN bits are its own: ECN is set up
         // per connection, and the proxy's sockets set it up as the ends did).
@@ -139,6 +140,7 @@ extension Engine {
         if !tcp.flags.contains(.syn) { r.proxy[d].echoingCE = tcp.flags.contains(.ece) }
         var clamped: SeqNumber?
         var heldBack = false
+        var carriesSACK = false
         if tcp.flags.contains(.ack) {
             let ack = tcp.acknowledgmentNumber
             if ack > r.proxy[d].ownAck { r.proxy[d].ownAck = ack }
@@ -175,10 +177,11 @@ extension Engine {
                     // clamp has caught up with the socket (Docs/resilient.md).
                     tcp.replaceWithNOPs(o)
                     counters.resilient.sackTakenOffClamped &+= 1
+                case .sack: carriesSACK = true
                 default: break
                 }
             }
         }
-        return clamped
+        return (clamped, carriesSACK)
     }
 }
