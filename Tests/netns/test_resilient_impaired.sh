@@ -28,21 +28,24 @@ resilient_start
 # bound: the links' own loss sets most of it). Before 2026-12-07 the proxy's clamped ACKs
 # carried its sockets' SACK blocks and the ends resent what the proxy held: 12% of the client's
 # segments in a capture, 24-40% of some uploads' (Docs/resilient.md, sackTakenOffClamped).
-declare -A RESENT_BASE
-for ns in "$NS_C" "$NS_S"; do
-    RESENT_BASE[$ns]="$(ns_counter "$ns" TcpRetransSegs) $(ns_counter "$ns" TcpOutSegs)"
-done
+# resent_counts NS: segments NS has retransmitted, and sent in all, so far.
+resent_counts() { echo "$(ns_counter "$1" TcpRetransSegs) $(ns_counter "$1" TcpOutSegs)"; }
+# resent_share WHO NS BASE: "WHO R of O (P%)" since BASE (resent_counts' output then).
+resent_share() {
+    local r0 o0 r o
+    read -r r0 o0 <<<"$3"
+    read -r r o < <(resent_counts "$2")
+    awk -v w="$1" -v r=$((r - r0)) -v o=$((o - o0)) 'BEGIN { printf "%s %d of %d (%.1f%%)", w, r, o, o ? 100 * r / o : 0 }'
+}
+RESENT_C=$(resent_counts "$NS_C")
+RESENT_S=$(resent_counts "$NS_S")
 resilient_xfers_start "$N" "$MIB" "$RATE" "$SERVER_IP" "$SERVER_IP6"
 
 xfers_wait_progress 333 120
 xfers_assert_running
-resent=""
-for ns in "$NS_C" "$NS_S"; do
-    read -r r0 o0 <<<"${RESENT_BASE[$ns]}"
-    r=$(($(ns_counter "$ns" TcpRetransSegs) - r0)) o=$(($(ns_counter "$ns" TcpOutSegs) - o0))
-    resent+="$([[ "$ns" == "$NS_C" ]] && echo client || echo server) $r of $o ($(awk -v r="$r" -v o="$o" 'BEGIN { printf "%.1f", o ? 100 * r / o : 0 }')%), "
-done
-report "segments the ends sent again while proxied (TcpRetransSegs of TcpOutSegs): ${resent%, }; SACK taken off clamped ACKs: $(resilient_stat sackTakenOffClamped)"
+report "segments the ends sent again while proxied (TcpRetransSegs of TcpOutSegs):" \
+    "$(resent_share client "$NS_C" "$RESENT_C"), $(resent_share server "$NS_S" "$RESENT_S");" \
+    "SACK taken off clamped ACKs: $(resilient_stat sackTakenOffClamped)"
 log "before the kill: $(impair_counts | tr '\n' ';')"
 proxy_kill_now
 wait_no_proxy 10
