@@ -44,8 +44,12 @@
 #      request's first byte written to the answer's last byte read: the connect
 #      is not in it), "new conn ms" (the medians of connect and of the whole
 #      request of 15 curls on new connections while wrk runs: connect included),
-#      wrk's socket errors and answers neither 2xx nor 3xx. One
-#      curl fetch first checks the file's SHA-256 through that path.
+#      wrk's socket errors and answers neither 2xx nor 3xx, and the whole
+#      machine's share of busy CPU and busy CPU microseconds per request
+#      while wrk ran (Scripts/lib/cpu_use.py: client, router and backends
+#      share the cores, so once they are busy the rate is set by that figure,
+#      wherever the time goes). One curl fetch first checks the file's
+#      SHA-256 through that path.
 #   3. keep-alive requests (--keepalive-kib, default 1024 KiB; 0: none): wrk with
 #      its persistent connections (no Connection: close), the same levels; for
 #      splice-lb a rule `splicectl rules add --action splice --per-request` is
@@ -430,6 +434,7 @@ short_requests() {
     local each0
     each0=$(cpu_ticks_each "${DAEMON_PIDS[@]}")
     log "$case: wrk -t $THREADS -c $conns -d ${DURATION}s --latency ${close[*]} $url"
+    python3 "$TCPSPLICE_SCRIPTS_LIB/cpu_use.py" snapshot "$TEST_TMP/cpu0-$tag.json"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$conns" -d "${DURATION}s" --latency \
         "${close[@]}" "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" &
     local wrk_pid=$!
@@ -441,6 +446,7 @@ short_requests() {
         [[ "$probed" == "$PROBES" ]] || note_case "$case" "c=$conns: only $probed of $PROBES probe requests (curl, new connections during wrk) answered 200"
     fi
     wait "$wrk_pid" || rc=$?
+    python3 "$TCPSPLICE_SCRIPTS_LIB/cpu_use.py" snapshot "$TEST_TMP/cpu1-$tag.json"
     t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
     ((${#DAEMON_PIDS[@]} == 0)) || log "$case: CPU by daemon during the run: $(cpu_split "${DAEMON_PIDS[*]}" "$each0" "$(cpu_ticks_each "${DAEMON_PIDS[@]}")")"
     sed 's/^/    /' "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err"
@@ -450,11 +456,13 @@ short_requests() {
     backend_spread "$TEST_TMP/spread-$tag.json" $from || note_case "$case" "could not read the backends' access logs"
     python3 - "$case" "$conns" "$url" "$rc" "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err" \
         "$TEST_TMP/wrk-$tag.json" "$( ((${#DAEMON_PIDS[@]} > 0)) && echo "$(((t1 - t0) * 1000 / CLK_TCK))e-3" || echo null)" \
-        "$TEST_TMP/probe-$tag.json" >"$TEST_TMP/wrk-$tag.problems" <<'PYEOF' || note_case "$case" "could not parse wrk's output (c=$conns)"
+        "$TEST_TMP/probe-$tag.json" "$TEST_TMP/cpu0-$tag.json" "$TEST_TMP/cpu1-$tag.json" \
+        >"$TEST_TMP/wrk-$tag.problems" <<'PYEOF' || note_case "$case" "could not parse wrk's output (c=$conns)"
 import json, os, sys
 sys.path.insert(0, os.environ["TCPSPLICE_SCRIPTS_LIB"])
+import cpu_use
 import wrk_result
-case, conns, url, rc, out_path, err_path, json_path, cpu, probe_path = sys.argv[1:10]
+case, conns, url, rc, out_path, err_path, json_path, cpu, probe_path, cpu0, cpu1 = sys.argv[1:12]
 out = open(out_path).read()
 err = open(err_path).read().strip()
 r = {"case": case, "connections": int(conns), "url": url, "wrk_status": int(rc), "problems": [],
@@ -462,6 +470,12 @@ r = {"case": case, "connections": int(conns), "url": url, "wrk_status": int(rc),
 wrk_result.parse(out, err, rc, r)
 if os.path.exists(probe_path):
     r["probe"] = json.load(open(probe_path))
+# The whole machine while wrk ran (client, router and backends share its cores): how busy, and
+# its busy CPU time per completed request, the figure that sets the rate once it is busy.
+try:
+    r["machine"] = cpu_use.diff(json.load(open(cpu0)), json.load(open(cpu1)), r.get("requests") or 0, {})
+except (OSError, ValueError) as e:
+    r["problems"].append("could not account the machine's CPU time: %s" % e)
 json.dump(r, open(json_path, "w"))
 for p in r["problems"]:
     print(p)
@@ -653,9 +667,9 @@ for n in names:
 def request_table(kind, title):
   print()
   print(title)
-  row = "%-11s %5s %9s %9s %14s %8s %8s %13s %16s %8s %20s %20s %16s %7s %10s"
+  row = "%-11s %5s %9s %9s %14s %8s %8s %13s %16s %8s %20s %20s %16s %7s %10s %6s %11s"
   print(row % ("path", "conns", "req/s", "vs plain", "vs haproxy-lb", "p50 ms", "p99 ms", "new conn ms", "sock err c/r/w/t",
-               "non-2xx", "backend requests", "backend conns", "joined", "CPU s", "CPU us/req"))
+               "non-2xx", "backend requests", "backend conns", "joined", "CPU s", "CPU us/req", "busy%", "box us/req"))
   for n in names:
     for w in cases[n][kind]:
         e = w.get("errors") or {}
@@ -665,6 +679,8 @@ def request_table(kind, title):
         joined = ("%d of %d" % (sp["joined"], sp["prepared"])) if sp else ""
         cpu = w.get("daemon_cpu_s")
         per_req = cpu * 1e6 / w["requests"] if cpu is not None and w.get("requests") else None
+        m = w.get("machine") or {}
+        box = m.get("busy_ms_per_request")
         print(row % (n, w["connections"], f(w.get("rps"), "%.0f"), f(w.get("vs_plain"), "%.2f"),
                      f(w.get("vs_haproxy_lb"), "%.2f") if n != "plain" else "",
                      f(w.get("p50_ms"), "%.2f"), f(w.get("p99_ms"), "%.2f"),
@@ -672,7 +688,8 @@ def request_table(kind, title):
                      errs, w.get("non_2xx_3xx", "n/a"),
                      "/".join(map(str, b.get("requests", []))) or "n/a",
                      "/".join(map(str, b.get("connections", []))) or "n/a",
-                     joined, f(cpu, "%.2f") if n != "plain" else "", f(per_req, "%.0f") if n != "plain" else ""))
+                     joined, f(cpu, "%.2f") if n != "plain" else "", f(per_req, "%.0f") if n != "plain" else "",
+                     f(m.get("busy_pct"), "%.0f"), f(box and box * 1000, "%.0f")))
 request_table("requests", "2. Short requests: wrk -t %s -d %ss, a new connection per request (Connection: close), %s bytes:"
               % (threads, duration, fbytes))
 if int(ka_kib):
@@ -681,7 +698,10 @@ if int(ka_kib):
 print("   (new conn ms: medians of connect and whole request of 15 curls on new connections while wrk runs;")
 print("   backend requests/conns: what backends 1/2/3 logged during the wrk run; joined: the joins spliced")
 print("   counted during it, of those the proxy asked for (the rest were refused or cancelled and stayed in")
-print("   the proxy); CPU: the router daemons' user+system time during the run, and per completed request)")
+print("   the proxy); CPU: the router daemons' user+system time during the run, and per completed request;")
+print("   busy%, box us/req: the whole machine (client, router, backends share its cores) while wrk ran, how")
+print("   busy its cores were and its busy CPU time per completed request: once it is busy, the rate is")
+print("   its cores divided by this, wherever the time went)")
 print()
 print("Ratios and aims (this run):")
 aims = {}
