@@ -204,7 +204,6 @@ PORT=80
 B_IPS=("$SERVER_IP" 10.77.12.2 10.77.13.2)
 FILE_BYTES=1024
 CASES=(plain haproxy-lb splice-lb)
-CLK_TCK=$(getconf CLK_TCK)
 declare -A NOTES=()     # case -> notes, one per line
 declare -A RSS=()       # process -> peak RSS (KiB)
 note_case() {
@@ -255,33 +254,23 @@ done
 log "three backends serving $HTTP_MIB MiB at /big and $FILE_BYTES bytes at /f (nginx keepalive_timeout $BACKEND_KEEPALIVE)"
 
 # --- measurements -----------------------------------------------------------------------------
-# cpu_ticks PID...: user + system clock ticks of these processes so far (0 for one gone).
-cpu_ticks() {
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
-
-# cpu_split "PID..." "TICKS0..." "TICKS1...": each daemon's share of the CPU time between two
-# readings of `cpu_ticks_each`, as "name N.NN s" (logged: where splice-lb's time goes).
-cpu_ticks_each() { local pid; for pid in "$@"; do cpu_ticks "$pid"; done | tr '\n' ' '; }
-cpu_split() {
-    local -a pids=($1) t0=($2) t1=($3)
-    local i out=""
-    for i in "${!pids[@]}"; do
-        out+="$(cat "/proc/${pids[$i]}/comm" 2>/dev/null || echo "${pids[$i]}") $(awk -v t=$(( ${t1[$i]:-0} - ${t0[$i]:-0} )) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }') s, "
-    done
-    echo "${out%, }"
+# CPU time (Scripts/lib/cpu_use.py): cpu_snapshot FILE records the machine's counters and
+# every process's; daemon_cpu BEFORE AFTER prints the router daemons' (DAEMON_PIDS) CPU
+# seconds between two snapshots, or null when the case has none.
+CPU_USE="$TCPSPLICE_SCRIPTS_LIB/cpu_use.py"
+cpu_snapshot() { python3 "$CPU_USE" snapshot "$1"; }
+daemon_cpu() {
+    if ((${#DAEMON_PIDS[@]} == 0)); then echo null; return; fi
+    local pids="${DAEMON_PIDS[*]}" s
+    s=$(python3 "$CPU_USE" diff "$1" "$2" --pids "${pids// /,}" | json_get pids_total_s) || s=null
+    echo "${s:-null}"
 }
 
 vmhwm() { # vmhwm PID: peak RSS in KiB
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo "?"
 }
 
-# Where the current case's router daemons are (for cpu_ticks), and whether
+# Where the current case's router daemons are (for daemon_cpu), and whether
 # spliced's counters are read (splice-lb).
 DAEMON_PIDS=()
 WITH_SPLICED=0
@@ -340,10 +329,10 @@ PYEOF
 # download CASE URL: one download checked for the file's SHA-256, then $TRIES timed ones to
 # /dev/null; the best, the daemons' CPU and spliced's counters in $TEST_TMP/dl-CASE.json.
 download() {
-    local case=$1 url=$2 best=0 ok=0 bps i t0 t1 body="$TEST_TMP/dl-$1.body"
+    local case=$1 url=$2 best=0 ok=0 bps i body="$TEST_TMP/dl-$1.body"
     log "$case: downloading $HTTP_MIB MiB from $url (checked once, then the best of $TRIES)"
     status_save "$TEST_TMP/st-$case-dl-0.json" || note_case "$case" "splicectl status failed"
-    t0=$(cpu_ticks "${DAEMON_PIDS[@]}")
+    cpu_snapshot "$TEST_TMP/cpu-$case-dl-0.json"
     if ! nsx "$NS_C" curl -sS --max-time 900 -o "$body" "$url" 2>"$TEST_TMP/dl-$case.err"; then
         note_case "$case" "download of $url failed: $(head -c 200 "$TEST_TMP/dl-$case.err" | tr '\n' ' ')"
     elif [[ "$(sha256_of "$body")" != "$BIG_SHA" ]]; then
@@ -362,7 +351,7 @@ download() {
         done
     fi
     rm -f "$body"
-    t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
+    cpu_snapshot "$TEST_TMP/cpu-$case-dl-1.json"
     status_save "$TEST_TMP/st-$case-dl-1.json" || note_case "$case" "splicectl status failed"
     # Every download of the case (the checked one and the timed ones) must have been joined
     # (with --lb-rules none, none).
@@ -371,7 +360,7 @@ download() {
         "$TEST_TMP/spl-$case-dl.json"
     printf '{"bps": %s, "timed_ok": %d, "tries": %d, "daemon_cpu_s": %s}\n' \
         "$( ((ok > 0)) && echo "$best" || echo null)" "$ok" "$TRIES" \
-        "$( ((${#DAEMON_PIDS[@]} > 0)) && echo "$(((t1 - t0) * 1000 / CLK_TCK))e-3" || echo null)" \
+        "$(daemon_cpu "$TEST_TMP/cpu-$case-dl-0.json" "$TEST_TMP/cpu-$case-dl-1.json")" \
         >"$TEST_TMP/dl-$case.json"
 }
 
@@ -417,7 +406,7 @@ PYEOF
 # backends' spread, the daemons' CPU and spliced's counters in $TEST_TMP/wrk-CASE-cCONNS.json
 # (wrk-CASE-ka-cCONNS.json).
 short_requests() {
-    local case=$1 url="http://$2:$PORT/f" conns=$3 got="$TEST_TMP/got-$1" rc=0 t0 t1 from tag="$1-c$3" line
+    local case=$1 url="http://$2:$PORT/f" conns=$3 got="$TEST_TMP/got-$1" rc=0 from tag="$1-c$3" line
     local close=(-H 'Connection: close') sha=$FILE_SHA
     if [[ "${4:-}" == keepalive ]]; then
         url="http://$2:$PORT/ka" tag="$1-ka-c$3" close=() sha=$KA_SHA
@@ -430,11 +419,8 @@ short_requests() {
     sleep 1.5   # the backends' access logs flush within a second
     from=$(log_lines)
     status_save "$TEST_TMP/st-$tag-0.json" || note_case "$case" "splicectl status failed"
-    t0=$(cpu_ticks "${DAEMON_PIDS[@]}")
-    local each0
-    each0=$(cpu_ticks_each "${DAEMON_PIDS[@]}")
     log "$case: wrk -t $THREADS -c $conns -d ${DURATION}s --latency ${close[*]} $url"
-    python3 "$TCPSPLICE_SCRIPTS_LIB/cpu_use.py" snapshot "$TEST_TMP/cpu0-$tag.json"
+    cpu_snapshot "$TEST_TMP/cpu0-$tag.json"
     nsx "$NS_C" timeout $((DURATION + 60)) wrk -t "$THREADS" -c "$conns" -d "${DURATION}s" --latency \
         "${close[@]}" "$url" >"$TEST_TMP/wrk-$tag.out" 2>"$TEST_TMP/wrk-$tag.err" &
     local wrk_pid=$!
@@ -446,40 +432,44 @@ short_requests() {
         [[ "$probed" == "$PROBES" ]] || note_case "$case" "c=$conns: only $probed of $PROBES probe requests (curl, new connections during wrk) answered 200"
     fi
     wait "$wrk_pid" || rc=$?
-    python3 "$TCPSPLICE_SCRIPTS_LIB/cpu_use.py" snapshot "$TEST_TMP/cpu1-$tag.json"
-    t1=$(cpu_ticks "${DAEMON_PIDS[@]}")
-    ((${#DAEMON_PIDS[@]} == 0)) || log "$case: CPU by daemon during the run: $(cpu_split "${DAEMON_PIDS[*]}" "$each0" "$(cpu_ticks_each "${DAEMON_PIDS[@]}")")"
+    cpu_snapshot "$TEST_TMP/cpu1-$tag.json"
     sed 's/^/    /' "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err"
     sleep 1.5
     status_save "$TEST_TMP/st-$tag-1.json" || note_case "$case" "splicectl status failed"
     # shellcheck disable=SC2086 # from: three numbers
     backend_spread "$TEST_TMP/spread-$tag.json" $from || note_case "$case" "could not read the backends' access logs"
     python3 - "$case" "$conns" "$url" "$rc" "$TEST_TMP/wrk-$tag.out" "$TEST_TMP/wrk-$tag.err" \
-        "$TEST_TMP/wrk-$tag.json" "$( ((${#DAEMON_PIDS[@]} > 0)) && echo "$(((t1 - t0) * 1000 / CLK_TCK))e-3" || echo null)" \
-        "$TEST_TMP/probe-$tag.json" "$TEST_TMP/cpu0-$tag.json" "$TEST_TMP/cpu1-$tag.json" \
+        "$TEST_TMP/wrk-$tag.json" "${DAEMON_PIDS[*]}" \
+        "$TEST_TMP/probe-$tag.json" "$TEST_TMP/cpu0-$tag.json" "$TEST_TMP/cpu1-$tag.json" "$TEST_TMP/cpu-$tag.txt" \
         >"$TEST_TMP/wrk-$tag.problems" <<'PYEOF' || note_case "$case" "could not parse wrk's output (c=$conns)"
 import json, os, sys
 sys.path.insert(0, os.environ["TCPSPLICE_SCRIPTS_LIB"])
 import cpu_use
 import wrk_result
-case, conns, url, rc, out_path, err_path, json_path, cpu, probe_path, cpu0, cpu1 = sys.argv[1:12]
+case, conns, url, rc, out_path, err_path, json_path, pids, probe_path, cpu0, cpu1, by_daemon = sys.argv[1:13]
 out = open(out_path).read()
 err = open(err_path).read().strip()
 r = {"case": case, "connections": int(conns), "url": url, "wrk_status": int(rc), "problems": [],
-     "daemon_cpu_s": json.loads(cpu)}
+     "daemon_cpu_s": None}
 wrk_result.parse(out, err, rc, r)
 if os.path.exists(probe_path):
     r["probe"] = json.load(open(probe_path))
 # The whole machine while wrk ran (client, router and backends share its cores): how busy, and
-# its busy CPU time per completed request, the figure that sets the rate once it is busy.
+# its busy CPU time per completed request, the figure that sets the rate once it is busy; and
+# the router daemons' own CPU (logged by daemon: where splice-lb's time goes).
 try:
-    r["machine"] = cpu_use.diff(json.load(open(cpu0)), json.load(open(cpu1)), r.get("requests") or 0, {})
+    m = cpu_use.diff(json.load(open(cpu0)), json.load(open(cpu1)), r.get("requests") or 0, {}, pids.split())
+    r["machine"] = m
+    if pids:
+        r["daemon_cpu_s"] = m["pids_total_s"]
+        open(by_daemon, "w").write(", ".join("%s %.2f s" % (c, t) for c, t in m["pids_s"].values()))
 except (OSError, ValueError) as e:
-    r["problems"].append("could not account the machine's CPU time: %s" % e)
+    r["problems"].append("could not account the CPU time: %s" % e)
 json.dump(r, open(json_path, "w"))
 for p in r["problems"]:
     print(p)
 PYEOF
+    [[ ! -s "$TEST_TMP/cpu-$tag.txt" ]] || log "$case: CPU by daemon during the run: $(cat "$TEST_TMP/cpu-$tag.txt")"
     while IFS= read -r line; do
         [[ -z "$line" ]] || note_case "$case" "c=$conns: $line"
     done <"$TEST_TMP/wrk-$tag.problems"

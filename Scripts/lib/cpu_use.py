@@ -5,7 +5,7 @@
       writes the machine's CPU counters (/proc/stat: user, nice, system, idle,
       iowait, irq, softirq, steal) and every process's user + system ticks, by
       command name, to FILE (JSON).
-  cpu_use.py diff BEFORE AFTER [--requests N] [--ended COMMAND=SECONDS ...]
+  cpu_use.py diff BEFORE AFTER [--requests N] [--ended COMMAND=SECONDS ...] [--pids PID[,PID...]]
       prints (JSON) what happened between the two snapshots: seconds elapsed
       (by the counters), how busy the cores were (percent of all cores), the CPU
       seconds spent in user space, in the kernel for processes, in soft and hard
@@ -13,7 +13,9 @@
       CPU seconds of each command that used any (threads counted in their process).
       A process that ended in between is not in AFTER: --ended gives its CPU
       seconds as its parent measured them (bash's `times`, for the load generator).
-      With --requests, busy CPU milliseconds per request.
+      With --requests, busy CPU milliseconds per request. With --pids, the CPU
+      seconds of each of those processes (`pids_s`: PID -> [command, seconds]; 0
+      for one gone by AFTER, all of its time for one new since BEFORE) and their sum (`pids_total_s`).
 
 Namespaces share one kernel and one /proc, so one snapshot covers the client, the
 router and the server at once: the busy share is the whole machine's.
@@ -43,7 +45,7 @@ def snapshot():
     return {"cpu": cpu, "procs": procs}
 
 
-def diff(a, b, requests, ended):
+def diff(a, b, requests, ended, pids=()):
     hz = os.sysconf("SC_CLK_TCK")
     cores = os.cpu_count() or 1
     d = [y - x for x, y in zip(a["cpu"], b["cpu"])]
@@ -68,6 +70,17 @@ def diff(a, b, requests, ended):
     }
     if requests:
         out["busy_ms_per_request"] = round(1000.0 * busy / hz / requests, 3)
+    if pids:
+        each = {}
+        for pid in map(str, pids):
+            before, after = a["procs"].get(pid), b["procs"].get(pid)
+            if after is None:   # gone: its time is lost with it (bash's `times` for a child: --ended)
+                each[pid] = [(before or ["?"])[0], 0.0]
+                continue
+            since = before[1] if before and before[0] == after[0] else 0
+            each[pid] = [after[0], round((after[1] - since) / hz, 2)]
+        out["pids_s"] = each
+        out["pids_total_s"] = round(sum(s for _, s in each.values()), 2)
     return out
 
 
@@ -78,14 +91,16 @@ def main():
             json.dump(snapshot(), f)
         return 0
     if len(args) >= 3 and args[0] == "diff":
-        usage = "cpu_use.py: diff BEFORE AFTER [--requests N] [--ended COMMAND=SECONDS ...]"
-        requests, ended, rest = 0, {}, args[3:]
+        usage = "cpu_use.py: diff BEFORE AFTER [--requests N] [--ended COMMAND=SECONDS ...] [--pids PID[,PID...]]"
+        requests, ended, pids, rest = 0, {}, [], args[3:]
         while rest:
             if len(rest) < 2:
                 sys.exit(usage)
             flag, value, rest = rest[0], rest[1], rest[2:]
             if flag == "--requests" and value.isdigit():
                 requests = int(value)
+            elif flag == "--pids" and all(x.isdigit() for x in value.split(",") if x):
+                pids = [x for x in value.split(",") if x]
             elif flag == "--ended" and "=" in value:
                 comm, seconds = value.split("=", 1)
                 try:
@@ -98,7 +113,7 @@ def main():
             a = json.load(f)
         with open(args[2]) as f:
             b = json.load(f)
-        print(json.dumps(diff(a, b, requests, ended), sort_keys=True))
+        print(json.dumps(diff(a, b, requests, ended, pids), sort_keys=True))
         return 0
     sys.exit(__doc__.split("\n\n", 1)[1].split("\n\n", 1)[0])
 
