@@ -13,12 +13,14 @@ Three kinds of old segment are the path's own doing, not a translating middlebox
 named as such (a line `path's own: K` before the last, K of the N):
 - a copy: the very transmission seen earlier (the same sequence range, acknowledgment, TSval
   and TSecr), arriving again behind newer ones (a link that duplicates);
-- a late original: a data segment overtaken by its own retransmission (the same sequence range
-  arrived earlier with a newer TSval), carrying the clock reading of the segment sent just
-  before it (the one ending where it starts: the same TSval and TSecr), so it is the sender's
-  first transmission, delayed on the way (two CPUs' backlogs on a veth path reorder so; the
-  sender's RACK retransmits within a fraction of a millisecond). Plain forwarding shows both;
-- a reordered original: a data segment whose sequence range arrives for the first time, behind
+- a late original: a data segment overtaken by its own retransmission (a segment starting at
+  the same sequence number arrived earlier with a newer TSval: the same range, or, where the
+  sender's offloads send 64 KB at a time, a shorter retransmission of its head), carrying the
+  clock reading of the segment sent just before it (the one ending where it starts: the same
+  TSval and TSecr), so it is the sender's first transmission, delayed on the way (two CPUs'
+  backlogs on a veth path reorder so; the sender's RACK retransmits within a fraction of a
+  millisecond). Plain forwarding shows both;
+- a reordered original: a data segment whose first byte arrives for the first time, behind
   segments sent after it, and whose TSval is not older than that of the segment ending where it
   starts (which arrived before it): in sequence order its clock runs forward, only its arrival
   was late (the same two backlogs; seen in CI, 2026-12-07). TCP takes the clock of an
@@ -48,7 +50,7 @@ def older(a, b):
 def main():
     newest = {}      # (src, dst) -> (tsval, time, line)
     seen = {}        # (src, dst, seq range, ack, tsval, tsecr) -> time first seen
-    ranges = {}      # (src, dst, seq range) -> newest TSval it arrived with
+    starts = {}      # (src, dst, sequence start) -> newest TSval a segment starting there arrived with
     ending = {}      # (src, dst, sequence end) -> (tsval, tsecr) of the first segment ending there
     own = 0
     acked = {}       # (src, dst) -> highest ack seen
@@ -73,16 +75,15 @@ def main():
         ident = (src, dst, span, ack, tsval, tsecr)
         copy = span is not None and ident in seen
         seen.setdefault(ident, t)
-        overtaken = span is not None and (src, dst, span) in ranges \
-            and older(tsval, ranges[(src, dst, span)])
-        before = ending.get((src, dst, span[0])) if span is not None else None
+        start = (src, dst, span[0]) if span is not None else None
+        overtaken = start is not None and start in starts and older(tsval, starts[start])
+        before = ending.get(start) if start is not None else None
         late = overtaken and before == (tsval, tsecr)
-        reordered = span is not None and length > 0 and (src, dst, span) not in ranges \
+        reordered = span is not None and length > 0 and start not in starts \
             and before is not None and not older(tsval, before[0])
         if span is not None:
-            r = (src, dst, span)
-            if r not in ranges or older(ranges[r], tsval):
-                ranges[r] = tsval
+            if start not in starts or older(starts[start], tsval):
+                starts[start] = tsval
             ending.setdefault((src, dst, span[1]), (tsval, tsecr))
         if ack is not None and advances:
             acked[key] = ack
