@@ -436,11 +436,15 @@ public struct QueueReport: Codable, Sendable, Equatable {
     /// Packets the kernel dropped because it could not send them to us (column 7).
     public var userDropped: UInt64?
     public var portID: UInt32?
+    /// How long the packets waited in the queue before the daemon read them; absent from older
+    /// daemons' reports.
+    public var delay: QueueDelayReport?
 
     public init(number: UInt16, failClosed: Bool? = nil, role: String? = nil, packets: UInt64, verdictMessages: UInt64,
                 verdictSends: UInt64? = nil, verdictSendFailures: UInt64? = nil, sendsBeforeInjection: UInt64? = nil,
                 receiveOverruns: UInt64, queueTotal: UInt64? = nil, queueDropped: UInt64? = nil, userDropped: UInt64? = nil,
-                portID: UInt32? = nil) {
+                portID: UInt32? = nil, delay: QueueDelayReport? = nil) {
+        self.delay = delay
         self.number = number
         self.role = role
         self.failClosed = failClosed
@@ -454,6 +458,32 @@ public struct QueueReport: Codable, Sendable, Equatable {
         self.queueDropped = queueDropped
         self.userDropped = userDropped
         self.portID = portID
+    }
+}
+
+/// How long a queue's packets waited between the kernel's stamp (their arrival at this host)
+/// and the daemon's receive; counts since the daemon started. Packets without a stamp are not
+/// counted: the kernel stamps received packets only while some socket asked for timestamps
+/// (spliced holds one open), and the packets this host sends (the proxy's) carry none.
+public struct QueueDelayReport: Codable, Sendable, Equatable {
+    /// Packets timed.
+    public var samples: UInt64
+    public var totalMicroseconds: UInt64
+    public var maxMicroseconds: UInt64
+    /// Upper bounds of `buckets` in microseconds; `buckets` has one more, the open one.
+    public var boundsMicroseconds: [UInt64]
+    public var buckets: [UInt64]
+    /// Stamps of another clock (ahead of the receive, or older than an hour): not counted.
+    public var unusable: UInt64
+
+    public init(samples: UInt64, totalMicroseconds: UInt64, maxMicroseconds: UInt64, boundsMicroseconds: [UInt64],
+                buckets: [UInt64], unusable: UInt64) {
+        self.samples = samples
+        self.totalMicroseconds = totalMicroseconds
+        self.maxMicroseconds = maxMicroseconds
+        self.boundsMicroseconds = boundsMicroseconds
+        self.buckets = buckets
+        self.unusable = unusable
     }
 }
 

@@ -11,9 +11,14 @@
 /// their backlogs stay even, and together they hold up to the sum of their bounds before any
 /// drops. No I/O: the caller counts (`KernelQueueStats`).
 public enum DrainShares {
-    /// A queue gets more of the turn only above this many packets waiting: below, nothing is
-    /// near the bound and the turns stay even.
-    public static let minimumBacklog = 1024
+    /// A queue gets more of the turn only above this many packets waiting: below, the turns
+    /// stay even. Low, because waiting packets are also time: at 1,024 (until 2026-12-08) a
+    /// reader that could not keep up (50 transfers through the proxy, the links' offloads off)
+    /// left the servers' queue at 500-1,000 packets with the others near empty, and the servers'
+    /// packets waited 119 ms on average (72% of them 100-500 ms, `splicectl status`) against
+    /// 5 ms for the clients'; their senders' round-trip estimates reached seconds. At 64 both
+    /// waited ~10 ms (Docs/packet-path.md, "Waiting in the queue").
+    public static let minimumBacklog = 64
 
     /// `waiting[i]`: packets waiting in sharing queue i; `base`: receives each gets when even.
     /// Returns the receives per queue: `base` each, unless the fullest holds at least

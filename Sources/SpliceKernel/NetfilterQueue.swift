@@ -56,6 +56,10 @@ public final class NetfilterQueue: @unchecked Sendable {
         public var batchedAccepts: UInt64 = 0
         public var receiveOverruns: UInt64 = 0
         public var truncated: UInt64 = 0
+        /// How long packets waited in the queue, from the kernel's timestamp of each
+        /// (`NFQA_TIMESTAMP`: when it arrived at this host) to its receive here
+        /// (`QueueDelay`); packets with no timestamp are not counted.
+        public var delay = QueueDelay()
     }
 
     public let number: UInt16
@@ -87,6 +91,9 @@ public final class NetfilterQueue: @unchecked Sendable {
     /// 1, 2, 3, ... in the order it queues them; 0 before the first), and its copy published
     /// after each drain for other threads: every packet with an id up to it has been seen.
     private var lastHandledID: UInt32 = 0
+    /// When the current receive returned (`CLOCK_REALTIME`, microseconds): the packets it
+    /// brought were in the queue until then.
+    private var receivedAt: UInt64 = 0
     private let seenThrough = Atomic<UInt32>(0)
     /// The drains begun and ended: odd while one is under way (packets received, their verdicts
     /// not all sent), even between them.
@@ -215,6 +222,7 @@ public final class NetfilterQueue: @unchecked Sendable {
         var overruns = 0
         while drained < limit {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
+            receivedAt = QueueDelay.nowMicroseconds()
             if n < 0 {
                 let e = errno
                 if e == ENOBUFS && overruns < options.receivesPerDrain {
@@ -267,6 +275,13 @@ public final class NetfilterQueue: @unchecked Sendable {
         let id = UInt32(bigEndian: hdr.pointee.packet_id)
         counters.packets &+= 1
         lastHandledID = id
+        if let a = attributes[Int(NFQA_TIMESTAMP.rawValue)], mnl_attr_get_payload_len(a) >= 16 {
+            // struct nfqnl_msg_packet_timestamp: seconds and microseconds, big-endian 64-bit.
+            let t = UnsafeRawPointer(mnl_attr_get_payload(a)!)
+            let sec = UInt64(bigEndian: t.loadUnaligned(as: UInt64.self))
+            let usec = UInt64(bigEndian: t.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            counters.delay.record(queuedAt: sec &* 1_000_000 &+ usec, receivedAt: receivedAt)
+        }
         guard let pa = attributes[Int(NFQA_PAYLOAD.rawValue)] else {
             accept(id)
             return

@@ -122,6 +122,11 @@ struct Status: ParsableCommand {
                 line += "; kernel: not bound (no line in /proc/net/netfilter/nfnetlink_queue)"
             }
             print(line)
+            if let d = q.delay, d.samples > 0 {
+                let shares = zip(d.boundsMicroseconds.map { "<=\(Format.milliseconds($0))" } + ["longer"], d.buckets)
+                    .map { "\($0) \(Format.percent($1, of: d.samples))" }.joined(separator: ", ")
+                print("    waited before it was read: mean \(Format.milliseconds(d.totalMicroseconds / d.samples)), max \(Format.milliseconds(d.maxMicroseconds)) (\(d.samples) packets timed: \(shares))")
+            }
         }
         let p = s.packets
         print("packets: \(p.total) (\(Format.bytes(p.bytes))): tcp \(p.tcp), not-tcp \(p.notTCP), fragments \(p.fragments), malformed \(p.malformed), untracked \(p.untracked)")
@@ -286,6 +291,13 @@ enum Format {
         return u == 0 ? "\(n) B" : String(format: "%.1f", v) + " " + units[u]
     }
     static func seconds(_ s: Double) -> String { String(format: "%.1fs", s) }
+    /// Microseconds as milliseconds: "0.25 ms", "12 ms".
+    static func milliseconds(_ us: UInt64) -> String {
+        us >= 10_000 || us % 1000 == 0 ? "\(us / 1000) ms" : String(format: "%.2f ms", Double(us) / 1000)
+    }
+    static func percent(_ n: UInt64, of total: UInt64) -> String {
+        total == 0 ? "0%" : String(format: "%.1f%%", 100 * Double(n) / Double(total))
+    }
     static func duration(_ s: Double) -> String {
         let t = Int(s)
         if t < 60 { return String(format: "%.1fs", s) }

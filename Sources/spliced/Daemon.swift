@@ -21,6 +21,8 @@ final class Daemon: @unchecked Sendable {
     /// The engine and the proxy registry, and the rules that join them (SpliceDaemonCore).
     let supervisor: Supervisor<ControlServer.ClientID>
     let queues: [NetfilterQueue]
+    /// A UDP socket held open asking for receive timestamps (QueueDelay), or -1.
+    let timestampSocket: Int32
     /// Copies of spliced flows' FINs (`--fin-log-group`), read by the first reader thread.
     let finLog: PacketLog?
     /// The intercepted handshakes as they leave the router (Resilient/ClampedMSS.swift): read
@@ -95,6 +97,12 @@ final class Daemon: @unchecked Sendable {
             qs.append(try NetfilterQueue(number: n, options: o))
         }
         queues = qs
+        // The kernel stamps the packets it receives while a socket asks for it: the queues'
+        // waits are measured from those stamps (splicectl status).
+        timestampSocket = QueueDelay.enableKernelTimestamps()
+        if timestampSocket < 0 {
+            logger.warning("cannot turn on the kernel's receive timestamps: queue waits not measured", metadata: ["errno": "\(errno)"])
+        }
         finLog = try configuration.finLogGroup.map { try PacketLog(group: $0) }
         var immediate = PacketLog.Options()
         immediate.batch = 1
@@ -532,7 +540,11 @@ final class Daemon: @unchecked Sendable {
                                packets: c.packets, verdictMessages: c.verdictMessages, verdictSends: c.verdictSends, verdictSendFailures: c.verdictSendFailures,
                                sendsBeforeInjection: c.sendsBeforeInjection,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
-                               queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID)
+                               queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID,
+                               delay: QueueDelayReport(samples: c.delay.samples, totalMicroseconds: c.delay.totalMicroseconds,
+                                                       maxMicroseconds: c.delay.maxMicroseconds,
+                                                       boundsMicroseconds: QueueDelay.boundsMicroseconds,
+                                                       buckets: c.delay.buckets, unusable: c.delay.unusable))
         }
         let proxies = supervisor.registry.withLock { $0.reports(now: now, pidfile: configuration.proxyPidfile) }
         var report = StatusReport(engine: engineStatus, version: tcpspliceVersion, pid: pid,

@@ -10,8 +10,16 @@ import Testing
     }
 
     @Test func aSmallBacklogKeepsTheTurnsEven() {
-        // 1,000 packets against none: far from any bound.
-        #expect(DrainShares.receives(waiting: [1000, 0], base: 32) == [32, 32])
+        // Below the minimum backlog: even turns.
+        #expect(DrainShares.receives(waiting: [DrainShares.minimumBacklog - 1, 0], base: 32) == [32, 32])
+    }
+
+    @Test func aModerateBacklogAlreadyGetsMoreOfTheTurn() {
+        // The servers' queue holding 800 while the clients' holds 50: far from the kernel's
+        // bound, but 800 packets are ~100 ms of waiting for a reader that cannot keep up.
+        #expect(DrainShares.receives(waiting: [50, 800], base: 32) == [8, 56])
+        // Level backlogs (within an eighth) keep the turns even.
+        #expect(DrainShares.receives(waiting: [800, 750], base: 32) == [32, 32])
     }
 
     @Test func theFullestGetsWhatTheOthersGiveUp() {

@@ -47,6 +47,12 @@ report "segments the ends sent again while proxied (TcpRetransSegs of TcpOutSegs
     "$(resent_share client "$NS_C" "$RESENT_C"), $(resent_share server "$NS_S" "$RESENT_S");" \
     "SACK taken off clamped ACKs: $(resilient_stat sackTakenOffClamped)"
 log "before the kill: $(impair_counts | tr '\n' ';')"
+# How long the ends' packets waited in the engine's queues (spliced's own stamps; the proxy's
+# packets carry none): the reader does not keep up with 50 transfers sent as MTU-sized
+# packets, and until 2026-12-08 the servers' queue held 500-1,000 of them, ~120 ms each
+# (Docs/packet-path.md, "Waiting in the queue"). Reported, not held to a bound.
+waits=$(status_json | flowcheck queue-waits) || fail "the queues' waits were not measured"
+while IFS= read -r line; do report "waited in the queue: $line"; done <<<"$waits"
 proxy_kill_now
 wait_no_proxy 10
 flows_assert_all bypass proxy-died "$N"
