@@ -222,7 +222,6 @@ public final class NetfilterQueue: @unchecked Sendable {
         var overruns = 0
         while drained < limit {
             let n = recv(fd, receiveBuffer, receiveBufferSize, Int32(MSG_DONTWAIT))
-            receivedAt = QueueDelay.nowMicroseconds()
             if n < 0 {
                 let e = errno
                 if e == ENOBUFS && overruns < options.receivesPerDrain {
@@ -236,6 +235,7 @@ public final class NetfilterQueue: @unchecked Sendable {
                 publishCounters()
                 throw SystemError("receiving from NFQUEUE \(number)", errno: e)
             }
+            receivedAt = QueueDelay.nowMicroseconds()
             dispatch(length: n, handle: handle)
             drained += 1
         }
