@@ -28,9 +28,12 @@ Status (`splicectl status --json` on stdin):
   proxy-id PID           the id of the listed proxy with that pid; exit 1 when none
   resilient-queues       assert: queue 0 (the ends') fail-open, queue 1 (the proxy's)
                          fail-closed, and both have seen packets
-  queue-waits            one line per queue that timed packets: how long they waited before
-                         spliced read them (mean, max, the share over 100 ms); assert: every
-                         ends' queue that read packets timed some (the kernel's stamps came)
+  queue-waits [--since FILE]
+                         one line per queue that timed packets: how long they waited before
+                         spliced read them (mean, max, the share over 100 ms); with --since, only
+                         what was counted after FILE (a status saved earlier; no max then);
+                         assert: every ends' queue that read packets timed some (the kernel's
+                         stamps came)
   bypass-status          assert: what test_bypass_download_upload expects after its transfers
                          (queue 0 bound and busy, accept verdicts, uptime, flow and memory
                          sections)
@@ -189,17 +192,25 @@ def cmd_resilient_queues(_args):
     return 0
 
 
-def cmd_queue_waits(_args):
+def cmd_queue_waits(args):
     untimed = []
+    before = {}
+    if args.since:
+        with open(args.since) as f:
+            before = {q['number']: q for q in json.load(f)['queues']}
     for q in load()['queues']:
         d = q.get('delay') or {}
-        n = d.get('samples', 0)
+        b = before.get(q['number'], {})
+        bd = b.get('delay') or {}
+        n = d.get('samples', 0) - bd.get('samples', 0)
         if n:
-            over = sum(c for b, c in zip(d['boundsMicroseconds'] + [None], d['buckets']) if b is None or b > 100000)
-            print('queue %d (%s): %d packets timed, mean %.1f ms, max %.1f ms, %.1f%% over 100 ms'
-                  % (q['number'], q.get('role', '?'), n, d['totalMicroseconds'] / n / 1000.0,
-                     d['maxMicroseconds'] / 1000.0, 100.0 * over / n))
-        elif q.get('role') == 'ends' and q['packets'] > 0:
+            buckets = [x - y for x, y in zip(d['buckets'], bd.get('buckets') or [0] * len(d['buckets']))]
+            over = sum(c for bound, c in zip(d['boundsMicroseconds'] + [None], buckets) if bound is None or bound > 100000)
+            mean = (d['totalMicroseconds'] - bd.get('totalMicroseconds', 0)) / n / 1000.0
+            top = '' if args.since else ', max %.1f ms' % (d['maxMicroseconds'] / 1000.0)
+            print('queue %d (%s): %d packets timed, mean %.1f ms%s, %.1f%% over 100 ms'
+                  % (q['number'], q.get('role', '?'), n, mean, top, 100.0 * over / n))
+        elif q.get('role') == 'ends' and q['packets'] > b.get('packets', 0):
             untimed.append(q['number'])
     if untimed:
         problem("the ends' queue(s) %s read packets but timed none: no kernel stamps (NFQA_TIMESTAMP)"
@@ -320,7 +331,8 @@ def parser():
     p = add('proxy-id', cmd_proxy_id, 'the id of the proxy with that pid')
     p.add_argument('pid', type=int)
     add('resilient-queues', cmd_resilient_queues, 'queue 0 fail-open, queue 1 fail-closed, both busy')
-    add('queue-waits', cmd_queue_waits, "the queues' waits; the ends' queues timed their packets")
+    p = add('queue-waits', cmd_queue_waits, "the queues' waits; the ends' queues timed their packets")
+    p.add_argument('--since', metavar='FILE', help='a status saved earlier: only what was counted after it')
     add('bypass-status', cmd_bypass_status, "test_bypass_download_upload's status checks")
 
     p = add('xfers-moved', cmd_xfers_moved, 'bytes moved by each transfer')

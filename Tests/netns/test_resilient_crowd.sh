@@ -42,12 +42,14 @@ engine_packets() {
     st=$(status_json)
     echo "$(json_get packets.total <<<"$st") $(json_get sum 'queues.*.queueDropped' <<<"$st")"
 }
-declare -A PACKETS DROPS SYNACKS
+declare -A PACKETS DROPS SYNACKS WAITS
 # crowd NAME: N downloads at once, all byte-exact or the test fails. Counts the engine's packets per
-# download and its queues' drops meanwhile, and the SYN-ACKs the server had to send again.
+# download and its queues' drops meanwhile, how long the ends' packets waited in its queues
+# (Docs/packet-path.md, "Waiting in the queue"), and the SYN-ACKs the server had to send again.
 crowd() {
     local p0 d0 p1 d1 s0 x0 rc=0
     read -r p0 d0 < <(engine_packets)
+    status_json >"$TEST_TMP/status-before-$1.json"
     s0=$(ns_counter "$NS_S" TcpExtTCPSynRetrans)
     x0=$(tx_dropped "$NS_S" eth0)
     crowd_run "$1" "$SERVER_IP" "$XF_DOWN_PORT" "$N" --timeout 60 --deadline 300 || rc=$?
@@ -56,6 +58,8 @@ crowd() {
     read -r p1 d1 < <(engine_packets)
     PACKETS[$1]=$(((p1 - p0) / N))
     DROPS[$1]=$((d1 - d0))
+    WAITS[$1]=$(status_json | flowcheck queue-waits --since "$TEST_TMP/status-before-$1.json" | tr '\n' ';') \
+        || fail "crowd $1: the queues' waits were not measured"
 }
 
 # 1. Bypass.
@@ -85,6 +89,6 @@ log "engine: $(json_get packets.total <<<"$st") packets, queue drops $(json_get 
 b=$(crowd_field bypass seconds)
 for run in bypass splice-proxy haproxy; do
     s=$(crowd_field "$run" seconds)
-    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(awk -v s="$s" -v b="$b" 'BEGIN { printf "%.2f", s / b }')x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}; ${SYNACKS[$run]}; slowest: $(crowd_field "$run" slowest | tr -d '\n' | cut -c1-300)"
+    report "$run: $N downloads of $CROWD_BYTES bytes in $s s ($(awk -v s="$s" -v b="$b" 'BEGIN { printf "%.2f", s / b }')x bypass), connect $(crowd_field "$run" connect_ms.p50) ms p50, total $(crowd_field "$run" total_ms.p99) ms p99; the engine saw ${PACKETS[$run]} packets per download, its queues dropped ${DROPS[$run]}; waits: ${WAITS[$run]} ${SYNACKS[$run]}; slowest: $(crowd_field "$run" slowest | tr -d '\n' | cut -c1-300)"
 done
 log "PASS: $N concurrent downloads byte-exact through splice-proxy and through HAProxy"
