@@ -8,27 +8,37 @@ import Glibc
 /// (`QueueDelay.enableKernelTimestamps`). The packets this host sends (the proxy's, in raw
 /// OUTPUT) came with no stamp on the kernel of these machines (6.18): their queues' waits are
 /// not measured. A stamp of another clock (ahead of the receive, or more than an hour behind
-/// it) is counted apart (`unusable`), not as a wait. No allocation: fixed fields.
-public struct QueueDelay: Sendable, Equatable {
+/// it) is counted apart (`unusable`), not as a wait. `record` allocates nothing.
+public struct QueueDelay: Sendable {
     /// Upper bounds (microseconds) of the buckets, the last one open: up to 1 ms, 5 ms, 20 ms,
-    /// 100 ms, 500 ms, and longer.
+    /// 100 ms, 500 ms, and longer (`bucket(_:)` places a wait by the same bounds).
     public static let boundsMicroseconds: [UInt64] = [1_000, 5_000, 20_000, 100_000, 500_000]
 
-    public var samples: UInt64 = 0
-    public var totalMicroseconds: UInt64 = 0
-    public var maxMicroseconds: UInt64 = 0
-    public var upTo1ms: UInt64 = 0
-    public var upTo5ms: UInt64 = 0
-    public var upTo20ms: UInt64 = 0
-    public var upTo100ms: UInt64 = 0
-    public var upTo500ms: UInt64 = 0
-    public var longer: UInt64 = 0
-    public var unusable: UInt64 = 0
+    /// Waits counted per bucket, in the order of `boundsMicroseconds`, the open one last.
+    private var counts = InlineArray<6, UInt64>(repeating: 0)
+    public private(set) var totalMicroseconds: UInt64 = 0
+    public private(set) var maxMicroseconds: UInt64 = 0
+    /// Stamps of another clock, not counted as waits.
+    public private(set) var unusable: UInt64 = 0
 
     public init() {}
 
-    /// The buckets in the order of `boundsMicroseconds`, the open one last.
-    public var buckets: [UInt64] { [upTo1ms, upTo5ms, upTo20ms, upTo100ms, upTo500ms, longer] }
+    public var buckets: [UInt64] { counts.indices.map { counts[$0] } }
+    /// Packets timed.
+    public var samples: UInt64 { buckets.reduce(0, &+) }
+
+    /// The bucket of a wait (microseconds): the first whose bound it does not exceed.
+    @inline(__always)
+    static func bucket(_ wait: UInt64) -> Int {
+        switch wait {
+        case ...1_000: 0
+        case ...5_000: 1
+        case ...20_000: 2
+        case ...100_000: 3
+        case ...500_000: 4
+        default: 5
+        }
+    }
 
     /// One packet stamped `queuedAt`, received at `receivedAt` (both `CLOCK_REALTIME`
     /// microseconds).
@@ -41,17 +51,9 @@ public struct QueueDelay: Sendable, Equatable {
             unusable &+= 1
             return
         }
-        samples &+= 1
+        counts[QueueDelay.bucket(wait)] &+= 1
         totalMicroseconds &+= wait
         if wait > maxMicroseconds { maxMicroseconds = wait }
-        switch wait {
-        case ...1_000: upTo1ms &+= 1
-        case ...5_000: upTo5ms &+= 1
-        case ...20_000: upTo20ms &+= 1
-        case ...100_000: upTo100ms &+= 1
-        case ...500_000: upTo500ms &+= 1
-        default: longer &+= 1
-        }
     }
 
     /// `CLOCK_REALTIME` in microseconds (the clock of the kernel's packet stamps).

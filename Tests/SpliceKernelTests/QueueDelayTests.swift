@@ -30,5 +30,10 @@ import Testing
 
     @Test func theBoundsMatchTheBuckets() {
         #expect(QueueDelay.boundsMicroseconds.count + 1 == QueueDelay().buckets.count)
+        // The reported bounds are those `bucket` places waits by.
+        for (i, bound) in QueueDelay.boundsMicroseconds.enumerated() {
+            #expect(QueueDelay.bucket(bound) == i)
+            #expect(QueueDelay.bucket(bound + 1) == i + 1)
+        }
     }
 }
