@@ -285,7 +285,8 @@ status_save() {
 }
 
 # status_delta CASE WHAT BEFORE AFTER EXPECT OUT: what spliced counted between the two
-# statuses (balancer counters, queue drops, untracked flows) into OUT as JSON; notes a
+# statuses (balancer counters, queue drops, untracked flows) into OUT as JSON, and logs how
+# long the ends' packets waited in the queues meanwhile; notes a
 # problem when fewer than EXPECT joins happened (EXPECT is 90% of wrk's requests, or the
 # number of downloads), or when packets were dropped at a queue or flows went untracked.
 status_delta() {
@@ -308,20 +309,6 @@ r["verdict_send_failures"] = qsum(after, "verdictSendFailures") - qsum(before, "
 r["flows_table_full"] = ((after.get("flows") or {}).get("tableFull") or 0) - ((before.get("flows") or {}).get("tableFull") or 0)
 json.dump(r, open(out, "w"))
 print("INFO spliced counted: " + ", ".join("%s %d" % kv for kv in r.items()))
-# How long the ends' packets waited in spliced's queues during the run (queues[].delay, from
-# the kernel's arrival stamps: Docs/packet-path.md, "Waiting in the queue").
-waits = []
-qb = {q["number"]: q.get("delay") or {} for q in before.get("queues", [])}
-for q in after.get("queues", []):
-    a, b = q.get("delay") or {}, qb.get(q["number"]) or {}
-    n = a.get("samples", 0) - b.get("samples", 0)
-    if n > 0:
-        total = a["totalMicroseconds"] - b.get("totalMicroseconds", 0)
-        over = sum(x - y for bound, x, y in zip(a["boundsMicroseconds"] + [None], a["buckets"], b.get("buckets") or [0] * len(a["buckets"]))
-                   if bound is None or bound > 5000)
-        waits.append("queue %d mean %.2f ms, %.1f%% over 5 ms (%d timed)" % (q["number"], total / n / 1000.0, 100.0 * over / n, n))
-if waits:
-    print("INFO waited in spliced's queues: " + "; ".join(waits))
 if r["joined"] < expect:
     print("PROBLEM only %d joins for the %d expected: not every connection was joined (refused %d, cancelled %d)"
           % (r["joined"], expect, r["refused"], r["cancelled"]))
@@ -338,6 +325,11 @@ PYEOF
             "INFO "*) log "$case: $what: ${line#INFO }" ;;
         esac
     done <"$TEST_TMP/delta-$case-$what.txt"
+    # How long the ends' packets waited in spliced's queues meanwhile (Docs/packet-path.md,
+    # "Waiting in the queue"; flowcheck, as the tests read it).
+    local waits
+    waits=$(flowcheck queue-waits --since "$3" <"$4" | tr '\n' ';') || note_case "$case" "$what: the queues' waits were not measured"
+    [[ -z "$waits" ]] || log "$case: $what: waited in spliced's queues: $waits"
 }
 
 # download CASE URL: one download checked for the file's SHA-256, then $TRIES timed ones to
