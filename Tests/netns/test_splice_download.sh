@@ -17,8 +17,8 @@
 #     the proxy never engaged). Each time its SHA-256 equals the file's; `splicectl flows`
 #     lists the flow spliced, by that rule, drained; of the packets the router forwarded for
 #     it, the engine saw well under 1% (after the splice only its FIN and the one that set the
-#     conntrack mark); no PAWS drop, unless both ends' captures (headers only: ~30,000 packets,
-#     the senders' offloads sending 64 KB at a time) show every old TSval as the path's own (at
+#     conntrack mark); no PAWS drop, unless both ends' captures (headers only: tens of
+#     thousands of packets, the senders' offloads sending 64 KB at a time) show every old TSval as the path's own (at
 #     full speed the veth queues overflow, the server resends, and an original that two CPUs'
 #     backlogs delayed behind its retransmission is dropped by PAWS; CI saw one drop at the
 #     client with the engine reading on 2026-12-08, with no capture to tell what it was).
