@@ -1,4 +1,5 @@
 import Glibc
+import SpliceControlProtocol
 
 /// How long a queue's packets waited before the reader received them: a histogram with fixed
 /// bounds, their sum and the largest, counted per packet that carried the kernel's timestamp.
@@ -24,6 +25,12 @@ public struct QueueDelay: Sendable {
     public init() {}
 
     public var buckets: [UInt64] { counts.indices.map { counts[$0] } }
+    /// As `splicectl status` shows it.
+    public var report: QueueDelayReport {
+        let b = buckets
+        return QueueDelayReport(samples: b.reduce(0, &+), totalMicroseconds: totalMicroseconds, maxMicroseconds: maxMicroseconds,
+                                boundsMicroseconds: QueueDelay.boundsMicroseconds, buckets: b, unusable: unusable)
+    }
     /// Packets timed.
     public var samples: UInt64 { buckets.reduce(0, &+) }
 

@@ -541,10 +541,7 @@ final class Daemon: @unchecked Sendable {
                                sendsBeforeInjection: c.sendsBeforeInjection,
                                receiveOverruns: c.receiveOverruns, queueTotal: k?.queueTotal,
                                queueDropped: k?.queueDropped, userDropped: k?.userDropped, portID: k?.portID,
-                               delay: QueueDelayReport(samples: c.delay.samples, totalMicroseconds: c.delay.totalMicroseconds,
-                                                       maxMicroseconds: c.delay.maxMicroseconds,
-                                                       boundsMicroseconds: QueueDelay.boundsMicroseconds,
-                                                       buckets: c.delay.buckets, unusable: c.delay.unusable))
+                               delay: c.delay.report)
         }
         let proxies = supervisor.registry.withLock { $0.reports(now: now, pidfile: configuration.proxyPidfile) }
         var report = StatusReport(engine: engineStatus, version: tcpspliceVersion, pid: pid,
